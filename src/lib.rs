@@ -1,0 +1,3 @@
+//! pushgate: an HTTP push gateway for APNs and FCM.
+
+pub mod mock;

@@ -1,0 +1,1 @@
+//! Mock APNs: HTTP/2 over TLS (placeholder; being written).

@@ -1,0 +1,1 @@
+//! Mock FCM (placeholder; being written).
