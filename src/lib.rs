@@ -1,3 +1,12 @@
 //! pushgate: an HTTP push gateway for APNs and FCM.
+//!
+//! A request becomes a [`job::Job`] (one shared message, many tokens) in
+//! [`api`], waits in [`queue`], is sent per token by an [`apns`] or [`fcm`]
+//! worker, and ends as one [`job::Outcome`] recorded by [`report::Recorder`].
 
+pub mod job;
+pub mod metrics;
 pub mod mock;
+pub mod queue;
+pub mod report;
+pub mod retry;

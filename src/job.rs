@@ -1,0 +1,473 @@
+//! The nouns every module shares: a [`Job`] is one accepted send request (one
+//! shared message, many tokens), and every token of it ends in exactly one
+//! [`Outcome`].
+
+use std::fmt;
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+/// The upstream a job is delivered through. Also the `platform` metrics label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Platform {
+    /// Apple APNs, HTTP/2 provider API.
+    Apns,
+    /// Firebase Cloud Messaging HTTP v1.
+    Fcm,
+    /// Legacy GCM-compatible multicast API.
+    Gcm,
+}
+
+impl Platform {
+    /// The lower-case name used in metrics labels and job answers.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Platform::Apns => "apns",
+            Platform::Fcm => "fcm",
+            Platform::Gcm => "gcm",
+        }
+    }
+
+    /// Which report family (`/apns/report*` or `/gcm/report*`) this platform writes.
+    pub fn family(self) -> Family {
+        match self {
+            Platform::Apns => Family::Apple,
+            Platform::Fcm | Platform::Gcm => Family::Google,
+        }
+    }
+}
+
+impl fmt::Display for Platform {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A report family: FCM v1 and legacy GCM both report under `/gcm/report*`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// `/apns/report*`.
+    Apple,
+    /// `/gcm/report*` (FCM v1 or legacy GCM, whichever is configured).
+    Google,
+}
+
+/// A job's identifier: a random UUID, rendered without hyphens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct JobId(uuid::Uuid);
+
+impl JobId {
+    /// A fresh random id.
+    pub fn new() -> Self {
+        Self(uuid::Uuid::new_v4())
+    }
+
+    /// Parses the form produced by `Display` (hyphens optional).
+    pub fn parse(s: &str) -> Option<Self> {
+        uuid::Uuid::try_parse(s).ok().map(Self)
+    }
+}
+
+impl Default for JobId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0.simple())
+    }
+}
+
+/// Why a token was refused at the API, before it was ever queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenError {
+    /// APNs: not hex, odd length, or outside 16..=100 bytes.
+    BadDeviceToken,
+    /// Google: empty, not printable ASCII, or over 4096 bytes.
+    InvalidRegistration,
+}
+
+impl TokenError {
+    /// The reason string in the 202 answer's `rejected` list, in the upstream's own words.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenError::BadDeviceToken => "BadDeviceToken",
+            TokenError::InvalidRegistration => "InvalidRegistration",
+        }
+    }
+}
+
+/// An APNs device token: always 16..=100 bytes, parsed from hex of either case.
+///
+/// Stored as raw bytes (half the size of the hex) and rendered as lower-case hex.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct DeviceToken(Box<[u8]>);
+
+impl DeviceToken {
+    /// Shortest token Apple issues or ever has (bytes).
+    pub const MIN_BYTES: usize = 16;
+    /// Longest token we accept (bytes); Apple documents tokens as variable length.
+    pub const MAX_BYTES: usize = 100;
+
+    /// Parses a hex token into `out`, returning the number of bytes written.
+    /// Allocation-free so that validating 100k tokens is a tight loop.
+    pub fn decode_into(hex: &str, out: &mut Vec<u8>) -> Result<usize, TokenError> {
+        let hex = hex.as_bytes();
+        if hex.len() % 2 != 0 || hex.len() < 2 * Self::MIN_BYTES || hex.len() > 2 * Self::MAX_BYTES
+        {
+            return Err(TokenError::BadDeviceToken);
+        }
+        let start = out.len();
+        for pair in hex.chunks_exact(2) {
+            match (nibble(pair[0]), nibble(pair[1])) {
+                (Some(hi), Some(lo)) => out.push(hi << 4 | lo),
+                _ => {
+                    out.truncate(start);
+                    return Err(TokenError::BadDeviceToken);
+                }
+            }
+        }
+        Ok(hex.len() / 2)
+    }
+
+    /// Parses a hex token.
+    pub fn parse(hex: &str) -> Result<Self, TokenError> {
+        let mut bytes = Vec::with_capacity(hex.len() / 2);
+        Self::decode_into(hex, &mut bytes)?;
+        Ok(Self(bytes.into_boxed_slice()))
+    }
+
+    /// The raw bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Display for DeviceToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex_encode(&self.0))
+    }
+}
+
+impl fmt::Debug for DeviceToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DeviceToken({self})")
+    }
+}
+
+fn nibble(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex_encode(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[usize::from(b >> 4)] as char);
+        s.push(DIGITS[usize::from(b & 0x0f)] as char);
+    }
+    s
+}
+
+/// Checks a Google registration token: opaque, non-empty printable ASCII, ≤ 4096 bytes.
+pub fn check_registration_token(token: &str) -> Result<(), TokenError> {
+    let ok =
+        !token.is_empty() && token.len() <= 4096 && token.bytes().all(|b| b.is_ascii_graphic());
+    if ok {
+        Ok(())
+    } else {
+        Err(TokenError::InvalidRegistration)
+    }
+}
+
+/// A job's tokens in one contiguous buffer: no allocation per token, so a
+/// million queued tokens cost their bytes plus four bytes of offset each.
+#[derive(Debug, Default, Clone)]
+pub struct TokenList {
+    bytes: Vec<u8>,
+    ends: Vec<u32>,
+}
+
+impl TokenList {
+    /// An empty list with room for `tokens` tokens of about `bytes_each` bytes.
+    pub fn with_capacity(tokens: usize, bytes_each: usize) -> Self {
+        Self {
+            bytes: Vec::with_capacity(tokens * bytes_each),
+            ends: Vec::with_capacity(tokens),
+        }
+    }
+
+    /// Appends a token's bytes.
+    pub fn push(&mut self, token: &[u8]) {
+        self.bytes.extend_from_slice(token);
+        self.commit();
+    }
+
+    /// Exposes the byte buffer so a decoder can write a token in place; call
+    /// [`TokenList::commit`] after a successful write.
+    pub fn buffer(&mut self) -> &mut Vec<u8> {
+        &mut self.bytes
+    }
+
+    /// Marks everything written to the buffer since the last token as one token.
+    pub fn commit(&mut self) {
+        // Jobs are bounded by the body limit, far below 4 GiB of tokens.
+        self.ends
+            .push(u32::try_from(self.bytes.len()).unwrap_or(u32::MAX));
+    }
+
+    /// Number of tokens.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// True when there are no tokens.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The bytes of token `index`.
+    pub fn get(&self, index: u32) -> &[u8] {
+        let i = index as usize;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        &self.bytes[start..self.ends[i] as usize]
+    }
+
+    /// Heap bytes held, for memory accounting.
+    pub fn heap_bytes(&self) -> usize {
+        self.bytes.capacity() + self.ends.capacity() * 4
+    }
+}
+
+/// One accepted send request: a message of type `M` shared by all its tokens.
+#[derive(Debug)]
+pub struct Job<M> {
+    /// The job's id, returned in the 202 answer.
+    pub id: JobId,
+    /// The credential set (`app` request field); `default` is the top-level section.
+    pub app: Arc<str>,
+    /// The message, built once per job.
+    pub message: M,
+    /// The tokens, validated at the API.
+    pub tokens: TokenList,
+    /// Live counts, shared with the job table.
+    pub progress: Arc<JobProgress>,
+    /// After this instant nothing more is sent; remaining tokens become `expired`.
+    pub expires_at: Option<SystemTime>,
+}
+
+impl<M> Job<M> {
+    /// The range covering every token.
+    pub fn all(&self) -> Range<u32> {
+        0..u32::try_from(self.tokens.len()).unwrap_or(u32::MAX)
+    }
+}
+
+/// A terminal outcome for one token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Delivered (APNs 200, FCM message name, legacy message_id).
+    Success,
+    /// The token is no longer valid (APNs 410, FCM UNREGISTERED, legacy NotRegistered):
+    /// the back end should delete it. APNs gives the time it became invalid.
+    Unregistered {
+        /// Milliseconds since the epoch, when the upstream said.
+        timestamp_ms: Option<u64>,
+    },
+    /// Delivered, and legacy GCM named a newer token to use from now on.
+    Canonical {
+        /// The replacement registration id.
+        new_token: String,
+    },
+    /// Refused for good; retrying would not help.
+    Failed {
+        /// The upstream's reason (e.g. `BadDeviceToken`) or ours.
+        reason: Arc<str>,
+        /// The HTTP status, 0 when none (transport errors).
+        status: u16,
+    },
+    /// Not delivered before retries or the message's expiration ran out.
+    Expired {
+        /// The last retryable reason seen, or `Expired` when the deadline passed first.
+        reason: Arc<str>,
+    },
+}
+
+impl Outcome {
+    /// The metrics label and job-count bucket for this outcome.
+    pub fn kind(&self) -> OutcomeKind {
+        match self {
+            Outcome::Success => OutcomeKind::Success,
+            Outcome::Unregistered { .. } => OutcomeKind::Unregistered,
+            Outcome::Canonical { .. } => OutcomeKind::Canonical,
+            Outcome::Failed { .. } => OutcomeKind::Failed,
+            Outcome::Expired { .. } => OutcomeKind::Expired,
+        }
+    }
+}
+
+/// An [`Outcome`] without its data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OutcomeKind {
+    /// See [`Outcome::Success`].
+    Success,
+    /// See [`Outcome::Unregistered`].
+    Unregistered,
+    /// See [`Outcome::Canonical`].
+    Canonical,
+    /// See [`Outcome::Failed`].
+    Failed,
+    /// See [`Outcome::Expired`].
+    Expired,
+}
+
+impl OutcomeKind {
+    /// Every kind, in report order.
+    pub const ALL: [OutcomeKind; 5] = [
+        OutcomeKind::Success,
+        OutcomeKind::Unregistered,
+        OutcomeKind::Canonical,
+        OutcomeKind::Failed,
+        OutcomeKind::Expired,
+    ];
+
+    /// Lower-case label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutcomeKind::Success => "success",
+            OutcomeKind::Unregistered => "unregistered",
+            OutcomeKind::Canonical => "canonical",
+            OutcomeKind::Failed => "failed",
+            OutcomeKind::Expired => "expired",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Live per-job counts. Written by the recorder, read by `GET /jobs/{id}`.
+#[derive(Debug)]
+pub struct JobProgress {
+    /// The job's id.
+    pub id: JobId,
+    /// Which upstream it goes to.
+    pub platform: Platform,
+    /// Tokens accepted.
+    pub total: u64,
+    outcomes: [AtomicU64; 5],
+}
+
+impl JobProgress {
+    /// A job of `total` accepted tokens with no outcome yet.
+    pub fn new(id: JobId, platform: Platform, total: u64) -> Self {
+        Self {
+            id,
+            platform,
+            total,
+            outcomes: Default::default(),
+        }
+    }
+
+    /// Counts one terminal outcome.
+    pub fn record(&self, kind: OutcomeKind) {
+        self.outcomes[kind.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Tokens that have reached `kind`.
+    pub fn count(&self, kind: OutcomeKind) -> u64 {
+        self.outcomes[kind.index()].load(Ordering::Relaxed)
+    }
+
+    /// Tokens without a terminal outcome yet.
+    pub fn pending(&self) -> u64 {
+        let done: u64 = OutcomeKind::ALL.iter().map(|&k| self.count(k)).sum();
+        self.total.saturating_sub(done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_token_accepts_either_case_and_renders_lower() {
+        let t = DeviceToken::parse(&"AbCd".repeat(16)).expect("valid");
+        assert_eq!(t.as_bytes().len(), 32);
+        assert_eq!(t.to_string(), "abcd".repeat(16));
+    }
+
+    #[test]
+    fn device_token_refuses_bad_shapes() {
+        for bad in [
+            "",
+            "abc",
+            &"ab".repeat(15),                 // 15 bytes: too short
+            &"ab".repeat(101),                // 101 bytes: too long
+            &format!("{}0", "ab".repeat(16)), // odd length
+            &"zz".repeat(16),                 // not hex
+            &format!("{} ", "ab".repeat(16)),
+        ] {
+            assert_eq!(
+                DeviceToken::parse(bad),
+                Err(TokenError::BadDeviceToken),
+                "{bad:?}"
+            );
+        }
+        assert!(DeviceToken::parse(&"ab".repeat(16)).is_ok());
+        assert!(DeviceToken::parse(&"ab".repeat(100)).is_ok());
+    }
+
+    #[test]
+    fn failed_decode_leaves_buffer_untouched() {
+        let mut buf = vec![1, 2, 3];
+        let bad = format!("{}zz", "ab".repeat(16));
+        assert!(DeviceToken::decode_into(&bad, &mut buf).is_err());
+        assert_eq!(buf, vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn registration_tokens_are_opaque_printable_ascii() {
+        assert!(check_registration_token("abc:APA91b-_x").is_ok());
+        assert!(check_registration_token("").is_err());
+        assert!(check_registration_token("has space").is_err());
+        assert!(check_registration_token("é").is_err());
+        assert!(check_registration_token(&"a".repeat(4097)).is_err());
+    }
+
+    #[test]
+    fn token_list_stores_tokens_contiguously() {
+        let mut list = TokenList::default();
+        list.push(b"one");
+        list.push(b"three");
+        assert_eq!(list.len(), 2);
+        assert_eq!(list.get(0), b"one");
+        assert_eq!(list.get(1), b"three");
+    }
+
+    #[test]
+    fn job_progress_counts_pending() {
+        let p = JobProgress::new(JobId::new(), Platform::Apns, 3);
+        p.record(OutcomeKind::Success);
+        p.record(OutcomeKind::Failed);
+        assert_eq!(p.pending(), 1);
+        assert_eq!(p.count(OutcomeKind::Success), 1);
+    }
+
+    #[test]
+    fn job_id_round_trips() {
+        let id = JobId::new();
+        assert_eq!(JobId::parse(&id.to_string()), Some(id));
+        assert_eq!(JobId::parse("nope"), None);
+    }
+}

@@ -1,0 +1,199 @@
+//! Prometheus metrics, owned by one [`Metrics`] value passed to whoever records
+//! (no global registry). Gauges that mirror state (queue depth, pending) are
+//! set at scrape time by the `/metrics` handler, so the hot path never touches them.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::job::{OutcomeKind, Platform};
+
+/// Every metric the gateway exports.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// Tokens accepted by `/…/send`, by platform.
+    pub accepted: IntCounterVec,
+    /// Tokens refused at the API, by platform and reason.
+    pub rejected: IntCounterVec,
+    /// Terminal outcomes, by platform, outcome and reason.
+    pub outcomes: IntCounterVec,
+    /// Upstream answers received (one per token attempt), by platform.
+    pub attempts: IntCounterVec,
+    /// Attempts that will be retried, by platform and reason.
+    pub retries: IntCounterVec,
+    /// Work put back without counting an attempt (GOAWAY, refused streams).
+    pub requeued: IntCounterVec,
+    /// Tokens possibly delivered twice (in flight on a connection that dropped).
+    pub possible_duplicates: IntCounterVec,
+    /// API requests answered with an error, by HTTP status and error code.
+    pub api_errors: IntCounterVec,
+    /// Upstream round-trip time per request.
+    pub upstream_latency: HistogramVec,
+    /// Upstream connections open now.
+    pub connections: IntGaugeVec,
+    /// Upstream connections opened, by platform and result (ok, error).
+    pub connects: IntCounterVec,
+    /// Requests in flight to the upstream now.
+    pub in_flight: IntGaugeVec,
+    /// Tokens waiting in the dispatch queue (ready or scheduled for retry).
+    pub queue_depth: IntGaugeVec,
+    /// Tokens accepted and not yet in a terminal outcome, all platforms.
+    pub pending: IntGauge,
+    /// Report list entries dropped because the list was full.
+    pub list_dropped: IntCounterVec,
+    /// Credential refreshes (APNs provider token, OAuth access token).
+    pub credential_refreshes: IntCounterVec,
+    /// POST /…/send handling time.
+    pub api_latency: Histogram,
+}
+
+impl Metrics {
+    /// Registers every metric in a fresh registry.
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let counter =
+            |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
+                let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+                registry.register(Box::new(c.clone()))?;
+                Ok(c)
+            };
+        let gauge =
+            |name: &str, help: &str, labels: &[&str]| -> Result<IntGaugeVec, prometheus::Error> {
+                let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
+                registry.register(Box::new(g.clone()))?;
+                Ok(g)
+            };
+        let accepted = counter(
+            "pushgate_tokens_accepted_total",
+            "Tokens accepted for delivery",
+            &["platform"],
+        )?;
+        let rejected = counter(
+            "pushgate_tokens_rejected_total",
+            "Tokens refused at the API",
+            &["platform", "reason"],
+        )?;
+        let outcomes = counter(
+            "pushgate_outcomes_total",
+            "Terminal outcomes per token",
+            &["platform", "outcome", "reason"],
+        )?;
+        let attempts = counter(
+            "pushgate_attempts_total",
+            "Upstream answers received, one per token attempt",
+            &["platform"],
+        )?;
+        let retries = counter(
+            "pushgate_retries_total",
+            "Attempts scheduled for retry",
+            &["platform", "reason"],
+        )?;
+        let requeued = counter(
+            "pushgate_requeued_total",
+            "Tokens put back without an attempt (GOAWAY, refused stream)",
+            &["platform"],
+        )?;
+        let possible_duplicates = counter(
+            "pushgate_possible_duplicates_total",
+            "Tokens in flight on a connection that dropped, resent",
+            &["platform"],
+        )?;
+        let api_errors = counter(
+            "pushgate_api_errors_total",
+            "API requests answered with an error",
+            &["status", "error"],
+        )?;
+        let connects = counter(
+            "pushgate_upstream_connects_total",
+            "Upstream connection attempts",
+            &["platform", "result"],
+        )?;
+        let list_dropped = counter(
+            "pushgate_report_list_dropped_total",
+            "Report list entries dropped (list full)",
+            &["platform", "list"],
+        )?;
+        let credential_refreshes = counter(
+            "pushgate_credential_refreshes_total",
+            "Provider or access token refreshes",
+            &["platform"],
+        )?;
+        let connections = gauge(
+            "pushgate_upstream_connections",
+            "Upstream connections open",
+            &["platform"],
+        )?;
+        let in_flight = gauge(
+            "pushgate_in_flight",
+            "Upstream requests in flight",
+            &["platform"],
+        )?;
+        let queue_depth = gauge(
+            "pushgate_queue_depth",
+            "Tokens waiting in the dispatch queue",
+            &["platform"],
+        )?;
+        let pending = IntGauge::new(
+            "pushgate_pending_tokens",
+            "Tokens accepted and not yet in a terminal outcome",
+        )?;
+        registry.register(Box::new(pending.clone()))?;
+        let upstream_latency = HistogramVec::new(
+            HistogramOpts::new(
+                "pushgate_upstream_latency_seconds",
+                "Upstream request round trip",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+            &["platform"],
+        )?;
+        registry.register(Box::new(upstream_latency.clone()))?;
+        let api_latency = Histogram::with_opts(
+            HistogramOpts::new(
+                "pushgate_api_send_seconds",
+                "Time to validate and enqueue a send request",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+            ]),
+        )?;
+        registry.register(Box::new(api_latency.clone()))?;
+        Ok(Self {
+            registry,
+            accepted,
+            rejected,
+            outcomes,
+            attempts,
+            retries,
+            requeued,
+            possible_duplicates,
+            api_errors,
+            upstream_latency,
+            connections,
+            connects,
+            in_flight,
+            queue_depth,
+            pending,
+            list_dropped,
+            credential_refreshes,
+            api_latency,
+        })
+    }
+
+    /// Counts one terminal outcome.
+    pub fn outcome(&self, platform: Platform, kind: OutcomeKind, reason: &str) {
+        self.outcomes
+            .with_label_values(&[platform.as_str(), kind.as_str(), reason])
+            .inc();
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> Result<String, prometheus::Error> {
+        let mut out = Vec::with_capacity(16 * 1024);
+        TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+}

@@ -1,0 +1,116 @@
+//! Retry mechanism, knowing no platform: exponential backoff with full jitter,
+//! capped, with the upstream's `Retry-After` taking precedence. `apns/` and
+//! `fcm/` classify answers; this module only says when to try again, or that
+//! the token has run out of tries.
+
+use std::time::Duration;
+
+/// Backoff settings (`[retry] base_ms`, `cap_ms`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    /// Delay ceiling for the first retry; doubles each retry.
+    pub base: Duration,
+    /// No delay is longer than this (unless the upstream asks for longer).
+    pub cap: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            base: Duration::from_millis(200),
+            cap: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Backoff {
+    /// The delay before retry number `retry` (1-based): uniformly random in
+    /// `[0, min(cap, base * 2^(retry-1))]` ("full jitter"), so that a burst of
+    /// failures does not come back as a burst. A `Retry-After` from the upstream
+    /// wins when it is longer.
+    pub fn delay(&self, retry: u32, retry_after: Option<Duration>) -> Duration {
+        let exp = retry.saturating_sub(1).min(31);
+        let ceiling = self
+            .base
+            .saturating_mul(1u32 << exp)
+            .min(self.cap)
+            .as_millis();
+        let jittered = Duration::from_millis(fastrand::u64(0..=ceiling as u64));
+        match retry_after {
+            Some(after) if after > jittered => after,
+            _ => jittered,
+        }
+    }
+}
+
+/// What to do with a token after a retryable answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Try again after this delay.
+    RetryIn(Duration),
+    /// Out of tries: the token's outcome is `expired`.
+    GiveUp,
+}
+
+/// Decides the next step for a token whose attempt number `attempt` (1-based)
+/// just failed in a retryable way.
+pub fn next(
+    backoff: &Backoff,
+    attempt: u32,
+    max_retries: u32,
+    retry_after: Option<Duration>,
+) -> Next {
+    if attempt > max_retries {
+        Next::GiveUp
+    } else {
+        Next::RetryIn(backoff.delay(attempt, retry_after))
+    }
+}
+
+/// Parses a `Retry-After` header value given in seconds (the form APNs and
+/// Google use). HTTP dates are not used by either and are ignored.
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delay_stays_under_the_doubling_ceiling_and_the_cap() {
+        let b = Backoff {
+            base: Duration::from_millis(100),
+            cap: Duration::from_millis(1000),
+        };
+        for _ in 0..200 {
+            assert!(b.delay(1, None) <= Duration::from_millis(100));
+            assert!(b.delay(3, None) <= Duration::from_millis(400));
+            assert!(b.delay(30, None) <= Duration::from_millis(1000));
+        }
+    }
+
+    #[test]
+    fn retry_after_wins_when_longer() {
+        let b = Backoff::default();
+        assert_eq!(
+            b.delay(1, Some(Duration::from_secs(60))),
+            Duration::from_secs(60)
+        );
+    }
+
+    #[test]
+    fn gives_up_after_max_retries() {
+        let b = Backoff::default();
+        assert!(matches!(next(&b, 1, 2, None), Next::RetryIn(_)));
+        assert!(matches!(next(&b, 2, 2, None), Next::RetryIn(_)));
+        assert_eq!(next(&b, 3, 2, None), Next::GiveUp);
+        assert_eq!(next(&b, 1, 0, None), Next::GiveUp);
+    }
+
+    #[test]
+    fn retry_after_parses_seconds_only() {
+        assert_eq!(parse_retry_after(" 5 "), Some(Duration::from_secs(5)));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+    }
+}
