@@ -1,0 +1,190 @@
+use super::*;
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn messages(e: ConfigErrors) -> String {
+    e.to_string()
+}
+
+#[test]
+fn empty_file_gives_defaults_with_no_platform() {
+    let cfg = FileConfig::parse("", "t", env(&[]))
+        .expect("parse")
+        .validate()
+        .expect("valid");
+    assert_eq!(cfg.server.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(cfg.queue_capacity, 1_000_000);
+    assert_eq!(cfg.max_list, 100_000);
+    assert!(cfg.apns.is_none() && cfg.google.is_none());
+}
+
+#[test]
+fn env_overrides_are_typed_by_the_key() {
+    let file = FileConfig::parse(
+        "[server]\nlisten = \"0.0.0.0:1\"\n",
+        "t",
+        env(&[
+            ("PUSHGATE_SERVER_LISTEN", "127.0.0.1:9999"),
+            ("PUSHGATE_QUEUE_CAPACITY", "42"),
+            (
+                "PUSHGATE_SERVER_API_KEYS",
+                "aaaaaaaaaaaaaaaa, bbbbbbbbbbbbbbbb",
+            ),
+            ("PUSHGATE_APNS_KEY_ID", "1234567890"),
+            ("PUSHGATE_LOG", "debug"),
+            ("HOME", "/root"),
+        ]),
+    )
+    .expect("parse");
+    assert_eq!(file.server.listen, "127.0.0.1:9999");
+    assert_eq!(file.queue.capacity, 42);
+    assert_eq!(file.server.api_keys.len(), 2);
+    // A numeric-looking id stays a string, and setting it creates [apns].
+    assert_eq!(
+        file.apns.as_ref().map(|a| a.key_id.as_str()),
+        Some("1234567890")
+    );
+}
+
+#[test]
+fn env_override_with_wrong_type_or_unknown_key_is_refused() {
+    let err = FileConfig::parse(
+        "",
+        "t",
+        env(&[
+            ("PUSHGATE_QUEUE_CAPACITY", "lots"),
+            ("PUSHGATE_APNS_KEYFILE", "x"),
+        ]),
+    )
+    .expect_err("refused");
+    let text = messages(err);
+    assert!(
+        text.contains("PUSHGATE_QUEUE_CAPACITY") && text.contains("integer"),
+        "{text}"
+    );
+    assert!(
+        text.contains("apns.keyfile is not a configuration key"),
+        "{text}"
+    );
+}
+
+#[test]
+fn unknown_keys_in_the_file_are_refused() {
+    let err = FileConfig::parse("[apns]\nkeyfile = \"x\"\n", "pushgate.toml", env(&[]))
+        .expect_err("refused");
+    assert!(messages(err).contains("keyfile"));
+}
+
+#[test]
+fn missing_key_file_names_the_key_the_value_and_the_fix() {
+    let file = FileConfig::parse(
+        "[apns]\nkey_file = \"/nonexistent/AuthKey_ABC.p8\"\nkey_id = \"ABCDEFGHIJ\"\nteam_id = \"TEAM123456\"\n",
+        "t",
+        env(&[]),
+    )
+    .expect("parse");
+    let text = messages(file.validate().expect_err("refused"));
+    assert!(text.contains("apns.key_file"), "{text}");
+    assert!(text.contains("/nonexistent/AuthKey_ABC.p8"), "{text}");
+    assert!(text.contains("fix:"), "{text}");
+}
+
+#[test]
+fn token_and_certificate_auth_together_are_refused() {
+    let file = FileConfig::parse(
+        "[apns]\nkey_file = \"a.p8\"\ncert_file = \"c.pem\"\n",
+        "t",
+        env(&[]),
+    )
+    .expect("parse");
+    let text = messages(file.validate().expect_err("refused"));
+    assert!(text.contains("both token auth"), "{text}");
+}
+
+#[test]
+fn bad_endpoint_and_no_credentials_are_reported_together() {
+    let file = FileConfig::parse("[apns]\nendpoint = \"ftp://x\"\n", "t", env(&[])).expect("parse");
+    let err = file.validate().expect_err("refused");
+    assert!(err.0.len() >= 1);
+    let text = messages(err);
+    assert!(text.contains("apns.endpoint"), "{text}");
+}
+
+#[test]
+fn fcm_and_gcm_together_are_refused() {
+    let file =
+        FileConfig::parse("[fcm]\n[gcm]\nserver_key = \"k\"\n", "t", env(&[])).expect("parse");
+    let text = messages(file.validate().expect_err("refused"));
+    assert!(text.contains("only one may be configured"), "{text}");
+}
+
+#[test]
+fn gcm_batch_size_is_bounded_by_the_protocol() {
+    let file = FileConfig::parse(
+        "[gcm]\nserver_key = \"k\"\nbatch_size = 1001\n",
+        "t",
+        env(&[]),
+    )
+    .expect("parse");
+    let text = messages(file.validate().expect_err("refused"));
+    assert!(text.contains("gcm.batch_size"), "{text}");
+}
+
+#[test]
+fn short_api_keys_are_refused_without_showing_them() {
+    let file =
+        FileConfig::parse("[server]\napi_keys = [\"hunter2\"]\n", "t", env(&[])).expect("parse");
+    let text = messages(file.validate().expect_err("refused"));
+    assert!(text.contains("server.api_keys"), "{text}");
+    assert!(!text.contains("hunter2"), "{text}");
+}
+
+#[test]
+fn masked_toml_hides_every_secret() {
+    let file = FileConfig::parse(
+        "[server]\napi_keys = [\"supersecretkey-0001\"]\n[gcm]\nserver_key = \"AIzaSECRET\"\n[apns]\npkcs12_password = \"p12secret\"\n",
+        "t",
+        env(&[]),
+    )
+    .expect("parse");
+    let shown = file.to_masked_toml();
+    for secret in ["supersecretkey-0001", "AIzaSECRET", "p12secret"] {
+        assert!(!shown.contains(secret), "{secret} leaked:\n{shown}");
+    }
+    assert!(shown.contains("********"));
+    assert!(!format!("{file:?}").contains("AIzaSECRET"));
+}
+
+#[test]
+fn readable_credentials_validate() {
+    let dir = std::env::temp_dir().join(format!("pushgate-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (p8, _) = crate::mock::apns::generate_provider_key().expect("key");
+    let key_path = dir.join("AuthKey_ABCDEFGHIJ.p8");
+    std::fs::write(&key_path, p8).expect("write");
+    let pki = crate::mock::tls::TestPki::generate().expect("pki");
+    let ca_path = dir.join("ca.pem");
+    std::fs::write(&ca_path, &pki.ca_pem).expect("write");
+    let text = format!(
+        "[apns]\nendpoint = \"https://127.0.0.1:4443\"\nca_file = {:?}\nkey_file = {:?}\nkey_id = \"ABCDEFGHIJ\"\nteam_id = \"TEAM123456\"\ntopic = \"com.example\"\n",
+        ca_path.display().to_string(),
+        key_path.display().to_string()
+    );
+    let cfg = FileConfig::parse(&text, "t", env(&[]))
+        .expect("parse")
+        .validate()
+        .expect("valid");
+    let apns = cfg.apns.expect("apns");
+    assert_eq!(
+        (apns.upstream.host.as_str(), apns.upstream.port),
+        ("127.0.0.1", 4443)
+    );
+    assert_eq!(apns.upstream.extra_roots.len(), 1);
+    assert!(matches!(apns.auth, ApnsAuth::Token { .. }));
+    assert!(!format!("{:?}", apns.auth).contains("PRIVATE"));
+}
