@@ -4,6 +4,7 @@
 //! [`api`], waits in [`queue`], is sent per token by an [`apns`] or [`fcm`]
 //! worker, and ends as one [`job::Outcome`] recorded by [`report::Recorder`].
 
+pub mod apns;
 pub mod config;
 pub mod job;
 pub mod metrics;
@@ -11,3 +12,4 @@ pub mod mock;
 pub mod queue;
 pub mod report;
 pub mod retry;
+pub mod tls;

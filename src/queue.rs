@@ -320,6 +320,24 @@ impl<M> DispatchQueue<M> {
         self.notify.notify_waiters();
     }
 
+    /// True once [`DispatchQueue::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Resolves once the queue is closed.
+    pub async fn closed(&self) {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.is_closed() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
     /// Takes everything still queued (ready and delayed), for shutdown accounting.
     pub fn drain_all(&self) -> Vec<Work<M>> {
         let mut state = self.lock();

@@ -43,6 +43,18 @@ impl Backoff {
     }
 }
 
+impl Backoff {
+    /// Delay before reconnect number `failures` (1-based): "equal jitter",
+    /// half fixed and half random, so a dead upstream is never hammered in a
+    /// tight loop even when the random half comes out at zero.
+    pub fn reconnect_delay(&self, failures: u32) -> Duration {
+        let exp = failures.saturating_sub(1).min(31);
+        let ceiling = self.base.saturating_mul(1u32 << exp).min(self.cap);
+        let half = ceiling / 2;
+        half + Duration::from_millis(fastrand::u64(0..=half.as_millis() as u64))
+    }
+}
+
 /// What to do with a token after a retryable answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Next {
@@ -109,8 +121,44 @@ mod tests {
     }
 
     #[test]
+    fn reconnect_delay_never_drops_below_half_the_ceiling() {
+        let b = Backoff {
+            base: Duration::from_secs(1),
+            cap: Duration::from_secs(60),
+        };
+        for _ in 0..100 {
+            let d = b.reconnect_delay(1);
+            assert!(
+                d >= Duration::from_millis(500) && d <= Duration::from_secs(1),
+                "{d:?}"
+            );
+            assert!(b.reconnect_delay(20) >= Duration::from_secs(30));
+        }
+    }
+
+    #[test]
     fn retry_after_parses_seconds_only() {
         assert_eq!(parse_retry_after(" 5 "), Some(Duration::from_secs(5)));
         assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
     }
+}
+
+/// What one attempt's answer means for its token, decided by the platform's
+/// classification table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// A terminal outcome.
+    Done(crate::job::Outcome),
+    /// Try again later (throttled, server trouble, transport error).
+    Retry {
+        /// The upstream's reason, for metrics and for the `expired` outcome.
+        reason: std::sync::Arc<str>,
+        /// The upstream's `Retry-After`, when given.
+        retry_after: Option<Duration>,
+    },
+    /// The credential was stale: renew it, then retry at once.
+    RefreshCredentials {
+        /// The upstream's reason.
+        reason: std::sync::Arc<str>,
+    },
 }

@@ -1,0 +1,189 @@
+//! Apple delivery: the HTTP/2 provider API over TLS.
+//!
+//! - [`message`]: the per-job payload and headers, validated at the API.
+//! - [`request`]: builds one request (pure).
+//! - [`response`]: Apple's reasons and their classification.
+//! - [`auth`]: the cached ES256 provider token.
+//! - [`conn`]: opens one h2 connection.
+//! - [`worker`]: one actor per connection, pulling from the queue.
+//!
+//! [`ApnsService`] ties them together: the API pushes jobs into its queue, the
+//! actors deliver them and record outcomes.
+
+pub mod auth;
+pub mod conn;
+pub mod message;
+pub mod request;
+pub mod response;
+pub mod worker;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use prometheus::{Histogram, IntCounter, IntGauge};
+
+use crate::config::{ApnsAuth, ApnsConfig};
+use crate::job::Job;
+use crate::queue::{DispatchQueue, Work};
+use crate::report::{Recorder, now_ms};
+use crate::retry::Backoff;
+
+pub use message::ApnsMessage;
+
+/// Errors starting APNs delivery.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The provider key could not be loaded.
+    #[error(transparent)]
+    Auth(#[from] auth::AuthError),
+    /// The TLS configuration was refused.
+    #[error("APNs TLS configuration: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+/// State shared by every connection actor.
+pub struct Shared {
+    host: String,
+    port: u16,
+    authority: String,
+    tls: Arc<rustls::ClientConfig>,
+    signer: Option<auth::ProviderToken>,
+    queue: Arc<DispatchQueue<ApnsMessage>>,
+    recorder: Recorder,
+    metrics: Arc<crate::metrics::Metrics>,
+    backoff: Backoff,
+    max_retries: u32,
+    request_timeout: Duration,
+    connected: AtomicUsize,
+    last_credential_warning_ms: AtomicU64,
+    in_flight_gauge: IntGauge,
+    connections_gauge: IntGauge,
+    latency: Histogram,
+    requeued: IntCounter,
+}
+
+impl Shared {
+    /// Logs a credential refusal at error level, at most once per 10 s so a
+    /// burst of 100k refusals is one line, not 100k.
+    fn warn_credentials(&self, reason: &str, status: u16) {
+        let now = now_ms();
+        let last = self.last_credential_warning_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= 10_000
+            && self
+                .last_credential_warning_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::error!(
+                reason,
+                status,
+                "APNs refused the gateway's credentials: check apns.key_file, key_id, team_id (or the certificate) and the endpoint's environment"
+            );
+        }
+    }
+}
+
+/// The handle the API holds: where APNs jobs go, and the default topic.
+#[derive(Clone)]
+pub struct ApnsService {
+    shared: Arc<Shared>,
+    /// `apns.topic`, used when a request names none.
+    pub default_topic: Option<String>,
+}
+
+impl ApnsService {
+    /// Builds the client side and spawns `min_connections` connection actors.
+    pub fn start(
+        config: &ApnsConfig,
+        recorder: Recorder,
+        backoff: Backoff,
+    ) -> Result<Self, StartError> {
+        let (signer, identity) = match &config.auth {
+            ApnsAuth::Token {
+                key_pem,
+                key_id,
+                team_id,
+            } => (
+                Some(auth::ProviderToken::new(
+                    key_pem.expose().as_bytes(),
+                    key_id,
+                    team_id,
+                )?),
+                None,
+            ),
+            ApnsAuth::Certificate { chain, key } => {
+                (None, Some((chain.clone(), key.as_ref().clone_key())))
+            }
+        };
+        let tls = crate::tls::client_config(&config.upstream.extra_roots, identity, &[b"h2"])?;
+        let metrics = recorder.metrics.clone();
+        let shared = Arc::new(Shared {
+            host: config.upstream.host.clone(),
+            port: config.upstream.port,
+            authority: format!("{}:{}", config.upstream.host, config.upstream.port),
+            tls,
+            signer,
+            queue: Arc::new(DispatchQueue::new()),
+            recorder,
+            backoff,
+            max_retries: config.max_retries,
+            request_timeout: config.request_timeout,
+            connected: AtomicUsize::new(0),
+            last_credential_warning_ms: AtomicU64::new(0),
+            in_flight_gauge: metrics.in_flight.with_label_values(&["apns"]),
+            connections_gauge: metrics.connections.with_label_values(&["apns"]),
+            latency: metrics.upstream_latency.with_label_values(&["apns"]),
+            requeued: metrics.requeued.with_label_values(&["apns"]),
+            metrics,
+        });
+        for id in 0..config.min_connections.max(1) as usize {
+            tokio::spawn(worker::run(shared.clone(), id));
+        }
+        Ok(Self {
+            shared,
+            default_topic: config.topic.clone(),
+        })
+    }
+
+    /// Queues a whole job. The caller has already admitted and recorded it.
+    pub fn enqueue(&self, job: Arc<Job<ApnsMessage>>) {
+        self.shared.queue.push(Work::whole(job));
+    }
+
+    /// Tokens waiting (ready or scheduled for retry).
+    pub fn queue_depth(&self) -> usize {
+        self.shared.queue.depth()
+    }
+
+    /// Connections open now; `/readyz` wants at least one.
+    pub fn connected(&self) -> usize {
+        self.shared.connected.load(Ordering::Relaxed)
+    }
+
+    /// Stops the actors after their in-flight streams finish. Work still
+    /// queued stays queued (see [`ApnsService::abandon_queued`]).
+    pub fn close(&self) {
+        self.shared.queue.close();
+    }
+
+    /// Records everything still queued as expired (reason `Shutdown`), so the
+    /// books balance when the process exits with work left.
+    pub fn abandon_queued(&self) -> u64 {
+        let mut left = 0;
+        for work in self.shared.queue.drain_all() {
+            for index in work.tokens.clone() {
+                left += 1;
+                self.shared.recorder.finish(
+                    &work.job.progress,
+                    || crate::job::hex_encode(work.job.tokens.get(index)),
+                    crate::job::Outcome::Expired {
+                        reason: "Shutdown".into(),
+                    },
+                    false,
+                );
+            }
+        }
+        left
+    }
+}

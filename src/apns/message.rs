@@ -1,0 +1,378 @@
+//! What one APNs job sends: the payload (shared by every token) and the
+//! headers, each validated when built so workers never re-check.
+
+use bytes::Bytes;
+use http::HeaderValue;
+
+/// `apns-push-type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PushType {
+    /// A visible notification (the default).
+    #[default]
+    Alert,
+    /// Content-available background update.
+    Background,
+    /// Location query.
+    Location,
+    /// VoIP call (PushKit); payload limit 5120 bytes.
+    Voip,
+    /// watchOS complication.
+    Complication,
+    /// File provider change.
+    FileProvider,
+    /// MDM check-in.
+    Mdm,
+    /// Live Activity update.
+    LiveActivity,
+    /// Push to Talk.
+    PushToTalk,
+    /// Widget reload.
+    Widgets,
+    /// Control Center control reload.
+    Controls,
+}
+
+impl PushType {
+    /// Every push type, for docs and tests.
+    pub const ALL: [PushType; 11] = [
+        PushType::Alert,
+        PushType::Background,
+        PushType::Location,
+        PushType::Voip,
+        PushType::Complication,
+        PushType::FileProvider,
+        PushType::Mdm,
+        PushType::LiveActivity,
+        PushType::PushToTalk,
+        PushType::Widgets,
+        PushType::Controls,
+    ];
+
+    /// The header value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PushType::Alert => "alert",
+            PushType::Background => "background",
+            PushType::Location => "location",
+            PushType::Voip => "voip",
+            PushType::Complication => "complication",
+            PushType::FileProvider => "fileprovider",
+            PushType::Mdm => "mdm",
+            PushType::LiveActivity => "liveactivity",
+            PushType::PushToTalk => "pushtotalk",
+            PushType::Widgets => "widgets",
+            PushType::Controls => "controls",
+        }
+    }
+
+    /// Parses the header value.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+
+    /// Largest payload Apple accepts for this push type.
+    pub fn max_payload(self) -> usize {
+        match self {
+            PushType::Voip => 5120,
+            _ => 4096,
+        }
+    }
+}
+
+/// `apns-priority`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    /// 10: deliver immediately.
+    Immediate = 10,
+    /// 5: deliver at a power-friendly time.
+    PowerConsiderate = 5,
+    /// 1: lowest, may be coalesced.
+    Low = 1,
+}
+
+impl Priority {
+    /// Parses 10, 5 or 1.
+    pub fn from_number(n: i64) -> Option<Self> {
+        match n {
+            10 => Some(Priority::Immediate),
+            5 => Some(Priority::PowerConsiderate),
+            1 => Some(Priority::Low),
+            _ => None,
+        }
+    }
+
+    fn header(self) -> HeaderValue {
+        HeaderValue::from_static(match self {
+            Priority::Immediate => "10",
+            Priority::PowerConsiderate => "5",
+            Priority::Low => "1",
+        })
+    }
+}
+
+/// A field of a send request that cannot be used as given.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {problem}")]
+pub struct FieldError {
+    /// The request field.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+fn field_error(field: &'static str, problem: impl Into<String>) -> FieldError {
+    FieldError {
+        field,
+        problem: problem.into(),
+    }
+}
+
+/// The payload exceeds the push type's limit (answered 413).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("payload is {size} bytes; APNs accepts at most {limit} for this push type")]
+pub struct PayloadTooLarge {
+    /// Serialized size.
+    pub size: usize,
+    /// The limit.
+    pub limit: usize,
+}
+
+/// The per-job part of every APNs request, with header values prebuilt.
+#[derive(Debug, Clone)]
+pub struct ApnsMessage {
+    /// The JSON payload, sent as is.
+    pub payload: Bytes,
+    /// `apns-topic`.
+    pub topic: HeaderValue,
+    /// `apns-push-type`.
+    pub push_type: PushType,
+    /// `apns-priority`, when given.
+    pub priority: Option<Priority>,
+    /// `apns-expiration` (seconds since epoch; 0 = try once), when given.
+    pub expiration: Option<u64>,
+    /// `apns-collapse-id`, when given.
+    pub collapse_id: Option<HeaderValue>,
+}
+
+/// The fields of a send request, as received.
+#[derive(Debug, Default, Clone)]
+pub struct ApnsFields<'a> {
+    /// Serialized JSON payload.
+    pub payload: &'a [u8],
+    /// `topic`; falls back to `apns.topic`.
+    pub topic: Option<&'a str>,
+    /// `push_type`.
+    pub push_type: Option<&'a str>,
+    /// `priority`.
+    pub priority: Option<i64>,
+    /// `expiration`.
+    pub expiration: Option<i64>,
+    /// `collapse_id`.
+    pub collapse_id: Option<&'a str>,
+}
+
+/// Why a message could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MessageError {
+    /// A bad field (400).
+    #[error(transparent)]
+    Field(#[from] FieldError),
+    /// Too large (413).
+    #[error(transparent)]
+    TooLarge(#[from] PayloadTooLarge),
+}
+
+impl ApnsMessage {
+    /// Validates the fields the way APNs would, so a bad request is refused
+    /// before any token is queued.
+    pub fn new(fields: ApnsFields<'_>, default_topic: Option<&str>) -> Result<Self, MessageError> {
+        let push_type = match fields.push_type {
+            None | Some("") => PushType::Alert,
+            Some(s) => PushType::parse(s).ok_or_else(|| {
+                field_error("push_type", format!("unknown push type {s:?}; one of alert, background, location, voip, complication, fileprovider, mdm, liveactivity, pushtotalk, widgets, controls"))
+            })?,
+        };
+        let payload = trim_json(fields.payload);
+        if !payload.starts_with(b"{") {
+            return Err(field_error("payload", "must be a JSON object").into());
+        }
+        let limit = push_type.max_payload();
+        if payload.len() > limit {
+            return Err(PayloadTooLarge {
+                size: payload.len(),
+                limit,
+            }
+            .into());
+        }
+        let topic = fields
+            .topic
+            .filter(|t| !t.is_empty())
+            .or(default_topic)
+            .ok_or_else(|| field_error("topic", "no topic given and no apns.topic configured"))?;
+        let topic = match push_type {
+            // Apple requires these suffixes; adding them here saves every sender
+            // from a DeviceTokenNotForTopic it cannot explain.
+            PushType::Voip if !topic.ends_with(".voip") => format!("{topic}.voip"),
+            PushType::Complication if !topic.ends_with(".complication") => {
+                format!("{topic}.complication")
+            }
+            PushType::LiveActivity if !topic.ends_with(".push-type.liveactivity") => {
+                format!("{topic}.push-type.liveactivity")
+            }
+            PushType::PushToTalk if !topic.ends_with(".voip-ptt") => format!("{topic}.voip-ptt"),
+            _ => topic.to_owned(),
+        };
+        let topic = HeaderValue::from_str(&topic)
+            .map_err(|_| field_error("topic", "must be visible ASCII (a bundle id)"))?;
+        let priority = match fields.priority {
+            None => None,
+            Some(n) => Some(
+                Priority::from_number(n)
+                    .ok_or_else(|| field_error("priority", format!("{n} is not 10, 5 or 1")))?,
+            ),
+        };
+        if priority == Some(Priority::Immediate) && push_type == PushType::Background {
+            return Err(
+                field_error("priority", "background pushes must use priority 5 or 1").into(),
+            );
+        }
+        let expiration =
+            match fields.expiration {
+                None => None,
+                Some(n) => Some(u64::try_from(n).map_err(|_| {
+                    field_error("expiration", "must be 0 or a UNIX time in seconds")
+                })?),
+            };
+        let collapse_id = match fields.collapse_id {
+            None | Some("") => None,
+            Some(id) if id.len() > 64 => {
+                return Err(field_error("collapse_id", "at most 64 bytes").into());
+            }
+            Some(id) => Some(
+                HeaderValue::from_str(id)
+                    .map_err(|_| field_error("collapse_id", "must be visible ASCII"))?,
+            ),
+        };
+        Ok(Self {
+            payload: Bytes::copy_from_slice(payload),
+            topic,
+            push_type,
+            priority,
+            expiration,
+            collapse_id,
+        })
+    }
+
+    /// The priority header, when one was given.
+    pub fn priority_header(&self) -> Option<HeaderValue> {
+        self.priority.map(Priority::header)
+    }
+}
+
+fn trim_json(bytes: &[u8]) -> &[u8] {
+    let start = bytes
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
+    &bytes[start..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(payload: &[u8]) -> ApnsFields<'_> {
+        ApnsFields {
+            payload,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn defaults_to_alert_and_config_topic() {
+        let m = ApnsMessage::new(fields(br#" {"aps":{}} "#), Some("com.example")).expect("valid");
+        assert_eq!(m.push_type, PushType::Alert);
+        assert_eq!(m.topic, "com.example");
+        assert_eq!(&m.payload[..], br#"{"aps":{}}"#);
+    }
+
+    #[test]
+    fn push_types_round_trip() {
+        for t in PushType::ALL {
+            assert_eq!(PushType::parse(t.as_str()), Some(t));
+        }
+        assert_eq!(PushType::parse("sms"), None);
+    }
+
+    #[test]
+    fn payload_limits_follow_push_type() {
+        let big = format!("{{\"a\":\"{}\"}}", "x".repeat(4090));
+        assert!(matches!(
+            ApnsMessage::new(fields(big.as_bytes()), Some("t")),
+            Err(MessageError::TooLarge(_))
+        ));
+        let voip = ApnsFields {
+            push_type: Some("voip"),
+            ..fields(big.as_bytes())
+        };
+        let m = ApnsMessage::new(voip, Some("com.example")).expect("voip allows 5120");
+        assert_eq!(m.topic, "com.example.voip");
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        let cases: Vec<(ApnsFields<'_>, &str)> = vec![
+            (
+                ApnsFields {
+                    priority: Some(7),
+                    ..fields(b"{}")
+                },
+                "priority",
+            ),
+            (
+                ApnsFields {
+                    push_type: Some("sms"),
+                    ..fields(b"{}")
+                },
+                "push_type",
+            ),
+            (
+                ApnsFields {
+                    collapse_id: Some(&"x".repeat(65)),
+                    ..fields(b"{}")
+                },
+                "collapse_id",
+            ),
+            (
+                ApnsFields {
+                    expiration: Some(-1),
+                    ..fields(b"{}")
+                },
+                "expiration",
+            ),
+            (fields(b"[1]"), "payload"),
+            (
+                ApnsFields {
+                    push_type: Some("background"),
+                    priority: Some(10),
+                    ..fields(b"{}")
+                },
+                "priority",
+            ),
+        ];
+        for (f, name) in cases {
+            match ApnsMessage::new(f, Some("t")) {
+                Err(MessageError::Field(e)) => assert_eq!(e.field, name),
+                other => panic!("{name}: {other:?}"),
+            }
+        }
+        assert!(matches!(
+            ApnsMessage::new(fields(b"{}"), None),
+            Err(MessageError::Field(FieldError { field: "topic", .. }))
+        ));
+    }
+}

@@ -1,0 +1,371 @@
+//! One connection actor: owns one HTTP/2 connection, pulls tokens from the
+//! dispatch queue while the connection has stream capacity, and turns every
+//! answer into a verdict. When the connection ends it reconnects with backoff;
+//! anything taken but not sent goes back to the front of the queue.
+
+use std::future::poll_fn;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use http::HeaderValue;
+
+use super::Shared;
+use super::conn::{self, Connection};
+use super::message::ApnsMessage;
+use super::request;
+use super::response;
+use crate::job::{Job, Outcome, hex_encode};
+use crate::queue::Work;
+use crate::retry::{self, Backoff, Next, Verdict};
+
+/// Tokens taken from the queue at once: amortizes the queue lock without
+/// holding back much work from other connections.
+const TAKE: usize = 32;
+
+/// Reconnect backoff: 1 s doubling to 60 s (as Pushy does), with jitter.
+const RECONNECT: Backoff = Backoff {
+    base: Duration::from_secs(1),
+    cap: Duration::from_secs(60),
+};
+
+/// Why [`drive`] returned.
+enum End {
+    /// The connection ended; open another.
+    Reconnect,
+    /// The queue was closed (shutdown); stop.
+    Stop,
+}
+
+/// What one stream produced.
+struct Done {
+    job: Arc<Job<ApnsMessage>>,
+    index: u32,
+    attempts: u32,
+    auth: Option<HeaderValue>,
+    started: Instant,
+    result: StreamResult,
+}
+
+enum StreamResult {
+    Answer {
+        status: u16,
+        retry_after: Option<Duration>,
+        body: Bytes,
+    },
+    /// The server never processed the stream (REFUSED_STREAM, above GOAWAY's
+    /// last stream id): safe to resend without counting an attempt.
+    NotProcessed,
+    /// The stream may or may not have reached APNs.
+    Lost(&'static str),
+}
+
+/// Runs a connection actor until the queue closes.
+pub async fn run(shared: Arc<Shared>, id: usize) {
+    let mut failures = 0u32;
+    loop {
+        if shared.queue.is_closed() {
+            return;
+        }
+        let tls = shared.tls.clone();
+        match conn::connect(&shared.host, shared.port, tls).await {
+            Ok(connection) => {
+                failures = 0;
+                shared
+                    .metrics
+                    .connects
+                    .with_label_values(&["apns", "ok"])
+                    .inc();
+                shared.connected.fetch_add(1, Ordering::Relaxed);
+                shared.connections_gauge.inc();
+                tracing::info!(connection = id, upstream = %shared.authority, "APNs connection open");
+                let end = drive(&shared, connection).await;
+                shared.connections_gauge.dec();
+                shared.connected.fetch_sub(1, Ordering::Relaxed);
+                tracing::info!(connection = id, "APNs connection closed");
+                if let End::Stop = end {
+                    return;
+                }
+            }
+            Err(e) => {
+                failures += 1;
+                shared
+                    .metrics
+                    .connects
+                    .with_label_values(&["apns", "error"])
+                    .inc();
+                let delay = RECONNECT.reconnect_delay(failures);
+                tracing::warn!(connection = id, error = %e, retry_in_ms = delay.as_millis() as u64, "APNs connect failed");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shared.queue.closed() => return,
+                }
+            }
+        }
+    }
+}
+
+async fn drive(shared: &Arc<Shared>, connection: Connection) -> End {
+    let Connection {
+        mut sender,
+        mut driver,
+    } = connection;
+    let mut in_flight = FuturesUnordered::new();
+    let mut held: Option<Work<ApnsMessage>> = None;
+    let mut closing = false;
+    let mut end = End::Reconnect;
+    loop {
+        if closing && in_flight.is_empty() {
+            break;
+        }
+        tokio::select! {
+            biased;
+            Some(done) = in_flight.next() => {
+                shared.in_flight_gauge.dec();
+                settle(shared, done);
+            }
+            _ = &mut driver, if !closing => closing = true,
+            ready = poll_fn(|cx| sender.poll_ready(cx)), if held.is_some() && !closing => {
+                if ready.is_err() {
+                    closing = true;
+                    continue;
+                }
+                let Some(work) = held.as_mut() else { continue };
+                let index = work.tokens.start;
+                work.tokens.start += 1;
+                let job = work.job.clone();
+                let attempts = work.attempts;
+                if work.tokens.is_empty() {
+                    held = None;
+                }
+                if is_expired(&job) {
+                    shared.recorder.finish(&job.progress, || hex_encode(job.tokens.get(index)), Outcome::Expired { reason: "Expired".into() }, false);
+                    continue;
+                }
+                match start(shared, &mut sender, job, index, attempts) {
+                    Ok(stream) => {
+                        shared.in_flight_gauge.inc();
+                        in_flight.push(stream);
+                    }
+                    Err(work) => {
+                        // The connection refused a new stream: it is going away.
+                        shared.queue.push_front(work);
+                        closing = true;
+                    }
+                }
+            }
+            work = shared.queue.pop(TAKE), if held.is_none() && !closing => match work {
+                Some(work) => held = Some(work),
+                None => {
+                    end = End::Stop;
+                    closing = true;
+                }
+            },
+        }
+    }
+    if let Some(work) = held {
+        shared.queue.push_front(work);
+    }
+    end
+}
+
+fn is_expired(job: &Job<ApnsMessage>) -> bool {
+    job.expires_at.is_some_and(|at| SystemTime::now() > at)
+}
+
+type StreamFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Done> + Send>>;
+
+/// Opens one stream. On failure hands the token back as work to requeue.
+fn start(
+    shared: &Arc<Shared>,
+    sender: &mut h2::client::SendRequest<Bytes>,
+    job: Arc<Job<ApnsMessage>>,
+    index: u32,
+    attempts: u32,
+) -> Result<StreamFuture, Work<ApnsMessage>> {
+    let auth = match shared.signer.as_ref().map(|s| s.header()).transpose() {
+        Ok(auth) => auth,
+        Err(e) => {
+            // The key was checked at start; failing now is a bug worth hearing about.
+            tracing::error!(error = %e, "cannot sign APNs provider token");
+            let outcome = Outcome::Failed {
+                reason: "ProviderTokenSigning".into(),
+                status: 0,
+            };
+            shared.recorder.finish(
+                &job.progress,
+                || hex_encode(job.tokens.get(index)),
+                outcome,
+                false,
+            );
+            return Ok(Box::pin(std::future::pending()));
+        }
+    };
+    let token_hex = hex_encode(job.tokens.get(index));
+    let apns_id = request::apns_id(&job.id, index);
+    let Ok(req) = request::build(
+        &shared.authority,
+        &job.message,
+        &token_hex,
+        auth.as_ref(),
+        &apns_id,
+    ) else {
+        let outcome = Outcome::Failed {
+            reason: "BadRequest".into(),
+            status: 0,
+        };
+        shared
+            .recorder
+            .finish(&job.progress, || token_hex, outcome, false);
+        return Ok(Box::pin(std::future::pending()));
+    };
+    let (response, mut body_tx) = match sender.send_request(req, false) {
+        Ok(pair) => pair,
+        Err(_) => return Err(Work::single(job, index, attempts)),
+    };
+    let payload = job.message.payload.clone();
+    if body_tx.send_data(payload, true).is_err() {
+        return Err(Work::single(job, index, attempts));
+    }
+    let timeout = shared.request_timeout;
+    Ok(Box::pin(async move {
+        let started = Instant::now();
+        let result = match tokio::time::timeout(timeout, read_answer(response)).await {
+            Ok(result) => result,
+            Err(_) => StreamResult::Lost("Timeout"),
+        };
+        Done {
+            job,
+            index,
+            attempts,
+            auth,
+            started,
+            result,
+        }
+    }))
+}
+
+async fn read_answer(response: h2::client::ResponseFuture) -> StreamResult {
+    let response = match response.await {
+        Ok(r) => r,
+        Err(e) => return classify_stream_error(&e),
+    };
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(retry::parse_retry_after);
+    let mut body = response.into_body();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = body.data().await {
+        match chunk {
+            Ok(chunk) => {
+                // Give the window back, or the connection stalls after 64 KiB of answers.
+                let _ = body.flow_control().release_capacity(chunk.len());
+                if bytes.len() < 64 * 1024 {
+                    bytes.extend_from_slice(&chunk);
+                }
+            }
+            // The status is what classifies; a truncated reason body still counts.
+            Err(_) => break,
+        }
+    }
+    StreamResult::Answer {
+        status,
+        retry_after,
+        body: bytes.into(),
+    }
+}
+
+fn classify_stream_error(e: &h2::Error) -> StreamResult {
+    if e.reason() == Some(h2::Reason::REFUSED_STREAM) || (e.is_go_away() && e.is_remote()) {
+        StreamResult::NotProcessed
+    } else if e.is_io() {
+        StreamResult::Lost("ConnectionLost")
+    } else {
+        StreamResult::Lost("StreamReset")
+    }
+}
+
+/// Turns a finished stream into an outcome, a retry, or a requeue.
+fn settle(shared: &Arc<Shared>, done: Done) {
+    let Done {
+        job,
+        index,
+        attempts,
+        auth,
+        started,
+        result,
+    } = done;
+    let token = || hex_encode(job.tokens.get(index));
+    let verdict = match result {
+        StreamResult::Answer {
+            status,
+            retry_after,
+            body,
+        } => {
+            shared.latency.observe(started.elapsed().as_secs_f64());
+            let classified = response::classify(status, &body, retry_after);
+            if classified.loud {
+                shared.warn_credentials(classified.reason.as_str(), status);
+            }
+            classified.verdict
+        }
+        StreamResult::NotProcessed => {
+            shared.requeued.inc();
+            shared.queue.push_front(Work::single(job, index, attempts));
+            return;
+        }
+        StreamResult::Lost(reason) => {
+            shared
+                .recorder
+                .possible_duplicates(crate::job::Platform::Apns, 1);
+            Verdict::Retry {
+                reason: reason.into(),
+                retry_after: None,
+            }
+        }
+    };
+    let (reason, delay_hint) = match verdict {
+        Verdict::Done(outcome) => {
+            shared.recorder.finish(&job.progress, token, outcome, true);
+            return;
+        }
+        Verdict::Retry {
+            reason,
+            retry_after,
+        } => (reason, retry_after),
+        Verdict::RefreshCredentials { reason } => {
+            if let (Some(signer), Some(auth)) = (shared.signer.as_ref(), auth.as_ref()) {
+                signer.invalidate(auth);
+                shared
+                    .metrics
+                    .credential_refreshes
+                    .with_label_values(&["apns"])
+                    .inc();
+            }
+            (reason, Some(Duration::ZERO))
+        }
+    };
+    let attempt = attempts + 1;
+    match retry::next(&shared.backoff, attempt, shared.max_retries, delay_hint) {
+        Next::RetryIn(delay) if !would_expire(&job, delay) => {
+            shared.recorder.retry(crate::job::Platform::Apns, &reason);
+            shared
+                .queue
+                .push_after(Work::single(job, index, attempt), delay);
+        }
+        _ => shared
+            .recorder
+            .finish(&job.progress, token, Outcome::Expired { reason }, true),
+    }
+}
+
+fn would_expire(job: &Job<ApnsMessage>, delay: Duration) -> bool {
+    job.expires_at
+        .is_some_and(|at| SystemTime::now() + delay > at)
+}
