@@ -225,6 +225,12 @@ impl TokenList {
             .push(u32::try_from(self.bytes.len()).unwrap_or(u32::MAX));
     }
 
+    /// Bytes written to the buffer since the last committed token.
+    pub fn uncommitted(&self) -> &[u8] {
+        let start = self.ends.last().map_or(0, |&e| e as usize);
+        &self.bytes[start..]
+    }
+
     /// Number of tokens.
     pub fn len(&self) -> usize {
         self.ends.len()

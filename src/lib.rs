@@ -13,3 +13,5 @@ pub mod queue;
 pub mod report;
 pub mod retry;
 pub mod tls;
+pub mod api;
+pub mod gateway;

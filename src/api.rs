@@ -1,0 +1,181 @@
+//! The HTTP API (axum). [`router`] builds the whole app from an [`AppState`],
+//! so tests can drive it with `oneshot` or over a real socket.
+//!
+//! Layer order matters: the error counter wraps everything (it sees 401s
+//! too); auth wraps every route but `/healthz`.
+
+pub mod auth;
+pub mod error;
+pub mod report;
+pub mod send;
+
+use std::ops::Deref;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::extract::{Path, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+
+pub use error::ApiError;
+
+use crate::apns::ApnsService;
+use crate::config::Secret;
+use crate::job::{JobId, OutcomeKind};
+use crate::report::Recorder;
+
+/// What every handler can reach. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+/// The shared parts of [`AppState`].
+pub struct Inner {
+    /// APNs delivery, when configured.
+    pub apns: Option<ApnsService>,
+    /// Reports, admission and metrics.
+    pub recorder: Recorder,
+    /// `server.api_keys`.
+    pub api_keys: Vec<Secret>,
+    /// `server.max_body_bytes`.
+    pub max_body_bytes: usize,
+    /// Set on SIGTERM: sends answer 503 while queued work drains.
+    pub shutting_down: AtomicBool,
+}
+
+impl Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// Wraps the parts.
+    pub fn new(inner: Inner) -> Self {
+        Self(Arc::new(inner))
+    }
+
+    /// Starts refusing new sends (graceful drain).
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Release);
+    }
+
+    fn refuse_if_shutting_down(&self) -> Result<(), ApiError> {
+        if self.shutting_down.load(Ordering::Acquire) {
+            Err(ApiError::unavailable("shutting_down", "the gateway is shutting down and accepts no new work; send to another instance", 5))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// The whole API.
+pub fn router(state: AppState) -> Router {
+    let protected = Router::new()
+        .route("/apns/send", post(send::apns))
+        .route("/apns/report", get(report::apns_totals))
+        .route("/apns/report/unregistered", get(report::apns_unregistered).delete(report::apns_unregistered_drain))
+        .route("/apns/report/failures", get(report::apns_failures).delete(report::apns_failures_drain))
+        .route("/jobs/{id}", get(job_status))
+        .route("/metrics", get(metrics))
+        .route("/readyz", get(readyz))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_key));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .merge(protected)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), count_errors))
+        .with_state(state)
+}
+
+async fn count_errors(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    if let Some(code) = response.extensions().get::<error::ErrorCode>() {
+        state
+            .recorder
+            .metrics
+            .api_errors
+            .with_label_values(&[response.status().as_str(), code.0])
+            .inc();
+    }
+    response
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such route; see the README for the API")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::method_not_allowed()
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    let mut problems = Vec::new();
+    if state.shutting_down.load(Ordering::Acquire) {
+        problems.push("shutting down".to_owned());
+    }
+    let apns = state.apns.as_ref().map(|a| a.connected());
+    if apns == Some(0) {
+        problems.push("no APNs connection is open".to_owned());
+    }
+    if problems.is_empty() {
+        Json(json!({ "status": "ready", "apns_connections": apns })).into_response()
+    } else {
+        ApiError::unavailable("not_ready", problems.join("; "), 1).into_response()
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let m = &state.recorder.metrics;
+    // Mirrors of live state are set here, at scrape time, not on the hot path.
+    if let Some(apns) = &state.apns {
+        m.queue_depth.with_label_values(&["apns"]).set(apns.queue_depth() as i64);
+    }
+    m.pending.set(state.recorder.admission.pending() as i64);
+    match m.render() {
+        Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
+        Err(e) => ApiError::internal(e).into_response(),
+    }
+}
+
+async fn job_status(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+    let parsed = JobId::parse(&id).ok_or_else(|| ApiError::bad_request("bad_job_id", format!("{id:?} is not a job id")))?;
+    let progress = state
+        .recorder
+        .reports
+        .jobs
+        .get(&parsed)
+        .ok_or_else(|| ApiError::not_found(format!("no job {id} (unknown, or older than the last report.max_jobs jobs)")))?;
+    let pending = progress.pending();
+    Ok(Json(json!({
+        "job": progress.id.to_string(),
+        "platform": progress.platform.as_str(),
+        "state": if pending == 0 { "done" } else { "running" },
+        "total": progress.total,
+        "successes": progress.count(OutcomeKind::Success),
+        "failures": progress.count(OutcomeKind::Failed),
+        "unregistered": progress.count(OutcomeKind::Unregistered),
+        "canonicals": progress.count(OutcomeKind::Canonical),
+        "expired": progress.count(OutcomeKind::Expired),
+        "pending": pending,
+    })))
+}
+
+/// 404 for reports of a platform that is not configured.
+fn require(configured: bool, platform: &str, section: &str) -> Result<(), ApiError> {
+    if configured { Ok(()) } else { Err(ApiError::not_configured(platform, section)) }
+}
+
+/// Answers `StatusCode::OK` JSON.
+fn ok(body: serde_json::Value) -> Response {
+    (StatusCode::OK, Json(body)).into_response()
+}

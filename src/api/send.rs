@@ -1,0 +1,312 @@
+//! `POST /apns/send` (and the Google twin in [`super::send_google`]):
+//! read the body (JSON or form), validate every field and token, admit the
+//! job into the bounded queue, answer 202. Nothing here waits on an upstream.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::json;
+
+use super::{ApiError, AppState};
+use crate::apns::message::{ApnsFields, MessageError};
+use crate::apns::ApnsMessage;
+use crate::job::{DeviceToken, Job, JobId, JobProgress, Platform, TokenError, TokenList};
+
+/// A request body, read within `server.max_body_bytes`.
+pub enum Body {
+    /// `application/json`.
+    Json(Bytes),
+    /// `application/x-www-form-urlencoded` (the GoCM form).
+    Form(Bytes),
+}
+
+impl FromRequest<AppState> for Body {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let content_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        let is_form = match content_type.as_str() {
+            "application/json" => false,
+            // curl -d sends this by default; GoCM clients rely on it.
+            "application/x-www-form-urlencoded" => true,
+            _ => return Err(ApiError::unsupported_media_type()),
+        };
+        let limit = state.max_body_bytes;
+        let bytes = axum::body::to_bytes(req.into_body(), limit).await.map_err(|_| {
+            ApiError::too_large(format!("request body is over server.max_body_bytes ({limit} bytes); split the tokens over several requests"))
+        })?;
+        Ok(if is_form { Body::Form(bytes) } else { Body::Json(bytes) })
+    }
+}
+
+/// One refused token in the 202 answer.
+#[derive(Debug, Serialize)]
+pub struct Rejected<'a> {
+    /// The token as sent.
+    pub token: &'a str,
+    /// Why (the upstream's own word for it).
+    pub reason: &'static str,
+}
+
+/// The validated tokens of a request.
+pub struct Intake<'a> {
+    /// Accepted, deduplicated tokens.
+    pub tokens: TokenList,
+    /// Refused tokens.
+    pub rejected: Vec<Rejected<'a>>,
+    /// Tokens sent more than once (each delivered once).
+    pub duplicates: usize,
+}
+
+/// Validates tokens with `decode` (which appends a token's stored bytes to the
+/// buffer), dropping duplicates. A tight loop: no allocation per token.
+pub fn intake<'a>(
+    raw: &'a [Cow<'a, str>],
+    bytes_each: usize,
+    mut decode: impl FnMut(&str, &mut Vec<u8>) -> Result<(), TokenError>,
+) -> Intake<'a> {
+    let mut tokens = TokenList::with_capacity(raw.len(), bytes_each);
+    let mut rejected = Vec::new();
+    let mut duplicates = 0;
+    // Hash of token bytes -> index of the first token with that hash; an equal
+    // hash with different bytes (vanishingly rare) just skips the check.
+    let hasher = RandomState::new();
+    let mut seen: HashMap<u64, u32> = HashMap::with_capacity(raw.len());
+    for token in raw {
+        let start = tokens.buffer().len();
+        if let Err(e) = decode(token, tokens.buffer()) {
+            tokens.buffer().truncate(start);
+            rejected.push(Rejected { token, reason: e.as_str() });
+            continue;
+        }
+        let hash = hasher.hash_one(tokens.uncommitted());
+        let index = u32::try_from(tokens.len()).unwrap_or(u32::MAX);
+        match seen.entry(hash) {
+            Entry::Occupied(first) if tokens.get(*first.get()) == tokens.uncommitted() => {
+                tokens.buffer().truncate(start);
+                duplicates += 1;
+                continue;
+            }
+            Entry::Occupied(_) => {}
+            Entry::Vacant(slot) => {
+                slot.insert(index);
+            }
+        }
+        tokens.commit();
+    }
+    Intake { tokens, rejected, duplicates }
+}
+
+/// Admits and queues a job; returns the 202 answer.
+pub fn accept<M>(
+    state: &AppState,
+    platform: Platform,
+    message: M,
+    intake: Intake<'_>,
+    expires_at: Option<SystemTime>,
+    enqueue: impl FnOnce(Arc<Job<M>>),
+) -> Result<Response, ApiError> {
+    let Intake { tokens, rejected, duplicates } = intake;
+    if tokens.is_empty() {
+        return Err(ApiError::bad_request("no_valid_tokens", "none of the tokens is valid; nothing was queued")
+            .with(json!({ "rejected": rejected })));
+    }
+    let total = tokens.len() as u64;
+    state.recorder.admission.try_admit(total).map_err(|full| {
+        ApiError::unavailable(
+            "queue_full",
+            format!("the queue holds {} of {} tokens; this request's {} do not fit. Retry later", full.pending, full.capacity, full.wanted),
+            1,
+        )
+    })?;
+    let id = JobId::new();
+    let progress = Arc::new(JobProgress::new(id, platform, total));
+    // Counted before it is queued, so no outcome can precede its acceptance.
+    state.recorder.accept(&progress);
+    for r in &rejected {
+        state.recorder.metrics.rejected.with_label_values(&[platform.as_str(), r.reason]).inc();
+    }
+    let job = Arc::new(Job { id, app: "default".into(), message, tokens, progress, expires_at });
+    enqueue(job);
+    tracing::info!(job = %id, platform = %platform, tokens = total, rejected = rejected.len(), "job accepted");
+    let body = json!({ "job": id.to_string(), "accepted": total, "rejected": rejected, "duplicates": duplicates });
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+/// Checks the `app` field: only the default app until named apps exist.
+pub fn check_app(app: Option<&str>) -> Result<(), ApiError> {
+    match app {
+        None | Some("") | Some("default") => Ok(()),
+        Some(other) => Err(ApiError::bad_request("unknown_app", format!("unknown app {other:?}; known apps: [\"default\"]"))),
+    }
+}
+
+/// Fields shared by every form body: the repeated `tokens`, the `payload`
+/// JSON string, and everything else for the platform to interpret.
+pub struct FormBody<'a> {
+    /// `tokens` (also `tokens[]`, `token`).
+    pub tokens: Vec<Cow<'a, str>>,
+    /// `payload`, checked to be JSON.
+    pub payload: Option<Box<RawValue>>,
+    /// Other fields, in order.
+    pub fields: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+}
+
+/// Splits a form body into tokens, payload and other fields.
+pub fn parse_form(bytes: &[u8]) -> Result<FormBody<'_>, ApiError> {
+    let mut body = FormBody { tokens: Vec::new(), payload: None, fields: Vec::new() };
+    for (key, value) in form_urlencoded::parse(bytes) {
+        match &*key {
+            "tokens" | "tokens[]" | "token" => body.tokens.push(value),
+            "payload" => {
+                let raw = RawValue::from_string(value.into_owned())
+                    .map_err(|e| ApiError::bad_request("bad_payload", format!("payload is not JSON: {e}")))?;
+                body.payload = Some(raw);
+            }
+            _ => body.fields.push((key, value)),
+        }
+    }
+    Ok(body)
+}
+
+/// Parses an integer form field, naming it on failure.
+pub fn form_int(field: &str, value: &str) -> Result<i64, ApiError> {
+    value
+        .trim()
+        .parse()
+        .map_err(|_| ApiError::bad_request("bad_field", format!("{field} must be an integer, got {value:?}")))
+}
+
+/// Maps serde's message for a bad JSON body to our error.
+pub fn bad_json(e: serde_json::Error) -> ApiError {
+    ApiError::bad_request("bad_json", format!("request body is not valid JSON for this route: {e}"))
+}
+
+// ===== APNs =====
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApnsJson<'a> {
+    #[serde(borrow, default)]
+    tokens: Vec<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    payload: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    topic: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    push_type: Option<Cow<'a, str>>,
+    #[serde(default)]
+    priority: Option<i64>,
+    #[serde(default)]
+    expiration: Option<i64>,
+    #[serde(borrow, default)]
+    collapse_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    app: Option<Cow<'a, str>>,
+}
+
+/// `POST /apns/send`.
+pub async fn apns(State(state): State<AppState>, body: Body) -> Result<Response, ApiError> {
+    let timer = state.recorder.metrics.api_latency.start_timer();
+    let Some(service) = state.apns.as_ref() else {
+        return Err(ApiError::not_configured("APNs", "[apns]"));
+    };
+    state.refuse_if_shutting_down()?;
+    let form;
+    let json;
+    let (tokens, payload, fields) = match &body {
+        Body::Json(bytes) => {
+            json = serde_json::from_slice::<ApnsJson<'_>>(bytes).map_err(bad_json)?;
+            check_app(json.app.as_deref())?;
+            let fields = ApnsFields {
+                payload: json.payload.map(|p| p.get().as_bytes()).unwrap_or_default(),
+                topic: json.topic.as_deref(),
+                push_type: json.push_type.as_deref(),
+                priority: json.priority,
+                expiration: json.expiration,
+                collapse_id: json.collapse_id.as_deref(),
+            };
+            (&json.tokens, json.payload.is_some(), fields)
+        }
+        Body::Form(bytes) => {
+            form = parse_form(bytes)?;
+            let mut fields = ApnsFields {
+                payload: form.payload.as_ref().map(|p| p.get().as_bytes()).unwrap_or_default(),
+                ..ApnsFields::default()
+            };
+            for (key, value) in &form.fields {
+                match &**key {
+                    "topic" => fields.topic = Some(value),
+                    "push_type" => fields.push_type = Some(value),
+                    "priority" => fields.priority = Some(form_int("priority", value)?),
+                    "expiration" => fields.expiration = Some(form_int("expiration", value)?),
+                    "collapse_id" => fields.collapse_id = Some(value),
+                    "app" => check_app(Some(value))?,
+                    other => return Err(ApiError::bad_request("unknown_field", format!("unknown form field {other:?}"))),
+                }
+            }
+            (&form.tokens, form.payload.is_some(), fields)
+        }
+    };
+    if tokens.is_empty() {
+        return Err(ApiError::bad_request("no_tokens", "the request has no tokens: send \"tokens\": [\"<hex>\", ...]"));
+    }
+    if !payload {
+        return Err(ApiError::bad_request("no_payload", "the request has no payload: send \"payload\": {\"aps\": {...}}"));
+    }
+    let expires_at = fields.expiration.filter(|&e| e > 0).map(|e| UNIX_EPOCH + Duration::from_secs(e.unsigned_abs()));
+    let message = ApnsMessage::new(fields, service.default_topic.as_deref()).map_err(|e| match e {
+        MessageError::Field(f) => ApiError::bad_request("bad_field", f.to_string()),
+        MessageError::TooLarge(t) => ApiError::too_large(t.to_string()),
+    })?;
+    let intake = intake(tokens, 32, |hex, buf| DeviceToken::decode_into(hex, buf).map(drop));
+    let answer = accept(&state, Platform::Apns, message, intake, expires_at, |job| service.enqueue(job));
+    timer.observe_duration();
+    answer
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intake_rejects_bad_tokens_and_folds_duplicates_across_case() {
+        let good = "ab".repeat(32);
+        let upper = good.to_uppercase();
+        let raw: Vec<Cow<'_, str>> = vec![good.as_str().into(), "zz".into(), upper.as_str().into(), "cd".repeat(32).into()];
+        let result = intake(&raw, 32, |hex, buf| DeviceToken::decode_into(hex, buf).map(drop));
+        assert_eq!(result.tokens.len(), 2);
+        assert_eq!(result.duplicates, 1);
+        assert_eq!(result.rejected.len(), 1);
+        assert_eq!((result.rejected[0].token, result.rejected[0].reason), ("zz", "BadDeviceToken"));
+    }
+
+    #[test]
+    fn form_keeps_repeated_tokens_and_checks_payload_json() {
+        let form = parse_form(b"tokens=a&tokens=b&payload=%7B%22x%22%3A1%7D&topic=t").expect("form");
+        assert_eq!(form.tokens, vec!["a", "b"]);
+        assert_eq!(form.payload.as_ref().map(|p| p.get()), Some("{\"x\":1}"));
+        assert_eq!(form.fields.len(), 1);
+        assert!(parse_form(b"payload=%7Bnot").is_err());
+    }
+}

@@ -1,0 +1,136 @@
+//! Wiring: from a validated [`Config`] to a listening gateway, and back down
+//! again with a drain. `main`, `pushgate demo` and the tests all start the
+//! gateway through [`Gateway::start`], so they run the same code.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::api::{self, AppState, Inner};
+use crate::apns::ApnsService;
+use crate::config::Config;
+use crate::job::Family;
+use crate::metrics::Metrics;
+use crate::queue::Admission;
+use crate::report::{Recorder, Reports};
+
+/// A running gateway.
+pub struct Gateway {
+    /// Where the API listens (the real port when `listen` had port 0).
+    pub addr: SocketAddr,
+    /// The API's state: reports, services, metrics.
+    pub state: AppState,
+    stop_http: Option<oneshot::Sender<()>>,
+    server: JoinHandle<std::io::Result<()>>,
+}
+
+/// What a shutdown left behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DrainReport {
+    /// Tokens that reached an outcome during the drain.
+    pub finished_during_drain: u64,
+    /// Tokens still queued when the grace period ended, recorded as expired (`Shutdown`).
+    pub abandoned: u64,
+    /// How long the drain took.
+    pub took: Duration,
+}
+
+impl Gateway {
+    /// Starts delivery for every configured platform and the API on `config.server.listen`.
+    pub async fn start(config: &Config) -> anyhow::Result<Self> {
+        let metrics = Arc::new(Metrics::new()?);
+        let recorder = Recorder {
+            reports: Arc::new(Reports::new(config.max_list, config.max_jobs)),
+            admission: Arc::new(Admission::new(config.queue_capacity)),
+            metrics,
+        };
+        let apns = match &config.apns {
+            Some(apns) => Some(ApnsService::start(apns, recorder.clone(), config.backoff)?),
+            None => None,
+        };
+        let state = AppState::new(Inner {
+            apns,
+            recorder,
+            api_keys: config.server.api_keys.clone(),
+            max_body_bytes: config.server.max_body_bytes,
+            shutting_down: Default::default(),
+        });
+        let listener = TcpListener::bind(config.server.listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("server.listen = {:?}: cannot listen: {e}", config.server.listen.to_string()))?;
+        let addr = listener.local_addr()?;
+        let (stop_http, stopped) = oneshot::channel::<()>();
+        let app = api::router(state.clone());
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await
+        });
+        tracing::info!(%addr, apns = state.apns.is_some(), "pushgate listening");
+        Ok(Self { addr, state, stop_http: Some(stop_http), server })
+    }
+
+    /// `http://addr`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Graceful drain: refuse new sends, keep delivering until nothing is
+    /// pending or `grace` runs out, record what is left as expired
+    /// (`Shutdown`), then stop the API.
+    pub async fn shutdown(mut self, grace: Duration) -> DrainReport {
+        let started = Instant::now();
+        self.state.begin_shutdown();
+        let admission = self.state.recorder.admission.clone();
+        let before = admission.pending();
+        tracing::info!(pending = before, grace_s = grace.as_secs(), "draining: new sends are refused");
+        let deadline = started + grace;
+        let mut last_log = Instant::now();
+        while admission.pending() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if last_log.elapsed() >= Duration::from_secs(5) {
+                tracing::info!(pending = admission.pending(), "draining");
+                last_log = Instant::now();
+            }
+        }
+        let mut abandoned = 0;
+        if let Some(apns) = &self.state.apns {
+            apns.close();
+            abandoned += apns.abandon_queued();
+        }
+        // In-flight requests finish within their timeout; give them a moment
+        // so their answers are recorded rather than lost with the process.
+        let settle_deadline = Instant::now() + Duration::from_secs(2);
+        while admission.pending() > 0 && Instant::now() < settle_deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Streams that settled after the first sweep may have scheduled retries.
+        if let Some(apns) = &self.state.apns {
+            abandoned += apns.abandon_queued();
+        }
+        let finished = before.saturating_sub(admission.pending() + abandoned);
+        let report = DrainReport { finished_during_drain: finished, abandoned, took: started.elapsed() };
+        for family in [Family::Apple, Family::Google] {
+            let c = self.state.recorder.reports.family(family).counters();
+            if c.accepted > 0 {
+                tracing::info!(?family, accepted = c.accepted, pending = c.pending, successes = c.successes, failures = c.failures, unregistered = c.unregistered, expired = c.expired, "final totals");
+            }
+        }
+        if abandoned > 0 || admission.pending() > 0 {
+            tracing::warn!(abandoned, still_in_flight = admission.pending(), "shutdown left work undelivered; recorded as expired (Shutdown)");
+        } else {
+            tracing::info!(finished, took_ms = report.took.as_millis() as u64, "drained: nothing left pending");
+        }
+        if let Some(stop) = self.stop_http.take() {
+            let _ = stop.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.server).await;
+        report
+    }
+}
