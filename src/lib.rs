@@ -15,3 +15,4 @@ pub mod retry;
 pub mod tls;
 pub mod api;
 pub mod gateway;
+pub mod demo;

@@ -1,1 +1,337 @@
-fn main() {}
+//! The `pushgate` command: `serve` (default), `check-config`, `mock`, `demo`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use pushgate::config::FileConfig;
+use pushgate::gateway::Gateway;
+use pushgate::mock::{self, Faults};
+
+#[derive(Parser)]
+#[command(name = "pushgate", version, about = "HTTP push gateway for APNs and FCM")]
+struct Cli {
+    /// Log format: human-readable lines or one JSON object per line.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human, env = "PUSHGATE_LOG_FORMAT")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway (the default command).
+    Serve(ServeArgs),
+    /// Validate a config file (plus PUSHGATE_* overrides) and print it with secrets masked.
+    CheckConfig {
+        /// The TOML file.
+        file: PathBuf,
+    },
+    /// Run a mock upstream (APNs or FCM) for tests and benchmarks.
+    #[command(subcommand)]
+    Mock(MockCommand),
+    /// Start mock upstreams and a gateway wired to them, send a sample job,
+    /// print the reports, and keep serving for curl. Needs no credentials.
+    Demo(pushgate::demo::DemoArgs),
+}
+
+#[derive(Args, Default)]
+struct ServeArgs {
+    /// The TOML config file; without one, only PUSHGATE_* variables configure the gateway.
+    #[arg(long, short, env = "PUSHGATE_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum MockCommand {
+    /// Mock APNs (HTTP/2 over TLS).
+    Apns(MockApnsArgs),
+    /// Mock FCM: OAuth token endpoint, v1 send and legacy batch API.
+    Fcm(MockFcmArgs),
+}
+
+#[derive(Args)]
+struct FaultArgs {
+    /// Fraction of requests answered with a retryable server error.
+    #[arg(long, default_value_t = 0.0)]
+    error_rate: f64,
+    /// Throttle (429) every Nth request.
+    #[arg(long)]
+    throttle_every: Option<u64>,
+    /// Seconds in Retry-After on throttled answers.
+    #[arg(long, default_value_t = 1)]
+    retry_after: u64,
+    /// Send GOAWAY after N streams on a connection.
+    #[arg(long)]
+    goaway_after: Option<u64>,
+    /// Drop the TCP connection abruptly after N streams.
+    #[arg(long)]
+    drop_after: Option<u64>,
+    /// Delay every answer by this many milliseconds.
+    #[arg(long, default_value_t = 0)]
+    latency_ms: u64,
+    /// File of tokens whose first attempt fails (one per line).
+    #[arg(long)]
+    flaky: Option<PathBuf>,
+}
+
+impl FaultArgs {
+    fn faults(&self) -> anyhow::Result<Faults> {
+        Ok(Faults {
+            error_rate: self.error_rate,
+            throttle_every: self.throttle_every,
+            retry_after_s: self.retry_after,
+            goaway_after: self.goaway_after,
+            drop_after: self.drop_after,
+            latency_ms: self.latency_ms,
+            flaky: match &self.flaky {
+                Some(path) => Faults::load_flaky(path).with_context(|| format!("reading --flaky {}", path.display()))?,
+                None => Default::default(),
+            },
+        })
+    }
+}
+
+#[derive(Args)]
+struct MockApnsArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:2197")]
+    listen: SocketAddr,
+    /// How clients authenticate: `none` accepts any request (for h2load), `token`
+    /// checks ES256 JWTs against --public-key, `cert` requires a client certificate.
+    #[arg(long, value_enum, default_value_t = MockAuth::None)]
+    auth: MockAuth,
+    /// SPKI PEM public key for `--auth token`; with --write-key, generated.
+    #[arg(long)]
+    public_key: Option<PathBuf>,
+    /// Generate a provider key and write its .p8 here (for `--auth token`).
+    #[arg(long)]
+    write_key: Option<PathBuf>,
+    /// Expected JWT `kid`.
+    #[arg(long, default_value = "MOCKKEY001")]
+    key_id: String,
+    /// Expected JWT `iss`.
+    #[arg(long, default_value = "MOCKTEAM01")]
+    team_id: String,
+    /// Write the CA that signed the server certificate here (the gateway's apns.ca_file).
+    #[arg(long)]
+    write_ca: Option<PathBuf>,
+    /// For `--auth cert`: write the client certificate and key here (PEM pair: FILE.crt, FILE.key).
+    #[arg(long)]
+    write_client_cert: Option<PathBuf>,
+    /// SETTINGS_MAX_CONCURRENT_STREAMS (Apple: 1000).
+    #[arg(long, default_value_t = 1000)]
+    max_streams: u32,
+    #[command(flatten)]
+    faults: FaultArgs,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum MockAuth {
+    None,
+    Token,
+    Cert,
+}
+
+#[derive(Args)]
+struct MockFcmArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:2198")]
+    listen: SocketAddr,
+    /// Firebase project id.
+    #[arg(long, default_value = "pushgate-demo")]
+    project: String,
+    /// Legacy server key expected in `Authorization: key=…`.
+    #[arg(long, default_value = "mock-server-key")]
+    server_key: String,
+    /// Write a generated service account JSON (token_uri = this mock) here.
+    #[arg(long)]
+    write_service_account: Option<PathBuf>,
+    /// Write the CA that signed the server certificate here.
+    #[arg(long)]
+    write_ca: Option<PathBuf>,
+    /// Serve plain HTTP instead of TLS.
+    #[arg(long)]
+    plain: bool,
+    #[command(flatten)]
+    faults: FaultArgs,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PUSHGATE_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    // One process-wide crypto provider; reqwest and rustls builders use it.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("pushgate: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
+            Command::Serve(args) => serve(args).await,
+            Command::CheckConfig { file } => check_config(&file),
+            Command::Mock(MockCommand::Apns(args)) => mock_apns(args).await,
+            Command::Mock(MockCommand::Fcm(args)) => mock_fcm(args).await,
+            Command::Demo(args) => pushgate::demo::run(args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("pushgate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(file: Option<&std::path::Path>) -> anyhow::Result<(FileConfig, pushgate::config::Config)> {
+    let raw = FileConfig::load(file, std::env::vars())?;
+    let config = raw.validate()?;
+    Ok((raw, config))
+}
+
+fn check_config(file: &std::path::Path) -> anyhow::Result<ExitCode> {
+    match load(Some(file)) {
+        Ok((raw, config)) => {
+            print!("{}", raw.to_masked_toml());
+            println!(
+                "# valid: listen {}, APNs {}, Google {}",
+                config.server.listen,
+                if config.apns.is_some() { "on" } else { "off" },
+                match &config.google {
+                    Some(pushgate::config::GoogleConfig::Fcm(_)) => "FCM v1",
+                    Some(pushgate::config::GoogleConfig::Gcm(_)) => "legacy GCM",
+                    None => "off",
+                }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("{e:#}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let (_, config) = load(args.config.as_deref())?;
+    if config.apns.is_none() && config.google.is_none() {
+        tracing::warn!("no [apns], [fcm] or [gcm] section: every send will answer 404 (try `pushgate demo`)");
+    }
+    let gateway = Gateway::start(&config).await?;
+    pushgate::gateway::wait_for_signal().await;
+    // A second signal during the drain exits at once.
+    tokio::spawn(async {
+        pushgate::gateway::wait_for_signal().await;
+        tracing::warn!("second signal: exiting without finishing the drain");
+        std::process::exit(130);
+    });
+    let report = gateway.shutdown(config.server.shutdown_grace).await;
+    tracing::info!(abandoned = report.abandoned, finished = report.finished_during_drain, "pushgate stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn mock_apns(args: MockApnsArgs) -> anyhow::Result<ExitCode> {
+    let pki = mock::tls::TestPki::generate()?;
+    let auth = match args.auth {
+        MockAuth::None => mock::apns::ApnsAuthCheck::None,
+        MockAuth::Cert => {
+            if let Some(base) = &args.write_client_cert {
+                std::fs::write(base.with_extension("crt"), &pki.client.cert_pem)?;
+                std::fs::write(base.with_extension("key"), &pki.client.key_pem)?;
+            }
+            mock::apns::ApnsAuthCheck::ClientCert { ca_pem: pki.ca_pem.clone() }
+        }
+        MockAuth::Token => {
+            let public_key_pem = match (&args.public_key, &args.write_key) {
+                (Some(path), _) => std::fs::read_to_string(path).with_context(|| format!("reading --public-key {}", path.display()))?,
+                (None, Some(path)) => {
+                    let (p8, public) = mock::apns::generate_provider_key()?;
+                    std::fs::write(path, p8).with_context(|| format!("writing --write-key {}", path.display()))?;
+                    public
+                }
+                (None, None) => anyhow::bail!("--auth token needs --public-key FILE or --write-key FILE"),
+            };
+            mock::apns::ApnsAuthCheck::Token { team_id: args.team_id.clone(), key_id: args.key_id.clone(), public_key_pem }
+        }
+    };
+    let mut options = mock::apns::MockApnsOptions::new(auth, &pki);
+    options.listen = args.listen;
+    options.max_concurrent_streams = args.max_streams;
+    options.faults = args.faults.faults()?;
+    if let Some(path) = &args.write_ca {
+        std::fs::write(path, &pki.ca_pem).with_context(|| format!("writing --write-ca {}", path.display()))?;
+    }
+    let handle = mock::apns::start(options).await?;
+    tracing::info!(url = %handle.url(), "mock APNs listening");
+    println!("mock APNs listening on {}", handle.url());
+    report_ledger_until_signal(&handle).await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn mock_fcm(args: MockFcmArgs) -> anyhow::Result<ExitCode> {
+    let pki = mock::tls::TestPki::generate()?;
+    let account = mock::fcm::ServiceAccountFixture::generate(&args.project)?;
+    let mut options = mock::fcm::MockFcmOptions::new(&account, &args.server_key, &pki);
+    options.listen = args.listen;
+    options.tls = !args.plain;
+    options.faults = args.faults.faults()?;
+    if let Some(path) = &args.write_ca {
+        std::fs::write(path, &pki.ca_pem).with_context(|| format!("writing --write-ca {}", path.display()))?;
+    }
+    let handle = mock::fcm::start(options).await?;
+    let scheme = if args.plain { "http" } else { "https" };
+    let base = format!("{scheme}://{}", handle.addr);
+    if let Some(path) = &args.write_service_account {
+        std::fs::write(path, account.to_json(&format!("{base}/token")))
+            .with_context(|| format!("writing --write-service-account {}", path.display()))?;
+    }
+    println!("mock FCM listening on {base} (v1: {base}/v1/projects/{}/messages:send, legacy: {base}/fcm/send)", args.project);
+    report_ledger_until_signal(&handle).await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Logs the mock's counters every 10 s while busy, until a signal.
+async fn report_ledger_until_signal(handle: &mock::MockHandle) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let ledger = handle.ledger.clone();
+    let ticker = async move {
+        let mut last = 0;
+        loop {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            let requests = ledger.requests.load(Relaxed);
+            if requests != last {
+                tracing::info!(requests, connections = ledger.connections.load(Relaxed), peak_streams = ledger.peak_streams.load(Relaxed), "mock ledger");
+                last = requests;
+            }
+        }
+    };
+    tokio::select! {
+        _ = wait_for_signal() => {}
+        _ = ticker => {}
+    }
+}
