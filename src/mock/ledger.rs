@@ -43,15 +43,37 @@ impl Ledger {
     /// Counts an attempt for `token` and returns its 1-based attempt number.
     pub fn record_attempt(&self, token: &str) -> u32 {
         let mut tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
-        let record = tokens.entry(token.to_owned()).or_default();
-        record.attempts += 1;
-        record.attempts
+        // Look up before inserting: a token seen before (every retry, every benchmark
+        // request) then costs no allocation.
+        if let Some(record) = tokens.get_mut(token) {
+            record.attempts += 1;
+            return record.attempts;
+        }
+        tokens.insert(
+            token.to_owned(),
+            TokenRecord {
+                attempts: 1,
+                deliveries: 0,
+            },
+        );
+        1
     }
 
     /// Counts a successful delivery for `token`.
     pub fn record_delivery(&self, token: &str) {
         let mut tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
-        tokens.entry(token.to_owned()).or_default().deliveries += 1;
+        match tokens.get_mut(token) {
+            Some(record) => record.deliveries += 1,
+            None => {
+                tokens.insert(
+                    token.to_owned(),
+                    TokenRecord {
+                        attempts: 0,
+                        deliveries: 1,
+                    },
+                );
+            }
+        }
     }
 
     /// Remembers a credential (JWT, access token) seen on a request. The set's size
