@@ -66,7 +66,11 @@ impl AppState {
 
     fn refuse_if_shutting_down(&self) -> Result<(), ApiError> {
         if self.shutting_down.load(Ordering::Acquire) {
-            Err(ApiError::unavailable("shutting_down", "the gateway is shutting down and accepts no new work; send to another instance", 5))
+            Err(ApiError::unavailable(
+                "shutting_down",
+                "the gateway is shutting down and accepts no new work; send to another instance",
+                5,
+            ))
         } else {
             Ok(())
         }
@@ -78,12 +82,21 @@ pub fn router(state: AppState) -> Router {
     let protected = Router::new()
         .route("/apns/send", post(send::apns))
         .route("/apns/report", get(report::apns_totals))
-        .route("/apns/report/unregistered", get(report::apns_unregistered).delete(report::apns_unregistered_drain))
-        .route("/apns/report/failures", get(report::apns_failures).delete(report::apns_failures_drain))
+        .route(
+            "/apns/report/unregistered",
+            get(report::apns_unregistered).delete(report::apns_unregistered_drain),
+        )
+        .route(
+            "/apns/report/failures",
+            get(report::apns_failures).delete(report::apns_failures_drain),
+        )
         .route("/jobs/{id}", get(job_status))
         .route("/metrics", get(metrics))
         .route("/readyz", get(readyz))
-        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_key));
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_key,
+        ));
     Router::new()
         .route("/healthz", get(healthz))
         .merge(protected)
@@ -138,7 +151,9 @@ async fn metrics(State(state): State<AppState>) -> Response {
     let m = &state.recorder.metrics;
     // Mirrors of live state are set here, at scrape time, not on the hot path.
     if let Some(apns) = &state.apns {
-        m.queue_depth.with_label_values(&["apns"]).set(apns.queue_depth() as i64);
+        m.queue_depth
+            .with_label_values(&["apns"])
+            .set(apns.queue_depth() as i64);
     }
     m.pending.set(state.recorder.admission.pending() as i64);
     match m.render() {
@@ -147,14 +162,17 @@ async fn metrics(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn job_status(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
-    let parsed = JobId::parse(&id).ok_or_else(|| ApiError::bad_request("bad_job_id", format!("{id:?} is not a job id")))?;
-    let progress = state
-        .recorder
-        .reports
-        .jobs
-        .get(&parsed)
-        .ok_or_else(|| ApiError::not_found(format!("no job {id} (unknown, or older than the last report.max_jobs jobs)")))?;
+async fn job_status(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let parsed = JobId::parse(&id)
+        .ok_or_else(|| ApiError::bad_request("bad_job_id", format!("{id:?} is not a job id")))?;
+    let progress = state.recorder.reports.jobs.get(&parsed).ok_or_else(|| {
+        ApiError::not_found(format!(
+            "no job {id} (unknown, or older than the last report.max_jobs jobs)"
+        ))
+    })?;
     let pending = progress.pending();
     Ok(Json(json!({
         "job": progress.id.to_string(),
@@ -172,7 +190,11 @@ async fn job_status(State(state): State<AppState>, Path(id): Path<String>) -> Re
 
 /// 404 for reports of a platform that is not configured.
 fn require(configured: bool, platform: &str, section: &str) -> Result<(), ApiError> {
-    if configured { Ok(()) } else { Err(ApiError::not_configured(platform, section)) }
+    if configured {
+        Ok(())
+    } else {
+        Err(ApiError::not_configured(platform, section))
+    }
 }
 
 /// Answers `StatusCode::OK` JSON.

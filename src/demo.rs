@@ -58,7 +58,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let pki = mock::tls::TestPki::generate()?;
     let (p8, public_key_pem) = mock::apns::generate_provider_key()?;
     let (key_id, team_id) = ("DEMOKEY001", "DEMOTEAM01");
-    let apns_auth = mock::apns::ApnsAuthCheck::Token { team_id: team_id.into(), key_id: key_id.into(), public_key_pem };
+    let apns_auth = mock::apns::ApnsAuthCheck::Token {
+        team_id: team_id.into(),
+        key_id: key_id.into(),
+        public_key_pem,
+    };
     let apns_mock = mock::apns::start(mock::apns::MockApnsOptions::new(apns_auth, &pki)).await?;
     let write = |name: &str, contents: &str| -> anyhow::Result<PathBuf> {
         let path = dir.join(name);
@@ -82,21 +86,30 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let config = file.validate()?;
     let gateway = Gateway::start(&config).await?;
     let base = gateway.url();
-    println!("pushgate demo: gateway on {base}, mock APNs on {}", apns_mock.url());
+    println!(
+        "pushgate demo: gateway on {base}, mock APNs on {}",
+        apns_mock.url()
+    );
 
     let client = reqwest::Client::new();
     let tokens = sample_apns_tokens(args.tokens);
     let started = Instant::now();
     let answer: Value = client
         .post(format!("{base}/apns/send"))
-        .json(&json!({ "tokens": tokens, "payload": { "aps": { "alert": "Hello from pushgate" } } }))
+        .json(
+            &json!({ "tokens": tokens, "payload": { "aps": { "alert": "Hello from pushgate" } } }),
+        )
         .send()
         .await
         .context("posting the sample job")?
         .json()
         .await?;
     let accepted = answer["accepted"].as_u64().unwrap_or(0);
-    println!("\nPOST /apns/send ({} tokens) -> 202 {}", tokens.len(), compact(&answer, 300));
+    println!(
+        "\nPOST /apns/send ({} tokens) -> 202 {}",
+        tokens.len(),
+        compact(&answer, 300)
+    );
 
     let reports = &gateway.state.recorder.reports;
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -104,18 +117,48 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let took = started.elapsed();
-    let report: Value = client.get(format!("{base}/apns/report")).send().await?.json().await?;
+    let report: Value = client
+        .get(format!("{base}/apns/report"))
+        .send()
+        .await?
+        .json()
+        .await?;
     println!("GET /apns/report -> {report}");
-    let unregistered: Value = client.get(format!("{base}/apns/report/unregistered")).send().await?.json().await?;
-    println!("GET /apns/report/unregistered -> {} tokens, e.g. {}", unregistered["tokens"].as_array().map_or(0, Vec::len), compact(&unregistered["tokens"][0], 200));
-    let failures: Value = client.get(format!("{base}/apns/report/failures")).send().await?.json().await?;
-    println!("GET /apns/report/failures -> {} tokens, e.g. {}", failures["failures"].as_array().map_or(0, Vec::len), compact(&failures["failures"][0], 200));
+    let unregistered: Value = client
+        .get(format!("{base}/apns/report/unregistered"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    println!(
+        "GET /apns/report/unregistered -> {} tokens, e.g. {}",
+        unregistered["tokens"].as_array().map_or(0, Vec::len),
+        compact(&unregistered["tokens"][0], 200)
+    );
+    let failures: Value = client
+        .get(format!("{base}/apns/report/failures"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    println!(
+        "GET /apns/report/failures -> {} tokens, e.g. {}",
+        failures["failures"].as_array().map_or(0, Vec::len),
+        compact(&failures["failures"][0], 200)
+    );
     println!(
         "\n{accepted} tokens reached an outcome in {:.0} ms ({:.0} tokens/s, including the deliberate 503-then-retry tokens' backoff)",
         took.as_secs_f64() * 1000.0,
         accepted as f64 / took.as_secs_f64().max(1e-9)
     );
-    println!("mock APNs ledger: {} requests, {} distinct provider tokens (reused, as Apple requires)", apns_mock.ledger.requests.load(std::sync::atomic::Ordering::Relaxed), apns_mock.ledger.distinct_credentials());
+    println!(
+        "mock APNs ledger: {} requests, {} distinct provider tokens (reused, as Apple requires)",
+        apns_mock
+            .ledger
+            .requests
+            .load(std::sync::atomic::Ordering::Relaxed),
+        apns_mock.ledger.distinct_credentials()
+    );
 
     if args.exit {
         gateway.shutdown(Duration::from_secs(5)).await;
@@ -123,10 +166,17 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     }
     println!("\nTry it (Ctrl-C to stop):");
     println!("  curl -s -X POST {base}/apns/send -H 'content-type: application/json' \\");
-    println!("       -d '{{\"tokens\":[\"{}\",\"dead{}\"],\"payload\":{{\"aps\":{{\"alert\":\"hi\"}}}}}}'", "ab".repeat(32), "0".repeat(60));
+    println!(
+        "       -d '{{\"tokens\":[\"{}\",\"dead{}\"],\"payload\":{{\"aps\":{{\"alert\":\"hi\"}}}}}}'",
+        "ab".repeat(32),
+        "0".repeat(60)
+    );
     println!("  curl -s {base}/apns/report");
     println!("  curl -s -X DELETE {base}/apns/report/unregistered");
-    println!("  curl -s {base}/jobs/{}", answer["job"].as_str().unwrap_or("<job>"));
+    println!(
+        "  curl -s {base}/jobs/{}",
+        answer["job"].as_str().unwrap_or("<job>")
+    );
     println!("  curl -s {base}/metrics | grep pushgate_");
     crate::gateway::wait_for_signal().await;
     gateway.shutdown(Duration::from_secs(5)).await;
@@ -136,5 +186,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
 
 fn compact(v: &Value, max: usize) -> String {
     let s = v.to_string();
-    if s.len() > max { format!("{}…", &s[..max]) } else { s }
+    if s.len() > max {
+        format!("{}…", &s[..max])
+    } else {
+        s
+    }
 }

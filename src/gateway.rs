@@ -59,9 +59,12 @@ impl Gateway {
             max_body_bytes: config.server.max_body_bytes,
             shutting_down: Default::default(),
         });
-        let listener = TcpListener::bind(config.server.listen)
-            .await
-            .map_err(|e| anyhow::anyhow!("server.listen = {:?}: cannot listen: {e}", config.server.listen.to_string()))?;
+        let listener = TcpListener::bind(config.server.listen).await.map_err(|e| {
+            anyhow::anyhow!(
+                "server.listen = {:?}: cannot listen: {e}",
+                config.server.listen.to_string()
+            )
+        })?;
         let addr = listener.local_addr()?;
         let (stop_http, stopped) = oneshot::channel::<()>();
         let app = api::router(state.clone());
@@ -73,7 +76,12 @@ impl Gateway {
                 .await
         });
         tracing::info!(%addr, apns = state.apns.is_some(), "pushgate listening");
-        Ok(Self { addr, state, stop_http: Some(stop_http), server })
+        Ok(Self {
+            addr,
+            state,
+            stop_http: Some(stop_http),
+            server,
+        })
     }
 
     /// `http://addr`.
@@ -89,7 +97,11 @@ impl Gateway {
         self.state.begin_shutdown();
         let admission = self.state.recorder.admission.clone();
         let before = admission.pending();
-        tracing::info!(pending = before, grace_s = grace.as_secs(), "draining: new sends are refused");
+        tracing::info!(
+            pending = before,
+            grace_s = grace.as_secs(),
+            "draining: new sends are refused"
+        );
         let deadline = started + grace;
         let mut last_log = Instant::now();
         while admission.pending() > 0 && Instant::now() < deadline {
@@ -115,17 +127,38 @@ impl Gateway {
             abandoned += apns.abandon_queued();
         }
         let finished = before.saturating_sub(admission.pending() + abandoned);
-        let report = DrainReport { finished_during_drain: finished, abandoned, took: started.elapsed() };
+        let report = DrainReport {
+            finished_during_drain: finished,
+            abandoned,
+            took: started.elapsed(),
+        };
         for family in [Family::Apple, Family::Google] {
             let c = self.state.recorder.reports.family(family).counters();
             if c.accepted > 0 {
-                tracing::info!(?family, accepted = c.accepted, pending = c.pending, successes = c.successes, failures = c.failures, unregistered = c.unregistered, expired = c.expired, "final totals");
+                tracing::info!(
+                    ?family,
+                    accepted = c.accepted,
+                    pending = c.pending,
+                    successes = c.successes,
+                    failures = c.failures,
+                    unregistered = c.unregistered,
+                    expired = c.expired,
+                    "final totals"
+                );
             }
         }
         if abandoned > 0 || admission.pending() > 0 {
-            tracing::warn!(abandoned, still_in_flight = admission.pending(), "shutdown left work undelivered; recorded as expired (Shutdown)");
+            tracing::warn!(
+                abandoned,
+                still_in_flight = admission.pending(),
+                "shutdown left work undelivered; recorded as expired (Shutdown)"
+            );
         } else {
-            tracing::info!(finished, took_ms = report.took.as_millis() as u64, "drained: nothing left pending");
+            tracing::info!(
+                finished,
+                took_ms = report.took.as_millis() as u64,
+                "drained: nothing left pending"
+            );
         }
         if let Some(stop) = self.stop_http.take() {
             let _ = stop.send(());

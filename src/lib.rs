@@ -4,8 +4,11 @@
 //! [`api`], waits in [`queue`], is sent per token by an [`apns`] or [`fcm`]
 //! worker, and ends as one [`job::Outcome`] recorded by [`report::Recorder`].
 
+pub mod api;
 pub mod apns;
 pub mod config;
+pub mod demo;
+pub mod gateway;
 pub mod job;
 pub mod metrics;
 pub mod mock;
@@ -13,6 +16,3 @@ pub mod queue;
 pub mod report;
 pub mod retry;
 pub mod tls;
-pub mod api;
-pub mod gateway;
-pub mod demo;

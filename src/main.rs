@@ -13,7 +13,11 @@ use pushgate::gateway::Gateway;
 use pushgate::mock::{self, Faults};
 
 #[derive(Parser)]
-#[command(name = "pushgate", version, about = "HTTP push gateway for APNs and FCM")]
+#[command(
+    name = "pushgate",
+    version,
+    about = "HTTP push gateway for APNs and FCM"
+)]
 struct Cli {
     /// Log format: human-readable lines or one JSON object per line.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human, env = "PUSHGATE_LOG_FORMAT")]
@@ -95,7 +99,8 @@ impl FaultArgs {
             drop_after: self.drop_after,
             latency_ms: self.latency_ms,
             flaky: match &self.flaky {
-                Some(path) => Faults::load_flaky(path).with_context(|| format!("reading --flaky {}", path.display()))?,
+                Some(path) => Faults::load_flaky(path)
+                    .with_context(|| format!("reading --flaky {}", path.display()))?,
                 None => Default::default(),
             },
         })
@@ -171,7 +176,9 @@ fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PUSHGATE_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -183,7 +190,10 @@ fn main() -> ExitCode {
     init_logging(cli.log_format);
     // One process-wide crypto provider; reqwest and rustls builders use it.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("pushgate: cannot start the async runtime: {e}");
@@ -240,7 +250,9 @@ fn check_config(file: &std::path::Path) -> anyhow::Result<ExitCode> {
 async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let (_, config) = load(args.config.as_deref())?;
     if config.apns.is_none() && config.google.is_none() {
-        tracing::warn!("no [apns], [fcm] or [gcm] section: every send will answer 404 (try `pushgate demo`)");
+        tracing::warn!(
+            "no [apns], [fcm] or [gcm] section: every send will answer 404 (try `pushgate demo`)"
+        );
     }
     let gateway = Gateway::start(&config).await?;
     pushgate::gateway::wait_for_signal().await;
@@ -251,7 +263,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         std::process::exit(130);
     });
     let report = gateway.shutdown(config.server.shutdown_grace).await;
-    tracing::info!(abandoned = report.abandoned, finished = report.finished_during_drain, "pushgate stopped");
+    tracing::info!(
+        abandoned = report.abandoned,
+        finished = report.finished_during_drain,
+        "pushgate stopped"
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -264,19 +280,29 @@ async fn mock_apns(args: MockApnsArgs) -> anyhow::Result<ExitCode> {
                 std::fs::write(base.with_extension("crt"), &pki.client.cert_pem)?;
                 std::fs::write(base.with_extension("key"), &pki.client.key_pem)?;
             }
-            mock::apns::ApnsAuthCheck::ClientCert { ca_pem: pki.ca_pem.clone() }
+            mock::apns::ApnsAuthCheck::ClientCert {
+                ca_pem: pki.ca_pem.clone(),
+            }
         }
         MockAuth::Token => {
             let public_key_pem = match (&args.public_key, &args.write_key) {
-                (Some(path), _) => std::fs::read_to_string(path).with_context(|| format!("reading --public-key {}", path.display()))?,
+                (Some(path), _) => std::fs::read_to_string(path)
+                    .with_context(|| format!("reading --public-key {}", path.display()))?,
                 (None, Some(path)) => {
                     let (p8, public) = mock::apns::generate_provider_key()?;
-                    std::fs::write(path, p8).with_context(|| format!("writing --write-key {}", path.display()))?;
+                    std::fs::write(path, p8)
+                        .with_context(|| format!("writing --write-key {}", path.display()))?;
                     public
                 }
-                (None, None) => anyhow::bail!("--auth token needs --public-key FILE or --write-key FILE"),
+                (None, None) => {
+                    anyhow::bail!("--auth token needs --public-key FILE or --write-key FILE")
+                }
             };
-            mock::apns::ApnsAuthCheck::Token { team_id: args.team_id.clone(), key_id: args.key_id.clone(), public_key_pem }
+            mock::apns::ApnsAuthCheck::Token {
+                team_id: args.team_id.clone(),
+                key_id: args.key_id.clone(),
+                public_key_pem,
+            }
         }
     };
     let mut options = mock::apns::MockApnsOptions::new(auth, &pki);
@@ -284,7 +310,8 @@ async fn mock_apns(args: MockApnsArgs) -> anyhow::Result<ExitCode> {
     options.max_concurrent_streams = args.max_streams;
     options.faults = args.faults.faults()?;
     if let Some(path) = &args.write_ca {
-        std::fs::write(path, &pki.ca_pem).with_context(|| format!("writing --write-ca {}", path.display()))?;
+        std::fs::write(path, &pki.ca_pem)
+            .with_context(|| format!("writing --write-ca {}", path.display()))?;
     }
     let handle = mock::apns::start(options).await?;
     tracing::info!(url = %handle.url(), "mock APNs listening");
@@ -301,7 +328,8 @@ async fn mock_fcm(args: MockFcmArgs) -> anyhow::Result<ExitCode> {
     options.tls = !args.plain;
     options.faults = args.faults.faults()?;
     if let Some(path) = &args.write_ca {
-        std::fs::write(path, &pki.ca_pem).with_context(|| format!("writing --write-ca {}", path.display()))?;
+        std::fs::write(path, &pki.ca_pem)
+            .with_context(|| format!("writing --write-ca {}", path.display()))?;
     }
     let handle = mock::fcm::start(options).await?;
     let scheme = if args.plain { "http" } else { "https" };
@@ -310,7 +338,10 @@ async fn mock_fcm(args: MockFcmArgs) -> anyhow::Result<ExitCode> {
         std::fs::write(path, account.to_json(&format!("{base}/token")))
             .with_context(|| format!("writing --write-service-account {}", path.display()))?;
     }
-    println!("mock FCM listening on {base} (v1: {base}/v1/projects/{}/messages:send, legacy: {base}/fcm/send)", args.project);
+    println!(
+        "mock FCM listening on {base} (v1: {base}/v1/projects/{}/messages:send, legacy: {base}/fcm/send)",
+        args.project
+    );
     report_ledger_until_signal(&handle).await;
     Ok(ExitCode::SUCCESS)
 }
@@ -325,13 +356,18 @@ async fn report_ledger_until_signal(handle: &mock::MockHandle) {
             tokio::time::sleep(Duration::from_secs(10)).await;
             let requests = ledger.requests.load(Relaxed);
             if requests != last {
-                tracing::info!(requests, connections = ledger.connections.load(Relaxed), peak_streams = ledger.peak_streams.load(Relaxed), "mock ledger");
+                tracing::info!(
+                    requests,
+                    connections = ledger.connections.load(Relaxed),
+                    peak_streams = ledger.peak_streams.load(Relaxed),
+                    "mock ledger"
+                );
                 last = requests;
             }
         }
     };
     tokio::select! {
-        _ = wait_for_signal() => {}
+        _ = pushgate::gateway::wait_for_signal() => {}
         _ = ticker => {}
     }
 }

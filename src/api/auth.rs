@@ -18,7 +18,10 @@ pub async fn require_key(State(state): State<AppState>, request: Request, next: 
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(str::trim);
     let Some(presented) = presented else {
         return ApiError::unauthorized().into_response();
@@ -27,7 +30,9 @@ pub async fn require_key(State(state): State<AppState>, request: Request, next: 
     let matched = state
         .api_keys
         .iter()
-        .fold(subtle::Choice::from(0), |acc, key| acc | key.expose().as_bytes().ct_eq(presented.as_bytes()));
+        .fold(subtle::Choice::from(0), |acc, key| {
+            acc | key.expose().as_bytes().ct_eq(presented.as_bytes())
+        });
     if bool::from(matched) {
         next.run(request).await
     } else {

@@ -27,7 +27,13 @@ pub struct ErrorCode(pub &'static str);
 
 impl ApiError {
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), retry_after: None, extra: None }
+        Self {
+            status,
+            code,
+            message: message.into(),
+            retry_after: None,
+            extra: None,
+        }
     }
 
     /// 400 with a code.
@@ -37,12 +43,22 @@ impl ApiError {
 
     /// 401.
     pub fn unauthorized() -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing or unknown API key: send `Authorization: Bearer <key>` with a key from server.api_keys")
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or unknown API key: send `Authorization: Bearer <key>` with a key from server.api_keys",
+        )
     }
 
     /// 404 for a platform without a config section.
     pub fn not_configured(platform: &str, section: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "platform_not_configured", format!("{platform} delivery is not configured on this gateway: add a {section} section to the config"))
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "platform_not_configured",
+            format!(
+                "{platform} delivery is not configured on this gateway: add a {section} section to the config"
+            ),
+        )
     }
 
     /// 404.
@@ -52,7 +68,11 @@ impl ApiError {
 
     /// 405.
     pub fn method_not_allowed() -> Self {
-        Self::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not take that method")
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "this route does not take that method",
+        )
     }
 
     /// 413.
@@ -62,18 +82,29 @@ impl ApiError {
 
     /// 415.
     pub fn unsupported_media_type() -> Self {
-        Self::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "send Content-Type: application/json or application/x-www-form-urlencoded")
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send Content-Type: application/json or application/x-www-form-urlencoded",
+        )
     }
 
     /// 503 with `Retry-After`.
     pub fn unavailable(code: &'static str, message: impl Into<String>, retry_after: u64) -> Self {
-        Self { retry_after: Some(retry_after), ..Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message) }
+        Self {
+            retry_after: Some(retry_after),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
+        }
     }
 
     /// 500; the detail is logged, the answer says only that it happened.
     pub fn internal(detail: impl std::fmt::Display) -> Self {
         tracing::error!(error = %detail, "internal error answering a request");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the gateway log")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error; see the gateway log",
+        )
     }
 
     /// Adds fields to the body.
@@ -91,7 +122,9 @@ impl IntoResponse for ApiError {
         }
         let mut response = (self.status, Json(body)).into_response();
         if let Some(seconds) = self.retry_after {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response.extensions_mut().insert(ErrorCode(self.code));
         response

@@ -38,7 +38,9 @@ pub async fn apns_totals(State(state): State<AppState>) -> Result<Response, ApiE
 
 /// `GET /apns/report/unregistered`.
 pub async fn apns_unregistered(State(state): State<AppState>) -> Result<Response, ApiError> {
-    Ok(ok(json!({ "tokens": apple(&state)?.unregistered.snapshot() })))
+    Ok(ok(
+        json!({ "tokens": apple(&state)?.unregistered.snapshot() }),
+    ))
 }
 
 /// `DELETE /apns/report/unregistered`.
@@ -48,7 +50,9 @@ pub async fn apns_unregistered_drain(State(state): State<AppState>) -> Result<Re
 
 /// `GET /apns/report/failures`.
 pub async fn apns_failures(State(state): State<AppState>) -> Result<Response, ApiError> {
-    Ok(ok(json!({ "failures": apple(&state)?.failures.snapshot() })))
+    Ok(ok(
+        json!({ "failures": apple(&state)?.failures.snapshot() }),
+    ))
 }
 
 /// `DELETE /apns/report/failures`.

@@ -9,18 +9,18 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 use serde_json::json;
+use serde_json::value::RawValue;
 
 use super::{ApiError, AppState};
-use crate::apns::message::{ApnsFields, MessageError};
 use crate::apns::ApnsMessage;
+use crate::apns::message::{ApnsFields, MessageError};
 use crate::job::{DeviceToken, Job, JobId, JobProgress, Platform, TokenError, TokenList};
 
 /// A request body, read within `server.max_body_bytes`.
@@ -55,7 +55,11 @@ impl FromRequest<AppState> for Body {
         let bytes = axum::body::to_bytes(req.into_body(), limit).await.map_err(|_| {
             ApiError::too_large(format!("request body is over server.max_body_bytes ({limit} bytes); split the tokens over several requests"))
         })?;
-        Ok(if is_form { Body::Form(bytes) } else { Body::Json(bytes) })
+        Ok(if is_form {
+            Body::Form(bytes)
+        } else {
+            Body::Json(bytes)
+        })
     }
 }
 
@@ -96,7 +100,10 @@ pub fn intake<'a>(
         let start = tokens.buffer().len();
         if let Err(e) = decode(token, tokens.buffer()) {
             tokens.buffer().truncate(start);
-            rejected.push(Rejected { token, reason: e.as_str() });
+            rejected.push(Rejected {
+                token,
+                reason: e.as_str(),
+            });
             continue;
         }
         let hash = hasher.hash_one(tokens.uncommitted());
@@ -114,7 +121,11 @@ pub fn intake<'a>(
         }
         tokens.commit();
     }
-    Intake { tokens, rejected, duplicates }
+    Intake {
+        tokens,
+        rejected,
+        duplicates,
+    }
 }
 
 /// Admits and queues a job; returns the 202 answer.
@@ -126,16 +137,26 @@ pub fn accept<M>(
     expires_at: Option<SystemTime>,
     enqueue: impl FnOnce(Arc<Job<M>>),
 ) -> Result<Response, ApiError> {
-    let Intake { tokens, rejected, duplicates } = intake;
+    let Intake {
+        tokens,
+        rejected,
+        duplicates,
+    } = intake;
     if tokens.is_empty() {
-        return Err(ApiError::bad_request("no_valid_tokens", "none of the tokens is valid; nothing was queued")
-            .with(json!({ "rejected": rejected })));
+        return Err(ApiError::bad_request(
+            "no_valid_tokens",
+            "none of the tokens is valid; nothing was queued",
+        )
+        .with(json!({ "rejected": rejected })));
     }
     let total = tokens.len() as u64;
     state.recorder.admission.try_admit(total).map_err(|full| {
         ApiError::unavailable(
             "queue_full",
-            format!("the queue holds {} of {} tokens; this request's {} do not fit. Retry later", full.pending, full.capacity, full.wanted),
+            format!(
+                "the queue holds {} of {} tokens; this request's {} do not fit. Retry later",
+                full.pending, full.capacity, full.wanted
+            ),
             1,
         )
     })?;
@@ -144,9 +165,21 @@ pub fn accept<M>(
     // Counted before it is queued, so no outcome can precede its acceptance.
     state.recorder.accept(&progress);
     for r in &rejected {
-        state.recorder.metrics.rejected.with_label_values(&[platform.as_str(), r.reason]).inc();
+        state
+            .recorder
+            .metrics
+            .rejected
+            .with_label_values(&[platform.as_str(), r.reason])
+            .inc();
     }
-    let job = Arc::new(Job { id, app: "default".into(), message, tokens, progress, expires_at });
+    let job = Arc::new(Job {
+        id,
+        app: "default".into(),
+        message,
+        tokens,
+        progress,
+        expires_at,
+    });
     enqueue(job);
     tracing::info!(job = %id, platform = %platform, tokens = total, rejected = rejected.len(), "job accepted");
     let body = json!({ "job": id.to_string(), "accepted": total, "rejected": rejected, "duplicates": duplicates });
@@ -157,7 +190,10 @@ pub fn accept<M>(
 pub fn check_app(app: Option<&str>) -> Result<(), ApiError> {
     match app {
         None | Some("") | Some("default") => Ok(()),
-        Some(other) => Err(ApiError::bad_request("unknown_app", format!("unknown app {other:?}; known apps: [\"default\"]"))),
+        Some(other) => Err(ApiError::bad_request(
+            "unknown_app",
+            format!("unknown app {other:?}; known apps: [\"default\"]"),
+        )),
     }
 }
 
@@ -174,13 +210,18 @@ pub struct FormBody<'a> {
 
 /// Splits a form body into tokens, payload and other fields.
 pub fn parse_form(bytes: &[u8]) -> Result<FormBody<'_>, ApiError> {
-    let mut body = FormBody { tokens: Vec::new(), payload: None, fields: Vec::new() };
+    let mut body = FormBody {
+        tokens: Vec::new(),
+        payload: None,
+        fields: Vec::new(),
+    };
     for (key, value) in form_urlencoded::parse(bytes) {
         match &*key {
             "tokens" | "tokens[]" | "token" => body.tokens.push(value),
             "payload" => {
-                let raw = RawValue::from_string(value.into_owned())
-                    .map_err(|e| ApiError::bad_request("bad_payload", format!("payload is not JSON: {e}")))?;
+                let raw = RawValue::from_string(value.into_owned()).map_err(|e| {
+                    ApiError::bad_request("bad_payload", format!("payload is not JSON: {e}"))
+                })?;
                 body.payload = Some(raw);
             }
             _ => body.fields.push((key, value)),
@@ -191,15 +232,20 @@ pub fn parse_form(bytes: &[u8]) -> Result<FormBody<'_>, ApiError> {
 
 /// Parses an integer form field, naming it on failure.
 pub fn form_int(field: &str, value: &str) -> Result<i64, ApiError> {
-    value
-        .trim()
-        .parse()
-        .map_err(|_| ApiError::bad_request("bad_field", format!("{field} must be an integer, got {value:?}")))
+    value.trim().parse().map_err(|_| {
+        ApiError::bad_request(
+            "bad_field",
+            format!("{field} must be an integer, got {value:?}"),
+        )
+    })
 }
 
 /// Maps serde's message for a bad JSON body to our error.
 pub fn bad_json(e: serde_json::Error) -> ApiError {
-    ApiError::bad_request("bad_json", format!("request body is not valid JSON for this route: {e}"))
+    ApiError::bad_request(
+        "bad_json",
+        format!("request body is not valid JSON for this route: {e}"),
+    )
 }
 
 // ===== APNs =====
@@ -251,7 +297,11 @@ pub async fn apns(State(state): State<AppState>, body: Body) -> Result<Response,
         Body::Form(bytes) => {
             form = parse_form(bytes)?;
             let mut fields = ApnsFields {
-                payload: form.payload.as_ref().map(|p| p.get().as_bytes()).unwrap_or_default(),
+                payload: form
+                    .payload
+                    .as_ref()
+                    .map(|p| p.get().as_bytes())
+                    .unwrap_or_default(),
                 ..ApnsFields::default()
             };
             for (key, value) in &form.fields {
@@ -262,25 +312,44 @@ pub async fn apns(State(state): State<AppState>, body: Body) -> Result<Response,
                     "expiration" => fields.expiration = Some(form_int("expiration", value)?),
                     "collapse_id" => fields.collapse_id = Some(value),
                     "app" => check_app(Some(value))?,
-                    other => return Err(ApiError::bad_request("unknown_field", format!("unknown form field {other:?}"))),
+                    other => {
+                        return Err(ApiError::bad_request(
+                            "unknown_field",
+                            format!("unknown form field {other:?}"),
+                        ));
+                    }
                 }
             }
             (&form.tokens, form.payload.is_some(), fields)
         }
     };
     if tokens.is_empty() {
-        return Err(ApiError::bad_request("no_tokens", "the request has no tokens: send \"tokens\": [\"<hex>\", ...]"));
+        return Err(ApiError::bad_request(
+            "no_tokens",
+            "the request has no tokens: send \"tokens\": [\"<hex>\", ...]",
+        ));
     }
     if !payload {
-        return Err(ApiError::bad_request("no_payload", "the request has no payload: send \"payload\": {\"aps\": {...}}"));
+        return Err(ApiError::bad_request(
+            "no_payload",
+            "the request has no payload: send \"payload\": {\"aps\": {...}}",
+        ));
     }
-    let expires_at = fields.expiration.filter(|&e| e > 0).map(|e| UNIX_EPOCH + Duration::from_secs(e.unsigned_abs()));
-    let message = ApnsMessage::new(fields, service.default_topic.as_deref()).map_err(|e| match e {
-        MessageError::Field(f) => ApiError::bad_request("bad_field", f.to_string()),
-        MessageError::TooLarge(t) => ApiError::too_large(t.to_string()),
-    })?;
-    let intake = intake(tokens, 32, |hex, buf| DeviceToken::decode_into(hex, buf).map(drop));
-    let answer = accept(&state, Platform::Apns, message, intake, expires_at, |job| service.enqueue(job));
+    let expires_at = fields
+        .expiration
+        .filter(|&e| e > 0)
+        .map(|e| UNIX_EPOCH + Duration::from_secs(e.unsigned_abs()));
+    let message =
+        ApnsMessage::new(fields, service.default_topic.as_deref()).map_err(|e| match e {
+            MessageError::Field(f) => ApiError::bad_request("bad_field", f.to_string()),
+            MessageError::TooLarge(t) => ApiError::too_large(t.to_string()),
+        })?;
+    let intake = intake(tokens, 32, |hex, buf| {
+        DeviceToken::decode_into(hex, buf).map(drop)
+    });
+    let answer = accept(&state, Platform::Apns, message, intake, expires_at, |job| {
+        service.enqueue(job)
+    });
     timer.observe_duration();
     answer
 }
@@ -293,17 +362,28 @@ mod tests {
     fn intake_rejects_bad_tokens_and_folds_duplicates_across_case() {
         let good = "ab".repeat(32);
         let upper = good.to_uppercase();
-        let raw: Vec<Cow<'_, str>> = vec![good.as_str().into(), "zz".into(), upper.as_str().into(), "cd".repeat(32).into()];
-        let result = intake(&raw, 32, |hex, buf| DeviceToken::decode_into(hex, buf).map(drop));
+        let raw: Vec<Cow<'_, str>> = vec![
+            good.as_str().into(),
+            "zz".into(),
+            upper.as_str().into(),
+            "cd".repeat(32).into(),
+        ];
+        let result = intake(&raw, 32, |hex, buf| {
+            DeviceToken::decode_into(hex, buf).map(drop)
+        });
         assert_eq!(result.tokens.len(), 2);
         assert_eq!(result.duplicates, 1);
         assert_eq!(result.rejected.len(), 1);
-        assert_eq!((result.rejected[0].token, result.rejected[0].reason), ("zz", "BadDeviceToken"));
+        assert_eq!(
+            (result.rejected[0].token, result.rejected[0].reason),
+            ("zz", "BadDeviceToken")
+        );
     }
 
     #[test]
     fn form_keeps_repeated_tokens_and_checks_payload_json() {
-        let form = parse_form(b"tokens=a&tokens=b&payload=%7B%22x%22%3A1%7D&topic=t").expect("form");
+        let form =
+            parse_form(b"tokens=a&tokens=b&payload=%7B%22x%22%3A1%7D&topic=t").expect("form");
         assert_eq!(form.tokens, vec!["a", "b"]);
         assert_eq!(form.payload.as_ref().map(|p| p.get()), Some("{\"x\":1}"));
         assert_eq!(form.fields.len(), 1);
