@@ -6,6 +6,7 @@
 
 pub mod apns;
 pub mod config;
+pub mod fcm;
 pub mod job;
 pub mod metrics;
 pub mod mock;
