@@ -61,7 +61,8 @@ pub(crate) enum Api {
     /// FCM v1: the send URL and the access token source.
     V1 {
         url: String,
-        token: auth::AccessToken,
+        // Boxed: it dwarfs the legacy variant.
+        token: Box<auth::AccessToken>,
     },
     /// Legacy: the send URL, `key=<server key>` and ids per request.
     Legacy {
@@ -150,11 +151,11 @@ impl GoogleService {
             GoogleConfig::Fcm(c) => {
                 let concurrency = c.concurrency.max(1) as usize;
                 let client = http_client(&c.extra_roots, c.request_timeout, concurrency)?;
-                let token = auth::AccessToken::new(
+                let token = Box::new(auth::AccessToken::new(
                     &c.account,
                     client.clone(),
                     metrics.credential_refreshes.with_label_values(&["fcm"]),
-                )?;
+                )?);
                 let url = v1::send_url(&c.endpoint, &c.account.project_id);
                 (
                     Api::V1 { url, token },

@@ -178,7 +178,7 @@ impl GoogleMessage {
             )
             .into());
         }
-        let data_json = (!data.is_empty()).then(|| Value::Object(data));
+        let data_json = (!data.is_empty()).then_some(Value::Object(data));
         let notification_json = notification.map(Value::Object);
         let size = json_len(&data_json) + json_len(&notification_json);
         if size > MAX_PAYLOAD_BYTES {

@@ -113,7 +113,7 @@ async fn run_legacy(shared: Arc<Shared>, batch_size: usize) {
 }
 
 /// What one request produced.
-enum Sent {
+enum Attempt {
     /// The upstream answered.
     Answer {
         status: u16,
@@ -126,7 +126,7 @@ enum Sent {
     Lost(&'static str),
 }
 
-async fn post(shared: &Shared, url: &str, auth: HeaderValue, body: Bytes) -> Sent {
+async fn post(shared: &Shared, url: &str, auth: HeaderValue, body: Bytes) -> Attempt {
     let result = shared
         .client
         .post(url)
@@ -141,11 +141,11 @@ async fn post(shared: &Shared, url: &str, auth: HeaderValue, body: Bytes) -> Sen
             tracing::debug!(platform = %shared.platform, error = %e, "request failed");
             // Checked first: a connect timeout is both, and nothing was sent.
             return if e.is_connect() {
-                Sent::NotSent
+                Attempt::NotSent
             } else if e.is_timeout() {
-                Sent::Lost("Timeout")
+                Attempt::Lost("Timeout")
             } else {
-                Sent::Lost("TransportError")
+                Attempt::Lost("TransportError")
             };
         }
     };
@@ -156,14 +156,14 @@ async fn post(shared: &Shared, url: &str, auth: HeaderValue, body: Bytes) -> Sen
         .and_then(|v| v.to_str().ok())
         .and_then(retry::parse_retry_after);
     match response.bytes().await {
-        Ok(body) => Sent::Answer {
+        Ok(body) => Attempt::Answer {
             status,
             retry_after,
             body,
         },
         // The status alone could classify, but a cut-off answer is not one to trust.
-        Err(e) if e.is_timeout() => Sent::Lost("Timeout"),
-        Err(_) => Sent::Lost("TransportError"),
+        Err(e) if e.is_timeout() => Attempt::Lost("Timeout"),
+        Err(_) => Attempt::Lost("TransportError"),
     }
 }
 
@@ -200,7 +200,7 @@ async fn send_v1(shared: Arc<Shared>, job: Arc<Job<GoogleMessage>>, index: u32, 
     shared.sent.store(true, Ordering::Relaxed);
     let started = Instant::now();
     let verdict = match post(&shared, url, auth.clone(), body).await {
-        Sent::Answer {
+        Attempt::Answer {
             status,
             retry_after,
             body,
@@ -222,12 +222,12 @@ async fn send_v1(shared: Arc<Shared>, job: Arc<Job<GoogleMessage>>, index: u32, 
             }
             classified.verdict
         }
-        Sent::NotSent => {
+        Attempt::NotSent => {
             requeue(&shared, Work::single(job, index, attempts));
             shared.in_flight.dec();
             return;
         }
-        Sent::Lost(reason) => {
+        Attempt::Lost(reason) => {
             shared.recorder.possible_duplicates(shared.platform, 1);
             Verdict::Retry {
                 reason: reason.into(),
@@ -251,7 +251,7 @@ async fn send_batch(shared: Arc<Shared>, work: Work<GoogleMessage>) {
     shared.sent.store(true, Ordering::Relaxed);
     let started = Instant::now();
     match post(&shared, url, key.clone(), body).await {
-        Sent::Answer {
+        Attempt::Answer {
             status: 200,
             retry_after,
             body,
@@ -291,7 +291,7 @@ async fn send_batch(shared: Arc<Shared>, work: Work<GoogleMessage>) {
                 }
             }
         }
-        Sent::Answer {
+        Attempt::Answer {
             status,
             retry_after,
             ..
@@ -308,8 +308,8 @@ async fn send_batch(shared: Arc<Shared>, work: Work<GoogleMessage>) {
             }
             settle(&shared, &job, work.tokens, work.attempts, batch.verdict);
         }
-        Sent::NotSent => requeue(&shared, work),
-        Sent::Lost(reason) => {
+        Attempt::NotSent => requeue(&shared, work),
+        Attempt::Lost(reason) => {
             shared
                 .recorder
                 .possible_duplicates(shared.platform, count as u64);
