@@ -1,10 +1,9 @@
 //! End to end against the mock FCM over real sockets (TLS on 127.0.0.1:0
 //! unless a test says otherwise), every test under a timeout.
 //!
-//! Left out: wall-clock speed (no timing asserts), token expiry at the mock
-//! mid-run for v1 (the refresh path is covered by the invalidate unit test and
-//! the classification table), and connection drops (`drop_after`), whose
-//! possible-duplicate accounting is checked only through `balanced()`.
+//! Left out: wall-clock speed (no timing asserts), and an access token
+//! expiring at the mock mid-run (the client renews early, so the 401 refresh
+//! path is covered by the invalidate test and the classification table).
 
 use std::collections::HashSet;
 use std::sync::{Arc, OnceLock};
@@ -618,6 +617,58 @@ async fn refused_credentials_are_a_refusal() {
         let again = token.header().await.expect_err("held");
         assert!(again.is_refusal());
         assert!(!token.obtained());
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// Connections dropped mid-request (v1) and GOAWAY (legacy over HTTP/2):
+/// nothing is lost, answers that never came are retried and counted as
+/// possible duplicates, and the books balance. Exactly-once cannot hold here:
+/// the mock may have delivered a request whose answer the drop swallowed.
+#[tokio::test]
+async fn dropped_connections_lose_nothing() {
+    tokio::time::timeout(TIMEOUT, async {
+        let tokens: Vec<String> = (0..400).map(|i| format!("device-{i}")).collect();
+
+        let (mock, base) = start_mock(|o| o.faults.drop_after = Some(40)).await;
+        let recorder = recorder();
+        let mut config = fcm_config(&mock, &base);
+        if let GoogleConfig::Fcm(c) = &mut config {
+            // A drop kills every request in flight on the connection (all of
+            // them, over HTTP/2): keep few in flight so most get answers.
+            c.concurrency = 4;
+            c.max_retries = 30;
+        }
+        let service = GoogleService::start(&config, recorder.clone(), backoff()).expect("start v1");
+        submit(&service, &recorder, message(br#"{"k":"v"}"#), &tokens, None);
+        let c = settled(&recorder).await;
+        assert!(c.balanced(), "{c:?}");
+        assert_eq!((c.successes, c.expired), (400, 0), "{c:?}");
+        assert!(c.possible_duplicates > 0, "{c:?}");
+        assert!(crate::mock::Ledger::get(&mock.ledger.drops) > 0);
+        for t in &tokens {
+            assert!(mock.ledger.token(t).deliveries >= 1, "{t}");
+        }
+        service.close();
+
+        let (mock, base) = start_mock(|o| o.faults.goaway_after = Some(3)).await;
+        let recorder = recorder_fresh();
+        let mut config = gcm_config(&mock, &base, SERVER_KEY);
+        if let GoogleConfig::Gcm(c) = &mut config {
+            c.batch_size = 10;
+        }
+        let service =
+            GoogleService::start(&config, recorder.clone(), backoff()).expect("start legacy");
+        submit(&service, &recorder, message(br#"{"k":"v"}"#), &tokens, None);
+        let c = settled(&recorder).await;
+        assert!(c.balanced(), "{c:?}");
+        assert_eq!((c.successes, c.expired), (400, 0), "{c:?}");
+        assert!(crate::mock::Ledger::get(&mock.ledger.goaways) > 0);
+        for t in &tokens {
+            assert!(mock.ledger.token(t).deliveries >= 1, "{t}");
+        }
+        service.close();
     })
     .await
     .expect("test timed out");
