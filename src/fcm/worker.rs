@@ -190,7 +190,12 @@ async fn send_v1(shared: Arc<Shared>, job: Arc<Job<GoogleMessage>>, index: u32, 
         }
         Err(e) => {
             // The token endpoint is unreachable: nothing was sent to FCM.
-            tracing::warn!(error = %e, "no FCM access token; will resend");
+            // Rate-limited: every request in flight lands here during an outage.
+            shared.loud(
+                "no FCM access token (token endpoint unreachable); delivery waits",
+                &e.to_string(),
+                0,
+            );
             requeue(&shared, Work::single(job, index, attempts));
             shared.in_flight.dec();
             return;
