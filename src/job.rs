@@ -116,7 +116,9 @@ impl DeviceToken {
     /// Allocation-free so that validating 100k tokens is a tight loop.
     pub fn decode_into(hex: &str, out: &mut Vec<u8>) -> Result<usize, TokenError> {
         let hex = hex.as_bytes();
-        if hex.len() % 2 != 0 || hex.len() < 2 * Self::MIN_BYTES || hex.len() > 2 * Self::MAX_BYTES
+        if !hex.len().is_multiple_of(2)
+            || hex.len() < 2 * Self::MIN_BYTES
+            || hex.len() > 2 * Self::MAX_BYTES
         {
             return Err(TokenError::BadDeviceToken);
         }

@@ -3,11 +3,13 @@
 //! A request becomes a [`job::Job`] (one shared message, many tokens) in
 //! [`api`], waits in [`queue`], is sent per token by an [`apns`] or [`fcm`]
 //! worker, and ends as one [`job::Outcome`] recorded by [`report::Recorder`].
+//! [`gateway`] wires them together; [`mock`] holds the test upstreams.
 
 pub mod api;
 pub mod apns;
 pub mod config;
 pub mod demo;
+pub mod fcm;
 pub mod gateway;
 pub mod job;
 pub mod metrics;

@@ -325,6 +325,7 @@ mod tests {
 
     #[test]
     fn bad_fields_are_named() {
+        let long_collapse_id = "x".repeat(65);
         let cases: Vec<(ApnsFields<'_>, &str)> = vec![
             (
                 ApnsFields {
@@ -342,7 +343,7 @@ mod tests {
             ),
             (
                 ApnsFields {
-                    collapse_id: Some(&"x".repeat(65)),
+                    collapse_id: Some(&long_collapse_id),
                     ..fields(b"{}")
                 },
                 "collapse_id",

@@ -110,7 +110,7 @@ fn token_and_certificate_auth_together_are_refused() {
 fn bad_endpoint_and_no_credentials_are_reported_together() {
     let file = FileConfig::parse("[apns]\nendpoint = \"ftp://x\"\n", "t", env(&[])).expect("parse");
     let err = file.validate().expect_err("refused");
-    assert!(err.0.len() >= 1);
+    assert!(!err.0.is_empty());
     let text = messages(err);
     assert!(text.contains("apns.endpoint"), "{text}");
 }

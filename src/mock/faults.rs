@@ -60,8 +60,7 @@ impl FaultClock {
         let n = self.requests.fetch_add(1, Ordering::Relaxed) + 1;
         if let Some(every) = faults.throttle_every
             && every > 0
-            // `%` rather than `is_multiple_of`, which is newer than the crate's MSRV.
-            && n % every == 0
+            && n.is_multiple_of(every)
         {
             return Injected::Throttle {
                 retry_after_s: faults.retry_after_s,

@@ -1,0 +1,632 @@
+//! What one Google job sends: the data and notification (shared by every token)
+//! and the delivery options, validated once at the API and pre-serialized so
+//! that per-token work is splicing the token into a prepared body.
+//!
+//! # Data values become strings
+//!
+//! FCM v1 only accepts string values in `message.data` (the mock, like Google,
+//! answers 400 otherwise), while GoCM senders routinely send numbers, booleans
+//! and nested objects. Every value is therefore converted once, here:
+//! strings stay as they are; numbers, booleans and `null` become their JSON text
+//! (`1.5` → `"1.5"`, `true` → `"true"`, `null` → `"null"`); arrays and objects
+//! become their compact JSON serialization (`{"a":1}` → `"{\"a\":1}"`). The
+//! legacy API gets the same strings, which is also what the device would have
+//! seen from it.
+
+use bytes::Bytes;
+use serde_json::{Map, Value};
+use std::time::{Duration, SystemTime};
+
+/// Longest `time_to_live` Google accepts: 28 days, in seconds.
+pub const MAX_TIME_TO_LIVE: i64 = 2_419_200;
+
+/// FCM's limit on data plus notification, in bytes.
+pub const MAX_PAYLOAD_BYTES: usize = 4096;
+
+/// A field of a send request that cannot be used as given (answered 400).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {problem}")]
+pub struct FieldError {
+    /// The request field.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+fn field_error(field: &'static str, problem: impl Into<String>) -> FieldError {
+    FieldError {
+        field,
+        problem: problem.into(),
+    }
+}
+
+/// Data plus notification exceed FCM's limit (answered 413).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("data and notification are {size} bytes serialized; FCM accepts at most {limit}")]
+pub struct PayloadTooLarge {
+    /// Serialized size of data (after string conversion) plus notification.
+    pub size: usize,
+    /// The limit.
+    pub limit: usize,
+}
+
+/// Why a message could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MessageError {
+    /// A bad field (400).
+    #[error(transparent)]
+    Field(#[from] FieldError),
+    /// Too large (413).
+    #[error(transparent)]
+    TooLarge(#[from] PayloadTooLarge),
+}
+
+/// Delivery priority (`priority`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    /// `high`: wake the device now (v1: `android.priority = HIGH`).
+    High,
+    /// `normal`: may be delayed for battery (v1: `NORMAL`).
+    Normal,
+}
+
+impl Priority {
+    /// Parses `high` or `normal`, any case.
+    pub fn parse(s: &str) -> Option<Self> {
+        if s.eq_ignore_ascii_case("high") {
+            Some(Priority::High)
+        } else if s.eq_ignore_ascii_case("normal") {
+            Some(Priority::Normal)
+        } else {
+            None
+        }
+    }
+
+    fn legacy(self) -> &'static str {
+        match self {
+            Priority::High => "high",
+            Priority::Normal => "normal",
+        }
+    }
+
+    fn v1(self) -> &'static str {
+        match self {
+            Priority::High => "HIGH",
+            Priority::Normal => "NORMAL",
+        }
+    }
+}
+
+/// The fields of a `/gcm/send` request, as received.
+#[derive(Debug, Default, Clone)]
+pub struct GoogleFields<'a> {
+    /// `payload`: the data, a serialized JSON object (GoCM sends it as a JSON
+    /// string form field; the JSON API serializes its object).
+    pub payload: Option<&'a [u8]>,
+    /// `notification`: a serialized JSON object, optional.
+    pub notification: Option<&'a [u8]>,
+    /// `collapse_key`.
+    pub collapse_key: Option<&'a str>,
+    /// `priority`: `high` or `normal`.
+    pub priority: Option<&'a str>,
+    /// `time_to_live` in seconds, 0..=2419200.
+    pub time_to_live: Option<i64>,
+}
+
+/// The per-job part of every Google request, pre-serialized for both APIs.
+#[derive(Debug, Clone)]
+pub struct GoogleMessage {
+    /// `collapse_key`, when given.
+    pub collapse_key: Option<String>,
+    /// `priority`, when given.
+    pub priority: Option<Priority>,
+    /// `time_to_live` in seconds, when given.
+    pub time_to_live: Option<u32>,
+    /// Serialized data (after string conversion) plus notification, in bytes.
+    pub payload_size: usize,
+    /// v1: everything of `{"message":{"token":<TOKEN>` that follows the token.
+    v1_tail: Bytes,
+    /// Legacy: everything of `{"registration_ids":[...]` that follows the list.
+    legacy_tail: Bytes,
+}
+
+/// Notification keys sent as given to the legacy API, and where v1 puts them.
+const NOTIFICATION_KEYS: [(&str, V1Place); 13] = [
+    ("title", V1Place::Notification("title")),
+    ("body", V1Place::Notification("body")),
+    ("image", V1Place::Notification("image")),
+    ("icon", V1Place::Android("icon")),
+    ("color", V1Place::Android("color")),
+    ("sound", V1Place::Android("sound")),
+    ("tag", V1Place::Android("tag")),
+    ("click_action", V1Place::Android("click_action")),
+    ("body_loc_key", V1Place::Android("body_loc_key")),
+    ("body_loc_args", V1Place::Android("body_loc_args")),
+    ("title_loc_key", V1Place::Android("title_loc_key")),
+    ("title_loc_args", V1Place::Android("title_loc_args")),
+    ("android_channel_id", V1Place::Android("channel_id")),
+];
+
+#[derive(Debug, Clone, Copy)]
+enum V1Place {
+    /// `message.notification.<name>`.
+    Notification(&'static str),
+    /// `message.android.notification.<name>`.
+    Android(&'static str),
+}
+
+impl GoogleMessage {
+    /// Validates the fields the way FCM would, so a bad request is refused
+    /// before any token is queued, and prepares both request bodies.
+    pub fn new(fields: GoogleFields<'_>) -> Result<Self, MessageError> {
+        let data = match fields.payload {
+            None => Map::new(),
+            Some(bytes) => stringify_data(parse_object("payload", bytes)?)?,
+        };
+        let notification = match fields.notification {
+            None => None,
+            Some(bytes) => {
+                let object = parse_object("notification", bytes)?;
+                check_notification(&object)?;
+                (!object.is_empty()).then_some(object)
+            }
+        };
+        if data.is_empty() && notification.is_none() {
+            return Err(field_error(
+                "payload",
+                "nothing to send: give a payload (data object) or a notification",
+            )
+            .into());
+        }
+        let data_json = (!data.is_empty()).then_some(Value::Object(data));
+        let notification_json = notification.map(Value::Object);
+        let size = json_len(&data_json) + json_len(&notification_json);
+        if size > MAX_PAYLOAD_BYTES {
+            return Err(PayloadTooLarge {
+                size,
+                limit: MAX_PAYLOAD_BYTES,
+            }
+            .into());
+        }
+        let collapse_key = fields
+            .collapse_key
+            .filter(|k| !k.is_empty())
+            .map(str::to_owned);
+        let priority = match fields.priority {
+            None | Some("") => None,
+            Some(p) => Some(Priority::parse(p).ok_or_else(|| {
+                field_error("priority", format!("{p:?} is not \"high\" or \"normal\""))
+            })?),
+        };
+        let time_to_live = match fields.time_to_live {
+            None => None,
+            Some(ttl) if (0..=MAX_TIME_TO_LIVE).contains(&ttl) => u32::try_from(ttl).ok(),
+            Some(ttl) => {
+                return Err(field_error(
+                    "time_to_live",
+                    format!("{ttl} is outside 0..={MAX_TIME_TO_LIVE} seconds (28 days)"),
+                )
+                .into());
+            }
+        };
+        let v1_tail = v1_tail(
+            &data_json,
+            notification_json.as_ref(),
+            collapse_key.as_deref(),
+            priority,
+            time_to_live,
+        );
+        let legacy_tail = legacy_tail(
+            data_json,
+            notification_json,
+            collapse_key.as_deref(),
+            priority,
+            time_to_live,
+        );
+        Ok(Self {
+            collapse_key,
+            priority,
+            time_to_live,
+            payload_size: size,
+            v1_tail,
+            legacy_tail,
+        })
+    }
+
+    /// The instant after which the gateway must not send this message, for a
+    /// job accepted at `accepted`: `accepted + time_to_live`. `None` when no
+    /// TTL was given, and also for a TTL of 0, which means "deliver now or
+    /// drop" to FCM: FCM enforces that itself, and the gateway must still send
+    /// it once.
+    pub fn expires_at(&self, accepted: SystemTime) -> Option<SystemTime> {
+        match self.time_to_live {
+            None | Some(0) => None,
+            Some(ttl) => accepted.checked_add(Duration::from_secs(u64::from(ttl))),
+        }
+    }
+
+    /// The v1 `messages:send` body for one token:
+    /// `{"message":{"token":<TOKEN>, ...rest}}`, the token JSON-escaped.
+    pub fn v1_body(&self, token: &str) -> Bytes {
+        const HEAD: &[u8] = br#"{"message":{"token":"#;
+        let mut body = Vec::with_capacity(HEAD.len() + token.len() + 2 + self.v1_tail.len());
+        body.extend_from_slice(HEAD);
+        push_json_string(&mut body, token);
+        body.extend_from_slice(&self.v1_tail);
+        body.into()
+    }
+
+    /// The legacy multicast body for `tokens`:
+    /// `{"registration_ids":[...], ...rest}`, every token JSON-escaped.
+    pub fn legacy_body<'t>(&self, tokens: impl IntoIterator<Item = &'t str>) -> Bytes {
+        let mut body = Vec::with_capacity(self.legacy_tail.len() + 64 * 1024);
+        body.extend_from_slice(br#"{"registration_ids":["#);
+        for (i, token) in tokens.into_iter().enumerate() {
+            if i > 0 {
+                body.push(b',');
+            }
+            push_json_string(&mut body, token);
+        }
+        body.push(b']');
+        body.extend_from_slice(&self.legacy_tail);
+        body.into()
+    }
+}
+
+fn push_json_string(out: &mut Vec<u8>, s: &str) {
+    // Writing a &str into a Vec cannot fail; the fallback keeps the body valid JSON anyway.
+    if serde_json::to_writer(&mut *out, s).is_err() {
+        out.extend_from_slice(b"\"\"");
+    }
+}
+
+fn json_len(value: &Option<Value>) -> usize {
+    value.as_ref().map_or(0, |v| v.to_string().len())
+}
+
+fn parse_object(field: &'static str, bytes: &[u8]) -> Result<Map<String, Value>, FieldError> {
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(field_error(field, "must be a JSON object")),
+        Err(e) => Err(field_error(field, format!("not valid JSON ({e})"))),
+    }
+}
+
+/// Applies the string conversion of the module docs and refuses the keys FCM
+/// reserves, which it would refuse for every token.
+fn stringify_data(data: Map<String, Value>) -> Result<Map<String, Value>, FieldError> {
+    let mut out = Map::new();
+    for (key, value) in data {
+        if key.is_empty()
+            || key == "from"
+            || key == "message_type"
+            || key.starts_with("google.")
+            || key.starts_with("gcm.")
+        {
+            return Err(field_error(
+                "payload",
+                format!("key {key:?} is reserved by FCM (from, message_type, google.*, gcm.*)"),
+            ));
+        }
+        let text = match value {
+            Value::String(s) => s,
+            other => other.to_string(),
+        };
+        out.insert(key, Value::String(text));
+    }
+    Ok(out)
+}
+
+/// Accepts only keys both APIs can carry, with the types v1 expects, so a job
+/// is never refused token by token at the upstream.
+fn check_notification(object: &Map<String, Value>) -> Result<(), FieldError> {
+    for (key, value) in object {
+        if !NOTIFICATION_KEYS.iter().any(|(k, _)| k == key) {
+            let known: Vec<&str> = NOTIFICATION_KEYS.iter().map(|(k, _)| *k).collect();
+            return Err(field_error(
+                "notification",
+                format!("unsupported key {key:?}; use {}", known.join(", ")),
+            ));
+        }
+        let ok = if key.ends_with("_loc_args") {
+            value
+                .as_array()
+                .is_some_and(|a| a.iter().all(Value::is_string))
+        } else {
+            value.is_string()
+        };
+        if !ok {
+            let want = if key.ends_with("_loc_args") {
+                "an array of strings"
+            } else {
+                "a string"
+            };
+            return Err(field_error(
+                "notification",
+                format!("notification.{key} must be {want}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Serializes an object's members without the braces: `,"k":v,...` followed by
+/// `close`, or just `close` when empty.
+fn tail(object: Map<String, Value>, close: &[u8]) -> Bytes {
+    let mut out = Vec::new();
+    if !object.is_empty() {
+        let text = Value::Object(object).to_string();
+        // `text` is `{...}`: keep the members, put a comma in front.
+        out.push(b',');
+        out.extend_from_slice(&text.as_bytes()[1..text.len() - 1]);
+    }
+    out.extend_from_slice(close);
+    out.into()
+}
+
+fn v1_tail(
+    data: &Option<Value>,
+    notification: Option<&Value>,
+    collapse_key: Option<&str>,
+    priority: Option<Priority>,
+    time_to_live: Option<u32>,
+) -> Bytes {
+    let mut message = Map::new();
+    if let Some(data) = data {
+        message.insert("data".into(), data.clone());
+    }
+    let mut top = Map::new();
+    let mut android_notification = Map::new();
+    if let Some(Value::Object(n)) = notification {
+        for (key, value) in n {
+            let place = NOTIFICATION_KEYS
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, p)| *p);
+            match place {
+                Some(V1Place::Notification(name)) => {
+                    top.insert(name.into(), value.clone());
+                }
+                Some(V1Place::Android(name)) => {
+                    android_notification.insert(name.into(), value.clone());
+                }
+                // check_notification refused every other key.
+                None => {}
+            }
+        }
+    }
+    if !top.is_empty() {
+        message.insert("notification".into(), Value::Object(top));
+    }
+    let mut android = Map::new();
+    if let Some(key) = collapse_key {
+        android.insert("collapse_key".into(), key.into());
+    }
+    if let Some(p) = priority {
+        android.insert("priority".into(), p.v1().into());
+    }
+    if let Some(ttl) = time_to_live {
+        // v1 takes a protobuf Duration: decimal seconds with an `s` suffix.
+        android.insert("ttl".into(), format!("{ttl}s").into());
+    }
+    if !android_notification.is_empty() {
+        android.insert("notification".into(), Value::Object(android_notification));
+    }
+    if !android.is_empty() {
+        message.insert("android".into(), Value::Object(android));
+    }
+    tail(message, b"}}")
+}
+
+fn legacy_tail(
+    data: Option<Value>,
+    notification: Option<Value>,
+    collapse_key: Option<&str>,
+    priority: Option<Priority>,
+    time_to_live: Option<u32>,
+) -> Bytes {
+    let mut rest = Map::new();
+    if let Some(data) = data {
+        rest.insert("data".into(), data);
+    }
+    if let Some(notification) = notification {
+        rest.insert("notification".into(), notification);
+    }
+    if let Some(key) = collapse_key {
+        rest.insert("collapse_key".into(), key.into());
+    }
+    if let Some(p) = priority {
+        rest.insert("priority".into(), p.legacy().into());
+    }
+    if let Some(ttl) = time_to_live {
+        rest.insert("time_to_live".into(), ttl.into());
+    }
+    tail(rest, b"}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn data(payload: &[u8]) -> GoogleFields<'_> {
+        GoogleFields {
+            payload: Some(payload),
+            ..Default::default()
+        }
+    }
+
+    fn parse(body: &[u8]) -> Value {
+        serde_json::from_slice(body).expect("valid JSON body")
+    }
+
+    #[test]
+    fn data_values_become_strings() {
+        let m = GoogleMessage::new(data(
+            br#"{"s":"x","n":1.5,"i":7,"b":true,"z":null,"o":{"a":[1,"b"]},"l":[1,2]}"#,
+        ))
+        .expect("valid");
+        let body = parse(&m.v1_body("tok"));
+        assert_eq!(
+            body["message"]["data"],
+            json!({"s":"x","n":"1.5","i":"7","b":"true","z":"null","o":"{\"a\":[1,\"b\"]}","l":"[1,2]"})
+        );
+        assert_eq!(body["message"]["token"], "tok");
+        let legacy = parse(&m.legacy_body(["a", "b"]));
+        assert_eq!(legacy["data"], body["message"]["data"]);
+        assert_eq!(legacy["registration_ids"], json!(["a", "b"]));
+    }
+
+    #[test]
+    fn tokens_are_json_escaped() {
+        let m = GoogleMessage::new(data(br#"{"a":"b"}"#)).expect("valid");
+        let body = parse(&m.v1_body(r#"we"ird\tok"#));
+        assert_eq!(body["message"]["token"], r#"we"ird\tok"#);
+        let legacy = parse(&m.legacy_body([r#"q"uote"#]));
+        assert_eq!(legacy["registration_ids"][0], r#"q"uote"#);
+    }
+
+    #[test]
+    fn options_land_where_each_api_wants_them() {
+        let m = GoogleMessage::new(GoogleFields {
+            payload: Some(br#"{"k":"v"}"#),
+            notification: Some(
+                br#"{"title":"T","body":"B","sound":"ding","android_channel_id":"news","body_loc_args":["x"]}"#,
+            ),
+            collapse_key: Some("c1"),
+            priority: Some("HIGH"),
+            time_to_live: Some(3600),
+        })
+        .expect("valid");
+        let v1 = parse(&m.v1_body("t"));
+        assert_eq!(
+            v1,
+            json!({"message":{
+                "token":"t",
+                "data":{"k":"v"},
+                "notification":{"title":"T","body":"B"},
+                "android":{"collapse_key":"c1","priority":"HIGH","ttl":"3600s",
+                    "notification":{"sound":"ding","channel_id":"news","body_loc_args":["x"]}}
+            }})
+        );
+        let legacy = parse(&m.legacy_body(["t"]));
+        assert_eq!(
+            legacy,
+            json!({
+                "registration_ids":["t"],
+                "data":{"k":"v"},
+                "notification":{"title":"T","body":"B","sound":"ding","android_channel_id":"news","body_loc_args":["x"]},
+                "collapse_key":"c1","priority":"high","time_to_live":3600
+            })
+        );
+    }
+
+    #[test]
+    fn notification_only_message_has_no_data() {
+        let m = GoogleMessage::new(GoogleFields {
+            notification: Some(br#"{"title":"hi"}"#),
+            ..Default::default()
+        })
+        .expect("valid");
+        assert_eq!(
+            parse(&m.v1_body("t")),
+            json!({"message":{"token":"t","notification":{"title":"hi"}}})
+        );
+        assert_eq!(
+            parse(&m.legacy_body(["t"])),
+            json!({"registration_ids":["t"],"notification":{"title":"hi"}})
+        );
+    }
+
+    #[test]
+    fn size_limit_is_413() {
+        let ok = format!("{{\"a\":\"{}\"}}", "x".repeat(4096 - 8));
+        assert!(GoogleMessage::new(data(ok.as_bytes())).is_ok());
+        let big = format!("{{\"a\":\"{}\"}}", "x".repeat(4096 - 7));
+        assert!(matches!(
+            GoogleMessage::new(data(big.as_bytes())),
+            Err(MessageError::TooLarge(PayloadTooLarge {
+                size: 4097,
+                limit: 4096
+            }))
+        ));
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        let cases: Vec<(GoogleFields<'_>, &str)> = vec![
+            (data(b"[1]"), "payload"),
+            (data(b"{nope"), "payload"),
+            (data(br#"{"google.x":"1"}"#), "payload"),
+            (data(br#"{"from":"1"}"#), "payload"),
+            (GoogleFields::default(), "payload"),
+            (data(b"{}"), "payload"),
+            (
+                GoogleFields {
+                    notification: Some(br#"{"badge":"1"}"#),
+                    ..data(b"{}")
+                },
+                "notification",
+            ),
+            (
+                GoogleFields {
+                    notification: Some(br#"{"title":1}"#),
+                    ..data(b"{}")
+                },
+                "notification",
+            ),
+            (
+                GoogleFields {
+                    notification: Some(b"\"x\""),
+                    ..data(b"{}")
+                },
+                "notification",
+            ),
+            (
+                GoogleFields {
+                    priority: Some("urgent"),
+                    ..data(br#"{"a":"b"}"#)
+                },
+                "priority",
+            ),
+            (
+                GoogleFields {
+                    time_to_live: Some(-1),
+                    ..data(br#"{"a":"b"}"#)
+                },
+                "time_to_live",
+            ),
+            (
+                GoogleFields {
+                    time_to_live: Some(MAX_TIME_TO_LIVE + 1),
+                    ..data(br#"{"a":"b"}"#)
+                },
+                "time_to_live",
+            ),
+        ];
+        for (f, name) in cases {
+            match GoogleMessage::new(f.clone()) {
+                Err(MessageError::Field(e)) => assert_eq!(e.field, name, "{f:?}"),
+                other => panic!("{f:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn expiry_follows_time_to_live() {
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
+        let with = |ttl| {
+            GoogleMessage::new(GoogleFields {
+                time_to_live: ttl,
+                ..data(br#"{"a":"b"}"#)
+            })
+            .expect("valid")
+        };
+        assert_eq!(
+            with(Some(60)).expires_at(at),
+            Some(at + Duration::from_secs(60))
+        );
+        assert_eq!(with(Some(0)).expires_at(at), None);
+        assert_eq!(with(None).expires_at(at), None);
+    }
+}

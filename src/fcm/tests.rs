@@ -1,0 +1,675 @@
+//! End to end against the mock FCM over real sockets (TLS on 127.0.0.1:0
+//! unless a test says otherwise), every test under a timeout.
+//!
+//! Left out: wall-clock speed (no timing asserts), and an access token
+//! expiring at the mock mid-run (the client renews early, so the 401 refresh
+//! path is covered by the invalidate test and the classification table).
+
+use std::collections::HashSet;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject as _;
+
+use super::*;
+use crate::config::{FcmConfig, GcmConfig, Secret, ServiceAccount};
+use crate::job::{JobId, JobProgress, OutcomeKind, TokenList};
+use crate::metrics::Metrics;
+use crate::mock::MockHandle;
+use crate::mock::fcm::{MockFcmOptions, ServiceAccountFixture};
+use crate::mock::tls::TestPki;
+use crate::queue::Admission;
+use crate::report::{Counters, Reports};
+
+const SERVER_KEY: &str = "AAAA-test-server-key";
+const PROJECT: &str = "pushgate-test";
+const TIMEOUT: Duration = Duration::from_secs(90);
+
+fn pki() -> &'static TestPki {
+    static PKI: OnceLock<TestPki> = OnceLock::new();
+    PKI.get_or_init(|| TestPki::generate().expect("test PKI"))
+}
+
+fn fixture() -> &'static ServiceAccountFixture {
+    static ACCOUNT: OnceLock<ServiceAccountFixture> = OnceLock::new();
+    ACCOUNT.get_or_init(|| ServiceAccountFixture::generate(PROJECT).expect("service account"))
+}
+
+async fn start_mock(tweak: impl FnOnce(&mut MockFcmOptions)) -> (MockHandle, String) {
+    let mut opts = MockFcmOptions::new(fixture(), SERVER_KEY, pki());
+    tweak(&mut opts);
+    let tls = opts.tls;
+    let mock = crate::mock::fcm::start(opts)
+        .await
+        .expect("mock FCM starts");
+    let base = if tls {
+        mock.url()
+    } else {
+        format!("http://{}", mock.addr)
+    };
+    (mock, base)
+}
+
+fn roots(mock: &MockHandle) -> Vec<CertificateDer<'static>> {
+    CertificateDer::pem_slice_iter(mock.ca_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .expect("CA PEM")
+}
+
+fn recorder() -> Recorder {
+    Recorder {
+        reports: Arc::new(Reports::new(100_000, 1000)),
+        admission: Arc::new(Admission::new(1_000_000)),
+        metrics: Arc::new(Metrics::new().expect("metrics")),
+    }
+}
+
+fn backoff() -> Backoff {
+    Backoff {
+        base: Duration::from_millis(10),
+        cap: Duration::from_millis(200),
+    }
+}
+
+fn account(base: &str) -> ServiceAccount {
+    serde_json::from_str(&fixture().to_json(&format!("{base}/token"))).expect("account JSON")
+}
+
+fn fcm_config(mock: &MockHandle, base: &str) -> GoogleConfig {
+    GoogleConfig::Fcm(FcmConfig {
+        account: account(base),
+        endpoint: base.to_owned(),
+        extra_roots: roots(mock),
+        max_retries: 8,
+        concurrency: 64,
+        request_timeout: Duration::from_secs(10),
+    })
+}
+
+fn gcm_config(mock: &MockHandle, base: &str, key: &str) -> GoogleConfig {
+    GoogleConfig::Gcm(GcmConfig {
+        server_key: Secret::new(key),
+        endpoint: format!("{base}/fcm/send"),
+        extra_roots: roots(mock),
+        batch_size: 1000,
+        max_retries: 8,
+        concurrency: 4,
+        request_timeout: Duration::from_secs(10),
+    })
+}
+
+fn message(payload: &[u8]) -> GoogleMessage {
+    GoogleMessage::new(GoogleFields {
+        payload: Some(payload),
+        ..Default::default()
+    })
+    .expect("valid message")
+}
+
+/// Admits, records and queues a job the way the API does.
+fn submit(
+    service: &GoogleService,
+    recorder: &Recorder,
+    message: GoogleMessage,
+    tokens: &[String],
+    expires_at: Option<SystemTime>,
+) -> Arc<Job<GoogleMessage>> {
+    let mut list = TokenList::default();
+    for t in tokens {
+        list.push(t.as_bytes());
+    }
+    let id = JobId::new();
+    let progress = Arc::new(JobProgress::new(
+        id,
+        service.platform(),
+        tokens.len() as u64,
+    ));
+    recorder
+        .admission
+        .try_admit(tokens.len() as u64)
+        .expect("room");
+    recorder.accept(&progress);
+    let job = Arc::new(Job {
+        id,
+        app: "default".into(),
+        message,
+        tokens: list,
+        progress,
+        expires_at,
+    });
+    service.enqueue(job.clone());
+    job
+}
+
+async fn settled(recorder: &Recorder) -> Counters {
+    loop {
+        let c = recorder
+            .reports
+            .family(crate::job::Family::Google)
+            .counters();
+        if c.pending == 0 {
+            return c;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// 2,500 tokens: every tenth is unregistered, invalid, canonical, flaky or
+/// quota-limited; the rest plain.
+fn mixed_tokens() -> Vec<String> {
+    (0..2500)
+        .map(|i| match i % 10 {
+            0 => format!("unregistered-{i}"),
+            1 => format!("invalid-{i}"),
+            2 => format!("canonical-{i}"),
+            3 => format!("flaky-{i}"),
+            4 => format!("quota-{i}"),
+            _ => format!("device-{i}"),
+        })
+        .collect()
+}
+
+fn deliverable(token: &str) -> bool {
+    !token.starts_with("unregistered") && !token.starts_with("invalid")
+}
+
+/// Every deliverable token reached the device exactly once; the others never.
+fn assert_delivered_once(mock: &MockHandle, tokens: &[String]) {
+    let ledger = mock.ledger.tokens();
+    for t in tokens {
+        let deliveries = ledger.get(t).map_or(0, |r| r.deliveries);
+        let want = u32::from(deliverable(t));
+        assert_eq!(deliveries, want, "{t}");
+    }
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn v1_delivers_mixed_tokens_with_one_oauth_grant() {
+    tokio::time::timeout(TIMEOUT, async {
+        let (mock, base) = start_mock(|_| {}).await;
+        let recorder = recorder();
+        let service = GoogleService::start(&fcm_config(&mock, &base), recorder.clone(), backoff())
+            .expect("start");
+        assert_eq!(service.platform(), Platform::Fcm);
+        let tokens = mixed_tokens();
+        let job = submit(&service, &recorder, message(br#"{"k":"v"}"#), &tokens, None);
+        let c = settled(&recorder).await;
+
+        assert!(c.balanced(), "{c:?}");
+        assert_eq!(c.accepted, 2500);
+        assert_eq!(c.unregistered, 250);
+        assert_eq!(c.failures, 250);
+        // v1 has no canonical ids: canonical… tokens are plain successes.
+        assert_eq!(c.canonicals, 0);
+        assert_eq!(c.successes, 2000);
+        assert_eq!(c.expired, 0);
+        // flaky and quota tokens each failed once before succeeding.
+        assert_eq!(c.retries, 500);
+        assert_eq!(job.progress.count(OutcomeKind::Success), 2000);
+        assert_delivered_once(&mock, &tokens);
+        assert_eq!(crate::mock::Ledger::get(&mock.ledger.grants), 1);
+        assert_eq!(mock.ledger.distinct_credentials(), 1);
+
+        let google = recorder.reports.family(crate::job::Family::Google);
+        let unregistered: Vec<String> = google
+            .unregistered
+            .snapshot()
+            .into_iter()
+            .map(|e| e.token)
+            .collect();
+        let want: Vec<String> = tokens
+            .iter()
+            .filter(|t| t.starts_with("unregistered"))
+            .cloned()
+            .collect();
+        assert_eq!(sorted(unregistered), sorted(want));
+        let failures = google.failures.snapshot();
+        assert!(failures.iter().all(|f| f.token.starts_with("invalid")
+            && f.reason == "INVALID_ARGUMENT"
+            && f.status == 400));
+        assert!(service.ready());
+        assert_eq!(service.queue_depth(), 0);
+        let refreshes = recorder
+            .metrics
+            .credential_refreshes
+            .with_label_values(&["fcm"])
+            .get();
+        assert_eq!(refreshes, 1);
+        service.close();
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test]
+async fn legacy_delivers_mixed_tokens_in_batches_of_at_most_1000() {
+    tokio::time::timeout(TIMEOUT, async {
+        let (mock, base) = start_mock(|_| {}).await;
+        let recorder = recorder();
+        let service = GoogleService::start(
+            &gcm_config(&mock, &base, SERVER_KEY),
+            recorder.clone(),
+            backoff(),
+        )
+        .expect("start");
+        assert_eq!(service.platform(), Platform::Gcm);
+        assert!(service.ready(), "nothing sent yet: ready");
+        let tokens = mixed_tokens();
+        submit(&service, &recorder, message(br#"{"k":"v"}"#), &tokens, None);
+        let c = settled(&recorder).await;
+
+        assert!(c.balanced(), "{c:?}");
+        assert_eq!(c.unregistered, 250);
+        assert_eq!(c.failures, 250);
+        assert_eq!(c.canonicals, 250);
+        assert_eq!(c.successes, 1750);
+        assert_eq!(c.expired, 0);
+        assert_eq!(c.retries, 500);
+        assert_delivered_once(&mock, &tokens);
+        let largest = crate::mock::Ledger::get(&mock.ledger.largest_batch);
+        assert!(largest <= 1000 && largest > 1, "{largest}");
+
+        let google = recorder.reports.family(crate::job::Family::Google);
+        let canonical = google.canonical.snapshot();
+        assert_eq!(canonical.len(), 250);
+        for entry in &canonical {
+            assert!(entry.original.starts_with("canonical"), "{entry:?}");
+            assert_eq!(entry.canonical, format!("new-{}", entry.original));
+        }
+        let unregistered: HashSet<String> = google
+            .unregistered
+            .snapshot()
+            .into_iter()
+            .map(|e| e.token)
+            .collect();
+        let want: HashSet<String> = tokens
+            .iter()
+            .filter(|t| t.starts_with("unregistered"))
+            .cloned()
+            .collect();
+        assert_eq!(unregistered, want);
+        assert!(
+            google
+                .failures
+                .snapshot()
+                .iter()
+                .all(|f| f.reason == "InvalidRegistration")
+        );
+        assert!(service.ready());
+        service.close();
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// The mock refuses non-string data values (as FCM does): a number and a
+/// nested object must arrive converted.
+#[tokio::test]
+async fn v1_data_values_arrive_as_strings() {
+    tokio::time::timeout(TIMEOUT, async {
+        let (mock, base) = start_mock(|_| {}).await;
+        let recorder = recorder();
+        let service = GoogleService::start(&fcm_config(&mock, &base), recorder.clone(), backoff())
+            .expect("start");
+        let tokens: Vec<String> = (0..20).map(|i| format!("device-{i}")).collect();
+        let payload = br#"{"count":3,"ok":true,"nested":{"a":[1,2]},"text":"hi"}"#;
+        submit(&service, &recorder, message(payload), &tokens, None);
+        let c = settled(&recorder).await;
+        assert_eq!((c.successes, c.failures), (20, 0), "{c:?}");
+        assert_delivered_once(&mock, &tokens);
+        service.close();
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// Plain `http://` endpoints (a local test server), which means HTTP/1.1:
+/// one connection per request in flight.
+#[tokio::test]
+async fn both_apis_work_over_plain_http1() {
+    tokio::time::timeout(TIMEOUT, async {
+        let (mock, base) = start_mock(|o| o.tls = false).await;
+        assert!(base.starts_with("http://"));
+        let tokens = mixed_tokens()[..300].to_vec();
+
+        let recorder = recorder();
+        let service = GoogleService::start(&fcm_config(&mock, &base), recorder.clone(), backoff())
+            .expect("start v1");
+        submit(&service, &recorder, message(br#"{"k":"v"}"#), &tokens, None);
+        let c = settled(&recorder).await;
+        assert!(c.balanced(), "{c:?}");
+        assert_eq!((c.successes, c.unregistered, c.failures), (240, 30, 30));
+        service.close();
+
+        // Fresh mock so attempt counts (flaky/quota) start over.
+        let (mock, base) = start_mock(|o| o.tls = false).await;
+        let recorder = recorder_fresh();
+        let service = GoogleService::start(
+            &gcm_config(&mock, &base, SERVER_KEY),
+            recorder.clone(),
+            backoff(),
+        )
+        .expect("start legacy");
+        submit(&service, &recorder, message(br#"{"k":"v"}"#), &tokens, None);
+        let c = settled(&recorder).await;
+        assert!(c.balanced(), "{c:?}");
+        assert_eq!(
+            (c.successes, c.canonicals, c.unregistered, c.failures),
+            (210, 30, 30, 30)
+        );
+        assert_delivered_once(&mock, &tokens);
+        service.close();
+    })
+    .await
+    .expect("test timed out");
+}
+
+fn recorder_fresh() -> Recorder {
+    recorder()
+}
+
+/// Every 5th send request is throttled (429 / whole-batch 503 with
+/// Retry-After): everything is still delivered exactly once.
+#[tokio::test]
+async fn throttled_runs_still_deliver_everything() {
+    tokio::time::timeout(TIMEOUT, async {
+        let throttle = |o: &mut MockFcmOptions| {
+            o.faults.throttle_every = Some(5);
+            o.faults.retry_after_s = 0;
+        };
+        let tokens: Vec<String> = mixed_tokens()[..500].to_vec();
+
+        let (mock, base) = start_mock(throttle).await;
+        let recorder = recorder();
+        let service = GoogleService::start(&fcm_config(&mock, &base), recorder.clone(), backoff())
+            .expect("start v1");
+        submit(&service, &recorder, message(br#"{"k":"v"}"#), &tokens, None);
+        let c = settled(&recorder).await;
+        assert!(c.balanced(), "{c:?}");
+        assert_eq!(c.expired, 0, "{c:?}");
+        assert!(c.retries > 100, "throttling happened: {c:?}");
+        assert_delivered_once(&mock, &tokens);
+        service.close();
+
+        let (mock, base) = start_mock(throttle).await;
+        let recorder = recorder_fresh();
+        let mut config = gcm_config(&mock, &base, SERVER_KEY);
+        if let GoogleConfig::Gcm(c) = &mut config {
+            // Small batches so that several requests (and throttles) happen.
+            c.batch_size = 20;
+        }
+        let service =
+            GoogleService::start(&config, recorder.clone(), backoff()).expect("start legacy");
+        submit(&service, &recorder, message(br#"{"k":"v"}"#), &tokens, None);
+        let c = settled(&recorder).await;
+        assert!(c.balanced(), "{c:?}");
+        assert_eq!(c.expired, 0, "{c:?}");
+        assert_delivered_once(&mock, &tokens);
+        assert!(crate::mock::Ledger::get(&mock.ledger.largest_batch) <= 20);
+        service.close();
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test]
+async fn legacy_wrong_server_key_fails_every_token_as_unauthorized() {
+    tokio::time::timeout(TIMEOUT, async {
+        let (mock, base) = start_mock(|_| {}).await;
+        let recorder = recorder();
+        let service = GoogleService::start(
+            &gcm_config(&mock, &base, "wrong-key"),
+            recorder.clone(),
+            backoff(),
+        )
+        .expect("start");
+        let tokens: Vec<String> = (0..50).map(|i| format!("device-{i}")).collect();
+        submit(&service, &recorder, message(br#"{"k":"v"}"#), &tokens, None);
+        let c = settled(&recorder).await;
+        assert!(c.balanced(), "{c:?}");
+        assert_eq!((c.failures, c.retries), (50, 0));
+        let failures = recorder
+            .reports
+            .family(crate::job::Family::Google)
+            .failures
+            .snapshot();
+        assert!(
+            failures
+                .iter()
+                .all(|f| f.reason == "Unauthorized" && f.status == 401)
+        );
+        service.close();
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test]
+async fn expired_jobs_are_never_sent() {
+    tokio::time::timeout(TIMEOUT, async {
+        let (mock, base) = start_mock(|_| {}).await;
+        let recorder = recorder();
+        let service = GoogleService::start(&fcm_config(&mock, &base), recorder.clone(), backoff())
+            .expect("start");
+        let tokens: Vec<String> = (0..10).map(|i| format!("device-{i}")).collect();
+        let past = SystemTime::now() - Duration::from_secs(1);
+        submit(
+            &service,
+            &recorder,
+            message(br#"{"k":"v"}"#),
+            &tokens,
+            Some(past),
+        );
+        let c = settled(&recorder).await;
+        assert!(c.balanced(), "{c:?}");
+        assert_eq!((c.expired, c.unattempted, c.attempts), (10, 10, 0));
+        assert_eq!(crate::mock::Ledger::get(&mock.ledger.requests), 0);
+        service.close();
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// Tokens that always fail with a retryable error end as expired after
+/// max_retries, with the upstream's reason.
+#[tokio::test]
+async fn retries_run_out_as_expired() {
+    tokio::time::timeout(TIMEOUT, async {
+        let (mock, base) = start_mock(|_| {}).await;
+        let recorder = recorder();
+        let mut config = fcm_config(&mock, &base);
+        if let GoogleConfig::Fcm(c) = &mut config {
+            c.max_retries = 2;
+        }
+        let service = GoogleService::start(&config, recorder.clone(), backoff()).expect("start");
+        let tokens: Vec<String> = (0..5).map(|i| format!("internal-{i}")).collect();
+        submit(&service, &recorder, message(br#"{"k":"v"}"#), &tokens, None);
+        let c = settled(&recorder).await;
+        assert!(c.balanced(), "{c:?}");
+        assert_eq!((c.expired, c.retries, c.attempts), (5, 10, 15));
+        for t in &tokens {
+            assert_eq!(mock.ledger.token(t).attempts, 3);
+        }
+        service.close();
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// Shutdown with work still queued: abandoned tokens are recorded, the books balance.
+#[tokio::test]
+async fn abandon_queued_balances_the_books() {
+    tokio::time::timeout(TIMEOUT, async {
+        let (mock, base) = start_mock(|_| {}).await;
+        let recorder = recorder();
+        let service = GoogleService::start(&fcm_config(&mock, &base), recorder.clone(), backoff())
+            .expect("start");
+        service.close();
+        let tokens: Vec<String> = (0..30).map(|i| format!("device-{i}")).collect();
+        submit(&service, &recorder, message(br#"{"k":"v"}"#), &tokens, None);
+        // The worker may have taken some before seeing the close; the rest stay queued.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let left = service.abandon_queued();
+        let c = settled(&recorder).await;
+        assert!(c.balanced(), "{c:?}");
+        assert_eq!(c.expired, left);
+        assert_eq!(c.successes + c.expired, 30);
+        drop(mock);
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// Concurrent callers share one grant; an invalidated token is replaced once,
+/// and invalidating a token already replaced does nothing.
+#[tokio::test]
+async fn access_token_is_single_flight_and_invalidated_once() {
+    tokio::time::timeout(TIMEOUT, async {
+        let (mock, base) = start_mock(|_| {}).await;
+        let client = http_client(&roots(&mock), Duration::from_secs(10), 4).expect("client");
+        let refreshes = prometheus::IntCounter::new("r", "r").expect("counter");
+        let token = Arc::new(
+            auth::AccessToken::new(&account(&base), client, refreshes.clone()).expect("key"),
+        );
+        let callers: Vec<_> = (0..16)
+            .map(|_| {
+                let token = token.clone();
+                tokio::spawn(async move { token.header().await.expect("granted") })
+            })
+            .collect();
+        let mut seen = HashSet::new();
+        for c in callers {
+            seen.insert(c.await.expect("join"));
+        }
+        assert_eq!(seen.len(), 1);
+        assert_eq!(crate::mock::Ledger::get(&mock.ledger.grants), 1);
+        let first = seen.into_iter().next().expect("one token");
+        assert!(first.is_sensitive());
+        assert!(token.obtained());
+
+        token.invalidate(&HeaderValue::from_static("Bearer someone-else"));
+        assert_eq!(token.header().await.expect("cached"), first);
+        token.invalidate(&first);
+        token.invalidate(&first);
+        let second = token.header().await.expect("refreshed");
+        assert_ne!(second, first);
+        assert_eq!(token.header().await.expect("cached"), second);
+        assert_eq!(crate::mock::Ledger::get(&mock.ledger.grants), 2);
+        assert_eq!(refreshes.get(), 2);
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// The assertion carries what Google checks, verified with the public key.
+#[test]
+fn assertion_has_the_documented_claims() {
+    let account = account("https://oauth.example");
+    let client = http_client(&[], Duration::from_secs(10), 1).expect("client");
+    let refreshes = prometheus::IntCounter::new("r", "r").expect("counter");
+    let token = auth::AccessToken::new(&account, client, refreshes).expect("key");
+    let jwt = token.assertion().expect("signed");
+    let header = jsonwebtoken::decode_header(&jwt).expect("header");
+    assert_eq!(header.alg, jsonwebtoken::Algorithm::RS256);
+    assert_eq!(
+        header.kid.as_deref(),
+        Some(fixture().private_key_id.as_str())
+    );
+    let key = jsonwebtoken::DecodingKey::from_rsa_pem(fixture().public_key_pem.as_bytes())
+        .expect("public key");
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+    validation.set_audience(&["https://oauth.example/token"]);
+    validation.set_issuer(&[fixture().client_email.as_str()]);
+    let claims = jsonwebtoken::decode::<serde_json::Value>(&jwt, &key, &validation)
+        .expect("verifies")
+        .claims;
+    assert_eq!(claims["scope"], auth::SCOPE);
+    let iat = claims["iat"].as_u64().expect("iat");
+    assert_eq!(claims["exp"].as_u64(), Some(iat + 3600));
+    // Debug output never shows the key.
+    assert!(!format!("{token:?}").contains("PRIVATE"));
+}
+
+/// A refused assertion is reported as a refusal (loud), not a network blip.
+#[tokio::test]
+async fn refused_credentials_are_a_refusal() {
+    tokio::time::timeout(TIMEOUT, async {
+        let (mock, base) = start_mock(|_| {}).await;
+        let client = http_client(&roots(&mock), Duration::from_secs(10), 4).expect("client");
+        let mut account = account(&base);
+        let other = ServiceAccountFixture::generate(PROJECT).expect("other key");
+        account.private_key = Secret::new(other.private_key_pem.clone());
+        let refreshes = prometheus::IntCounter::new("r", "r").expect("counter");
+        let token = auth::AccessToken::new(&account, client, refreshes).expect("key");
+        let e = token.header().await.expect_err("refused");
+        assert!(e.is_refusal(), "{e}");
+        assert!(
+            matches!(e, auth::AuthError::Refused { status: 400, .. }),
+            "{e}"
+        );
+        // A second caller within the hold window gets the same answer without a request.
+        let again = token.header().await.expect_err("held");
+        assert!(again.is_refusal());
+        assert!(!token.obtained());
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// Connections dropped mid-request (v1) and GOAWAY (legacy over HTTP/2):
+/// nothing is lost, answers that never came are retried and counted as
+/// possible duplicates, and the books balance. Exactly-once cannot hold here:
+/// the mock may have delivered a request whose answer the drop swallowed.
+#[tokio::test]
+async fn dropped_connections_lose_nothing() {
+    tokio::time::timeout(TIMEOUT, async {
+        let tokens: Vec<String> = (0..400).map(|i| format!("device-{i}")).collect();
+
+        let (mock, base) = start_mock(|o| o.faults.drop_after = Some(40)).await;
+        let recorder = recorder();
+        let mut config = fcm_config(&mock, &base);
+        if let GoogleConfig::Fcm(c) = &mut config {
+            // A drop kills every request in flight on the connection (all of
+            // them, over HTTP/2): keep few in flight so most get answers.
+            c.concurrency = 4;
+            c.max_retries = 30;
+        }
+        let service = GoogleService::start(&config, recorder.clone(), backoff()).expect("start v1");
+        submit(&service, &recorder, message(br#"{"k":"v"}"#), &tokens, None);
+        let c = settled(&recorder).await;
+        assert!(c.balanced(), "{c:?}");
+        assert_eq!((c.successes, c.expired), (400, 0), "{c:?}");
+        assert!(c.possible_duplicates > 0, "{c:?}");
+        assert!(crate::mock::Ledger::get(&mock.ledger.drops) > 0);
+        for t in &tokens {
+            assert!(mock.ledger.token(t).deliveries >= 1, "{t}");
+        }
+        service.close();
+
+        let (mock, base) = start_mock(|o| o.faults.goaway_after = Some(3)).await;
+        let recorder = recorder_fresh();
+        let mut config = gcm_config(&mock, &base, SERVER_KEY);
+        if let GoogleConfig::Gcm(c) = &mut config {
+            c.batch_size = 10;
+        }
+        let service =
+            GoogleService::start(&config, recorder.clone(), backoff()).expect("start legacy");
+        submit(&service, &recorder, message(br#"{"k":"v"}"#), &tokens, None);
+        let c = settled(&recorder).await;
+        assert!(c.balanced(), "{c:?}");
+        assert_eq!((c.successes, c.expired), (400, 0), "{c:?}");
+        assert!(crate::mock::Ledger::get(&mock.ledger.goaways) > 0);
+        for t in &tokens {
+            assert!(mock.ledger.token(t).deliveries >= 1, "{t}");
+        }
+        service.close();
+    })
+    .await
+    .expect("test timed out");
+}

@@ -1,0 +1,458 @@
+//! The dispatch loop: one task pulls work from the queue and keeps at most
+//! `concurrency` requests in flight (v1: one token each; legacy: one batch of
+//! up to `batch_size` ids of one job each). Each request settles its own
+//! tokens when it ends: an outcome, a retry through the queue's timer heap (no
+//! task sleeps per token), or a requeue when the request never left.
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use http::HeaderValue;
+
+use super::message::GoogleMessage;
+use super::{Api, Shared, legacy, v1};
+use crate::job::{Job, Outcome};
+use crate::queue::Work;
+use crate::retry::{self, Backoff, Next, Verdict};
+
+/// Tokens taken from the queue at once for v1: amortizes the queue lock.
+const TAKE: usize = 32;
+
+/// Delay before resending work that never reached the upstream (connection
+/// refused, token endpoint unreachable), growing with consecutive failures.
+/// Such work keeps its retries: the token was never tried.
+const REQUEUE: Backoff = Backoff {
+    base: Duration::from_millis(500),
+    cap: Duration::from_secs(10),
+};
+
+/// The token's text, for request bodies and report lists. Tokens were checked
+/// to be printable ASCII at the API, so this never actually replaces anything.
+pub(crate) fn token_string(job: &Job<GoogleMessage>, index: u32) -> String {
+    String::from_utf8_lossy(job.tokens.get(index)).into_owned()
+}
+
+/// Runs the worker until the queue is closed and in-flight requests ended.
+pub(crate) async fn run(shared: Arc<Shared>) {
+    match &shared.api {
+        Api::V1 { .. } => run_v1(shared).await,
+        Api::Legacy { batch_size, .. } => {
+            let batch_size = *batch_size;
+            run_legacy(shared, batch_size).await
+        }
+    }
+}
+
+async fn run_v1(shared: Arc<Shared>) {
+    let mut in_flight = FuturesUnordered::new();
+    let mut held: Option<Work<GoogleMessage>> = None;
+    loop {
+        // Start as many single-token requests as the bound allows.
+        while in_flight.len() < shared.concurrency {
+            let Some(work) = held.as_mut() else { break };
+            let index = work.tokens.start;
+            work.tokens.start += 1;
+            let job = work.job.clone();
+            let attempts = work.attempts;
+            if work.tokens.is_empty() {
+                held = None;
+            }
+            if is_expired(&job) {
+                expire_unattempted(&shared, &job, index..index + 1);
+                continue;
+            }
+            shared.in_flight.inc();
+            in_flight.push(send_v1(shared.clone(), job, index, attempts));
+        }
+        // After the loop above, either nothing is held or the bound is reached
+        // (so `in_flight` is not empty): one branch is always enabled.
+        let can_take = held.is_none() && in_flight.len() < shared.concurrency;
+        tokio::select! {
+            biased;
+            Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+            work = shared.queue.pop(TAKE), if can_take => match work {
+                Some(work) => held = Some(work),
+                None => break,
+            },
+        }
+    }
+    if let Some(work) = held {
+        shared.queue.push_front(work);
+    }
+    // Closed: let what is in flight finish and record its outcomes.
+    while in_flight.next().await.is_some() {}
+}
+
+async fn run_legacy(shared: Arc<Shared>, batch_size: usize) {
+    let mut in_flight = FuturesUnordered::new();
+    loop {
+        let can_take = in_flight.len() < shared.concurrency;
+        tokio::select! {
+            biased;
+            Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+            // pop gives tokens of one job only, so a batch shares one message.
+            work = shared.queue.pop(batch_size), if can_take => match work {
+                Some(work) => {
+                    if is_expired(&work.job) {
+                        expire_unattempted(&shared, &work.job, work.tokens.clone());
+                        continue;
+                    }
+                    shared.in_flight.inc();
+                    in_flight.push(send_batch(shared.clone(), work));
+                }
+                None => break,
+            },
+        }
+    }
+    while in_flight.next().await.is_some() {}
+}
+
+/// What one request produced.
+enum Attempt {
+    /// The upstream answered.
+    Answer {
+        status: u16,
+        retry_after: Option<Duration>,
+        body: Bytes,
+    },
+    /// The request never left (connect or TLS failure): resend, no attempt.
+    NotSent,
+    /// The request may or may not have reached the upstream.
+    Lost(&'static str),
+}
+
+async fn post(shared: &Shared, url: &str, auth: HeaderValue, body: Bytes) -> Attempt {
+    let result = shared
+        .client
+        .post(url)
+        .header(http::header::AUTHORIZATION, auth)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(body)
+        .send()
+        .await;
+    let response = match result {
+        Ok(response) => response,
+        Err(e) => {
+            tracing::debug!(platform = %shared.platform, error = %e, "request failed");
+            // Checked first: a connect timeout is both, and nothing was sent.
+            return if e.is_connect() {
+                Attempt::NotSent
+            } else if e.is_timeout() {
+                Attempt::Lost("Timeout")
+            } else {
+                Attempt::Lost("TransportError")
+            };
+        }
+    };
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get(http::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(retry::parse_retry_after);
+    match response.bytes().await {
+        Ok(body) => Attempt::Answer {
+            status,
+            retry_after,
+            body,
+        },
+        // The status alone could classify, but a cut-off answer is not one to trust.
+        Err(e) if e.is_timeout() => Attempt::Lost("Timeout"),
+        Err(_) => Attempt::Lost("TransportError"),
+    }
+}
+
+async fn send_v1(shared: Arc<Shared>, job: Arc<Job<GoogleMessage>>, index: u32, attempts: u32) {
+    let Api::V1 { url, token } = &shared.api else {
+        return;
+    };
+    let auth = match token.header().await {
+        Ok(auth) => auth,
+        Err(e) if e.is_refusal() => {
+            // Bad credentials will not fix themselves: spend the token's retries.
+            shared.loud(
+                "FCM credentials refused: check fcm.service_account_file",
+                &e.to_string(),
+                0,
+            );
+            let verdict = Verdict::Retry {
+                reason: "AccessTokenRefused".into(),
+                retry_after: None,
+            };
+            settle(&shared, &job, index..index + 1, attempts, verdict);
+            shared.in_flight.dec();
+            return;
+        }
+        Err(e) => {
+            // The token endpoint is unreachable: nothing was sent to FCM.
+            // Rate-limited: every request in flight lands here during an outage.
+            shared.loud(
+                "no FCM access token (token endpoint unreachable); delivery waits",
+                &e.to_string(),
+                0,
+            );
+            requeue(&shared, Work::single(job, index, attempts));
+            shared.in_flight.dec();
+            return;
+        }
+    };
+    let body = job.message.v1_body(&token_string(&job, index));
+    shared.sent.store(true, Ordering::Relaxed);
+    let started = Instant::now();
+    let verdict = match post(&shared, url, auth.clone(), body).await {
+        Attempt::Answer {
+            status,
+            retry_after,
+            body,
+        } => {
+            answered(&shared, started);
+            let classified = v1::classify(status, &body, retry_after);
+            if classified.loud {
+                let code = classified.code.map_or("", |c| c.as_str());
+                shared.loud(
+                    "FCM refused a request for a reason every token shares: check the service account, project_id and the message",
+                    code,
+                    status,
+                );
+            }
+            if let Verdict::RefreshCredentials { .. } = classified.verdict {
+                // Only the rejected token is dropped: a burst of 401s on it
+                // causes one refresh.
+                token.invalidate(&auth);
+            }
+            classified.verdict
+        }
+        Attempt::NotSent => {
+            requeue(&shared, Work::single(job, index, attempts));
+            shared.in_flight.dec();
+            return;
+        }
+        Attempt::Lost(reason) => {
+            shared.recorder.possible_duplicates(shared.platform, 1);
+            Verdict::Retry {
+                reason: reason.into(),
+                retry_after: None,
+            }
+        }
+    };
+    settle(&shared, &job, index..index + 1, attempts, verdict);
+    shared.in_flight.dec();
+}
+
+async fn send_batch(shared: Arc<Shared>, work: Work<GoogleMessage>) {
+    let Api::Legacy { url, key, .. } = &shared.api else {
+        return;
+    };
+    let job = work.job.clone();
+    let range = work.tokens.clone();
+    let count = range.len();
+    let tokens: Vec<String> = range.clone().map(|i| token_string(&job, i)).collect();
+    let body = job.message.legacy_body(tokens.iter().map(String::as_str));
+    shared.sent.store(true, Ordering::Relaxed);
+    let started = Instant::now();
+    match post(&shared, url, key.clone(), body).await {
+        Attempt::Answer {
+            status: 200,
+            retry_after,
+            body,
+        } => {
+            answered(&shared, started);
+            match legacy::parse_answer(&body, count) {
+                Some(results) => {
+                    let mut retries = Vec::new();
+                    for (index, entry) in range.zip(results) {
+                        match legacy::classify_result(&entry, retry_after) {
+                            Verdict::Done(outcome) => finish(&shared, &job, index, outcome),
+                            Verdict::Retry { reason, .. }
+                            | Verdict::RefreshCredentials { reason } => {
+                                retries.push((index, reason));
+                            }
+                        }
+                    }
+                    retry(&shared, &job, retries, work.attempts, retry_after);
+                }
+                None => {
+                    // Results that cannot be matched to the ids: try the batch
+                    // once more, then give up rather than guess.
+                    let reason: Arc<str> = "MalformedResponse".into();
+                    let verdict = if work.attempts == 0 {
+                        Verdict::Retry {
+                            reason,
+                            retry_after,
+                        }
+                    } else {
+                        Verdict::Done(Outcome::Failed {
+                            reason,
+                            status: 200,
+                        })
+                    };
+                    tracing::warn!(ids = count, "legacy answer does not match the batch");
+                    settle(&shared, &job, work.tokens, work.attempts, verdict);
+                }
+            }
+        }
+        Attempt::Answer {
+            status,
+            retry_after,
+            ..
+        } => {
+            answered(&shared, started);
+            let batch = legacy::classify_batch(status, retry_after);
+            if batch.loud {
+                let what = if status == 401 {
+                    "the legacy endpoint refused gcm.server_key: every token fails until it is fixed"
+                } else {
+                    "the legacy endpoint refused the request as malformed"
+                };
+                shared.loud(what, "", status);
+            }
+            settle(&shared, &job, work.tokens, work.attempts, batch.verdict);
+        }
+        Attempt::NotSent => requeue(&shared, work),
+        Attempt::Lost(reason) => {
+            shared
+                .recorder
+                .possible_duplicates(shared.platform, count as u64);
+            let verdict = Verdict::Retry {
+                reason: reason.into(),
+                retry_after: None,
+            };
+            settle(&shared, &job, work.tokens, work.attempts, verdict);
+        }
+    }
+    shared.in_flight.dec();
+}
+
+fn answered(shared: &Shared, started: Instant) {
+    shared.answered.store(true, Ordering::Relaxed);
+    shared.connect_failures.store(0, Ordering::Relaxed);
+    shared.latency.observe(started.elapsed().as_secs_f64());
+}
+
+/// Puts work that never reached the upstream back, later, without counting an
+/// attempt.
+fn requeue(shared: &Shared, work: Work<GoogleMessage>) {
+    let failures = shared.connect_failures.fetch_add(1, Ordering::Relaxed) + 1;
+    shared.requeued.inc_by(work.tokens.len() as u64);
+    shared
+        .queue
+        .push_after(work, REQUEUE.reconnect_delay(failures));
+}
+
+fn finish(shared: &Shared, job: &Arc<Job<GoogleMessage>>, index: u32, outcome: Outcome) {
+    shared
+        .recorder
+        .finish(&job.progress, || token_string(job, index), outcome, true);
+}
+
+/// Applies one verdict to every token of `tokens`.
+fn settle(
+    shared: &Shared,
+    job: &Arc<Job<GoogleMessage>>,
+    tokens: Range<u32>,
+    attempts: u32,
+    verdict: Verdict,
+) {
+    match verdict {
+        Verdict::Done(outcome) => {
+            for index in tokens {
+                finish(shared, job, index, outcome.clone());
+            }
+        }
+        Verdict::Retry {
+            reason,
+            retry_after,
+        } => {
+            let entries = tokens.map(|i| (i, reason.clone())).collect();
+            retry(shared, job, entries, attempts, retry_after);
+        }
+        Verdict::RefreshCredentials { reason } => {
+            // The caller dropped the stale credential; go again straight away
+            // (the backoff still adds a little jitter).
+            let entries = tokens.map(|i| (i, reason.clone())).collect();
+            retry(shared, job, entries, attempts, Some(Duration::ZERO));
+        }
+    }
+}
+
+/// Schedules `entries` (index and retry reason, in ascending index order) for
+/// another attempt, or records them expired when out of retries or time.
+/// Consecutive indices travel as one piece of work.
+fn retry(
+    shared: &Shared,
+    job: &Arc<Job<GoogleMessage>>,
+    entries: Vec<(u32, Arc<str>)>,
+    attempts: u32,
+    retry_after: Option<Duration>,
+) {
+    if entries.is_empty() {
+        return;
+    }
+    let attempt = attempts + 1;
+    match retry::next(&shared.backoff, attempt, shared.max_retries, retry_after) {
+        Next::RetryIn(delay) if !would_expire(job, delay) => {
+            let mut run: Option<Range<u32>> = None;
+            for (index, reason) in &entries {
+                shared.recorder.retry(shared.platform, reason);
+                run = match run {
+                    Some(r) if r.end == *index => Some(r.start..index + 1),
+                    Some(r) => {
+                        push_retry(shared, job, r, attempt, delay);
+                        Some(*index..index + 1)
+                    }
+                    None => Some(*index..index + 1),
+                };
+            }
+            if let Some(r) = run {
+                push_retry(shared, job, r, attempt, delay);
+            }
+        }
+        _ => {
+            for (index, reason) in entries {
+                finish(shared, job, index, Outcome::Expired { reason });
+            }
+        }
+    }
+}
+
+fn push_retry(
+    shared: &Shared,
+    job: &Arc<Job<GoogleMessage>>,
+    tokens: Range<u32>,
+    attempts: u32,
+    delay: Duration,
+) {
+    let work = Work {
+        job: job.clone(),
+        tokens,
+        attempts,
+    };
+    shared.queue.push_after(work, delay);
+}
+
+fn expire_unattempted(shared: &Shared, job: &Arc<Job<GoogleMessage>>, tokens: Range<u32>) {
+    for index in tokens {
+        shared.recorder.finish(
+            &job.progress,
+            || token_string(job, index),
+            Outcome::Expired {
+                reason: "Expired".into(),
+            },
+            false,
+        );
+    }
+}
+
+fn is_expired(job: &Job<GoogleMessage>) -> bool {
+    job.expires_at.is_some_and(|at| SystemTime::now() > at)
+}
+
+fn would_expire(job: &Job<GoogleMessage>, delay: Duration) -> bool {
+    job.expires_at
+        .is_some_and(|at| SystemTime::now() + delay > at)
+}

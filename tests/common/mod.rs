@@ -1,0 +1,215 @@
+//! Shared harness: mock upstreams and a gateway on ephemeral ports, talking
+//! over real sockets (TLS + HTTP/2 to the mock, HTTP/1.1 to the gateway).
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use pushgate::config::{ApnsSection, FileConfig};
+use pushgate::gateway::Gateway;
+use pushgate::job::Family;
+use pushgate::mock::{self, Faults, MockHandle};
+use pushgate::report::Counters;
+use serde_json::Value;
+
+/// Every test body runs under this bound so a hang fails instead of stalling CI.
+pub const TEST_TIMEOUT: Duration = Duration::from_secs(120);
+
+pub fn init() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PUSHGATE_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+/// A per-test scratch directory.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "pushgate-test-{name}-{}-{}",
+        std::process::id(),
+        fastrand::u32(..)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+pub enum ApnsAuthMode {
+    Token,
+    CertPem,
+    Pkcs12,
+}
+
+pub struct ApnsEnv {
+    pub mock: MockHandle,
+    pub gateway: Gateway,
+    pub client: reqwest::Client,
+    pub dir: PathBuf,
+}
+
+pub struct ApnsSetup {
+    pub auth: ApnsAuthMode,
+    pub faults: Faults,
+    pub max_streams: u32,
+    pub tweak: Box<dyn FnOnce(&mut FileConfig) + Send>,
+}
+
+impl Default for ApnsSetup {
+    fn default() -> Self {
+        Self {
+            auth: ApnsAuthMode::Token,
+            faults: Faults::default(),
+            max_streams: 1000,
+            tweak: Box::new(|_| {}),
+        }
+    }
+}
+
+pub const KEY_ID: &str = "TESTKEY001";
+pub const TEAM_ID: &str = "TESTTEAM01";
+
+pub async fn apns_env(setup: ApnsSetup) -> ApnsEnv {
+    init();
+    let dir = scratch("apns");
+    let pki = mock::tls::TestPki::generate().unwrap();
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, &pki.ca_pem).unwrap();
+    let mut section = ApnsSection {
+        ca_file: ca_file.display().to_string(),
+        topic: "com.example.test".into(),
+        max_retries: 3,
+        ..ApnsSection::default()
+    };
+    let check = match setup.auth {
+        ApnsAuthMode::Token => {
+            let (p8, public_key_pem) = mock::apns::generate_provider_key().unwrap();
+            let key_file = dir.join("AuthKey.p8");
+            std::fs::write(&key_file, p8).unwrap();
+            section.key_file = key_file.display().to_string();
+            section.key_id = KEY_ID.into();
+            section.team_id = TEAM_ID.into();
+            mock::apns::ApnsAuthCheck::Token {
+                team_id: TEAM_ID.into(),
+                key_id: KEY_ID.into(),
+                public_key_pem,
+            }
+        }
+        ApnsAuthMode::CertPem => {
+            let cert = dir.join("client.crt");
+            let key = dir.join("client.key");
+            std::fs::write(&cert, &pki.client.cert_pem).unwrap();
+            std::fs::write(&key, &pki.client.key_pem).unwrap();
+            section.cert_file = cert.display().to_string();
+            section.cert_key_file = key.display().to_string();
+            mock::apns::ApnsAuthCheck::ClientCert {
+                ca_pem: pki.ca_pem.clone(),
+            }
+        }
+        ApnsAuthMode::Pkcs12 => {
+            let p12 = dir.join("client.p12");
+            std::fs::write(&p12, pkcs12_of(&pki.client, "s3cret-p12")).unwrap();
+            section.pkcs12_file = p12.display().to_string();
+            section.pkcs12_password = pushgate::config::Secret::new("s3cret-p12");
+            mock::apns::ApnsAuthCheck::ClientCert {
+                ca_pem: pki.ca_pem.clone(),
+            }
+        }
+    };
+    let mut options = mock::apns::MockApnsOptions::new(check, &pki);
+    options.faults = setup.faults;
+    options.max_concurrent_streams = setup.max_streams;
+    let mock = mock::apns::start(options).await.unwrap();
+    section.endpoint = mock.url();
+    let mut file = FileConfig::default();
+    file.server.listen = "127.0.0.1:0".into();
+    file.retry.base_ms = 5;
+    file.retry.cap_ms = 50;
+    file.apns = Some(section);
+    (setup.tweak)(&mut file);
+    let config = file.validate().unwrap();
+    let gateway = Gateway::start(&config).await.unwrap();
+    ApnsEnv {
+        mock,
+        gateway,
+        client: reqwest::Client::new(),
+        dir,
+    }
+}
+
+/// Builds a PKCS#12 bundle of `identity` (what Keychain Access exports).
+pub fn pkcs12_of(identity: &mock::tls::Identity, password: &str) -> Vec<u8> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer};
+    let cert = CertificateDer::from_pem_slice(identity.cert_pem.as_bytes()).unwrap();
+    let key = PrivatePkcs8KeyDer::from_pem_slice(identity.key_pem.as_bytes()).unwrap();
+    let chain = p12_keystore::PrivateKeyChain::new(
+        vec![1, 2, 3, 4],
+        p12_keystore::PrivateKey::from_der(key.secret_pkcs8_der()).unwrap(),
+        vec![p12_keystore::Certificate::from_der(cert.as_ref()).unwrap()],
+    );
+    let mut store = p12_keystore::KeyStore::new();
+    store.add_entry(
+        "client",
+        p12_keystore::KeyStoreEntry::PrivateKeyChain(chain),
+    );
+    store.writer(password).write().unwrap()
+}
+
+impl ApnsEnv {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.gateway.url())
+    }
+
+    pub async fn post_json(
+        &self,
+        path: &str,
+        body: &Value,
+    ) -> (u16, Value, reqwest::header::HeaderMap) {
+        let r = self
+            .client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        (status, r.json().await.unwrap_or(Value::Null), headers)
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self.client.get(self.url(path)).send().await.unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub fn counters(&self) -> Counters {
+        self.gateway
+            .state
+            .recorder
+            .reports
+            .family(Family::Apple)
+            .counters()
+    }
+}
+
+/// Waits until `family` has nothing pending (and at least `accepted` accepted).
+pub async fn wait_done(gateway: &Gateway, family: Family, accepted: u64) -> Counters {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let c = gateway.state.recorder.reports.family(family).counters();
+        assert!(c.balanced(), "books out of balance: {c:?}");
+        if c.accepted >= accepted && c.pending == 0 {
+            return c;
+        }
+        assert!(Instant::now() < deadline, "still pending after 90 s: {c:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// An APNs token (64 hex digits) with the given 4-hex-digit prefix.
+pub fn apns_token(prefix: &str, i: usize) -> String {
+    format!("{prefix}{i:060x}")
+}
