@@ -41,6 +41,12 @@ pub enum ConnectError {
         /// host:port.
         addr: String,
     },
+    /// The connection offered no PING handle (only possible if taken twice).
+    #[error("HTTP/2 connection to {addr} has no PING handle")]
+    NoPing {
+        /// host:port.
+        addr: String,
+    },
     /// The HTTP/2 handshake failed.
     #[error("HTTP/2 handshake with {addr}: {source}")]
     H2 {
@@ -57,6 +63,8 @@ pub struct Connection {
     pub sender: h2::client::SendRequest<Bytes>,
     /// Ends when the connection is closed (GOAWAY handled, error, or peer close).
     pub driver: JoinHandle<()>,
+    /// Sends HTTP/2 PINGs: how a stalled connection is told from a quiet one.
+    pub ping_pong: h2::PingPong,
 }
 
 /// How long a connect may take before it counts as failed.
@@ -102,6 +110,11 @@ pub async fn connect(
         return Err(ConnectError::NoH2 { addr });
     }
     let (sender, connection) = h2::client::Builder::new()
+        // Until the server's SETTINGS arrive h2 would assume no stream limit,
+        // and a burst past the real one is refused (and, past ~1000 refusals,
+        // the server calls it abuse and drops the connection). RFC 9113 §6.5.2
+        // suggests 100 as the floor any server allows.
+        .initial_max_send_streams(100)
         .initial_window_size(1 << 20)
         .initial_connection_window_size(8 << 20)
         .handshake::<_, Bytes>(tls_stream)
@@ -110,10 +123,33 @@ pub async fn connect(
             addr: addr.clone(),
             source,
         })?;
+    let mut connection = connection;
+    let ping_pong = connection.ping_pong();
     let driver = tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "APNs connection ended");
         }
     });
-    Ok(Connection { sender, driver })
+    let mut ping_pong = ping_pong.ok_or_else(|| ConnectError::NoPing { addr: addr.clone() })?;
+    // The server's SETTINGS come before its PONG, so once the PONG is back its
+    // stream limit is in force and no first burst can exceed it.
+    match tokio::time::timeout(CONNECT_TIMEOUT, ping_pong.ping(h2::Ping::opaque())).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(source)) => {
+            driver.abort();
+            return Err(ConnectError::H2 { addr, source });
+        }
+        Err(_) => {
+            driver.abort();
+            return Err(ConnectError::Tcp {
+                addr,
+                source: std::io::ErrorKind::TimedOut.into(),
+            });
+        }
+    }
+    Ok(Connection {
+        sender,
+        driver,
+        ping_pong,
+    })
 }

@@ -112,6 +112,7 @@ async fn drive(shared: &Arc<Shared>, connection: Connection) -> End {
     let Connection {
         mut sender,
         mut driver,
+        ping_pong: _,
     } = connection;
     let mut in_flight = FuturesUnordered::new();
     let mut held: Option<Work<ApnsMessage>> = None;

@@ -751,7 +751,7 @@ fn send_answer(
 /// Hex, even length, 16..=100 bytes once decoded.
 fn is_device_token(token: &str) -> bool {
     (32..=200).contains(&token.len())
-        && token.len() % 2 == 0
+        && token.len().is_multiple_of(2)
         && token.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
