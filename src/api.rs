@@ -25,6 +25,7 @@ pub use error::ApiError;
 
 use crate::apns::ApnsService;
 use crate::config::Secret;
+use crate::fcm::GoogleService;
 use crate::job::{JobId, OutcomeKind};
 use crate::report::Recorder;
 
@@ -36,6 +37,8 @@ pub struct AppState(Arc<Inner>);
 pub struct Inner {
     /// APNs delivery, when configured.
     pub apns: Option<ApnsService>,
+    /// Google delivery (FCM v1 or legacy), when configured.
+    pub google: Option<GoogleService>,
     /// Reports, admission and metrics.
     pub recorder: Recorder,
     /// `server.api_keys`.
@@ -90,6 +93,21 @@ pub fn router(state: AppState) -> Router {
             "/apns/report/failures",
             get(report::apns_failures).delete(report::apns_failures_drain),
         )
+        .route("/gcm/send", post(send::google))
+        .route("/fcm/send", post(send::google))
+        .route("/gcm/report", get(report::google_totals))
+        .route(
+            "/gcm/report/notregistered",
+            get(report::google_notregistered).delete(report::google_notregistered_drain),
+        )
+        .route(
+            "/gcm/report/canonical",
+            get(report::google_canonical).delete(report::google_canonical_drain),
+        )
+        .route(
+            "/gcm/report/failures",
+            get(report::google_failures).delete(report::google_failures_drain),
+        )
         .route("/jobs/{id}", get(job_status))
         .route("/metrics", get(metrics))
         .route("/readyz", get(readyz))
@@ -140,8 +158,13 @@ async fn readyz(State(state): State<AppState>) -> Response {
     if apns == Some(0) {
         problems.push("no APNs connection is open".to_owned());
     }
+    let google = state.google.as_ref().map(|g| g.ready());
+    if google == Some(false) {
+        problems.push("Google delivery has not reached its upstream yet".to_owned());
+    }
     if problems.is_empty() {
-        Json(json!({ "status": "ready", "apns_connections": apns })).into_response()
+        Json(json!({ "status": "ready", "apns_connections": apns, "google": google }))
+            .into_response()
     } else {
         ApiError::unavailable("not_ready", problems.join("; "), 1).into_response()
     }

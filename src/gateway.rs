@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 use crate::api::{self, AppState, Inner};
 use crate::apns::ApnsService;
 use crate::config::Config;
+use crate::fcm::GoogleService;
 use crate::job::Family;
 use crate::metrics::Metrics;
 use crate::queue::Admission;
@@ -52,8 +53,17 @@ impl Gateway {
             Some(apns) => Some(ApnsService::start(apns, recorder.clone(), config.backoff)?),
             None => None,
         };
+        let google = match &config.google {
+            Some(google) => Some(GoogleService::start(
+                google,
+                recorder.clone(),
+                config.backoff,
+            )?),
+            None => None,
+        };
         let state = AppState::new(Inner {
             apns,
+            google,
             recorder,
             api_keys: config.server.api_keys.clone(),
             max_body_bytes: config.server.max_body_bytes,
@@ -75,7 +85,7 @@ impl Gateway {
                 })
                 .await
         });
-        tracing::info!(%addr, apns = state.apns.is_some(), "pushgate listening");
+        tracing::info!(%addr, apns = state.apns.is_some(), google = state.google.as_ref().map(|g| g.platform().as_str()), "pushgate listening");
         Ok(Self {
             addr,
             state,
@@ -116,6 +126,10 @@ impl Gateway {
             apns.close();
             abandoned += apns.abandon_queued();
         }
+        if let Some(google) = &self.state.google {
+            google.close();
+            abandoned += google.abandon_queued();
+        }
         // In-flight requests finish within their timeout; give them a moment
         // so their answers are recorded rather than lost with the process.
         let settle_deadline = Instant::now() + Duration::from_secs(2);
@@ -125,6 +139,9 @@ impl Gateway {
         // Streams that settled after the first sweep may have scheduled retries.
         if let Some(apns) = &self.state.apns {
             abandoned += apns.abandon_queued();
+        }
+        if let Some(google) = &self.state.google {
+            abandoned += google.abandon_queued();
         }
         let finished = before.saturating_sub(admission.pending() + abandoned);
         let report = DrainReport {

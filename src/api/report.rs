@@ -9,6 +9,11 @@ use super::{ApiError, AppState, ok, require};
 use crate::job::Family;
 use crate::report::FamilyReport;
 
+fn google(state: &AppState) -> Result<&FamilyReport, ApiError> {
+    require(state.google.is_some(), "Google (FCM/GCM)", "[fcm] or [gcm]")?;
+    Ok(state.recorder.reports.family(Family::Google))
+}
+
 fn apple(state: &AppState) -> Result<&FamilyReport, ApiError> {
     require(state.apns.is_some(), "APNs", "[apns]")?;
     Ok(state.recorder.reports.family(Family::Apple))
@@ -58,4 +63,75 @@ pub async fn apns_failures(State(state): State<AppState>) -> Result<Response, Ap
 /// `DELETE /apns/report/failures`.
 pub async fn apns_failures_drain(State(state): State<AppState>) -> Result<Response, ApiError> {
     Ok(ok(json!({ "failures": apple(&state)?.failures.drain() })))
+}
+
+/// `GET /gcm/report`: GoCM's fields first, then ours.
+pub async fn google_totals(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let report = google(&state)?;
+    let c = report.counters();
+    Ok(ok(json!({
+        "attempts": c.attempts,
+        "failures": c.failures,
+        "pending": c.pending,
+        "canonicals": c.canonicals,
+        "notregistered": c.unregistered,
+        "successes": c.successes,
+        "retries": c.retries,
+        "expired": c.expired,
+        "accepted": c.accepted,
+        "unattempted": c.unattempted,
+        "possible_duplicates": c.possible_duplicates,
+        "platform": state.google.as_ref().map(|g| g.platform().as_str()),
+        "lists": {
+            "notregistered": { "size": report.unregistered.len(), "dropped": report.unregistered.dropped() },
+            "canonical": { "size": report.canonical.len(), "dropped": report.canonical.dropped() },
+            "failures": { "size": report.failures.len(), "dropped": report.failures.dropped() },
+        },
+    })))
+}
+
+fn token_strings(entries: Vec<crate::report::UnregisteredEntry>) -> Vec<String> {
+    entries.into_iter().map(|e| e.token).collect()
+}
+
+/// `GET /gcm/report/notregistered`: plain token strings, as GoCM answers.
+pub async fn google_notregistered(State(state): State<AppState>) -> Result<Response, ApiError> {
+    Ok(ok(
+        json!({ "tokens": token_strings(google(&state)?.unregistered.snapshot()) }),
+    ))
+}
+
+/// `DELETE /gcm/report/notregistered`.
+pub async fn google_notregistered_drain(
+    State(state): State<AppState>,
+) -> Result<Response, ApiError> {
+    Ok(ok(
+        json!({ "tokens": token_strings(google(&state)?.unregistered.drain()) }),
+    ))
+}
+
+/// `GET /gcm/report/canonical`.
+pub async fn google_canonical(State(state): State<AppState>) -> Result<Response, ApiError> {
+    Ok(ok(
+        json!({ "canonical_replacements": google(&state)?.canonical.snapshot() }),
+    ))
+}
+
+/// `DELETE /gcm/report/canonical`.
+pub async fn google_canonical_drain(State(state): State<AppState>) -> Result<Response, ApiError> {
+    Ok(ok(
+        json!({ "canonical_replacements": google(&state)?.canonical.drain() }),
+    ))
+}
+
+/// `GET /gcm/report/failures`.
+pub async fn google_failures(State(state): State<AppState>) -> Result<Response, ApiError> {
+    Ok(ok(
+        json!({ "failures": google(&state)?.failures.snapshot() }),
+    ))
+}
+
+/// `DELETE /gcm/report/failures`.
+pub async fn google_failures_drain(State(state): State<AppState>) -> Result<Response, ApiError> {
+    Ok(ok(json!({ "failures": google(&state)?.failures.drain() })))
 }

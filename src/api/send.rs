@@ -21,7 +21,10 @@ use serde_json::value::RawValue;
 use super::{ApiError, AppState};
 use crate::apns::ApnsMessage;
 use crate::apns::message::{ApnsFields, MessageError};
-use crate::job::{DeviceToken, Job, JobId, JobProgress, Platform, TokenError, TokenList};
+use crate::fcm::{GoogleFields, GoogleMessage, MessageError as GoogleMessageError};
+use crate::job::{
+    DeviceToken, Job, JobId, JobProgress, Platform, TokenError, TokenList, check_registration_token,
+};
 
 /// A request body, read within `server.max_body_bytes`.
 pub enum Body {
@@ -389,4 +392,112 @@ mod tests {
         assert_eq!(form.fields.len(), 1);
         assert!(parse_form(b"payload=%7Bnot").is_err());
     }
+}
+
+// ===== Google (FCM v1 or legacy GCM) =====
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GoogleJson<'a> {
+    #[serde(borrow, default)]
+    tokens: Vec<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    payload: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    notification: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    collapse_key: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    priority: Option<Cow<'a, str>>,
+    #[serde(default)]
+    time_to_live: Option<i64>,
+    #[serde(borrow, default)]
+    app: Option<Cow<'a, str>>,
+}
+
+/// `POST /gcm/send` and `POST /fcm/send`: the GoCM form or JSON.
+pub async fn google(State(state): State<AppState>, body: Body) -> Result<Response, ApiError> {
+    let timer = state.recorder.metrics.api_latency.start_timer();
+    let Some(service) = state.google.as_ref() else {
+        return Err(ApiError::not_configured(
+            "Google (FCM/GCM)",
+            "[fcm] or [gcm]",
+        ));
+    };
+    state.refuse_if_shutting_down()?;
+    let form;
+    let json;
+    let notification_form;
+    let (tokens, fields) = match &body {
+        Body::Json(bytes) => {
+            json = serde_json::from_slice::<GoogleJson<'_>>(bytes).map_err(bad_json)?;
+            check_app(json.app.as_deref())?;
+            let fields = GoogleFields {
+                payload: json.payload.map(|p| p.get().as_bytes()),
+                notification: json.notification.map(|p| p.get().as_bytes()),
+                collapse_key: json.collapse_key.as_deref(),
+                priority: json.priority.as_deref(),
+                time_to_live: json.time_to_live,
+            };
+            (&json.tokens, fields)
+        }
+        Body::Form(bytes) => {
+            form = parse_form(bytes)?;
+            let mut fields = GoogleFields {
+                payload: form.payload.as_ref().map(|p| p.get().as_bytes()),
+                ..GoogleFields::default()
+            };
+            let mut notification = None;
+            for (key, value) in &form.fields {
+                match &**key {
+                    "notification" => notification = Some(value),
+                    "collapse_key" => fields.collapse_key = Some(value),
+                    "priority" => fields.priority = Some(value),
+                    "time_to_live" => fields.time_to_live = Some(form_int("time_to_live", value)?),
+                    "app" => check_app(Some(value))?,
+                    other => {
+                        return Err(ApiError::bad_request(
+                            "unknown_field",
+                            format!("unknown form field {other:?}"),
+                        ));
+                    }
+                }
+            }
+            notification_form = notification
+                .map(|n| {
+                    RawValue::from_string(n.to_string()).map_err(|e| {
+                        ApiError::bad_request("bad_field", format!("notification is not JSON: {e}"))
+                    })
+                })
+                .transpose()?;
+            fields.notification = notification_form.as_ref().map(|n| n.get().as_bytes());
+            (&form.tokens, fields)
+        }
+    };
+    if tokens.is_empty() {
+        return Err(ApiError::bad_request(
+            "no_tokens",
+            "the request has no tokens: send tokens=<t1>&tokens=<t2> or \"tokens\": [...]",
+        ));
+    }
+    let message = GoogleMessage::new(fields).map_err(|e| match e {
+        GoogleMessageError::Field(f) => ApiError::bad_request("bad_field", f.to_string()),
+        GoogleMessageError::TooLarge(t) => ApiError::too_large(t.to_string()),
+    })?;
+    let expires_at = message.expires_at(SystemTime::now());
+    let intake = intake(tokens, 160, |token, buf| {
+        check_registration_token(token)?;
+        buf.extend_from_slice(token.as_bytes());
+        Ok(())
+    });
+    let answer = accept(
+        &state,
+        service.platform(),
+        message,
+        intake,
+        expires_at,
+        |job| service.enqueue(job),
+    );
+    timer.observe_duration();
+    answer
 }
