@@ -12,6 +12,7 @@ pub mod demo;
 pub mod fcm;
 pub mod gateway;
 pub mod job;
+pub mod message;
 pub mod metrics;
 pub mod mock;
 pub mod queue;

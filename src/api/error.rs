@@ -130,3 +130,12 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+impl From<crate::message::MessageError> for ApiError {
+    fn from(e: crate::message::MessageError) -> Self {
+        match e {
+            crate::message::MessageError::Field(f) => Self::bad_request("bad_field", f.to_string()),
+            crate::message::MessageError::TooLarge(t) => Self::too_large(t.to_string()),
+        }
+    }
+}

@@ -20,8 +20,8 @@ use serde_json::value::RawValue;
 
 use super::{ApiError, AppState};
 use crate::apns::ApnsMessage;
-use crate::apns::message::{ApnsFields, MessageError};
-use crate::fcm::{GoogleFields, GoogleMessage, MessageError as GoogleMessageError};
+use crate::apns::message::ApnsFields;
+use crate::fcm::{GoogleFields, GoogleMessage};
 use crate::job::{
     DeviceToken, Job, JobId, JobProgress, Platform, TokenError, TokenList, check_registration_token,
 };
@@ -342,11 +342,7 @@ pub async fn apns(State(state): State<AppState>, body: Body) -> Result<Response,
         .expiration
         .filter(|&e| e > 0)
         .map(|e| UNIX_EPOCH + Duration::from_secs(e.unsigned_abs()));
-    let message =
-        ApnsMessage::new(fields, service.default_topic.as_deref()).map_err(|e| match e {
-            MessageError::Field(f) => ApiError::bad_request("bad_field", f.to_string()),
-            MessageError::TooLarge(t) => ApiError::too_large(t.to_string()),
-        })?;
+    let message = ApnsMessage::new(fields, service.default_topic.as_deref())?;
     let intake = intake(tokens, 32, |hex, buf| {
         DeviceToken::decode_into(hex, buf).map(drop)
     });
@@ -480,10 +476,7 @@ pub async fn google(State(state): State<AppState>, body: Body) -> Result<Respons
             "the request has no tokens: send tokens=<t1>&tokens=<t2> or \"tokens\": [...]",
         ));
     }
-    let message = GoogleMessage::new(fields).map_err(|e| match e {
-        GoogleMessageError::Field(f) => ApiError::bad_request("bad_field", f.to_string()),
-        GoogleMessageError::TooLarge(t) => ApiError::too_large(t.to_string()),
-    })?;
+    let message = GoogleMessage::new(fields)?;
     let expires_at = message.expires_at(SystemTime::now());
     let intake = intake(tokens, 160, |token, buf| {
         check_registration_token(token)?;

@@ -4,6 +4,9 @@
 use bytes::Bytes;
 use http::HeaderValue;
 
+use crate::message::field_error;
+pub use crate::message::{FieldError, MessageError, PayloadTooLarge};
+
 /// `apns-push-type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PushType {
@@ -110,33 +113,6 @@ impl Priority {
     }
 }
 
-/// A field of a send request that cannot be used as given.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {problem}")]
-pub struct FieldError {
-    /// The request field.
-    pub field: &'static str,
-    /// What is wrong with it.
-    pub problem: String,
-}
-
-fn field_error(field: &'static str, problem: impl Into<String>) -> FieldError {
-    FieldError {
-        field,
-        problem: problem.into(),
-    }
-}
-
-/// The payload exceeds the push type's limit (answered 413).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("payload is {size} bytes; APNs accepts at most {limit} for this push type")]
-pub struct PayloadTooLarge {
-    /// Serialized size.
-    pub size: usize,
-    /// The limit.
-    pub limit: usize,
-}
-
 /// The per-job part of every APNs request, with header values prebuilt.
 #[derive(Debug, Clone)]
 pub struct ApnsMessage {
@@ -171,17 +147,6 @@ pub struct ApnsFields<'a> {
     pub collapse_id: Option<&'a str>,
 }
 
-/// Why a message could not be built.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum MessageError {
-    /// A bad field (400).
-    #[error(transparent)]
-    Field(#[from] FieldError),
-    /// Too large (413).
-    #[error(transparent)]
-    TooLarge(#[from] PayloadTooLarge),
-}
-
 impl ApnsMessage {
     /// Validates the fields the way APNs would, so a bad request is refused
     /// before any token is queued.
@@ -199,8 +164,10 @@ impl ApnsMessage {
         let limit = push_type.max_payload();
         if payload.len() > limit {
             return Err(PayloadTooLarge {
+                what: "payload",
                 size: payload.len(),
                 limit,
+                upstream: "APNs (for this push type)",
             }
             .into());
         }

@@ -14,6 +14,9 @@
 //! seen from it.
 
 use bytes::Bytes;
+
+use crate::message::field_error;
+pub use crate::message::{FieldError, MessageError, PayloadTooLarge};
 use serde_json::{Map, Value};
 use std::time::{Duration, SystemTime};
 
@@ -22,44 +25,6 @@ pub const MAX_TIME_TO_LIVE: i64 = 2_419_200;
 
 /// FCM's limit on data plus notification, in bytes.
 pub const MAX_PAYLOAD_BYTES: usize = 4096;
-
-/// A field of a send request that cannot be used as given (answered 400).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {problem}")]
-pub struct FieldError {
-    /// The request field.
-    pub field: &'static str,
-    /// What is wrong with it.
-    pub problem: String,
-}
-
-fn field_error(field: &'static str, problem: impl Into<String>) -> FieldError {
-    FieldError {
-        field,
-        problem: problem.into(),
-    }
-}
-
-/// Data plus notification exceed FCM's limit (answered 413).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("data and notification are {size} bytes serialized; FCM accepts at most {limit}")]
-pub struct PayloadTooLarge {
-    /// Serialized size of data (after string conversion) plus notification.
-    pub size: usize,
-    /// The limit.
-    pub limit: usize,
-}
-
-/// Why a message could not be built.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum MessageError {
-    /// A bad field (400).
-    #[error(transparent)]
-    Field(#[from] FieldError),
-    /// Too large (413).
-    #[error(transparent)]
-    TooLarge(#[from] PayloadTooLarge),
-}
 
 /// Delivery priority (`priority`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,8 +148,10 @@ impl GoogleMessage {
         let size = json_len(&data_json) + json_len(&notification_json);
         if size > MAX_PAYLOAD_BYTES {
             return Err(PayloadTooLarge {
+                what: "data plus notification",
                 size,
                 limit: MAX_PAYLOAD_BYTES,
+                upstream: "FCM",
             }
             .into());
         }
@@ -547,7 +514,8 @@ mod tests {
             GoogleMessage::new(data(big.as_bytes())),
             Err(MessageError::TooLarge(PayloadTooLarge {
                 size: 4097,
-                limit: 4096
+                limit: 4096,
+                ..
             }))
         ));
     }

@@ -213,3 +213,105 @@ pub async fn wait_done(gateway: &Gateway, family: Family, accepted: u64) -> Coun
 pub fn apns_token(prefix: &str, i: usize) -> String {
     format!("{prefix}{i:060x}")
 }
+
+/// Which Google API a test gateway uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GoogleApi {
+    /// FCM HTTP v1 (OAuth2 service account).
+    V1,
+    /// Legacy multicast (server key).
+    Legacy,
+}
+
+pub struct GoogleEnv {
+    pub mock: MockHandle,
+    pub gateway: Gateway,
+    pub client: reqwest::Client,
+}
+
+pub const SERVER_KEY: &str = "test-server-key";
+
+/// A gateway delivering `/gcm/send` through `api` against a fresh mock FCM.
+pub async fn google_env(api: GoogleApi, faults: Faults) -> GoogleEnv {
+    init();
+    let dir = scratch("google");
+    let pki = mock::tls::TestPki::generate().unwrap();
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, &pki.ca_pem).unwrap();
+    let account = mock::fcm::ServiceAccountFixture::generate("pushgate-test").unwrap();
+    let mut options = mock::fcm::MockFcmOptions::new(&account, SERVER_KEY, &pki);
+    options.faults = faults;
+    let mock = mock::fcm::start(options).await.unwrap();
+    let mut file = FileConfig::default();
+    file.server.listen = "127.0.0.1:0".into();
+    file.retry.base_ms = 5;
+    file.retry.cap_ms = 50;
+    match api {
+        GoogleApi::V1 => {
+            let account_file = dir.join("service-account.json");
+            std::fs::write(
+                &account_file,
+                account.to_json(&format!("{}/token", mock.url())),
+            )
+            .unwrap();
+            file.fcm = Some(pushgate::config::FcmSection {
+                service_account_file: account_file.display().to_string(),
+                endpoint: mock.url(),
+                ca_file: ca_file.display().to_string(),
+                ..Default::default()
+            });
+        }
+        GoogleApi::Legacy => {
+            file.gcm = Some(pushgate::config::GcmSection {
+                server_key: pushgate::config::Secret::new(SERVER_KEY),
+                endpoint: format!("{}/fcm/send", mock.url()),
+                ca_file: ca_file.display().to_string(),
+                ..Default::default()
+            });
+        }
+    }
+    let gateway = Gateway::start(&file.validate().unwrap()).await.unwrap();
+    GoogleEnv {
+        mock,
+        gateway,
+        client: reqwest::Client::new(),
+    }
+}
+
+impl GoogleEnv {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.gateway.url())
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self.client.get(self.url(path)).send().await.unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// POSTs a GoCM form: repeated `tokens`, `payload` as a JSON string.
+    pub async fn post_gocm_form(
+        &self,
+        path: &str,
+        tokens: &[String],
+        payload: &str,
+        extra: &[(&str, &str)],
+    ) -> (u16, Value) {
+        let mut form = form_urlencoded::Serializer::new(String::new());
+        for t in tokens {
+            form.append_pair("tokens", t);
+        }
+        form.append_pair("payload", payload);
+        for (k, v) in extra {
+            form.append_pair(k, v);
+        }
+        let r = self
+            .client
+            .post(self.url(path))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form.finish())
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+}
