@@ -222,7 +222,9 @@ async fn bad_google_input_is_refused_and_changes_nothing() {
             .family(Family::Google)
             .counters();
         let big = format!(r#"{{"a":"{}"}}"#, "x".repeat(5000));
-        let cases: Vec<(Vec<String>, &str, Vec<(&str, &str)>, u16, &str)> = vec![
+        /// tokens, payload, extra form fields, expected status, expected error code.
+        type Case<'a> = (Vec<String>, &'a str, Vec<(&'a str, &'a str)>, u16, &'a str);
+        let cases: Vec<Case<'_>> = vec![
             (vec![], r#"{"a":"b"}"#, vec![], 400, "no_tokens"),
             (vec!["t".into()], "{broken", vec![], 400, "bad_payload"),
             (
