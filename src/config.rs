@@ -67,6 +67,42 @@ pub struct FileConfig {
     pub fcm: Option<FcmSection>,
     /// `[gcm]`; absent disables legacy GCM.
     pub gcm: Option<GcmSection>,
+    /// `[webhook]`; absent (or an empty url) sends no outcome events.
+    pub webhook: Option<WebhookSection>,
+}
+
+/// `[webhook]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookSection {
+    /// Where outcome batches are POSTed; empty disables the webhook.
+    pub url: String,
+    /// HMAC-SHA256 key for `X-Pushgate-Signature`.
+    pub secret: Secret,
+    /// Events per POST.
+    pub batch_size: u32,
+    /// Milliseconds an event waits for its batch to fill.
+    pub flush_ms: u64,
+    /// Events buffered at most; more are dropped and counted.
+    pub max_buffer: u32,
+    /// POST attempts per batch.
+    pub max_attempts: u32,
+    /// Extra trusted root (PEM) for a private receiver.
+    pub ca_file: String,
+}
+
+impl Default for WebhookSection {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            secret: Secret::default(),
+            batch_size: 500,
+            flush_ms: 1000,
+            max_buffer: 100_000,
+            max_attempts: 5,
+            ca_file: String::new(),
+        }
+    }
 }
 
 /// `[server]`.
@@ -290,6 +326,8 @@ pub struct Config {
     pub apns: Option<ApnsConfig>,
     /// Google delivery, when configured (FCM v1 or legacy, never both).
     pub google: Option<GoogleConfig>,
+    /// The outcome webhook, when configured.
+    pub webhook: Option<crate::webhook::WebhookConfig>,
 }
 
 /// Validated `[server]`.
@@ -519,7 +557,9 @@ fn invalid(
 // ===== loading =====
 
 const ENV_PREFIX: &str = "PUSHGATE_";
-const SECTIONS: [&str; 7] = ["server", "queue", "report", "retry", "apns", "fcm", "gcm"];
+const SECTIONS: [&str; 8] = [
+    "server", "queue", "report", "retry", "apns", "fcm", "gcm", "webhook",
+];
 
 impl FileConfig {
     /// Reads `path` (when given), applies environment overrides from `env`, and
@@ -580,6 +620,9 @@ impl FileConfig {
         if let Some(g) = masked.gcm.as_mut() {
             mask(&mut g.server_key);
         }
+        if let Some(w) = masked.webhook.as_mut() {
+            mask(&mut w.secret);
+        }
         toml::to_string_pretty(&masked).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }
 
@@ -629,6 +672,11 @@ impl FileConfig {
             (None, Some(g)) => validate_gcm(g, &mut errors).map(GoogleConfig::Gcm),
             (None, None) => None,
         };
+        let webhook = self
+            .webhook
+            .as_ref()
+            .filter(|w| !w.url.is_empty())
+            .and_then(|w| validate_webhook(w, &mut errors));
         match server {
             Some(server) if errors.is_empty() => Ok(Config {
                 server,
@@ -643,6 +691,7 @@ impl FileConfig {
                 },
                 apns,
                 google,
+                webhook,
             }),
             _ => Err(ConfigErrors(errors)),
         }
@@ -781,6 +830,7 @@ fn template() -> toml::Table {
         apns: Some(ApnsSection::default()),
         fcm: Some(FcmSection::default()),
         gcm: Some(GcmSection::default()),
+        webhook: Some(WebhookSection::default()),
         ..FileConfig::default()
     };
     toml::Table::try_from(full).unwrap_or_default()
@@ -1172,6 +1222,43 @@ fn validate_gcm(g: &GcmSection, errors: &mut Vec<ConfigError>) -> Option<GcmConf
         max_retries: g.max_retries,
         concurrency: g.concurrency,
         request_timeout: Duration::from_secs(g.request_timeout_s.max(1)),
+    })
+}
+
+fn validate_webhook(
+    w: &WebhookSection,
+    errors: &mut Vec<ConfigError>,
+) -> Option<crate::webhook::WebhookConfig> {
+    let before = errors.len();
+    parse_url("webhook.url", &w.url, true, errors);
+    if w.secret.expose().len() < 16 {
+        errors.push(invalid(
+            "webhook.secret",
+            "<redacted>",
+            "receivers check the signature with this key; it must be at least 16 characters",
+            "generate one with e.g. `openssl rand -hex 32`",
+        ));
+    }
+    if w.batch_size == 0 || w.max_buffer == 0 || w.max_attempts == 0 {
+        errors.push(invalid(
+            "webhook.batch_size",
+            w.batch_size,
+            "batch_size, max_buffer and max_attempts must be at least 1",
+            "e.g. batch_size = 500, max_buffer = 100000, max_attempts = 5",
+        ));
+    }
+    let extra_roots = read_roots("webhook.ca_file", &w.ca_file, errors);
+    if errors.len() > before {
+        return None;
+    }
+    Some(crate::webhook::WebhookConfig {
+        url: w.url.clone(),
+        secret: w.secret.clone(),
+        batch_size: w.batch_size as usize,
+        flush: Duration::from_millis(w.flush_ms.max(1)),
+        max_buffer: w.max_buffer as usize,
+        max_attempts: w.max_attempts,
+        extra_roots,
     })
 }
 

@@ -44,11 +44,14 @@ impl Gateway {
     /// Starts delivery for every configured platform and the API on `config.server.listen`.
     pub async fn start(config: &Config) -> anyhow::Result<Self> {
         let metrics = Arc::new(Metrics::new()?);
-        let recorder = Recorder {
-            reports: Arc::new(Reports::new(config.max_list, config.max_jobs)),
-            admission: Arc::new(Admission::new(config.queue_capacity)),
-            metrics,
-        };
+        let mut recorder = Recorder::new(
+            Arc::new(Reports::new(config.max_list, config.max_jobs)),
+            Arc::new(Admission::new(config.queue_capacity)),
+            metrics.clone(),
+        );
+        if let Some(webhook) = &config.webhook {
+            recorder.webhook = Some(crate::webhook::start(webhook.clone(), &metrics)?);
+        }
         let apns = match &config.apns {
             Some(apns) => Some(ApnsService::start(apns, recorder.clone(), config.backoff)?),
             None => None,

@@ -373,7 +373,10 @@ pub struct JobProgress {
     pub platform: Platform,
     /// Tokens accepted.
     pub total: u64,
+    /// When the job was accepted (for tokens/s in the summary line).
+    pub accepted_at: std::time::Instant,
     outcomes: [AtomicU64; 5],
+    finished: AtomicU64,
 }
 
 impl JobProgress {
@@ -383,13 +386,16 @@ impl JobProgress {
             id,
             platform,
             total,
+            accepted_at: std::time::Instant::now(),
             outcomes: Default::default(),
+            finished: AtomicU64::new(0),
         }
     }
 
-    /// Counts one terminal outcome.
-    pub fn record(&self, kind: OutcomeKind) {
+    /// Counts one terminal outcome; returns how many tokens are finished now.
+    pub fn record(&self, kind: OutcomeKind) -> u64 {
         self.outcomes[kind.index()].fetch_add(1, Ordering::Relaxed);
+        self.finished.fetch_add(1, Ordering::AcqRel) + 1
     }
 
     /// Tokens that have reached `kind`.

@@ -19,3 +19,4 @@ pub mod queue;
 pub mod report;
 pub mod retry;
 pub mod tls;
+pub mod webhook;

@@ -3,8 +3,8 @@
 //! set at scrape time by the `/metrics` handler, so the hot path never touches them.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::job::{OutcomeKind, Platform};
@@ -47,6 +47,10 @@ pub struct Metrics {
     pub credential_refreshes: IntCounterVec,
     /// POST /…/send handling time.
     pub api_latency: Histogram,
+    /// Webhook events dropped, by reason (buffer_full, receiver_failed).
+    pub webhook_dropped: IntCounterVec,
+    /// Webhook events delivered.
+    pub webhook_sent: IntCounter,
 }
 
 impl Metrics {
@@ -115,6 +119,14 @@ impl Metrics {
             "Report list entries dropped (list full)",
             &["platform", "list"],
         )?;
+        let webhook_dropped = counter(
+            "pushgate_webhook_dropped_total",
+            "Webhook events dropped",
+            &["reason"],
+        )?;
+        let webhook_sent =
+            IntCounter::new("pushgate_webhook_sent_total", "Webhook events delivered")?;
+        registry.register(Box::new(webhook_sent.clone()))?;
         let credential_refreshes = counter(
             "pushgate_credential_refreshes_total",
             "Provider or access token refreshes",
@@ -180,6 +192,8 @@ impl Metrics {
             list_dropped,
             credential_refreshes,
             api_latency,
+            webhook_dropped,
+            webhook_sent,
         })
     }
 

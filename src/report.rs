@@ -16,6 +16,7 @@ use serde::Serialize;
 use crate::job::{Family, JobId, JobProgress, Outcome, OutcomeKind, Platform};
 use crate::metrics::Metrics;
 use crate::queue::Admission;
+use crate::webhook::{Event, WebhookSink};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Counters and lists stay consistent under any panic point (each update is
@@ -271,7 +272,7 @@ impl Reports {
     }
 }
 
-/// The single writer of reports, admission and outcome metrics.
+/// The single writer of reports, admission, outcome metrics and webhook events.
 #[derive(Debug, Clone)]
 pub struct Recorder {
     /// The reports written.
@@ -280,9 +281,21 @@ pub struct Recorder {
     pub admission: Arc<Admission>,
     /// Metrics updated alongside.
     pub metrics: Arc<Metrics>,
+    /// Where outcome events go, when `[webhook]` is configured.
+    pub webhook: Option<WebhookSink>,
 }
 
 impl Recorder {
+    /// A recorder without a webhook.
+    pub fn new(reports: Arc<Reports>, admission: Arc<Admission>, metrics: Arc<Metrics>) -> Self {
+        Self {
+            reports,
+            admission,
+            metrics,
+            webhook: None,
+        }
+    }
+
     /// Counts `n` tokens of `progress` as accepted: called before the job is
     /// queued, so no worker can finish a token that was not yet counted.
     pub fn accept(&self, progress: &Arc<JobProgress>) {
@@ -327,7 +340,7 @@ impl Recorder {
 
     /// Records a token's terminal outcome. `attempted` is false when no upstream
     /// answer led to it (expired while queued, shutdown). `token` renders the
-    /// token for the report lists, only when a list needs it.
+    /// token, called only when a list or the webhook needs it.
     pub fn finish(
         &self,
         progress: &JobProgress,
@@ -348,7 +361,7 @@ impl Recorder {
             c.pending -= 1;
             c.add(kind);
         }
-        progress.record(kind);
+        let done = progress.record(kind);
         self.admission.release(1);
         if attempted {
             self.metrics
@@ -356,38 +369,42 @@ impl Recorder {
                 .with_label_values(&[platform.as_str()])
                 .inc();
         }
+        let reason = match &outcome {
+            Outcome::Failed { reason, .. } | Outcome::Expired { reason } => reason.as_ref(),
+            _ => "",
+        };
+        self.metrics.outcome(platform, kind, reason);
+        let needs_token = self.webhook.is_some() || kind != OutcomeKind::Success;
+        let token = needs_token.then(token).unwrap_or_default();
+        if let Some(webhook) = &self.webhook {
+            webhook.offer(Event {
+                job: progress.id.to_string(),
+                platform: platform.as_str(),
+                token: token.clone(),
+                outcome: kind.as_str(),
+                reason: (!reason.is_empty()).then(|| reason.to_owned()),
+                canonical: match &outcome {
+                    Outcome::Canonical { new_token } => Some(new_token.clone()),
+                    _ => None,
+                },
+            });
+        }
         let list_dropped = match outcome {
-            Outcome::Success => {
-                self.metrics.outcome(platform, kind, "");
-                false
-            }
-            Outcome::Unregistered { timestamp_ms } => {
-                self.metrics.outcome(platform, kind, "");
-                family.unregistered.push(UnregisteredEntry {
-                    token: token(),
-                    timestamp: timestamp_ms.unwrap_or_else(now_ms),
-                })
-            }
-            Outcome::Canonical { new_token } => {
-                self.metrics.outcome(platform, kind, "");
-                family.canonical.push(CanonicalEntry {
-                    original: token(),
-                    canonical: new_token,
-                })
-            }
-            Outcome::Failed { reason, status } => {
-                self.metrics.outcome(platform, kind, &reason);
-                family.failures.push(FailureEntry {
-                    token: token(),
-                    reason: reason.to_string(),
-                    status,
-                    at: now_ms(),
-                })
-            }
-            Outcome::Expired { reason } => {
-                self.metrics.outcome(platform, kind, &reason);
-                false
-            }
+            Outcome::Success | Outcome::Expired { .. } => false,
+            Outcome::Unregistered { timestamp_ms } => family.unregistered.push(UnregisteredEntry {
+                token,
+                timestamp: timestamp_ms.unwrap_or_else(now_ms),
+            }),
+            Outcome::Canonical { new_token } => family.canonical.push(CanonicalEntry {
+                original: token,
+                canonical: new_token,
+            }),
+            Outcome::Failed { reason, status } => family.failures.push(FailureEntry {
+                token,
+                reason: reason.to_string(),
+                status,
+                at: now_ms(),
+            }),
         };
         if list_dropped {
             self.metrics
@@ -395,6 +412,33 @@ impl Recorder {
                 .with_label_values(&[platform.as_str(), kind.as_str()])
                 .inc();
         }
+        log_progress(progress, done);
+    }
+}
+
+/// Jobs at least this large log a line every 10% of the way.
+const PROGRESS_LOG_MIN_TOKENS: u64 = 1000;
+
+/// Logs a job's progress when `done` crosses a tenth of it, and its summary
+/// when it finishes: the operator's view of a large send without a metric query.
+fn log_progress(progress: &JobProgress, done: u64) {
+    let total = progress.total;
+    if done == total {
+        let secs = progress.accepted_at.elapsed().as_secs_f64();
+        tracing::info!(
+            job = %progress.id,
+            platform = %progress.platform,
+            total,
+            successes = progress.count(OutcomeKind::Success),
+            failures = progress.count(OutcomeKind::Failed),
+            unregistered = progress.count(OutcomeKind::Unregistered),
+            canonicals = progress.count(OutcomeKind::Canonical),
+            expired = progress.count(OutcomeKind::Expired),
+            tokens_per_s = (total as f64 / secs.max(1e-6)).round(),
+            "job done"
+        );
+    } else if total >= PROGRESS_LOG_MIN_TOKENS && done * 10 / total != (done - 1) * 10 / total {
+        tracing::info!(job = %progress.id, platform = %progress.platform, done, total, percent = done * 100 / total, "job progress");
     }
 }
 
@@ -403,11 +447,11 @@ mod tests {
     use super::*;
 
     fn recorder(max_list: usize) -> Recorder {
-        Recorder {
-            reports: Arc::new(Reports::new(max_list, 10)),
-            admission: Arc::new(Admission::new(100)),
-            metrics: Arc::new(Metrics::new().expect("metrics")),
-        }
+        Recorder::new(
+            Arc::new(Reports::new(max_list, 10)),
+            Arc::new(Admission::new(100)),
+            Arc::new(Metrics::new().expect("metrics")),
+        )
     }
 
     #[test]

@@ -58,11 +58,11 @@ fn roots(mock: &MockHandle) -> Vec<CertificateDer<'static>> {
 }
 
 fn recorder() -> Recorder {
-    Recorder {
-        reports: Arc::new(Reports::new(100_000, 1000)),
-        admission: Arc::new(Admission::new(1_000_000)),
-        metrics: Arc::new(Metrics::new().expect("metrics")),
-    }
+    Recorder::new(
+        Arc::new(Reports::new(100_000, 1000)),
+        Arc::new(Admission::new(1_000_000)),
+        Arc::new(Metrics::new().expect("metrics")),
+    )
 }
 
 fn backoff() -> Backoff {
