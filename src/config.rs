@@ -117,6 +117,10 @@ pub struct ServerSection {
     pub max_body_bytes: u64,
     /// Seconds to keep delivering after SIGTERM before giving up.
     pub shutdown_grace: u64,
+    /// PEM certificate chain for HTTPS on `listen` (with `tls_key`); empty = plain HTTP.
+    pub tls_cert: String,
+    /// PEM private key for `tls_cert`.
+    pub tls_key: String,
 }
 
 impl Default for ServerSection {
@@ -126,6 +130,8 @@ impl Default for ServerSection {
             api_keys: Vec::new(),
             max_body_bytes: 64 * 1024 * 1024,
             shutdown_grace: 30,
+            tls_cert: String::new(),
+            tls_key: String::new(),
         }
     }
 }
@@ -341,6 +347,8 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Drain time after SIGTERM.
     pub shutdown_grace: Duration,
+    /// HTTPS for the API (ALPN h2 and http/1.1), when `tls_cert` is set.
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
 }
 
 /// Where an upstream is and which roots to trust for it.
@@ -727,11 +735,57 @@ impl FileConfig {
                 "use at least 1024 (default 67108864)",
             ));
         }
+        let tls = match (s.tls_cert.is_empty(), s.tls_key.is_empty()) {
+            (true, true) => None,
+            (false, true) | (true, false) => {
+                errors.push(invalid(
+                    "server.tls_cert",
+                    &s.tls_cert,
+                    "tls_cert and tls_key go together",
+                    "set both (HTTPS) or neither (plain HTTP behind a proxy)",
+                ));
+                None
+            }
+            (false, false) => {
+                let fix = "point server.tls_cert at a PEM certificate chain and server.tls_key at its PEM private key";
+                let cert = read_file(
+                    "server.tls_cert",
+                    &s.tls_cert,
+                    "the certificate",
+                    fix,
+                    errors,
+                );
+                let key = read_file("server.tls_key", &s.tls_key, "the private key", fix, errors);
+                match (cert, key) {
+                    (Some(cert), Some(key)) => {
+                        match crate::tls::server_config(
+                            &String::from_utf8_lossy(&cert),
+                            &String::from_utf8_lossy(&key),
+                            &[b"h2", b"http/1.1"],
+                            None,
+                        ) {
+                            Ok(config) => Some(config),
+                            Err(e) => {
+                                errors.push(invalid(
+                                    "server.tls_cert",
+                                    &s.tls_cert,
+                                    format!("unusable with server.tls_key ({e})"),
+                                    fix,
+                                ));
+                                None
+                            }
+                        }
+                    }
+                    _ => None,
+                }
+            }
+        };
         Some(ServerConfig {
             listen: listen?,
             api_keys: s.api_keys.clone(),
             max_body_bytes: usize::try_from(s.max_body_bytes).unwrap_or(usize::MAX),
             shutdown_grace: Duration::from_secs(s.shutdown_grace),
+            tls,
         })
     }
 }

@@ -629,3 +629,51 @@ async fn readiness_follows_the_upstream_connection() {
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn the_api_serves_https_when_given_a_certificate() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let pki = pushgate::mock::tls::TestPki::generate().unwrap();
+        let dir = scratch("listener-tls");
+        let (cert, key) = (dir.join("server.crt"), dir.join("server.key"));
+        std::fs::write(&cert, &pki.server.cert_pem).unwrap();
+        std::fs::write(&key, &pki.server.key_pem).unwrap();
+        let env = apns_env(ApnsSetup {
+            tweak: Box::new(move |f| {
+                f.server.tls_cert = cert.display().to_string();
+                f.server.tls_key = key.display().to_string();
+            }),
+            ..ApnsSetup::default()
+        })
+        .await;
+        assert!(env.gateway.url().starts_with("https://"));
+        let ca = reqwest::Certificate::from_pem(pki.ca_pem.as_bytes()).unwrap();
+        for (i, http2) in [false, true].into_iter().enumerate() {
+            let mut builder = reqwest::Client::builder().tls_certs_merge([ca.clone()]);
+            builder = if http2 {
+                builder.http2_prior_knowledge()
+            } else {
+                builder.http1_only()
+            };
+            let client = builder.build().unwrap();
+            let r = client
+                .post(env.url("/apns/send"))
+                .json(&json!({ "tokens": [apns_token("abcd", i)], "payload": payload() }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 202, "http2={http2}");
+        }
+        let c = wait_done(&env.gateway, Family::Apple, 2).await;
+        assert_eq!(c.successes, 2);
+        // Plain HTTP to the TLS port gets no answer.
+        let plain = format!("http://{}/healthz", env.gateway.addr);
+        let answered = reqwest::get(&plain)
+            .await
+            .map(|r| r.status().is_success())
+            .unwrap_or(false);
+        assert!(!answered);
+    })
+    .await
+    .unwrap();
+}

@@ -8,8 +8,6 @@ use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
 };
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 /// A certificate with its private key, both PEM.
 #[derive(Clone)]
@@ -47,20 +45,9 @@ pub enum TlsError {
     /// rcgen could not build a certificate.
     #[error("generating a test certificate: {0}")]
     Generate(#[from] rcgen::Error),
-    /// A PEM input did not parse.
-    #[error("reading PEM ({what}): {source}")]
-    Pem {
-        /// Which input.
-        what: &'static str,
-        /// The parse error.
-        source: rustls::pki_types::pem::Error,
-    },
-    /// rustls refused the configuration.
-    #[error("building the TLS configuration: {0}")]
-    Rustls(#[from] rustls::Error),
-    /// The client CA store could not be built.
-    #[error("building the client certificate verifier: {0}")]
-    Verifier(#[from] rustls::server::VerifierBuilderError),
+    /// The server configuration could not be built.
+    #[error(transparent)]
+    Server(#[from] crate::tls::ServerTlsError),
 }
 
 impl TestPki {
@@ -117,41 +104,12 @@ pub fn server_config(
     alpn: &[&[u8]],
     client_ca_pem: Option<&str>,
 ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    let certs = parse_certs(&identity.cert_pem, "server certificate")?;
-    let key = PrivateKeyDer::from_pem_slice(identity.key_pem.as_bytes()).map_err(|source| {
-        TlsError::Pem {
-            what: "server key",
-            source,
-        }
-    })?;
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()?;
-    let mut config = match client_ca_pem {
-        Some(ca_pem) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in parse_certs(ca_pem, "client CA")? {
-                roots.add(cert)?;
-            }
-            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-                Arc::new(roots),
-                provider,
-            )
-            .build()?;
-            builder
-                .with_client_cert_verifier(verifier)
-                .with_single_cert(certs, key)?
-        }
-        None => builder.with_no_client_auth().with_single_cert(certs, key)?,
-    };
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    Ok(Arc::new(config))
-}
-
-fn parse_certs(pem: &str, what: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    CertificateDer::pem_slice_iter(pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|source| TlsError::Pem { what, source })
+    Ok(crate::tls::server_config(
+        &identity.cert_pem,
+        &identity.key_pem,
+        alpn,
+        client_ca_pem,
+    )?)
 }
 
 #[cfg(test)]
