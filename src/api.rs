@@ -45,6 +45,8 @@ pub struct Inner {
     pub api_keys: Vec<Secret>,
     /// `server.max_body_bytes`.
     pub max_body_bytes: usize,
+    /// Jobs waiting for their `send_at`.
+    pub scheduler: Arc<crate::schedule::Scheduler>,
     /// Set on SIGTERM: sends answer 503 while queued work drains.
     pub shutting_down: AtomicBool,
 }
@@ -108,7 +110,7 @@ pub fn router(state: AppState) -> Router {
             "/gcm/report/failures",
             get(report::google_failures).delete(report::google_failures_drain),
         )
-        .route("/jobs/{id}", get(job_status))
+        .route("/jobs/{id}", get(job_status).delete(cancel_job))
         .route("/metrics", get(metrics))
         .route("/readyz", get(readyz))
         .route_layer(middleware::from_fn_with_state(
@@ -185,28 +187,46 @@ async fn metrics(State(state): State<AppState>) -> Response {
     }
 }
 
+fn find_job(state: &AppState, id: &str) -> Result<Arc<crate::job::JobProgress>, ApiError> {
+    let parsed = JobId::parse(id)
+        .ok_or_else(|| ApiError::bad_request("bad_job_id", format!("{id:?} is not a job id")))?;
+    state.recorder.reports.jobs.get(&parsed).ok_or_else(|| {
+        ApiError::not_found(format!(
+            "no job {id} (unknown, or older than the last report.max_jobs jobs)"
+        ))
+    })
+}
+
+/// `DELETE /jobs/{id}`: tokens not yet sent end as `cancelled`; a scheduled
+/// job is cancelled whole at once, a running one as workers reach its tokens.
+async fn cancel_job(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let progress = find_job(&state, &id)?;
+    if !state.scheduler.cancel(&progress.id) {
+        progress.cancel();
+    }
+    job_status(State(state), Path(id)).await
+}
+
 async fn job_status(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let parsed = JobId::parse(&id)
-        .ok_or_else(|| ApiError::bad_request("bad_job_id", format!("{id:?} is not a job id")))?;
-    let progress = state.recorder.reports.jobs.get(&parsed).ok_or_else(|| {
-        ApiError::not_found(format!(
-            "no job {id} (unknown, or older than the last report.max_jobs jobs)"
-        ))
-    })?;
+    let progress = find_job(&state, &id)?;
     let pending = progress.pending();
     Ok(Json(json!({
         "job": progress.id.to_string(),
         "platform": progress.platform.as_str(),
-        "state": if pending == 0 { "done" } else { "running" },
+        "state": progress.state(),
         "total": progress.total,
         "successes": progress.count(OutcomeKind::Success),
         "failures": progress.count(OutcomeKind::Failed),
         "unregistered": progress.count(OutcomeKind::Unregistered),
         "canonicals": progress.count(OutcomeKind::Canonical),
         "expired": progress.count(OutcomeKind::Expired),
+        "cancelled": progress.count(OutcomeKind::Cancelled),
         "pending": pending,
     })))
 }

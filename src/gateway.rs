@@ -71,6 +71,7 @@ impl Gateway {
             recorder,
             api_keys: config.server.api_keys.clone(),
             max_body_bytes: config.server.max_body_bytes,
+            scheduler: crate::schedule::Scheduler::start(),
             shutting_down: Default::default(),
         });
         let listener = TcpListener::bind(config.server.listen).await.map_err(|e| {
@@ -114,6 +115,13 @@ impl Gateway {
     pub async fn shutdown(mut self, grace: Duration) -> DrainReport {
         let started = Instant::now();
         self.state.begin_shutdown();
+        let held = self.state.scheduler.expire_all();
+        if held > 0 {
+            tracing::warn!(
+                jobs = held,
+                "delayed jobs not yet due were dropped by the shutdown (recorded as expired: Shutdown)"
+            );
+        }
         let admission = self.state.recorder.admission.clone();
         let before = admission.pending();
         tracing::info!(

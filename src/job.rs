@@ -54,7 +54,7 @@ pub enum Family {
 }
 
 /// A job's identifier: a random UUID, rendered without hyphens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct JobId(uuid::Uuid);
 
 impl JobId {
@@ -274,6 +274,20 @@ pub struct Job<M> {
 }
 
 impl<M> Job<M> {
+    /// The outcome a token gets instead of being sent now, if any: the job was
+    /// cancelled, or its expiration has passed. Workers ask before every send.
+    pub fn hold(&self) -> Option<Outcome> {
+        if self.progress.is_cancelled() {
+            Some(Outcome::Cancelled)
+        } else if self.expires_at.is_some_and(|at| SystemTime::now() > at) {
+            Some(Outcome::Expired {
+                reason: "Expired".into(),
+            })
+        } else {
+            None
+        }
+    }
+
     /// The range covering every token.
     pub fn all(&self) -> Range<u32> {
         0..u32::try_from(self.tokens.len()).unwrap_or(u32::MAX)
@@ -308,6 +322,8 @@ pub enum Outcome {
         /// The last retryable reason seen, or `Expired` when the deadline passed first.
         reason: Arc<str>,
     },
+    /// The sender cancelled the job (`DELETE /jobs/{id}`) before this token was sent.
+    Cancelled,
 }
 
 impl Outcome {
@@ -319,6 +335,7 @@ impl Outcome {
             Outcome::Canonical { .. } => OutcomeKind::Canonical,
             Outcome::Failed { .. } => OutcomeKind::Failed,
             Outcome::Expired { .. } => OutcomeKind::Expired,
+            Outcome::Cancelled => OutcomeKind::Cancelled,
         }
     }
 }
@@ -336,16 +353,19 @@ pub enum OutcomeKind {
     Failed,
     /// See [`Outcome::Expired`].
     Expired,
+    /// See [`Outcome::Cancelled`].
+    Cancelled,
 }
 
 impl OutcomeKind {
     /// Every kind, in report order.
-    pub const ALL: [OutcomeKind; 5] = [
+    pub const ALL: [OutcomeKind; 6] = [
         OutcomeKind::Success,
         OutcomeKind::Unregistered,
         OutcomeKind::Canonical,
         OutcomeKind::Failed,
         OutcomeKind::Expired,
+        OutcomeKind::Cancelled,
     ];
 
     /// Lower-case label.
@@ -356,6 +376,7 @@ impl OutcomeKind {
             OutcomeKind::Canonical => "canonical",
             OutcomeKind::Failed => "failed",
             OutcomeKind::Expired => "expired",
+            OutcomeKind::Cancelled => "cancelled",
         }
     }
 
@@ -375,8 +396,12 @@ pub struct JobProgress {
     pub total: u64,
     /// When the job was accepted (for tokens/s in the summary line).
     pub accepted_at: std::time::Instant,
-    outcomes: [AtomicU64; 5],
+    outcomes: [AtomicU64; 6],
     finished: AtomicU64,
+    /// Held by the scheduler until its `send_at`.
+    scheduled: std::sync::atomic::AtomicBool,
+    /// `DELETE /jobs/{id}` was called: unsent tokens end as `cancelled`.
+    cancelled: std::sync::atomic::AtomicBool,
 }
 
 impl JobProgress {
@@ -389,6 +414,40 @@ impl JobProgress {
             accepted_at: std::time::Instant::now(),
             outcomes: Default::default(),
             finished: AtomicU64::new(0),
+            scheduled: Default::default(),
+            cancelled: Default::default(),
+        }
+    }
+
+    /// Marks the job as held by the scheduler (or released from it).
+    pub fn set_scheduled(&self, scheduled: bool) {
+        self.scheduled.store(scheduled, Ordering::Release);
+    }
+
+    /// True while the scheduler holds the job.
+    pub fn is_scheduled(&self) -> bool {
+        self.scheduled.load(Ordering::Acquire)
+    }
+
+    /// Asks workers to finish unsent tokens as `cancelled`. Returns false if it
+    /// was already cancelled.
+    pub fn cancel(&self) -> bool {
+        !self.cancelled.swap(true, Ordering::AcqRel)
+    }
+
+    /// True once cancelled.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Acquire)
+    }
+
+    /// `scheduled`, `running`, `done` or `cancelled`, for `/jobs/{id}`.
+    pub fn state(&self) -> &'static str {
+        match (self.pending(), self.is_cancelled(), self.is_scheduled()) {
+            (0, true, _) => "cancelled",
+            (0, false, _) => "done",
+            (_, true, _) => "cancelling",
+            (_, false, true) => "scheduled",
+            (_, false, false) => "running",
         }
     }
 

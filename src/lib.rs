@@ -18,5 +18,6 @@ pub mod mock;
 pub mod queue;
 pub mod report;
 pub mod retry;
+pub mod schedule;
 pub mod tls;
 pub mod webhook;

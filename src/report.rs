@@ -52,6 +52,8 @@ pub struct Counters {
     pub canonicals: u64,
     /// Outcome `expired`.
     pub expired: u64,
+    /// Outcome `cancelled`.
+    pub cancelled: u64,
     /// Terminal outcomes reached without an attempt (expired while queued,
     /// left when the process shut down).
     pub unattempted: u64,
@@ -62,7 +64,12 @@ pub struct Counters {
 impl Counters {
     /// Sum of terminal outcomes.
     pub fn finished(&self) -> u64 {
-        self.successes + self.failures + self.unregistered + self.canonicals + self.expired
+        self.successes
+            + self.failures
+            + self.unregistered
+            + self.canonicals
+            + self.expired
+            + self.cancelled
     }
 
     /// True when the books balance: every accepted token is pending or finished,
@@ -79,6 +86,7 @@ impl Counters {
             OutcomeKind::Unregistered => self.unregistered += 1,
             OutcomeKind::Canonical => self.canonicals += 1,
             OutcomeKind::Expired => self.expired += 1,
+            OutcomeKind::Cancelled => self.cancelled += 1,
         }
     }
 }
@@ -390,7 +398,7 @@ impl Recorder {
             });
         }
         let list_dropped = match outcome {
-            Outcome::Success | Outcome::Expired { .. } => false,
+            Outcome::Success | Outcome::Expired { .. } | Outcome::Cancelled => false,
             Outcome::Unregistered { timestamp_ms } => family.unregistered.push(UnregisteredEntry {
                 token,
                 timestamp: timestamp_ms.unwrap_or_else(now_ms),
@@ -434,6 +442,7 @@ fn log_progress(progress: &JobProgress, done: u64) {
             unregistered = progress.count(OutcomeKind::Unregistered),
             canonicals = progress.count(OutcomeKind::Canonical),
             expired = progress.count(OutcomeKind::Expired),
+            cancelled = progress.count(OutcomeKind::Cancelled),
             tokens_per_s = (total as f64 / secs.max(1e-6)).round(),
             "job done"
         );

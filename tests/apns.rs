@@ -677,3 +677,51 @@ async fn the_api_serves_https_when_given_a_certificate() {
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn delayed_jobs_wait_then_deliver_and_can_be_cancelled() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let env = apns_env(ApnsSetup::default()).await;
+        // Delayed by one second: scheduled first, then delivered.
+        let soon: Vec<String> = (0..10).map(|i| apns_token("abcd", i)).collect();
+        let (status, answer, _) = env.post_json("/apns/send", &json!({ "tokens": soon, "payload": payload(), "delay_seconds": 1 })).await;
+        assert_eq!(status, 202, "{answer}");
+        assert_eq!(answer["scheduled_in_s"], 1);
+        let job = answer["job"].as_str().unwrap().to_owned();
+        let (_, status_now) = env.get(&format!("/jobs/{job}")).await;
+        assert_eq!(status_now["state"], "scheduled");
+        assert_eq!(env.counters().pending, 10, "scheduled tokens are pending");
+        assert_eq!(env.mock.ledger.token(&soon[0]).attempts, 0);
+        let c = wait_done(&env.gateway, Family::Apple, 10).await;
+        assert_eq!(c.successes, 10);
+        let (_, done) = env.get(&format!("/jobs/{job}")).await;
+        assert_eq!(done["state"], "done");
+
+        // Due in an hour (RFC 3339 with an offset): cancel it.
+        let later: Vec<String> = (100..120).map(|i| apns_token("abcd", i)).collect();
+        let at = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
+        let at = at.to_offset(time::UtcOffset::from_hms(2, 0, 0).unwrap()).format(&time::format_description::well_known::Rfc3339).unwrap();
+        let (status, answer, _) = env.post_json("/apns/send", &json!({ "tokens": later, "payload": payload(), "send_at": at })).await;
+        assert_eq!(status, 202, "{answer}");
+        let job = answer["job"].as_str().unwrap().to_owned();
+        let cancelled: Value = env.client.delete(env.url(&format!("/jobs/{job}"))).send().await.unwrap().json().await.unwrap();
+        assert_eq!(cancelled["state"], "cancelled");
+        assert_eq!(cancelled["cancelled"], 20);
+        assert_eq!(cancelled["pending"], 0);
+        let c = wait_done(&env.gateway, Family::Apple, 30).await;
+        assert_eq!((c.cancelled, c.unattempted), (20, 20));
+        assert_eq!(env.mock.ledger.token(&later[0]).attempts, 0);
+
+        // Bad schedules are refused.
+        for (body, code) in [
+            (json!({ "tokens": [apns_token("abcd", 1)], "payload": payload(), "send_at": "tomorrow" }), "bad_field"),
+            (json!({ "tokens": [apns_token("abcd", 1)], "payload": payload(), "delay_seconds": 5, "send_at": at }), "bad_field"),
+            (json!({ "tokens": [apns_token("abcd", 1)], "payload": payload(), "delay_seconds": 99_999_999 }), "bad_field"),
+        ] {
+            let (status, answer, _) = env.post_json("/apns/send", &body).await;
+            assert_eq!((status, answer["error"].as_str()), (400, Some(code)), "{answer}");
+        }
+    })
+    .await
+    .unwrap();
+}

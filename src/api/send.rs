@@ -23,8 +23,10 @@ use crate::apns::ApnsMessage;
 use crate::apns::message::ApnsFields;
 use crate::fcm::{GoogleFields, GoogleMessage};
 use crate::job::{
-    DeviceToken, Job, JobId, JobProgress, Platform, TokenError, TokenList, check_registration_token,
+    DeviceToken, Job, JobId, JobProgress, Outcome, Platform, TokenError, TokenList,
+    check_registration_token, hex_encode,
 };
+use crate::schedule::Held;
 
 /// A request body, read within `server.max_body_bytes`.
 pub enum Body {
@@ -131,14 +133,66 @@ pub fn intake<'a>(
     }
 }
 
-/// Admits and queues a job; returns the 202 answer.
-pub fn accept<M>(
+/// When a job should go out: now, or after a delay (`send_at` / `delay_seconds`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct When {
+    /// Hold the job this long first.
+    pub delay: Option<Duration>,
+}
+
+/// Longest a send may be delayed.
+pub const MAX_DELAY: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Reads `send_at` (RFC 3339, any offset) or `delay_seconds`; a time in the
+/// past means now.
+pub fn parse_when(send_at: Option<&str>, delay_seconds: Option<i64>) -> Result<When, ApiError> {
+    let bad = |m: String| ApiError::bad_request("bad_field", m);
+    let delay = match (send_at.filter(|s| !s.is_empty()), delay_seconds) {
+        (Some(_), Some(_)) => {
+            return Err(bad("send_at and delay_seconds cannot both be given".into()));
+        }
+        (None, None) => return Ok(When::default()),
+        (None, Some(secs)) => {
+            let secs = u64::try_from(secs)
+                .map_err(|_| bad(format!("delay_seconds must be 0 or more, got {secs}")))?;
+            Duration::from_secs(secs)
+        }
+        (Some(at), None) => {
+            let at =
+                time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339)
+                    .map_err(|e| {
+                        bad(format!(
+                            "send_at must be an RFC 3339 time like 2026-11-23T18:00:00Z: {e}"
+                        ))
+                    })?;
+            let at = SystemTime::from(at);
+            at.duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO)
+        }
+    };
+    if delay > MAX_DELAY {
+        return Err(bad(format!(
+            "a send may be delayed by at most {} days",
+            MAX_DELAY.as_secs() / 86_400
+        )));
+    }
+    Ok(When {
+        delay: (!delay.is_zero()).then_some(delay),
+    })
+}
+
+/// Admits a job and queues it, or hands it to the scheduler; returns the 202 answer.
+/// `render` turns a stored token back into the sender's form (for cancellations).
+#[allow(clippy::too_many_arguments)]
+pub fn accept<M: Send + Sync + 'static>(
     state: &AppState,
     platform: Platform,
     message: M,
     intake: Intake<'_>,
     expires_at: Option<SystemTime>,
-    enqueue: impl FnOnce(Arc<Job<M>>),
+    when: When,
+    render: fn(&[u8]) -> String,
+    enqueue: impl FnOnce(Arc<Job<M>>) + Send + 'static,
 ) -> Result<Response, ApiError> {
     let Intake {
         tokens,
@@ -183,10 +237,49 @@ pub fn accept<M>(
         progress,
         expires_at,
     });
-    enqueue(job);
-    tracing::info!(job = %id, platform = %platform, tokens = total, rejected = rejected.len(), "job accepted");
-    let body = json!({ "job": id.to_string(), "accepted": total, "rejected": rejected, "duplicates": duplicates });
+    let scheduled = when.delay;
+    if let Some(delay) = scheduled {
+        job.progress.set_scheduled(true);
+        let released = job.clone();
+        let cancelled = job.clone();
+        let recorder = state.recorder.clone();
+        state.scheduler.hold(
+            id,
+            delay,
+            Held {
+                release: Box::new(move || {
+                    released.progress.set_scheduled(false);
+                    enqueue(released);
+                }),
+                cancel: Box::new(move |outcome: Outcome| {
+                    if outcome == Outcome::Cancelled {
+                        cancelled.progress.cancel();
+                    }
+                    cancelled.progress.set_scheduled(false);
+                    for index in cancelled.all() {
+                        let token = || render(cancelled.tokens.get(index));
+                        recorder.finish(&cancelled.progress, token, outcome.clone(), false);
+                    }
+                }),
+            },
+        );
+    } else {
+        enqueue(job);
+    }
+    tracing::info!(job = %id, platform = %platform, tokens = total, rejected = rejected.len(), delay_s = scheduled.map(|d| d.as_secs()), "job accepted");
+    let mut body = json!({ "job": id.to_string(), "accepted": total, "rejected": rejected, "duplicates": duplicates });
+    if let Some(delay) = scheduled {
+        body["scheduled_in_s"] = json!(delay.as_secs());
+    }
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+fn hex_encode_token(bytes: &[u8]) -> String {
+    hex_encode(bytes)
+}
+
+fn lossy_token(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// Checks the `app` field: only the default app until named apps exist.
@@ -272,6 +365,10 @@ struct ApnsJson<'a> {
     collapse_id: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     app: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    send_at: Option<Cow<'a, str>>,
+    #[serde(default)]
+    delay_seconds: Option<i64>,
 }
 
 /// `POST /apns/send`.
@@ -283,7 +380,7 @@ pub async fn apns(State(state): State<AppState>, body: Body) -> Result<Response,
     state.refuse_if_shutting_down()?;
     let form;
     let json;
-    let (tokens, payload, fields) = match &body {
+    let (tokens, payload, fields, when) = match &body {
         Body::Json(bytes) => {
             json = serde_json::from_slice::<ApnsJson<'_>>(bytes).map_err(bad_json)?;
             check_app(json.app.as_deref())?;
@@ -295,7 +392,8 @@ pub async fn apns(State(state): State<AppState>, body: Body) -> Result<Response,
                 expiration: json.expiration,
                 collapse_id: json.collapse_id.as_deref(),
             };
-            (&json.tokens, json.payload.is_some(), fields)
+            let when = parse_when(json.send_at.as_deref(), json.delay_seconds)?;
+            (&json.tokens, json.payload.is_some(), fields, when)
         }
         Body::Form(bytes) => {
             form = parse_form(bytes)?;
@@ -307,6 +405,7 @@ pub async fn apns(State(state): State<AppState>, body: Body) -> Result<Response,
                     .unwrap_or_default(),
                 ..ApnsFields::default()
             };
+            let (mut send_at, mut delay_seconds) = (None, None);
             for (key, value) in &form.fields {
                 match &**key {
                     "topic" => fields.topic = Some(value),
@@ -314,6 +413,8 @@ pub async fn apns(State(state): State<AppState>, body: Body) -> Result<Response,
                     "priority" => fields.priority = Some(form_int("priority", value)?),
                     "expiration" => fields.expiration = Some(form_int("expiration", value)?),
                     "collapse_id" => fields.collapse_id = Some(value),
+                    "send_at" => send_at = Some(&**value),
+                    "delay_seconds" => delay_seconds = Some(form_int("delay_seconds", value)?),
                     "app" => check_app(Some(value))?,
                     other => {
                         return Err(ApiError::bad_request(
@@ -323,7 +424,12 @@ pub async fn apns(State(state): State<AppState>, body: Body) -> Result<Response,
                     }
                 }
             }
-            (&form.tokens, form.payload.is_some(), fields)
+            (
+                &form.tokens,
+                form.payload.is_some(),
+                fields,
+                parse_when(send_at, delay_seconds)?,
+            )
         }
     };
     if tokens.is_empty() {
@@ -346,9 +452,17 @@ pub async fn apns(State(state): State<AppState>, body: Body) -> Result<Response,
     let intake = intake(tokens, 32, |hex, buf| {
         DeviceToken::decode_into(hex, buf).map(drop)
     });
-    let answer = accept(&state, Platform::Apns, message, intake, expires_at, |job| {
-        service.enqueue(job)
-    });
+    let service = service.clone();
+    let answer = accept(
+        &state,
+        Platform::Apns,
+        message,
+        intake,
+        expires_at,
+        when,
+        hex_encode_token,
+        move |job| service.enqueue(job),
+    );
     timer.observe_duration();
     answer
 }
@@ -409,6 +523,10 @@ struct GoogleJson<'a> {
     time_to_live: Option<i64>,
     #[serde(borrow, default)]
     app: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    send_at: Option<Cow<'a, str>>,
+    #[serde(default)]
+    delay_seconds: Option<i64>,
 }
 
 /// `POST /gcm/send` and `POST /fcm/send`: the GoCM form or JSON.
@@ -424,7 +542,7 @@ pub async fn google(State(state): State<AppState>, body: Body) -> Result<Respons
     let form;
     let json;
     let notification_form;
-    let (tokens, fields) = match &body {
+    let (tokens, fields, when) = match &body {
         Body::Json(bytes) => {
             json = serde_json::from_slice::<GoogleJson<'_>>(bytes).map_err(bad_json)?;
             check_app(json.app.as_deref())?;
@@ -435,7 +553,8 @@ pub async fn google(State(state): State<AppState>, body: Body) -> Result<Respons
                 priority: json.priority.as_deref(),
                 time_to_live: json.time_to_live,
             };
-            (&json.tokens, fields)
+            let when = parse_when(json.send_at.as_deref(), json.delay_seconds)?;
+            (&json.tokens, fields, when)
         }
         Body::Form(bytes) => {
             form = parse_form(bytes)?;
@@ -444,12 +563,15 @@ pub async fn google(State(state): State<AppState>, body: Body) -> Result<Respons
                 ..GoogleFields::default()
             };
             let mut notification = None;
+            let (mut send_at, mut delay_seconds) = (None, None);
             for (key, value) in &form.fields {
                 match &**key {
                     "notification" => notification = Some(value),
                     "collapse_key" => fields.collapse_key = Some(value),
                     "priority" => fields.priority = Some(value),
                     "time_to_live" => fields.time_to_live = Some(form_int("time_to_live", value)?),
+                    "send_at" => send_at = Some(&**value),
+                    "delay_seconds" => delay_seconds = Some(form_int("delay_seconds", value)?),
                     "app" => check_app(Some(value))?,
                     other => {
                         return Err(ApiError::bad_request(
@@ -467,7 +589,7 @@ pub async fn google(State(state): State<AppState>, body: Body) -> Result<Respons
                 })
                 .transpose()?;
             fields.notification = notification_form.as_ref().map(|n| n.get().as_bytes());
-            (&form.tokens, fields)
+            (&form.tokens, fields, parse_when(send_at, delay_seconds)?)
         }
     };
     if tokens.is_empty() {
@@ -483,13 +605,17 @@ pub async fn google(State(state): State<AppState>, body: Body) -> Result<Respons
         buf.extend_from_slice(token.as_bytes());
         Ok(())
     });
+    let platform = service.platform();
+    let service = service.clone();
     let answer = accept(
         &state,
-        service.platform(),
+        platform,
         message,
         intake,
         expires_at,
-        |job| service.enqueue(job),
+        when,
+        lossy_token,
+        move |job| service.enqueue(job),
     );
     timer.observe_duration();
     answer
