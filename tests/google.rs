@@ -313,3 +313,56 @@ async fn google_routes_answer_404_when_not_configured() {
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn cancelling_a_running_job_stops_what_was_not_sent() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let env = google_env(
+            GoogleApi::V1,
+            Faults {
+                latency_ms: 100,
+                ..Faults::default()
+            },
+        )
+        .await;
+        let tokens: Vec<String> = (0..3000).map(|i| format!("dev-{i}")).collect();
+        let r = env
+            .client
+            .post(env.url("/gcm/send"))
+            .json(&json!({ "tokens": tokens, "payload": { "k": "v" } }))
+            .send()
+            .await
+            .unwrap();
+        let job = r.json::<Value>().await.unwrap()["job"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        let answer: Value = env
+            .client
+            .delete(env.url(&format!("/jobs/{job}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(
+            ["cancelling", "cancelled"].contains(&answer["state"].as_str().unwrap()),
+            "{answer}"
+        );
+        let c = wait_done(&env.gateway, Family::Google, 3000).await;
+        assert!(c.cancelled > 0, "{c:?}");
+        assert_eq!(c.successes + c.cancelled, 3000, "{c:?}");
+        let delivered: u64 = tokens
+            .iter()
+            .map(|t| u64::from(env.mock.ledger.token(t).deliveries))
+            .sum();
+        assert_eq!(delivered, c.successes, "a cancelled token is never sent");
+        let (_, done) = env.get(&format!("/jobs/{job}")).await;
+        assert_eq!(done["state"], "cancelled");
+        assert_eq!(done["cancelled"], c.cancelled);
+    })
+    .await
+    .unwrap();
+}

@@ -62,8 +62,8 @@ async fn run_v1(shared: Arc<Shared>) {
             if work.tokens.is_empty() {
                 held = None;
             }
-            if is_expired(&job) {
-                expire_unattempted(&shared, &job, index..index + 1);
+            if let Some(outcome) = job.hold() {
+                finish_unattempted(&shared, &job, index..index + 1, outcome);
                 continue;
             }
             shared.in_flight.inc();
@@ -98,8 +98,8 @@ async fn run_legacy(shared: Arc<Shared>, batch_size: usize) {
             // pop gives tokens of one job only, so a batch shares one message.
             work = shared.queue.pop(batch_size), if can_take => match work {
                 Some(work) => {
-                    if is_expired(&work.job) {
-                        expire_unattempted(&shared, &work.job, work.tokens.clone());
+                    if let Some(outcome) = work.job.hold() {
+                        finish_unattempted(&shared, &work.job, work.tokens.clone(), outcome);
                         continue;
                     }
                     shared.in_flight.inc();
@@ -435,21 +435,21 @@ fn push_retry(
     shared.queue.push_after(work, delay);
 }
 
-fn expire_unattempted(shared: &Shared, job: &Arc<Job<GoogleMessage>>, tokens: Range<u32>) {
+/// Ends tokens that will not be sent (expired or cancelled) without an attempt.
+fn finish_unattempted(
+    shared: &Shared,
+    job: &Arc<Job<GoogleMessage>>,
+    tokens: Range<u32>,
+    outcome: Outcome,
+) {
     for index in tokens {
         shared.recorder.finish(
             &job.progress,
             || token_string(job, index),
-            Outcome::Expired {
-                reason: "Expired".into(),
-            },
+            outcome.clone(),
             false,
         );
     }
-}
-
-fn is_expired(job: &Job<GoogleMessage>) -> bool {
-    job.expires_at.is_some_and(|at| SystemTime::now() > at)
 }
 
 fn would_expire(job: &Job<GoogleMessage>, delay: Duration) -> bool {
