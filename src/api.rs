@@ -39,6 +39,10 @@ pub struct Inner {
     pub apns: Option<ApnsService>,
     /// Google delivery (FCM v1 or legacy), when configured.
     pub google: Option<GoogleService>,
+    /// Named APNs apps beside the default.
+    pub apns_apps: std::collections::BTreeMap<String, ApnsService>,
+    /// Named Google apps beside the default.
+    pub google_apps: std::collections::BTreeMap<String, GoogleService>,
     /// Reports, admission and metrics.
     pub recorder: Recorder,
     /// `server.api_keys`.
@@ -62,6 +66,16 @@ impl AppState {
     /// Wraps the parts.
     pub fn new(inner: Inner) -> Self {
         Self(Arc::new(inner))
+    }
+
+    /// Every APNs service, default app first.
+    pub fn all_apns(&self) -> impl Iterator<Item = &ApnsService> {
+        self.apns.iter().chain(self.apns_apps.values())
+    }
+
+    /// Every Google service, default app first.
+    pub fn all_google(&self) -> impl Iterator<Item = &GoogleService> {
+        self.google.iter().chain(self.google_apps.values())
     }
 
     /// Starts refusing new sends (graceful drain).
@@ -156,11 +170,19 @@ async fn readyz(State(state): State<AppState>) -> Response {
     if state.shutting_down.load(Ordering::Acquire) {
         problems.push("shutting down".to_owned());
     }
-    let apns = state.apns.as_ref().map(|a| a.connected());
-    if apns == Some(0) {
-        problems.push("no APNs connection is open".to_owned());
+    let apns = state.apns.as_ref().map(|_| {
+        state
+            .all_apns()
+            .map(ApnsService::connected)
+            .collect::<Vec<_>>()
+    });
+    if apns.as_ref().is_some_and(|c| c.contains(&0)) {
+        problems.push("an APNs app has no open connection".to_owned());
     }
-    let google = state.google.as_ref().map(|g| g.ready());
+    let google = state
+        .google
+        .as_ref()
+        .map(|_| state.all_google().all(GoogleService::ready));
     if google == Some(false) {
         problems.push("Google delivery has not reached its upstream yet".to_owned());
     }

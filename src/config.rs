@@ -3,6 +3,7 @@
 //! front. A bad config is refused at start with the key, the value and the fix,
 //! all problems at once rather than one per restart.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -225,6 +226,9 @@ pub struct ApnsSection {
     pub max_connections: u32,
     /// Seconds an upstream answer may take before the attempt counts as failed.
     pub request_timeout_s: u64,
+    /// More apps: `[apns.apps.<name>]`, same keys, unset ones inherited from `[apns]`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub apps: BTreeMap<String, ApnsSection>,
 }
 
 impl Default for ApnsSection {
@@ -244,6 +248,7 @@ impl Default for ApnsSection {
             min_connections: 1,
             max_connections: 8,
             request_timeout_s: 30,
+            apps: BTreeMap::new(),
         }
     }
 }
@@ -264,6 +269,9 @@ pub struct FcmSection {
     pub concurrency: u32,
     /// Seconds an upstream answer may take.
     pub request_timeout_s: u64,
+    /// More apps: `[fcm.apps.<name>]`, same keys, unset ones inherited from `[fcm]`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub apps: BTreeMap<String, FcmSection>,
 }
 
 impl Default for FcmSection {
@@ -275,6 +283,7 @@ impl Default for FcmSection {
             max_retries: 5,
             concurrency: 256,
             request_timeout_s: 30,
+            apps: BTreeMap::new(),
         }
     }
 }
@@ -297,6 +306,9 @@ pub struct GcmSection {
     pub concurrency: u32,
     /// Seconds an upstream answer may take.
     pub request_timeout_s: u64,
+    /// More apps: `[gcm.apps.<name>]`, same keys, unset ones inherited from `[gcm]`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub apps: BTreeMap<String, GcmSection>,
 }
 
 impl Default for GcmSection {
@@ -309,6 +321,7 @@ impl Default for GcmSection {
             max_retries: 5,
             concurrency: 16,
             request_timeout_s: 30,
+            apps: BTreeMap::new(),
         }
     }
 }
@@ -328,10 +341,14 @@ pub struct Config {
     pub max_jobs: usize,
     /// Backoff for every upstream.
     pub backoff: Backoff,
-    /// APNs, when configured.
+    /// APNs, when configured: the `default` app.
     pub apns: Option<ApnsConfig>,
-    /// Google delivery, when configured (FCM v1 or legacy, never both).
+    /// Named APNs apps (`[apns.apps.<name>]`).
+    pub apns_apps: BTreeMap<String, ApnsConfig>,
+    /// Google delivery, when configured (FCM v1 or legacy, never both): the `default` app.
     pub google: Option<GoogleConfig>,
+    /// Named Google apps (`[fcm.apps.<name>]` or `[gcm.apps.<name>]`).
+    pub google_apps: BTreeMap<String, GoogleConfig>,
     /// The outcome webhook, when configured.
     pub webhook: Option<crate::webhook::WebhookConfig>,
 }
@@ -602,6 +619,7 @@ impl FileConfig {
                     problem: e.to_string(),
                 })?;
         apply_env(&mut table, env)?;
+        inherit_app_keys(&mut table)?;
         toml::Value::Table(table)
             .try_into()
             .map_err(|e: toml::de::Error| {
@@ -624,9 +642,15 @@ impl FileConfig {
         masked.server.api_keys.iter_mut().for_each(mask);
         if let Some(a) = masked.apns.as_mut() {
             mask(&mut a.pkcs12_password);
+            a.apps
+                .values_mut()
+                .for_each(|app| mask(&mut app.pkcs12_password));
         }
         if let Some(g) = masked.gcm.as_mut() {
             mask(&mut g.server_key);
+            g.apps
+                .values_mut()
+                .for_each(|app| mask(&mut app.server_key));
         }
         if let Some(w) = masked.webhook.as_mut() {
             mask(&mut w.secret);
@@ -666,6 +690,32 @@ impl FileConfig {
             .apns
             .as_ref()
             .and_then(|a| validate_apns(a, &mut errors));
+        let apns_apps = self.apns.as_ref().map_or_else(BTreeMap::new, |a| {
+            validate_apps(
+                "apns",
+                &a.apps,
+                |app| !app.apps.is_empty(),
+                validate_apns,
+                &mut errors,
+            )
+        });
+        let google_apps = match (&self.fcm, &self.gcm) {
+            (Some(f), None) => validate_apps(
+                "fcm",
+                &f.apps,
+                |app| !app.apps.is_empty(),
+                |app, e| validate_fcm(app, e).map(GoogleConfig::Fcm),
+                &mut errors,
+            ),
+            (None, Some(g)) => validate_apps(
+                "gcm",
+                &g.apps,
+                |app| !app.apps.is_empty(),
+                |app, e| validate_gcm(app, e).map(GoogleConfig::Gcm),
+                &mut errors,
+            ),
+            _ => BTreeMap::new(),
+        };
         let google = match (&self.fcm, &self.gcm) {
             (Some(_), Some(_)) => {
                 errors.push(invalid(
@@ -698,7 +748,9 @@ impl FileConfig {
                     cap: Duration::from_millis(self.retry.cap_ms),
                 },
                 apns,
+                apns_apps,
                 google,
+                google_apps,
                 webhook,
             }),
             _ => Err(ConfigErrors(errors)),
@@ -788,6 +840,113 @@ impl FileConfig {
             tls,
         })
     }
+}
+
+/// Keys an app does not inherit once it names any of them: mixing the
+/// top-level token key with an app's certificate would be two auth modes.
+const AUTH_KEYS: [&str; 9] = [
+    "key_file",
+    "key_id",
+    "team_id",
+    "cert_file",
+    "cert_key_file",
+    "pkcs12_file",
+    "pkcs12_password",
+    "service_account_file",
+    "server_key",
+];
+
+/// Fills every `[<platform>.apps.<name>]` table with the keys it leaves unset,
+/// taken from `[<platform>]`, so an app states only what differs.
+fn inherit_app_keys(table: &mut toml::Table) -> Result<(), ConfigErrors> {
+    for platform in ["apns", "fcm", "gcm"] {
+        let Some(toml::Value::Table(section)) = table.get_mut(platform) else {
+            continue;
+        };
+        let Some(toml::Value::Table(apps)) = section.get("apps").cloned() else {
+            continue;
+        };
+        let mut filled = toml::Table::new();
+        for (name, app) in apps {
+            let toml::Value::Table(mut app) = app else {
+                return Err(invalid(
+                    &format!("{platform}.apps.{name}"),
+                    "<not a table>",
+                    "each app is a table",
+                    format!("write it as [{platform}.apps.{name}]"),
+                )
+                .into());
+            };
+            if name == "default" {
+                return Err(invalid(&format!("{platform}.apps.default"), "default", "the top-level section is the default app", format!("put the default app's keys directly in [{platform}] and give this app another name")).into());
+            }
+            let names_auth = app.keys().any(|k| AUTH_KEYS.contains(&k.as_str()));
+            for (key, value) in section.iter() {
+                if key == "apps" || (names_auth && AUTH_KEYS.contains(&key.as_str())) {
+                    continue;
+                }
+                app.entry(key.clone()).or_insert_with(|| value.clone());
+            }
+            filled.insert(name, toml::Value::Table(app));
+        }
+        section.insert("apps".to_owned(), toml::Value::Table(filled));
+    }
+    Ok(())
+}
+
+/// Validates named apps, reporting each problem under `<platform>.apps.<name>.<key>`.
+fn validate_apps<S, C>(
+    platform: &str,
+    apps: &BTreeMap<String, S>,
+    nests: impl Fn(&S) -> bool,
+    validate: impl Fn(&S, &mut Vec<ConfigError>) -> Option<C>,
+    errors: &mut Vec<ConfigError>,
+) -> BTreeMap<String, C> {
+    let mut valid = BTreeMap::new();
+    for (name, app) in apps {
+        let prefix = format!("{platform}.apps.{name}");
+        if !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            || name.is_empty()
+        {
+            errors.push(invalid(
+                &prefix,
+                name,
+                "app names are letters, digits, '-' and '_'",
+                "rename the app",
+            ));
+            continue;
+        }
+        if nests(app) {
+            errors.push(invalid(
+                &format!("{prefix}.apps"),
+                "<table>",
+                "apps cannot have apps",
+                format!("move them up to [{platform}.apps.<name>]"),
+            ));
+            continue;
+        }
+        let mut own = Vec::new();
+        if let Some(config) = validate(app, &mut own) {
+            valid.insert(name.clone(), config);
+        }
+        errors.extend(own.into_iter().map(|e| match e {
+            ConfigError::Invalid {
+                key,
+                value,
+                problem,
+                fix,
+            } => ConfigError::Invalid {
+                key: key.replacen(&format!("{platform}."), &format!("{prefix}."), 1),
+                value,
+                problem,
+                fix,
+            },
+            other => other,
+        }));
+    }
+    valid
 }
 
 /// Applies `PUSHGATE_<SECTION>_<KEY>` variables to the parsed table. The value

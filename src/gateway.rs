@@ -45,8 +45,15 @@ impl Gateway {
     /// Starts delivery for every configured platform and the API on `config.server.listen`.
     pub async fn start(config: &Config) -> anyhow::Result<Self> {
         let metrics = Arc::new(Metrics::new()?);
+        let apple_apps: Vec<String> = config.apns_apps.keys().cloned().collect();
+        let google_apps: Vec<String> = config.google_apps.keys().cloned().collect();
         let mut recorder = Recorder::new(
-            Arc::new(Reports::new(config.max_list, config.max_jobs)),
+            Arc::new(Reports::with_apps(
+                config.max_list,
+                config.max_jobs,
+                &apple_apps,
+                &google_apps,
+            )),
             Arc::new(Admission::new(config.queue_capacity)),
             metrics.clone(),
         );
@@ -65,7 +72,23 @@ impl Gateway {
             )?),
             None => None,
         };
+        let mut apns_apps = std::collections::BTreeMap::new();
+        for (name, app) in &config.apns_apps {
+            apns_apps.insert(
+                name.clone(),
+                ApnsService::start(app, recorder.clone(), config.backoff)?,
+            );
+        }
+        let mut google_apps = std::collections::BTreeMap::new();
+        for (name, app) in &config.google_apps {
+            google_apps.insert(
+                name.clone(),
+                GoogleService::start(app, recorder.clone(), config.backoff)?,
+            );
+        }
         let state = AppState::new(Inner {
+            apns_apps,
+            google_apps,
             apns,
             google,
             recorder,
@@ -139,11 +162,11 @@ impl Gateway {
             }
         }
         let mut abandoned = 0;
-        if let Some(apns) = &self.state.apns {
+        for apns in self.state.all_apns() {
             apns.close();
             abandoned += apns.abandon_queued();
         }
-        if let Some(google) = &self.state.google {
+        for google in self.state.all_google() {
             google.close();
             abandoned += google.abandon_queued();
         }
@@ -154,10 +177,10 @@ impl Gateway {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         // Streams that settled after the first sweep may have scheduled retries.
-        if let Some(apns) = &self.state.apns {
+        for apns in self.state.all_apns() {
             abandoned += apns.abandon_queued();
         }
-        if let Some(google) = &self.state.google {
+        for google in self.state.all_google() {
             abandoned += google.abandon_queued();
         }
         let finished = before.saturating_sub(admission.pending() + abandoned);

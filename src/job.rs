@@ -392,6 +392,8 @@ pub struct JobProgress {
     pub id: JobId,
     /// Which upstream it goes to.
     pub platform: Platform,
+    /// The credential set (`app`) it uses; reports and metrics carry it.
+    pub app: Arc<str>,
     /// Tokens accepted.
     pub total: u64,
     /// When the job was accepted (for tokens/s in the summary line).
@@ -405,11 +407,17 @@ pub struct JobProgress {
 }
 
 impl JobProgress {
-    /// A job of `total` accepted tokens with no outcome yet.
+    /// A job of the default app with `total` accepted tokens and no outcome yet.
     pub fn new(id: JobId, platform: Platform, total: u64) -> Self {
+        Self::for_app(id, platform, Arc::from(crate::report::DEFAULT_APP), total)
+    }
+
+    /// A job of `app` with `total` accepted tokens and no outcome yet.
+    pub fn for_app(id: JobId, platform: Platform, app: Arc<str>, total: u64) -> Self {
         Self {
             id,
             platform,
+            app,
             total,
             accepted_at: std::time::Instant::now(),
             outcomes: Default::default(),

@@ -72,7 +72,7 @@ impl Metrics {
         let accepted = counter(
             "pushgate_tokens_accepted_total",
             "Tokens accepted for delivery",
-            &["platform"],
+            &["platform", "app"],
         )?;
         let rejected = counter(
             "pushgate_tokens_rejected_total",
@@ -82,7 +82,7 @@ impl Metrics {
         let outcomes = counter(
             "pushgate_outcomes_total",
             "Terminal outcomes per token",
-            &["platform", "outcome", "reason"],
+            &["platform", "app", "outcome", "reason"],
         )?;
         let attempts = counter(
             "pushgate_attempts_total",
@@ -198,9 +198,9 @@ impl Metrics {
     }
 
     /// Counts one terminal outcome.
-    pub fn outcome(&self, platform: Platform, kind: OutcomeKind, reason: &str) {
+    pub fn outcome(&self, platform: Platform, app: &str, kind: OutcomeKind, reason: &str) {
         self.outcomes
-            .with_label_values(&[platform.as_str(), kind.as_str(), reason])
+            .with_label_values(&[platform.as_str(), app, kind.as_str(), reason])
             .inc();
     }
 

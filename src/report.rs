@@ -13,7 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::job::{Family, JobId, JobProgress, Outcome, OutcomeKind, Platform};
+use crate::job::{Family, JobId, JobProgress, Outcome, OutcomeKind};
 use crate::metrics::Metrics;
 use crate::queue::Admission;
 use crate::webhook::{Event, WebhookSink};
@@ -255,28 +255,77 @@ impl JobTable {
 /// All reports of the process.
 #[derive(Debug)]
 pub struct Reports {
-    apple: FamilyReport,
-    google: FamilyReport,
+    apple: Vec<(Arc<str>, FamilyReport)>,
+    google: Vec<(Arc<str>, FamilyReport)>,
     /// Recent jobs.
     pub jobs: JobTable,
 }
 
+/// The app every top-level config section describes.
+pub const DEFAULT_APP: &str = "default";
+
 impl Reports {
-    /// Empty reports with lists bounded to `max_list` and `max_jobs` jobs remembered.
+    /// Empty reports for the default app only, lists bounded to `max_list`,
+    /// `max_jobs` jobs remembered.
     pub fn new(max_list: usize, max_jobs: usize) -> Self {
+        Self::with_apps(max_list, max_jobs, &[], &[])
+    }
+
+    /// Empty reports for the default app plus the named apps of each family.
+    pub fn with_apps(
+        max_list: usize,
+        max_jobs: usize,
+        apple: &[String],
+        google: &[String],
+    ) -> Self {
+        let family = |names: &[String]| {
+            std::iter::once(DEFAULT_APP)
+                .chain(names.iter().map(String::as_str))
+                .map(|name| (Arc::from(name), FamilyReport::new(max_list)))
+                .collect()
+        };
         Self {
-            apple: FamilyReport::new(max_list),
-            google: FamilyReport::new(max_list),
+            apple: family(apple),
+            google: family(google),
             jobs: JobTable::new(max_jobs),
         }
     }
 
-    /// One family's report.
-    pub fn family(&self, family: Family) -> &FamilyReport {
+    fn apps_of(&self, family: Family) -> &[(Arc<str>, FamilyReport)] {
         match family {
             Family::Apple => &self.apple,
             Family::Google => &self.google,
         }
+    }
+
+    /// The default app's report of a family.
+    pub fn family(&self, family: Family) -> &FamilyReport {
+        // `with_apps` always puts the default app first.
+        &self.apps_of(family)[0].1
+    }
+
+    /// One app's report, if the app exists. A linear scan: a gateway serves a
+    /// handful of apps, and this beats hashing on every outcome.
+    pub fn app(&self, family: Family, app: &str) -> Option<&FamilyReport> {
+        self.apps_of(family)
+            .iter()
+            .find(|(name, _)| &**name == app)
+            .map(|(_, r)| r)
+    }
+
+    /// The app names of a family, default first.
+    pub fn app_names(&self, family: Family) -> Vec<&str> {
+        self.apps_of(family)
+            .iter()
+            .map(|(name, _)| &**name)
+            .collect()
+    }
+
+    /// The report a job writes to.
+    fn of(&self, progress: &JobProgress) -> &FamilyReport {
+        let family = progress.platform.family();
+        self.app(family, &progress.app)
+            .unwrap_or_else(|| self.family(family))
     }
 }
 
@@ -309,21 +358,22 @@ impl Recorder {
     pub fn accept(&self, progress: &Arc<JobProgress>) {
         let platform = progress.platform;
         {
-            let mut c = lock(&self.reports.family(platform.family()).counters);
+            let mut c = lock(&self.reports.of(progress).counters);
             c.accepted += progress.total;
             c.pending += progress.total;
         }
         self.reports.jobs.insert(progress.clone());
         self.metrics
             .accepted
-            .with_label_values(&[platform.as_str()])
+            .with_label_values(&[platform.as_str(), &progress.app])
             .inc_by(progress.total);
     }
 
-    /// Records an attempt that will be retried.
-    pub fn retry(&self, platform: Platform, reason: &str) {
+    /// Records an attempt of one of `progress`'s tokens that will be retried.
+    pub fn retry(&self, progress: &JobProgress, reason: &str) {
+        let platform = progress.platform;
         {
-            let mut c = lock(&self.reports.family(platform.family()).counters);
+            let mut c = lock(&self.reports.of(progress).counters);
             c.attempts += 1;
             c.retries += 1;
         }
@@ -337,9 +387,10 @@ impl Recorder {
             .inc();
     }
 
-    /// Records `n` tokens resent because their connection dropped mid-request.
-    pub fn possible_duplicates(&self, platform: Platform, n: u64) {
-        lock(&self.reports.family(platform.family()).counters).possible_duplicates += n;
+    /// Records `n` tokens of `progress` resent because their connection dropped mid-request.
+    pub fn possible_duplicates(&self, progress: &JobProgress, n: u64) {
+        let platform = progress.platform;
+        lock(&self.reports.of(progress).counters).possible_duplicates += n;
         self.metrics
             .possible_duplicates
             .with_label_values(&[platform.as_str()])
@@ -357,7 +408,7 @@ impl Recorder {
         attempted: bool,
     ) {
         let platform = progress.platform;
-        let family = self.reports.family(platform.family());
+        let family = self.reports.of(progress);
         let kind = outcome.kind();
         {
             let mut c = lock(&family.counters);
@@ -381,7 +432,7 @@ impl Recorder {
             Outcome::Failed { reason, .. } | Outcome::Expired { reason } => reason.as_ref(),
             _ => "",
         };
-        self.metrics.outcome(platform, kind, reason);
+        self.metrics.outcome(platform, &progress.app, kind, reason);
         let needs_token = self.webhook.is_some() || kind != OutcomeKind::Success;
         let token = needs_token.then(token).unwrap_or_default();
         if let Some(webhook) = &self.webhook {
@@ -454,6 +505,7 @@ fn log_progress(progress: &JobProgress, done: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::job::Platform;
 
     fn recorder(max_list: usize) -> Recorder {
         Recorder::new(
@@ -469,7 +521,7 @@ mod tests {
         let p = Arc::new(JobProgress::new(JobId::new(), Platform::Apns, 6));
         r.admission.try_admit(6).expect("room");
         r.accept(&p);
-        r.retry(Platform::Apns, "ServiceUnavailable");
+        r.retry(&p, "ServiceUnavailable");
         r.finish(&p, || "a".into(), Outcome::Success, true);
         r.finish(
             &p,

@@ -97,8 +97,8 @@ async fn two_thousand_tokens_each_reach_exactly_one_outcome() {
 
         // Metrics carry platform, outcome and reason.
         let metrics = env.client.get(env.url("/metrics")).send().await.unwrap().text().await.unwrap();
-        assert!(metrics.contains(&format!("pushgate_outcomes_total{{outcome=\"success\",platform=\"apns\",reason=\"\"}} {}", c.successes)), "{metrics}");
-        assert!(metrics.contains("pushgate_outcomes_total{outcome=\"failed\",platform=\"apns\",reason=\"BadDeviceToken\"}"));
+        assert!(metrics.contains(&format!("pushgate_outcomes_total{{app=\"default\",outcome=\"success\",platform=\"apns\",reason=\"\"}} {}", c.successes)), "{metrics}");
+        assert!(metrics.contains("pushgate_outcomes_total{app=\"default\",outcome=\"failed\",platform=\"apns\",reason=\"BadDeviceToken\"}"));
         assert!(metrics.contains("pushgate_upstream_latency_seconds_bucket{platform=\"apns\""));
         assert!(metrics.contains("pushgate_upstream_connections{platform=\"apns\"} 1"));
     })
@@ -721,6 +721,74 @@ async fn delayed_jobs_wait_then_deliver_and_can_be_cancelled() {
             let (status, answer, _) = env.post_json("/apns/send", &body).await;
             assert_eq!((status, answer["error"].as_str()), (400, Some(code)), "{answer}");
         }
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn several_apps_use_their_own_credentials_and_reports() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        init();
+        // A second APNs (its own mock, its own provider key) for app "second".
+        let pki = pushgate::mock::tls::TestPki::generate().unwrap();
+        let (p8, public_key_pem) = pushgate::mock::apns::generate_provider_key().unwrap();
+        let check = pushgate::mock::apns::ApnsAuthCheck::Token { team_id: "TEAMSECOND".into(), key_id: "KEYSECOND1".into(), public_key_pem };
+        let second = pushgate::mock::apns::start(pushgate::mock::apns::MockApnsOptions::new(check, &pki)).await.unwrap();
+        let dir = scratch("second-app");
+        let (key_file, ca_file) = (dir.join("second.p8"), dir.join("second-ca.pem"));
+        std::fs::write(&key_file, p8).unwrap();
+        std::fs::write(&ca_file, &pki.ca_pem).unwrap();
+        let second_url = second.url();
+        let env = apns_env(ApnsSetup {
+            tweak: Box::new(move |f| {
+                let base = f.apns.clone().unwrap();
+                let app = pushgate::config::ApnsSection {
+                    endpoint: second_url,
+                    ca_file: ca_file.display().to_string(),
+                    key_file: key_file.display().to_string(),
+                    key_id: "KEYSECOND1".into(),
+                    team_id: "TEAMSECOND".into(),
+                    topic: "com.example.second".into(),
+                    ..base
+                };
+                f.apns.as_mut().unwrap().apps.insert("second".into(), app);
+            }),
+            ..ApnsSetup::default()
+        })
+        .await;
+        let tokens: Vec<String> = (0..40).map(|i| apns_token(if i % 4 == 0 { "dead" } else { "abcd" }, i)).collect();
+        let (status, answer, _) = env.post_json("/apns/send", &json!({ "tokens": tokens, "payload": payload(), "app": "second" })).await;
+        assert_eq!(status, 202, "{answer}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let second_report = loop {
+            let (_, r) = env.get("/apns/report?app=second").await;
+            if r["pending"] == 0 && r["accepted"] == 40 {
+                break r;
+            }
+            assert!(std::time::Instant::now() < deadline, "{r}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!((second_report["successes"].as_u64(), second_report["unregistered"].as_u64()), (Some(30), Some(10)));
+        assert_eq!(second_report["apps"], json!(["default", "second"]));
+        for t in &tokens {
+            assert_eq!(env.mock.ledger.token(t).attempts, 0, "the default app's upstream saw {t}");
+            let want = u32::from(!t.starts_with("dead"));
+            assert_eq!(second.ledger.token(t).deliveries, want);
+        }
+        assert_eq!(env.counters().accepted, 0, "the default app's books are untouched");
+        let (_, list) = env.get("/apns/report/unregistered?app=second").await;
+        assert_eq!(list["tokens"].as_array().unwrap().len(), 10);
+        let (_, list) = env.get("/apns/report/unregistered").await;
+        assert_eq!(list["tokens"], json!([]));
+
+        let (status, answer, _) = env.post_json("/apns/send", &json!({ "tokens": tokens, "payload": payload(), "app": "third" })).await;
+        assert_eq!((status, answer["error"].as_str()), (400, Some("unknown_app")));
+        assert!(answer["message"].as_str().unwrap().contains("second"), "{answer}");
+        let (status, _) = env.get("/apns/report?app=third").await;
+        assert_eq!(status, 400);
+        let metrics = env.client.get(env.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        assert!(metrics.contains("pushgate_outcomes_total{app=\"second\",outcome=\"success\",platform=\"apns\",reason=\"\"} 30"), "{metrics}");
     })
     .await
     .unwrap();

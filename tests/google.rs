@@ -203,7 +203,7 @@ async fn fcm_alias_and_json_body_work_with_options() {
             .map(|t| json!(t))
             .unwrap();
         assert!(r.as_str().unwrap().contains(
-            "pushgate_outcomes_total{outcome=\"success\",platform=\"fcm\",reason=\"\"} 2"
+            "pushgate_outcomes_total{app=\"default\",outcome=\"success\",platform=\"fcm\",reason=\"\"} 2"
         ));
     })
     .await

@@ -1,7 +1,7 @@
 //! Report routes. GET reads; DELETE on a list returns it and empties it in one
 //! step, so a poller that deletes what it read never loses an entry.
 
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::response::Response;
 use serde_json::json;
 
@@ -9,19 +9,51 @@ use super::{ApiError, AppState, ok, require};
 use crate::job::Family;
 use crate::report::FamilyReport;
 
-fn google(state: &AppState) -> Result<&FamilyReport, ApiError> {
-    require(state.google.is_some(), "Google (FCM/GCM)", "[fcm] or [gcm]")?;
-    Ok(state.recorder.reports.family(Family::Google))
+/// `?app=<name>`: which app's report; absent means `default`.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct AppQuery {
+    /// The app name.
+    pub app: Option<String>,
 }
 
-fn apple(state: &AppState) -> Result<&FamilyReport, ApiError> {
+fn report_of<'a>(
+    state: &'a AppState,
+    family: Family,
+    q: &AppQuery,
+) -> Result<&'a FamilyReport, ApiError> {
+    let reports = &state.recorder.reports;
+    let app = q
+        .app
+        .as_deref()
+        .filter(|a| !a.is_empty())
+        .unwrap_or(crate::report::DEFAULT_APP);
+    reports.app(family, app).ok_or_else(|| {
+        ApiError::bad_request(
+            "unknown_app",
+            format!(
+                "unknown app {app:?}; known apps: {:?}",
+                reports.app_names(family)
+            ),
+        )
+    })
+}
+
+fn google<'a>(state: &'a AppState, q: &AppQuery) -> Result<&'a FamilyReport, ApiError> {
+    require(state.google.is_some(), "Google (FCM/GCM)", "[fcm] or [gcm]")?;
+    report_of(state, Family::Google, q)
+}
+
+fn apple<'a>(state: &'a AppState, q: &AppQuery) -> Result<&'a FamilyReport, ApiError> {
     require(state.apns.is_some(), "APNs", "[apns]")?;
-    Ok(state.recorder.reports.family(Family::Apple))
+    report_of(state, Family::Apple, q)
 }
 
 /// `GET /apns/report`.
-pub async fn apns_totals(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let report = apple(&state)?;
+pub async fn apns_totals(
+    State(state): State<AppState>,
+    Query(q): Query<AppQuery>,
+) -> Result<Response, ApiError> {
+    let report = apple(&state, &q)?;
     let c = report.counters();
     Ok(ok(json!({
         "attempts": c.attempts,
@@ -31,9 +63,12 @@ pub async fn apns_totals(State(state): State<AppState>) -> Result<Response, ApiE
         "retries": c.retries,
         "unregistered": c.unregistered,
         "expired": c.expired,
+        "cancelled": c.cancelled,
         "accepted": c.accepted,
         "unattempted": c.unattempted,
         "possible_duplicates": c.possible_duplicates,
+        "app": q.app.as_deref().unwrap_or(crate::report::DEFAULT_APP),
+        "apps": state.recorder.reports.app_names(Family::Apple),
         "lists": {
             "unregistered": { "size": report.unregistered.len(), "dropped": report.unregistered.dropped() },
             "failures": { "size": report.failures.len(), "dropped": report.failures.dropped() },
@@ -42,32 +77,51 @@ pub async fn apns_totals(State(state): State<AppState>) -> Result<Response, ApiE
 }
 
 /// `GET /apns/report/unregistered`.
-pub async fn apns_unregistered(State(state): State<AppState>) -> Result<Response, ApiError> {
+pub async fn apns_unregistered(
+    State(state): State<AppState>,
+    Query(q): Query<AppQuery>,
+) -> Result<Response, ApiError> {
     Ok(ok(
-        json!({ "tokens": apple(&state)?.unregistered.snapshot() }),
+        json!({ "tokens": apple(&state, &q)?.unregistered.snapshot() }),
     ))
 }
 
 /// `DELETE /apns/report/unregistered`.
-pub async fn apns_unregistered_drain(State(state): State<AppState>) -> Result<Response, ApiError> {
-    Ok(ok(json!({ "tokens": apple(&state)?.unregistered.drain() })))
+pub async fn apns_unregistered_drain(
+    State(state): State<AppState>,
+    Query(q): Query<AppQuery>,
+) -> Result<Response, ApiError> {
+    Ok(ok(
+        json!({ "tokens": apple(&state, &q)?.unregistered.drain() }),
+    ))
 }
 
 /// `GET /apns/report/failures`.
-pub async fn apns_failures(State(state): State<AppState>) -> Result<Response, ApiError> {
+pub async fn apns_failures(
+    State(state): State<AppState>,
+    Query(q): Query<AppQuery>,
+) -> Result<Response, ApiError> {
     Ok(ok(
-        json!({ "failures": apple(&state)?.failures.snapshot() }),
+        json!({ "failures": apple(&state, &q)?.failures.snapshot() }),
     ))
 }
 
 /// `DELETE /apns/report/failures`.
-pub async fn apns_failures_drain(State(state): State<AppState>) -> Result<Response, ApiError> {
-    Ok(ok(json!({ "failures": apple(&state)?.failures.drain() })))
+pub async fn apns_failures_drain(
+    State(state): State<AppState>,
+    Query(q): Query<AppQuery>,
+) -> Result<Response, ApiError> {
+    Ok(ok(
+        json!({ "failures": apple(&state, &q)?.failures.drain() }),
+    ))
 }
 
 /// `GET /gcm/report`: GoCM's fields first, then ours.
-pub async fn google_totals(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let report = google(&state)?;
+pub async fn google_totals(
+    State(state): State<AppState>,
+    Query(q): Query<AppQuery>,
+) -> Result<Response, ApiError> {
+    let report = google(&state, &q)?;
     let c = report.counters();
     Ok(ok(json!({
         "attempts": c.attempts,
@@ -78,9 +132,12 @@ pub async fn google_totals(State(state): State<AppState>) -> Result<Response, Ap
         "successes": c.successes,
         "retries": c.retries,
         "expired": c.expired,
+        "cancelled": c.cancelled,
         "accepted": c.accepted,
         "unattempted": c.unattempted,
         "possible_duplicates": c.possible_duplicates,
+        "app": q.app.as_deref().unwrap_or(crate::report::DEFAULT_APP),
+        "apps": state.recorder.reports.app_names(Family::Google),
         "platform": state.google.as_ref().map(|g| g.platform().as_str()),
         "lists": {
             "notregistered": { "size": report.unregistered.len(), "dropped": report.unregistered.dropped() },
@@ -95,43 +152,61 @@ fn token_strings(entries: Vec<crate::report::UnregisteredEntry>) -> Vec<String> 
 }
 
 /// `GET /gcm/report/notregistered`: plain token strings, as GoCM answers.
-pub async fn google_notregistered(State(state): State<AppState>) -> Result<Response, ApiError> {
+pub async fn google_notregistered(
+    State(state): State<AppState>,
+    Query(q): Query<AppQuery>,
+) -> Result<Response, ApiError> {
     Ok(ok(
-        json!({ "tokens": token_strings(google(&state)?.unregistered.snapshot()) }),
+        json!({ "tokens": token_strings(google(&state, &q)?.unregistered.snapshot()) }),
     ))
 }
 
 /// `DELETE /gcm/report/notregistered`.
 pub async fn google_notregistered_drain(
     State(state): State<AppState>,
+    Query(q): Query<AppQuery>,
 ) -> Result<Response, ApiError> {
     Ok(ok(
-        json!({ "tokens": token_strings(google(&state)?.unregistered.drain()) }),
+        json!({ "tokens": token_strings(google(&state, &q)?.unregistered.drain()) }),
     ))
 }
 
 /// `GET /gcm/report/canonical`.
-pub async fn google_canonical(State(state): State<AppState>) -> Result<Response, ApiError> {
+pub async fn google_canonical(
+    State(state): State<AppState>,
+    Query(q): Query<AppQuery>,
+) -> Result<Response, ApiError> {
     Ok(ok(
-        json!({ "canonical_replacements": google(&state)?.canonical.snapshot() }),
+        json!({ "canonical_replacements": google(&state, &q)?.canonical.snapshot() }),
     ))
 }
 
 /// `DELETE /gcm/report/canonical`.
-pub async fn google_canonical_drain(State(state): State<AppState>) -> Result<Response, ApiError> {
+pub async fn google_canonical_drain(
+    State(state): State<AppState>,
+    Query(q): Query<AppQuery>,
+) -> Result<Response, ApiError> {
     Ok(ok(
-        json!({ "canonical_replacements": google(&state)?.canonical.drain() }),
+        json!({ "canonical_replacements": google(&state, &q)?.canonical.drain() }),
     ))
 }
 
 /// `GET /gcm/report/failures`.
-pub async fn google_failures(State(state): State<AppState>) -> Result<Response, ApiError> {
+pub async fn google_failures(
+    State(state): State<AppState>,
+    Query(q): Query<AppQuery>,
+) -> Result<Response, ApiError> {
     Ok(ok(
-        json!({ "failures": google(&state)?.failures.snapshot() }),
+        json!({ "failures": google(&state, &q)?.failures.snapshot() }),
     ))
 }
 
 /// `DELETE /gcm/report/failures`.
-pub async fn google_failures_drain(State(state): State<AppState>) -> Result<Response, ApiError> {
-    Ok(ok(json!({ "failures": google(&state)?.failures.drain() })))
+pub async fn google_failures_drain(
+    State(state): State<AppState>,
+    Query(q): Query<AppQuery>,
+) -> Result<Response, ApiError> {
+    Ok(ok(
+        json!({ "failures": google(&state, &q)?.failures.drain() }),
+    ))
 }

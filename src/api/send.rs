@@ -3,8 +3,8 @@
 //! job into the bounded queue, answer 202. Nothing here waits on an upstream.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -26,6 +26,7 @@ use crate::job::{
     DeviceToken, Job, JobId, JobProgress, Outcome, Platform, TokenError, TokenList,
     check_registration_token, hex_encode,
 };
+use crate::report::DEFAULT_APP;
 use crate::schedule::Held;
 
 /// A request body, read within `server.max_body_bytes`.
@@ -187,6 +188,7 @@ pub fn parse_when(send_at: Option<&str>, delay_seconds: Option<i64>) -> Result<W
 pub fn accept<M: Send + Sync + 'static>(
     state: &AppState,
     platform: Platform,
+    app: Arc<str>,
     message: M,
     intake: Intake<'_>,
     expires_at: Option<SystemTime>,
@@ -218,7 +220,7 @@ pub fn accept<M: Send + Sync + 'static>(
         )
     })?;
     let id = JobId::new();
-    let progress = Arc::new(JobProgress::new(id, platform, total));
+    let progress = Arc::new(JobProgress::for_app(id, platform, app.clone(), total));
     // Counted before it is queued, so no outcome can precede its acceptance.
     state.recorder.accept(&progress);
     for r in &rejected {
@@ -231,7 +233,7 @@ pub fn accept<M: Send + Sync + 'static>(
     }
     let job = Arc::new(Job {
         id,
-        app: "default".into(),
+        app,
         message,
         tokens,
         progress,
@@ -282,14 +284,27 @@ fn lossy_token(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// Checks the `app` field: only the default app until named apps exist.
-pub fn check_app(app: Option<&str>) -> Result<(), ApiError> {
+/// Picks the service for the `app` field: absent, empty or `default` is the
+/// top-level section; an unknown name is a 400 listing the known ones.
+pub fn pick_app<'a, S>(
+    default: &'a S,
+    named: &'a BTreeMap<String, S>,
+    app: Option<&str>,
+) -> Result<(&'a S, Arc<str>), ApiError> {
     match app {
-        None | Some("") | Some("default") => Ok(()),
-        Some(other) => Err(ApiError::bad_request(
-            "unknown_app",
-            format!("unknown app {other:?}; known apps: [\"default\"]"),
-        )),
+        None | Some("") | Some(DEFAULT_APP) => Ok((default, Arc::from(DEFAULT_APP))),
+        Some(name) => named
+            .get_key_value(name)
+            .map(|(k, s)| (s, Arc::from(k.as_str())))
+            .ok_or_else(|| {
+                let known: Vec<&str> = std::iter::once(DEFAULT_APP)
+                    .chain(named.keys().map(String::as_str))
+                    .collect();
+                ApiError::bad_request(
+                    "unknown_app",
+                    format!("unknown app {name:?}; known apps: {known:?}"),
+                )
+            }),
     }
 }
 
@@ -380,10 +395,11 @@ pub async fn apns(State(state): State<AppState>, body: Body) -> Result<Response,
     state.refuse_if_shutting_down()?;
     let form;
     let json;
+    let mut app_name: Option<&str> = None;
     let (tokens, payload, fields, when) = match &body {
         Body::Json(bytes) => {
             json = serde_json::from_slice::<ApnsJson<'_>>(bytes).map_err(bad_json)?;
-            check_app(json.app.as_deref())?;
+            app_name = json.app.as_deref();
             let fields = ApnsFields {
                 payload: json.payload.map(|p| p.get().as_bytes()).unwrap_or_default(),
                 topic: json.topic.as_deref(),
@@ -415,7 +431,7 @@ pub async fn apns(State(state): State<AppState>, body: Body) -> Result<Response,
                     "collapse_id" => fields.collapse_id = Some(value),
                     "send_at" => send_at = Some(&**value),
                     "delay_seconds" => delay_seconds = Some(form_int("delay_seconds", value)?),
-                    "app" => check_app(Some(value))?,
+                    "app" => app_name = Some(value),
                     other => {
                         return Err(ApiError::bad_request(
                             "unknown_field",
@@ -432,6 +448,7 @@ pub async fn apns(State(state): State<AppState>, body: Body) -> Result<Response,
             )
         }
     };
+    let (service, app) = pick_app(service, &state.apns_apps, app_name)?;
     if tokens.is_empty() {
         return Err(ApiError::bad_request(
             "no_tokens",
@@ -456,6 +473,7 @@ pub async fn apns(State(state): State<AppState>, body: Body) -> Result<Response,
     let answer = accept(
         &state,
         Platform::Apns,
+        app,
         message,
         intake,
         expires_at,
@@ -542,10 +560,11 @@ pub async fn google(State(state): State<AppState>, body: Body) -> Result<Respons
     let form;
     let json;
     let notification_form;
+    let mut app_name: Option<&str> = None;
     let (tokens, fields, when) = match &body {
         Body::Json(bytes) => {
             json = serde_json::from_slice::<GoogleJson<'_>>(bytes).map_err(bad_json)?;
-            check_app(json.app.as_deref())?;
+            app_name = json.app.as_deref();
             let fields = GoogleFields {
                 payload: json.payload.map(|p| p.get().as_bytes()),
                 notification: json.notification.map(|p| p.get().as_bytes()),
@@ -572,7 +591,7 @@ pub async fn google(State(state): State<AppState>, body: Body) -> Result<Respons
                     "time_to_live" => fields.time_to_live = Some(form_int("time_to_live", value)?),
                     "send_at" => send_at = Some(&**value),
                     "delay_seconds" => delay_seconds = Some(form_int("delay_seconds", value)?),
-                    "app" => check_app(Some(value))?,
+                    "app" => app_name = Some(value),
                     other => {
                         return Err(ApiError::bad_request(
                             "unknown_field",
@@ -592,6 +611,7 @@ pub async fn google(State(state): State<AppState>, body: Body) -> Result<Respons
             (&form.tokens, fields, parse_when(send_at, delay_seconds)?)
         }
     };
+    let (service, app) = pick_app(service, &state.google_apps, app_name)?;
     if tokens.is_empty() {
         return Err(ApiError::bad_request(
             "no_tokens",
@@ -610,6 +630,7 @@ pub async fn google(State(state): State<AppState>, body: Body) -> Result<Respons
     let answer = accept(
         &state,
         platform,
+        app,
         message,
         intake,
         expires_at,

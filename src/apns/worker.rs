@@ -322,9 +322,7 @@ fn settle(shared: &Arc<Shared>, done: Done) {
             return;
         }
         StreamResult::Lost(reason) => {
-            shared
-                .recorder
-                .possible_duplicates(crate::job::Platform::Apns, 1);
+            shared.recorder.possible_duplicates(&job.progress, 1);
             Verdict::Retry {
                 reason: reason.into(),
                 retry_after: None,
@@ -355,7 +353,7 @@ fn settle(shared: &Arc<Shared>, done: Done) {
     let attempt = attempts + 1;
     match retry::next(&shared.backoff, attempt, shared.max_retries, delay_hint) {
         Next::RetryIn(delay) if !would_expire(&job, delay) => {
-            shared.recorder.retry(crate::job::Platform::Apns, &reason);
+            shared.recorder.retry(&job.progress, &reason);
             shared
                 .queue
                 .push_after(Work::single(job, index, attempt), delay);

@@ -188,3 +188,51 @@ fn readable_credentials_validate() {
     assert!(matches!(apns.auth, ApnsAuth::Token { .. }));
     assert!(!format!("{:?}", apns.auth).contains("PRIVATE"));
 }
+
+#[test]
+fn apps_inherit_unset_keys_but_not_the_other_auth_mode() {
+    let file = FileConfig::parse(
+        "[apns]\nendpoint = \"sandbox\"\nkey_file = \"a.p8\"\nkey_id = \"ABCDEFGHIJ\"\nteam_id = \"TEAM123456\"\nmax_retries = 9\n\
+         [apns.apps.beta]\ntopic = \"com.beta\"\n\
+         [apns.apps.certs]\ncert_file = \"c.pem\"\ncert_key_file = \"c.key\"\n",
+        "t",
+        env(&[]),
+    )
+    .expect("parse");
+    let apns = file.apns.expect("apns");
+    let beta = &apns.apps["beta"];
+    assert_eq!(
+        (
+            beta.endpoint.as_str(),
+            beta.key_id.as_str(),
+            beta.max_retries,
+            beta.topic.as_str()
+        ),
+        ("sandbox", "ABCDEFGHIJ", 9, "com.beta")
+    );
+    let certs = &apns.apps["certs"];
+    assert_eq!(
+        certs.key_file, "",
+        "token auth is not inherited by an app that names certificate auth"
+    );
+    assert_eq!(certs.endpoint, "sandbox");
+}
+
+#[test]
+fn app_problems_name_the_app() {
+    let file = FileConfig::parse(
+        "[gcm]\nserver_key = \"k\"\n[gcm.apps.b2b]\nbatch_size = 5000\n",
+        "t",
+        env(&[]),
+    )
+    .expect("parse");
+    let text = messages(file.validate().expect_err("refused"));
+    assert!(text.contains("gcm.apps.b2b.batch_size"), "{text}");
+    let err = FileConfig::parse(
+        "[gcm]\nserver_key = \"k\"\n[gcm.apps.default]\nbatch_size = 5\n",
+        "t",
+        env(&[]),
+    )
+    .expect_err("refused");
+    assert!(messages(err).contains("default app"));
+}

@@ -233,7 +233,7 @@ async fn send_v1(shared: Arc<Shared>, job: Arc<Job<GoogleMessage>>, index: u32, 
             return;
         }
         Attempt::Lost(reason) => {
-            shared.recorder.possible_duplicates(shared.platform, 1);
+            shared.recorder.possible_duplicates(&job.progress, 1);
             Verdict::Retry {
                 reason: reason.into(),
                 retry_after: None,
@@ -317,7 +317,7 @@ async fn send_batch(shared: Arc<Shared>, work: Work<GoogleMessage>) {
         Attempt::Lost(reason) => {
             shared
                 .recorder
-                .possible_duplicates(shared.platform, count as u64);
+                .possible_duplicates(&job.progress, count as u64);
             let verdict = Verdict::Retry {
                 reason: reason.into(),
                 retry_after: None,
@@ -398,7 +398,7 @@ fn retry(
         Next::RetryIn(delay) if !would_expire(job, delay) => {
             let mut run: Option<Range<u32>> = None;
             for (index, reason) in &entries {
-                shared.recorder.retry(shared.platform, reason);
+                shared.recorder.retry(&job.progress, reason);
                 run = match run {
                     Some(r) if r.end == *index => Some(r.start..index + 1),
                     Some(r) => {
