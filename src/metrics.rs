@@ -47,6 +47,11 @@ pub struct Metrics {
     pub credential_refreshes: IntCounterVec,
     /// POST /…/send handling time.
     pub api_latency: Histogram,
+    /// Upstream connections declared dead after an unanswered PING, by platform.
+    pub stalled: IntCounterVec,
+    /// Tokens still undelivered when a shutdown's grace ran out, by platform:
+    /// recorded as expired (`Shutdown`), exported so the loss is visible.
+    pub shutdown_abandoned: IntCounterVec,
 }
 
 impl Metrics {
@@ -120,6 +125,16 @@ impl Metrics {
             "Provider or access token refreshes",
             &["platform"],
         )?;
+        let stalled = counter(
+            "pushgate_upstream_stalled_total",
+            "Upstream connections closed because a PING went unanswered",
+            &["platform"],
+        )?;
+        let shutdown_abandoned = counter(
+            "pushgate_shutdown_abandoned_total",
+            "Tokens left undelivered when the shutdown grace ran out (recorded as expired: Shutdown)",
+            &["platform"],
+        )?;
         let connections = gauge(
             "pushgate_upstream_connections",
             "Upstream connections open",
@@ -180,6 +195,8 @@ impl Metrics {
             list_dropped,
             credential_refreshes,
             api_latency,
+            stalled,
+            shutdown_abandoned,
         })
     }
 
