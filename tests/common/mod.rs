@@ -213,3 +213,132 @@ pub async fn wait_done(gateway: &Gateway, family: Family, accepted: u64) -> Coun
 pub fn apns_token(prefix: &str, i: usize) -> String {
     format!("{prefix}{i:060x}")
 }
+
+// === Google and whole-process helpers (tests/resilience.rs) ===
+
+/// Which Google back end a [`google_env`] configures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GoogleKind {
+    /// `[fcm]`: HTTP v1 with a service account.
+    V1,
+    /// `[gcm]`: the legacy multicast API with a server key.
+    Legacy,
+}
+
+pub const GCM_SERVER_KEY: &str = "AAAA-resilience-server-key";
+
+pub struct GoogleEnv {
+    pub mock: MockHandle,
+    pub gateway: Gateway,
+    pub client: reqwest::Client,
+    pub dir: PathBuf,
+}
+
+/// A gateway configured with one Google back end against a mock FCM with `faults`.
+pub async fn google_env(
+    kind: GoogleKind,
+    faults: Faults,
+    tweak: impl FnOnce(&mut FileConfig),
+) -> GoogleEnv {
+    init();
+    let dir = scratch("google");
+    let pki = mock::tls::TestPki::generate().unwrap();
+    let account = mock::fcm::ServiceAccountFixture::generate("pushgate-resilience").unwrap();
+    let mut options = mock::fcm::MockFcmOptions::new(&account, GCM_SERVER_KEY, &pki);
+    options.faults = faults;
+    let mock = mock::fcm::start(options).await.unwrap();
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, &pki.ca_pem).unwrap();
+    let mut file = FileConfig::default();
+    file.server.listen = "127.0.0.1:0".into();
+    file.retry.base_ms = 5;
+    file.retry.cap_ms = 50;
+    match kind {
+        GoogleKind::V1 => {
+            let account_file = dir.join("service-account.json");
+            std::fs::write(
+                &account_file,
+                account.to_json(&format!("{}/token", mock.url())),
+            )
+            .unwrap();
+            file.fcm = Some(pushgate::config::FcmSection {
+                service_account_file: account_file.display().to_string(),
+                endpoint: mock.url(),
+                ca_file: ca_file.display().to_string(),
+                ..Default::default()
+            });
+        }
+        GoogleKind::Legacy => {
+            file.gcm = Some(pushgate::config::GcmSection {
+                server_key: pushgate::config::Secret::new(GCM_SERVER_KEY),
+                endpoint: format!("{}/fcm/send", mock.url()),
+                ca_file: ca_file.display().to_string(),
+                ..Default::default()
+            });
+        }
+    }
+    tweak(&mut file);
+    let config = file.validate().unwrap();
+    let gateway = Gateway::start(&config).await.unwrap();
+    GoogleEnv {
+        mock,
+        gateway,
+        client: reqwest::Client::new(),
+        dir,
+    }
+}
+
+/// POSTs `body` as JSON to `base` + `path`; status and JSON answer.
+pub async fn post_json_to(
+    client: &reqwest::Client,
+    base: &str,
+    path: &str,
+    body: &Value,
+) -> (u16, Value) {
+    let r = client
+        .post(format!("{base}{path}"))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// A mock APNs with token auth and `faults`, plus the files a `pushgate serve`
+/// process needs to reach it: returns the mock and an `[apns]` section (key,
+/// CA, endpoint filled in) written under `dir`.
+pub async fn apns_mock_for_process(
+    dir: &std::path::Path,
+    faults: Faults,
+    max_streams: u32,
+) -> (MockHandle, ApnsSection) {
+    init();
+    let pki = mock::tls::TestPki::generate().unwrap();
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, &pki.ca_pem).unwrap();
+    let (p8, public_key_pem) = mock::apns::generate_provider_key().unwrap();
+    let key_file = dir.join("AuthKey.p8");
+    std::fs::write(&key_file, p8).unwrap();
+    let mut options = mock::apns::MockApnsOptions::new(
+        mock::apns::ApnsAuthCheck::Token {
+            team_id: TEAM_ID.into(),
+            key_id: KEY_ID.into(),
+            public_key_pem,
+        },
+        &pki,
+    );
+    options.faults = faults;
+    options.max_concurrent_streams = max_streams;
+    let mock = mock::apns::start(options).await.unwrap();
+    let section = ApnsSection {
+        endpoint: mock.url(),
+        ca_file: ca_file.display().to_string(),
+        topic: "com.example.test".into(),
+        key_file: key_file.display().to_string(),
+        key_id: KEY_ID.into(),
+        team_id: TEAM_ID.into(),
+        ..ApnsSection::default()
+    };
+    (mock, section)
+}
