@@ -6,6 +6,7 @@
 //! - [`auth`]: the cached ES256 provider token.
 //! - [`conn`]: opens one h2 connection.
 //! - [`worker`]: one actor per connection, pulling from the queue.
+//! - [`pool`]: the supervisor that grows and shrinks the set of actors.
 //!
 //! [`ApnsService`] ties them together: the API pushes jobs into its queue, the
 //! actors deliver them and record outcomes.
@@ -13,6 +14,7 @@
 pub mod auth;
 pub mod conn;
 pub mod message;
+pub mod pool;
 pub mod request;
 pub mod response;
 pub mod worker;
@@ -55,12 +57,23 @@ pub struct Shared {
     backoff: Backoff,
     max_retries: u32,
     request_timeout: Duration,
+    /// Quiet time with streams in flight before a PING.
+    ping_interval: Duration,
+    /// How long a PING may wait for its PONG.
+    ping_timeout: Duration,
+    /// Connections open now (what `/readyz` reads).
     connected: AtomicUsize,
+    /// Streams in flight over all connections.
+    in_flight: AtomicUsize,
+    /// Sum of the open connections' stream limits (the peer's
+    /// SETTINGS_MAX_CONCURRENT_STREAMS): what the pool can have in flight.
+    stream_capacity: AtomicUsize,
     last_credential_warning_ms: AtomicU64,
     in_flight_gauge: IntGauge,
     connections_gauge: IntGauge,
     latency: Histogram,
     requeued: IntCounter,
+    stalled: IntCounter,
 }
 
 impl Shared {
@@ -93,7 +106,8 @@ pub struct ApnsService {
 }
 
 impl ApnsService {
-    /// Builds the client side and spawns `min_connections` connection actors.
+    /// Builds the client side and starts the pool supervisor, which opens
+    /// `min_connections` connection actors at once and more under load.
     pub fn start(
         config: &ApnsConfig,
         recorder: Recorder,
@@ -129,17 +143,28 @@ impl ApnsService {
             backoff,
             max_retries: config.max_retries,
             request_timeout: config.request_timeout,
+            ping_interval: config.ping_interval,
+            ping_timeout: config.ping_timeout,
             connected: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
+            stream_capacity: AtomicUsize::new(0),
             last_credential_warning_ms: AtomicU64::new(0),
             in_flight_gauge: metrics.in_flight.with_label_values(&["apns"]),
             connections_gauge: metrics.connections.with_label_values(&["apns"]),
             latency: metrics.upstream_latency.with_label_values(&["apns"]),
             requeued: metrics.requeued.with_label_values(&["apns"]),
+            stalled: metrics.stalled.with_label_values(&["apns"]),
             metrics,
         });
-        for id in 0..config.min_connections.max(1) as usize {
-            tokio::spawn(worker::run(shared.clone(), id));
-        }
+        tokio::spawn(pool::supervise(
+            shared.clone(),
+            pool::Limits {
+                min: config.min_connections.max(1) as usize,
+                max: config.max_connections.max(config.min_connections).max(1) as usize,
+                grow_interval: config.grow_interval,
+                idle_shrink: config.idle_shrink,
+            },
+        ));
         Ok(Self {
             shared,
             default_topic: config.topic.clone(),
@@ -159,6 +184,11 @@ impl ApnsService {
     /// Connections open now; `/readyz` wants at least one.
     pub fn connected(&self) -> usize {
         self.shared.connected.load(Ordering::Relaxed)
+    }
+
+    /// Streams in flight to APNs now, over all connections.
+    pub fn in_flight(&self) -> usize {
+        self.shared.in_flight.load(Ordering::Relaxed)
     }
 
     /// Stops the actors after their in-flight streams finish. Work still

@@ -229,6 +229,18 @@ pub struct ApnsSection {
     /// More apps: `[apns.apps.<name>]`, same keys, unset ones inherited from `[apns]`.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub apps: BTreeMap<String, ApnsSection>,
+    /// Milliseconds between pool growth steps: at most one connection is added
+    /// per interval while more tokens are ready than the pool can have in flight.
+    pub grow_interval_ms: u64,
+    /// Seconds of low demand before the pool closes one connection above
+    /// `min_connections`.
+    pub idle_shrink_s: u64,
+    /// Seconds without an answer on a connection with streams in flight before
+    /// an HTTP/2 PING checks that the peer is still there.
+    pub ping_interval_s: u64,
+    /// Seconds a PING may wait for its PONG before the connection counts as
+    /// dead (its in-flight streams are retried and counted as possible duplicates).
+    pub ping_timeout_s: u64,
 }
 
 impl Default for ApnsSection {
@@ -249,6 +261,10 @@ impl Default for ApnsSection {
             max_connections: 8,
             request_timeout_s: 30,
             apps: BTreeMap::new(),
+            grow_interval_ms: 500,
+            idle_shrink_s: 60,
+            ping_interval_s: 10,
+            ping_timeout_s: 5,
         }
     }
 }
@@ -396,6 +412,14 @@ pub struct ApnsConfig {
     pub max_connections: u32,
     /// Per-request deadline.
     pub request_timeout: Duration,
+    /// Pool growth step (`grow_interval_ms`).
+    pub grow_interval: Duration,
+    /// Low demand this long closes one connection (`idle_shrink_s`).
+    pub idle_shrink: Duration,
+    /// Quiet time with streams in flight before a PING (`ping_interval_s`).
+    pub ping_interval: Duration,
+    /// PONG deadline (`ping_timeout_s`).
+    pub ping_timeout: Duration,
 }
 
 /// APNs authentication, read and checked at start.
@@ -1171,6 +1195,17 @@ fn validate_apns(a: &ApnsSection, errors: &mut Vec<ConfigError>) -> Option<ApnsC
             "e.g. 30",
         ));
     }
+    // Zero would make the supervisor, the shrink clock or the PING timer spin.
+    for (key, value, example) in [
+        ("apns.grow_interval_ms", a.grow_interval_ms, "e.g. 500"),
+        ("apns.idle_shrink_s", a.idle_shrink_s, "e.g. 60"),
+        ("apns.ping_interval_s", a.ping_interval_s, "e.g. 10"),
+        ("apns.ping_timeout_s", a.ping_timeout_s, "e.g. 5"),
+    ] {
+        if value == 0 {
+            errors.push(invalid(key, 0, "must be at least 1", example));
+        }
+    }
     if errors.len() > before {
         return None;
     }
@@ -1186,6 +1221,10 @@ fn validate_apns(a: &ApnsSection, errors: &mut Vec<ConfigError>) -> Option<ApnsC
         min_connections: a.min_connections.max(1),
         max_connections: a.max_connections,
         request_timeout: Duration::from_secs(a.request_timeout_s),
+        grow_interval: Duration::from_millis(a.grow_interval_ms),
+        idle_shrink: Duration::from_secs(a.idle_shrink_s),
+        ping_interval: Duration::from_secs(a.ping_interval_s),
+        ping_timeout: Duration::from_secs(a.ping_timeout_s),
     })
 }
 

@@ -37,6 +37,9 @@ pub struct DrainReport {
     pub finished_during_drain: u64,
     /// Tokens still queued when the grace period ended, recorded as expired (`Shutdown`).
     pub abandoned: u64,
+    /// Tokens whose stream was still unanswered when the drain gave up: no
+    /// outcome was recorded for them (they may or may not have been delivered).
+    pub still_pending: u64,
     /// How long the drain took.
     pub took: Duration,
 }
@@ -132,9 +135,11 @@ impl Gateway {
         format!("{scheme}://{}", self.addr)
     }
 
-    /// Graceful drain: refuse new sends, keep delivering until nothing is
-    /// pending or `grace` runs out, record what is left as expired
-    /// (`Shutdown`), then stop the API.
+    /// Graceful drain: refuse new sends (503 `shutting_down`), keep delivering
+    /// until nothing is pending or `grace` runs out, then stop taking work, let
+    /// the streams in flight settle, record what is left as expired
+    /// (`Shutdown`), count it in `pushgate_shutdown_abandoned_total`, log the
+    /// totals, and stop the API.
     pub async fn shutdown(mut self, grace: Duration) -> DrainReport {
         let started = Instant::now();
         self.state.begin_shutdown();
@@ -161,32 +166,46 @@ impl Gateway {
                 last_log = Instant::now();
             }
         }
-        let mut abandoned = 0;
+        // Stop taking work. Streams in flight still finish, and tokens an actor
+        // had taken but not sent come back to the queue, so sweep the queues
+        // until nothing is pending or the streams had their moment.
         for apns in self.state.all_apns() {
             apns.close();
-            abandoned += apns.abandon_queued();
         }
         for google in self.state.all_google() {
             google.close();
-            abandoned += google.abandon_queued();
         }
-        // In-flight requests finish within their timeout; give them a moment
-        // so their answers are recorded rather than lost with the process.
-        let settle_deadline = Instant::now() + Duration::from_secs(2);
-        while admission.pending() > 0 && Instant::now() < settle_deadline {
+        let metrics = self.state.recorder.metrics.clone();
+        let mut abandoned = 0;
+        let settle_deadline = Instant::now() + SETTLE;
+        loop {
+            for apns in self.state.all_apns() {
+                let left = apns.abandon_queued();
+                metrics
+                    .shutdown_abandoned
+                    .with_label_values(&["apns"])
+                    .inc_by(left);
+                abandoned += left;
+            }
+            for google in self.state.all_google() {
+                let left = google.abandon_queued();
+                metrics
+                    .shutdown_abandoned
+                    .with_label_values(&[google.platform().as_str()])
+                    .inc_by(left);
+                abandoned += left;
+            }
+            if admission.pending() == 0 || Instant::now() >= settle_deadline {
+                break;
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        // Streams that settled after the first sweep may have scheduled retries.
-        for apns in self.state.all_apns() {
-            abandoned += apns.abandon_queued();
-        }
-        for google in self.state.all_google() {
-            abandoned += google.abandon_queued();
-        }
-        let finished = before.saturating_sub(admission.pending() + abandoned);
+        let still_pending = admission.pending();
+        let finished = before.saturating_sub(still_pending + abandoned);
         let report = DrainReport {
             finished_during_drain: finished,
             abandoned,
+            still_pending,
             took: started.elapsed(),
         };
         for family in [Family::Apple, Family::Google] {
@@ -200,18 +219,23 @@ impl Gateway {
                     failures = c.failures,
                     unregistered = c.unregistered,
                     expired = c.expired,
+                    possible_duplicates = c.possible_duplicates,
                     "final totals"
                 );
             }
         }
-        if abandoned > 0 || admission.pending() > 0 {
+        if abandoned > 0 || still_pending > 0 {
             tracing::warn!(
                 abandoned,
-                still_in_flight = admission.pending(),
-                "shutdown left work undelivered; recorded as expired (Shutdown)"
+                still_pending,
+                finished,
+                took_ms = report.took.as_millis() as u64,
+                "shutdown left work undelivered: abandoned tokens are recorded as expired (Shutdown), still_pending ones were in flight when the process stopped"
             );
         } else {
             tracing::info!(
+                abandoned,
+                still_pending,
                 finished,
                 took_ms = report.took.as_millis() as u64,
                 "drained: nothing left pending"
@@ -269,6 +293,55 @@ async fn serve_tls(
                 tracing::debug!(%peer, error = %e, "API connection ended with an error");
             }
         });
+    }
+}
+
+/// After the grace period: how long streams already in flight may take to be
+/// answered before the process stops without their outcome.
+const SETTLE: Duration = Duration::from_secs(3);
+
+/// SIGTERM and SIGINT listeners, registered once. Unlike calling
+/// [`wait_for_signal`] twice, a signal that arrives between two `recv` calls is
+/// kept, so "a second signal exits at once" holds however fast it follows.
+pub struct Signals {
+    term: Option<tokio::signal::unix::Signal>,
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    /// Registers the listeners. One that cannot be registered is skipped (the
+    /// other still works; with neither, `recv` never resolves).
+    pub fn new() -> Self {
+        use tokio::signal::unix::{SignalKind, signal};
+        let term = signal(SignalKind::terminate())
+            .inspect_err(|e| tracing::warn!(error = %e, "cannot listen for SIGTERM"))
+            .ok();
+        let int = signal(SignalKind::interrupt())
+            .inspect_err(|e| tracing::warn!(error = %e, "cannot listen for SIGINT"))
+            .ok();
+        Self { term, int }
+    }
+
+    /// Resolves on the next SIGTERM or SIGINT.
+    pub async fn recv(&mut self) {
+        async fn next(signal: &mut Option<tokio::signal::unix::Signal>) {
+            match signal {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        tokio::select! {
+            _ = next(&mut self.term) => {}
+            _ = next(&mut self.int) => {}
+        }
+    }
+}
+
+impl Default for Signals {
+    fn default() -> Self {
+        Self::new()
     }
 }
 

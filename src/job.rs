@@ -288,6 +288,13 @@ impl<M> Job<M> {
         }
     }
 
+    /// True when the job's expiration falls within `delay` from now: a retry
+    /// that late would go out after it, so the token expires instead.
+    pub fn expires_within(&self, delay: std::time::Duration) -> bool {
+        self.expires_at
+            .is_some_and(|at| SystemTime::now() + delay > at)
+    }
+
     /// The range covering every token.
     pub fn all(&self) -> Range<u32> {
         0..u32::try_from(self.tokens.len()).unwrap_or(u32::MAX)

@@ -83,6 +83,9 @@ struct FaultArgs {
     /// Drop the TCP connection abruptly after N streams.
     #[arg(long)]
     drop_after: Option<u64>,
+    /// Mock APNs: stop reading and answering (TCP stays open) after N streams on a connection.
+    #[arg(long)]
+    stall_after: Option<u64>,
     /// Delay every answer by this many milliseconds.
     #[arg(long, default_value_t = 0)]
     latency_ms: u64,
@@ -99,6 +102,7 @@ impl FaultArgs {
             retry_after_s: self.retry_after,
             goaway_after: self.goaway_after,
             drop_after: self.drop_after,
+            stall_after: self.stall_after,
             latency_ms: self.latency_ms,
             flaky: match &self.flaky {
                 Some(path) => Faults::load_flaky(path)
@@ -256,17 +260,22 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             "no [apns], [fcm] or [gcm] section: every send will answer 404 (try `pushgate demo`)"
         );
     }
+    // Listening before the gateway starts: a signal during start-up is not lost,
+    // and one listener for both signals keeps a fast second signal too.
+    let mut signals = pushgate::gateway::Signals::new();
     let gateway = Gateway::start(&config).await?;
-    pushgate::gateway::wait_for_signal().await;
+    signals.recv().await;
+    tracing::info!("signal received: draining (a second signal exits at once)");
     // A second signal during the drain exits at once.
-    tokio::spawn(async {
-        pushgate::gateway::wait_for_signal().await;
+    tokio::spawn(async move {
+        signals.recv().await;
         tracing::warn!("second signal: exiting without finishing the drain");
         std::process::exit(130);
     });
     let report = gateway.shutdown(config.server.shutdown_grace).await;
     tracing::info!(
         abandoned = report.abandoned,
+        still_pending = report.still_pending,
         finished = report.finished_during_drain,
         "pushgate stopped"
     );

@@ -51,6 +51,11 @@ pub struct Metrics {
     pub webhook_dropped: IntCounterVec,
     /// Webhook events delivered.
     pub webhook_sent: IntCounter,
+    /// Upstream connections declared dead after an unanswered PING, by platform.
+    pub stalled: IntCounterVec,
+    /// Tokens still undelivered when a shutdown's grace ran out, by platform:
+    /// recorded as expired (`Shutdown`), exported so the loss is visible.
+    pub shutdown_abandoned: IntCounterVec,
 }
 
 impl Metrics {
@@ -132,6 +137,16 @@ impl Metrics {
             "Provider or access token refreshes",
             &["platform"],
         )?;
+        let stalled = counter(
+            "pushgate_upstream_stalled_total",
+            "Upstream connections closed because a PING went unanswered",
+            &["platform"],
+        )?;
+        let shutdown_abandoned = counter(
+            "pushgate_shutdown_abandoned_total",
+            "Tokens left undelivered when the shutdown grace ran out (recorded as expired: Shutdown)",
+            &["platform"],
+        )?;
         let connections = gauge(
             "pushgate_upstream_connections",
             "Upstream connections open",
@@ -194,6 +209,8 @@ impl Metrics {
             api_latency,
             webhook_dropped,
             webhook_sent,
+            stalled,
+            shutdown_abandoned,
         })
     }
 

@@ -26,7 +26,7 @@ fn mixed_tokens(n: usize) -> Vec<String> {
 }
 
 async fn gocm_run(api: GoogleApi) {
-    let env = google_env(api, Faults::default()).await;
+    let env = google_env(api, Faults::default(), |_| {}).await;
     let mut tokens = mixed_tokens(2500);
     tokens.push("bad token with spaces".into());
     let (status, answer) = env
@@ -173,7 +173,7 @@ async fn gocm_form_through_legacy_gcm() {
 #[tokio::test]
 async fn fcm_alias_and_json_body_work_with_options() {
     tokio::time::timeout(TEST_TIMEOUT, async {
-        let env = google_env(GoogleApi::V1, Faults::default()).await;
+        let env = google_env(GoogleApi::V1, Faults::default(), |_| {}).await;
         let body = json!({
             "tokens": ["dev-1", "dev-2"],
             "payload": { "k": "v", "n": 3 },
@@ -213,7 +213,7 @@ async fn fcm_alias_and_json_body_work_with_options() {
 #[tokio::test]
 async fn bad_google_input_is_refused_and_changes_nothing() {
     tokio::time::timeout(TEST_TIMEOUT, async {
-        let env = google_env(GoogleApi::Legacy, Faults::default()).await;
+        let env = google_env(GoogleApi::Legacy, Faults::default(), |_| {}).await;
         let before = env
             .gateway
             .state
@@ -323,6 +323,7 @@ async fn cancelling_a_running_job_stops_what_was_not_sent() {
                 latency_ms: 100,
                 ..Faults::default()
             },
+            |_| {},
         )
         .await;
         let tokens: Vec<String> = (0..3000).map(|i| format!("dev-{i}")).collect();

@@ -6,12 +6,13 @@
 use std::future::poll_fn;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use http::HeaderValue;
+use tokio::sync::watch;
 
 use super::Shared;
 use super::conn::{self, Connection};
@@ -34,9 +35,11 @@ const RECONNECT: Backoff = Backoff {
 
 /// Why [`drive`] returned.
 enum End {
-    /// The connection ended; open another.
-    Reconnect,
-    /// The queue was closed (shutdown); stop.
+    /// The connection ended; open another. `answered` says whether the peer
+    /// answered any stream on it: a connection that dies before answering
+    /// anything counts as a failed connect, so the reconnect backs off.
+    Reconnect { answered: bool },
+    /// The queue was closed (shutdown) or the pool retired this actor; stop.
     Stop,
 }
 
@@ -63,17 +66,29 @@ enum StreamResult {
     Lost(&'static str),
 }
 
-/// Runs a connection actor until the queue closes.
-pub async fn run(shared: Arc<Shared>, id: usize) {
+/// Resolves once the pool retires this actor. A dropped switch (the
+/// supervisor is gone) is not a retirement: the actor then runs until the
+/// queue closes, as it did before pools existed.
+async fn retired(retire: &mut watch::Receiver<bool>) {
+    if retire.wait_for(|retired| *retired).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Runs a connection actor until the queue closes or the pool retires it.
+pub async fn run(shared: Arc<Shared>, id: usize, mut retire: watch::Receiver<bool>) {
     let mut failures = 0u32;
     loop {
-        if shared.queue.is_closed() {
+        if shared.queue.is_closed() || *retire.borrow() {
             return;
         }
         let tls = shared.tls.clone();
-        match conn::connect(&shared.host, shared.port, tls).await {
+        let connected = tokio::select! {
+            connected = conn::connect(&shared.host, shared.port, tls) => connected,
+            _ = retired(&mut retire) => return,
+        };
+        let error = match connected {
             Ok(connection) => {
-                failures = 0;
                 shared
                     .metrics
                     .connects
@@ -82,54 +97,186 @@ pub async fn run(shared: Arc<Shared>, id: usize) {
                 shared.connected.fetch_add(1, Ordering::Relaxed);
                 shared.connections_gauge.inc();
                 tracing::info!(connection = id, upstream = %shared.authority, "APNs connection open");
-                let end = drive(&shared, connection).await;
+                let end = drive(&shared, connection, &mut retire).await;
                 shared.connections_gauge.dec();
                 shared.connected.fetch_sub(1, Ordering::Relaxed);
                 tracing::info!(connection = id, "APNs connection closed");
-                if let End::Stop = end {
-                    return;
+                match end {
+                    End::Stop => return,
+                    End::Reconnect { answered: true } => {
+                        failures = 0;
+                        continue;
+                    }
+                    End::Reconnect { answered: false } => {
+                        "the connection closed before answering any request".to_owned()
+                    }
                 }
             }
             Err(e) => {
-                failures += 1;
                 shared
                     .metrics
                     .connects
                     .with_label_values(&["apns", "error"])
                     .inc();
-                let delay = RECONNECT.reconnect_delay(failures);
-                tracing::warn!(connection = id, error = %e, retry_in_ms = delay.as_millis() as u64, "APNs connect failed");
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = shared.queue.closed() => return,
-                }
+                e.to_string()
             }
+        };
+        failures += 1;
+        let delay = RECONNECT.reconnect_delay(failures);
+        tracing::warn!(
+            connection = id,
+            error,
+            retry_in_ms = delay.as_millis() as u64,
+            "APNs connect failed"
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shared.queue.closed() => return,
+            _ = retired(&mut retire) => return,
         }
     }
 }
 
-async fn drive(shared: &Arc<Shared>, connection: Connection) -> End {
+/// This connection's share of [`Shared::stream_capacity`], kept equal to the
+/// peer's current stream limit and withdrawn when the connection ends.
+struct CapacityShare<'a> {
+    shared: &'a Shared,
+    mine: usize,
+}
+
+impl CapacityShare<'_> {
+    fn set(&mut self, limit: usize) {
+        if limit > self.mine {
+            self.shared
+                .stream_capacity
+                .fetch_add(limit - self.mine, Ordering::Relaxed);
+        } else if limit < self.mine {
+            self.shared
+                .stream_capacity
+                .fetch_sub(self.mine - limit, Ordering::Relaxed);
+        }
+        self.mine = limit;
+    }
+}
+
+impl Drop for CapacityShare<'_> {
+    fn drop(&mut self) {
+        self.set(0);
+    }
+}
+
+/// Liveness of a connection with streams in flight: when nothing has been
+/// heard for `ping_interval`, a PING goes out; no PONG within `ping_timeout`
+/// means the peer (or the path to it) is gone even though TCP looks open.
+struct Liveness {
+    heard_at: Instant,
+    ping_sent_at: Option<Instant>,
+    interval: Duration,
+    timeout: Duration,
+}
+
+impl Liveness {
+    /// When the timer must fire next, if at all.
+    fn deadline(&self, busy: bool) -> Option<Instant> {
+        match self.ping_sent_at {
+            Some(sent) => Some(sent + self.timeout),
+            None if busy => Some(self.heard_at + self.interval),
+            None => None,
+        }
+    }
+}
+
+async fn drive(
+    shared: &Arc<Shared>,
+    connection: Connection,
+    retire: &mut watch::Receiver<bool>,
+) -> End {
     let Connection {
         mut sender,
         mut driver,
-        ping_pong: _,
+        mut ping_pong,
     } = connection;
-    let mut in_flight = FuturesUnordered::new();
+    let mut capacity = CapacityShare { shared, mine: 0 };
+    capacity.set(sender.current_max_send_streams());
+    let mut in_flight: FuturesUnordered<StreamFuture> = FuturesUnordered::new();
     let mut held: Option<Work<ApnsMessage>> = None;
     let mut closing = false;
-    let mut end = End::Reconnect;
+    let mut answered = false;
+    let mut stop = false;
+    let mut liveness = Liveness {
+        heard_at: Instant::now(),
+        ping_sent_at: None,
+        interval: shared.ping_interval,
+        timeout: shared.ping_timeout,
+    };
+    let timer = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(timer);
+    let mut timer_at: Option<Instant> = None;
     loop {
         if closing && in_flight.is_empty() {
             break;
+        }
+        let deadline = liveness.deadline(!in_flight.is_empty());
+        if deadline != timer_at {
+            if let Some(at) = deadline {
+                timer.as_mut().reset(at.into());
+            }
+            timer_at = deadline;
         }
         tokio::select! {
             biased;
             Some(done) = in_flight.next() => {
                 shared.in_flight_gauge.dec();
+                shared.in_flight.fetch_sub(1, Ordering::Relaxed);
+                if matches!(done.result, StreamResult::Answer { .. }) {
+                    answered = true;
+                    liveness.heard_at = Instant::now();
+                }
                 settle(shared, done);
             }
+            pong = poll_fn(|cx| ping_pong.poll_pong(cx)), if liveness.ping_sent_at.is_some() => {
+                liveness.ping_sent_at = None;
+                if pong.is_ok() {
+                    liveness.heard_at = Instant::now();
+                }
+                // An error means the connection is ending; the driver says so.
+            }
+            _ = &mut timer, if timer_at.is_some() => {
+                timer_at = None;
+                if liveness.ping_sent_at.is_some() {
+                    shared.stalled.inc();
+                    tracing::warn!(
+                        upstream = %shared.authority,
+                        in_flight = in_flight.len(),
+                        timeout_s = liveness.timeout.as_secs(),
+                        "APNs connection stalled: no PONG; closing it and resending its streams"
+                    );
+                    // Dropping the connection fails every open stream with a
+                    // broken pipe, so each is settled as lost: retried and
+                    // counted as a possible duplicate.
+                    driver.abort();
+                    liveness.ping_sent_at = None;
+                    liveness.heard_at = Instant::now();
+                    closing = true;
+                } else if ping_pong.send_ping(h2::Ping::opaque()).is_ok() {
+                    liveness.ping_sent_at = Some(Instant::now());
+                } else {
+                    // Only fails when the connection is already gone.
+                    liveness.heard_at = Instant::now();
+                    closing = true;
+                }
+            }
             _ = &mut driver, if !closing => closing = true,
-            ready = poll_fn(|cx| sender.poll_ready(cx)), if held.is_some() && !closing => {
+            _ = retired(retire), if !closing => {
+                stop = true;
+                closing = true;
+            }
+            // h2 counts a stream against the peer's limit only once its
+            // connection task has sent it, so a burst of `send_request` calls
+            // would all pass `poll_ready` and queue inside h2: a whole job pulled
+            // onto one connection, invisible to the pool and the drain, and
+            // timing out in h2's queue. Hold the limit here instead.
+            ready = poll_fn(|cx| sender.poll_ready(cx)), if held.is_some() && !closing && in_flight.len() < capacity.mine.max(1) => {
                 if ready.is_err() {
                     closing = true;
                     continue;
@@ -142,13 +289,19 @@ async fn drive(shared: &Arc<Shared>, connection: Connection) -> End {
                 if work.tokens.is_empty() {
                     held = None;
                 }
-                if is_expired(&job) {
-                    shared.recorder.finish(&job.progress, || hex_encode(job.tokens.get(index)), Outcome::Expired { reason: "Expired".into() }, false);
+                if let Some(outcome) = job.hold() {
+                    shared.recorder.finish(&job.progress, || hex_encode(job.tokens.get(index)), outcome, false);
                     continue;
                 }
                 match start(shared, &mut sender, job, index, attempts) {
-                    Ok(stream) => {
+                    Ok(None) => {}
+                    Ok(Some(stream)) => {
+                        if in_flight.is_empty() {
+                            // Quiet time before now was not the peer's silence.
+                            liveness.heard_at = Instant::now();
+                        }
                         shared.in_flight_gauge.inc();
+                        shared.in_flight.fetch_add(1, Ordering::Relaxed);
                         in_flight.push(stream);
                     }
                     Err(work) => {
@@ -159,9 +312,13 @@ async fn drive(shared: &Arc<Shared>, connection: Connection) -> End {
                 }
             }
             work = shared.queue.pop(TAKE), if held.is_none() && !closing => match work {
-                Some(work) => held = Some(work),
+                Some(work) => {
+                    // The peer may have changed its limit with a SETTINGS frame.
+                    capacity.set(sender.current_max_send_streams());
+                    held = Some(work);
+                }
                 None => {
-                    end = End::Stop;
+                    stop = true;
                     closing = true;
                 }
             },
@@ -170,23 +327,25 @@ async fn drive(shared: &Arc<Shared>, connection: Connection) -> End {
     if let Some(work) = held {
         shared.queue.push_front(work);
     }
-    end
-}
-
-fn is_expired(job: &Job<ApnsMessage>) -> bool {
-    job.expires_at.is_some_and(|at| SystemTime::now() > at)
+    if stop {
+        End::Stop
+    } else {
+        End::Reconnect { answered }
+    }
 }
 
 type StreamFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Done> + Send>>;
 
-/// Opens one stream. On failure hands the token back as work to requeue.
+/// Opens one stream. `Ok(None)`: the token was settled without a stream (it
+/// cannot be signed or built), so nothing is in flight for it. On failure hands
+/// the token back as work to requeue.
 fn start(
     shared: &Arc<Shared>,
     sender: &mut h2::client::SendRequest<Bytes>,
     job: Arc<Job<ApnsMessage>>,
     index: u32,
     attempts: u32,
-) -> Result<StreamFuture, Work<ApnsMessage>> {
+) -> Result<Option<StreamFuture>, Work<ApnsMessage>> {
     let auth = match shared.signer.as_ref().map(|s| s.header()).transpose() {
         Ok(auth) => auth,
         Err(e) => {
@@ -202,7 +361,7 @@ fn start(
                 outcome,
                 false,
             );
-            return Ok(Box::pin(std::future::pending()));
+            return Ok(None);
         }
     };
     let token_hex = hex_encode(job.tokens.get(index));
@@ -221,7 +380,7 @@ fn start(
         shared
             .recorder
             .finish(&job.progress, || token_hex, outcome, false);
-        return Ok(Box::pin(std::future::pending()));
+        return Ok(None);
     };
     let (response, mut body_tx) = match sender.send_request(req, false) {
         Ok(pair) => pair,
@@ -232,7 +391,7 @@ fn start(
         return Err(Work::single(job, index, attempts));
     }
     let timeout = shared.request_timeout;
-    Ok(Box::pin(async move {
+    Ok(Some(Box::pin(async move {
         let started = Instant::now();
         let result = match tokio::time::timeout(timeout, read_answer(response)).await {
             Ok(result) => result,
@@ -246,7 +405,7 @@ fn start(
             started,
             result,
         }
-    }))
+    })))
 }
 
 async fn read_answer(response: h2::client::ResponseFuture) -> StreamResult {
@@ -352,7 +511,7 @@ fn settle(shared: &Arc<Shared>, done: Done) {
     };
     let attempt = attempts + 1;
     match retry::next(&shared.backoff, attempt, shared.max_retries, delay_hint) {
-        Next::RetryIn(delay) if !would_expire(&job, delay) => {
+        Next::RetryIn(delay) if !job.expires_within(delay) => {
             shared.recorder.retry(&job.progress, &reason);
             shared
                 .queue
@@ -362,9 +521,4 @@ fn settle(shared: &Arc<Shared>, done: Done) {
             .recorder
             .finish(&job.progress, token, Outcome::Expired { reason }, true),
     }
-}
-
-fn would_expire(job: &Job<ApnsMessage>, delay: Duration) -> bool {
-    job.expires_at
-        .is_some_and(|at| SystemTime::now() + delay > at)
 }

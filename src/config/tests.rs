@@ -236,3 +236,19 @@ fn app_problems_name_the_app() {
     .expect_err("refused");
     assert!(messages(err).contains("default app"));
 }
+
+#[test]
+fn pool_and_ping_keys_have_defaults_env_overrides_and_refuse_zero() {
+    let file = FileConfig::parse(
+        "[apns]\nping_timeout_s = 0\nidle_shrink_s = 0\n",
+        "t",
+        env(&[("PUSHGATE_APNS_GROW_INTERVAL_MS", "250")]),
+    )
+    .expect("parse");
+    let apns = file.apns.as_ref().expect("apns");
+    assert_eq!((apns.grow_interval_ms, apns.ping_interval_s), (250, 10));
+    let text = messages(file.validate().expect_err("refused"));
+    assert!(text.contains("apns.ping_timeout_s"), "{text}");
+    assert!(text.contains("apns.idle_shrink_s"), "{text}");
+    assert!(!text.contains("apns.grow_interval_ms"), "{text}");
+}

@@ -7,7 +7,7 @@
 use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -395,7 +395,7 @@ fn retry(
     }
     let attempt = attempts + 1;
     match retry::next(&shared.backoff, attempt, shared.max_retries, retry_after) {
-        Next::RetryIn(delay) if !would_expire(job, delay) => {
+        Next::RetryIn(delay) if !job.expires_within(delay) => {
             let mut run: Option<Range<u32>> = None;
             for (index, reason) in &entries {
                 shared.recorder.retry(&job.progress, reason);
@@ -450,9 +450,4 @@ fn finish_unattempted(
             false,
         );
     }
-}
-
-fn would_expire(job: &Job<GoogleMessage>, delay: Duration) -> bool {
-    job.expires_at
-        .is_some_and(|at| SystemTime::now() + delay > at)
 }

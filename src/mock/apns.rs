@@ -57,7 +57,13 @@
 //!   GOAWAY (graceful); streams already accepted are answered (`Ledger::goaways`).
 //! - `drop_after: Some(n)`: when the connection accepts its n-th stream the TCP
 //!   connection is reset; that stream and every unanswered one get no answer
-//!   (`Ledger::drops`).
+//!   (`Ledger::drops`). With `goaway_after` set as well, connections alternate:
+//!   the 1st, 3rd, ... get the GOAWAY, the 2nd, 4th, ... the drop.
+//! - `stall_after: Some(n)`: when the connection accepts its n-th stream the mock
+//!   stops reading and answering (PINGs included) but keeps TCP open, like a peer
+//!   that hung or a path that black-holes packets; it lets go after
+//!   [`STALL_HOLD`] (`Ledger::stalls`). Streams whose delivery was already
+//!   recorded stay recorded: the client cannot know, exactly as with a drop.
 //! - `max_concurrent_streams` is advertised in SETTINGS. h2 refuses a stream beyond
 //!   it with RST_STREAM(REFUSED_STREAM) before the mock sees the request; the mock
 //!   watches its own outgoing frames for those resets and counts each one (plus any
@@ -215,6 +221,9 @@ pub async fn start(opts: MockApnsOptions) -> anyhow::Result<MockHandle> {
     Ok(MockHandle::new(addr, ledger, opts.ca_pem, task))
 }
 
+/// How long a stalled connection (`stall_after`) is held open before the mock
+/// lets go of it, so stalled sockets do not outlive a test run.
+pub const STALL_HOLD: Duration = Duration::from_secs(120);
 /// Longest a client may take to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Apple refuses provider tokens older than an hour.
@@ -412,7 +421,13 @@ async fn serve_connection(
         .await
         .context("TLS handshake timed out")?
         .context("TLS handshake failed")?;
-    server.ledger.connections.fetch_add(1, Ordering::Relaxed);
+    let index = server.ledger.connections.fetch_add(1, Ordering::Relaxed);
+    // Both connection-ending faults set: alternate, so a run sees both kinds.
+    let (goaway_after, drop_after) = match (server.faults.goaway_after, server.faults.drop_after) {
+        (Some(g), Some(_)) if index.is_multiple_of(2) => (Some(g), None),
+        (Some(_), Some(d)) => (None, Some(d)),
+        pair => pair,
+    };
     let io = tap::RefusalTap::new(tls, &server.ledger.stream_limit_violations);
     let mut conn = h2::server::Builder::new()
         .max_concurrent_streams(server.max_streams)
@@ -439,14 +454,24 @@ async fn serve_connection(
                 };
                 server.ledger.requests.fetch_add(1, Ordering::Relaxed);
                 accepted += 1;
-                if let Some(n) = server.faults.drop_after
+                if let Some(n) = drop_after
                     && accepted >= n
                 {
                     server.ledger.drops.fetch_add(1, Ordering::Relaxed);
                     // Returning drops the connection and every unanswered stream with it.
                     return Ok(());
                 }
-                if let Some(n) = server.faults.goaway_after
+                if let Some(n) = server.faults.stall_after
+                    && accepted >= n
+                {
+                    server.ledger.stalls.fetch_add(1, Ordering::Relaxed);
+                    // Polling nothing: no frame is read, no answer or PONG written,
+                    // and holding `conn` keeps the socket open.
+                    tokio::time::sleep(STALL_HOLD).await;
+                    drop((conn, streams));
+                    return Ok(());
+                }
+                if let Some(n) = goaway_after
                     && accepted >= n
                     && !goaway_sent
                 {

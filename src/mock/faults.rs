@@ -16,8 +16,14 @@ pub struct Faults {
     /// Send GOAWAY on a connection after it has carried this many streams.
     pub goaway_after: Option<u64>,
     /// Close the TCP connection abruptly after this many streams (in-flight ones
-    /// get no answer).
+    /// get no answer). Mock APNs: when `goaway_after` is set too, connections
+    /// take turns (the first gets GOAWAY, the second the drop, and so on) so one
+    /// run sees both.
     pub drop_after: Option<u64>,
+    /// Mock APNs only: after this many streams on a connection, stop reading and
+    /// answering while keeping TCP open (a stalled peer or a black-holed path;
+    /// PINGs go unanswered too). The connection is let go after two minutes.
+    pub stall_after: Option<u64>,
     /// Delay before every answer.
     pub latency_ms: u64,
     /// Tokens whose first attempt fails with a retryable error.

@@ -24,6 +24,8 @@ pub struct Ledger {
     pub goaways: AtomicU64,
     /// Connections closed abruptly by the `drop_after` fault.
     pub drops: AtomicU64,
+    /// Connections stalled by the `stall_after` fault (mock APNs).
+    pub stalls: AtomicU64,
     /// OAuth access tokens granted (FCM `/token`).
     pub grants: AtomicU64,
     /// Largest legacy batch seen (registration ids in one request).

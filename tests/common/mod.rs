@@ -227,12 +227,18 @@ pub struct GoogleEnv {
     pub mock: MockHandle,
     pub gateway: Gateway,
     pub client: reqwest::Client,
+    pub dir: PathBuf,
 }
 
 pub const SERVER_KEY: &str = "test-server-key";
 
-/// A gateway delivering `/gcm/send` through `api` against a fresh mock FCM.
-pub async fn google_env(api: GoogleApi, faults: Faults) -> GoogleEnv {
+/// A gateway delivering `/gcm/send` through `api` against a fresh mock FCM
+/// with `faults`; `tweak` adjusts the config before it is validated.
+pub async fn google_env(
+    api: GoogleApi,
+    faults: Faults,
+    tweak: impl FnOnce(&mut FileConfig),
+) -> GoogleEnv {
     init();
     let dir = scratch("google");
     let pki = mock::tls::TestPki::generate().unwrap();
@@ -270,11 +276,13 @@ pub async fn google_env(api: GoogleApi, faults: Faults) -> GoogleEnv {
             });
         }
     }
+    tweak(&mut file);
     let gateway = Gateway::start(&file.validate().unwrap()).await.unwrap();
     GoogleEnv {
         mock,
         gateway,
         client: reqwest::Client::new(),
+        dir,
     }
 }
 
@@ -314,4 +322,61 @@ impl GoogleEnv {
             .unwrap();
         (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
     }
+}
+
+// === Whole-process helpers (tests/resilience.rs) ===
+
+/// POSTs `body` as JSON to `base` + `path`; status and JSON answer.
+pub async fn post_json_to(
+    client: &reqwest::Client,
+    base: &str,
+    path: &str,
+    body: &Value,
+) -> (u16, Value) {
+    let r = client
+        .post(format!("{base}{path}"))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// A mock APNs with token auth and `faults`, plus the files a `pushgate serve`
+/// process needs to reach it: returns the mock and an `[apns]` section (key,
+/// CA, endpoint filled in) written under `dir`.
+pub async fn apns_mock_for_process(
+    dir: &std::path::Path,
+    faults: Faults,
+    max_streams: u32,
+) -> (MockHandle, ApnsSection) {
+    init();
+    let pki = mock::tls::TestPki::generate().unwrap();
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, &pki.ca_pem).unwrap();
+    let (p8, public_key_pem) = mock::apns::generate_provider_key().unwrap();
+    let key_file = dir.join("AuthKey.p8");
+    std::fs::write(&key_file, p8).unwrap();
+    let mut options = mock::apns::MockApnsOptions::new(
+        mock::apns::ApnsAuthCheck::Token {
+            team_id: TEAM_ID.into(),
+            key_id: KEY_ID.into(),
+            public_key_pem,
+        },
+        &pki,
+    );
+    options.faults = faults;
+    options.max_concurrent_streams = max_streams;
+    let mock = mock::apns::start(options).await.unwrap();
+    let section = ApnsSection {
+        endpoint: mock.url(),
+        ca_file: ca_file.display().to_string(),
+        topic: "com.example.test".into(),
+        key_file: key_file.display().to_string(),
+        key_id: KEY_ID.into(),
+        team_id: TEAM_ID.into(),
+        ..ApnsSection::default()
+    };
+    (mock, section)
 }

@@ -515,6 +515,31 @@ async fn drop_after_n_streams_leaves_them_unanswered() {
 }
 
 #[tokio::test]
+async fn stall_after_n_streams_stops_answering_but_keeps_the_socket() {
+    within(async {
+        let faults = Faults {
+            stall_after: Some(2),
+            ..Faults::default()
+        };
+        let s = token_server(faults).await;
+        let c = s.client().await;
+        let jwt = s.jwt();
+        let a = c.post(Some(&jwt), &token("0"), &[], PAYLOAD).await.unwrap();
+        assert_eq!(a.status, 200);
+        // No answer and no reset: the request just hangs.
+        let hung = tokio::time::timeout(
+            Duration::from_millis(500),
+            c.post(Some(&jwt), &token("0"), &[], PAYLOAD),
+        )
+        .await;
+        assert!(hung.is_err(), "a stalled connection answered");
+        assert_eq!(Ledger::get(&s.ledger().stalls), 1);
+        assert!(!c.conn.is_finished(), "the socket was closed");
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn refused_streams_beyond_the_limit_are_counted_and_peak_tracked() {
     within(async {
         let pki = TestPki::generate().unwrap();
