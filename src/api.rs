@@ -2,12 +2,15 @@
 //! so tests can drive it with `oneshot` or over a real socket.
 //!
 //! Layer order matters: the error counter wraps everything (it sees 401s
-//! too); auth wraps every route but `/healthz`.
+//! too); auth wraps every route but `/healthz` and the static documents
+//! (`/`, the status page, and `/openapi.json`).
 
 pub mod auth;
 pub mod error;
+pub mod openapi;
 pub mod report;
 pub mod send;
+pub mod status;
 
 use std::ops::Deref;
 use std::sync::Arc;
@@ -127,12 +130,16 @@ pub fn router(state: AppState) -> Router {
         .route("/jobs/{id}", get(job_status).delete(cancel_job))
         .route("/metrics", get(metrics))
         .route("/readyz", get(readyz))
+        .route("/status.json", get(status::json))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_key,
         ));
     Router::new()
         .route("/healthz", get(healthz))
+        // Static documents, no data: served without a key.
+        .route("/", get(status::page))
+        .route("/openapi.json", get(openapi::document))
         .merge(protected)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -1,0 +1,116 @@
+//! The status page: `GET /` serves one static HTML file (markup, style and
+//! script inline, no CDN) embedded in the binary; it polls `GET /status.json`
+//! every second. `/status.json` gathers, per platform, what an operator looks
+//! at first (totals, queue depth, in flight, connections, list sizes) so the
+//! page needs one request per tick instead of one per report.
+//!
+//! The page itself holds no data, so it is served without an API key; the
+//! JSON it reads sits behind the key like every other report.
+
+use std::sync::atomic::Ordering;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::{AppState, ok};
+use crate::job::Family;
+use crate::report::{Counters, FamilyReport, now_ms};
+
+/// The page: markup, style and script in one file.
+const PAGE: &str = include_str!("status.html");
+
+/// `GET /`: the status page.
+pub async fn page() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            // Everything the page needs is in the page; nothing may load from elsewhere.
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+            ),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        PAGE,
+    )
+        .into_response()
+}
+
+fn counters(c: &Counters) -> Value {
+    json!({
+        "accepted": c.accepted,
+        "attempts": c.attempts,
+        "retries": c.retries,
+        "pending": c.pending,
+        "successes": c.successes,
+        "failures": c.failures,
+        "unregistered": c.unregistered,
+        "canonicals": c.canonicals,
+        "expired": c.expired,
+        "unattempted": c.unattempted,
+        "possible_duplicates": c.possible_duplicates,
+        "finished": c.finished(),
+    })
+}
+
+fn list(l: &crate::report::BoundedList<impl Sized>) -> Value {
+    json!({ "size": l.len(), "dropped": l.dropped() })
+}
+
+fn in_flight(state: &AppState, platform: &str) -> i64 {
+    state
+        .recorder
+        .metrics
+        .in_flight
+        .with_label_values(&[platform])
+        .get()
+}
+
+/// `GET /status.json`: one snapshot for the status page.
+pub async fn json(State(state): State<AppState>) -> Response {
+    let reports = &state.recorder.reports;
+    let apns = state.apns.as_ref().map(|service| {
+        let report: &FamilyReport = reports.family(Family::Apple);
+        json!({
+            "platform": "apns",
+            "report": "/apns/report",
+            "queue_depth": service.queue_depth(),
+            "in_flight": in_flight(&state, "apns"),
+            "connections": service.connected(),
+            "counters": counters(&report.counters()),
+            "lists": {
+                "unregistered": list(&report.unregistered),
+                "failures": list(&report.failures),
+            },
+        })
+    });
+    let google = state.google.as_ref().map(|service| {
+        let report: &FamilyReport = reports.family(Family::Google);
+        let platform = service.platform().as_str();
+        json!({
+            "platform": platform,
+            "report": "/gcm/report",
+            "queue_depth": service.queue_depth(),
+            "in_flight": in_flight(&state, platform),
+            // Google traffic rides reqwest's pool, which does not expose a count.
+            "connections": Value::Null,
+            "ready": service.ready(),
+            "counters": counters(&report.counters()),
+            "lists": {
+                "notregistered": list(&report.unregistered),
+                "canonical": list(&report.canonical),
+                "failures": list(&report.failures),
+            },
+        })
+    });
+    let admission = &state.recorder.admission;
+    ok(json!({
+        "time_ms": now_ms(),
+        "version": env!("CARGO_PKG_VERSION"),
+        "shutting_down": state.shutting_down.load(Ordering::Acquire),
+        "queue": { "pending": admission.pending(), "capacity": admission.capacity() },
+        "platforms": { "apns": apns, "google": google },
+    }))
+}

@@ -1,0 +1,186 @@
+//! Keeps `/openapi.json` true to the router: every documented path and method
+//! answers on a running gateway (APNs and FCM v1 both configured against the
+//! mocks, so no route is 404 for want of a platform), no documented path takes
+//! a method the document leaves out, and every `.route(...)` in
+//! `src/api.rs` is documented. Request and response bodies are schemathesis'
+//! job (`scripts/check-openapi`); this test needs no Python.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::*;
+use pushgate::config::FcmSection;
+use pushgate::mock;
+use serde_json::Value;
+
+const METHODS: [&str; 5] = ["get", "post", "put", "delete", "patch"];
+
+/// `(path, method)` pairs declared with `.route("PATH", get(..).delete(..))`
+/// in `src/api.rs`: the router is built there and nowhere else.
+fn router_routes() -> BTreeSet<(String, String)> {
+    let source = include_str!("../src/api.rs");
+    let mut routes = BTreeSet::new();
+    for chunk in source.split(".route(").skip(1) {
+        // `.route(` then the path literal, possibly on the next line.
+        let Some(chunk) = chunk.trim_start().strip_prefix('"') else {
+            continue;
+        };
+        let Some((path, rest)) = chunk.split_once('"') else {
+            continue;
+        };
+        // The handler list runs to the end of this `.route(...)` call.
+        let mut depth = 1;
+        let mut end = rest.len();
+        for (i, c) in rest.char_indices() {
+            match c {
+                '(' => depth += 1,
+                ')' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        end = i;
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let handlers = &rest[..end];
+        for m in METHODS {
+            let call = format!("{m}(");
+            let found = handlers.match_indices(&call).any(|(i, _)| {
+                // `get(` at the start or after `.`; not `forget(`.
+                i == 0 || !handlers[..i].ends_with(|c: char| c.is_alphanumeric() || c == '_')
+            });
+            if found {
+                routes.insert((path.to_owned(), m.to_owned()));
+            }
+        }
+    }
+    routes
+}
+
+fn documented(doc: &Value) -> BTreeSet<(String, String)> {
+    let mut ops = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for m in METHODS {
+            if item.get(m).is_some() {
+                ops.insert((path.clone(), m.to_owned()));
+            }
+        }
+    }
+    ops
+}
+
+fn concrete(path: &str) -> String {
+    path.replace("{id}", "0123456789abcdef0123456789abcdef")
+}
+
+#[tokio::test]
+async fn openapi_document_matches_the_router_and_the_running_server() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        // FCM v1 against the mock, beside the APNs mock the harness starts.
+        let pki = mock::tls::TestPki::generate().unwrap();
+        let account = mock::fcm::ServiceAccountFixture::generate("pushgate-test").unwrap();
+        let fcm = mock::fcm::start(mock::fcm::MockFcmOptions::new(&account, "test-key", &pki))
+            .await
+            .unwrap();
+        let dir = scratch("openapi");
+        let ca = dir.join("fcm-ca.pem");
+        std::fs::write(&ca, &pki.ca_pem).unwrap();
+        let sa = dir.join("service-account.json");
+        std::fs::write(&sa, account.to_json(&format!("{}/token", fcm.url()))).unwrap();
+        let section = FcmSection {
+            service_account_file: sa.display().to_string(),
+            endpoint: fcm.url(),
+            ca_file: ca.display().to_string(),
+            ..FcmSection::default()
+        };
+        let env = apns_env(ApnsSetup {
+            tweak: Box::new(move |file| file.fcm = Some(section)),
+            ..ApnsSetup::default()
+        })
+        .await;
+
+        let served = env
+            .client
+            .get(env.url("/openapi.json"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(served.status(), 200);
+        let doc: Value = served.json().await.unwrap();
+        assert_eq!(doc["openapi"], "3.1.0");
+
+        let in_router = router_routes();
+        assert!(
+            in_router.len() >= 20,
+            "router scan found too little: {in_router:?}"
+        );
+        let in_doc = documented(&doc);
+        let undocumented: Vec<_> = in_router.difference(&in_doc).collect();
+        assert!(
+            undocumented.is_empty(),
+            "routes missing from src/api/openapi.json: {undocumented:?}"
+        );
+        let unrouted: Vec<_> = in_doc.difference(&in_router).collect();
+        assert!(
+            unrouted.is_empty(),
+            "documented but not in router(): {unrouted:?}"
+        );
+
+        for (path, method) in &in_doc {
+            let url = env.url(&concrete(path));
+            let m = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let mut request = env.client.request(m, &url);
+            if method == "post" {
+                request = request
+                    .header("content-type", "application/json")
+                    .body("{}");
+            }
+            let answer = request.send().await.unwrap();
+            let status = answer.status().as_u16();
+            let body: Value = answer.json().await.unwrap_or(Value::Null);
+            assert_ne!(status, 405, "{method} {path}: {body}");
+            assert_ne!(status, 500, "{method} {path}: {body}");
+            let fallback = body["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("no such route"));
+            assert!(
+                !fallback,
+                "{method} {path} hit the router's fallback: {body}"
+            );
+            // Every documented status is declared for this operation.
+            let declared = &doc["paths"][path.as_str()][method.as_str()]["responses"];
+            assert!(
+                declared.get(status.to_string()).is_some(),
+                "{method} {path} answered {status}, not declared: {body}"
+            );
+        }
+
+        // A method the document leaves out is refused on every documented path.
+        let paths: BTreeSet<&String> = in_doc.iter().map(|(p, _)| p).collect();
+        for path in paths {
+            for method in METHODS {
+                if in_doc.contains(&(path.clone(), method.to_owned())) {
+                    continue;
+                }
+                let m = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+                let answer = env
+                    .client
+                    .request(m, env.url(&concrete(path)))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    answer.status(),
+                    405,
+                    "{method} {path} is routed but not documented"
+                );
+            }
+        }
+    })
+    .await
+    .expect("test timed out");
+}
