@@ -49,6 +49,7 @@ fn counters(c: &Counters) -> Value {
         "unregistered": c.unregistered,
         "canonicals": c.canonicals,
         "expired": c.expired,
+        "cancelled": c.cancelled,
         "unattempted": c.unattempted,
         "possible_duplicates": c.possible_duplicates,
         "finished": c.finished(),
