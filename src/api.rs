@@ -186,6 +186,8 @@ async fn readyz(State(state): State<AppState>) -> Response {
     if apns.as_ref().is_some_and(|c| c.contains(&0)) {
         problems.push("an APNs app has no open connection".to_owned());
     }
+    // Every app must be connected; the answer reports the total.
+    let apns = apns.map(|per_app| per_app.iter().sum::<usize>());
     let google = state
         .google
         .as_ref()
