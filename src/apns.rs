@@ -26,7 +26,7 @@ use std::time::Duration;
 use prometheus::{Histogram, IntCounter, IntGauge};
 
 use crate::config::{ApnsAuth, ApnsConfig};
-use crate::job::Job;
+use crate::job::{Job, Outcome};
 use crate::queue::{DispatchQueue, Work};
 use crate::report::{Recorder, now_ms};
 use crate::retry::Backoff;
@@ -200,20 +200,18 @@ impl ApnsService {
     /// Records everything still queued as expired (reason `Shutdown`), so the
     /// books balance when the process exits with work left.
     pub fn abandon_queued(&self) -> u64 {
-        let mut left = 0;
-        for work in self.shared.queue.drain_all() {
-            for index in work.tokens.clone() {
-                left += 1;
-                self.shared.recorder.finish(
-                    &work.job.progress,
-                    || crate::job::hex_encode(work.job.tokens.get(index)),
-                    crate::job::Outcome::Expired {
-                        reason: "Shutdown".into(),
-                    },
-                    false,
-                );
-            }
-        }
-        left
+        let shutdown = Outcome::Expired {
+            reason: "Shutdown".into(),
+        };
+        self.shared
+            .queue
+            .drain_all()
+            .into_iter()
+            .map(|work| {
+                self.shared
+                    .recorder
+                    .finish_unsent(&work.job, work.tokens, &shutdown)
+            })
+            .sum()
     }
 }

@@ -239,21 +239,19 @@ impl GoogleService {
     /// Records everything still queued as expired (reason `Shutdown`), so the
     /// books balance when the process exits with work left.
     pub fn abandon_queued(&self) -> u64 {
-        let mut left = 0;
-        for work in self.shared.queue.drain_all() {
-            for index in work.tokens.clone() {
-                left += 1;
-                self.shared.recorder.finish(
-                    &work.job.progress,
-                    || worker::token_string(&work.job, index),
-                    Outcome::Expired {
-                        reason: "Shutdown".into(),
-                    },
-                    false,
-                );
-            }
-        }
-        left
+        let shutdown = Outcome::Expired {
+            reason: "Shutdown".into(),
+        };
+        self.shared
+            .queue
+            .drain_all()
+            .into_iter()
+            .map(|work| {
+                self.shared
+                    .recorder
+                    .finish_unsent(&work.job, work.tokens, &shutdown)
+            })
+            .sum()
     }
 }
 

@@ -29,6 +29,15 @@ impl Platform {
         }
     }
 
+    /// A stored token as the sender wrote it: APNs tokens are kept as bytes and
+    /// shown as lower-case hex; Google tokens are kept as their own text.
+    pub fn render_token(self, stored: &[u8]) -> String {
+        match self {
+            Platform::Apns => hex_encode(stored),
+            Platform::Fcm | Platform::Gcm => String::from_utf8_lossy(stored).into_owned(),
+        }
+    }
+
     /// Which report family (`/apns/report*` or `/gcm/report*`) this platform writes.
     pub fn family(self) -> Family {
         match self {
@@ -293,6 +302,11 @@ impl<M> Job<M> {
     pub fn expires_within(&self, delay: std::time::Duration) -> bool {
         self.expires_at
             .is_some_and(|at| SystemTime::now() + delay > at)
+    }
+
+    /// Token `index` as the sender wrote it.
+    pub fn token_string(&self, index: u32) -> String {
+        self.progress.platform.render_token(self.tokens.get(index))
     }
 
     /// The range covering every token.

@@ -7,13 +7,14 @@
 //! and `attempts = retries + attempted outcomes` true at every instant.
 
 use std::collections::{HashMap, VecDeque};
+use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::job::{Family, JobId, JobProgress, Outcome, OutcomeKind};
+use crate::job::{Family, Job, JobId, JobProgress, Outcome, OutcomeKind};
 use crate::metrics::Metrics;
 use crate::queue::Admission;
 use crate::webhook::{Event, WebhookSink};
@@ -395,6 +396,21 @@ impl Recorder {
             .possible_duplicates
             .with_label_values(&[platform.as_str()])
             .inc_by(n);
+    }
+
+    /// Ends tokens of `job` that will not be sent (expired, cancelled, left at
+    /// shutdown) with `outcome`, without an attempt. Returns how many.
+    pub fn finish_unsent<M>(&self, job: &Job<M>, tokens: Range<u32>, outcome: &Outcome) -> u64 {
+        let n = tokens.len() as u64;
+        for index in tokens {
+            self.finish(
+                &job.progress,
+                || job.token_string(index),
+                outcome.clone(),
+                false,
+            );
+        }
+        n
     }
 
     /// Records a token's terminal outcome. `attempted` is false when no upstream

@@ -24,7 +24,7 @@ use crate::apns::message::ApnsFields;
 use crate::fcm::{GoogleFields, GoogleMessage};
 use crate::job::{
     DeviceToken, Job, JobId, JobProgress, Outcome, Platform, TokenError, TokenList,
-    check_registration_token, hex_encode,
+    check_registration_token,
 };
 use crate::report::DEFAULT_APP;
 use crate::schedule::Held;
@@ -182,20 +182,36 @@ pub fn parse_when(send_at: Option<&str>, delay_seconds: Option<i64>) -> Result<W
     })
 }
 
+/// A validated send request, ready to be admitted.
+pub struct Submission<'a, M> {
+    /// Where it goes.
+    pub platform: Platform,
+    /// Whose credentials.
+    pub app: Arc<str>,
+    /// The message, built once.
+    pub message: M,
+    /// The validated tokens.
+    pub intake: Intake<'a>,
+    /// Nothing is sent after this.
+    pub expires_at: Option<SystemTime>,
+    /// Now, or after a delay.
+    pub when: When,
+}
+
 /// Admits a job and queues it, or hands it to the scheduler; returns the 202 answer.
-/// `render` turns a stored token back into the sender's form (for cancellations).
-#[allow(clippy::too_many_arguments)]
 pub fn accept<M: Send + Sync + 'static>(
     state: &AppState,
-    platform: Platform,
-    app: Arc<str>,
-    message: M,
-    intake: Intake<'_>,
-    expires_at: Option<SystemTime>,
-    when: When,
-    render: fn(&[u8]) -> String,
+    submission: Submission<'_, M>,
     enqueue: impl FnOnce(Arc<Job<M>>) + Send + 'static,
 ) -> Result<Response, ApiError> {
+    let Submission {
+        platform,
+        app,
+        message,
+        intake,
+        expires_at,
+        when,
+    } = submission;
     let Intake {
         tokens,
         rejected,
@@ -258,10 +274,7 @@ pub fn accept<M: Send + Sync + 'static>(
                         cancelled.progress.cancel();
                     }
                     cancelled.progress.set_scheduled(false);
-                    for index in cancelled.all() {
-                        let token = || render(cancelled.tokens.get(index));
-                        recorder.finish(&cancelled.progress, token, outcome.clone(), false);
-                    }
+                    recorder.finish_unsent(&cancelled, cancelled.all(), &outcome);
                 }),
             },
         );
@@ -274,14 +287,6 @@ pub fn accept<M: Send + Sync + 'static>(
         body["scheduled_in_s"] = json!(delay.as_secs());
     }
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
-}
-
-fn hex_encode_token(bytes: &[u8]) -> String {
-    hex_encode(bytes)
-}
-
-fn lossy_token(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// Picks the service for the `app` field: absent, empty or `default` is the
@@ -470,17 +475,15 @@ pub async fn apns(State(state): State<AppState>, body: Body) -> Result<Response,
         DeviceToken::decode_into(hex, buf).map(drop)
     });
     let service = service.clone();
-    let answer = accept(
-        &state,
-        Platform::Apns,
+    let submission = Submission {
+        platform: Platform::Apns,
         app,
         message,
         intake,
         expires_at,
         when,
-        hex_encode_token,
-        move |job| service.enqueue(job),
-    );
+    };
+    let answer = accept(&state, submission, move |job| service.enqueue(job));
     timer.observe_duration();
     answer
 }
@@ -627,17 +630,15 @@ pub async fn google(State(state): State<AppState>, body: Body) -> Result<Respons
     });
     let platform = service.platform();
     let service = service.clone();
-    let answer = accept(
-        &state,
+    let submission = Submission {
         platform,
         app,
         message,
         intake,
         expires_at,
         when,
-        lossy_token,
-        move |job| service.enqueue(job),
-    );
+    };
+    let answer = accept(&state, submission, move |job| service.enqueue(job));
     timer.observe_duration();
     answer
 }

@@ -290,7 +290,7 @@ async fn drive(
                     held = None;
                 }
                 if let Some(outcome) = job.hold() {
-                    shared.recorder.finish(&job.progress, || hex_encode(job.tokens.get(index)), outcome, false);
+                    shared.recorder.finish_unsent(&job, index..index + 1, &outcome);
                     continue;
                 }
                 match start(shared, &mut sender, job, index, attempts) {
@@ -355,12 +355,9 @@ fn start(
                 reason: "ProviderTokenSigning".into(),
                 status: 0,
             };
-            shared.recorder.finish(
-                &job.progress,
-                || hex_encode(job.tokens.get(index)),
-                outcome,
-                false,
-            );
+            shared
+                .recorder
+                .finish(&job.progress, || job.token_string(index), outcome, false);
             return Ok(None);
         }
     };
@@ -461,7 +458,7 @@ fn settle(shared: &Arc<Shared>, done: Done) {
         started,
         result,
     } = done;
-    let token = || hex_encode(job.tokens.get(index));
+    let token = || job.token_string(index);
     let verdict = match result {
         StreamResult::Answer {
             status,

@@ -33,10 +33,6 @@ const REQUEUE: Backoff = Backoff {
 
 /// The token's text, for request bodies and report lists. Tokens were checked
 /// to be printable ASCII at the API, so this never actually replaces anything.
-pub(crate) fn token_string(job: &Job<GoogleMessage>, index: u32) -> String {
-    String::from_utf8_lossy(job.tokens.get(index)).into_owned()
-}
-
 /// Runs the worker until the queue is closed and in-flight requests ended.
 pub(crate) async fn run(shared: Arc<Shared>) {
     match &shared.api {
@@ -63,7 +59,9 @@ async fn run_v1(shared: Arc<Shared>) {
                 held = None;
             }
             if let Some(outcome) = job.hold() {
-                finish_unattempted(&shared, &job, index..index + 1, outcome);
+                shared
+                    .recorder
+                    .finish_unsent(&job, index..index + 1, &outcome);
                 continue;
             }
             shared.in_flight.inc();
@@ -99,7 +97,7 @@ async fn run_legacy(shared: Arc<Shared>, batch_size: usize) {
             work = shared.queue.pop(batch_size), if can_take => match work {
                 Some(work) => {
                     if let Some(outcome) = work.job.hold() {
-                        finish_unattempted(&shared, &work.job, work.tokens.clone(), outcome);
+                        shared.recorder.finish_unsent(&work.job, work.tokens.clone(), &outcome);
                         continue;
                     }
                     shared.in_flight.inc();
@@ -201,7 +199,7 @@ async fn send_v1(shared: Arc<Shared>, job: Arc<Job<GoogleMessage>>, index: u32, 
             return;
         }
     };
-    let body = job.message.v1_body(&token_string(&job, index));
+    let body = job.message.v1_body(&job.token_string(index));
     shared.sent.store(true, Ordering::Relaxed);
     let started = Instant::now();
     let verdict = match post(&shared, url, auth.clone(), body).await {
@@ -251,7 +249,7 @@ async fn send_batch(shared: Arc<Shared>, work: Work<GoogleMessage>) {
     let job = work.job.clone();
     let range = work.tokens.clone();
     let count = range.len();
-    let tokens: Vec<String> = range.clone().map(|i| token_string(&job, i)).collect();
+    let tokens: Vec<String> = range.clone().map(|i| job.token_string(i)).collect();
     let body = job.message.legacy_body(tokens.iter().map(String::as_str));
     shared.sent.store(true, Ordering::Relaxed);
     let started = Instant::now();
@@ -347,7 +345,7 @@ fn requeue(shared: &Shared, work: Work<GoogleMessage>) {
 fn finish(shared: &Shared, job: &Arc<Job<GoogleMessage>>, index: u32, outcome: Outcome) {
     shared
         .recorder
-        .finish(&job.progress, || token_string(job, index), outcome, true);
+        .finish(&job.progress, || job.token_string(index), outcome, true);
 }
 
 /// Applies one verdict to every token of `tokens`.
@@ -433,21 +431,4 @@ fn push_retry(
         attempts,
     };
     shared.queue.push_after(work, delay);
-}
-
-/// Ends tokens that will not be sent (expired or cancelled) without an attempt.
-fn finish_unattempted(
-    shared: &Shared,
-    job: &Arc<Job<GoogleMessage>>,
-    tokens: Range<u32>,
-    outcome: Outcome,
-) {
-    for index in tokens {
-        shared.recorder.finish(
-            &job.progress,
-            || token_string(job, index),
-            outcome.clone(),
-            false,
-        );
-    }
 }
