@@ -25,7 +25,7 @@ pub fn build(
         .uri(uri)
         .header("apns-topic", message.topic.clone())
         .header("apns-push-type", message.push_type.as_str())
-        .header("apns-id", apns_id)
+        .header("apns-id", never_indexed(apns_id)?)
         .header("content-type", "application/json")
         .header("content-length", message.payload.len());
     if let Some(auth) = authorization {
@@ -41,6 +41,15 @@ pub fn build(
         builder = builder.header("apns-collapse-id", c.clone());
     }
     builder.body(())
+}
+
+/// A header value HPACK sends as a never-indexed literal: `apns-id` and the
+/// path differ on every request, and indexing them would only churn the
+/// dynamic table and evict the entries that do repeat (topic, provider token).
+fn never_indexed(value: &str) -> Result<HeaderValue, http::Error> {
+    let mut value = HeaderValue::from_str(value).map_err(http::Error::from)?;
+    value.set_sensitive(true);
+    Ok(value)
 }
 
 /// A canonical UUID for `apns-id`, derived from the job id and the token's

@@ -309,8 +309,9 @@ impl AccessToken {
             .access_token
             .filter(|t| !t.is_empty())
             .ok_or_else(bad)?;
-        let mut value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| bad())?;
-        value.set_sensitive(true);
+        // Not marked sensitive, so HPACK indexes it once per connection rather
+        // than re-encoding it into every v1 request; it is never logged.
+        let value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| bad())?;
         let lifetime = Duration::from_secs(grant.expires_in.unwrap_or(DEFAULT_LIFETIME_S));
         Ok((value, lifetime))
     }
