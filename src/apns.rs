@@ -42,13 +42,16 @@ pub enum StartError {
     /// The TLS configuration was refused.
     #[error("APNs TLS configuration: {0}")]
     Tls(#[from] rustls::Error),
+    /// host:port is not a valid URI authority.
+    #[error("apns.endpoint does not make a valid host:port: {0}")]
+    Endpoint(#[from] http::uri::InvalidUri),
 }
 
 /// State shared by every connection actor.
 pub struct Shared {
     host: String,
     port: u16,
-    authority: String,
+    authority: http::uri::Authority,
     tls: Arc<rustls::ClientConfig>,
     signer: Option<auth::ProviderToken>,
     queue: Arc<DispatchQueue<ApnsMessage>>,
@@ -130,12 +133,17 @@ impl ApnsService {
                 (None, Some((chain.clone(), key.as_ref().clone_key())))
             }
         };
+        // Parsed once here, not per request.
+        let authority = http::uri::Authority::try_from(format!(
+            "{}:{}",
+            config.upstream.host, config.upstream.port
+        ))?;
         let tls = crate::tls::client_config(&config.upstream.extra_roots, identity, &[b"h2"])?;
         let metrics = recorder.metrics.clone();
         let shared = Arc::new(Shared {
             host: config.upstream.host.clone(),
             port: config.upstream.port,
-            authority: format!("{}:{}", config.upstream.host, config.upstream.port),
+            authority,
             tls,
             signer,
             queue: Arc::new(DispatchQueue::new()),

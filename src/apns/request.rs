@@ -1,46 +1,64 @@
 //! Builds one APNs request: a pure function, checked header by header in tests.
 
+use http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderName};
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Method, Request, Uri};
 
 use super::message::ApnsMessage;
+
+// Built once: no header name is parsed per request.
+const APNS_TOPIC: HeaderName = HeaderName::from_static("apns-topic");
+const APNS_PUSH_TYPE: HeaderName = HeaderName::from_static("apns-push-type");
+const APNS_ID: HeaderName = HeaderName::from_static("apns-id");
+const APNS_PRIORITY: HeaderName = HeaderName::from_static("apns-priority");
+const APNS_EXPIRATION: HeaderName = HeaderName::from_static("apns-expiration");
+const APNS_COLLAPSE_ID: HeaderName = HeaderName::from_static("apns-collapse-id");
+const DEVICE_PATH: &str = "/3/device/";
 
 /// Builds `POST /3/device/<token>` for `message`.
 ///
 /// `authorization` is the provider-token header (`bearer <jwt>`), `None` for
 /// certificate auth; `apns_id` identifies this notification in Apple's logs.
 pub fn build(
-    authority: &str,
+    authority: &Authority,
     message: &ApnsMessage,
     token_hex: &str,
     authorization: Option<&HeaderValue>,
     apns_id: &str,
 ) -> Result<Request<()>, http::Error> {
-    let uri = Uri::builder()
-        .scheme("https")
-        .authority(authority)
-        .path_and_query(format!("/3/device/{token_hex}"))
-        .build()?;
-    let mut builder = Request::builder()
-        .method(Method::POST)
-        .uri(uri)
-        .header("apns-topic", message.topic.clone())
-        .header("apns-push-type", message.push_type.as_str())
-        .header("apns-id", never_indexed(apns_id)?)
-        .header("content-type", "application/json")
-        .header("content-length", message.payload.len());
+    let mut path = String::with_capacity(DEVICE_PATH.len() + token_hex.len());
+    path.push_str(DEVICE_PATH);
+    path.push_str(token_hex);
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(Scheme::HTTPS);
+    parts.authority = Some(authority.clone());
+    parts.path_and_query = Some(PathAndQuery::from_maybe_shared(bytes::Bytes::from(path))?);
+    let mut request = Request::new(());
+    *request.method_mut() = Method::POST;
+    *request.uri_mut() = Uri::from_parts(parts).map_err(http::Error::from)?;
+    let headers = request.headers_mut();
+    headers.reserve(9);
+    headers.insert(APNS_TOPIC, message.topic.clone());
+    headers.insert(
+        APNS_PUSH_TYPE,
+        HeaderValue::from_static(message.push_type.as_str()),
+    );
+    headers.insert(APNS_ID, never_indexed(apns_id)?);
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(CONTENT_LENGTH, HeaderValue::from(message.payload.len()));
     if let Some(auth) = authorization {
-        builder = builder.header("authorization", auth.clone());
+        headers.insert(AUTHORIZATION, auth.clone());
     }
     if let Some(p) = message.priority_header() {
-        builder = builder.header("apns-priority", p);
+        headers.insert(APNS_PRIORITY, p);
     }
     if let Some(e) = message.expiration {
-        builder = builder.header("apns-expiration", e);
+        headers.insert(APNS_EXPIRATION, HeaderValue::from(e));
     }
     if let Some(c) = &message.collapse_id {
-        builder = builder.header("apns-collapse-id", c.clone());
+        headers.insert(APNS_COLLAPSE_ID, c.clone());
     }
-    builder.body(())
+    Ok(request)
 }
 
 /// A header value HPACK sends as a never-indexed literal: `apns-id` and the
@@ -89,7 +107,7 @@ mod tests {
         .expect("valid");
         let auth = HeaderValue::from_static("bearer abc.def.ghi");
         let req = build(
-            "api.push.apple.com:443",
+            &Authority::from_static("api.push.apple.com:443"),
             &msg,
             "00ff",
             Some(&auth),
@@ -124,7 +142,7 @@ mod tests {
         )
         .expect("valid");
         let req = build(
-            "h:1",
+            &Authority::from_static("h:1"),
             &msg,
             "00",
             None,
