@@ -22,6 +22,7 @@ use super::{ApiError, AppState};
 use crate::apns::ApnsMessage;
 use crate::apns::message::ApnsFields;
 use crate::fcm::{GoogleFields, GoogleMessage};
+use crate::queue::cluster::StoredFields;
 use crate::job::{
     DeviceToken, Job, JobId, JobProgress, Outcome, Platform, TokenError, TokenList,
     check_registration_token, hex_encode,
@@ -276,6 +277,89 @@ pub fn accept<M: Send + Sync + 'static>(
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
 }
 
+/// The `redis` backend's [`accept`]: the job's chunks are in Redis before
+/// the 202 goes out. Redis unreachable is a 503 `queue_unavailable`, never a
+/// 202. `queue.capacity` bounds the tokens waiting in the stream, counted in
+/// whole chunks (XLEN × chunk size), cluster-wide.
+#[allow(clippy::too_many_arguments)]
+pub async fn accept_shared(
+    state: &AppState,
+    platform: Platform,
+    app: Arc<str>,
+    fields: StoredFields,
+    intake: Intake<'_>,
+    expires_at: Option<SystemTime>,
+    when: When,
+    render: fn(&[u8]) -> String,
+) -> Result<Response, ApiError> {
+    let Some(cluster) = state.recorder.cluster.clone() else {
+        return Err(ApiError::internal(anyhow::anyhow!(
+            "accept_shared without a shared queue"
+        )));
+    };
+    let Intake {
+        tokens,
+        rejected,
+        duplicates,
+    } = intake;
+    if tokens.is_empty() {
+        return Err(ApiError::bad_request(
+            "no_valid_tokens",
+            "none of the tokens is valid; nothing was queued",
+        )
+        .with(json!({ "rejected": rejected })));
+    }
+    let total = tokens.len() as u64;
+    let unavailable = |e: crate::queue::cluster::RedisError| {
+        tracing::warn!(error = %e, "send refused: the shared queue is unreachable");
+        ApiError::unavailable(
+            "queue_unavailable",
+            "the shared queue (Redis) cannot be reached; nothing was queued. Retry later",
+            1,
+        )
+    };
+    let capacity = state.recorder.admission.capacity();
+    let queued = cluster.queued_chunks().await.map_err(unavailable)?
+        * crate::queue::cluster::CHUNK_TOKENS as u64;
+    if queued.saturating_add(total) > capacity {
+        return Err(ApiError::unavailable(
+            "queue_full",
+            format!(
+                "the shared queue holds about {queued} of {capacity} tokens; this request's {total} do not fit. Retry later"
+            ),
+            1,
+        ));
+    }
+    let rendered: Vec<String> = (0..tokens.len())
+        .map(|i| render(tokens.get(u32::try_from(i).unwrap_or(u32::MAX))))
+        .collect();
+    let id = JobId::new();
+    cluster
+        .accept(id, platform, &app, fields, rendered, expires_at, when.delay)
+        .await
+        .map_err(unavailable)?;
+    state
+        .recorder
+        .metrics
+        .accepted
+        .with_label_values(&[platform.as_str(), &app])
+        .inc_by(total);
+    for r in &rejected {
+        state
+            .recorder
+            .metrics
+            .rejected
+            .with_label_values(&[platform.as_str(), r.reason])
+            .inc();
+    }
+    tracing::info!(job = %id, platform = %platform, tokens = total, rejected = rejected.len(), delay_s = when.delay.map(|d| d.as_secs()), "job accepted into the shared queue");
+    let mut body = json!({ "job": id.to_string(), "accepted": total, "rejected": rejected, "duplicates": duplicates });
+    if let Some(delay) = when.delay {
+        body["scheduled_in_s"] = json!(delay.as_secs());
+    }
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
 fn hex_encode_token(bytes: &[u8]) -> String {
     hex_encode(bytes)
 }
@@ -465,10 +549,30 @@ pub async fn apns(State(state): State<AppState>, body: Body) -> Result<Response,
         .expiration
         .filter(|&e| e > 0)
         .map(|e| UNIX_EPOCH + Duration::from_secs(e.unsigned_abs()));
+    let stored = state
+        .recorder
+        .cluster
+        .as_ref()
+        .map(|_| StoredFields::apns(&fields));
     let message = ApnsMessage::new(fields, service.default_topic.as_deref())?;
     let intake = intake(tokens, 32, |hex, buf| {
         DeviceToken::decode_into(hex, buf).map(drop)
     });
+    if let Some(stored) = stored {
+        let answer = accept_shared(
+            &state,
+            Platform::Apns,
+            app,
+            stored,
+            intake,
+            expires_at,
+            when,
+            hex_encode_token,
+        )
+        .await;
+        timer.observe_duration();
+        return answer;
+    }
     let service = service.clone();
     let answer = accept(
         &state,
@@ -618,6 +722,11 @@ pub async fn google(State(state): State<AppState>, body: Body) -> Result<Respons
             "the request has no tokens: send tokens=<t1>&tokens=<t2> or \"tokens\": [...]",
         ));
     }
+    let stored = state
+        .recorder
+        .cluster
+        .as_ref()
+        .map(|_| StoredFields::google(&fields));
     let message = GoogleMessage::new(fields)?;
     let expires_at = message.expires_at(SystemTime::now());
     let intake = intake(tokens, 160, |token, buf| {
@@ -626,6 +735,14 @@ pub async fn google(State(state): State<AppState>, body: Body) -> Result<Respons
         Ok(())
     });
     let platform = service.platform();
+    if let Some(stored) = stored {
+        let answer = accept_shared(
+            &state, platform, app, stored, intake, expires_at, when, lossy_token,
+        )
+        .await;
+        timer.observe_duration();
+        return answer;
+    }
     let service = service.clone();
     let answer = accept(
         &state,
