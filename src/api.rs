@@ -256,7 +256,11 @@ async fn job_status(
         // Backend redis: any gateway may deliver a job's tokens, so its
         // status lives in Redis.
         let found = cluster.job(&parsed.to_string()).await.map_err(|e| {
-            ApiError::unavailable("queue_unavailable", format!("cannot read the job from Redis: {e}"), 1)
+            ApiError::unavailable(
+                "queue_unavailable",
+                format!("cannot read the job from Redis: {e}"),
+                1,
+            )
         })?;
         if let Some(status) = found {
             return Ok(Json(status));

@@ -74,7 +74,14 @@ impl RedisServer {
         let child = Command::new("redis-server")
             .args(["--bind", "127.0.0.1", "--port"])
             .arg(self.port.to_string())
-            .args(["--save", "", "--appendonly", "yes", "--appendfsync", "always"])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
             .arg("--dir")
             .arg(&self.dir)
             .stdin(Stdio::null())
@@ -87,7 +94,10 @@ impl RedisServer {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(mut c) = client.get_multiplexed_async_connection().await
-                && redis::cmd("PING").query_async::<String>(&mut c).await.is_ok()
+                && redis::cmd("PING")
+                    .query_async::<String>(&mut c)
+                    .await
+                    .is_ok()
             {
                 return;
             }
@@ -99,9 +109,7 @@ impl RedisServer {
     fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             // SIGTERM: Redis finishes its append-only file and exits.
-            let _ = Command::new("kill")
-                .arg(child.id().to_string())
-                .status();
+            let _ = Command::new("kill").arg(child.id().to_string()).status();
             let _ = child.wait();
         }
     }
@@ -155,7 +163,10 @@ impl Served {
                 break v;
             }
             if let Ok(Some(status)) = served.child.try_wait() {
-                panic!("pushgate exited ({status}): {:#?}", served.lines.lock().unwrap());
+                panic!(
+                    "pushgate exited ({status}): {:#?}",
+                    served.lines.lock().unwrap()
+                );
             }
             assert!(Instant::now() < deadline, "pushgate did not start");
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -218,7 +229,12 @@ async fn start_gateways(
 }
 
 /// Posts `tokens` in requests of `per_request`, round-robin over `gateways`.
-async fn post_across(client: &reqwest::Client, gateways: &[&Served], tokens: &[String], per_request: usize) {
+async fn post_across(
+    client: &reqwest::Client,
+    gateways: &[&Served],
+    tokens: &[String],
+    per_request: usize,
+) {
     for (i, batch) in tokens.chunks(per_request).enumerate() {
         let g = gateways[i % gateways.len()];
         let (status, answer) = post_json_to(
@@ -273,7 +289,11 @@ async fn wait_delivered(mock: &MockHandle, tokens: &[String], limit: Duration) -
 async fn settled_report(client: &reqwest::Client, g: &Served, accepted: u64) -> Value {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let r = client.get(format!("{}/apns/report", g.url)).send().await.unwrap();
+        let r = client
+            .get(format!("{}/apns/report", g.url))
+            .send()
+            .await
+            .unwrap();
         let report: Value = r.json().await.unwrap_or(Value::Null);
         if report["accepted"].as_u64() == Some(accepted) && report["pending"].as_u64() == Some(0) {
             return report;

@@ -224,7 +224,9 @@ pub async fn google_notregistered(
 ) -> Result<Response, ApiError> {
     google(&state, &q)?;
     if let Some(shared) = shared_list(&state, Family::Google, &q, "unregistered", false).await? {
-        return Ok(ok(json!({ "tokens": shared.iter().filter_map(|e| e.get("token").and_then(|t| t.as_str()).map(str::to_owned)).collect::<Vec<_>>() })));
+        return Ok(ok(
+            json!({ "tokens": shared.iter().filter_map(|e| e.get("token").and_then(|t| t.as_str()).map(str::to_owned)).collect::<Vec<_>>() }),
+        ));
     }
     Ok(ok(
         json!({ "tokens": token_strings(google(&state, &q)?.unregistered.snapshot()) }),
@@ -238,7 +240,9 @@ pub async fn google_notregistered_drain(
 ) -> Result<Response, ApiError> {
     google(&state, &q)?;
     if let Some(shared) = shared_list(&state, Family::Google, &q, "unregistered", true).await? {
-        return Ok(ok(json!({ "tokens": shared.iter().filter_map(|e| e.get("token").and_then(|t| t.as_str()).map(str::to_owned)).collect::<Vec<_>>() })));
+        return Ok(ok(
+            json!({ "tokens": shared.iter().filter_map(|e| e.get("token").and_then(|t| t.as_str()).map(str::to_owned)).collect::<Vec<_>>() }),
+        ));
     }
     Ok(ok(
         json!({ "tokens": token_strings(google(&state, &q)?.unregistered.drain()) }),

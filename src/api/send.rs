@@ -22,11 +22,11 @@ use super::{ApiError, AppState};
 use crate::apns::ApnsMessage;
 use crate::apns::message::ApnsFields;
 use crate::fcm::{GoogleFields, GoogleMessage};
-use crate::queue::cluster::StoredFields;
 use crate::job::{
     DeviceToken, Job, JobId, JobProgress, Outcome, Platform, TokenError, TokenList,
     check_registration_token, hex_encode,
 };
+use crate::queue::cluster::{NewJob, StoredFields};
 use crate::report::DEFAULT_APP;
 use crate::schedule::Held;
 
@@ -335,7 +335,15 @@ pub async fn accept_shared(
         .collect();
     let id = JobId::new();
     cluster
-        .accept(id, platform, &app, fields, rendered, expires_at, when.delay)
+        .accept(NewJob {
+            id,
+            platform,
+            app: app.clone(),
+            fields,
+            tokens: rendered,
+            expires_at,
+            delay: when.delay,
+        })
         .await
         .map_err(unavailable)?;
     state
@@ -737,7 +745,14 @@ pub async fn google(State(state): State<AppState>, body: Body) -> Result<Respons
     let platform = service.platform();
     if let Some(stored) = stored {
         let answer = accept_shared(
-            &state, platform, app, stored, intake, expires_at, when, lossy_token,
+            &state,
+            platform,
+            app,
+            stored,
+            intake,
+            expires_at,
+            when,
+            lossy_token,
         )
         .await;
         timer.observe_duration();

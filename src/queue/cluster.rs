@@ -159,6 +159,25 @@ fn family_name(family: Family) -> &'static str {
     }
 }
 
+/// An accepted job, as [`Cluster::accept`] writes it.
+#[derive(Debug)]
+pub struct NewJob {
+    /// The id answered in the 202.
+    pub id: JobId,
+    /// The upstream.
+    pub platform: Platform,
+    /// The app (credential set).
+    pub app: Arc<str>,
+    /// The validated request fields.
+    pub fields: StoredFields,
+    /// The tokens, rendered as the sender wrote them.
+    pub tokens: Vec<String>,
+    /// After this nothing more is sent.
+    pub expires_at: Option<SystemTime>,
+    /// Hold the job this long first (`send_at` / `delay_seconds`).
+    pub delay: Option<Duration>,
+}
+
 /// Where consumed chunks are delivered: this gateway's services.
 #[derive(Clone, Default)]
 pub struct Targets {
@@ -219,7 +238,12 @@ impl Buffer {
     }
 
     fn add(&mut self, key: String, field: &'static str, n: i64) {
-        *self.increments.entry(key).or_default().entry(field).or_default() += n;
+        *self
+            .increments
+            .entry(key)
+            .or_default()
+            .entry(field)
+            .or_default() += n;
     }
 
     /// Puts back writes whose flush failed, ahead of newer ones.
@@ -285,7 +309,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// `redis://user:secret@host` → `redis://host`: never log the password.
 fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => format!("{}{}", &url[..scheme + 3], &url[at + 1..]),
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}{}", &url[..scheme + 3], &url[at + 1..])
+        }
         _ => url.to_owned(),
     }
 }
@@ -303,7 +329,10 @@ async fn manager(client: redis::Client) -> redis::RedisResult<ConnectionManager>
 
 impl Cluster {
     /// Connects to Redis and creates the consumer group if it does not exist.
-    pub async fn connect(config: &RedisQueueConfig, max_list: usize) -> Result<Arc<Self>, RedisError> {
+    pub async fn connect(
+        config: &RedisQueueConfig,
+        max_list: usize,
+    ) -> Result<Arc<Self>, RedisError> {
         let url = redact(&config.url);
         let err = |what| {
             let url = redact(&config.url);
@@ -399,16 +428,17 @@ impl Cluster {
     /// Writes a job's chunks (to the stream, or to the delayed set when
     /// `delay` is given) and counts it accepted, in one MULTI/EXEC: all of it
     /// is in Redis before the caller answers 202, or none of it is.
-    pub async fn accept(
-        &self,
-        id: JobId,
-        platform: Platform,
-        app: &str,
-        fields: StoredFields,
-        tokens: Vec<String>,
-        expires_at: Option<SystemTime>,
-        delay: Option<Duration>,
-    ) -> Result<(), RedisError> {
+    pub async fn accept(&self, job: NewJob) -> Result<(), RedisError> {
+        let NewJob {
+            id,
+            platform,
+            app,
+            fields,
+            tokens,
+            expires_at,
+            delay,
+        } = job;
+        let app = app.as_ref();
         let total = tokens.len() as i64;
         let expires_at_ms = expires_at.and_then(|t| {
             t.duration_since(UNIX_EPOCH)
@@ -417,7 +447,8 @@ impl Cluster {
         });
         let mut pipe = redis::pipe();
         pipe.atomic();
-        let due = delay.map(|d| now_ms().saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)));
+        let due = delay
+            .map(|d| now_ms().saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)));
         let mut chunk = Chunk {
             job: id.to_string(),
             platform: platform.as_str().to_owned(),
@@ -458,7 +489,13 @@ impl Cluster {
 
     /// Records a terminal outcome cluster-wide. Chunks of this gateway also
     /// note the token done, and are acked once every token is.
-    pub fn finished(&self, progress: &JobProgress, token: &str, outcome: &Outcome, attempted: bool) {
+    pub fn finished(
+        &self,
+        progress: &JobProgress,
+        token: &str,
+        outcome: &Outcome,
+        attempted: bool,
+    ) {
         if !attempted && self.detached.load(Ordering::Acquire) {
             // Shutting down: what is left stays pending in the stream for
             // another gateway, rather than being recorded as expired.
@@ -471,7 +508,11 @@ impl Cluster {
         let kind = outcome.kind();
         let mut buffer = lock(&self.buffer);
         let report = self.report_key(family, &progress.app);
-        buffer.add(report.clone(), if attempted { "attempts" } else { "unattempted" }, 1);
+        buffer.add(
+            report.clone(),
+            if attempted { "attempts" } else { "unattempted" },
+            1,
+        );
         buffer.add(report, counter_field(kind), 1);
         buffer.add(self.job_key(&progress.id.to_string()), kind.as_str(), 1);
         let entry = match outcome {
@@ -545,7 +586,10 @@ impl Cluster {
         }
         let max = self.max_list.max(1) as isize;
         for (key, entries) in &taken.lists {
-            pipe.lpush(key, entries).ignore().ltrim(key, 0, max - 1).ignore();
+            pipe.lpush(key, entries)
+                .ignore()
+                .ltrim(key, 0, max - 1)
+                .ignore();
         }
         if !taken.acks.is_empty() {
             pipe.xack(&self.config.stream, &self.config.group, &taken.acks)
@@ -579,11 +623,12 @@ impl Cluster {
     /// Starts the reader, the reclaimer, the delayed-chunk mover and the
     /// flusher. `recorder` must be the one holding this cluster.
     pub fn start(self: &Arc<Self>, recorder: Recorder, targets: Targets) -> Result<(), RedisError> {
-        let reader_client = redis::Client::open(self.config.url.as_str()).map_err(|source| RedisError {
-            what: "URL",
-            url: self.url.clone(),
-            source,
-        })?;
+        let reader_client =
+            redis::Client::open(self.config.url.as_str()).map_err(|source| RedisError {
+                what: "URL",
+                url: self.url.clone(),
+                source,
+            })?;
         let consumer = Consumer {
             cluster: self.clone(),
             recorder,
@@ -867,7 +912,11 @@ impl Consumer {
     }
 
     /// Claims one idle chunk; false when there is none.
-    async fn claim_one(&self, permit: OwnedSemaphorePermit, idle: Duration) -> redis::RedisResult<bool> {
+    async fn claim_one(
+        &self,
+        permit: OwnedSemaphorePermit,
+        idle: Duration,
+    ) -> redis::RedisResult<bool> {
         let mut conn = self.cluster.conn.clone();
         let reply: redis::streams::StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
             .arg(&self.config().stream)
@@ -939,13 +988,19 @@ impl Consumer {
             self.ack_now(entry.id, permit);
             return;
         }
-        let (Some(platform), Some(id)) = (platform_of(&chunk.platform), JobId::parse(&chunk.job)) else {
+        let (Some(platform), Some(id)) = (platform_of(&chunk.platform), JobId::parse(&chunk.job))
+        else {
             tracing::error!(entry = %entry.id, platform = chunk.platform, "queue entry names an unknown platform; dropping it");
             self.ack_now(entry.id, permit);
             return;
         };
         let app: Arc<str> = Arc::from(chunk.app.as_str());
-        let progress = Arc::new(JobProgress::for_app(id, platform, app.clone(), tokens.len() as u64));
+        let progress = Arc::new(JobProgress::for_app(
+            id,
+            platform,
+            app.clone(),
+            tokens.len() as u64,
+        ));
         let in_flight = Arc::new(InFlight {
             entry: entry.id.clone(),
             remaining: AtomicU64::new(tokens.len() as u64),
@@ -958,23 +1013,48 @@ impl Consumer {
         if resent {
             // These had no outcome when their gateway died: some may have
             // been delivered already. Counted, so the bound is visible.
-            self.recorder.possible_duplicates(&progress, tokens.len() as u64);
+            self.recorder
+                .possible_duplicates(&progress, tokens.len() as u64);
         }
-        let expires_at = chunk.expires_at_ms.map(|ms| UNIX_EPOCH + Duration::from_millis(ms));
+        let expires_at = chunk
+            .expires_at_ms
+            .map(|ms| UNIX_EPOCH + Duration::from_millis(ms));
         let built = match (&chunk.fields, platform) {
             (StoredFields::Apns { .. }, Platform::Apns) => self.targets.apns(&chunk.app).map(|s| {
                 let message = rebuild_apns(&chunk.fields, s.default_topic.as_deref());
-                message.map(|m| s.enqueue(job(id, app.clone(), m, &tokens, &progress, expires_at, |t, b| {
-                    crate::job::DeviceToken::decode_into(t, b).map(drop).map_err(drop)
-                })))
+                message.map(|m| {
+                    s.enqueue(job(
+                        id,
+                        app.clone(),
+                        m,
+                        &tokens,
+                        &progress,
+                        expires_at,
+                        |t, b| {
+                            crate::job::DeviceToken::decode_into(t, b)
+                                .map(drop)
+                                .map_err(drop)
+                        },
+                    ))
+                })
             }),
             (StoredFields::Google { .. }, Platform::Fcm | Platform::Gcm) => {
                 self.targets.google(&chunk.app).map(|s| {
                     let message = rebuild_google(&chunk.fields);
-                    message.map(|m| s.enqueue(job(id, app.clone(), m, &tokens, &progress, expires_at, |t, b| {
-                        b.extend_from_slice(t.as_bytes());
-                        Ok(())
-                    })))
+                    message.map(|m| {
+                        s.enqueue(job(
+                            id,
+                            app.clone(),
+                            m,
+                            &tokens,
+                            &progress,
+                            expires_at,
+                            |t, b| {
+                                b.extend_from_slice(t.as_bytes());
+                                Ok(())
+                            },
+                        ))
+                    })
                 })
             }
             _ => None,
@@ -1008,7 +1088,10 @@ impl Consumer {
     }
 }
 
-fn rebuild_apns(fields: &StoredFields, default_topic: Option<&str>) -> Result<ApnsMessage, crate::message::MessageError> {
+fn rebuild_apns(
+    fields: &StoredFields,
+    default_topic: Option<&str>,
+) -> Result<ApnsMessage, crate::message::MessageError> {
     let StoredFields::Apns {
         payload,
         topic,
