@@ -239,6 +239,22 @@ async fn cancel_job(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    if let Some(cluster) = &state.recorder.cluster
+        && let Some(parsed) = JobId::parse(&id)
+    {
+        // Backend redis: the job's chunks may be on any gateway; each one
+        // sees the cancellation in Redis.
+        let found = cluster.cancel(&parsed.to_string()).await.map_err(|e| {
+            ApiError::unavailable(
+                "queue_unavailable",
+                format!("cannot cancel the job in Redis: {e}"),
+                1,
+            )
+        })?;
+        if found {
+            return job_status(State(state), Path(id)).await;
+        }
+    }
     let progress = find_job(&state, &id)?;
     if !state.scheduler.cancel(&progress.id) {
         progress.cancel();

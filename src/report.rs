@@ -496,7 +496,11 @@ impl Recorder {
                 .with_label_values(&[platform.as_str(), kind.as_str()])
                 .inc();
         }
-        log_progress(progress, done);
+        if self.cluster.is_none() {
+            log_progress(progress, done);
+        }
+        // With the shared queue a progress is one chunk of a job, not the job:
+        // per-chunk progress lines would be noise (the job's status is in Redis).
     }
 }
 

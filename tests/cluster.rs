@@ -516,3 +516,74 @@ async fn redis_restarted_mid_run_answers_503_then_resumes_losing_nothing() {
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_jobs_delays_and_cancels_are_cluster_wide() {
+    tokio::time::timeout(CLUSTER_TIMEOUT, async {
+        let dir = scratch("cluster-lists");
+        let redis = RedisServer::start(&dir).await;
+        let (mock, apns) = apns_mock_for_process(&dir, Faults::default(), 100).await;
+        let client = reqwest::Client::new();
+        let gateways = start_gateways(&dir, &apns, &redis, &["l1", "l2"]).await;
+        let (a, b) = (&gateways[0], &gateways[1]);
+
+        // Outcomes that land in lists, posted to one gateway, read on the other.
+        let mixed: Vec<String> = (0..10)
+            .map(|i| apns_token("dead", i))
+            .chain((0..5).map(|i| apns_token("bad0", i)))
+            .chain((0..85).map(|i| apns_token("f0f0", i)))
+            .collect();
+        let (status, answer) = post_json_to(&client, &a.url, "/apns/send", &json!({ "tokens": mixed, "payload": payload() })).await;
+        assert_eq!(status, 202, "{answer}");
+        let job = answer["job"].as_str().unwrap().to_owned();
+        let report = settled_report(&client, b, 100).await;
+        assert_eq!((report["successes"].as_u64(), report["unregistered"].as_u64(), report["failures"].as_u64()), (Some(85), Some(10), Some(5)), "{report}");
+        let (_, status) = post_get(&client, &b.url, &format!("/jobs/{job}")).await;
+        assert_eq!((status["state"].as_str(), status["total"].as_u64(), status["pending"].as_u64()), (Some("done"), Some(100), Some(0)), "{status}");
+        let (_, listed) = post_get(&client, &b.url, "/apns/report/unregistered").await;
+        assert_eq!(listed["tokens"].as_array().map(Vec::len), Some(10), "{listed}");
+        // DELETE on one gateway empties the list for all.
+        let drained: Value = client.delete(format!("{}/apns/report/unregistered", a.url)).send().await.unwrap().json().await.unwrap();
+        assert_eq!(drained["tokens"].as_array().map(Vec::len), Some(10), "{drained}");
+        let (_, listed) = post_get(&client, &b.url, "/apns/report/unregistered").await;
+        assert_eq!(listed["tokens"].as_array().map(Vec::len), Some(0), "{listed}");
+        let (_, failures) = post_get(&client, &b.url, "/apns/report/failures").await;
+        assert_eq!(failures["failures"][0]["reason"].as_str(), Some("BadDeviceToken"), "{failures}");
+
+        // A delayed send waits in Redis, then goes out once.
+        let later: Vec<String> = (0..50).map(|i| apns_token("aaaa", i)).collect();
+        let posted = Instant::now();
+        let (status, answer) = post_json_to(&client, &b.url, "/apns/send", &json!({ "tokens": later, "payload": payload(), "delay_seconds": 2 })).await;
+        assert_eq!((status, answer["scheduled_in_s"].as_u64()), (202, Some(2)), "{answer}");
+        wait_delivered(&mock, &later, Duration::from_secs(60)).await;
+        assert!(posted.elapsed() >= Duration::from_secs(2), "a delayed send went out early");
+        assert_eq!(duplicates(&mock.ledger, &later), 0);
+
+        // A cancel on one gateway reaches the job wherever it runs.
+        let held: Vec<String> = (0..50).map(|i| apns_token("cccc", i)).collect();
+        let (status, answer) = post_json_to(&client, &a.url, "/apns/send", &json!({ "tokens": held, "payload": payload(), "delay_seconds": 1 })).await;
+        assert_eq!(status, 202, "{answer}");
+        let job = answer["job"].as_str().unwrap().to_owned();
+        let cancelled: Value = client.delete(format!("{}/jobs/{job}", b.url)).send().await.unwrap().json().await.unwrap();
+        assert_eq!(cancelled["job"].as_str(), Some(job.as_str()), "{cancelled}");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (_, status) = post_get(&client, &a.url, &format!("/jobs/{job}")).await;
+            if status["state"].as_str() == Some("cancelled") {
+                assert_eq!(status["cancelled"].as_u64(), Some(50), "{status}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "never cancelled: {status}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(delivered(&mock.ledger, &held), 0, "a cancelled job was sent");
+        eprintln!("cluster lists: 10 unregistered and 5 failures seen from the other gateway; delayed 50 tokens delivered after {:.1} s", posted.elapsed().as_secs_f64());
+    })
+    .await
+    .unwrap();
+}
+
+async fn post_get(client: &reqwest::Client, base: &str, path: &str) -> (u16, Value) {
+    let r = client.get(format!("{base}{path}")).send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}

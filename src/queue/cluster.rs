@@ -214,7 +214,7 @@ struct InFlight {
     entry: String,
     remaining: AtomicU64,
     // Keeps the registry key (the progress address) from being reused.
-    _progress: Arc<JobProgress>,
+    progress: Arc<JobProgress>,
     // Returned when the chunk's ack is written: a slot for the next chunk.
     _permit: OwnedSemaphorePermit,
 }
@@ -394,6 +394,24 @@ impl Cluster {
 
     fn job_key(&self, id: &str) -> String {
         self.key(format_args!("job:{id}"))
+    }
+
+    fn cancel_key(&self, id: &str) -> String {
+        self.key(format_args!("cancel:{id}"))
+    }
+
+    /// Cancels a job on every gateway: each cancels its chunks of it within
+    /// half a second (a chunk read later, too, within half a second of being
+    /// read). False when Redis does not know the job.
+    pub async fn cancel(&self, id: &str) -> Result<bool, RedisError> {
+        let mut conn = self.conn.clone();
+        let r: redis::RedisResult<bool> = conn.exists(self.job_key(id)).await;
+        if !self.fail("EXISTS", r)? {
+            return Ok(false);
+        }
+        let r: redis::RedisResult<()> = conn.set_ex(self.cancel_key(id), 1, JOB_TTL_S as u64).await;
+        self.fail("SET", r)?;
+        Ok(true)
     }
 
     fn done_key(&self, entry: &str) -> String {
@@ -747,7 +765,12 @@ impl Cluster {
         Ok(Some(serde_json::json!({
             "job": id,
             "platform": map.get("platform").cloned().unwrap_or_default(),
-            "state": if pending == 0 { "done" } else { "running" },
+            "state": match (pending, get("cancelled") > 0) {
+                (0, true) => "cancelled",
+                (0, false) => "done",
+                (_, true) => "cancelling",
+                _ => "running",
+            },
             "total": total,
             "successes": get("success"),
             "failures": get("failed"),
@@ -844,7 +867,7 @@ impl Consumer {
                         .and_then(|r| r.keys.into_iter().next())
                         .and_then(|k| k.ids.into_iter().next());
                     if let Some(entry) = entry {
-                        self.start(entry, permit, None);
+                        self.start(entry, permit, None).await;
                     }
                 }
                 Err(e) => {
@@ -937,7 +960,7 @@ impl Consumer {
         }
         let done: HashSet<String> = conn.smembers(self.cluster.done_key(&entry.id)).await?;
         tracing::info!(entry = %entry.id, already_done = done.len(), "reclaimed a chunk from a gateway that stopped answering");
-        self.start(entry, permit, Some(done));
+        self.start(entry, permit, Some(done)).await;
         Ok(true)
     }
 
@@ -966,12 +989,47 @@ impl Consumer {
                 Ok(_) => {}
                 Err(e) => tracing::debug!(error = %e, "cannot move delayed chunks"),
             }
+            if let Err(e) = self.apply_cancellations().await {
+                tracing::debug!(error = %e, "cannot read cancellations");
+            }
         }
+    }
+
+    /// Cancels local chunks of jobs cancelled on any gateway
+    /// (`DELETE /jobs/{id}` sets `S:cancel:<id>`): their unsent tokens end
+    /// as `cancelled`, like a cancel in one process.
+    async fn apply_cancellations(&self) -> redis::RedisResult<()> {
+        let running: Vec<Arc<JobProgress>> = lock(&self.cluster.chunks)
+            .values()
+            .filter(|c| !c.progress.is_cancelled())
+            .map(|c| c.progress.clone())
+            .collect();
+        if running.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<String> = running
+            .iter()
+            .map(|p| self.cluster.cancel_key(&p.id.to_string()))
+            .collect();
+        let mut conn = self.cluster.conn.clone();
+        let flags: Vec<Option<String>> =
+            redis::cmd("MGET").arg(&keys).query_async(&mut conn).await?;
+        for (progress, flag) in running.iter().zip(flags) {
+            if flag.is_some() {
+                progress.cancel();
+            }
+        }
+        Ok(())
     }
 
     /// Turns an entry into a local job and queues it. `done` (for a
     /// reclaimed chunk) holds the tokens that already have an outcome.
-    fn start(&self, entry: StreamId, permit: OwnedSemaphorePermit, done: Option<HashSet<String>>) {
+    async fn start(
+        &self,
+        entry: StreamId,
+        permit: OwnedSemaphorePermit,
+        done: Option<HashSet<String>>,
+    ) {
         let chunk = entry
             .get::<String>("c")
             .and_then(|c| serde_json::from_str::<Chunk>(&c).ok());
@@ -1001,10 +1059,18 @@ impl Consumer {
             app.clone(),
             tokens.len() as u64,
         ));
+        // A job cancelled before this chunk was read (a delayed one, say)
+        // sends nothing; if Redis cannot say, the 500 ms check catches it.
+        let mut conn = self.cluster.conn.clone();
+        let cancelled: redis::RedisResult<bool> =
+            conn.exists(self.cluster.cancel_key(&chunk.job)).await;
+        if cancelled.unwrap_or(false) {
+            progress.cancel();
+        }
         let in_flight = Arc::new(InFlight {
             entry: entry.id.clone(),
             remaining: AtomicU64::new(tokens.len() as u64),
-            _progress: progress.clone(),
+            progress: progress.clone(),
             _permit: permit,
         });
         lock(&self.cluster.entries).insert(entry.id.clone());
