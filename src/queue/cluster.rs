@@ -288,6 +288,8 @@ pub struct Cluster {
     healthy: AtomicBool,
     stopping: AtomicBool,
     detached: AtomicBool,
+    /// Set every `claim_idle_ms / 3`: the reader looks for idle chunks first.
+    claim_due: AtomicBool,
     stop: Notify,
 }
 
@@ -352,6 +354,7 @@ impl Cluster {
             healthy: AtomicBool::new(true),
             stopping: AtomicBool::new(false),
             detached: AtomicBool::new(false),
+            claim_due: AtomicBool::new(false),
             stop: Notify::new(),
         });
         cluster.ensure_group().await.map_err(err("XGROUP CREATE"))?;
@@ -831,6 +834,18 @@ impl Consumer {
             if self.cluster.stopping.load(Ordering::Acquire) {
                 return;
             }
+            if self.cluster.claim_due.load(Ordering::Acquire) {
+                match self.claim_one(permit, self.config().claim_idle).await {
+                    // Maybe more: try again with the next slot.
+                    Ok(true) => {}
+                    Ok(false) => self.cluster.claim_due.store(false, Ordering::Release),
+                    Err(e) => {
+                        self.cluster.claim_due.store(false, Ordering::Release);
+                        tracing::debug!(error = %e, "XAUTOCLAIM failed");
+                    }
+                }
+                continue;
+            }
             let c = match &conn {
                 Some(c) => c.clone(),
                 None => match manager(client.clone()).await {
@@ -886,8 +901,8 @@ impl Consumer {
         }
     }
 
-    /// Keeps this gateway's chunks from looking idle, and takes over chunks
-    /// idle past `claim_idle_ms` (their gateway died).
+    /// Keeps this gateway's chunks from looking idle, and has the reader look
+    /// for chunks idle past `claim_idle_ms` (their gateway died).
     async fn reclaim(self) {
         let idle = self.config().claim_idle;
         let every = (idle / 3).max(Duration::from_millis(100));
@@ -903,16 +918,10 @@ impl Consumer {
                 tracing::debug!(error = %e, "cannot refresh our chunks' idle time");
                 continue;
             }
-            while let Ok(permit) = self.cluster.slots.clone().try_acquire_owned() {
-                match self.claim_one(permit, idle).await {
-                    Ok(true) => {}
-                    Ok(false) => break,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "XAUTOCLAIM failed");
-                        break;
-                    }
-                }
-            }
+            // The reader takes over idle chunks with its next free slot, ahead
+            // of new work: under load a slot never stays free for long, and
+            // a dead gateway's chunks must not wait for the stream to drain.
+            self.cluster.claim_due.store(true, Ordering::Release);
         }
     }
 
