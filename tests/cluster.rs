@@ -189,6 +189,23 @@ impl Served {
             .collect()
     }
 
+    /// `kill -TERM`, then waits for the exit.
+    async fn terminate(&mut self) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "pushgate did not exit");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// `kill -9`.
     fn kill(&mut self) {
         self.child.kill().unwrap();
@@ -578,6 +595,46 @@ async fn lists_jobs_delays_and_cancels_are_cluster_wide() {
         }
         assert_eq!(delivered(&mock.ledger, &held), 0, "a cancelled job was sent");
         eprintln!("cluster lists: 10 unregistered and 5 failures seen from the other gateway; delayed 50 tokens delivered after {:.1} s", posted.elapsed().as_secs_f64());
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_leaves_unfinished_chunks_to_the_other_gateways() {
+    tokio::time::timeout(CLUSTER_TIMEOUT, async {
+        let dir = scratch("cluster-term");
+        let redis = RedisServer::start(&dir).await;
+        // Slow enough that the 2 s grace cannot finish what g1 holds.
+        let faults = Faults {
+            latency_ms: 200,
+            ..Faults::default()
+        };
+        let (mock, mut apns) = apns_mock_for_process(&dir, faults, 100).await;
+        apns.max_connections = 1;
+        let client = reqwest::Client::new();
+        let mut gateways = start_gateways(&dir, &apns, &redis, &["t1", "t2"]).await;
+        let all = tokens("fafa", 6_000);
+        post_across(&client, &[&gateways[0]], &all, 3_000).await;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Ledger::get(&mock.ledger.requests) < 100 {
+            assert!(Instant::now() < deadline, "deliveries never got going");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let status = gateways[0].terminate().await;
+        assert_eq!(status.code(), Some(0));
+        let left = gateways[0].logs("shutdown left work undelivered");
+        // What t1 left is reclaimed by t2: nothing ends as expired.
+        wait_delivered(&mock, &all, Duration::from_secs(300)).await;
+        let report = settled_report(&client, &gateways[1], 6_000).await;
+        assert_eq!(report["successes"].as_u64(), Some(6_000), "{report}");
+        assert_eq!(report["expired"].as_u64(), Some(0), "{report}");
+        let dupes = duplicates(&mock.ledger, &all);
+        assert!(dupes <= report["possible_duplicates"].as_u64().unwrap(), "{dupes} duplicates, {report}");
+        eprintln!(
+            "sigterm: 6000 tokens, gateway t1 stopped mid-run ({} left in the stream), all delivered, {dupes} duplicates, 0 expired",
+            left.first().map(|l| l["fields"]["abandoned"].clone()).unwrap_or(Value::Null)
+        );
     })
     .await
     .unwrap();

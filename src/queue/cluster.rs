@@ -906,31 +906,50 @@ impl Consumer {
     async fn reclaim(self) {
         let idle = self.config().claim_idle;
         let every = (idle / 3).max(Duration::from_millis(100));
+        // Runs until the process exits, shutdown included: chunks still being
+        // finished during the drain must not look abandoned to the others.
         loop {
-            tokio::select! {
-                _ = tokio::time::sleep(every) => {}
-                _ = self.cluster.stop.notified() => return,
-            }
-            if self.cluster.stopping.load(Ordering::Acquire) {
-                return;
-            }
+            tokio::time::sleep(every).await;
             if let Err(e) = self.heartbeat().await {
                 tracing::debug!(error = %e, "cannot refresh our chunks' idle time");
                 continue;
             }
-            // The reader takes over idle chunks with its next free slot, ahead
-            // of new work: under load a slot never stays free for long, and
-            // a dead gateway's chunks must not wait for the stream to drain.
-            self.cluster.claim_due.store(true, Ordering::Release);
+            if !self.cluster.stopping.load(Ordering::Acquire) {
+                // The reader takes over idle chunks with its next free slot,
+                // ahead of new work: under load a slot never stays free for
+                // long, and a dead gateway's chunks must not wait for the
+                // stream to drain.
+                self.cluster.claim_due.store(true, Ordering::Release);
+            }
         }
     }
 
+    /// Resets the idle time of the chunks this gateway still owns. Only
+    /// those: a chunk another gateway took over (we were cut off for longer
+    /// than `claim_idle_ms`) is not taken back.
     async fn heartbeat(&self) -> redis::RedisResult<()> {
-        let ids: Vec<String> = lock(&self.cluster.entries).iter().cloned().collect();
-        if ids.is_empty() {
+        let ours: HashSet<String> = lock(&self.cluster.entries).iter().cloned().collect();
+        if ours.is_empty() {
             return Ok(());
         }
         let mut conn = self.cluster.conn.clone();
+        let pending: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+            .arg(&self.config().stream)
+            .arg(&self.config().group)
+            .arg("-")
+            .arg("+")
+            .arg(ours.len() * 2 + 16)
+            .arg(&self.config().consumer)
+            .query_async(&mut conn)
+            .await?;
+        let ids: Vec<&String> = pending
+            .iter()
+            .map(|(id, ..)| id)
+            .filter(|id| ours.contains(*id))
+            .collect();
+        if ids.is_empty() {
+            return Ok(());
+        }
         redis::cmd("XCLAIM")
             .arg(&self.config().stream)
             .arg(&self.config().group)
