@@ -797,12 +797,13 @@ fn counter_field(kind: OutcomeKind) -> &'static str {
     }
 }
 
-/// 100 ms doubling to 5 s: how long to wait after `failures` failures in a row.
+/// 200 ms doubling to 2 s: how long to wait after `failures` failures in a row
+/// (short enough that work resumes within seconds of Redis coming back).
 fn backoff(failures: u32) -> Duration {
     if failures == 0 {
         return Duration::ZERO;
     }
-    Duration::from_millis(100u64.saturating_mul(1 << failures.min(6)).min(5000))
+    Duration::from_millis(100u64.saturating_mul(1 << failures.min(6)).min(2000))
 }
 
 /// The consuming side: turns stream entries into local jobs.
