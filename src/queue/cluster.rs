@@ -662,10 +662,11 @@ impl Cluster {
         Ok(())
     }
 
+    /// Runs until the process exits, the drain included: outcomes of the
+    /// chunks finished during a shutdown are written (and acked) as they come.
     async fn flush_loop(self: Arc<Self>) {
         let mut failures = 0u32;
         loop {
-            let stopping = self.stopping.load(Ordering::Acquire);
             match self.flush().await {
                 Ok(()) => failures = 0,
                 Err(e) => {
@@ -674,9 +675,6 @@ impl Cluster {
                         tracing::warn!(error = %e, "cannot write outcomes to Redis; keeping them and retrying");
                     }
                 }
-            }
-            if stopping && lock(&self.buffer).is_empty() {
-                return;
             }
             tokio::time::sleep(backoff(failures).max(FLUSH_EVERY)).await;
         }
