@@ -290,6 +290,7 @@ pub struct Cluster {
     detached: AtomicBool,
     /// Set every `claim_idle_ms / 3`: the reader looks for idle chunks first.
     claim_due: AtomicBool,
+    flushing: tokio::sync::Mutex<()>,
     stop: Notify,
 }
 
@@ -355,6 +356,7 @@ impl Cluster {
             stopping: AtomicBool::new(false),
             detached: AtomicBool::new(false),
             claim_due: AtomicBool::new(false),
+            flushing: tokio::sync::Mutex::new(()),
             stop: Notify::new(),
         });
         cluster.ensure_group().await.map_err(err("XGROUP CREATE"))?;
@@ -589,6 +591,9 @@ impl Cluster {
     /// Writes the buffered outcomes in one MULTI/EXEC. On failure they stay
     /// buffered for the next try, so nothing is lost while Redis is away.
     pub async fn flush(&self) -> Result<(), RedisError> {
+        // One flush at a time (the loop and the shutdown both call it): a
+        // chunk's done-set writes must reach Redis before its ack and DEL.
+        let _one = self.flushing.lock().await;
         let taken = std::mem::take(&mut *lock(&self.buffer));
         if taken.is_empty() {
             // Chunks with nothing to write (all done before) still free a slot.
