@@ -644,3 +644,63 @@ async fn post_get(client: &reqwest::Client, base: &str, path: &str) -> (u16, Val
     let r = client.get(format!("{base}{path}")).send().await.unwrap();
     (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
 }
+
+/// Google delivery through the shared queue (in-process gateway): the GoCM
+/// form's fields survive the trip through Redis, and the Google lists are
+/// cluster-wide. FCM v1 takes the same path (`StoredFields::Google`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn google_legacy_jobs_go_through_the_shared_queue() {
+    tokio::time::timeout(CLUSTER_TIMEOUT, async {
+        let dir = scratch("cluster-google");
+        let redis = RedisServer::start(&dir).await;
+        let url = redis.url();
+        let env = google_env(GoogleApi::Legacy, Faults::default(), move |file| {
+            file.queue.backend = "redis".into();
+            file.queue.redis_url = url;
+            file.queue.claim_idle_ms = CLAIM_IDLE_MS;
+        })
+        .await;
+        let tokens: Vec<String> = (0..1_500)
+            .map(|i| format!("regid-{i}"))
+            .chain((0..20).map(|i| format!("unregistered-{i}")))
+            .collect();
+        let (status, answer) = env
+            .post_gocm_form(
+                "/gcm/send",
+                &tokens,
+                r#"{"title":"hi"}"#,
+                &[("time_to_live", "3600")],
+            )
+            .await;
+        assert_eq!(status, 202, "{answer}");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let report = loop {
+            let (_, report) = env.get("/gcm/report").await;
+            if report["pending"].as_u64() == Some(0) && report["accepted"].as_u64() == Some(1_520) {
+                break report;
+            }
+            assert!(Instant::now() < deadline, "never settled: {report}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(
+            (
+                report["successes"].as_u64(),
+                report["notregistered"].as_u64()
+            ),
+            (Some(1_500), Some(20)),
+            "{report}"
+        );
+        let (_, gone) = env.get("/gcm/report/notregistered").await;
+        assert_eq!(gone["tokens"].as_array().map(Vec::len), Some(20), "{gone}");
+        assert!(
+            gone["tokens"][0]
+                .as_str()
+                .is_some_and(|t| t.starts_with("unregistered-")),
+            "{gone}"
+        );
+        assert_eq!(duplicates(&env.mock.ledger, &tokens[..1_500]), 0);
+        assert_eq!(delivered(&env.mock.ledger, &tokens[..1_500]), 1_500);
+    })
+    .await
+    .unwrap();
+}
