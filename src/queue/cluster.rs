@@ -47,6 +47,28 @@ pub const CHUNK_TOKENS: usize = 1000;
 pub const CHUNKS_IN_FLIGHT: usize = 4;
 /// How often buffered outcomes are written to Redis.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
+/// Records a chunk's outcomes: KEYS = done set, stream; ARGV = max_list,
+/// entry id, then per token: token, report key, outcome field, attempt
+/// field, job key, job field, list key ('' = none), list entry. A token
+/// already in the done set, or any token of a chunk already acked and
+/// deleted, is skipped, so outcomes are counted once whatever the retries.
+const FLUSH_SCRIPT: &str = r"
+if #redis.call('XRANGE', KEYS[2], ARGV[2], ARGV[2]) == 0 then return 0 end
+local max = tonumber(ARGV[1])
+for i = 3, #ARGV, 8 do
+  if redis.call('SADD', KEYS[1], ARGV[i]) == 1 then
+    redis.call('HINCRBY', ARGV[i+1], ARGV[i+2], 1)
+    redis.call('HINCRBY', ARGV[i+1], ARGV[i+3], 1)
+    redis.call('HINCRBY', ARGV[i+4], ARGV[i+5], 1)
+    if ARGV[i+6] ~= '' then
+      redis.call('LPUSH', ARGV[i+6], ARGV[i+7])
+      redis.call('LTRIM', ARGV[i+6], 0, max - 1)
+    end
+  end
+end
+return 0
+";
+
 /// How long a job's status is kept in Redis.
 const JOB_TTL_S: i64 = 7 * 24 * 3600;
 
@@ -529,16 +551,10 @@ impl Cluster {
             .cloned();
         let family = progress.platform.family();
         let kind = outcome.kind();
-        let mut buffer = lock(&self.buffer);
         let report = self.report_key(family, &progress.app);
-        buffer.add(
-            report.clone(),
-            if attempted { "attempts" } else { "unattempted" },
-            1,
-        );
-        buffer.add(report, counter_field(kind), 1);
-        buffer.add(self.job_key(&progress.id.to_string()), kind.as_str(), 1);
-        let entry = match outcome {
+        let attempt_field = if attempted { "attempts" } else { "unattempted" };
+        let job = self.job_key(&progress.id.to_string());
+        let list = match outcome {
             Outcome::Unregistered { timestamp_ms } => Some((
                 "unregistered",
                 serde_json::json!({"token": token, "timestamp": timestamp_ms.unwrap_or_else(now_ms)}),
@@ -552,25 +568,37 @@ impl Cluster {
                 serde_json::json!({"token": token, "reason": reason.as_ref(), "status": status, "at": now_ms()}),
             )),
             _ => None,
-        };
-        if let Some((list, entry)) = entry {
-            buffer
-                .lists
-                .entry(self.list_key(family, &progress.app, list))
-                .or_default()
-                .push(entry.to_string());
         }
-        if let Some(chunk) = in_flight {
-            buffer
-                .done
-                .entry(chunk.entry.clone())
-                .or_default()
-                .push(token.to_owned());
-            if chunk.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-                lock(&self.chunks).remove(&(progress as *const JobProgress as usize));
-                buffer.acks.push(chunk.entry.clone());
-                buffer.finished.push(chunk);
+        .map(|(name, entry)| (self.list_key(family, &progress.app, name), entry.to_string()));
+        let mut buffer = lock(&self.buffer);
+        let Some(chunk) = in_flight else {
+            // Not a chunk of the shared queue: count it as it comes.
+            buffer.add(report.clone(), attempt_field, 1);
+            buffer.add(report, counter_field(kind), 1);
+            buffer.add(job, kind.as_str(), 1);
+            if let Some((key, entry)) = list {
+                buffer.lists.entry(key).or_default().push(entry);
             }
+            return;
+        };
+        // Written by FLUSH_SCRIPT, which counts a token only the first time
+        // its outcome reaches the chunk's done set: a flush retried after an
+        // ambiguous failure, or a chunk finished by two gateways, counts once.
+        let (list_key, list_entry) = list.unwrap_or_default();
+        buffer.done.entry(chunk.entry.clone()).or_default().extend([
+            token.to_owned(),
+            report,
+            counter_field(kind).to_owned(),
+            attempt_field.to_owned(),
+            job,
+            kind.as_str().to_owned(),
+            list_key,
+            list_entry,
+        ]);
+        if chunk.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            lock(&self.chunks).remove(&(progress as *const JobProgress as usize));
+            buffer.acks.push(chunk.entry.clone());
+            buffer.finished.push(chunk);
         }
     }
 
@@ -602,15 +630,24 @@ impl Cluster {
         }
         let mut pipe = redis::pipe();
         pipe.atomic();
-        for (entry, tokens) in &taken.done {
-            pipe.sadd(self.done_key(entry), tokens).ignore();
+        let max = self.max_list.max(1);
+        for (entry, outcomes) in &taken.done {
+            pipe.cmd("EVAL")
+                .arg(FLUSH_SCRIPT)
+                .arg(2)
+                .arg(self.done_key(entry))
+                .arg(&self.config.stream)
+                .arg(max)
+                .arg(entry)
+                .arg(outcomes)
+                .ignore();
         }
         for (key, fields) in &taken.increments {
             for (field, n) in fields {
                 pipe.hincr(key, *field, *n).ignore();
             }
         }
-        let max = self.max_list.max(1) as isize;
+        let max = max as isize;
         for (key, entries) in &taken.lists {
             pipe.lpush(key, entries)
                 .ignore()
