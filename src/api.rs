@@ -195,6 +195,11 @@ async fn readyz(State(state): State<AppState>) -> Response {
     if google == Some(false) {
         problems.push("Google delivery has not reached its upstream yet".to_owned());
     }
+    if let Some(cluster) = &state.recorder.cluster
+        && !cluster.healthy()
+    {
+        problems.push("the shared queue (Redis) is unreachable".to_owned());
+    }
     if problems.is_empty() {
         Json(json!({ "status": "ready", "apns_connections": apns, "google": google }))
             .into_response()
@@ -234,6 +239,22 @@ async fn cancel_job(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    if let Some(cluster) = &state.recorder.cluster
+        && let Some(parsed) = JobId::parse(&id)
+    {
+        // Backend redis: the job's chunks may be on any gateway; each one
+        // sees the cancellation in Redis.
+        let found = cluster.cancel(&parsed.to_string()).await.map_err(|e| {
+            ApiError::unavailable(
+                "queue_unavailable",
+                format!("cannot cancel the job in Redis: {e}"),
+                1,
+            )
+        })?;
+        if found {
+            return job_status(State(state), Path(id)).await;
+        }
+    }
     let progress = find_job(&state, &id)?;
     if !state.scheduler.cancel(&progress.id) {
         progress.cancel();
@@ -245,6 +266,22 @@ async fn job_status(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    if let Some(cluster) = &state.recorder.cluster
+        && let Some(parsed) = JobId::parse(&id)
+    {
+        // Backend redis: any gateway may deliver a job's tokens, so its
+        // status lives in Redis.
+        let found = cluster.job(&parsed.to_string()).await.map_err(|e| {
+            ApiError::unavailable(
+                "queue_unavailable",
+                format!("cannot read the job from Redis: {e}"),
+                1,
+            )
+        })?;
+        if let Some(status) = found {
+            return Ok(Json(status));
+        }
+    }
     let progress = find_job(&state, &id)?;
     let pending = progress.pending();
     Ok(Json(json!({

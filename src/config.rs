@@ -143,8 +143,18 @@ impl Default for ServerSection {
 pub struct QueueSection {
     /// Tokens accepted and unfinished, all platforms, before `/…/send` answers 503.
     pub capacity: u64,
-    /// `memory` (the only backend so far).
+    /// `memory` (one process) or `redis` (a Redis stream shared by several gateways).
     pub backend: String,
+    /// `redis://host:port[/db]` of the shared queue (backend `redis`).
+    pub redis_url: String,
+    /// Stream key; every other key of the cluster starts with it.
+    pub stream: String,
+    /// Consumer group shared by every gateway of the cluster.
+    pub group: String,
+    /// This gateway's consumer name; empty = `hostname-pid`.
+    pub consumer: String,
+    /// A chunk unacknowledged this long (its gateway died) is reclaimed by another.
+    pub claim_idle_ms: u64,
 }
 
 impl Default for QueueSection {
@@ -152,8 +162,39 @@ impl Default for QueueSection {
         Self {
             capacity: 1_000_000,
             backend: "memory".into(),
+            redis_url: "redis://127.0.0.1:6379".into(),
+            stream: "pushgate".into(),
+            group: "pushgate".into(),
+            consumer: String::new(),
+            claim_idle_ms: 30_000,
         }
     }
+}
+
+/// Validated `[queue]` settings of the `redis` backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisQueueConfig {
+    /// `queue.redis_url`.
+    pub url: String,
+    /// `queue.stream`.
+    pub stream: String,
+    /// `queue.group`.
+    pub group: String,
+    /// `queue.consumer`, defaulted to `hostname-pid`.
+    pub consumer: String,
+    /// `queue.claim_idle_ms`.
+    pub claim_idle: Duration,
+}
+
+/// `hostname-pid`: unique per process on a host, readable in `XINFO CONSUMERS`.
+fn default_consumer() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "pushgate".into());
+    format!("{host}-{}", std::process::id())
 }
 
 /// `[report]`.
@@ -351,6 +392,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// `queue.capacity`.
     pub queue_capacity: u64,
+    /// The shared queue, when `queue.backend = "redis"`; `None` = memory.
+    pub redis: Option<RedisQueueConfig>,
     /// `report.max_list`.
     pub max_list: usize,
     /// `report.max_jobs`.
@@ -694,14 +737,7 @@ impl FileConfig {
                 "set queue.capacity to the number of tokens the gateway may hold, e.g. 1000000",
             ));
         }
-        if self.queue.backend != "memory" {
-            errors.push(invalid(
-                "queue.backend",
-                &self.queue.backend,
-                "unknown queue backend",
-                "use \"memory\"",
-            ));
-        }
+        let redis = self.validate_queue_backend(&mut errors);
         if self.retry.base_ms == 0 || self.retry.cap_ms < self.retry.base_ms {
             errors.push(invalid(
                 "retry.base_ms",
@@ -763,6 +799,7 @@ impl FileConfig {
             Some(server) if errors.is_empty() => Ok(Config {
                 server,
                 queue_capacity: self.queue.capacity,
+                redis,
                 max_list: usize::try_from(self.report.max_list).unwrap_or(usize::MAX),
                 max_jobs: usize::try_from(self.report.max_jobs)
                     .unwrap_or(usize::MAX)
@@ -779,6 +816,63 @@ impl FileConfig {
             }),
             _ => Err(ConfigErrors(errors)),
         }
+    }
+
+    fn validate_queue_backend(&self, errors: &mut Vec<ConfigError>) -> Option<RedisQueueConfig> {
+        let q = &self.queue;
+        match q.backend.as_str() {
+            "memory" => return None,
+            "redis" => {}
+            _ => {
+                errors.push(invalid(
+                    "queue.backend",
+                    &q.backend,
+                    "unknown queue backend",
+                    "use \"memory\" (one process) or \"redis\" (shared by several gateways)",
+                ));
+                return None;
+            }
+        }
+        let before = errors.len();
+        if !(q.redis_url.starts_with("redis://") || q.redis_url.starts_with("unix://"))
+            || redis::Client::open(q.redis_url.as_str()).is_err()
+        {
+            errors.push(invalid(
+                "queue.redis_url",
+                &q.redis_url,
+                "not a usable redis URL (TLS rediss:// is not built in)",
+                "e.g. \"redis://127.0.0.1:6379\" or \"redis://:password@host:6379/0\"",
+            ));
+        }
+        for (key, value) in [("queue.stream", &q.stream), ("queue.group", &q.group)] {
+            if value.is_empty() || value.contains(char::is_whitespace) {
+                errors.push(invalid(
+                    key,
+                    value,
+                    "must be a non-empty name without spaces",
+                    "e.g. \"pushgate\"",
+                ));
+            }
+        }
+        if q.claim_idle_ms < 100 {
+            errors.push(invalid(
+                "queue.claim_idle_ms",
+                q.claim_idle_ms,
+                "must be at least 100: a live gateway's chunks would be taken from it",
+                "e.g. claim_idle_ms = 30000",
+            ));
+        }
+        (errors.len() == before).then(|| RedisQueueConfig {
+            url: q.redis_url.clone(),
+            stream: q.stream.clone(),
+            group: q.group.clone(),
+            consumer: if q.consumer.is_empty() {
+                default_consumer()
+            } else {
+                q.consumer.clone()
+            },
+            claim_idle: Duration::from_millis(q.claim_idle_ms),
+        })
     }
 
     fn validate_server(&self, errors: &mut Vec<ConfigError>) -> Option<ServerConfig> {

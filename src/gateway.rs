@@ -17,6 +17,7 @@ use crate::fcm::GoogleService;
 use crate::job::Family;
 use crate::metrics::Metrics;
 use crate::queue::Admission;
+use crate::queue::cluster::{Cluster, Targets};
 use crate::report::{Recorder, Reports};
 
 /// A running gateway.
@@ -63,6 +64,11 @@ impl Gateway {
         if let Some(webhook) = &config.webhook {
             recorder.webhook = Some(crate::webhook::start(webhook.clone(), &metrics)?);
         }
+        if let Some(redis) = &config.redis {
+            let cluster = Cluster::connect(redis, config.max_list).await?;
+            tracing::info!(stream = %redis.stream, group = %redis.group, consumer = cluster.consumer(), "queue backend: redis (shared)");
+            recorder.cluster = Some(cluster);
+        }
         let apns = match &config.apns {
             Some(apns) => Some(ApnsService::start(apns, recorder.clone(), config.backoff)?),
             None => None,
@@ -88,6 +94,18 @@ impl Gateway {
                 name.clone(),
                 GoogleService::start(app, recorder.clone(), config.backoff)?,
             );
+        }
+        if let Some(cluster) = &recorder.cluster {
+            // Services exist now: start taking chunks from the shared stream.
+            cluster.start(
+                recorder.clone(),
+                Targets {
+                    apns: apns.clone(),
+                    apns_apps: apns_apps.clone(),
+                    google: google.clone(),
+                    google_apps: google_apps.clone(),
+                },
+            )?;
         }
         let state = AppState::new(Inner {
             apns_apps,
@@ -150,6 +168,11 @@ impl Gateway {
                 "delayed jobs not yet due were dropped by the shutdown (recorded as expired: Shutdown)"
             );
         }
+        let cluster = self.state.recorder.cluster.clone();
+        if let Some(cluster) = &cluster {
+            // Take no more chunks; what is in the stream waits for the others.
+            cluster.stop_reading();
+        }
         let admission = self.state.recorder.admission.clone();
         let before = admission.pending();
         tracing::info!(
@@ -175,6 +198,11 @@ impl Gateway {
         for google in self.state.all_google() {
             google.close();
         }
+        if let Some(cluster) = &cluster {
+            // Unfinished tokens stay pending in the stream (another gateway
+            // reclaims them after claim_idle_ms) instead of ending as expired.
+            cluster.detach();
+        }
         let metrics = self.state.recorder.metrics.clone();
         let mut abandoned = 0;
         let settle_deadline = Instant::now() + SETTLE;
@@ -199,6 +227,17 @@ impl Gateway {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if let Some(cluster) = &cluster {
+            for _ in 0..20 {
+                match cluster.flush().await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot write the last outcomes to Redis; retrying");
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                    }
+                }
+            }
         }
         let still_pending = admission.pending();
         let finished = before.saturating_sub(still_pending + abandoned);

@@ -5,6 +5,9 @@
 //! than grow. Each upstream has its own [`DispatchQueue`] of [`Work`]: ranges
 //! of a job's tokens, so a 100k-token job is one entry, not 100k. Retries wait
 //! in the same queue's timer heap, so no task sleeps per token.
+//!
+//! [`cluster`] is the `redis` backend: a Redis stream shared by several
+//! gateways feeds each gateway's dispatch queues.
 
 use std::cmp::Ordering as CmpOrdering;
 use std::collections::{BinaryHeap, VecDeque};
@@ -17,6 +20,8 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::job::Job;
+
+pub mod cluster;
 
 /// The gateway-wide bound on unfinished tokens.
 #[derive(Debug)]
@@ -67,6 +72,13 @@ impl Admission {
                 Err(actual) => current = actual,
             }
         }
+    }
+
+    /// Counts `n` tokens taken from the shared queue (backend `redis`): they
+    /// were admitted cluster-wide when accepted, so no bound applies here;
+    /// counting them keeps `pending` and the releases balanced.
+    pub fn force_admit(&self, n: u64) {
+        self.pending.fetch_add(n, Ordering::AcqRel);
     }
 
     /// Frees room for `n` tokens that reached an outcome.

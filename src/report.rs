@@ -341,6 +341,9 @@ pub struct Recorder {
     pub metrics: Arc<Metrics>,
     /// Where outcome events go, when `[webhook]` is configured.
     pub webhook: Option<WebhookSink>,
+    /// The shared queue (backend `redis`): outcomes are also written there,
+    /// so reports are cluster-wide.
+    pub cluster: Option<Arc<crate::queue::cluster::Cluster>>,
 }
 
 impl Recorder {
@@ -351,7 +354,19 @@ impl Recorder {
             admission,
             metrics,
             webhook: None,
+            cluster: None,
         }
+    }
+
+    /// Counts a chunk taken from the shared queue (backend `redis`) in this
+    /// gateway's own books: the cluster counted it accepted already.
+    pub fn take(&self, progress: &Arc<JobProgress>) {
+        {
+            let mut c = lock(&self.reports.of(progress).counters);
+            c.accepted += progress.total;
+            c.pending += progress.total;
+        }
+        self.admission.force_admit(progress.total);
     }
 
     /// Counts `n` tokens of `progress` as accepted: called before the job is
@@ -378,6 +393,9 @@ impl Recorder {
             c.attempts += 1;
             c.retries += 1;
         }
+        if let Some(cluster) = &self.cluster {
+            cluster.retried(progress);
+        }
         self.metrics
             .attempts
             .with_label_values(&[platform.as_str()])
@@ -392,6 +410,9 @@ impl Recorder {
     pub fn possible_duplicates(&self, progress: &JobProgress, n: u64) {
         let platform = progress.platform;
         lock(&self.reports.of(progress).counters).possible_duplicates += n;
+        if let Some(cluster) = &self.cluster {
+            cluster.possible_duplicates(progress, n);
+        }
         self.metrics
             .possible_duplicates
             .with_label_values(&[platform.as_str()])
@@ -449,8 +470,12 @@ impl Recorder {
             _ => "",
         };
         self.metrics.outcome(platform, &progress.app, kind, reason);
-        let needs_token = self.webhook.is_some() || kind != OutcomeKind::Success;
+        let needs_token =
+            self.webhook.is_some() || self.cluster.is_some() || kind != OutcomeKind::Success;
         let token = needs_token.then(token).unwrap_or_default();
+        if let Some(cluster) = &self.cluster {
+            cluster.finished(progress, &token, &outcome, attempted);
+        }
         if let Some(webhook) = &self.webhook {
             webhook.offer(Event {
                 job: progress.id.to_string(),
@@ -487,7 +512,11 @@ impl Recorder {
                 .with_label_values(&[platform.as_str(), kind.as_str()])
                 .inc();
         }
-        log_progress(progress, done);
+        if self.cluster.is_none() {
+            log_progress(progress, done);
+        }
+        // With the shared queue a progress is one chunk of a job, not the job:
+        // per-chunk progress lines would be noise (the job's status is in Redis).
     }
 }
 

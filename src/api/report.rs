@@ -7,7 +7,57 @@ use serde_json::json;
 
 use super::{ApiError, AppState, ok, require};
 use crate::job::Family;
-use crate::report::FamilyReport;
+use crate::report::{Counters, FamilyReport};
+
+fn app_name(q: &AppQuery) -> &str {
+    q.app
+        .as_deref()
+        .filter(|a| !a.is_empty())
+        .unwrap_or(crate::report::DEFAULT_APP)
+}
+
+fn redis_unavailable(e: crate::queue::cluster::RedisError) -> ApiError {
+    tracing::warn!(error = %e, "report read failed");
+    ApiError::unavailable(
+        "queue_unavailable",
+        "the shared queue (Redis) holds the reports and cannot be reached. Retry later",
+        1,
+    )
+}
+
+/// The totals: cluster-wide from Redis with backend `redis`, else this process's.
+async fn totals(
+    state: &AppState,
+    family: Family,
+    q: &AppQuery,
+    report: &FamilyReport,
+) -> Result<Counters, ApiError> {
+    match &state.recorder.cluster {
+        Some(cluster) => cluster
+            .counters(family, app_name(q))
+            .await
+            .map_err(redis_unavailable),
+        None => Ok(report.counters()),
+    }
+}
+
+/// A list from Redis with backend `redis` (`None` = use the local one).
+async fn shared_list(
+    state: &AppState,
+    family: Family,
+    q: &AppQuery,
+    list: &str,
+    drain: bool,
+) -> Result<Option<Vec<serde_json::Value>>, ApiError> {
+    match &state.recorder.cluster {
+        Some(cluster) => cluster
+            .list(family, app_name(q), list, drain)
+            .await
+            .map(Some)
+            .map_err(redis_unavailable),
+        None => Ok(None),
+    }
+}
 
 /// `?app=<name>`: which app's report; absent means `default`.
 #[derive(Debug, Default, serde::Deserialize)]
@@ -54,7 +104,7 @@ pub async fn apns_totals(
     Query(q): Query<AppQuery>,
 ) -> Result<Response, ApiError> {
     let report = apple(&state, &q)?;
-    let c = report.counters();
+    let c = totals(&state, Family::Apple, &q, report).await?;
     Ok(ok(json!({
         "attempts": c.attempts,
         "successes": c.successes,
@@ -81,6 +131,10 @@ pub async fn apns_unregistered(
     State(state): State<AppState>,
     Query(q): Query<AppQuery>,
 ) -> Result<Response, ApiError> {
+    apple(&state, &q)?;
+    if let Some(shared) = shared_list(&state, Family::Apple, &q, "unregistered", false).await? {
+        return Ok(ok(json!({ "tokens": shared })));
+    }
     Ok(ok(
         json!({ "tokens": apple(&state, &q)?.unregistered.snapshot() }),
     ))
@@ -91,6 +145,10 @@ pub async fn apns_unregistered_drain(
     State(state): State<AppState>,
     Query(q): Query<AppQuery>,
 ) -> Result<Response, ApiError> {
+    apple(&state, &q)?;
+    if let Some(shared) = shared_list(&state, Family::Apple, &q, "unregistered", true).await? {
+        return Ok(ok(json!({ "tokens": shared })));
+    }
     Ok(ok(
         json!({ "tokens": apple(&state, &q)?.unregistered.drain() }),
     ))
@@ -101,6 +159,10 @@ pub async fn apns_failures(
     State(state): State<AppState>,
     Query(q): Query<AppQuery>,
 ) -> Result<Response, ApiError> {
+    apple(&state, &q)?;
+    if let Some(shared) = shared_list(&state, Family::Apple, &q, "failures", false).await? {
+        return Ok(ok(json!({ "failures": shared })));
+    }
     Ok(ok(
         json!({ "failures": apple(&state, &q)?.failures.snapshot() }),
     ))
@@ -111,6 +173,10 @@ pub async fn apns_failures_drain(
     State(state): State<AppState>,
     Query(q): Query<AppQuery>,
 ) -> Result<Response, ApiError> {
+    apple(&state, &q)?;
+    if let Some(shared) = shared_list(&state, Family::Apple, &q, "failures", true).await? {
+        return Ok(ok(json!({ "failures": shared })));
+    }
     Ok(ok(
         json!({ "failures": apple(&state, &q)?.failures.drain() }),
     ))
@@ -122,7 +188,7 @@ pub async fn google_totals(
     Query(q): Query<AppQuery>,
 ) -> Result<Response, ApiError> {
     let report = google(&state, &q)?;
-    let c = report.counters();
+    let c = totals(&state, Family::Google, &q, report).await?;
     Ok(ok(json!({
         "attempts": c.attempts,
         "failures": c.failures,
@@ -156,6 +222,12 @@ pub async fn google_notregistered(
     State(state): State<AppState>,
     Query(q): Query<AppQuery>,
 ) -> Result<Response, ApiError> {
+    google(&state, &q)?;
+    if let Some(shared) = shared_list(&state, Family::Google, &q, "unregistered", false).await? {
+        return Ok(ok(
+            json!({ "tokens": shared.iter().filter_map(|e| e.get("token").and_then(|t| t.as_str()).map(str::to_owned)).collect::<Vec<_>>() }),
+        ));
+    }
     Ok(ok(
         json!({ "tokens": token_strings(google(&state, &q)?.unregistered.snapshot()) }),
     ))
@@ -166,6 +238,12 @@ pub async fn google_notregistered_drain(
     State(state): State<AppState>,
     Query(q): Query<AppQuery>,
 ) -> Result<Response, ApiError> {
+    google(&state, &q)?;
+    if let Some(shared) = shared_list(&state, Family::Google, &q, "unregistered", true).await? {
+        return Ok(ok(
+            json!({ "tokens": shared.iter().filter_map(|e| e.get("token").and_then(|t| t.as_str()).map(str::to_owned)).collect::<Vec<_>>() }),
+        ));
+    }
     Ok(ok(
         json!({ "tokens": token_strings(google(&state, &q)?.unregistered.drain()) }),
     ))
@@ -176,6 +254,10 @@ pub async fn google_canonical(
     State(state): State<AppState>,
     Query(q): Query<AppQuery>,
 ) -> Result<Response, ApiError> {
+    google(&state, &q)?;
+    if let Some(shared) = shared_list(&state, Family::Google, &q, "canonical", false).await? {
+        return Ok(ok(json!({ "canonical_replacements": shared })));
+    }
     Ok(ok(
         json!({ "canonical_replacements": google(&state, &q)?.canonical.snapshot() }),
     ))
@@ -186,6 +268,10 @@ pub async fn google_canonical_drain(
     State(state): State<AppState>,
     Query(q): Query<AppQuery>,
 ) -> Result<Response, ApiError> {
+    google(&state, &q)?;
+    if let Some(shared) = shared_list(&state, Family::Google, &q, "canonical", true).await? {
+        return Ok(ok(json!({ "canonical_replacements": shared })));
+    }
     Ok(ok(
         json!({ "canonical_replacements": google(&state, &q)?.canonical.drain() }),
     ))
@@ -196,6 +282,10 @@ pub async fn google_failures(
     State(state): State<AppState>,
     Query(q): Query<AppQuery>,
 ) -> Result<Response, ApiError> {
+    google(&state, &q)?;
+    if let Some(shared) = shared_list(&state, Family::Google, &q, "failures", false).await? {
+        return Ok(ok(json!({ "failures": shared })));
+    }
     Ok(ok(
         json!({ "failures": google(&state, &q)?.failures.snapshot() }),
     ))
@@ -206,6 +296,10 @@ pub async fn google_failures_drain(
     State(state): State<AppState>,
     Query(q): Query<AppQuery>,
 ) -> Result<Response, ApiError> {
+    google(&state, &q)?;
+    if let Some(shared) = shared_list(&state, Family::Google, &q, "failures", true).await? {
+        return Ok(ok(json!({ "failures": shared })));
+    }
     Ok(ok(
         json!({ "failures": google(&state, &q)?.failures.drain() }),
     ))

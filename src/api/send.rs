@@ -26,6 +26,7 @@ use crate::job::{
     DeviceToken, Job, JobId, JobProgress, Outcome, Platform, TokenError, TokenList,
     check_registration_token,
 };
+use crate::queue::cluster::{NewJob, StoredFields};
 use crate::report::DEFAULT_APP;
 use crate::schedule::Held;
 
@@ -217,13 +218,7 @@ pub fn accept<M: Send + Sync + 'static>(
         rejected,
         duplicates,
     } = intake;
-    if tokens.is_empty() {
-        return Err(ApiError::bad_request(
-            "no_valid_tokens",
-            "none of the tokens is valid; nothing was queued",
-        )
-        .with(json!({ "rejected": rejected })));
-    }
+    refuse_if_no_valid_token(&tokens, &rejected)?;
     let total = tokens.len() as u64;
     state.recorder.admission.try_admit(total).map_err(|full| {
         ApiError::unavailable(
@@ -239,14 +234,6 @@ pub fn accept<M: Send + Sync + 'static>(
     let progress = Arc::new(JobProgress::for_app(id, platform, app.clone(), total));
     // Counted before it is queued, so no outcome can precede its acceptance.
     state.recorder.accept(&progress);
-    for r in &rejected {
-        state
-            .recorder
-            .metrics
-            .rejected
-            .with_label_values(&[platform.as_str(), r.reason])
-            .inc();
-    }
     let job = Arc::new(Job {
         id,
         app,
@@ -282,11 +269,122 @@ pub fn accept<M: Send + Sync + 'static>(
         enqueue(job);
     }
     tracing::info!(job = %id, platform = %platform, tokens = total, rejected = rejected.len(), delay_s = scheduled.map(|d| d.as_secs()), "job accepted");
+    Ok(accepted_answer(
+        state, platform, id, total, &rejected, duplicates, when,
+    ))
+}
+
+/// The `redis` backend's [`accept`]: the job's chunks are in Redis before
+/// the 202 goes out. Redis unreachable is a 503 `queue_unavailable`, never a
+/// 202. `queue.capacity` bounds the tokens waiting in the stream, counted in
+/// whole chunks (XLEN × chunk size), cluster-wide.
+pub async fn accept_shared(
+    state: &AppState,
+    submission: Submission<'_, StoredFields>,
+) -> Result<Response, ApiError> {
+    let Some(cluster) = state.recorder.cluster.clone() else {
+        return Err(ApiError::internal(anyhow::anyhow!(
+            "accept_shared without a shared queue"
+        )));
+    };
+    let Submission {
+        platform,
+        app,
+        message: fields,
+        intake,
+        expires_at,
+        when,
+    } = submission;
+    let Intake {
+        tokens,
+        rejected,
+        duplicates,
+    } = intake;
+    refuse_if_no_valid_token(&tokens, &rejected)?;
+    let total = tokens.len() as u64;
+    let unavailable = |e: crate::queue::cluster::RedisError| {
+        tracing::warn!(error = %e, "send refused: the shared queue is unreachable");
+        ApiError::unavailable(
+            "queue_unavailable",
+            "the shared queue (Redis) cannot be reached; nothing was queued. Retry later",
+            1,
+        )
+    };
+    let capacity = state.recorder.admission.capacity();
+    let queued = cluster.queued_chunks().await.map_err(unavailable)?
+        * crate::queue::cluster::CHUNK_TOKENS as u64;
+    if queued.saturating_add(total) > capacity {
+        return Err(ApiError::unavailable(
+            "queue_full",
+            format!(
+                "the shared queue holds about {queued} of {capacity} tokens; this request's {total} do not fit. Retry later"
+            ),
+            1,
+        ));
+    }
+    let rendered: Vec<String> = (0..tokens.len())
+        .map(|i| platform.render_token(tokens.get(u32::try_from(i).unwrap_or(u32::MAX))))
+        .collect();
+    let id = JobId::new();
+    cluster
+        .accept(NewJob {
+            id,
+            platform,
+            app: app.clone(),
+            fields,
+            tokens: rendered,
+            expires_at,
+            delay: when.delay,
+        })
+        .await
+        .map_err(unavailable)?;
+    state
+        .recorder
+        .metrics
+        .accepted
+        .with_label_values(&[platform.as_str(), &app])
+        .inc_by(total);
+    tracing::info!(job = %id, platform = %platform, tokens = total, rejected = rejected.len(), delay_s = when.delay.map(|d| d.as_secs()), "job accepted into the shared queue");
+    Ok(accepted_answer(
+        state, platform, id, total, &rejected, duplicates, when,
+    ))
+}
+
+fn refuse_if_no_valid_token(tokens: &TokenList, rejected: &[Rejected<'_>]) -> Result<(), ApiError> {
+    if tokens.is_empty() {
+        Err(ApiError::bad_request(
+            "no_valid_tokens",
+            "none of the tokens is valid; nothing was queued",
+        )
+        .with(json!({ "rejected": rejected })))
+    } else {
+        Ok(())
+    }
+}
+
+/// Counts the refused tokens and builds the 202 answer, for either backend.
+fn accepted_answer(
+    state: &AppState,
+    platform: Platform,
+    id: JobId,
+    total: u64,
+    rejected: &[Rejected<'_>],
+    duplicates: usize,
+    when: When,
+) -> Response {
+    for r in rejected {
+        state
+            .recorder
+            .metrics
+            .rejected
+            .with_label_values(&[platform.as_str(), r.reason])
+            .inc();
+    }
     let mut body = json!({ "job": id.to_string(), "accepted": total, "rejected": rejected, "duplicates": duplicates });
-    if let Some(delay) = scheduled {
+    if let Some(delay) = when.delay {
         body["scheduled_in_s"] = json!(delay.as_secs());
     }
-    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+    (StatusCode::ACCEPTED, Json(body)).into_response()
 }
 
 /// Picks the service for the `app` field: absent, empty or `default` is the
@@ -470,10 +568,28 @@ pub async fn apns(State(state): State<AppState>, body: Body) -> Result<Response,
         .expiration
         .filter(|&e| e > 0)
         .map(|e| UNIX_EPOCH + Duration::from_secs(e.unsigned_abs()));
+    let stored = state
+        .recorder
+        .cluster
+        .as_ref()
+        .map(|_| StoredFields::apns(&fields));
     let message = ApnsMessage::new(fields, service.default_topic.as_deref())?;
     let intake = intake(tokens, 32, |hex, buf| {
         DeviceToken::decode_into(hex, buf).map(drop)
     });
+    if let Some(stored) = stored {
+        let submission = Submission {
+            platform: Platform::Apns,
+            app,
+            message: stored,
+            intake,
+            expires_at,
+            when,
+        };
+        let answer = accept_shared(&state, submission).await;
+        timer.observe_duration();
+        return answer;
+    }
     let service = service.clone();
     let submission = Submission {
         platform: Platform::Apns,
@@ -621,6 +737,11 @@ pub async fn google(State(state): State<AppState>, body: Body) -> Result<Respons
             "the request has no tokens: send tokens=<t1>&tokens=<t2> or \"tokens\": [...]",
         ));
     }
+    let stored = state
+        .recorder
+        .cluster
+        .as_ref()
+        .map(|_| StoredFields::google(&fields));
     let message = GoogleMessage::new(fields)?;
     let expires_at = message.expires_at(SystemTime::now());
     let intake = intake(tokens, 160, |token, buf| {
@@ -629,6 +750,19 @@ pub async fn google(State(state): State<AppState>, body: Body) -> Result<Respons
         Ok(())
     });
     let platform = service.platform();
+    if let Some(stored) = stored {
+        let submission = Submission {
+            platform,
+            app,
+            message: stored,
+            intake,
+            expires_at,
+            when,
+        };
+        let answer = accept_shared(&state, submission).await;
+        timer.observe_duration();
+        return answer;
+    }
     let service = service.clone();
     let submission = Submission {
         platform,

@@ -72,6 +72,23 @@ fn in_flight(state: &AppState, platform: &str) -> i64 {
 /// `GET /status.json`: one snapshot for the status page.
 pub async fn json(State(state): State<AppState>) -> Response {
     let reports = &state.recorder.reports;
+    // Backend redis: the totals are the cluster's (as on `/…/report`); if
+    // Redis cannot be read, this gateway's own, rather than no page.
+    let totals = |family: Family| {
+        let state = state.clone();
+        async move {
+            let local = state.recorder.reports.family(family).counters();
+            match &state.recorder.cluster {
+                Some(cluster) => cluster
+                    .counters(family, crate::report::DEFAULT_APP)
+                    .await
+                    .unwrap_or(local),
+                None => local,
+            }
+        }
+    };
+    let apple_totals = totals(Family::Apple).await;
+    let google_totals = totals(Family::Google).await;
     let apns = state.apns.as_ref().map(|service| {
         let report: &FamilyReport = reports.family(Family::Apple);
         json!({
@@ -80,7 +97,7 @@ pub async fn json(State(state): State<AppState>) -> Response {
             "queue_depth": service.queue_depth(),
             "in_flight": in_flight(&state, "apns"),
             "connections": service.connected(),
-            "counters": counters(&report.counters()),
+            "counters": counters(&apple_totals),
             "lists": {
                 "unregistered": list(&report.unregistered),
                 "failures": list(&report.failures),
@@ -98,7 +115,7 @@ pub async fn json(State(state): State<AppState>) -> Response {
             // Google traffic rides reqwest's pool, which does not expose a count.
             "connections": Value::Null,
             "ready": service.ready(),
-            "counters": counters(&report.counters()),
+            "counters": counters(&google_totals),
             "lists": {
                 "notregistered": list(&report.unregistered),
                 "canonical": list(&report.canonical),
@@ -111,7 +128,11 @@ pub async fn json(State(state): State<AppState>) -> Response {
         "time_ms": now_ms(),
         "version": env!("CARGO_PKG_VERSION"),
         "shutting_down": state.shutting_down.load(Ordering::Acquire),
-        "queue": { "pending": admission.pending(), "capacity": admission.capacity() },
+        "queue": {
+            "pending": admission.pending(),
+            "capacity": admission.capacity(),
+            "backend": if state.recorder.cluster.is_some() { "redis" } else { "memory" },
+        },
         "platforms": { "apns": apns, "google": google },
     }))
 }

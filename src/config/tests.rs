@@ -252,3 +252,53 @@ fn pool_and_ping_keys_have_defaults_env_overrides_and_refuse_zero() {
     assert!(text.contains("apns.idle_shrink_s"), "{text}");
     assert!(!text.contains("apns.grow_interval_ms"), "{text}");
 }
+
+#[test]
+fn redis_backend_is_validated_and_defaults_its_consumer() {
+    let cfg = FileConfig::parse(
+        "[queue]\nbackend = \"redis\"\nredis_url = \"redis://127.0.0.1:6390\"\n",
+        "t",
+        env(&[("PUSHGATE_QUEUE_CLAIM_IDLE_MS", "2000")]),
+    )
+    .expect("parse")
+    .validate()
+    .expect("valid");
+    let redis = cfg.redis.expect("redis backend");
+    assert_eq!(redis.url, "redis://127.0.0.1:6390");
+    assert_eq!(
+        (redis.stream.as_str(), redis.group.as_str()),
+        ("pushgate", "pushgate")
+    );
+    assert_eq!(redis.claim_idle, Duration::from_millis(2000));
+    assert!(
+        redis
+            .consumer
+            .ends_with(&format!("-{}", std::process::id()))
+    );
+
+    let memory = FileConfig::parse("", "t", env(&[]))
+        .expect("parse")
+        .validate()
+        .expect("valid");
+    assert!(memory.redis.is_none());
+
+    let err = FileConfig::parse(
+        "[queue]\nbackend = \"redis\"\nredis_url = \"http://x\"\nstream = \"\"\nclaim_idle_ms = 5\n",
+        "t",
+        env(&[]),
+    )
+    .expect("parse")
+    .validate()
+    .map(drop)
+    .expect_err("invalid");
+    let text = messages(err);
+    for key in ["queue.redis_url", "queue.stream", "queue.claim_idle_ms"] {
+        assert!(text.contains(key), "{key} not named in {text}");
+    }
+    let err = FileConfig::parse("[queue]\nbackend = \"kafka\"\n", "t", env(&[]))
+        .expect("parse")
+        .validate()
+        .map(drop)
+        .expect_err("unknown backend");
+    assert!(messages(err).contains("\"redis\""));
+}
