@@ -106,26 +106,26 @@ pub fn router(state: AppState) -> Router {
         .route("/apns/report", get(report::apns_totals))
         .route(
             "/apns/report/unregistered",
-            get(report::apns_unregistered).delete(report::apns_unregistered_drain),
+            get(report::apns_unregistered).delete(report::apns_unregistered),
         )
         .route(
             "/apns/report/failures",
-            get(report::apns_failures).delete(report::apns_failures_drain),
+            get(report::apns_failures).delete(report::apns_failures),
         )
         .route("/gcm/send", post(send::google))
         .route("/fcm/send", post(send::google))
         .route("/gcm/report", get(report::google_totals))
         .route(
             "/gcm/report/notregistered",
-            get(report::google_notregistered).delete(report::google_notregistered_drain),
+            get(report::google_notregistered).delete(report::google_notregistered),
         )
         .route(
             "/gcm/report/canonical",
-            get(report::google_canonical).delete(report::google_canonical_drain),
+            get(report::google_canonical).delete(report::google_canonical),
         )
         .route(
             "/gcm/report/failures",
-            get(report::google_failures).delete(report::google_failures_drain),
+            get(report::google_failures).delete(report::google_failures),
         )
         .route("/jobs/{id}", get(job_status).delete(cancel_job))
         .route("/metrics", get(metrics))

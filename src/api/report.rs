@@ -2,12 +2,13 @@
 //! step, so a poller that deletes what it read never loses an entry.
 
 use axum::extract::{Query, State};
+use axum::http::Method;
 use axum::response::Response;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::{ApiError, AppState, ok, require};
 use crate::job::Family;
-use crate::report::{Counters, FamilyReport};
+use crate::report::{BoundedList, Counters, FamilyReport};
 
 fn app_name(q: &AppQuery) -> &str {
     q.app
@@ -72,11 +73,7 @@ fn report_of<'a>(
     q: &AppQuery,
 ) -> Result<&'a FamilyReport, ApiError> {
     let reports = &state.recorder.reports;
-    let app = q
-        .app
-        .as_deref()
-        .filter(|a| !a.is_empty())
-        .unwrap_or(crate::report::DEFAULT_APP);
+    let app = app_name(q);
     reports.app(family, app).ok_or_else(|| {
         ApiError::bad_request(
             "unknown_app",
@@ -117,69 +114,13 @@ pub async fn apns_totals(
         "accepted": c.accepted,
         "unattempted": c.unattempted,
         "possible_duplicates": c.possible_duplicates,
-        "app": q.app.as_deref().unwrap_or(crate::report::DEFAULT_APP),
+        "app": app_name(&q),
         "apps": state.recorder.reports.app_names(Family::Apple),
         "lists": {
             "unregistered": { "size": report.unregistered.len(), "dropped": report.unregistered.dropped() },
             "failures": { "size": report.failures.len(), "dropped": report.failures.dropped() },
         },
     })))
-}
-
-/// `GET /apns/report/unregistered`.
-pub async fn apns_unregistered(
-    State(state): State<AppState>,
-    Query(q): Query<AppQuery>,
-) -> Result<Response, ApiError> {
-    apple(&state, &q)?;
-    if let Some(shared) = shared_list(&state, Family::Apple, &q, "unregistered", false).await? {
-        return Ok(ok(json!({ "tokens": shared })));
-    }
-    Ok(ok(
-        json!({ "tokens": apple(&state, &q)?.unregistered.snapshot() }),
-    ))
-}
-
-/// `DELETE /apns/report/unregistered`.
-pub async fn apns_unregistered_drain(
-    State(state): State<AppState>,
-    Query(q): Query<AppQuery>,
-) -> Result<Response, ApiError> {
-    apple(&state, &q)?;
-    if let Some(shared) = shared_list(&state, Family::Apple, &q, "unregistered", true).await? {
-        return Ok(ok(json!({ "tokens": shared })));
-    }
-    Ok(ok(
-        json!({ "tokens": apple(&state, &q)?.unregistered.drain() }),
-    ))
-}
-
-/// `GET /apns/report/failures`.
-pub async fn apns_failures(
-    State(state): State<AppState>,
-    Query(q): Query<AppQuery>,
-) -> Result<Response, ApiError> {
-    apple(&state, &q)?;
-    if let Some(shared) = shared_list(&state, Family::Apple, &q, "failures", false).await? {
-        return Ok(ok(json!({ "failures": shared })));
-    }
-    Ok(ok(
-        json!({ "failures": apple(&state, &q)?.failures.snapshot() }),
-    ))
-}
-
-/// `DELETE /apns/report/failures`.
-pub async fn apns_failures_drain(
-    State(state): State<AppState>,
-    Query(q): Query<AppQuery>,
-) -> Result<Response, ApiError> {
-    apple(&state, &q)?;
-    if let Some(shared) = shared_list(&state, Family::Apple, &q, "failures", true).await? {
-        return Ok(ok(json!({ "failures": shared })));
-    }
-    Ok(ok(
-        json!({ "failures": apple(&state, &q)?.failures.drain() }),
-    ))
 }
 
 /// `GET /gcm/report`: GoCM's fields first, then ours.
@@ -202,7 +143,7 @@ pub async fn google_totals(
         "accepted": c.accepted,
         "unattempted": c.unattempted,
         "possible_duplicates": c.possible_duplicates,
-        "app": q.app.as_deref().unwrap_or(crate::report::DEFAULT_APP),
+        "app": app_name(&q),
         "apps": state.recorder.reports.app_names(Family::Google),
         "platform": state.google.as_ref().map(|g| g.platform().as_str()),
         "lists": {
@@ -213,94 +154,105 @@ pub async fn google_totals(
     })))
 }
 
-fn token_strings(entries: Vec<crate::report::UnregisteredEntry>) -> Vec<String> {
-    entries.into_iter().map(|e| e.token).collect()
+/// A drainable list.
+#[derive(Debug, Clone, Copy)]
+enum List {
+    Unregistered,
+    Failures,
+    Canonical,
 }
 
-/// `GET /gcm/report/notregistered`: plain token strings, as GoCM answers.
+impl List {
+    fn name(self) -> &'static str {
+        match self {
+            List::Unregistered => "unregistered",
+            List::Failures => "failures",
+            List::Canonical => "canonical",
+        }
+    }
+}
+
+/// A list's entries: read on GET, read and emptied in one step on DELETE.
+/// From Redis with backend `redis`, else from this process.
+async fn entries(
+    state: &AppState,
+    method: &Method,
+    family: Family,
+    q: &AppQuery,
+    list: List,
+) -> Result<Vec<Value>, ApiError> {
+    let report = match family {
+        Family::Apple => apple(state, q)?,
+        Family::Google => google(state, q)?,
+    };
+    let drain = method == Method::DELETE;
+    if let Some(shared) = shared_list(state, family, q, list.name(), drain).await? {
+        return Ok(shared);
+    }
+    fn take<T: serde::Serialize + Clone>(list: &BoundedList<T>, drain: bool) -> Vec<Value> {
+        let taken = if drain { list.drain() } else { list.snapshot() };
+        taken
+            .into_iter()
+            .filter_map(|e| serde_json::to_value(e).ok())
+            .collect()
+    }
+    Ok(match list {
+        List::Unregistered => take(&report.unregistered, drain),
+        List::Failures => take(&report.failures, drain),
+        List::Canonical => take(&report.canonical, drain),
+    })
+}
+
+/// `GET|DELETE /apns/report/unregistered`: `{"tokens":[{"token","timestamp"}]}`.
+pub async fn apns_unregistered(
+    State(state): State<AppState>,
+    method: Method,
+    Query(q): Query<AppQuery>,
+) -> Result<Response, ApiError> {
+    let tokens = entries(&state, &method, Family::Apple, &q, List::Unregistered).await?;
+    Ok(ok(json!({ "tokens": tokens })))
+}
+
+/// `GET|DELETE /apns/report/failures`.
+pub async fn apns_failures(
+    State(state): State<AppState>,
+    method: Method,
+    Query(q): Query<AppQuery>,
+) -> Result<Response, ApiError> {
+    let failures = entries(&state, &method, Family::Apple, &q, List::Failures).await?;
+    Ok(ok(json!({ "failures": failures })))
+}
+
+/// `GET|DELETE /gcm/report/notregistered`: plain token strings, as GoCM answers.
 pub async fn google_notregistered(
     State(state): State<AppState>,
+    method: Method,
     Query(q): Query<AppQuery>,
 ) -> Result<Response, ApiError> {
-    google(&state, &q)?;
-    if let Some(shared) = shared_list(&state, Family::Google, &q, "unregistered", false).await? {
-        return Ok(ok(
-            json!({ "tokens": shared.iter().filter_map(|e| e.get("token").and_then(|t| t.as_str()).map(str::to_owned)).collect::<Vec<_>>() }),
-        ));
-    }
-    Ok(ok(
-        json!({ "tokens": token_strings(google(&state, &q)?.unregistered.snapshot()) }),
-    ))
+    let tokens: Vec<Value> = entries(&state, &method, Family::Google, &q, List::Unregistered)
+        .await?
+        .into_iter()
+        .filter_map(|mut e| e.get_mut("token").map(Value::take))
+        .collect();
+    Ok(ok(json!({ "tokens": tokens })))
 }
 
-/// `DELETE /gcm/report/notregistered`.
-pub async fn google_notregistered_drain(
-    State(state): State<AppState>,
-    Query(q): Query<AppQuery>,
-) -> Result<Response, ApiError> {
-    google(&state, &q)?;
-    if let Some(shared) = shared_list(&state, Family::Google, &q, "unregistered", true).await? {
-        return Ok(ok(
-            json!({ "tokens": shared.iter().filter_map(|e| e.get("token").and_then(|t| t.as_str()).map(str::to_owned)).collect::<Vec<_>>() }),
-        ));
-    }
-    Ok(ok(
-        json!({ "tokens": token_strings(google(&state, &q)?.unregistered.drain()) }),
-    ))
-}
-
-/// `GET /gcm/report/canonical`.
+/// `GET|DELETE /gcm/report/canonical`.
 pub async fn google_canonical(
     State(state): State<AppState>,
+    method: Method,
     Query(q): Query<AppQuery>,
 ) -> Result<Response, ApiError> {
-    google(&state, &q)?;
-    if let Some(shared) = shared_list(&state, Family::Google, &q, "canonical", false).await? {
-        return Ok(ok(json!({ "canonical_replacements": shared })));
-    }
-    Ok(ok(
-        json!({ "canonical_replacements": google(&state, &q)?.canonical.snapshot() }),
-    ))
+    let pairs = entries(&state, &method, Family::Google, &q, List::Canonical).await?;
+    Ok(ok(json!({ "canonical_replacements": pairs })))
 }
 
-/// `DELETE /gcm/report/canonical`.
-pub async fn google_canonical_drain(
-    State(state): State<AppState>,
-    Query(q): Query<AppQuery>,
-) -> Result<Response, ApiError> {
-    google(&state, &q)?;
-    if let Some(shared) = shared_list(&state, Family::Google, &q, "canonical", true).await? {
-        return Ok(ok(json!({ "canonical_replacements": shared })));
-    }
-    Ok(ok(
-        json!({ "canonical_replacements": google(&state, &q)?.canonical.drain() }),
-    ))
-}
-
-/// `GET /gcm/report/failures`.
+/// `GET|DELETE /gcm/report/failures`.
 pub async fn google_failures(
     State(state): State<AppState>,
+    method: Method,
     Query(q): Query<AppQuery>,
 ) -> Result<Response, ApiError> {
-    google(&state, &q)?;
-    if let Some(shared) = shared_list(&state, Family::Google, &q, "failures", false).await? {
-        return Ok(ok(json!({ "failures": shared })));
-    }
-    Ok(ok(
-        json!({ "failures": google(&state, &q)?.failures.snapshot() }),
-    ))
-}
-
-/// `DELETE /gcm/report/failures`.
-pub async fn google_failures_drain(
-    State(state): State<AppState>,
-    Query(q): Query<AppQuery>,
-) -> Result<Response, ApiError> {
-    google(&state, &q)?;
-    if let Some(shared) = shared_list(&state, Family::Google, &q, "failures", true).await? {
-        return Ok(ok(json!({ "failures": shared })));
-    }
-    Ok(ok(
-        json!({ "failures": google(&state, &q)?.failures.drain() }),
-    ))
+    let failures = entries(&state, &method, Family::Google, &q, List::Failures).await?;
+    Ok(ok(json!({ "failures": failures })))
 }
