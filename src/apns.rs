@@ -26,7 +26,7 @@ use std::time::Duration;
 use prometheus::{Histogram, IntCounter, IntGauge};
 
 use crate::config::{ApnsAuth, ApnsConfig};
-use crate::job::{Job, Outcome};
+use crate::job::Job;
 use crate::queue::{DispatchQueue, Work};
 use crate::report::{Recorder, now_ms};
 use crate::retry::Backoff;
@@ -208,18 +208,6 @@ impl ApnsService {
     /// Records everything still queued as expired (reason `Shutdown`), so the
     /// books balance when the process exits with work left.
     pub fn abandon_queued(&self) -> u64 {
-        let shutdown = Outcome::Expired {
-            reason: "Shutdown".into(),
-        };
-        self.shared
-            .queue
-            .drain_all()
-            .into_iter()
-            .map(|work| {
-                self.shared
-                    .recorder
-                    .finish_unsent(&work.job, work.tokens, &shutdown)
-            })
-            .sum()
+        self.shared.queue.abandon(&self.shared.recorder)
     }
 }

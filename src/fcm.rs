@@ -32,7 +32,7 @@ use prometheus::{Histogram, IntCounter, IntGauge};
 use rustls::pki_types::CertificateDer;
 
 use crate::config::GoogleConfig;
-use crate::job::{Job, Outcome, Platform};
+use crate::job::{Job, Platform};
 use crate::queue::{DispatchQueue, Work};
 use crate::report::{Recorder, now_ms};
 use crate::retry::Backoff;
@@ -239,19 +239,7 @@ impl GoogleService {
     /// Records everything still queued as expired (reason `Shutdown`), so the
     /// books balance when the process exits with work left.
     pub fn abandon_queued(&self) -> u64 {
-        let shutdown = Outcome::Expired {
-            reason: "Shutdown".into(),
-        };
-        self.shared
-            .queue
-            .drain_all()
-            .into_iter()
-            .map(|work| {
-                self.shared
-                    .recorder
-                    .finish_unsent(&work.job, work.tokens, &shutdown)
-            })
-            .sum()
+        self.shared.queue.abandon(&self.shared.recorder)
     }
 }
 

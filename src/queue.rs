@@ -350,6 +350,19 @@ impl<M> DispatchQueue<M> {
         }
     }
 
+    /// Ends everything still queued (ready and delayed) as expired, reason
+    /// `Shutdown`, so the books balance when the process exits with work left.
+    /// Returns how many tokens.
+    pub fn abandon(&self, recorder: &crate::report::Recorder) -> u64 {
+        let shutdown = crate::job::Outcome::Expired {
+            reason: "Shutdown".into(),
+        };
+        self.drain_all()
+            .into_iter()
+            .map(|work| recorder.finish_unsent(&work.job, work.tokens, &shutdown))
+            .sum()
+    }
+
     /// Takes everything still queued (ready and delayed), for shutdown accounting.
     pub fn drain_all(&self) -> Vec<Work<M>> {
         let mut state = self.lock();
