@@ -199,6 +199,43 @@ pub struct Submission<'a, M> {
     pub when: When,
 }
 
+impl<'a, M> Submission<'a, M> {
+    /// The same request carrying another form of its message.
+    fn with_message<N>(self, message: N) -> Submission<'a, N> {
+        let Submission {
+            platform,
+            app,
+            intake,
+            expires_at,
+            when,
+            ..
+        } = self;
+        Submission {
+            platform,
+            app,
+            message,
+            intake,
+            expires_at,
+            when,
+        }
+    }
+}
+
+/// Hands a validated request to the configured backend: the shared queue
+/// (which stores the request's fields) or this process's queue (which holds
+/// the built message).
+async fn submit<M: Send + Sync + 'static>(
+    state: &AppState,
+    submission: Submission<'_, M>,
+    stored: Option<StoredFields>,
+    enqueue: impl FnOnce(Arc<Job<M>>) + Send + 'static,
+) -> Result<Response, ApiError> {
+    match stored {
+        Some(fields) => accept_shared(state, submission.with_message(fields)).await,
+        None => accept(state, submission, enqueue),
+    }
+}
+
 /// Admits a job and queues it, or hands it to the scheduler; returns the 202 answer.
 pub fn accept<M: Send + Sync + 'static>(
     state: &AppState,
@@ -577,19 +614,6 @@ pub async fn apns(State(state): State<AppState>, body: Body) -> Result<Response,
     let intake = intake(tokens, 32, |hex, buf| {
         DeviceToken::decode_into(hex, buf).map(drop)
     });
-    if let Some(stored) = stored {
-        let submission = Submission {
-            platform: Platform::Apns,
-            app,
-            message: stored,
-            intake,
-            expires_at,
-            when,
-        };
-        let answer = accept_shared(&state, submission).await;
-        timer.observe_duration();
-        return answer;
-    }
     let service = service.clone();
     let submission = Submission {
         platform: Platform::Apns,
@@ -599,7 +623,7 @@ pub async fn apns(State(state): State<AppState>, body: Body) -> Result<Response,
         expires_at,
         when,
     };
-    let answer = accept(&state, submission, move |job| service.enqueue(job));
+    let answer = submit(&state, submission, stored, move |job| service.enqueue(job)).await;
     timer.observe_duration();
     answer
 }
@@ -750,19 +774,6 @@ pub async fn google(State(state): State<AppState>, body: Body) -> Result<Respons
         Ok(())
     });
     let platform = service.platform();
-    if let Some(stored) = stored {
-        let submission = Submission {
-            platform,
-            app,
-            message: stored,
-            intake,
-            expires_at,
-            when,
-        };
-        let answer = accept_shared(&state, submission).await;
-        timer.observe_duration();
-        return answer;
-    }
     let service = service.clone();
     let submission = Submission {
         platform,
@@ -772,7 +783,7 @@ pub async fn google(State(state): State<AppState>, body: Body) -> Result<Respons
         expires_at,
         when,
     };
-    let answer = accept(&state, submission, move |job| service.enqueue(job));
+    let answer = submit(&state, submission, stored, move |job| service.enqueue(job)).await;
     timer.observe_duration();
     answer
 }
