@@ -18,11 +18,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -121,102 +119,6 @@ impl Drop for RedisServer {
             let _ = child.kill();
             let _ = child.wait();
         }
-    }
-}
-
-/// `pushgate serve` as a child process, stderr collected line by line.
-struct Served {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-    url: String,
-}
-
-impl Served {
-    async fn start(dir: &Path, name: &str, config: &FileConfig) -> Self {
-        let file = dir.join(format!("{name}.toml"));
-        std::fs::write(&file, toml::to_string(config).unwrap()).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_pushgate"))
-            .args(["--log-format", "json", "serve", "--config"])
-            .arg(&file)
-            .env("PUSHGATE_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let mut served = Self {
-            child,
-            lines,
-            url: String::new(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let listening = loop {
-            if let Some(v) = served.logs("pushgate listening").pop() {
-                break v;
-            }
-            if let Ok(Some(status)) = served.child.try_wait() {
-                panic!(
-                    "pushgate exited ({status}): {:#?}",
-                    served.lines.lock().unwrap()
-                );
-            }
-            assert!(Instant::now() < deadline, "pushgate did not start");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
-        served.url = format!("http://{}", listening["fields"]["addr"].as_str().unwrap());
-        served
-    }
-
-    fn logs(&self, message: &str) -> Vec<Value> {
-        self.lines
-            .lock()
-            .unwrap()
-            .iter()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|v| {
-                v["fields"]["message"]
-                    .as_str()
-                    .is_some_and(|m| m.starts_with(message))
-            })
-            .collect()
-    }
-
-    /// `kill -TERM`, then waits for the exit.
-    async fn terminate(&mut self) -> std::process::ExitStatus {
-        let status = Command::new("kill")
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "pushgate did not exit");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// `kill -9`.
-    fn kill(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -9,9 +9,6 @@
 mod common;
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -256,109 +253,6 @@ async fn shutdown_records_and_exports_what_it_abandons() {
 
 // === the real binary ===
 
-/// `pushgate serve` as a child process, with its stderr collected line by line.
-struct Served {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-    url: String,
-}
-
-impl Served {
-    async fn start(dir: &std::path::Path, config: &pushgate::config::FileConfig) -> Self {
-        let file = dir.join("pushgate.toml");
-        std::fs::write(&file, toml::to_string(config).unwrap()).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_pushgate"))
-            .args(["--log-format", "json", "serve", "--config"])
-            .arg(&file)
-            .env("PUSHGATE_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let mut served = Self {
-            child,
-            lines,
-            url: String::new(),
-        };
-        let listening = served.wait_for_log("pushgate listening").await;
-        served.url = format!("http://{}", listening["fields"]["addr"].as_str().unwrap());
-        served
-    }
-
-    /// Log lines (JSON) whose message is `message`.
-    fn logs(&self, message: &str) -> Vec<Value> {
-        self.lines
-            .lock()
-            .unwrap()
-            .iter()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|v| {
-                v["fields"]["message"]
-                    .as_str()
-                    .is_some_and(|m| m.starts_with(message))
-            })
-            .collect()
-    }
-
-    async fn wait_for_log(&mut self, message: &str) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(v) = self.logs(message).pop() {
-                return v;
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "pushgate exited ({status}) before logging {message:?}: {:#?}",
-                    self.lines.lock().unwrap()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no {message:?} in {:#?}",
-                self.lines.lock().unwrap()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    async fn wait_exit(&mut self) -> std::process::ExitStatus {
-        let deadline = Instant::now() + Duration::from_secs(90);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "pushgate did not exit");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        // Only reached with the child still running when an assertion failed.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn serve_config(apns: pushgate::config::ApnsSection, grace_s: u64) -> pushgate::config::FileConfig {
     let mut file = pushgate::config::FileConfig::default();
     file.server.listen = "127.0.0.1:0".into();
@@ -383,7 +277,7 @@ async fn sigterm_drains_refuses_new_sends_accounts_for_every_token_and_exits_0()
         };
         let (mock, mut section) = apns_mock_for_process(&dir, faults, 100).await;
         section.max_connections = 2;
-        let mut served = Served::start(&dir, &serve_config(section, 2)).await;
+        let mut served = Served::start(&dir, "pushgate", &serve_config(section, 2)).await;
         let client = reqwest::Client::new();
         let tokens: Vec<String> = (0..20_000).map(|i| apns_token("abcd", i)).collect();
         let (status, answer) = post_json_to(&client, &served.url, "/apns/send", &json!({ "tokens": tokens, "payload": payload() })).await;
@@ -442,7 +336,7 @@ async fn a_second_signal_exits_at_once_with_130() {
         };
         let (mock, section) = apns_mock_for_process(&dir, faults, 10).await;
         // A grace far longer than the test: only the second signal can end it.
-        let mut served = Served::start(&dir, &serve_config(section, 3600)).await;
+        let mut served = Served::start(&dir, "pushgate", &serve_config(section, 3600)).await;
         let client = reqwest::Client::new();
         let tokens: Vec<String> = (0..5_000).map(|i| apns_token("abcd", i)).collect();
         let (status, _) = post_json_to(

@@ -380,3 +380,125 @@ pub async fn apns_mock_for_process(
     };
     (mock, section)
 }
+
+/// `pushgate serve` as a child process (JSON logs), its stderr collected line
+/// by line so tests can wait for and read log events. Killed when dropped.
+pub struct Served {
+    pub child: std::process::Child,
+    pub lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    pub url: String,
+}
+
+impl Served {
+    /// Writes `config` to `<dir>/<name>.toml`, starts the binary on it and
+    /// waits for its "pushgate listening" line.
+    pub async fn start(dir: &std::path::Path, name: &str, config: &FileConfig) -> Self {
+        use std::io::{BufRead, BufReader};
+        let file = dir.join(format!("{name}.toml"));
+        std::fs::write(&file, toml::to_string(config).unwrap()).unwrap();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pushgate"))
+            .args(["--log-format", "json", "serve", "--config"])
+            .arg(&file)
+            .env("PUSHGATE_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let mut served = Self {
+            child,
+            lines,
+            url: String::new(),
+        };
+        let listening = served.wait_for_log("pushgate listening").await;
+        served.url = format!("http://{}", listening["fields"]["addr"].as_str().unwrap());
+        served
+    }
+
+    /// Log events (JSON) whose message starts with `message`.
+    pub fn logs(&self, message: &str) -> Vec<Value> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| {
+                v["fields"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with(message))
+            })
+            .collect()
+    }
+
+    /// Waits (60 s at most) for a log event; panics with the log if the process exits first.
+    pub async fn wait_for_log(&mut self, message: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(v) = self.logs(message).pop() {
+                return v;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "pushgate exited ({status}) before logging {message:?}: {:#?}",
+                    self.lines.lock().unwrap()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {message:?} in {:#?}",
+                self.lines.lock().unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Sends a signal by name (`TERM`, `INT`) with `kill`.
+    pub fn signal(&self, name: &str) {
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits (90 s at most) for the process to exit.
+    pub async fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "pushgate did not exit");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// SIGTERM, then waits for the exit.
+    pub async fn terminate(&mut self) -> std::process::ExitStatus {
+        self.signal("TERM");
+        self.wait_exit().await
+    }
+
+    /// `kill -9`.
+    pub fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        // Only does anything when a test failed with the child still running.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
