@@ -4,6 +4,11 @@
 //! [`api`], waits in [`queue`], is sent per token by an [`apns`] or [`fcm`]
 //! worker, and ends as one [`job::Outcome`] recorded by [`report::Recorder`].
 //! [`gateway`] wires them together; [`mock`] holds the test upstreams.
+//!
+//! Beside that path: [`config`] (TOML and `PUSHGATE_*` → validated `Config`),
+//! [`schedule`] (delayed sends), [`webhook`] (outcome events pushed to the
+//! operator), [`queue::cluster`] (the Redis backend several gateways share),
+//! [`retry`] (backoff, platform-agnostic), [`metrics`] and [`tls`].
 
 pub mod api;
 pub mod apns;
