@@ -6,7 +6,7 @@
 //!
 //! The body is `{"events":[{"job","platform","token","outcome","reason","canonical"}]}`.
 //! The header `X-Pushgate-Signature: t=<unix seconds>,v1=<hex>` carries
-//! HMAC-SHA256(secret, "<t>.<body>"), so a receiver can check both origin and
+//! `HMAC-SHA256(secret, "<t>.<body>")`, so a receiver can check both origin and
 //! freshness.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

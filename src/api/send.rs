@@ -1,4 +1,4 @@
-//! `POST /apns/send` (and the Google twin in [`super::send_google`]):
+//! `POST /apns/send` ([`apns`]) and `POST /gcm/send` / `/fcm/send` ([`google`]):
 //! read the body (JSON or form), validate every field and token, admit the
 //! job into the bounded queue, answer 202. Nothing here waits on an upstream.
 

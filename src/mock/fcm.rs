@@ -36,7 +36,7 @@
 //! # Faults
 //!
 //! Per send request (v1 or legacy, never `/token`), after authentication and
-//! before the token rules, the [`FaultClock`](crate::mock::faults::FaultClock)
+//! before the token rules, the [`crate::mock::faults::FaultClock`]
 //! may inject: a throttle (v1: 429 `RESOURCE_EXHAUSTED` / `QUOTA_EXCEEDED`; legacy:
 //! a whole-request 503; both with `Retry-After`), or a server error (v1: 503
 //! `UNAVAILABLE`; legacy: a whole-request 500 or 503). `latency_ms` delays every
