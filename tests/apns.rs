@@ -12,10 +12,6 @@ use pushgate::job::Family;
 use pushgate::mock::Faults;
 use serde_json::{Value, json};
 
-fn payload() -> Value {
-    json!({ "aps": { "alert": "hi" } })
-}
-
 /// What the mock will do with a token, by prefix (see src/mock/apns.rs).
 fn expected(token: &str) -> &'static str {
     match &token[..4] {
@@ -46,8 +42,7 @@ async fn two_thousand_tokens_each_reach_exactly_one_outcome() {
             .collect();
         tokens.push("zz-not-hex".into());
         tokens.push(tokens[10].to_uppercase()); // a duplicate in another case
-        let (status, answer, _) = env.post_json("/apns/send", &json!({ "tokens": tokens, "payload": payload() })).await;
-        assert_eq!(status, 202, "{answer}");
+        let answer = env.send_apns(&tokens).await;
         assert_eq!(answer["accepted"], 2400);
         assert_eq!(answer["duplicates"], 1);
         assert_eq!(answer["rejected"], json!([{ "token": "zz-not-hex", "reason": "BadDeviceToken" }]));
@@ -137,7 +132,7 @@ async fn bad_input_is_refused_with_json_and_changes_nothing() {
         let (status, _, _) = env
             .post_json(
                 "/apns/send",
-                &json!({ "tokens": [good], "payload": payload() }),
+                &json!({ "tokens": [good], "payload": apns_payload() }),
             )
             .await;
         assert_eq!(status, 202);
@@ -161,11 +156,11 @@ async fn bad_input_is_refused_with_json_and_changes_nothing() {
             json!({ "tokens": [good], "payload": { "aps": { "alert": "x".repeat(5000) } } })
                 .to_string();
         let huge_body =
-            json!({ "tokens": vec![good.clone(); 2000], "payload": payload() }).to_string();
+            json!({ "tokens": vec![good.clone(); 2000], "payload": apns_payload() }).to_string();
         let cases: Vec<(String, &str, u16, &str)> = vec![
             ("{not json".into(), json_ct, 400, "bad_json"),
             (
-                json!({ "payload": payload() }).to_string(),
+                json!({ "payload": apns_payload() }).to_string(),
                 json_ct,
                 400,
                 "no_tokens",
@@ -183,38 +178,38 @@ async fn bad_input_is_refused_with_json_and_changes_nothing() {
                 "bad_field",
             ),
             (
-                json!({ "tokens": [good], "payload": payload(), "priority": 7 }).to_string(),
+                json!({ "tokens": [good], "payload": apns_payload(), "priority": 7 }).to_string(),
                 json_ct,
                 400,
                 "bad_field",
             ),
             (
-                json!({ "tokens": [good], "payload": payload(), "push_type": "sms" }).to_string(),
+                json!({ "tokens": [good], "payload": apns_payload(), "push_type": "sms" }).to_string(),
                 json_ct,
                 400,
                 "bad_field",
             ),
             (
-                json!({ "tokens": [good], "payload": payload(), "collapse_id": "c".repeat(65) })
+                json!({ "tokens": [good], "payload": apns_payload(), "collapse_id": "c".repeat(65) })
                     .to_string(),
                 json_ct,
                 400,
                 "bad_field",
             ),
             (
-                json!({ "tokens": [good], "payload": payload(), "tokenz": [] }).to_string(),
+                json!({ "tokens": [good], "payload": apns_payload(), "tokenz": [] }).to_string(),
                 json_ct,
                 400,
                 "bad_json",
             ),
             (
-                json!({ "tokens": [good], "payload": payload(), "app": "nope" }).to_string(),
+                json!({ "tokens": [good], "payload": apns_payload(), "app": "nope" }).to_string(),
                 json_ct,
                 400,
                 "unknown_app",
             ),
             (
-                json!({ "tokens": ["xyz", "12"], "payload": payload() }).to_string(),
+                json!({ "tokens": ["xyz", "12"], "payload": apns_payload() }).to_string(),
                 json_ct,
                 400,
                 "no_valid_tokens",
@@ -348,7 +343,7 @@ async fn api_keys_guard_every_route_but_healthz() {
             .client
             .post(env.url("/apns/send"))
             .bearer_auth(key)
-            .json(&json!({ "tokens": [apns_token("abcd", 9)], "payload": payload() }))
+            .json(&json!({ "tokens": [apns_token("abcd", 9)], "payload": apns_payload() }))
             .send()
             .await
             .unwrap();
@@ -375,7 +370,7 @@ async fn delete_drains_a_list_atomically() {
             .collect();
         env.post_json(
             "/apns/send",
-            &json!({ "tokens": tokens, "payload": payload() }),
+            &json!({ "tokens": tokens, "payload": apns_payload() }),
         )
         .await;
         wait_done(&env.gateway, Family::Apple, 30).await;
@@ -421,7 +416,7 @@ async fn report_lists_are_bounded_and_count_what_they_drop() {
         let tokens: Vec<String> = (0..12).map(|i| apns_token("dead", i)).collect();
         env.post_json(
             "/apns/send",
-            &json!({ "tokens": tokens, "payload": payload() }),
+            &json!({ "tokens": tokens, "payload": apns_payload() }),
         )
         .await;
         wait_done(&env.gateway, Family::Apple, 12).await;
@@ -449,18 +444,12 @@ async fn full_queue_answers_503_with_retry_after_and_keeps_what_it_accepted() {
         })
         .await;
         let first: Vec<String> = (0..8).map(|i| apns_token("abcd", i)).collect();
-        let (status, _, _) = env
-            .post_json(
-                "/apns/send",
-                &json!({ "tokens": first, "payload": payload() }),
-            )
-            .await;
-        assert_eq!(status, 202);
+        env.send_apns(&first).await;
         let second: Vec<String> = (100..105).map(|i| apns_token("abcd", i)).collect();
         let (status, answer, headers) = env
             .post_json(
                 "/apns/send",
-                &json!({ "tokens": second, "payload": payload() }),
+                &json!({ "tokens": second, "payload": apns_payload() }),
             )
             .await;
         assert_eq!(status, 503, "{answer}");
@@ -472,13 +461,7 @@ async fn full_queue_answers_503_with_retry_after_and_keeps_what_it_accepted() {
             assert_eq!(env.mock.ledger.token(t).deliveries, 1);
         }
         // With room again, the same request is accepted.
-        let (status, _, _) = env
-            .post_json(
-                "/apns/send",
-                &json!({ "tokens": second, "payload": payload() }),
-            )
-            .await;
-        assert_eq!(status, 202);
+        env.send_apns(&second).await;
     })
     .await
     .unwrap();
@@ -494,13 +477,7 @@ async fn certificate_auth_with_a_pem_pair_and_with_pkcs12() {
             })
             .await;
             let tokens: Vec<String> = (0..50).map(|i| apns_token("abcd", i)).collect();
-            let (status, _, _) = env
-                .post_json(
-                    "/apns/send",
-                    &json!({ "tokens": tokens, "payload": payload() }),
-                )
-                .await;
-            assert_eq!(status, 202);
+            env.send_apns(&tokens).await;
             let c = wait_done(&env.gateway, Family::Apple, 50).await;
             assert_eq!(c.successes, 50);
             assert_eq!(
@@ -523,7 +500,7 @@ async fn expired_messages_are_never_sent() {
         let (status, _, _) = env
             .post_json(
                 "/apns/send",
-                &json!({ "tokens": tokens, "payload": payload(), "expiration": 1_000_000_000 }),
+                &json!({ "tokens": tokens, "payload": apns_payload(), "expiration": 1_000_000_000 }),
             )
             .await;
         assert_eq!(status, 202);
@@ -548,13 +525,7 @@ async fn goaway_and_stream_limits_lose_and_duplicate_nothing() {
         })
         .await;
         let tokens: Vec<String> = (0..1500).map(|i| apns_token("abcd", i)).collect();
-        let (status, _, _) = env
-            .post_json(
-                "/apns/send",
-                &json!({ "tokens": tokens, "payload": payload() }),
-            )
-            .await;
-        assert_eq!(status, 202);
+        env.send_apns(&tokens).await;
         let c = wait_done(&env.gateway, Family::Apple, 1500).await;
         assert_eq!(c.successes, 1500, "{c:?}");
         let ledger = &env.mock.ledger;
@@ -589,7 +560,7 @@ async fn dropped_connections_resend_and_count_possible_duplicates() {
         let tokens: Vec<String> = (0..1000).map(|i| apns_token("abcd", i)).collect();
         env.post_json(
             "/apns/send",
-            &json!({ "tokens": tokens, "payload": payload() }),
+            &json!({ "tokens": tokens, "payload": apns_payload() }),
         )
         .await;
         let c = wait_done(&env.gateway, Family::Apple, 1000).await;
@@ -658,7 +629,7 @@ async fn the_api_serves_https_when_given_a_certificate() {
             let client = builder.build().unwrap();
             let r = client
                 .post(env.url("/apns/send"))
-                .json(&json!({ "tokens": [apns_token("abcd", i)], "payload": payload() }))
+                .json(&json!({ "tokens": [apns_token("abcd", i)], "payload": apns_payload() }))
                 .send()
                 .await
                 .unwrap();
@@ -684,7 +655,7 @@ async fn delayed_jobs_wait_then_deliver_and_can_be_cancelled() {
         let env = apns_env(ApnsSetup::default()).await;
         // Delayed by one second: scheduled first, then delivered.
         let soon: Vec<String> = (0..10).map(|i| apns_token("abcd", i)).collect();
-        let (status, answer, _) = env.post_json("/apns/send", &json!({ "tokens": soon, "payload": payload(), "delay_seconds": 1 })).await;
+        let (status, answer, _) = env.post_json("/apns/send", &json!({ "tokens": soon, "payload": apns_payload(), "delay_seconds": 1 })).await;
         assert_eq!(status, 202, "{answer}");
         assert_eq!(answer["scheduled_in_s"], 1);
         let job = answer["job"].as_str().unwrap().to_owned();
@@ -701,7 +672,7 @@ async fn delayed_jobs_wait_then_deliver_and_can_be_cancelled() {
         let later: Vec<String> = (100..120).map(|i| apns_token("abcd", i)).collect();
         let at = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
         let at = at.to_offset(time::UtcOffset::from_hms(2, 0, 0).unwrap()).format(&time::format_description::well_known::Rfc3339).unwrap();
-        let (status, answer, _) = env.post_json("/apns/send", &json!({ "tokens": later, "payload": payload(), "send_at": at })).await;
+        let (status, answer, _) = env.post_json("/apns/send", &json!({ "tokens": later, "payload": apns_payload(), "send_at": at })).await;
         assert_eq!(status, 202, "{answer}");
         let job = answer["job"].as_str().unwrap().to_owned();
         let cancelled: Value = env.client.delete(env.url(&format!("/jobs/{job}"))).send().await.unwrap().json().await.unwrap();
@@ -714,9 +685,9 @@ async fn delayed_jobs_wait_then_deliver_and_can_be_cancelled() {
 
         // Bad schedules are refused.
         for (body, code) in [
-            (json!({ "tokens": [apns_token("abcd", 1)], "payload": payload(), "send_at": "tomorrow" }), "bad_field"),
-            (json!({ "tokens": [apns_token("abcd", 1)], "payload": payload(), "delay_seconds": 5, "send_at": at }), "bad_field"),
-            (json!({ "tokens": [apns_token("abcd", 1)], "payload": payload(), "delay_seconds": 99_999_999 }), "bad_field"),
+            (json!({ "tokens": [apns_token("abcd", 1)], "payload": apns_payload(), "send_at": "tomorrow" }), "bad_field"),
+            (json!({ "tokens": [apns_token("abcd", 1)], "payload": apns_payload(), "delay_seconds": 5, "send_at": at }), "bad_field"),
+            (json!({ "tokens": [apns_token("abcd", 1)], "payload": apns_payload(), "delay_seconds": 99_999_999 }), "bad_field"),
         ] {
             let (status, answer, _) = env.post_json("/apns/send", &body).await;
             assert_eq!((status, answer["error"].as_str()), (400, Some(code)), "{answer}");
@@ -758,7 +729,7 @@ async fn several_apps_use_their_own_credentials_and_reports() {
         })
         .await;
         let tokens: Vec<String> = (0..40).map(|i| apns_token(if i % 4 == 0 { "dead" } else { "abcd" }, i)).collect();
-        let (status, answer, _) = env.post_json("/apns/send", &json!({ "tokens": tokens, "payload": payload(), "app": "second" })).await;
+        let (status, answer, _) = env.post_json("/apns/send", &json!({ "tokens": tokens, "payload": apns_payload(), "app": "second" })).await;
         assert_eq!(status, 202, "{answer}");
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         let second_report = loop {
@@ -782,7 +753,7 @@ async fn several_apps_use_their_own_credentials_and_reports() {
         let (_, list) = env.get("/apns/report/unregistered").await;
         assert_eq!(list["tokens"], json!([]));
 
-        let (status, answer, _) = env.post_json("/apns/send", &json!({ "tokens": tokens, "payload": payload(), "app": "third" })).await;
+        let (status, answer, _) = env.post_json("/apns/send", &json!({ "tokens": tokens, "payload": apns_payload(), "app": "third" })).await;
         assert_eq!((status, answer["error"].as_str()), (400, Some("unknown_app")));
         assert!(answer["message"].as_str().unwrap().contains("second"), "{answer}");
         let (status, _) = env.get("/apns/report?app=third").await;

@@ -32,10 +32,6 @@ use serde_json::{Value, json};
 const CLUSTER_TIMEOUT: Duration = Duration::from_secs(400);
 const CLAIM_IDLE_MS: u64 = 2000;
 
-fn payload() -> Value {
-    json!({ "aps": { "alert": "hi" } })
-}
-
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -160,7 +156,7 @@ async fn post_across(
             client,
             &g.url,
             "/apns/send",
-            &json!({ "tokens": batch, "payload": payload() }),
+            &json!({ "tokens": batch, "payload": apns_payload() }),
         )
         .await;
         assert_eq!(status, 202, "{answer}");
@@ -396,7 +392,7 @@ async fn redis_restarted_mid_run_answers_503_then_resumes_losing_nothing() {
             &client,
             &g.url,
             "/apns/send",
-            &json!({ "tokens": [apns_token("e5e5", 99_999)], "payload": payload() }),
+            &json!({ "tokens": [apns_token("e5e5", 99_999)], "payload": apns_payload() }),
         )
         .await;
         assert_eq!((status, answer["error"].as_str()), (503, Some("queue_unavailable")), "{answer}");
@@ -452,7 +448,7 @@ async fn lists_jobs_delays_and_cancels_are_cluster_wide() {
             .chain((0..5).map(|i| apns_token("bad0", i)))
             .chain((0..85).map(|i| apns_token("f0f0", i)))
             .collect();
-        let (status, answer) = post_json_to(&client, &a.url, "/apns/send", &json!({ "tokens": mixed, "payload": payload() })).await;
+        let (status, answer) = post_json_to(&client, &a.url, "/apns/send", &json!({ "tokens": mixed, "payload": apns_payload() })).await;
         assert_eq!(status, 202, "{answer}");
         let job = answer["job"].as_str().unwrap().to_owned();
         let report = settled_report(&client, b, 100).await;
@@ -472,7 +468,7 @@ async fn lists_jobs_delays_and_cancels_are_cluster_wide() {
         // A delayed send waits in Redis, then goes out once.
         let later: Vec<String> = (0..50).map(|i| apns_token("aaaa", i)).collect();
         let posted = Instant::now();
-        let (status, answer) = post_json_to(&client, &b.url, "/apns/send", &json!({ "tokens": later, "payload": payload(), "delay_seconds": 2 })).await;
+        let (status, answer) = post_json_to(&client, &b.url, "/apns/send", &json!({ "tokens": later, "payload": apns_payload(), "delay_seconds": 2 })).await;
         assert_eq!((status, answer["scheduled_in_s"].as_u64()), (202, Some(2)), "{answer}");
         wait_delivered(&mock, &later, Duration::from_secs(60)).await;
         assert!(posted.elapsed() >= Duration::from_secs(2), "a delayed send went out early");
@@ -480,7 +476,7 @@ async fn lists_jobs_delays_and_cancels_are_cluster_wide() {
 
         // A cancel on one gateway reaches the job wherever it runs.
         let held: Vec<String> = (0..50).map(|i| apns_token("cccc", i)).collect();
-        let (status, answer) = post_json_to(&client, &a.url, "/apns/send", &json!({ "tokens": held, "payload": payload(), "delay_seconds": 1 })).await;
+        let (status, answer) = post_json_to(&client, &a.url, "/apns/send", &json!({ "tokens": held, "payload": apns_payload(), "delay_seconds": 1 })).await;
         assert_eq!(status, 202, "{answer}");
         let job = answer["job"].as_str().unwrap().to_owned();
         let cancelled: Value = client.delete(format!("{}/jobs/{job}", b.url)).send().await.unwrap().json().await.unwrap();

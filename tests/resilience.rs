@@ -17,10 +17,6 @@ use pushgate::mock::{Faults, Ledger};
 use pushgate::report::Counters;
 use serde_json::{Value, json};
 
-fn payload() -> Value {
-    json!({ "aps": { "alert": "hi" } })
-}
-
 fn get(counter: &std::sync::atomic::AtomicU64) -> u64 {
     Ledger::get(counter)
 }
@@ -66,13 +62,7 @@ async fn pool_grows_under_load_up_to_max_and_shrinks_back_to_min_when_idle() {
         let apns = env.gateway.state.apns.clone().unwrap();
         eventually("first connection", || apns.connected() == 1).await;
         let tokens: Vec<String> = (0..2000).map(|i| apns_token("abcd", i)).collect();
-        let (status, _, _) = env
-            .post_json(
-                "/apns/send",
-                &json!({ "tokens": tokens, "payload": payload() }),
-            )
-            .await;
-        assert_eq!(status, 202);
+        env.send_apns(&tokens).await;
         let mut peak = 0;
         loop {
             let open = apns.connected();
@@ -146,23 +136,11 @@ async fn a_stalled_connection_is_found_by_ping_and_its_streams_resent() {
         })
         .await;
         let first: Vec<String> = (0..200).map(|i| apns_token("abcd", i)).collect();
-        let (status, _, _) = env
-            .post_json(
-                "/apns/send",
-                &json!({ "tokens": first, "payload": payload() }),
-            )
-            .await;
-        assert_eq!(status, 202);
+        env.send_apns(&first).await;
         eventually("a stall", || get(&env.mock.ledger.stalls) >= 1).await;
         // A stalled upstream never stalls the API.
         let second: Vec<String> = (200..300).map(|i| apns_token("abcd", i)).collect();
-        let (status, _, _) = env
-            .post_json(
-                "/apns/send",
-                &json!({ "tokens": second, "payload": payload() }),
-            )
-            .await;
-        assert_eq!(status, 202);
+        env.send_apns(&second).await;
         let (status, report) = env.get("/apns/report").await;
         assert_eq!(status, 200, "{report}");
 
@@ -219,7 +197,7 @@ async fn shutdown_records_and_exports_what_it_abandons() {
         let tokens: Vec<String> = (0..2000).map(|i| apns_token("abcd", i)).collect();
         env.post_json(
             "/apns/send",
-            &json!({ "tokens": tokens, "payload": payload() }),
+            &json!({ "tokens": tokens, "payload": apns_payload() }),
         )
         .await;
         eventually("work in flight", || {
@@ -280,14 +258,14 @@ async fn sigterm_drains_refuses_new_sends_accounts_for_every_token_and_exits_0()
         let mut served = Served::start(&dir, "pushgate", &serve_config(section, 2)).await;
         let client = reqwest::Client::new();
         let tokens: Vec<String> = (0..20_000).map(|i| apns_token("abcd", i)).collect();
-        let (status, answer) = post_json_to(&client, &served.url, "/apns/send", &json!({ "tokens": tokens, "payload": payload() })).await;
+        let (status, answer) = post_json_to(&client, &served.url, "/apns/send", &json!({ "tokens": tokens, "payload": apns_payload() })).await;
         assert_eq!(status, 202, "{answer}");
         eventually("deliveries under way", || get(&mock.ledger.requests) > 0).await;
 
         served.signal("TERM");
         served.wait_for_log("draining").await;
         // New work is refused while the drain runs.
-        let more = json!({ "tokens": [apns_token("abcd", 99_999)], "payload": payload() });
+        let more = json!({ "tokens": [apns_token("abcd", 99_999)], "payload": apns_payload() });
         let (status, refused) = post_json_to(&client, &served.url, "/apns/send", &more).await;
         assert_eq!((status, refused["error"].as_str()), (503, Some("shutting_down")), "{refused}");
 
@@ -343,7 +321,7 @@ async fn a_second_signal_exits_at_once_with_130() {
             &client,
             &served.url,
             "/apns/send",
-            &json!({ "tokens": tokens, "payload": payload() }),
+            &json!({ "tokens": tokens, "payload": apns_payload() }),
         )
         .await;
         assert_eq!(status, 202);
@@ -432,10 +410,7 @@ async fn apns_100k_tokens_through_every_fault_at_once() {
         .await;
         let started = Instant::now();
         for chunk in tokens.chunks(10_000) {
-            let (status, answer, _) = env
-                .post_json("/apns/send", &json!({ "tokens": chunk, "payload": payload() }))
-                .await;
-            assert_eq!(status, 202, "{answer}");
+            env.send_apns(chunk).await;
         }
         let c = wait_done_within(&env.gateway, Family::Apple, TOTAL as u64, Duration::from_secs(540)).await;
         let took = started.elapsed();

@@ -158,7 +158,25 @@ pub fn pkcs12_of(identity: &mock::tls::Identity, password: &str) -> Vec<u8> {
     store.writer(password).write().unwrap()
 }
 
+/// The APNs payload the tests send.
+pub fn apns_payload() -> Value {
+    serde_json::json!({ "aps": { "alert": "hi" } })
+}
+
 impl ApnsEnv {
+    /// POSTs `tokens` with [`apns_payload`] to `/apns/send`, asserts the 202
+    /// and returns its answer.
+    pub async fn send_apns(&self, tokens: &[String]) -> Value {
+        let (status, answer, _) = self
+            .post_json(
+                "/apns/send",
+                &serde_json::json!({ "tokens": tokens, "payload": apns_payload() }),
+            )
+            .await;
+        assert_eq!(status, 202, "{answer}");
+        answer
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.gateway.url())
     }
