@@ -11,6 +11,7 @@ pub mod openapi;
 pub mod report;
 pub mod send;
 pub mod status;
+pub mod topic;
 
 use std::ops::Deref;
 use std::sync::Arc;
@@ -284,7 +285,7 @@ async fn job_status(
     }
     let progress = find_job(&state, &id)?;
     let pending = progress.pending();
-    Ok(Json(json!({
+    let mut status = json!({
         "job": progress.id.to_string(),
         "platform": progress.platform.as_str(),
         "state": progress.state(),
@@ -296,7 +297,11 @@ async fn job_status(
         "expired": progress.count(OutcomeKind::Expired),
         "cancelled": progress.count(OutcomeKind::Cancelled),
         "pending": pending,
-    })))
+    });
+    if let Some(notif_id) = progress.notif_id() {
+        status["notif_id"] = json!(notif_id);
+    }
+    Ok(Json(status))
 }
 
 /// 404 for reports of a platform that is not configured.

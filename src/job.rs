@@ -425,6 +425,8 @@ pub struct JobProgress {
     scheduled: std::sync::atomic::AtomicBool,
     /// `DELETE /jobs/{id}` was called: unsent tokens end as `cancelled`.
     cancelled: std::sync::atomic::AtomicBool,
+    /// The sender's correlation id (gorush's `notif_id`), set once at intake.
+    notif_id: std::sync::OnceLock<Arc<str>>,
 }
 
 impl JobProgress {
@@ -445,7 +447,18 @@ impl JobProgress {
             finished: AtomicU64::new(0),
             scheduled: Default::default(),
             cancelled: Default::default(),
+            notif_id: Default::default(),
         }
+    }
+
+    /// Sets the sender's correlation id (first call wins).
+    pub fn set_notif_id(&self, id: Arc<str>) {
+        let _ = self.notif_id.set(id);
+    }
+
+    /// The sender's correlation id, when one was given.
+    pub fn notif_id(&self) -> Option<&str> {
+        self.notif_id.get().map(|s| &**s)
     }
 
     /// Marks the job as held by the scheduler (or released from it).

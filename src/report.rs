@@ -487,6 +487,7 @@ impl Recorder {
                     Outcome::Canonical { new_token } => Some(new_token.clone()),
                     _ => None,
                 },
+                notif_id: progress.notif_id().map(str::to_owned),
             });
         }
         let list_dropped = match outcome {

@@ -35,6 +35,9 @@ pub struct Event {
     /// The replacement token, for `canonical`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub canonical: Option<String>,
+    /// The sender's correlation id (gorush's `notif_id`), when given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notif_id: Option<String>,
 }
 
 /// Validated `[webhook]`.

@@ -197,6 +197,8 @@ pub struct Submission<'a, M> {
     pub expires_at: Option<SystemTime>,
     /// Now, or after a delay.
     pub when: When,
+    /// The sender's correlation id (gorush's `notif_id`).
+    pub notif_id: Option<Arc<str>>,
 }
 
 impl<'a, M> Submission<'a, M> {
@@ -208,6 +210,7 @@ impl<'a, M> Submission<'a, M> {
             intake,
             expires_at,
             when,
+            notif_id,
             ..
         } = self;
         Submission {
@@ -217,6 +220,7 @@ impl<'a, M> Submission<'a, M> {
             intake,
             expires_at,
             when,
+            notif_id,
         }
     }
 }
@@ -224,7 +228,7 @@ impl<'a, M> Submission<'a, M> {
 /// Hands a validated request to the configured backend: the shared queue
 /// (which stores the request's fields) or this process's queue (which holds
 /// the built message).
-async fn submit<M: Send + Sync + 'static>(
+pub async fn submit<M: Send + Sync + 'static>(
     state: &AppState,
     submission: Submission<'_, M>,
     stored: Option<StoredFields>,
@@ -249,6 +253,7 @@ pub fn accept<M: Send + Sync + 'static>(
         intake,
         expires_at,
         when,
+        notif_id,
     } = submission;
     let Intake {
         tokens,
@@ -269,6 +274,9 @@ pub fn accept<M: Send + Sync + 'static>(
     })?;
     let id = JobId::new();
     let progress = Arc::new(JobProgress::for_app(id, platform, app.clone(), total));
+    if let Some(notif_id) = notif_id {
+        progress.set_notif_id(notif_id);
+    }
     // Counted before it is queued, so no outcome can precede its acceptance.
     state.recorder.accept(&progress);
     let job = Arc::new(Job {
@@ -331,6 +339,7 @@ pub async fn accept_shared(
         intake,
         expires_at,
         when,
+        ..
     } = submission;
     let Intake {
         tokens,
@@ -622,6 +631,7 @@ pub async fn apns(State(state): State<AppState>, body: Body) -> Result<Response,
         intake,
         expires_at,
         when,
+        notif_id: None,
     };
     let answer = submit(&state, submission, stored, move |job| service.enqueue(job)).await;
     timer.observe_duration();
@@ -683,6 +693,10 @@ struct GoogleJson<'a> {
     #[serde(default)]
     time_to_live: Option<i64>,
     #[serde(borrow, default)]
+    topic: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    condition: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
     app: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     send_at: Option<Cow<'a, str>>,
@@ -704,10 +718,12 @@ pub async fn google(State(state): State<AppState>, body: Body) -> Result<Respons
     let json;
     let notification_form;
     let mut app_name: Option<&str> = None;
+    let (mut topic, mut condition): (Option<&str>, Option<&str>) = (None, None);
     let (tokens, fields, when) = match &body {
         Body::Json(bytes) => {
             json = serde_json::from_slice::<GoogleJson<'_>>(bytes).map_err(bad_json)?;
             app_name = json.app.as_deref();
+            (topic, condition) = (json.topic.as_deref(), json.condition.as_deref());
             let fields = GoogleFields {
                 payload: json.payload.map(|p| p.get().as_bytes()),
                 notification: json.notification.map(|p| p.get().as_bytes()),
@@ -735,6 +751,8 @@ pub async fn google(State(state): State<AppState>, body: Body) -> Result<Respons
                     "send_at" => send_at = Some(&**value),
                     "delay_seconds" => delay_seconds = Some(form_int("delay_seconds", value)?),
                     "app" => app_name = Some(value),
+                    "topic" => topic = Some(value),
+                    "condition" => condition = Some(value),
                     other => {
                         return Err(ApiError::bad_request(
                             "unknown_field",
@@ -755,21 +773,39 @@ pub async fn google(State(state): State<AppState>, body: Body) -> Result<Respons
         }
     };
     let (service, app) = pick_app(service, &state.google_apps, app_name)?;
+    // A topic or condition job has one "token": the topic or the condition.
+    let topic_tokens;
+    let (tokens, target) = match super::topic::target(topic, condition, tokens)? {
+        Some((target, one)) => {
+            topic_tokens = vec![one];
+            (&topic_tokens, target)
+        }
+        None => (tokens, crate::fcm::Target::Tokens),
+    };
     if tokens.is_empty() {
         return Err(ApiError::bad_request(
             "no_tokens",
-            "the request has no tokens: send tokens=<t1>&tokens=<t2> or \"tokens\": [...]",
+            "the request has no tokens: send tokens=<t1>&tokens=<t2> or \"tokens\": [...] (or \"topic\" / \"condition\")",
         ));
+    }
+    if target != crate::fcm::Target::Tokens && state.recorder.cluster.is_some() {
+        return Err(super::topic::not_with_shared_queue());
     }
     let stored = state
         .recorder
         .cluster
         .as_ref()
         .map(|_| StoredFields::google(&fields));
-    let message = GoogleMessage::new(fields)?;
+    let extras = crate::fcm::GoogleExtras {
+        target,
+        ..Default::default()
+    };
+    let message = GoogleMessage::with_extras(fields, extras)?;
     let expires_at = message.expires_at(SystemTime::now());
     let intake = intake(tokens, 160, |token, buf| {
-        check_registration_token(token)?;
+        if target == crate::fcm::Target::Tokens {
+            check_registration_token(token)?;
+        }
         buf.extend_from_slice(token.as_bytes());
         Ok(())
     });
@@ -782,6 +818,7 @@ pub async fn google(State(state): State<AppState>, body: Body) -> Result<Respons
         intake,
         expires_at,
         when,
+        notif_id: None,
     };
     let answer = submit(&state, submission, stored, move |job| service.enqueue(job)).await;
     timer.observe_duration();

@@ -5,8 +5,8 @@
 use super::*;
 
 const ENV_PREFIX: &str = "PUSHGATE_";
-const SECTIONS: [&str; 8] = [
-    "server", "queue", "report", "retry", "apns", "fcm", "gcm", "webhook",
+const SECTIONS: [&str; 9] = [
+    "server", "queue", "report", "retry", "apns", "fcm", "gcm", "webhook", "gorush",
 ];
 
 impl FileConfig {
