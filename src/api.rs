@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod gorush;
 pub mod openapi;
 pub mod report;
 pub mod send;
@@ -57,6 +58,8 @@ pub struct Inner {
     pub scheduler: Arc<crate::schedule::Scheduler>,
     /// Set on SIGTERM: sends answer 503 while queued work drains.
     pub shutting_down: AtomicBool,
+    /// `[gorush]`: the gorush-compatible routes.
+    pub gorush: crate::config::GorushSection,
 }
 
 impl Deref for AppState {
@@ -132,6 +135,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/readyz", get(readyz))
         .route("/status.json", get(status::json))
+        .merge(gorush::routes(&state.gorush))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_key,

@@ -117,6 +117,7 @@ impl Gateway {
             max_body_bytes: config.server.max_body_bytes,
             scheduler: crate::schedule::Scheduler::start(),
             shutting_down: Default::default(),
+            gorush: config.gorush.clone(),
         });
         let listener = TcpListener::bind(config.server.listen).await.map_err(|e| {
             anyhow::anyhow!(

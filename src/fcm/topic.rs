@@ -20,7 +20,9 @@ pub enum TopicError {
     #[error("topic name {0:?} must match [a-zA-Z0-9-_.~%]+ (at most 900 characters)")]
     BadName(String),
     /// The condition is not a valid expression.
-    #[error("condition is not valid: {0} (write e.g. \"'a' in topics && ('b' in topics || 'c' in topics)\")")]
+    #[error(
+        "condition is not valid: {0} (write e.g. \"'a' in topics && ('b' in topics || 'c' in topics)\")"
+    )]
     BadCondition(String),
 }
 
@@ -174,7 +176,14 @@ mod tests {
     fn topic_names_follow_fcm() {
         assert_eq!(check_topic("news"), Ok("news"));
         assert_eq!(check_topic("/topics/a-b_c.d~e%20"), Ok("a-b_c.d~e%20"));
-        for bad in ["", "/topics/", "has space", "sl/ash", "ünï", &"x".repeat(901)] {
+        for bad in [
+            "",
+            "/topics/",
+            "has space",
+            "sl/ash",
+            "ünï",
+            &"x".repeat(901),
+        ] {
             assert!(check_topic(bad).is_err(), "{bad:?}");
         }
     }
