@@ -125,6 +125,8 @@ pub async fn apns_env(setup: ApnsSetup) -> ApnsEnv {
     section.endpoint = mock.url();
     let mut file = FileConfig::default();
     file.server.listen = "127.0.0.1:0".into();
+    // Durability is not the point here (tests/durable.rs is): keep nothing.
+    file.queue.backend = "memory".into();
     file.retry.base_ms = 5;
     file.retry.cap_ms = 50;
     file.apns = Some(section);
@@ -268,6 +270,8 @@ pub async fn google_env(
     let mock = mock::fcm::start(options).await.unwrap();
     let mut file = FileConfig::default();
     file.server.listen = "127.0.0.1:0".into();
+    // Durability is not the point here (tests/durable.rs is): keep nothing.
+    file.queue.backend = "memory".into();
     file.retry.base_ms = 5;
     file.retry.cap_ms = 50;
     match api {
