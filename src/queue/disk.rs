@@ -173,6 +173,32 @@ pub struct Recovered {
     pub rows: u64,
 }
 
+/// Opens the file and reads what it holds. redb refuses a damaged file with
+/// an error, or (a file shorter than its header says) with a panic: both
+/// come back as an error here, so the caller can move the file aside.
+fn open_and_read(
+    path: &PathBuf,
+    faults: &Option<PathBuf>,
+) -> Result<(redb::Database, Recovered), redb::DatabaseError> {
+    let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let db = writer::open_db(path, faults)?;
+        let recovered = writer::recover(&db).map_err(|e| {
+            redb::DatabaseError::Storage(redb::StorageError::Corrupted(e.to_string()))
+        })?;
+        Ok((db, recovered))
+    }));
+    attempt.unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic in the store".into());
+        Err(redb::DatabaseError::Storage(redb::StorageError::Corrupted(
+            what,
+        )))
+    })
+}
+
 /// The key of a family's app's counters.
 pub fn counters_key(family: Family, app: &str) -> String {
     format!("{}/{app}", family.name())
@@ -217,8 +243,8 @@ impl Store {
         let path = dir.join(FILE_NAME);
         let faults = std::env::var_os(fault::FAULTS_ENV).map(PathBuf::from);
         let started = std::time::Instant::now();
-        let db = match writer::open_db(&path, &faults) {
-            Ok(db) => db,
+        let (db, recovered) = match open_and_read(&path, &faults) {
+            Ok(opened) => opened,
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
                 return Err(DiskError::Locked {
                     dir: dir.to_owned(),
@@ -226,12 +252,12 @@ impl Store {
             }
             Err(e) => {
                 let aside = dir.join(format!("{FILE_NAME}.unreadable-{}", now_ms()));
-                tracing::error!(error = %e, file = %path.display(), moved_to = %aside.display(), "the disk store cannot be opened; it is moved aside and a fresh one started (its jobs are not recovered)");
+                tracing::error!(error = %e, file = %path.display(), moved_to = %aside.display(), "the disk store cannot be opened or read; it is moved aside and a fresh one started (its jobs are not recovered)");
                 std::fs::rename(&path, &aside).map_err(|source| DiskError::Open {
                     dir: dir.to_owned(),
                     reason: format!("{e}; and it cannot be moved aside: {source}"),
                 })?;
-                writer::open_db(&path, &faults).map_err(|e| match e {
+                open_and_read(&path, &faults).map_err(|e| match e {
                     redb::DatabaseError::DatabaseAlreadyOpen => DiskError::Locked {
                         dir: dir.to_owned(),
                     },
@@ -242,10 +268,6 @@ impl Store {
                 })?
             }
         };
-        let recovered = writer::recover(&db).map_err(|e| DiskError::Open {
-            dir: dir.to_owned(),
-            reason: e.to_string(),
-        })?;
         let pending: u64 = recovered
             .jobs
             .iter()

@@ -415,6 +415,16 @@ impl Served {
     /// Writes `config` to `<dir>/<name>.toml`, starts the binary on it and
     /// waits for its "pushgate listening" line.
     pub async fn start(dir: &std::path::Path, name: &str, config: &FileConfig) -> Self {
+        Self::start_with_env(dir, name, config, &[]).await
+    }
+
+    /// [`Served::start`] with extra environment variables.
+    pub async fn start_with_env(
+        dir: &std::path::Path,
+        name: &str,
+        config: &FileConfig,
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Self {
         use std::io::{BufRead, BufReader};
         let file = dir.join(format!("{name}.toml"));
         std::fs::write(&file, toml::to_string(config).unwrap()).unwrap();
@@ -422,6 +432,7 @@ impl Served {
             .args(["--log-format", "json", "serve", "--config"])
             .arg(&file)
             .env("PUSHGATE_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
