@@ -28,15 +28,16 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use self::fields::{Fields, NotificationError};
-use super::send::{Body, Intake, Submission, When, intake, pick_app, submit};
+use super::send::Body;
+use super::send::body::bad_json;
+use super::send::intake::{Intake, Rejected, Submission, When, intake, pick_app, submit};
 use super::{ApiError, AppState};
+use crate::apns::ApnsMessage;
 use crate::apns::message::ApnsFields;
-use crate::apns::{ApnsMessage, ApnsService};
 use crate::config::GorushSection;
-use crate::fcm::{GoogleExtras, GoogleFields, GoogleMessage, GoogleService, Target};
-use crate::job::{DeviceToken, Platform, check_registration_token};
+use crate::fcm::{GoogleExtras, GoogleFields, GoogleMessage, Target};
+use crate::job::{Platform, check_registration_token, decode_hex_token};
 use crate::message::MessageError;
-use crate::queue::cluster::StoredFields;
 
 /// gorush's platform numbers.
 const IOS: i64 = 1;
@@ -86,17 +87,8 @@ fn message_error(index: usize, platform: i64, e: MessageError) -> ApiError {
 }
 
 /// One notification, validated and ready to queue.
-enum Ready<'a> {
-    Apple {
-        service: ApnsService,
-        submission: Submission<'a, ApnsMessage>,
-        stored: Option<StoredFields>,
-    },
-    Google {
-        service: GoogleService,
-        submission: Submission<'a, GoogleMessage>,
-        stored: Option<StoredFields>,
-    },
+struct Ready<'a> {
+    submission: Submission<'a>,
 }
 
 /// What one notification asks for, with the tokens it owns.
@@ -120,7 +112,7 @@ pub async fn push(State(state): State<AppState>, body: Body) -> Result<Response,
     let Body::Json(bytes) = body else {
         return Err(ApiError::unsupported_media_type());
     };
-    let request: Value = serde_json::from_slice(&bytes).map_err(super::send::bad_json)?;
+    let request: Value = serde_json::from_slice(&bytes).map_err(bad_json)?;
     // gorush's own messages for these three.
     let Some(Value::Array(notifications)) = request.get("notifications") else {
         return Err(ApiError::bad_request(
@@ -154,13 +146,10 @@ pub async fn push(State(state): State<AppState>, body: Body) -> Result<Response,
     let mut total = 0u64;
     for p in &planned {
         let r = prepare(&state, p)?;
-        total += match &r {
-            Ready::Apple { submission, .. } => submission.intake.tokens.len() as u64,
-            Ready::Google { submission, .. } => submission.intake.tokens.len() as u64,
-        };
+        total += r.submission.intake.tokens.len() as u64;
         ready.push(r);
     }
-    let admission = &state.recorder.admission;
+    let admission = &state.backend;
     if admission.pending().saturating_add(total) > admission.capacity() {
         return Err(ApiError::unavailable(
             "queue_full",
@@ -176,18 +165,7 @@ pub async fn push(State(state): State<AppState>, body: Body) -> Result<Response,
     let mut logs = Vec::new();
     let mut counts = 0u64;
     for (r, p) in ready.into_iter().zip(&planned) {
-        let answer = match r {
-            Ready::Apple {
-                service,
-                submission,
-                stored,
-            } => submit(&state, submission, stored, move |job| service.enqueue(job)).await,
-            Ready::Google {
-                service,
-                submission,
-                stored,
-            } => submit(&state, submission, stored, move |job| service.enqueue(job)).await,
-        };
+        let answer = submit(&state, r.submission).await;
         let answer = match answer {
             Ok(answer) => read_answer(answer).await?,
             Err(e) => {
@@ -339,7 +317,7 @@ fn platform_missing(index: usize, platform: &str, section: &str) -> ApiError {
 /// Builds the message and validates the tokens of one planned notification.
 fn prepare<'a>(state: &AppState, p: &'a Planned<'a>) -> Result<Ready<'a>, ApiError> {
     let index = p.index;
-    let no_valid_token = |rejected: &[super::send::Rejected<'_>]| {
+    let no_valid_token = |rejected: &[Rejected<'_>]| {
         NotificationError {
             index,
             field: "tokens".into(),
@@ -363,11 +341,7 @@ fn prepare<'a>(state: &AppState, p: &'a Planned<'a>) -> Result<Ready<'a>, ApiErr
                 expiration: plan.expiration,
                 collapse_id: plan.collapse_id,
             };
-            let stored = state
-                .recorder
-                .cluster
-                .as_ref()
-                .map(|_| StoredFields::apns(&fields));
+            let stored = fields.to_stored();
             let expires_at = fields
                 .expiration
                 .filter(|&e| e > 0)
@@ -375,23 +349,21 @@ fn prepare<'a>(state: &AppState, p: &'a Planned<'a>) -> Result<Ready<'a>, ApiErr
             let message = ApnsMessage::new(fields, service.default_topic.as_deref())
                 .map_err(|e| message_error(index, p.platform, e))?;
             let intake: Intake<'a> = intake(&p.tokens, 32, |hex, buf| {
-                DeviceToken::decode_into(hex, buf).map(drop)
+                decode_hex_token(hex, buf).map(drop)
             });
             if intake.tokens.is_empty() {
                 return Err(no_valid_token(&intake.rejected));
             }
-            Ok(Ready::Apple {
-                service: service.clone(),
+            drop(message);
+            Ok(Ready {
                 submission: Submission {
                     platform: Platform::Apns,
                     app,
-                    message,
+                    fields: stored,
                     intake,
                     expires_at,
                     when: When::default(),
-                    notif_id: p.notif_id.clone(),
                 },
-                stored,
             })
         }
         PlannedKind::Google(plan, target) => {
@@ -416,17 +388,7 @@ fn prepare<'a>(state: &AppState, p: &'a Planned<'a>) -> Result<Ready<'a>, ApiErr
                 dry_run: plan.dry_run,
                 restricted_package_name: plan.restricted_package_name,
             };
-            let stored = match &state.recorder.cluster {
-                None => None,
-                Some(_)
-                    if *target != Target::Tokens
-                        || plan.dry_run
-                        || plan.restricted_package_name.is_some() =>
-                {
-                    return Err(retag(super::topic::not_with_shared_queue(), index));
-                }
-                Some(_) => Some(StoredFields::google(&fields)),
-            };
+            let stored = fields.to_stored_with(extras);
             let message = GoogleMessage::with_extras(fields, extras)
                 .map_err(|e| message_error(index, p.platform, e))?;
             let expires_at = message.expires_at(SystemTime::now());
@@ -441,18 +403,15 @@ fn prepare<'a>(state: &AppState, p: &'a Planned<'a>) -> Result<Ready<'a>, ApiErr
             if intake.tokens.is_empty() {
                 return Err(no_valid_token(&intake.rejected));
             }
-            Ok(Ready::Google {
-                service: service.clone(),
+            Ok(Ready {
                 submission: Submission {
                     platform: service.platform(),
                     app,
-                    message,
+                    fields: stored,
                     intake,
                     expires_at,
                     when: When::default(),
-                    notif_id: p.notif_id.clone(),
                 },
-                stored,
             })
         }
     }

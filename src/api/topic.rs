@@ -42,12 +42,3 @@ pub fn target<'a>(
         }
     }
 }
-
-/// The answer for a topic send while `queue.backend = "redis"`, which does
-/// not carry a job's target yet.
-pub fn not_with_shared_queue() -> ApiError {
-    ApiError::bad_request(
-        "unsupported",
-        "topic and condition sends are not carried by queue.backend = \"redis\" yet; send them through a gateway with the local queue",
-    )
-}

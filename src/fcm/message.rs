@@ -80,7 +80,8 @@ pub struct GoogleFields<'a> {
 
 /// Who a Google job's "tokens" are. A topic or condition job has exactly one
 /// "token", the topic name or the condition, and FCM fans the message out.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Target {
     /// Device registration tokens (`message.token`, `registration_ids`).
     #[default]
@@ -101,6 +102,53 @@ pub struct GoogleExtras<'a> {
     pub dry_run: bool,
     /// v1 `android.restricted_package_name` / legacy `restricted_package_name`.
     pub restricted_package_name: Option<&'a str>,
+}
+
+/// The request fields as a backend stores them (JSON), so every gateway and
+/// every restart rebuilds the same message ([`GoogleMessage::from_stored`]).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Stored<'a> {
+    #[serde(borrow)]
+    payload: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    notification: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    collapse_key: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    priority: Option<std::borrow::Cow<'a, str>>,
+    time_to_live: Option<i64>,
+    #[serde(default, skip_serializing_if = "is_tokens")]
+    target: Target,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    dry_run: bool,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    restricted_package_name: Option<std::borrow::Cow<'a, str>>,
+}
+
+fn is_tokens(t: &Target) -> bool {
+    *t == Target::Tokens
+}
+
+impl GoogleFields<'_> {
+    /// The stored form of these fields.
+    pub fn to_stored(&self) -> Vec<u8> {
+        self.to_stored_with(GoogleExtras::default())
+    }
+
+    /// The stored form of these fields and `extras`.
+    pub fn to_stored_with(&self, extras: GoogleExtras<'_>) -> Vec<u8> {
+        let stored = Stored {
+            target: extras.target,
+            dry_run: extras.dry_run,
+            restricted_package_name: extras.restricted_package_name.map(Into::into),
+            payload: self.payload.map(String::from_utf8_lossy),
+            notification: self.notification.map(String::from_utf8_lossy),
+            collapse_key: self.collapse_key.map(Into::into),
+            priority: self.priority.map(Into::into),
+            time_to_live: self.time_to_live,
+        };
+        serde_json::to_vec(&stored).unwrap_or_default()
+    }
 }
 
 /// The per-job part of every Google request, pre-serialized for both APIs.
@@ -148,6 +196,26 @@ enum V1Place {
 }
 
 impl GoogleMessage {
+    /// Rebuilds a message from [`GoogleFields::to_stored`]'s bytes.
+    pub fn from_stored(stored: &[u8]) -> Result<Self, MessageError> {
+        let s: Stored<'_> = serde_json::from_slice(stored)
+            .map_err(|e| field_error("stored", format!("unreadable stored Google message: {e}")))?;
+        Self::with_extras(
+            GoogleFields {
+                payload: s.payload.as_deref().map(str::as_bytes),
+                notification: s.notification.as_deref().map(str::as_bytes),
+                collapse_key: s.collapse_key.as_deref(),
+                priority: s.priority.as_deref(),
+                time_to_live: s.time_to_live,
+            },
+            GoogleExtras {
+                target: s.target,
+                dry_run: s.dry_run,
+                restricted_package_name: s.restricted_package_name.as_deref(),
+            },
+        )
+    }
+
     /// Validates the fields the way FCM would, so a bad request is refused
     /// before any token is queued, and prepares both request bodies.
     pub fn new(fields: GoogleFields<'_>) -> Result<Self, MessageError> {

@@ -10,8 +10,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::api::{ApiError, AppState};
+use crate::books::Counters;
 use crate::job::Family;
-use crate::report::Counters;
 
 fn delivered(c: &Counters) -> u64 {
     c.successes + c.canonicals
@@ -24,10 +24,10 @@ fn not_delivered(c: &Counters) -> u64 {
 /// `GET /api/stat/app`: gorush's `status.App`, plus the `queue_max` and
 /// `queue_usage` of gorush releases before the golang-queue rewrite.
 pub async fn app(State(state): State<AppState>) -> Json<serde_json::Value> {
-    let reports = &state.recorder.reports;
-    let ios = reports.family(Family::Apple).counters();
+    let reports = state.backend.reports();
+    let ios = reports.family(Family::Apns).counters();
     let android = reports.family(Family::Google).counters();
-    let admission = &state.recorder.admission;
+    let admission = &state.backend;
     let submitted = ios.accepted + android.accepted;
     Json(json!({
         "version": concat!("pushgate-", env!("CARGO_PKG_VERSION")),
