@@ -60,6 +60,8 @@ impl Progress {
             Some(bar) => {
                 bar.set_position(done);
                 bar.finish();
+                // The summary starts on its own line.
+                let _ = writeln!(std::io::stderr());
             }
             None => {
                 if done != self.last_done {
