@@ -95,6 +95,20 @@ impl Gateway {
                 GoogleService::start(app, recorder.clone(), config.backoff)?,
             );
         }
+        if let Some(redis) = &config.redis {
+            // One provider token per key for the whole cluster.
+            let store = crate::queue::redis_credentials::RedisCredentials::new(redis)?;
+            let shared = crate::shared_credential::SharedCredentials::new(
+                Arc::new(store),
+                Arc::new(crate::shared_credential::SystemClock),
+            );
+            for service in apns.iter().chain(apns_apps.values()) {
+                service.share_credentials(shared.clone()).await;
+            }
+            for service in google.iter().chain(google_apps.values()) {
+                service.share_credentials(shared.clone());
+            }
+        }
         if let Some(cluster) = &recorder.cluster {
             // Services exist now: start taking chunks from the shared stream.
             cluster.start(

@@ -8,7 +8,8 @@
 //! Beside that path: [`config`] (TOML and `PUSHGATE_*` → validated `Config`),
 //! [`schedule`] (delayed sends), [`webhook`] (outcome events pushed to the
 //! operator), [`queue::cluster`] (the Redis backend several gateways share),
-//! [`retry`] (backoff, platform-agnostic), [`metrics`] and [`tls`].
+//! [`retry`] (backoff, platform-agnostic), [`shared_credential`] (one
+//! provider token for a cluster), [`metrics`] and [`tls`].
 
 pub mod api;
 pub mod apns;
@@ -24,5 +25,6 @@ pub mod queue;
 pub mod report;
 pub mod retry;
 pub mod schedule;
+pub mod shared_credential;
 pub mod tls;
 pub mod webhook;

@@ -22,6 +22,9 @@ use tokio::time::Instant;
 use crate::job::Job;
 
 pub mod cluster;
+pub mod cluster_view;
+pub mod redis_credentials;
+pub mod redis_link;
 
 /// The gateway-wide bound on unfinished tokens.
 #[derive(Debug)]

@@ -1,7 +1,8 @@
 //! The `redis` queue backend: several gateways share one Redis stream, each
 //! token is sent by one of them, and a `kill -9` loses nothing answered 202.
 //!
-//! Keys (all start with `queue.stream`, written `S` here):
+//! Keys (all start with `{<queue.stream>}`, the hash tag, written `S` here;
+//! see [`super::redis_link::stream_key`]):
 //! - `S`: the stream. One entry per [`Chunk`] (up to [`CHUNK_TOKENS`] tokens
 //!   of one job), XADDed before the 202 goes out.
 //! - `S:done:<entry>`: a set of the chunk's tokens that have an outcome. A
@@ -331,14 +332,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// `redis://user:secret@host` → `redis://host`: never log the password.
+/// Never log the password: see [`crate::config::masked_url`].
 fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}{}", &url[..scheme + 3], &url[at + 1..])
-        }
-        _ => url.to_owned(),
-    }
+    crate::config::masked_url(url)
 }
 
 async fn manager(client: redis::Client) -> redis::RedisResult<ConnectionManager> {
@@ -363,11 +359,14 @@ impl Cluster {
             let url = redact(&config.url);
             move |source| RedisError { what, url, source }
         };
-        let client = redis::Client::open(config.url.as_str()).map_err(err("URL"))?;
+        let client = super::redis_link::client(config).map_err(|e| err("URL")(e.source))?;
         let conn = manager(client).await.map_err(err("connect"))?;
+        let mut config = config.clone();
+        // Every key of the stream shares its hash tag (one Redis Cluster slot).
+        config.stream = super::redis_link::stream_key(&config.stream);
         let cluster = Arc::new(Self {
             conn,
-            config: config.clone(),
+            config,
             url,
             max_list,
             buffer: Mutex::default(),
@@ -400,6 +399,26 @@ impl Cluster {
     /// This gateway's consumer name.
     pub fn consumer(&self) -> &str {
         &self.config.consumer
+    }
+
+    /// The settings, with `stream` as the hash-tagged key.
+    pub fn redis_config(&self) -> &RedisQueueConfig {
+        &self.config
+    }
+
+    /// A handle on the shared connection (for read-only views).
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// Reports a failed command: marks Redis unreachable and adds context.
+    pub fn failed(&self, what: &'static str, source: redis::RedisError) -> RedisError {
+        self.healthy.store(false, Ordering::Relaxed);
+        RedisError {
+            what,
+            url: self.url.clone(),
+            source,
+        }
     }
 
     /// False while Redis is unreachable (`/readyz` fails).
@@ -686,12 +705,11 @@ impl Cluster {
     /// Starts the reader, the reclaimer, the delayed-chunk mover and the
     /// flusher. `recorder` must be the one holding this cluster.
     pub fn start(self: &Arc<Self>, recorder: Recorder, targets: Targets) -> Result<(), RedisError> {
-        let reader_client =
-            redis::Client::open(self.config.url.as_str()).map_err(|source| RedisError {
-                what: "URL",
-                url: self.url.clone(),
-                source,
-            })?;
+        let reader_client = super::redis_link::client(&self.config).map_err(|e| RedisError {
+            what: "URL",
+            url: self.url.clone(),
+            source: e.source,
+        })?;
         let consumer = Consumer {
             cluster: self.clone(),
             recorder,
@@ -1306,7 +1324,14 @@ mod tests {
 
     #[test]
     fn redact_hides_the_password() {
-        assert_eq!(redact("redis://:s3cret@db:6379/0"), "redis://db:6379/0");
+        assert_eq!(
+            redact("redis://:s3cret@db:6379/0"),
+            "redis://:********@db:6379/0"
+        );
+        assert_eq!(
+            redact("rediss://app:s3cret@db:6380"),
+            "rediss://app:********@db:6380"
+        );
         assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
     }
 
