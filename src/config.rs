@@ -211,13 +211,16 @@ pub fn masked_url(url: &str) -> String {
         return url.to_owned();
     };
     let userinfo = &url[scheme..at];
-    let user = match userinfo.find(':') {
-        Some(colon) => &userinfo[..colon],
-        // `redis://secret@host`: redis-rs takes a lone userinfo as the user
-        // name; still mask it, it is often a password.
-        None => "",
+    // `redis://name@host` names an ACL user and no password: nothing to hide.
+    let Some(colon) = userinfo.find(':') else {
+        return url.to_owned();
     };
-    format!("{}{user}:********{}", &url[..scheme], &url[at..])
+    format!(
+        "{}{}:********{}",
+        &url[..scheme],
+        &userinfo[..colon],
+        &url[at..]
+    )
 }
 
 /// `hostname-pid`: unique per process on a host, readable in `XINFO CONSUMERS`.

@@ -25,6 +25,7 @@ pub mod cluster;
 pub mod cluster_view;
 pub mod redis_credentials;
 pub mod redis_link;
+pub mod window;
 
 /// The gateway-wide bound on unfinished tokens.
 #[derive(Debug)]

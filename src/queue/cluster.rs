@@ -14,19 +14,23 @@
 //! - `S:delayed`: delayed chunks, scored by due time (ms), moved to the stream
 //!   when due.
 //!
-//! Consuming: a gateway reads with XREADGROUP in the shared group, at most
-//! [`CHUNKS_IN_FLIGHT`] chunks at a time (so the others get their share, and a
-//! crash can cost at most that many chunks' unfinished tokens). Outcomes are
-//! buffered and written every [`FLUSH_EVERY`] in one MULTI/EXEC: done-set
-//! members, counter deltas, list entries, and the XACK + XDEL of every chunk
-//! whose tokens all have an outcome. A gateway keeps its own chunks' idle time
+//! Consuming: a gateway reads with XREADGROUP in the shared group, holding a
+//! window of chunks sized from measured round trips ([`super::window`], at
+//! most [`CHUNKS_IN_FLIGHT`]: so the others get their share, and a crash can
+//! cost at most that many chunks' unfinished tokens). Outcomes are buffered
+//! and written in one MULTI/EXEC as soon as a chunk completes, and at least
+//! every [`FLUSH_EVERY`]: done-set members, counter deltas, list entries, and
+//! the XACK + XDEL of every chunk whose tokens all have an outcome, in the
+//! same script call as its last outcomes. A chunk finished within one flush
+//! never gets a done set: its counts are summed in the script. A gateway keeps its own chunks' idle time
 //! low (XCLAIM JUSTID), and XAUTOCLAIMs chunks idle longer than
 //! `queue.claim_idle_ms`: their consumer died.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::streams::StreamId;
@@ -44,28 +48,61 @@ use crate::report::{Counters, DEFAULT_APP, Recorder, now_ms};
 /// Tokens per stream entry: large enough that a 100k-token job is 100
 /// entries, small enough that a reclaimed chunk is quick to re-read.
 pub const CHUNK_TOKENS: usize = 1000;
-/// Chunks one gateway works on at once; bounds what a crash can resend.
-pub const CHUNKS_IN_FLIGHT: usize = 4;
-/// How often buffered outcomes are written to Redis.
+/// The most chunks one gateway holds at once (the window's maximum, see
+/// [`super::window`]); bounds what a crash can resend: this many chunks'
+/// tokens without a written outcome.
+pub const CHUNKS_IN_FLIGHT: usize = super::window::MAX_WINDOW;
+/// Buffered outcomes are written at least this often (and at once when a
+/// chunk completes).
 pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
 /// Records a chunk's outcomes: KEYS = done set, stream; ARGV = max_list,
-/// entry id, then per token: token, report key, outcome field, attempt
-/// field, job key, job field, list key ('' = none), list entry. A token
-/// already in the done set, or any token of a chunk already acked and
-/// deleted, is skipped, so outcomes are counted once whatever the retries.
+/// entry id, the group when this call also acks the chunk ('' = not yet),
+/// then per token: token, report key, outcome field, attempt field, job key,
+/// job field, list key ('' = none), list entry. A token already in the done
+/// set, or any token of a chunk already acked and deleted, is skipped, so
+/// outcomes are counted once whatever the retries. A chunk acked here with
+/// no done set yet (all its outcomes in this one call) is counted without
+/// one; counter increments are summed first, list entries pushed together.
 const FLUSH_SCRIPT: &str = r"
 if #redis.call('XRANGE', KEYS[2], ARGV[2], ARGV[2]) == 0 then return 0 end
 local max = tonumber(ARGV[1])
-for i = 3, #ARGV, 8 do
-  if redis.call('SADD', KEYS[1], ARGV[i]) == 1 then
-    redis.call('HINCRBY', ARGV[i+1], ARGV[i+2], 1)
-    redis.call('HINCRBY', ARGV[i+1], ARGV[i+3], 1)
-    redis.call('HINCRBY', ARGV[i+4], ARGV[i+5], 1)
+local ack = ARGV[3] ~= ''
+local fresh = ack and redis.call('EXISTS', KEYS[1]) == 0
+local sums, order, lists, lorder = {}, {}, {}, {}
+local function add(key, field)
+  local k = key .. '\n' .. field
+  if sums[k] == nil then
+    sums[k] = 0
+    order[#order + 1] = {key, field, k}
+  end
+  sums[k] = sums[k] + 1
+end
+for i = 4, #ARGV, 8 do
+  if fresh or redis.call('SADD', KEYS[1], ARGV[i]) == 1 then
+    add(ARGV[i+1], ARGV[i+2])
+    add(ARGV[i+1], ARGV[i+3])
+    add(ARGV[i+4], ARGV[i+5])
     if ARGV[i+6] ~= '' then
-      redis.call('LPUSH', ARGV[i+6], ARGV[i+7])
-      redis.call('LTRIM', ARGV[i+6], 0, max - 1)
+      local l = lists[ARGV[i+6]]
+      if l == nil then
+        l = {}
+        lists[ARGV[i+6]] = l
+        lorder[#lorder + 1] = ARGV[i+6]
+      end
+      l[#l + 1] = ARGV[i+7]
     end
   end
+end
+for _, o in ipairs(order) do redis.call('HINCRBY', o[1], o[2], sums[o[3]]) end
+for _, key in ipairs(lorder) do
+  local l = lists[key]
+  for j = 1, #l, 500 do redis.call('LPUSH', key, unpack(l, j, math.min(j + 499, #l))) end
+  redis.call('LTRIM', key, 0, max - 1)
+end
+if ack then
+  redis.call('XACK', KEYS[2], ARGV[3], ARGV[2])
+  redis.call('XDEL', KEYS[2], ARGV[2])
+  redis.call('DEL', KEYS[1])
 end
 return 0
 ";
@@ -236,6 +273,10 @@ impl Targets {
 struct InFlight {
     entry: String,
     remaining: AtomicU64,
+    /// When its first and its last outcome arrived (the window's `S`; the
+    /// last also starts its ack delay).
+    first_outcome: OnceLock<Instant>,
+    finished_at: OnceLock<Instant>,
     // Keeps the registry key (the progress address) from being reused.
     progress: Arc<JobProgress>,
     // Returned when the chunk's ack is written: a slot for the next chunk.
@@ -299,7 +340,9 @@ impl Buffer {
 /// The shared queue: a handle on Redis, the chunks in flight here, and the
 /// buffered outcome writes.
 pub struct Cluster {
-    conn: ConnectionManager,
+    /// Set once the first connection is made (a gateway started while
+    /// Redis is down waits for it in the background; see [`Cluster::connect`]).
+    conn: OnceLock<ConnectionManager>,
     config: RedisQueueConfig,
     url: String,
     max_list: usize,
@@ -308,6 +351,11 @@ pub struct Cluster {
     chunks: Mutex<HashMap<usize, Arc<InFlight>>>,
     entries: Mutex<HashSet<String>>,
     slots: Arc<Semaphore>,
+    /// Permits `slots` was given: the window now.
+    window_now: AtomicUsize,
+    window: Mutex<super::window::Window>,
+    /// Woken when a chunk completes: its ack is written at once.
+    flush_now: Notify,
     healthy: AtomicBool,
     stopping: AtomicBool,
     detached: AtomicBool,
@@ -350,6 +398,10 @@ async fn manager(client: redis::Client) -> redis::RedisResult<ConnectionManager>
 
 impl Cluster {
     /// Connects to Redis and creates the consumer group if it does not exist.
+    /// When Redis cannot be reached the cluster is returned unconnected and
+    /// keeps trying in the background (backoff 200 ms doubling to 2 s):
+    /// until then `/readyz` answers 503 and sends 503 `queue_unavailable`.
+    /// Only a URL that cannot be used at all is an error.
     pub async fn connect(
         config: &RedisQueueConfig,
         max_list: usize,
@@ -360,19 +412,22 @@ impl Cluster {
             move |source| RedisError { what, url, source }
         };
         let client = super::redis_link::client(config).map_err(|e| err("URL")(e.source))?;
-        let conn = manager(client).await.map_err(err("connect"))?;
+        let first = manager(client.clone()).await;
         let mut config = config.clone();
         // Every key of the stream shares its hash tag (one Redis Cluster slot).
         config.stream = super::redis_link::stream_key(&config.stream);
         let cluster = Arc::new(Self {
-            conn,
+            conn: OnceLock::new(),
             config,
             url,
             max_list,
             buffer: Mutex::default(),
             chunks: Mutex::default(),
             entries: Mutex::default(),
-            slots: Arc::new(Semaphore::new(CHUNKS_IN_FLIGHT)),
+            slots: Arc::new(Semaphore::new(super::window::MIN_WINDOW)),
+            window_now: AtomicUsize::new(super::window::MIN_WINDOW),
+            window: Mutex::default(),
+            flush_now: Notify::new(),
             healthy: AtomicBool::new(true),
             stopping: AtomicBool::new(false),
             detached: AtomicBool::new(false),
@@ -380,12 +435,59 @@ impl Cluster {
             flushing: tokio::sync::Mutex::new(()),
             stop: Notify::new(),
         });
-        cluster.ensure_group().await.map_err(err("XGROUP CREATE"))?;
+        match first {
+            Ok(conn) => {
+                let _ = cluster.conn.set(conn);
+                cluster.ensure_group().await.map_err(err("XGROUP CREATE"))?;
+            }
+            Err(e) => {
+                cluster.healthy.store(false, Ordering::Relaxed);
+                tracing::warn!(url = %cluster.url, error = %e, "waiting for Redis: the gateway serves, /readyz answers 503 until it is reached");
+                tokio::spawn(cluster.clone().wait_for_redis(client));
+            }
+        }
         Ok(cluster)
     }
 
+    /// Retries the first connection until it succeeds, then creates the group.
+    async fn wait_for_redis(self: Arc<Self>, client: redis::Client) {
+        let mut failures = 1u32;
+        loop {
+            tokio::time::sleep(backoff(failures)).await;
+            match manager(client.clone()).await {
+                Ok(conn) => {
+                    let _ = self.conn.set(conn);
+                    match self.ensure_group().await {
+                        Ok(()) => {
+                            self.healthy.store(true, Ordering::Relaxed);
+                            tracing::info!(url = %self.url, "connected to Redis");
+                        }
+                        // The reader recreates a missing group (NOGROUP).
+                        Err(e) => {
+                            tracing::warn!(error = %e, "connected to Redis, cannot create the consumer group yet")
+                        }
+                    }
+                    return;
+                }
+                Err(e) => {
+                    failures += 1;
+                    if failures.is_multiple_of(20) {
+                        tracing::warn!(url = %self.url, error = %e, "waiting for Redis");
+                    }
+                }
+            }
+        }
+    }
+
+    /// The shared connection, once made.
+    fn link(&self) -> redis::RedisResult<ConnectionManager> {
+        self.conn.get().cloned().ok_or_else(|| {
+            redis::RedisError::from((redis::ErrorKind::IoError, "not connected to Redis yet"))
+        })
+    }
+
     async fn ensure_group(&self) -> redis::RedisResult<()> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.link()?;
         // From "0": chunks added before any gateway of the group ran are sent too.
         let created: redis::RedisResult<()> = conn
             .xgroup_create_mkstream(&self.config.stream, &self.config.group, "0")
@@ -407,8 +509,8 @@ impl Cluster {
     }
 
     /// A handle on the shared connection (for read-only views).
-    pub fn connection(&self) -> ConnectionManager {
-        self.conn.clone()
+    pub fn connection(&self) -> Result<ConnectionManager, RedisError> {
+        self.link().map_err(|e| self.failed("connect", e))
     }
 
     /// Reports a failed command: marks Redis unreachable and adds context.
@@ -450,7 +552,7 @@ impl Cluster {
     /// half a second (a chunk read later, too, within half a second of being
     /// read). False when Redis does not know the job.
     pub async fn cancel(&self, id: &str) -> Result<bool, RedisError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.connection()?;
         let r: redis::RedisResult<bool> = conn.exists(self.job_key(id)).await;
         if !self.fail("EXISTS", r)? {
             return Ok(false);
@@ -484,7 +586,7 @@ impl Cluster {
     /// Chunks waiting in the stream (sent or not), counted by XLEN: acked
     /// chunks are deleted, so this is the cluster's unfinished work.
     pub async fn queued_chunks(&self) -> Result<u64, RedisError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.connection()?;
         let r = conn.xlen(&self.config.stream).await;
         self.fail("XLEN", r)
     }
@@ -542,7 +644,7 @@ impl Cluster {
             .ignore()
             .expire(&job, JOB_TTL_S)
             .ignore();
-        let mut conn = self.conn.clone();
+        let mut conn = self.connection()?;
         let r = pipe.query_async::<()>(&mut conn).await;
         self.fail("XADD", r)?;
         self.healthy.store(true, Ordering::Relaxed);
@@ -604,6 +706,8 @@ impl Cluster {
         // its outcome reaches the chunk's done set: a flush retried after an
         // ambiguous failure, or a chunk finished by two gateways, counts once.
         let (list_key, list_entry) = list.unwrap_or_default();
+        let now = Instant::now();
+        let _ = chunk.first_outcome.set(now);
         buffer.done.entry(chunk.entry.clone()).or_default().extend([
             token.to_owned(),
             report,
@@ -615,9 +719,12 @@ impl Cluster {
             list_entry,
         ]);
         if chunk.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let _ = chunk.finished_at.set(now);
             lock(&self.chunks).remove(&(progress as *const JobProgress as usize));
             buffer.acks.push(chunk.entry.clone());
             buffer.finished.push(chunk);
+            drop(buffer);
+            self.flush_now.notify_one();
         }
     }
 
@@ -650,7 +757,14 @@ impl Cluster {
         let mut pipe = redis::pipe();
         pipe.atomic();
         let max = self.max_list.max(1);
+        // Chunks completed in this flush are acked by the script call that
+        // writes their last outcomes; the others (nothing left to write) below.
+        let mut acked_by_script: HashSet<&str> = HashSet::new();
         for (entry, outcomes) in &taken.done {
+            let ack = taken.acks.iter().any(|a| a == entry);
+            if ack {
+                acked_by_script.insert(entry.as_str());
+            }
             pipe.cmd("EVAL")
                 .arg(FLUSH_SCRIPT)
                 .arg(2)
@@ -658,9 +772,15 @@ impl Cluster {
                 .arg(&self.config.stream)
                 .arg(max)
                 .arg(entry)
+                .arg(if ack { self.config.group.as_str() } else { "" })
                 .arg(outcomes)
                 .ignore();
         }
+        let other_acks: Vec<&String> = taken
+            .acks
+            .iter()
+            .filter(|a| !acked_by_script.contains(a.as_str()))
+            .collect();
         for (key, fields) in &taken.increments {
             for (field, n) in fields {
                 pipe.hincr(key, *field, *n).ignore();
@@ -673,23 +793,29 @@ impl Cluster {
                 .ltrim(key, 0, max - 1)
                 .ignore();
         }
-        if !taken.acks.is_empty() {
-            pipe.xack(&self.config.stream, &self.config.group, &taken.acks)
+        if !other_acks.is_empty() {
+            pipe.xack(&self.config.stream, &self.config.group, &other_acks)
                 .ignore()
-                .xdel(&self.config.stream, &taken.acks)
+                .xdel(&self.config.stream, &other_acks)
                 .ignore();
-            for entry in &taken.acks {
+            for entry in &other_acks {
                 pipe.del(self.done_key(entry)).ignore();
             }
         }
-        let mut conn = self.conn.clone();
-        match pipe.query_async::<()>(&mut conn).await {
+        let sent = match self.link() {
+            Ok(mut conn) => pipe.query_async::<()>(&mut conn).await,
+            Err(e) => Err(e),
+        };
+        match sent {
             Ok(()) => {
                 self.healthy.store(true, Ordering::Relaxed);
+                let now = Instant::now();
                 let mut entries = lock(&self.entries);
                 for chunk in &taken.finished {
                     entries.remove(&chunk.entry);
                 }
+                drop(entries);
+                self.measure(&taken.finished, now);
                 // Dropping `taken` returns the finished chunks' slots.
                 Ok(())
             }
@@ -698,6 +824,46 @@ impl Cluster {
                 self.fail("MULTI (outcomes)", Err(source))
             }
         }
+    }
+
+    /// Feeds the finished chunks' timings to the window and resizes it.
+    fn measure(&self, finished: &[Arc<InFlight>], acked_at: Instant) {
+        if finished.is_empty() {
+            return;
+        }
+        let target = {
+            let mut window = lock(&self.window);
+            for chunk in finished {
+                if let (Some(first), Some(last)) =
+                    (chunk.first_outcome.get(), chunk.finished_at.get())
+                {
+                    window.chunk(last.duration_since(*first), acked_at.duration_since(*last));
+                }
+            }
+            window.size()
+        };
+        self.resize(target);
+    }
+
+    fn resize(&self, target: usize) {
+        let now = self.window_now.load(Ordering::Acquire);
+        if target > now {
+            self.slots.add_permits(target - now);
+            self.window_now.store(target, Ordering::Release);
+            tracing::debug!(window = target, "chunk window widened");
+        } else if target < now {
+            // Only free permits can be taken back; the rest shrink later.
+            let forgotten = self.slots.forget_permits(now - target);
+            if forgotten > 0 {
+                self.window_now.store(now - forgotten, Ordering::Release);
+                tracing::debug!(window = now - forgotten, "chunk window narrowed");
+            }
+        }
+    }
+
+    /// Chunks this gateway may hold now (the window).
+    pub fn window(&self) -> usize {
+        self.window_now.load(Ordering::Acquire)
     }
 
     // ===== reading =====
@@ -736,7 +902,16 @@ impl Cluster {
                     }
                 }
             }
-            tokio::time::sleep(backoff(failures).max(FLUSH_EVERY)).await;
+            if failures > 0 {
+                tokio::time::sleep(backoff(failures).max(FLUSH_EVERY)).await;
+            } else {
+                // A completed chunk is acked at once (freeing its slot for the
+                // next); partial progress is written every FLUSH_EVERY.
+                tokio::select! {
+                    _ = tokio::time::sleep(FLUSH_EVERY) => {}
+                    _ = self.flush_now.notified() => {}
+                }
+            }
         }
     }
 
@@ -764,7 +939,7 @@ impl Cluster {
 
     /// The cluster-wide counters of one family's app.
     pub async fn counters(&self, family: Family, app: &str) -> Result<Counters, RedisError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.connection()?;
         let r: redis::RedisResult<HashMap<String, i64>> =
             conn.hgetall(self.report_key(family, app)).await;
         let map = self.fail("HGETALL", r)?;
@@ -801,7 +976,7 @@ impl Cluster {
         if drain {
             pipe.del(&key).ignore();
         }
-        let mut conn = self.conn.clone();
+        let mut conn = self.connection()?;
         let r: redis::RedisResult<(Vec<String>,)> = pipe.query_async(&mut conn).await;
         let (raw,) = self.fail("LRANGE", r)?;
         Ok(raw
@@ -813,7 +988,7 @@ impl Cluster {
 
     /// A job's status from Redis, in the shape of `GET /jobs/{id}`.
     pub async fn job(&self, id: &str) -> Result<Option<serde_json::Value>, RedisError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.connection()?;
         let r: redis::RedisResult<HashMap<String, String>> = conn.hgetall(self.job_key(id)).await;
         let map = self.fail("HGETALL", r)?;
         if map.is_empty() {
@@ -929,6 +1104,7 @@ impl Consumer {
                 .count(1)
                 .block(1000);
             let streams = [self.config().stream.as_str()];
+            let asked = Instant::now();
             let read: redis::RedisResult<Option<redis::streams::StreamReadReply>> = tokio::select! {
                 r = c.xread_options(&streams, &[">"], &options) => r,
                 _ = self.cluster.stop.notified() => return,
@@ -941,6 +1117,7 @@ impl Consumer {
                         .and_then(|r| r.keys.into_iter().next())
                         .and_then(|k| k.ids.into_iter().next());
                     if let Some(entry) = entry {
+                        lock(&self.cluster.window).read(asked.elapsed());
                         self.start(entry, permit, None).await;
                     }
                 }
@@ -991,7 +1168,7 @@ impl Consumer {
         if ours.is_empty() {
             return Ok(());
         }
-        let mut conn = self.cluster.conn.clone();
+        let mut conn = self.cluster.link()?;
         let pending: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
             .arg(&self.config().stream)
             .arg(&self.config().group)
@@ -1027,7 +1204,7 @@ impl Consumer {
         permit: OwnedSemaphorePermit,
         idle: Duration,
     ) -> redis::RedisResult<bool> {
-        let mut conn = self.cluster.conn.clone();
+        let mut conn = self.cluster.link()?;
         let reply: redis::streams::StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
             .arg(&self.config().stream)
             .arg(&self.config().group)
@@ -1062,7 +1239,9 @@ impl Consumer {
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
                 _ = self.cluster.stop.notified() => return,
             }
-            let mut conn = self.cluster.conn.clone();
+            let Ok(mut conn) = self.cluster.link() else {
+                continue;
+            };
             let moved: redis::RedisResult<i64> = redis::cmd("EVAL")
                 .arg(SCRIPT)
                 .arg(2)
@@ -1098,7 +1277,7 @@ impl Consumer {
             .iter()
             .map(|p| self.cluster.cancel_key(&p.id.to_string()))
             .collect();
-        let mut conn = self.cluster.conn.clone();
+        let mut conn = self.cluster.link()?;
         let flags: Vec<Option<String>> =
             redis::cmd("MGET").arg(&keys).query_async(&mut conn).await?;
         for (progress, flag) in running.iter().zip(flags) {
@@ -1148,15 +1327,18 @@ impl Consumer {
         ));
         // A job cancelled before this chunk was read (a delayed one, say)
         // sends nothing; if Redis cannot say, the 500 ms check catches it.
-        let mut conn = self.cluster.conn.clone();
-        let cancelled: redis::RedisResult<bool> =
-            conn.exists(self.cluster.cancel_key(&chunk.job)).await;
+        let cancelled: redis::RedisResult<bool> = match self.cluster.link() {
+            Ok(mut conn) => conn.exists(self.cluster.cancel_key(&chunk.job)).await,
+            Err(e) => Err(e),
+        };
         if cancelled.unwrap_or(false) {
             progress.cancel();
         }
         let in_flight = Arc::new(InFlight {
             entry: entry.id.clone(),
             remaining: AtomicU64::new(tokens.len() as u64),
+            first_outcome: OnceLock::new(),
+            finished_at: OnceLock::new(),
             progress: progress.clone(),
             _permit: permit,
         });
@@ -1238,6 +1420,7 @@ impl Consumer {
         buffer.acks.push(entry);
         drop(buffer);
         drop(permit);
+        cluster.flush_now.notify_one();
     }
 }
 

@@ -39,6 +39,9 @@ pub struct ClusterView {
     pub group: String,
     /// This gateway's consumer name.
     pub this_gateway: String,
+    /// Chunks this gateway may hold now (its window, sized from measured
+    /// round trips); a `kill -9` of it resends at most this many chunks.
+    pub this_gateway_window: usize,
     /// Every consumer the group knows, live or not, by name.
     pub gateways: Vec<GatewayView>,
     /// Entries in the stream: chunks not finished yet.
@@ -80,7 +83,7 @@ fn text(reply: &Value, name: &str) -> Option<String> {
 /// Reads the view from Redis.
 pub async fn read(cluster: &Cluster) -> Result<ClusterView, RedisError> {
     let config = cluster.redis_config();
-    let mut conn = cluster.connection();
+    let mut conn = cluster.connection()?;
     let (consumers, groups, length, time): (Vec<Value>, Vec<Value>, u64, (String, String)) =
         redis::pipe()
             .cmd("XINFO")
@@ -120,6 +123,7 @@ pub async fn read(cluster: &Cluster) -> Result<ClusterView, RedisError> {
         stream: config.stream.clone(),
         group: config.group.clone(),
         this_gateway: config.consumer.clone(),
+        this_gateway_window: cluster.window(),
         gateways,
         stream_length: length,
         stream_tokens_max: length * CHUNK_TOKENS as u64,
