@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use pushgate::config::FileConfig;
 use pushgate::mock::Faults;
-use pushgate::queue::redis_credentials::RedisCredentials;
+use pushgate::queue::redis::credentials::RedisCredentials;
 use pushgate::shared_credential::{ManualClock, SharedCredentials};
 use serde_json::{Value, json};
 

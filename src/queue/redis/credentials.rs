@@ -35,10 +35,10 @@ fn store_error(what: &str, e: redis::RedisError) -> StoreError {
 
 impl RedisCredentials {
     /// A store for the cluster of `config` (its stream names the keys).
-    pub fn new(config: &RedisQueueConfig) -> Result<Self, super::redis_link::LinkError> {
+    pub fn new(config: &RedisQueueConfig) -> Result<Self, super::link::LinkError> {
         Ok(Self {
-            client: super::redis_link::client(config)?,
-            prefix: format!("{}:cred:", super::redis_link::stream_key(&config.stream)),
+            client: super::link::client(config)?,
+            prefix: format!("{}:cred:", super::link::stream_key(&config.stream)),
             conn: tokio::sync::Mutex::new(None),
         })
     }

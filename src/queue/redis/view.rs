@@ -13,7 +13,7 @@
 use redis::Value;
 use serde::Serialize;
 
-use super::cluster::{CHUNK_TOKENS, Cluster, RedisError};
+use super::{CHUNK_TOKENS, Cluster, RedisError};
 
 /// One gateway of the cluster, as Redis sees it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
