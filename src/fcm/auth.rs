@@ -253,7 +253,7 @@ impl AccessToken {
 
     /// With a shared token: the cluster's, or the one we mint under its lock.
     /// `None`: ask Google ourselves (no shared store, or it cannot be used).
-    async fn from_cluster(&self) -> Option<Result<HeaderValue, AuthError>> {
+    async fn via_cluster(&self) -> Option<Result<HeaderValue, AuthError>> {
         let shared = self.shared.get()?;
         let key = self.credential_key();
         let waited = Instant::now();
@@ -330,7 +330,7 @@ impl AccessToken {
                 refusal: *refusal,
             });
         }
-        if let Some(result) = self.from_cluster().await {
+        if let Some(result) = self.via_cluster().await {
             return result;
         }
         self.grant().await
