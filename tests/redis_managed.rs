@@ -34,6 +34,12 @@ use serde_json::{Value, json};
 const TIMEOUT: Duration = Duration::from_secs(180);
 const PASSWORD: &str = "s3cret-redis-pw-9f1c";
 
+/// `redis-server`, or what `PUSHGATE_TEST_REDIS_SERVER` names
+/// (`valkey-server`: scripts/test runs these tests against both when it can).
+fn redis_server_bin() -> String {
+    std::env::var("PUSHGATE_TEST_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into())
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -51,7 +57,7 @@ struct RedisServer {
 
 impl RedisServer {
     fn spawn(port: u16, dir: &Path, tls: bool, password: Option<&str>) -> Self {
-        let mut cmd = Command::new("redis-server");
+        let mut cmd = Command::new(redis_server_bin());
         cmd.args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(dir);

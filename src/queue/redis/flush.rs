@@ -18,8 +18,9 @@ use super::{Cluster, FLUSH_EVERY, InFlight, RedisError, backoff};
 
 /// Records a chunk's outcomes: KEYS = done set, stream; ARGV = max_list,
 /// entry id, the group when this call also acks the chunk ('' = not yet),
-/// then per token: token, report key, outcome field, attempt field, job key,
-/// job field, list key ('' = none), list entry. A token already in the done
+/// the chunk's report key and job key, then per token: token, outcome kind
+/// ([`OutcomeKind::as_str`](crate::job::OutcomeKind::as_str)), '1' if
+/// attempted ('' if not), list key ('' = none), list entry. A token already in the done
 /// set, or any token of a chunk already acked and deleted, is skipped, so
 /// outcomes are counted once whatever the retries. A chunk acked here with
 /// no done set yet (all its outcomes in this one call) is counted without
@@ -29,6 +30,9 @@ if #redis.call('XRANGE', KEYS[2], ARGV[2], ARGV[2]) == 0 then return 0 end
 local max = tonumber(ARGV[1])
 local ack = ARGV[3] ~= ''
 local fresh = ack and redis.call('EXISTS', KEYS[1]) == 0
+local report, job = ARGV[4], ARGV[5]
+local counters = {success = 'successes', failed = 'failures', unregistered = 'unregistered',
+  canonical = 'canonicals', expired = 'expired', cancelled = 'cancelled'}
 local sums, order, lists, lorder = {}, {}, {}, {}
 local function add(key, field)
   local k = key .. '\n' .. field
@@ -38,19 +42,20 @@ local function add(key, field)
   end
   sums[k] = sums[k] + 1
 end
-for i = 4, #ARGV, 8 do
+for i = 6, #ARGV, 5 do
   if fresh or redis.call('SADD', KEYS[1], ARGV[i]) == 1 then
-    add(ARGV[i+1], ARGV[i+2])
-    add(ARGV[i+1], ARGV[i+3])
-    add(ARGV[i+4], ARGV[i+5])
-    if ARGV[i+6] ~= '' then
-      local l = lists[ARGV[i+6]]
+    local kind = ARGV[i+1]
+    add(report, counters[kind])
+    if ARGV[i+2] == '1' then add(report, 'attempts') else add(report, 'unattempted') end
+    add(job, kind)
+    if ARGV[i+3] ~= '' then
+      local l = lists[ARGV[i+3]]
       if l == nil then
         l = {}
-        lists[ARGV[i+6]] = l
-        lorder[#lorder + 1] = ARGV[i+6]
+        lists[ARGV[i+3]] = l
+        lorder[#lorder + 1] = ARGV[i+3]
       end
-      l[#l + 1] = ARGV[i+7]
+      l[#l + 1] = ARGV[i+4]
     end
   end
 end
@@ -72,6 +77,8 @@ return 0
 #[derive(Default)]
 pub(super) struct Buffer {
     pub(super) done: HashMap<String, Vec<String>>,
+    /// Per chunk with outcomes in `done`: its report key and job key.
+    pub(super) heads: HashMap<String, (String, String)>,
     pub(super) increments: HashMap<String, HashMap<&'static str, i64>>,
     pub(super) lists: HashMap<String, Vec<String>>,
     pub(super) acks: Vec<String>,
@@ -97,6 +104,9 @@ impl Buffer {
 
     /// Puts back writes whose flush failed, ahead of newer ones.
     fn absorb(&mut self, older: Buffer) {
+        for (k, head) in older.heads {
+            self.heads.entry(k).or_insert(head);
+        }
         for (k, mut v) in older.done {
             let slot = self.done.entry(k).or_default();
             v.append(slot);
@@ -137,9 +147,7 @@ impl Sink for Cluster {
             .cloned();
         let family = progress.platform.family();
         let kind = outcome.kind();
-        let report = self.report_key(family, &progress.app);
         let attempt_field = if attempted { "attempts" } else { "unattempted" };
-        let job = self.job_key(&progress.id.to_string());
         let list = match outcome {
             Outcome::Unregistered { timestamp_ms } => Some((
                 "unregistered",
@@ -159,6 +167,8 @@ impl Sink for Cluster {
         let mut buffer = lock(&self.buffer);
         let Some(chunk) = in_flight else {
             // Not a chunk of the shared queue: count it as it comes.
+            let report = self.report_key(family, &progress.app);
+            let job = self.job_key(&progress.id.to_string());
             buffer.add(report.clone(), attempt_field, 1);
             buffer.add(report, counter_field(kind), 1);
             buffer.add(job, kind.as_str(), 1);
@@ -173,13 +183,18 @@ impl Sink for Cluster {
         let (list_key, list_entry) = list.unwrap_or_default();
         let now = Instant::now();
         let _ = chunk.first_outcome.set(now);
+        if !buffer.heads.contains_key(&chunk.entry) {
+            let head = (
+                self.report_key(family, &progress.app),
+                self.job_key(&progress.id.to_string()),
+            );
+            buffer.heads.insert(chunk.entry.clone(), head);
+        }
+        // Five short strings per token; the chunk's keys go once per call.
         buffer.done.entry(chunk.entry.clone()).or_default().extend([
             token.to_owned(),
-            report,
-            counter_field(kind).to_owned(),
-            attempt_field.to_owned(),
-            job,
             kind.as_str().to_owned(),
+            if attempted { "1" } else { "" }.to_owned(),
             list_key,
             list_entry,
         ]);
@@ -233,6 +248,11 @@ impl Cluster {
         let mut acked_by_script: HashSet<&str> = HashSet::new();
         for (entry, outcomes) in &taken.done {
             let ack = taken.acks.iter().any(|a| a == entry);
+            let Some((report, job)) = taken.heads.get(entry) else {
+                // Every push to `done` records its head first.
+                tracing::error!(%entry, "outcomes without their chunk's keys; not written");
+                continue;
+            };
             if ack {
                 acked_by_script.insert(entry.as_str());
             }
@@ -244,6 +264,8 @@ impl Cluster {
                 .arg(max)
                 .arg(entry)
                 .arg(if ack { self.config.group.as_str() } else { "" })
+                .arg(report)
+                .arg(job)
                 .arg(outcomes)
                 .ignore();
         }
@@ -328,6 +350,14 @@ impl Cluster {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_script_names_every_outcome_kind_as_the_counters_do() {
+        for kind in crate::job::OutcomeKind::ALL {
+            let pair = format!("{} = '{}'", kind.as_str(), counter_field(kind));
+            assert!(FLUSH_SCRIPT.contains(&pair), "{pair} missing");
+        }
+    }
 
     #[test]
     fn buffer_absorb_keeps_every_write() {
