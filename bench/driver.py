@@ -211,7 +211,7 @@ def dir_bytes(path):
     return total
 
 
-def gateway_config(args, tag, listen_port, section, backend="memory"):
+def gateway_config(args, tag, listen_port, section, backend="memory", queue=""):
     # Each run gets a fresh data_dir: a disk run never reads another's store.
     shutil.rmtree(data_dir(tag), ignore_errors=True)
     text = f"""# written by bench/driver.py
@@ -223,6 +223,7 @@ max_body_bytes = 268435456
 capacity = {max(2 * args.tokens, 1_000_000)}
 backend = "{backend}"
 data_dir = "{data_dir(tag)}"
+{queue}
 
 {section}
 """
@@ -245,9 +246,9 @@ max_connections = {args.connections}
 """
 
 
-def start_gateway(args, tag, section, backend="memory"):
+def start_gateway(args, tag, section, backend="memory", queue=""):
     port = free_port()
-    config = gateway_config(args, tag, port, section, backend)
+    config = gateway_config(args, tag, port, section, backend, queue)
     p = spawn([args.bin, "serve", "--config", config], os.path.join(OUT, f"{tag}-gateway.log"),
               env=child_env(args))
     wait_until("gateway /healthz", lambda: http_get(port, "/healthz")[0] == 200, proc=p)
@@ -509,6 +510,113 @@ def apns_deliver(args, bodies, profile=False, backend="memory"):
         stop(mock)
 
 
+# ---------------------------------------------------------------- queue backends
+
+
+def start_redis(args, tag):
+    """A redis-server of our own on a free port: AOF with `appendfsync everysec`
+    (the usual production setting), no RDB snapshots, in bench/out/<tag>-redis/."""
+    if shutil.which("redis-server") is None:
+        raise SystemExit("bench: --backends needs redis-server (Debian: apt-get install redis-server)")
+    port = free_port()
+    data = os.path.join(OUT, f"{tag}-redis")
+    shutil.rmtree(data, ignore_errors=True)
+    os.makedirs(data)
+    p = spawn(["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+               "--appendonly", "yes", "--appendfsync", "everysec", "--dir", data],
+              os.path.join(OUT, f"{tag}-redis.log"))
+    wait_until("redis-server", lambda: port_open(port), proc=p)
+    return p, port
+
+
+def deliver_backend(args, tag, backend, gateways, bodies):
+    """One APNs run with `gateways` gateways on `backend` ("memory" or "redis"),
+    one fresh mock, the POSTs spread round-robin over the gateways; timed from
+    the first POST to `pending == 0` (cluster-wide with redis). With redis,
+    Redis's own CPU seconds (utime + stime from /proc) are recorded too."""
+    mock, mport, ca = start_mock_apns(args, tag)
+    redis, rport = (None, None)
+    procs = []
+    try:
+        if backend == "redis":
+            redis, rport = start_redis(args, tag)
+        for i in range(gateways):
+            queue = ""
+            if backend == "redis":
+                queue = f'redis_url = "redis://127.0.0.1:{rport}"\nconsumer = "{tag}-{i}"\n'
+            gw, port = start_gateway(args, f"{tag}-{i}", apns_section(args, mport, ca), backend, queue)
+            procs.append((gw, port))
+        for gw, port in procs:
+            wait_until("gateway's APNs connections",
+                       lambda: upstream_connections(port, "apns") >= args.connections, proc=gw)
+        time.sleep(args.settle)
+        apis = [Api(port) for _, port in procs]
+        cpu0 = [cpu_seconds(gw.pid) for gw, _ in procs]
+        mock_cpu0 = cpu_seconds(mock.pid)
+        redis_cpu0 = cpu_seconds(redis.pid) if redis else 0.0
+        total = 0
+        started = time.perf_counter()
+        for i, body in enumerate(bodies):
+            _, accepted = apis[i % len(apis)].post("/apns/send", body)
+            total += accepted
+        while True:
+            report = apis[0].report("/apns/report")
+            pending = report["pending"] if backend == "redis" else sum(
+                a.report("/apns/report")["pending"] for a in apis)
+            if pending == 0:
+                break
+            for gw, _ in procs:
+                if gw.poll() is not None:
+                    raise SystemExit(f"bench: gateway exited during the {tag} run; see {OUT}")
+            if time.perf_counter() - started > args.timeout:
+                raise SystemExit(f"bench: {tag}: {pending} tokens still pending after {args.timeout}s")
+            time.sleep(0.02)
+        elapsed = time.perf_counter() - started
+        gw_cpu = sum(cpu_seconds(gw.pid) - c for (gw, _), c in zip(procs, cpu0))
+        result = {
+            "backend": backend,
+            "gateways": gateways,
+            "tokens": total,
+            "seconds": elapsed,
+            "tokens_per_s": total / elapsed,
+            "gateway_cpu_s": gw_cpu,
+            "mock_cpu_s": cpu_seconds(mock.pid) - mock_cpu0,
+            "redis_cpu_s": (cpu_seconds(redis.pid) - redis_cpu0) if redis else None,
+            "successes": report.get("successes"),
+        }
+        if backend == "redis":
+            result["redis_cpu_s_per_100k"] = result["redis_cpu_s"] / total * 100_000
+        return result
+    finally:
+        for gw, _ in procs:
+            stop(gw)
+        if redis is not None:
+            stop(redis)
+        stop(mock)
+
+
+BACKEND_SETUPS = (("memory", 1), ("redis", 1), ("redis", 2))
+
+
+def backends(args):
+    """memory ×1, redis ×1, redis ×2, interleaved per round, medians reported."""
+    per_job = args.backend_tokens // args.jobs
+    bodies = [send_body(apns_tokens(per_job), APNS_PAYLOAD)] * args.jobs
+    runs = {f"{b}x{n}": [] for b, n in BACKEND_SETUPS}
+    for r in range(args.rounds):
+        for backend, n in BACKEND_SETUPS:
+            key = f"{backend}x{n}"
+            runs[key].append(deliver_backend(args, f"backend-{key}", backend, n, bodies))
+        print(f"bench: backends round {r + 1}/{args.rounds}: " + ", ".join(
+            f"{k} {v[-1]['tokens_per_s']:.0f} tokens/s" for k, v in runs.items()), file=sys.stderr)
+    out = {k: median_run(v, "tokens_per_s") for k, v in runs.items()}
+    base = out["memoryx1"]["tokens_per_s"]
+    for k, v in out.items():
+        v["vs_memory"] = v["tokens_per_s"] / base
+        v["rounds_tokens_per_s"] = [x["tokens_per_s"] for x in runs[k]]
+    return out
+
+
 # ---------------------------------------------------------------- Google
 
 
@@ -657,7 +765,11 @@ def main():
     ap.add_argument("--google-tokens", type=int, default=None, help="tokens for GCM and FCM v1 (default --tokens)")
     ap.add_argument("--rounds", type=int, default=3,
                     help="h2load/gateway pairs per platform, interleaved; medians are reported (default 3)")
-    ap.add_argument("--only", choices=["apns", "gcm", "fcm"], action="append",
+    ap.add_argument("--backends", action="store_true",
+                    help="also compare queue backends on APNs: memory x1, redis x1, redis x2 (starts its own redis-server)")
+    ap.add_argument("--backend-tokens", type=int, default=200_000,
+                    help="tokens per backend run (default 200000)")
+    ap.add_argument("--only", choices=["apns", "gcm", "fcm", "none"], action="append",
                     help="run only these platforms (repeatable; default all)")
     ap.add_argument("--profile", action="store_true",
                     help="after the measured runs, repeat the APNs run under `perf record` and write bench/out/profile.txt")
@@ -752,6 +864,10 @@ def main():
                          "post_latency_loaded": latency([t for g in gw_runs for t in g["post_s"]])}
         e2e["peak_rss_mb"] = max(g["peak_rss_mb"] for g in gw_runs)
 
+    if args.backends:
+        print("bench: queue backends: memory x1, redis x1, redis x2 (APNs)", file=sys.stderr)
+        results["backends"] = backends(args)
+
     if args.profile and "apns" in platforms:
         print("bench: APNs again under perf record (figures above are from the run without it)", file=sys.stderr)
         prof_job = args.profile_tokens // args.jobs
@@ -833,6 +949,16 @@ def print_table(r):
             (f"{label} RSS idle / peak", f"{g['idle_rss_mb']:.1f} / {g['peak_rss_mb']:.1f} MB", ""),
             (f"{label} CPU per 100k tokens", f"{g['cpu_s_per_100k']:.2f} s", f"gateway {g['cpu_s']:.1f} s, mock {g['mock_cpu_s']:.1f} s"),
         ]
+    if "backends" in r:
+        for key, b in r["backends"].items():
+            cpu = f"gateways {b['gateway_cpu_s']:.1f} s"
+            if b.get("redis_cpu_s") is not None:
+                cpu += f", redis-server {b['redis_cpu_s']:.1f} s ({b['redis_cpu_s_per_100k']:.2f} s per 100k)"
+            rows.append((f"APNs {b['backend']} x{b['gateways']} gateway(s)", f"{b['tokens_per_s']:,.0f} tokens/s",
+                         f"{b['vs_memory']:.2f} of memory x1; {cpu}; rounds: "
+                         + ", ".join(f"{x:,.0f}" for x in b["rounds_tokens_per_s"])))
+    if not rows:
+        return
     w0 = max(len(x[0]) for x in rows)
     w1 = max(len(x[1]) for x in rows)
     print()

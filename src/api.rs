@@ -6,6 +6,7 @@
 //! (`/`, the status page, and `/openapi.json`).
 
 pub mod auth;
+pub mod cluster;
 pub mod error;
 pub mod openapi;
 pub mod report;
@@ -129,6 +130,7 @@ pub fn router(state: AppState) -> Router {
             get(report::google_failures).delete(report::google_failures),
         )
         .route("/jobs/{id}", get(job_status).delete(cancel_job))
+        .route("/cluster", get(cluster::view))
         .route("/metrics", get(metrics))
         .route("/readyz", get(readyz))
         .route("/status.json", get(status::json))

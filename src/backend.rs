@@ -560,6 +560,21 @@ impl Backend {
 
     // ===== reads =====
 
+    /// The gateways sharing the store, their chunks, the stream's length and
+    /// lag (`GET /cluster`); `None` when the store is not shared.
+    pub async fn cluster_view(
+        &self,
+    ) -> Option<Result<crate::queue::redis::view::ClusterView, ReadError>> {
+        match &self.0.store {
+            Store::Redis(cluster) => Some(
+                crate::queue::redis::view::read(cluster)
+                    .await
+                    .map_err(ReadError::from),
+            ),
+            Store::Memory | Store::Disk(..) => None,
+        }
+    }
+
     /// A family's app's totals.
     pub async fn counters(&self, family: Family, app: &str) -> Result<Counters, ReadError> {
         match &self.0.store {

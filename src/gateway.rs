@@ -102,6 +102,20 @@ impl Gateway {
         for (name, app) in &config.google_apps {
             google_apps.insert(name.clone(), start_google(app)?);
         }
+        if let Some(redis) = &config.redis {
+            // One provider token per key for the whole cluster.
+            let store = crate::queue::redis::credentials::RedisCredentials::new(redis)?;
+            let shared = crate::shared_credential::SharedCredentials::new(
+                Arc::new(store),
+                Arc::new(crate::shared_credential::SystemClock),
+            );
+            for service in apns.iter().chain(apns_apps.values()) {
+                service.share_credentials(shared.clone()).await;
+            }
+            for service in google.iter().chain(google_apps.values()) {
+                service.share_credentials(shared.clone());
+            }
+        }
         for (name, service) in apns
             .iter()
             .map(|s| (DEFAULT_APP, s))

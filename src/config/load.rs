@@ -78,6 +78,7 @@ impl FileConfig {
         if let Some(w) = masked.webhook.as_mut() {
             mask(&mut w.secret);
         }
+        masked.queue.redis_url = crate::config::masked_url(&masked.queue.redis_url);
         toml::to_string_pretty(&masked).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }
 }
