@@ -26,3 +26,4 @@ pub mod retry;
 pub mod schedule;
 pub mod tls;
 pub mod webhook;
+pub mod webpush;
