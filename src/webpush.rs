@@ -5,6 +5,7 @@
 //! signs the per-origin JWT, [`origin`] keeps the gateway from being steered
 //! into the operator's own network, and [`response`] is the outcome table.
 
+pub mod client;
 pub mod ece;
 pub mod origin;
 pub mod response;
