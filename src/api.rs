@@ -11,6 +11,7 @@ pub mod openapi;
 pub mod report;
 pub mod send;
 pub mod status;
+pub mod webpush;
 
 use std::ops::Deref;
 use std::sync::Arc;
@@ -46,6 +47,10 @@ pub struct Inner {
     pub apns_apps: std::collections::BTreeMap<String, ApnsService>,
     /// Named Google apps beside the default.
     pub google_apps: std::collections::BTreeMap<String, GoogleService>,
+    /// Web Push, when `[webpush]` is configured: the `default` app.
+    pub webpush: Option<crate::webpush::WebPushService>,
+    /// Named Web Push apps (`[webpush.apps.<name>]`).
+    pub webpush_apps: std::collections::BTreeMap<String, crate::webpush::WebPushService>,
     /// Reports, admission and metrics.
     pub recorder: Recorder,
     /// `server.api_keys`.
@@ -74,6 +79,11 @@ impl AppState {
     /// Every APNs service, default app first.
     pub fn all_apns(&self) -> impl Iterator<Item = &ApnsService> {
         self.apns.iter().chain(self.apns_apps.values())
+    }
+
+    /// Every Web Push service, default app first.
+    pub fn all_webpush(&self) -> impl Iterator<Item = &crate::webpush::WebPushService> {
+        self.webpush.iter().chain(self.webpush_apps.values())
     }
 
     /// Every Google service, default app first.
@@ -126,6 +136,16 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/gcm/report/failures",
             get(report::google_failures).delete(report::google_failures),
+        )
+        .route("/webpush/send", post(webpush::send))
+        .route("/webpush/report", get(webpush::totals_route))
+        .route(
+            "/webpush/report/unregistered",
+            get(webpush::unregistered).delete(webpush::unregistered),
+        )
+        .route(
+            "/webpush/report/failures",
+            get(webpush::failures).delete(webpush::failures),
         )
         .route("/jobs/{id}", get(job_status).delete(cancel_job))
         .route("/metrics", get(metrics))

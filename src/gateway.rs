@@ -19,6 +19,7 @@ use crate::metrics::Metrics;
 use crate::queue::Admission;
 use crate::queue::cluster::{Cluster, Targets};
 use crate::report::{Recorder, Reports};
+use crate::webpush::WebPushService;
 
 /// A running gateway.
 pub struct Gateway {
@@ -52,12 +53,13 @@ impl Gateway {
         let apple_apps: Vec<String> = config.apns_apps.keys().cloned().collect();
         let google_apps: Vec<String> = config.google_apps.keys().cloned().collect();
         let mut recorder = Recorder::new(
-            Arc::new(Reports::with_apps(
-                config.max_list,
-                config.max_jobs,
-                &apple_apps,
-                &google_apps,
-            )),
+            Arc::new(
+                Reports::with_apps(config.max_list, config.max_jobs, &apple_apps, &google_apps)
+                    .with_webpush_apps(
+                        config.max_list,
+                        &config.webpush_apps.keys().cloned().collect::<Vec<_>>(),
+                    ),
+            ),
             Arc::new(Admission::new(config.queue_capacity)),
             metrics.clone(),
         );
@@ -95,6 +97,17 @@ impl Gateway {
                 GoogleService::start(app, recorder.clone(), config.backoff)?,
             );
         }
+        let webpush = match &config.webpush {
+            Some(w) => Some(WebPushService::start(w, recorder.clone(), config.backoff)?),
+            None => None,
+        };
+        let mut webpush_apps = std::collections::BTreeMap::new();
+        for (name, app) in &config.webpush_apps {
+            webpush_apps.insert(
+                name.clone(),
+                WebPushService::start(app, recorder.clone(), config.backoff)?,
+            );
+        }
         if let Some(cluster) = &recorder.cluster {
             // Services exist now: start taking chunks from the shared stream.
             cluster.start(
@@ -112,6 +125,8 @@ impl Gateway {
             google_apps,
             apns,
             google,
+            webpush,
+            webpush_apps,
             recorder,
             api_keys: config.server.api_keys.clone(),
             max_body_bytes: config.server.max_body_bytes,
@@ -198,6 +213,9 @@ impl Gateway {
         for google in self.state.all_google() {
             google.close();
         }
+        for webpush in self.state.all_webpush() {
+            webpush.close();
+        }
         if let Some(cluster) = &cluster {
             // Unfinished tokens stay pending in the stream (another gateway
             // reclaims them after claim_idle_ms) instead of ending as expired.
@@ -220,6 +238,14 @@ impl Gateway {
                 metrics
                     .shutdown_abandoned
                     .with_label_values(&[google.platform().as_str()])
+                    .inc_by(left);
+                abandoned += left;
+            }
+            for webpush in self.state.all_webpush() {
+                let left = webpush.abandon_queued();
+                metrics
+                    .shutdown_abandoned
+                    .with_label_values(&["webpush"])
                     .inc_by(left);
                 abandoned += left;
             }
@@ -247,7 +273,7 @@ impl Gateway {
             still_pending,
             took: started.elapsed(),
         };
-        for family in [Family::Apple, Family::Google] {
+        for family in [Family::Apple, Family::Google, Family::WebPush] {
             let c = self.state.recorder.reports.family(family).counters();
             if c.accepted > 0 {
                 tracing::info!(

@@ -17,6 +17,8 @@ pub enum Platform {
     Fcm,
     /// Legacy GCM-compatible multicast API.
     Gcm,
+    /// Web Push (RFC 8030) to browsers, encrypted per subscription.
+    WebPush,
 }
 
 impl Platform {
@@ -26,6 +28,7 @@ impl Platform {
             Platform::Apns => "apns",
             Platform::Fcm => "fcm",
             Platform::Gcm => "gcm",
+            Platform::WebPush => "webpush",
         }
     }
 
@@ -35,6 +38,11 @@ impl Platform {
         match self {
             Platform::Apns => hex_encode(stored),
             Platform::Fcm | Platform::Gcm => String::from_utf8_lossy(stored).into_owned(),
+            // Stored as the subscription's keys (65 + 16 bytes), then its endpoint;
+            // shown as the endpoint.
+            Platform::WebPush => {
+                String::from_utf8_lossy(stored.get(81..).unwrap_or_default()).into_owned()
+            }
         }
     }
 
@@ -43,6 +51,7 @@ impl Platform {
         match self {
             Platform::Apns => Family::Apple,
             Platform::Fcm | Platform::Gcm => Family::Google,
+            Platform::WebPush => Family::WebPush,
         }
     }
 }
@@ -60,6 +69,8 @@ pub enum Family {
     Apple,
     /// `/gcm/report*` (FCM v1 or legacy GCM, whichever is configured).
     Google,
+    /// `/webpush/report*`.
+    WebPush,
 }
 
 /// A job's identifier: a random UUID, rendered without hyphens.

@@ -258,6 +258,7 @@ impl JobTable {
 pub struct Reports {
     apple: Vec<(Arc<str>, FamilyReport)>,
     google: Vec<(Arc<str>, FamilyReport)>,
+    webpush: Vec<(Arc<str>, FamilyReport)>,
     /// Recent jobs.
     pub jobs: JobTable,
 }
@@ -288,14 +289,25 @@ impl Reports {
         Self {
             apple: family(apple),
             google: family(google),
+            webpush: family(&[]),
             jobs: JobTable::new(max_jobs),
         }
+    }
+
+    /// The same reports with the named Web Push apps beside the default one.
+    pub fn with_webpush_apps(mut self, max_list: usize, names: &[String]) -> Self {
+        for name in names {
+            self.webpush
+                .push((Arc::from(name.as_str()), FamilyReport::new(max_list)));
+        }
+        self
     }
 
     fn apps_of(&self, family: Family) -> &[(Arc<str>, FamilyReport)] {
         match family {
             Family::Apple => &self.apple,
             Family::Google => &self.google,
+            Family::WebPush => &self.webpush,
         }
     }
 

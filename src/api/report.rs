@@ -10,7 +10,7 @@ use super::{ApiError, AppState, ok, require};
 use crate::job::Family;
 use crate::report::{BoundedList, Counters, FamilyReport};
 
-fn app_name(q: &AppQuery) -> &str {
+pub(super) fn app_name(q: &AppQuery) -> &str {
     q.app
         .as_deref()
         .filter(|a| !a.is_empty())
@@ -27,7 +27,7 @@ fn redis_unavailable(e: crate::queue::cluster::RedisError) -> ApiError {
 }
 
 /// The totals: cluster-wide from Redis with backend `redis`, else this process's.
-async fn totals(
+pub(super) async fn totals(
     state: &AppState,
     family: Family,
     q: &AppQuery,
@@ -67,7 +67,7 @@ pub struct AppQuery {
     pub app: Option<String>,
 }
 
-fn report_of<'a>(
+pub(super) fn report_of<'a>(
     state: &'a AppState,
     family: Family,
     q: &AppQuery,
@@ -156,7 +156,7 @@ pub async fn google_totals(
 
 /// A drainable list.
 #[derive(Debug, Clone, Copy)]
-enum List {
+pub(super) enum List {
     Unregistered,
     Failures,
     Canonical,
@@ -174,7 +174,7 @@ impl List {
 
 /// A list's entries: read on GET, read and emptied in one step on DELETE.
 /// From Redis with backend `redis`, else from this process.
-async fn entries(
+pub(super) async fn entries(
     state: &AppState,
     method: &Method,
     family: Family,
@@ -184,6 +184,7 @@ async fn entries(
     let report = match family {
         Family::Apple => apple(state, q)?,
         Family::Google => google(state, q)?,
+        Family::WebPush => report_of(state, Family::WebPush, q)?,
     };
     let drain = method == Method::DELETE;
     if let Some(shared) = shared_list(state, family, q, list.name(), drain).await? {

@@ -178,6 +178,7 @@ fn family_name(family: Family) -> &'static str {
     match family {
         Family::Apple => "apns",
         Family::Google => "gcm",
+        Family::WebPush => "webpush",
     }
 }
 
