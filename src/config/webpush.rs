@@ -166,8 +166,8 @@ mod tests {
     }
 
     fn errors_of(toml: &str) -> String {
-        let file = FileConfig::parse(toml, "test.toml", Vec::<(String, String)>::new())
-            .expect("parses");
+        let file =
+            FileConfig::parse(toml, "test.toml", Vec::<(String, String)>::new()).expect("parses");
         match file.validate() {
             Ok(_) => String::new(),
             Err(e) => e.to_string(),
@@ -212,16 +212,27 @@ mod tests {
     #[test]
     fn missing_unreadable_and_wrong_curve_keys_are_refused_naming_the_key_and_fix() {
         let e = errors_of("[webpush]\nsubject = \"mailto:a@b.c\"\n");
-        assert!(e.contains("webpush.vapid_key_file") && e.contains("openssl ecparam"), "{e}");
-        let e = errors_of("[webpush]\nvapid_key_file = \"/nonexistent/vapid.pem\"\nsubject = \"mailto:a@b.c\"\n");
-        assert!(e.contains("webpush.vapid_key_file") && e.contains("cannot read"), "{e}");
+        assert!(
+            e.contains("webpush.vapid_key_file") && e.contains("openssl ecparam"),
+            "{e}"
+        );
+        let e = errors_of(
+            "[webpush]\nvapid_key_file = \"/nonexistent/vapid.pem\"\nsubject = \"mailto:a@b.c\"\n",
+        );
+        assert!(
+            e.contains("webpush.vapid_key_file") && e.contains("cannot read"),
+            "{e}"
+        );
         let d = dir();
         let p384 = d.join("p384.pem");
         std::fs::write(&p384, "-----BEGIN EC PRIVATE KEY-----\nMIGkAgEBBDAzLwKQrJbPHBwXaiqrQmpJrAumalziSrY0EI5WG/7/m96cfAx3LIGx\nJ4ssKaZvfBCgBwYFK4EEACKhZANiAATRq1u4lMKbWLtPk4UPzNGEQP4TkuJJvTaU\nzGteU6RicOFvddU9k3jgJeizSje46oUpwvGZBQO/lYXNpF/UAMhfIRc+sMJEdcjI\nBBvWFy3/+ut3eaDAs7QBvgCIu1aYtOU=\n-----END EC PRIVATE KEY-----\n").expect("write");
         let e = errors_of(&format!(
             "[webpush]\nvapid_key_file = {p384:?}\nsubject = \"mailto:a@b.c\"\n"
         ));
-        assert!(e.contains("not an EC P-256") && e.contains("prime256v1"), "{e}");
+        assert!(
+            e.contains("not an EC P-256") && e.contains("prime256v1"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -239,7 +250,10 @@ mod tests {
         let e = errors_of(&format!(
             "[webpush]\nvapid_key_file = {key:?}\nsubject = \"ops@example.com\"\n"
         ));
-        assert!(e.contains("webpush.subject") && e.contains("mailto:"), "{e}");
+        assert!(
+            e.contains("webpush.subject") && e.contains("mailto:"),
+            "{e}"
+        );
         let e = errors_of(&format!(
             "[webpush]\nvapid_key_file = {key:?}\nsubject = \"https://example.com\"\nallowed_origins = [\"http://push.example.com\"]\n"
         ));
