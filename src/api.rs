@@ -236,6 +236,12 @@ async fn metrics(State(state): State<AppState>) -> Response {
             .with_label_values(&["apns"])
             .set(apns.queue_depth() as i64);
     }
+    if state.webpush.is_some() {
+        let depth: usize = state.all_webpush().map(|w| w.queue_depth()).sum();
+        m.queue_depth
+            .with_label_values(&["webpush"])
+            .set(depth as i64);
+    }
     m.pending.set(state.recorder.admission.pending() as i64);
     match m.render() {
         Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),

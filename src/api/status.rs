@@ -123,6 +123,23 @@ pub async fn json(State(state): State<AppState>) -> Response {
             },
         })
     });
+    let webpush_totals = totals(Family::WebPush).await;
+    let webpush = state.webpush.as_ref().map(|service| {
+        let report: &FamilyReport = reports.family(Family::WebPush);
+        json!({
+            "platform": "webpush",
+            "report": "/webpush/report",
+            "queue_depth": service.queue_depth(),
+            "in_flight": in_flight(&state, "webpush"),
+            // One HTTP pool per push service origin, inside reqwest: no count.
+            "connections": Value::Null,
+            "counters": counters(&webpush_totals),
+            "lists": {
+                "unregistered": list(&report.unregistered),
+                "failures": list(&report.failures),
+            },
+        })
+    });
     let admission = &state.recorder.admission;
     ok(json!({
         "time_ms": now_ms(),
@@ -133,6 +150,6 @@ pub async fn json(State(state): State<AppState>) -> Response {
             "capacity": admission.capacity(),
             "backend": if state.recorder.cluster.is_some() { "redis" } else { "memory" },
         },
-        "platforms": { "apns": apns, "google": google },
+        "platforms": { "apns": apns, "google": google, "webpush": webpush },
     }))
 }
