@@ -206,6 +206,15 @@ struct MockWebPushArgs {
     /// Write the subscriptions here instead of stdout.
     #[arg(long)]
     subscriptions_out: Option<PathBuf>,
+    /// The application server's VAPID key (PEM): only its public key is
+    /// accepted (like --vapid-public-key), and --write-sample signs with it.
+    #[arg(long)]
+    vapid_key_file: Option<PathBuf>,
+    /// For h2load: write one ready request to subscription `ok/h2load` as
+    /// PREFIX.url, PREFIX.headers (one `name: value` a line) and PREFIX.body
+    /// (needs --vapid-key-file).
+    #[arg(long)]
+    write_sample: Option<PathBuf>,
     #[command(flatten)]
     faults: FaultArgs,
 }
@@ -410,6 +419,17 @@ async fn mock_webpush(args: MockWebPushArgs) -> anyhow::Result<ExitCode> {
         options.seed = seed.as_bytes().to_vec();
     }
     options.expected_key = args.vapid_public_key.clone();
+    let vapid_key = match &args.vapid_key_file {
+        Some(path) => {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("reading --vapid-key-file {}", path.display()))?;
+            let key = pushgate::webpush::vapid::VapidKey::from_pem(&pem)
+                .with_context(|| format!("--vapid-key-file {}", path.display()))?;
+            options.expected_key = Some(key.public_key_b64().to_owned());
+            Some(key)
+        }
+        None => None,
+    };
     options.faults = args.faults.faults()?;
     if let Some(path) = &args.write_ca {
         std::fs::write(path, &pki.ca_pem)
@@ -427,6 +447,10 @@ async fn mock_webpush(args: MockWebPushArgs) -> anyhow::Result<ExitCode> {
             None => println!("{text}"),
         }
     }
+    if let Some(prefix) = &args.write_sample {
+        let key = vapid_key.context("--write-sample needs --vapid-key-file")?;
+        write_webpush_sample(&push, key, prefix)?;
+    }
     println!(
         "mock Web Push listening on {} (endpoints {}/push/<kind>/<id>; allow this origin in webpush.allowed_origins)",
         push.origin(),
@@ -434,6 +458,49 @@ async fn mock_webpush(args: MockWebPushArgs) -> anyhow::Result<ExitCode> {
     );
     report_ledger_until_signal(&push.handle).await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// One request as the gateway would send it, for h2load to replay: the same
+/// encryption and VAPID code as the gateway, so the mock does the same work.
+fn write_webpush_sample(
+    push: &mock::webpush::MockWebPush,
+    key: pushgate::webpush::vapid::VapidKey,
+    prefix: &std::path::Path,
+) -> anyhow::Result<()> {
+    use pushgate::webpush::{ece, vapid};
+    let sub = push.subscription("ok", "h2load");
+    let keys = ece::UaKeys::parse(
+        sub["keys"]["p256dh"].as_str().unwrap_or_default(),
+        sub["keys"]["auth"].as_str().unwrap_or_default(),
+    )
+    .map_err(|e| anyhow::anyhow!("sample subscription keys: {e}"))?;
+    let body = ece::encrypt(
+        br#"{"title":"pushgate bench","body":"Hello from the benchmark"}"#,
+        &keys,
+    )
+    .map_err(|e| anyhow::anyhow!("encrypting the sample: {e}"))?;
+    let signer = vapid::Vapid::new(key, "mailto:bench@example.com")?;
+    let auth = signer
+        .authorization(&push.origin())
+        .map_err(|_| anyhow::anyhow!("signing the sample VAPID JWT"))?;
+    let with = |ext: &str| {
+        let mut p = prefix.as_os_str().to_owned();
+        p.push(ext);
+        PathBuf::from(p)
+    };
+    std::fs::write(with(".body"), body)?;
+    std::fs::write(
+        with(".headers"),
+        format!(
+            "authorization: {}\nttl: 3600\ncontent-encoding: aes128gcm\ncontent-type: application/octet-stream\n",
+            auth.to_str().unwrap_or_default()
+        ),
+    )?;
+    std::fs::write(
+        with(".url"),
+        format!("{}\n", sub["endpoint"].as_str().unwrap_or_default()),
+    )?;
+    Ok(())
 }
 
 /// Logs the mock's counters every 10 s while busy, until a signal.
