@@ -605,10 +605,10 @@ def start_mock_webpush(args, tag, subscriptions=0, sample=None):
 
 
 def webpush_subscriptions(args, n):
-    mock, _port, _ca, subs = start_mock_webpush(args, "webpush-subs", subscriptions=n)
+    mock, port, _ca, subs = start_mock_webpush(args, "webpush-subs", subscriptions=n)
     stop(mock)
     with open(subs) as f:
-        return json.load(f)
+        return json.load(f), port
 
 
 def webpush_h2load(args, total):
@@ -626,8 +626,10 @@ def webpush_h2load(args, total):
     return result
 
 
-def webpush_deliver(args, bodies):
+def webpush_deliver(args, bodies, subs_port):
     mock, port, ca, _ = start_mock_webpush(args, "webpush")
+    # Keys derive from the endpoint path alone: point the subscriptions at this mock.
+    bodies = [b.replace(f"127.0.0.1:{subs_port}/".encode(), f"127.0.0.1:{port}/".encode()) for b in bodies]
     section = f"""[webpush]
 vapid_key_file = "{vapid_key()}"
 subject = "mailto:bench@example.com"
@@ -800,7 +802,7 @@ def main():
 
     if "webpush" in platforms:
         per = max(1, args.webpush_tokens // args.jobs)
-        subs = webpush_subscriptions(args, per)
+        subs, subs_port = webpush_subscriptions(args, per)
         payload = json.dumps(json.loads(GOOGLE_PAYLOAD), separators=(",", ":"))
         body = ('{"subscriptions":' + json.dumps(subs, separators=(",", ":")) + ',"payload":' + payload
                 + ',"ttl":3600}').encode()
@@ -809,7 +811,7 @@ def main():
         h2_runs, gw_runs = [], []
         for r in range(args.rounds):
             h2_runs.append(webpush_h2load(args, per * args.jobs))
-            gw_runs.append(webpush_deliver(args, bodies))
+            gw_runs.append(webpush_deliver(args, bodies, subs_port))
             print(f"bench: Web Push round {r + 1}/{args.rounds}: h2load {h2_runs[-1]['tokens_per_s']:.0f} req/s, "
                   f"gateway {gw_runs[-1]['tokens_per_s']:.0f} tokens/s", file=sys.stderr)
         h2, e2e = median_run(h2_runs, "tokens_per_s"), median_run(gw_runs, "tokens_per_s")

@@ -48,6 +48,13 @@ pub async fn send(State(state): State<AppState>, body: Body) -> Result<Response,
     for stored in &checked.stored {
         tokens.push(stored);
     }
+    if checked.stored.is_empty() {
+        return Err(ApiError::bad_request(
+            "no_valid_tokens",
+            "none of the subscriptions is valid; nothing was queued",
+        )
+        .with(json!({ "rejected": checked.rejected })));
+    }
     let rejected: Vec<Rejected<'_>> = checked
         .rejected
         .iter()
