@@ -396,6 +396,16 @@ mod tests {
         assert!(load(b"short").is_none());
     }
 
+    /// The subscription in the README's curl example is one the API accepts.
+    #[test]
+    fn the_readme_example_subscription_is_valid() {
+        let readme = include_str!("../../README.md");
+        let p256dh = "BNcRdreALRFXTkOOUHK1EtK2wtaz5Ry4YfYCA_0QTpQtUbVlUls0VJXg7A8u-Ts1XbjhazAkj7I99e8QcYP7DkM";
+        let auth = "tBHItJI5svbpez7KI4CCXg";
+        assert!(readme.contains(p256dh) && readme.contains(auth));
+        assert!(UaKeys::parse(p256dh, auth).is_ok());
+    }
+
     #[test]
     fn fields_round_trip() {
         for msg in [
