@@ -3,7 +3,10 @@
 //!
 //! [`ece`] encrypts one message per subscription (`aes128gcm`), [`vapid`]
 //! signs the per-origin JWT, [`origin`] keeps the gateway from being steered
-//! into the operator's own network, and [`response`] is the outcome table.
+//! into the operator's own network, [`response`] is the outcome table,
+//! [`client`] sends one request, [`message`] holds the checked request and its
+//! stored forms, [`worker`] is the dispatch loop, and [`WebPushService`] ties
+//! them to the queue as a [`Deliver`] platform.
 
 pub mod client;
 pub mod ece;
@@ -13,15 +16,21 @@ pub mod response;
 pub mod vapid;
 pub mod worker;
 
+#[cfg(test)]
+mod tests;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use prometheus::{Histogram, IntGauge};
 
 use crate::config::WebPushConfig;
+use crate::delivery::{Deliver, Handoff, Refused};
+use crate::floor::now_ms;
 use crate::job::{Job, Platform};
+use crate::metrics::Metrics;
+use crate::outcome::Recorder;
 use crate::queue::{DispatchQueue, Work};
-use crate::report::{Recorder, now_ms};
 use crate::retry::Backoff;
 
 pub use client::WebPushMessage;
@@ -84,6 +93,7 @@ impl WebPushService {
     pub fn start(
         config: &WebPushConfig,
         recorder: Recorder,
+        metrics: Arc<Metrics>,
         backoff: Backoff,
     ) -> Result<Self, StartError> {
         let concurrency = config.concurrency.max(1) as usize;
@@ -94,7 +104,6 @@ impl WebPushService {
             config.request_timeout,
             concurrency,
         )?;
-        let metrics = recorder.metrics.clone();
         let label = [Platform::WebPush.as_str()];
         let shared = Arc::new(Shared {
             client,
@@ -124,11 +133,6 @@ impl WebPushService {
         self.shared.client.vapid().key().public_key_b64()
     }
 
-    /// Queues a whole job. The caller has already admitted and recorded it.
-    pub fn enqueue(&self, job: Arc<Job<WebPushMessage>>) {
-        self.shared.queue.push(Work::whole(job));
-    }
-
     /// Subscriptions waiting (ready or scheduled for retry).
     pub fn queue_depth(&self) -> usize {
         self.shared.queue.depth()
@@ -142,5 +146,50 @@ impl WebPushService {
     /// Records everything still queued as expired (`Shutdown`).
     pub fn abandon_queued(&self) -> u64 {
         self.shared.queue.abandon(&self.shared.recorder)
+    }
+}
+
+impl Deliver for WebPushService {
+    fn platform(&self) -> Platform {
+        Platform::WebPush
+    }
+
+    fn deliver(&self, handoff: Handoff) -> Result<(), Refused> {
+        let message = match message::decode_fields(&handoff.fields) {
+            Ok(m) => m,
+            Err(e) => return Err(Refused::message(e, handoff)),
+        };
+        let job = Arc::new(Job {
+            id: handoff.id,
+            app: handoff.app,
+            message,
+            tokens: handoff.tokens,
+            progress: handoff.progress,
+            expires_at: handoff.expires_at,
+        });
+        for tokens in handoff.send {
+            self.shared.queue.push(Work {
+                job: job.clone(),
+                tokens,
+                attempts: 0,
+            });
+        }
+        Ok(())
+    }
+
+    fn queue_depth(&self) -> usize {
+        WebPushService::queue_depth(self)
+    }
+
+    fn close(&self) {
+        WebPushService::close(self);
+    }
+
+    fn abandon_queued(&self) -> u64 {
+        WebPushService::abandon_queued(self)
+    }
+
+    fn forget_queued(&self) -> u64 {
+        self.shared.queue.forget()
     }
 }

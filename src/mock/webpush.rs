@@ -42,8 +42,6 @@
 
 mod handlers;
 pub mod subscriber;
-#[cfg(test)]
-mod tests;
 
 use std::collections::HashMap;
 use std::convert::Infallible;

@@ -3,8 +3,8 @@
 //! the queue and backends keep (bytes), and back.
 //!
 //! Stored subscription: `p256dh (65) || auth (16) || endpoint URL`; shown
-//! (reports, webhook) as the endpoint alone. Stored message fields:
-//! `ttl (u32 BE) || urgency (u8, 0 = none) || topic length (u8) || topic || payload`.
+//! (reports, webhook) as the endpoint alone (see `job::TokenForm::Subscription`).
+//! Stored message fields: JSON text (see [`encode_fields`]).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -246,43 +246,46 @@ pub fn render(stored: &[u8]) -> String {
     String::from_utf8_lossy(stored.get(KEYS_LEN..).unwrap_or_default()).into_owned()
 }
 
-/// The stored form of the message fields.
-pub fn encode_fields(msg: &WebPushMessage) -> Vec<u8> {
-    let topic = msg.topic.as_deref().unwrap_or("");
-    let mut out = Vec::with_capacity(6 + topic.len() + msg.payload.len());
-    out.extend_from_slice(&msg.ttl.to_be_bytes());
-    out.push(match msg.urgency {
-        None => 0,
-        Some(Urgency::VeryLow) => 1,
-        Some(Urgency::Low) => 2,
-        Some(Urgency::Normal) => 3,
-        Some(Urgency::High) => 4,
-    });
-    out.push(topic.len() as u8);
-    out.extend_from_slice(topic.as_bytes());
-    out.extend_from_slice(&msg.payload);
-    out
+/// The stored message: JSON text, so every backend (the `redis` one keeps
+/// fields as text) carries it unchanged and every restart rebuilds the same
+/// message ([`decode_fields`]).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Stored<'a> {
+    #[serde(borrow)]
+    payload: std::borrow::Cow<'a, str>,
+    ttl: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    urgency: Option<&'a str>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    topic: Option<&'a str>,
 }
 
-/// The message fields back; `None` for bytes [`encode_fields`] never wrote.
-pub fn decode_fields(bytes: &[u8]) -> Option<WebPushMessage> {
-    let ttl = u32::from_be_bytes(bytes.get(..4)?.try_into().ok()?);
-    let urgency = match *bytes.get(4)? {
-        0 => None,
-        1 => Some(Urgency::VeryLow),
-        2 => Some(Urgency::Low),
-        3 => Some(Urgency::Normal),
-        4 => Some(Urgency::High),
-        _ => return None,
+/// The stored form of the message fields.
+pub fn encode_fields(msg: &WebPushMessage) -> Vec<u8> {
+    let stored = Stored {
+        // Built from JSON text at the API, so always UTF-8.
+        payload: String::from_utf8_lossy(&msg.payload),
+        ttl: msg.ttl,
+        urgency: msg.urgency.map(Urgency::as_str),
+        topic: msg.topic.as_deref(),
     };
-    let topic_len = usize::from(*bytes.get(5)?);
-    let topic = std::str::from_utf8(bytes.get(6..6 + topic_len)?).ok()?;
-    let payload = bytes.get(6 + topic_len..)?;
-    Some(WebPushMessage {
-        payload: Arc::from(payload),
-        ttl,
+    serde_json::to_vec(&stored).unwrap_or_default()
+}
+
+/// The message fields back; an error for bytes [`encode_fields`] never wrote.
+pub fn decode_fields(bytes: &[u8]) -> Result<WebPushMessage, crate::message::MessageError> {
+    let bad = |problem: String| crate::message::field_error("stored", problem);
+    let s: Stored<'_> = serde_json::from_slice(bytes)
+        .map_err(|e| bad(format!("unreadable stored Web Push message: {e}")))?;
+    let urgency = match s.urgency {
+        None => None,
+        Some(u) => Some(Urgency::parse(u).ok_or_else(|| bad(format!("urgency {u:?}")))?),
+    };
+    Ok(WebPushMessage {
+        payload: Arc::from(s.payload.as_bytes()),
+        ttl: s.ttl,
         urgency,
-        topic: (!topic.is_empty()).then(|| Arc::from(topic)),
+        topic: s.topic.map(Arc::from),
     })
 }
 
@@ -416,14 +419,15 @@ mod tests {
                 topic: Some(Arc::from("t")),
             },
             WebPushMessage {
-                payload: Arc::from(&b""[..]),
+                payload: Arc::from("plain é".as_bytes()),
                 ttl: 0,
                 urgency: None,
                 topic: None,
             },
         ] {
-            assert_eq!(decode_fields(&encode_fields(&msg)), Some(msg));
+            assert_eq!(decode_fields(&encode_fields(&msg)).ok(), Some(msg));
         }
-        assert_eq!(decode_fields(&[0, 0]), None);
+        assert!(decode_fields(&[0, 0]).is_err());
+        assert!(decode_fields(br#"{"payload":"x","ttl":1,"urgency":"soon"}"#).is_err());
     }
 }

@@ -120,9 +120,7 @@ async fn attempt(shared: &Shared, job: &Job<WebPushMessage>, index: u32) -> Verd
 }
 
 fn finish(shared: &Shared, job: &Arc<Job<WebPushMessage>>, index: u32, outcome: Outcome) {
-    shared
-        .recorder
-        .finish(&job.progress, || job.token_string(index), outcome, true);
+    shared.recorder.finish(job, index, outcome, true);
 }
 
 fn settle(

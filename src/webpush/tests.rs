@@ -1,5 +1,6 @@
-//! The mock push service against the real client over TLS on a port-0
-//! socket. Leaves out: the worker and the API (see tests/webpush.rs).
+//! The client against the mock push service over TLS on a port-0 socket
+//! (the mock decrypts and verifies VAPID on its own). Leaves out: the worker
+//! and the API (see tests/webpush.rs).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,8 +8,8 @@ use std::time::Duration;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject as _;
 
-use super::*;
 use crate::mock::tls::TestPki;
+use crate::mock::webpush::{MockWebPush, MockWebPushOptions, start};
 use crate::webpush::client::{Client, Subscription, Urgency, WebPushMessage};
 use crate::webpush::ece::UaKeys;
 use crate::webpush::origin::OriginPolicy;
