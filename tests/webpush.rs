@@ -44,6 +44,13 @@ struct Env {
 }
 
 async fn env(allowed: impl FnOnce(&MockWebPush) -> Vec<String>) -> Env {
+    env_with(allowed, |_| {}).await
+}
+
+async fn env_with(
+    allowed: impl FnOnce(&MockWebPush) -> Vec<String>,
+    tweak: impl FnOnce(&mut FileConfig),
+) -> Env {
     init();
     let dir = scratch();
     let pki = TestPki::generate().unwrap();
@@ -70,6 +77,7 @@ async fn env(allowed: impl FnOnce(&MockWebPush) -> Vec<String>) -> Env {
         concurrency: 64,
         ..WebPushSection::default()
     });
+    tweak(&mut config);
     let gateway = Gateway::start(&config.validate().unwrap()).await.unwrap();
     Env {
         mock,
@@ -390,4 +398,94 @@ async fn without_a_webpush_section_the_route_answers_404() {
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
+}
+
+/// A `redis-server` of the test's own on a free port, nothing persisted;
+/// killed when dropped.
+struct Redis {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Redis {
+    async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server (Debian package redis-server; scripts/test installs it)");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Self { child, port }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// With `queue.backend = "redis"` the job, its fields and its subscriptions
+/// (keys included) travel through the shared stream, and the lists name
+/// endpoints only.
+#[tokio::test]
+async fn a_webpush_job_goes_through_the_redis_queue() {
+    tokio::time::timeout(TIMEOUT, async {
+        let redis = Redis::start().await;
+        let url = format!("redis://127.0.0.1:{}", redis.port);
+        let e = env_with(listed, move |c| {
+            c.queue.backend = "redis".into();
+            c.queue.redis_url = url;
+            c.queue.stream = format!("wp-{}", fastrand::u32(..));
+        })
+        .await;
+        let mut subs: Vec<Value> = (0..300).map(|i| e.mock.subscription("ok", &format!("r{i}"))).collect();
+        subs.extend((0..20).map(|i| e.mock.subscription("gone", &format!("r{i}"))));
+        let payload = "plain text, é and all";
+        let (status, answer) = e
+            .post(&json!({"subscriptions": subs, "payload": payload, "urgency": "low", "topic": "t1"}))
+            .await;
+        assert_eq!(status, 202, "{answer}");
+        let report = e.wait_done().await;
+        assert_eq!((report["successes"].as_u64(), report["unregistered"].as_u64()), (Some(300), Some(20)), "{report}");
+        assert_eq!(e.mock.inbox.count(payload.as_bytes()), 300);
+        assert_eq!(e.mock.inbox.header_count("urgency=low"), 300);
+        assert_eq!(e.mock.inbox.header_count("topic=t1"), 300);
+        let list = e.get("/webpush/report/unregistered").await;
+        let endpoints: Vec<&str> = list["subscriptions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["endpoint"].as_str().unwrap())
+            .collect();
+        assert_eq!(endpoints.len(), 20, "{list}");
+        assert!(endpoints.iter().all(|ep| ep.starts_with(&format!("{}/push/gone/", e.mock.origin()))), "{endpoints:?}");
+        drop(redis);
+    })
+    .await
+    .unwrap();
 }
