@@ -217,8 +217,11 @@ async fn three_thousand_subscriptions_every_live_one_gets_exactly_one_decryptabl
         assert_eq!(e.mock.inbox.header_count("ttl=3600"), 2800);
         assert_eq!(e.mock.inbox.header_count("urgency=high"), 2800);
         assert_eq!(e.mock.inbox.header_count("topic=sale"), 2800);
-        // One VAPID JWT for the one origin, cached.
+        // One VAPID JWT for the one origin, cached; HTTP/2 multiplexes the
+        // 64 requests in flight over one pooled connection (HTTP/1.1 would need 64).
         assert_eq!(e.mock.handle.ledger.distinct_credentials(), 1);
+        let connections = pushgate::mock::Ledger::get(&e.mock.handle.ledger.connections);
+        assert!(connections <= 2, "{connections} connections: not pooled over HTTP/2");
 
         // The unregistered list names exactly the gone and not-found endpoints.
         let list = e.get("/webpush/report/unregistered").await;

@@ -191,3 +191,50 @@ async fn missing_or_wrong_audience_vapid_is_refused() {
         .expect("answer");
     assert_eq!(a.status(), 403);
 }
+
+/// "Even after DNS": an endpoint that names a host (not an IP literal) which
+/// resolves to loopback is refused by the client's resolver before any
+/// connection is made, unless an exact allowed origin names that host.
+#[tokio::test]
+async fn a_name_resolving_to_loopback_is_refused_at_connect_unless_named() {
+    let e = env(|_| {}).await;
+    let port = e.mock.handle.addr.port();
+    let keys = e.sub("ok", "dns").keys;
+    let sub = Subscription {
+        // Built by hand: the API's allow-list would refuse it first.
+        endpoint: crate::webpush::origin::Endpoint {
+            url: format!("https://localhost:{port}/push/ok/dns"),
+            origin: format!("https://localhost:{port}"),
+        },
+        keys,
+    };
+    let pki_roots: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(e.mock.handle.ca_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .expect("CA");
+    let vapid = || {
+        Arc::new(Vapid::new(VapidKey::generate().expect("key"), "mailto:t@example.com").expect("v"))
+    };
+    let wildcard = OriginPolicy::new(&["https://*.example.com".to_string()]).expect("policy");
+    let refusing =
+        Client::new(vapid(), &wildcard, &pki_roots, Duration::from_secs(10), 4).expect("client");
+    match refusing.send(&sub, &msg("x")).await {
+        Err(crate::webpush::client::SendError::Transport { source, .. }) => {
+            assert!(
+                crate::webpush::worker::refused_by_resolver(&source),
+                "{source:?}"
+            );
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(
+        crate::mock::Ledger::get(&e.mock.handle.ledger.connections),
+        0
+    );
+    let named = OriginPolicy::new(&[format!("https://localhost:{port}")]).expect("policy");
+    let allowed =
+        Client::new(vapid(), &named, &pki_roots, Duration::from_secs(10), 4).expect("client");
+    let answer = allowed.send(&sub, &msg("by name")).await.expect("answer");
+    assert_eq!(answer.status, 201);
+    assert_eq!(e.mock.inbox.count(b"by name"), 1);
+}

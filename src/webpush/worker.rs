@@ -60,7 +60,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
 }
 
 /// True when the error chain holds our resolver's refusal.
-fn refused_by_resolver(e: &(dyn std::error::Error + 'static)) -> bool {
+pub(crate) fn refused_by_resolver(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
         if err.is::<RefusedAddress>() {
