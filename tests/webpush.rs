@@ -221,7 +221,9 @@ async fn three_thousand_subscriptions_every_live_one_gets_exactly_one_decryptabl
         // 64 requests in flight over one pooled connection (HTTP/1.1 would need 64).
         assert_eq!(e.mock.handle.ledger.distinct_credentials(), 1);
         let connections = pushgate::mock::Ledger::get(&e.mock.handle.ledger.connections);
-        assert!(connections <= 2, "{connections} connections: not pooled over HTTP/2");
+        let h2 = e.mock.inbox.h2_requests.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(connections <= 2, "{connections} connections, {h2} h2 requests: not pooled over HTTP/2");
+        assert_eq!(h2, 3100, "every request over HTTP/2");
 
         // The unregistered list names exactly the gone and not-found endpoints.
         let list = e.get("/webpush/report/unregistered").await;

@@ -114,6 +114,8 @@ impl MockWebPushOptions {
 pub struct Inbox {
     payloads: Mutex<HashMap<Vec<u8>, u64>>,
     headers: Mutex<HashMap<String, u64>>,
+    /// Requests over HTTP/2 (the rest came over HTTP/1.1).
+    pub h2_requests: AtomicU64,
 }
 
 impl Inbox {
@@ -350,6 +352,9 @@ async fn per_request(
     }
     let goaway = shared.faults.goaway_after == Some(n);
     let h2 = req.version() == http::Version::HTTP_2;
+    if h2 {
+        shared.inbox.h2_requests.fetch_add(1, Ordering::Relaxed);
+    }
     if goaway && h2 {
         ctl.goaway_now.notify_one();
     }

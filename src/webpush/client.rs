@@ -148,7 +148,14 @@ pub enum SendError {
 pub struct Client {
     http: reqwest::Client,
     vapid: Arc<Vapid>,
+    gates: Arc<std::sync::Mutex<std::collections::HashMap<String, Gate>>>,
 }
+
+/// Per origin: `true` once a request got an answer over a pooled connection.
+/// The pool only learns a connection speaks HTTP/2 after its TLS handshake,
+/// so requests that start together on a cold origin would each open their
+/// own connection; until the first answer, they go one at a time.
+type Gate = Arc<tokio::sync::Mutex<bool>>;
 
 impl Client {
     /// Builds the HTTP client: our rustls config (Mozilla roots plus
@@ -174,7 +181,16 @@ impl Client {
             .pool_max_idle_per_host(concurrency)
             .build()
             .map_err(ClientError::Build)?;
-        Ok(Self { http, vapid })
+        Ok(Self {
+            http,
+            vapid,
+            gates: Default::default(),
+        })
+    }
+
+    fn gate(&self, origin: &str) -> Gate {
+        let mut gates = self.gates.lock().unwrap_or_else(|e| e.into_inner());
+        gates.entry(origin.to_owned()).or_default().clone()
     }
 
     /// The VAPID signer.
@@ -203,14 +219,26 @@ impl Client {
             origin: origin.clone(),
             source,
         };
-        let response = self
+        let gate = self.gate(origin);
+        let mut cold = Some(gate.lock().await);
+        if cold.as_deref() == Some(&true) {
+            // Warm: release at once, requests run side by side.
+            cold = None;
+        }
+        let sent = self
             .http
             .post(&sub.endpoint.url)
             .headers(headers(msg, auth))
             .body(body)
             .send()
-            .await
-            .map_err(transport)?;
+            .await;
+        match (&sent, cold) {
+            (Ok(_), Some(mut first)) => *first = true,
+            // The connection is gone: the next requests warm the origin again.
+            (Err(_), None) => *gate.lock().await = false,
+            _ => {}
+        }
+        let response = sent.map_err(transport)?;
         let status = response.status().as_u16();
         let retry_after = response
             .headers()
