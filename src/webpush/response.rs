@@ -123,7 +123,8 @@ mod tests {
     #[test]
     fn the_table_row_by_row() {
         let ra = Some(Duration::from_secs(7));
-        let rows: Vec<(u16, &[u8], Option<Duration>, Verdict, bool)> = vec![
+        type Row = (u16, &'static [u8], Option<Duration>, Verdict, bool);
+        let rows: Vec<Row> = vec![
             (201, b"", None, done(Outcome::Success), false),
             (202, b"", None, done(Outcome::Success), false),
             (

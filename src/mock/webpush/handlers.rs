@@ -44,12 +44,15 @@ fn parse_vapid(value: &str) -> Option<(&str, &str)> {
 }
 
 /// Verifies the VAPID header; the error is the answer to send.
-fn check_vapid(shared: &Shared, headers: &HeaderMap) -> Result<(), Response> {
+/// A refusal: the status and the reason word of the answer.
+type Refusal = (StatusCode, &'static str);
+
+fn check_vapid(shared: &Shared, headers: &HeaderMap) -> Result<(), Refusal> {
     let value = headers
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| refuse(StatusCode::UNAUTHORIZED, "MissingAuthorization"))?;
-    let bad = || refuse(StatusCode::FORBIDDEN, "BadJwtToken");
+        .ok_or((StatusCode::UNAUTHORIZED, "MissingAuthorization"))?;
+    let bad = || (StatusCode::FORBIDDEN, "BadJwtToken");
     let (jwt, k) = parse_vapid(value).ok_or_else(bad)?;
     let point = URL_SAFE_NO_PAD.decode(k).map_err(|_| bad())?;
     if point.len() != 65 || point[0] != 4 {
@@ -58,7 +61,7 @@ fn check_vapid(shared: &Shared, headers: &HeaderMap) -> Result<(), Response> {
     if let Some(expected) = &shared.expected_key
         && expected != k
     {
-        return Err(refuse(StatusCode::FORBIDDEN, "VapidPkHashMismatch"));
+        return Err((StatusCode::FORBIDDEN, "VapidPkHashMismatch"));
     }
     let key = DecodingKey::from_ec_components(
         &URL_SAFE_NO_PAD.encode(&point[1..33]),
@@ -72,7 +75,7 @@ fn check_vapid(shared: &Shared, headers: &HeaderMap) -> Result<(), Response> {
     let data =
         jsonwebtoken::decode::<Claims>(jwt, &key, &validation).map_err(|e| match e.kind() {
             jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
-                refuse(StatusCode::FORBIDDEN, "ExpiredJwtToken")
+                (StatusCode::FORBIDDEN, "ExpiredJwtToken")
             }
             _ => bad(),
         })?;
@@ -94,15 +97,15 @@ fn check_vapid(shared: &Shared, headers: &HeaderMap) -> Result<(), Response> {
 
 /// Checks TTL, Urgency, Topic and Content-Encoding; returns the header words
 /// the inbox counts.
-fn check_headers(headers: &HeaderMap) -> Result<Vec<String>, Response> {
+fn check_headers(headers: &HeaderMap) -> Result<Vec<String>, Refusal> {
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let ttl = text("ttl")
         .and_then(|t| t.trim().parse::<u64>().ok())
-        .ok_or_else(|| refuse(StatusCode::BAD_REQUEST, "MissingTTL"))?;
+        .ok_or((StatusCode::BAD_REQUEST, "MissingTTL"))?;
     let mut words = vec![format!("ttl={ttl}")];
     if let Some(u) = text("urgency") {
         if !matches!(u, "very-low" | "low" | "normal" | "high") {
-            return Err(refuse(StatusCode::BAD_REQUEST, "BadUrgency"));
+            return Err((StatusCode::BAD_REQUEST, "BadUrgency"));
         }
         words.push(format!("urgency={u}"));
     }
@@ -112,12 +115,12 @@ fn check_headers(headers: &HeaderMap) -> Result<Vec<String>, Response> {
             && t.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         if !ok {
-            return Err(refuse(StatusCode::BAD_REQUEST, "BadWebPushTopic"));
+            return Err((StatusCode::BAD_REQUEST, "BadWebPushTopic"));
         }
         words.push(format!("topic={t}"));
     }
     if text("content-encoding") != Some("aes128gcm") {
-        return Err(refuse(StatusCode::BAD_REQUEST, "BadContentEncoding"));
+        return Err((StatusCode::BAD_REQUEST, "BadContentEncoding"));
     }
     Ok(words)
 }
@@ -130,12 +133,12 @@ pub(crate) async fn push(
     body: Bytes,
 ) -> Response {
     shared.ledger.requests.fetch_add(1, Ordering::Relaxed);
-    if let Err(answer) = check_vapid(&shared, &headers) {
-        return answer;
+    if let Err((status, reason)) = check_vapid(&shared, &headers) {
+        return refuse(status, reason);
     }
     let words = match check_headers(&headers) {
         Ok(words) => words,
-        Err(answer) => return answer,
+        Err((status, reason)) => return refuse(status, reason),
     };
     if body.len() > 4096 {
         return refuse(StatusCode::PAYLOAD_TOO_LARGE, "PayloadTooLarge");
