@@ -23,10 +23,14 @@ use serde_json::Value;
 
 use crate::books::{Counters, JobStatus, ListKind};
 use crate::delivery::{Handoff, Refused, Registry};
+use crate::floor::{ms_since_epoch, now_ms};
 use crate::job::{Family, JobId, JobProgress, Outcome, Platform, TokenList};
 use crate::metrics::Metrics;
 use crate::outcome::{Arrival, Recorder};
 use crate::queue::Admission;
+use crate::queue::disk::format::JobRecord;
+use crate::queue::disk::writer::LEASE_AHEAD;
+use crate::queue::disk::{self, StoreError};
 use crate::queue::redis::{CHUNK_TOKENS, ChunkedJob, Cluster, RedisError};
 use crate::report::{BoundedList, Reports};
 use crate::schedule::{Held, Scheduler};
@@ -83,10 +87,18 @@ impl From<RedisError> for ReadError {
     }
 }
 
+impl From<StoreError> for ReadError {
+    fn from(e: StoreError) -> Self {
+        ReadError(e.to_string())
+    }
+}
+
 /// Where work is kept.
 pub enum Store {
     /// In this process only.
     Memory,
+    /// The embedded store in `queue.data_dir`, with what it held at start.
+    Disk(Arc<disk::Store>, Option<disk::Recovered>),
     /// A Redis stream several gateways share.
     Redis(Arc<Cluster>),
 }
@@ -96,13 +108,14 @@ impl Store {
     pub fn name(&self) -> &'static str {
         match self {
             Store::Memory => "memory",
+            Store::Disk(..) => "disk",
             Store::Redis(_) => "redis",
         }
     }
 
     /// True when this store keeps its own report lists (the local books then keep none).
     pub fn keeps_lists(&self) -> bool {
-        false
+        matches!(self, Store::Disk(..))
     }
 
     /// True when jobs reach this gateway in chunks (per-job progress lines would be noise).
@@ -114,6 +127,7 @@ impl Store {
     pub fn sink(&self) -> Option<Arc<dyn crate::outcome::Sink>> {
         match self {
             Store::Memory => None,
+            Store::Disk(store, _) => Some(store.clone()),
             Store::Redis(cluster) => Some(cluster.clone()),
         }
     }
@@ -222,17 +236,111 @@ impl Backend {
             metrics,
         } = parts;
         let hand = Hand { registry, recorder };
+        let mut store = store;
+        let recovered = match &mut store {
+            Store::Disk(_, recovered) => recovered.take(),
+            _ => None,
+        };
         if let Store::Redis(cluster) = &store {
             cluster.start(hand.recorder.clone(), hand.registry.clone())?;
         }
-        Ok(Self(Arc::new(Inner {
+        let backend = Self(Arc::new(Inner {
             store,
             reports,
             admission,
             scheduler: Scheduler::start(),
             hand,
             metrics,
-        })))
+        }));
+        if let (Store::Disk(disk, _), Some(recovered)) = (&backend.0.store, recovered) {
+            backend.recover(disk, recovered);
+        }
+        Ok(backend)
+    }
+
+    /// Rebuilds the books from what the disk store held and hands its
+    /// unfinished jobs to their platforms again (delayed ones back to the
+    /// scheduler). Tokens below a job's lease without an outcome may have
+    /// been in flight when the process died: resent, and counted in
+    /// `possible_duplicates`.
+    fn recover(&self, disk: &Arc<disk::Store>, recovered: disk::Recovered) {
+        let started = Instant::now();
+        let inner = &self.0;
+        for (key, counters) in recovered.counters {
+            let Some((family, app)) = key.split_once('/') else {
+                continue;
+            };
+            if let Some(family) = Family::parse(family) {
+                inner.reports.restore(family, app, counters);
+            }
+        }
+        let progress_of = |id: u128, state: &disk::format::JobState| {
+            let platform = Platform::parse(&state.platform)?;
+            let p = JobProgress::for_app(
+                JobId::from_u128(id),
+                platform,
+                Arc::from(state.app.as_str()),
+                state.total,
+            );
+            p.restore(state.counts);
+            if state.cancelled {
+                p.cancel();
+            }
+            Some(p)
+        };
+        for (id, state) in &recovered.finished {
+            if let Some(p) = progress_of(*id, state) {
+                inner.reports.jobs.insert(Arc::new(p));
+            }
+        }
+        let (mut jobs, mut tokens, mut duplicates) = (0u64, 0u64, 0u64);
+        for (id, state, record) in recovered.jobs {
+            let Some(progress) = progress_of(id, &state) else {
+                tracing::error!(job = %JobId::from_u128(id), platform = state.platform, "a stored job names an unknown platform; left on disk");
+                continue;
+            };
+            let progress = Arc::new(progress.with_lease(state.lease));
+            inner.hand.recorder.accepted(&progress, Arrival::Recovered);
+            disk.attach(progress.id, progress.clone());
+            let send = state.unfinished();
+            let maybe_sent: u64 = send
+                .iter()
+                .map(|r| u64::from(r.end.min(state.lease).saturating_sub(r.start)))
+                .sum();
+            if maybe_sent > 0 {
+                inner
+                    .hand
+                    .recorder
+                    .possible_duplicates(&progress, maybe_sent);
+            }
+            jobs += 1;
+            tokens += progress.pending();
+            duplicates += maybe_sent;
+            let handoff = Handoff {
+                id: progress.id,
+                app: progress.app.clone(),
+                fields: Arc::from(record.fields),
+                tokens: record.tokens,
+                send,
+                progress,
+                expires_at: record
+                    .expires_at_ms
+                    .map(|ms| std::time::UNIX_EPOCH + Duration::from_millis(ms)),
+            };
+            match record.due_ms.map(|due| due.saturating_sub(now_ms())) {
+                Some(wait) if wait > 0 && !handoff.progress.is_cancelled() => {
+                    self.hold(handoff, Duration::from_millis(wait));
+                }
+                _ => inner.hand.deliver(handoff),
+            }
+        }
+        tracing::info!(
+            jobs,
+            pending_tokens = tokens,
+            possible_duplicates = duplicates,
+            took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            "disk store recovered: unfinished jobs resume"
+        );
     }
 
     /// `memory`, `disk` or `redis`.
@@ -264,6 +372,12 @@ impl Backend {
     pub fn problem(&self) -> Option<String> {
         match &self.0.store {
             Store::Memory => None,
+            Store::Disk(d, _) => (!d.healthy()).then(|| {
+                format!(
+                    "the disk store (queue.data_dir = {}) cannot write",
+                    d.dir().display()
+                )
+            }),
             Store::Redis(c) => {
                 (!c.healthy()).then(|| "the shared queue (Redis) is unreachable".to_owned())
             }
@@ -278,11 +392,19 @@ impl Backend {
     pub async fn admit(&self, job: NewJob) -> Result<JobId, AdmitError> {
         match &self.0.store {
             Store::Redis(cluster) => self.admit_shared(cluster, job).await,
-            Store::Memory => self.admit_local(job),
+            Store::Memory => self.admit_local(job, None).await,
+            Store::Disk(disk, _) => self.admit_local(job, Some(disk)).await,
         }
     }
 
-    fn admit_local(&self, job: NewJob) -> Result<JobId, AdmitError> {
+    /// `memory` and `disk`: counted against `queue.capacity`, written to the
+    /// disk store (and fsynced, in a commit shared with concurrent sends)
+    /// before anything else sees it.
+    async fn admit_local(
+        &self,
+        job: NewJob,
+        disk: Option<&Arc<disk::Store>>,
+    ) -> Result<JobId, AdmitError> {
         let NewJob {
             platform,
             app,
@@ -301,7 +423,35 @@ impl Backend {
                 wanted: full.wanted,
             })?;
         let id = JobId::new();
-        let progress = Arc::new(JobProgress::for_app(id, platform, app.clone(), total));
+        let progress = JobProgress::for_app(id, platform, app.clone(), total);
+        let progress = Arc::new(match disk {
+            Some(_) => progress.with_lease(LEASE_AHEAD),
+            None => progress,
+        });
+        if let Some(disk) = disk {
+            let record = JobRecord::encode_parts(
+                platform.as_str(),
+                &app,
+                &fields,
+                expires_at.map(ms_since_epoch),
+                delay.map(|d| {
+                    now_ms().saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+                }),
+                &tokens,
+            );
+            if let Err(e) = disk.admit(record, progress.clone()).await {
+                self.0.admission.release(total);
+                tracing::warn!(error = %e, "send refused: the disk store cannot write");
+                return Err(match e {
+                    StoreError::Full(_) => AdmitError::StorageFull(
+                        "the disk holding queue.data_dir is full; nothing was accepted. Retry later".into(),
+                    ),
+                    StoreError::Io(m) => AdmitError::Unavailable(format!(
+                        "the disk store cannot write ({m}); nothing was accepted. Retry later"
+                    )),
+                });
+            }
+        }
         // Counted before it is queued, so no outcome can precede its acceptance.
         self.0.hand.recorder.accepted(&progress, Arrival::New);
         let send = Handoff::all(&tokens);
@@ -412,7 +562,7 @@ impl Backend {
     pub async fn counters(&self, family: Family, app: &str) -> Result<Counters, ReadError> {
         match &self.0.store {
             Store::Redis(cluster) => Ok(cluster.counters(family, app).await?),
-            Store::Memory => Ok(self
+            Store::Memory | Store::Disk(..) => Ok(self
                 .0
                 .reports
                 .app(family, app)
@@ -432,6 +582,7 @@ impl Backend {
     ) -> Result<Vec<Value>, ReadError> {
         match &self.0.store {
             Store::Redis(cluster) => Ok(cluster.list(family, app, list.name(), drain).await?),
+            Store::Disk(disk, _) => Ok(disk.list(family, app, list, drain).await?),
             Store::Memory => Ok(self.local_list(family, app, list, drain)),
         }
     }
@@ -456,6 +607,10 @@ impl Backend {
 
     /// A list's size and how many entries it dropped because it was full.
     pub fn list_stats(&self, family: Family, app: &str, list: ListKind) -> (usize, u64) {
+        if let Store::Disk(disk, _) = &self.0.store {
+            let s = disk.list_stats(family, app, list);
+            return (s.size, s.dropped);
+        }
         let Some(report) = self.0.reports.app(family, app) else {
             return (0, 0);
         };
@@ -492,6 +647,12 @@ impl Backend {
         let Some(progress) = self.0.reports.jobs.get(&id) else {
             return Ok(None);
         };
+        if let Store::Disk(disk, _) = &self.0.store
+            && progress.pending() > 0
+        {
+            // On disk first: a restart must not send what the sender cancelled.
+            disk.cancel(id).await?;
+        }
         if !self.0.scheduler.cancel(&id) {
             progress.cancel();
         }
@@ -632,8 +793,14 @@ impl Backend {
         report
     }
 
-    /// Writes what the store still buffers (redis: the last outcomes).
+    /// Writes what the store still buffers (the last outcomes).
     async fn flush_store(&self) {
+        if let Store::Disk(disk, _) = &self.0.store {
+            if let Err(e) = disk.flush().await {
+                tracing::error!(error = %e, "cannot write the last outcomes to the disk store; their tokens will be sent again at the next start");
+            }
+            disk.close();
+        }
         if let Store::Redis(cluster) = &self.0.store {
             for _ in 0..20 {
                 match cluster.flush().await {

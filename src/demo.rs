@@ -112,6 +112,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
 
     let mut file = FileConfig::default();
     file.server.listen = args.listen.to_string();
+    // The default disk backend, in the demo's own temporary directory
+    // (removed at exit), so the demo never touches ./pushgate-data.
+    file.queue.data_dir = dir.join("data").display().to_string();
     file.apns = Some(ApnsSection {
         endpoint: apns_mock.url(),
         ca_file: ca_file.display().to_string(),

@@ -46,13 +46,22 @@ impl Gateway {
     /// backend over all of it; no part is patched after it is built.
     pub async fn start(config: &Config) -> anyhow::Result<Self> {
         let metrics = Arc::new(Metrics::new()?);
-        let store = match &config.redis {
-            Some(redis) => {
+        let store = match (&config.redis, &config.disk) {
+            (Some(redis), _) => {
                 let cluster = Cluster::connect(redis, config.max_list).await?;
                 tracing::info!(stream = %redis.stream, group = %redis.group, consumer = cluster.consumer(), "queue backend: redis (shared)");
                 Store::Redis(cluster)
             }
-            None => {
+            (None, Some(disk)) => {
+                let (store, recovered) = crate::queue::disk::Store::open(
+                    &disk.data_dir,
+                    config.max_list,
+                    config.max_jobs,
+                )?;
+                tracing::info!(data_dir = %disk.data_dir.display(), "queue backend: disk");
+                Store::Disk(store, Some(recovered))
+            }
+            (None, None) => {
                 tracing::info!("queue backend: memory (nothing survives a restart)");
                 Store::Memory
             }

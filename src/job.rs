@@ -5,7 +5,7 @@
 use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::SystemTime;
 
 /// The upstream a job is delivered through. Also the `platform` metrics label.
@@ -200,6 +200,16 @@ impl JobId {
         Self(uuid::Uuid::new_v4())
     }
 
+    /// The id as a number (the disk store's key).
+    pub fn as_u128(&self) -> u128 {
+        self.0.as_u128()
+    }
+
+    /// The id [`JobId::as_u128`] gave.
+    pub fn from_u128(n: u128) -> Self {
+        Self(uuid::Uuid::from_u128(n))
+    }
+
     /// Parses the form produced by `Display` (hyphens optional).
     pub fn parse(s: &str) -> Option<Self> {
         uuid::Uuid::try_parse(s).ok().map(Self)
@@ -354,6 +364,24 @@ impl TokenList {
         let i = index as usize;
         let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
         &self.bytes[start..self.ends[i] as usize]
+    }
+
+    /// The buffer and the end offset of each token, for a store to write.
+    pub fn as_parts(&self) -> (&[u8], &[u32]) {
+        (&self.bytes, &self.ends)
+    }
+
+    /// A list from [`TokenList::as_parts`]'s pieces; `None` when the ends
+    /// do not describe `bytes` (out of order, past its end).
+    pub fn from_parts(bytes: Vec<u8>, ends: Vec<u32>) -> Option<Self> {
+        let mut last = 0u32;
+        for &e in &ends {
+            if e < last || e as usize > bytes.len() {
+                return None;
+            }
+            last = e;
+        }
+        Some(Self { bytes, ends })
     }
 
     /// Heap bytes held, for memory accounting.
@@ -522,6 +550,12 @@ pub struct JobProgress {
     scheduled: std::sync::atomic::AtomicBool,
     /// `DELETE /jobs/{id}` was called: unsent tokens end as `cancelled`.
     cancelled: std::sync::atomic::AtomicBool,
+    /// Tokens at or past this index may not be handed to a worker yet: a
+    /// durable backend first records that they may be in flight, so a
+    /// restart counts them as possible duplicates. `u32::MAX` = no bound.
+    lease: AtomicU32,
+    /// One past the highest token index handed to a worker so far.
+    handed: AtomicU32,
 }
 
 impl JobProgress {
@@ -542,7 +576,44 @@ impl JobProgress {
             finished: AtomicU64::new(0),
             scheduled: Default::default(),
             cancelled: Default::default(),
+            lease: AtomicU32::new(u32::MAX),
+            handed: AtomicU32::new(0),
         }
+    }
+
+    /// The same job with its hand-out bound at `lease` (a durable backend
+    /// starts it low and raises it as it records progress).
+    pub fn with_lease(self, lease: u32) -> Self {
+        self.lease.store(lease, Ordering::Release);
+        self
+    }
+
+    /// Sets the outcome counts a store recovered for this job.
+    pub fn restore(&self, counts: [u64; 6]) {
+        for (slot, n) in self.outcomes.iter().zip(counts) {
+            slot.store(n, Ordering::Relaxed);
+        }
+        self.finished.store(counts.iter().sum(), Ordering::Release);
+    }
+
+    /// The hand-out bound (see the field).
+    pub fn lease(&self) -> u32 {
+        self.lease.load(Ordering::Acquire)
+    }
+
+    /// Raises the hand-out bound (never lowers it).
+    pub fn extend_lease(&self, to: u32) {
+        self.lease.fetch_max(to, Ordering::AcqRel);
+    }
+
+    /// Notes tokens up to `end` (exclusive) as handed to a worker.
+    pub fn hand_out(&self, end: u32) {
+        self.handed.fetch_max(end, Ordering::AcqRel);
+    }
+
+    /// One past the highest token index handed out so far.
+    pub fn handed(&self) -> u32 {
+        self.handed.load(Ordering::Acquire)
     }
 
     /// Marks the job as held by the scheduler (or released from it).

@@ -3,7 +3,7 @@
 //! - [`dispatch`]: one upstream's in-process FIFO of token ranges, with retries.
 //! - [`admission`]: the gateway-wide bound on unfinished tokens.
 //! - [`redis`]: the `redis` backend's store (a Redis stream several gateways share).
-//! - `disk` (next): the `disk` backend's store (an embedded file).
+//! - [`disk`]: the `disk` backend's store (an embedded redb file).
 //!
 //! Nothing here knows a platform, the reports or the API: stored jobs carry
 //! their message as the platform's own bytes, and the platforms registered
@@ -11,6 +11,7 @@
 //! behind the one seam the API and the gateway use.
 
 pub mod admission;
+pub mod disk;
 pub mod dispatch;
 pub mod redis;
 

@@ -285,6 +285,8 @@ async fn unconfigured_platform_answers_404_saying_so() {
         init();
         let mut file = pushgate::config::FileConfig::default();
         file.server.listen = "127.0.0.1:0".into();
+        // Durability is not the point here (tests/durable.rs is): keep nothing.
+        file.queue.backend = "memory".into();
         let gateway = pushgate::gateway::Gateway::start(&file.validate().unwrap())
             .await
             .unwrap();

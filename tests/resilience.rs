@@ -234,6 +234,8 @@ async fn shutdown_records_and_exports_what_it_abandons() {
 fn serve_config(apns: pushgate::config::ApnsSection, grace_s: u64) -> pushgate::config::FileConfig {
     let mut file = pushgate::config::FileConfig::default();
     file.server.listen = "127.0.0.1:0".into();
+    // Durability is not the point here (tests/durable.rs is): keep nothing.
+    file.queue.backend = "memory".into();
     file.server.shutdown_grace = grace_s;
     file.apns = Some(apns);
     file

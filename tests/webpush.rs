@@ -66,6 +66,8 @@ async fn env_with(
     std::fs::write(&ca_file, &pki.ca_pem).unwrap();
     let mut config = FileConfig::default();
     config.server.listen = "127.0.0.1:0".into();
+    // The default disk backend would share ./pushgate-data (and its lock).
+    config.queue.backend = "memory".into();
     config.retry.base_ms = 5;
     config.retry.cap_ms = 50;
     config.webpush = Some(WebPushSection {
@@ -395,6 +397,7 @@ async fn without_a_webpush_section_the_route_answers_404() {
     init();
     let mut config = FileConfig::default();
     config.server.listen = "127.0.0.1:0".into();
+    config.queue.backend = "memory".into();
     let gateway = Gateway::start(&config.validate().unwrap()).await.unwrap();
     let r = reqwest::Client::new()
         .post(format!("http://{}/webpush/send", gateway.addr))
@@ -490,6 +493,95 @@ async fn a_webpush_job_goes_through_the_redis_queue() {
         assert_eq!(endpoints.len(), 20, "{list}");
         assert!(endpoints.iter().all(|ep| ep.starts_with(&format!("{}/push/gone/", e.mock.origin()))), "{endpoints:?}");
         drop(redis);
+    })
+    .await
+    .unwrap();
+}
+
+/// Backend `disk`: a job accepted while the push service is down survives
+/// a gateway restart (its fields and every subscription's keys come back
+/// from the store) and is delivered, decryptably, by the next gateway.
+#[tokio::test]
+async fn a_webpush_job_kept_on_disk_is_delivered_after_a_restart() {
+    tokio::time::timeout(TIMEOUT, async {
+        init();
+        let dir = scratch();
+        let pki = TestPki::generate().unwrap();
+        let key = VapidKey::generate().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let seed = b"restart-seed".to_vec();
+        let subscriber = pushgate::mock::webpush::Subscriber::new(&seed);
+        let base = format!("https://127.0.0.1:{port}");
+        let subs: Vec<Value> = (0..50)
+            .map(|i| {
+                pushgate::mock::webpush::subscription(&base, &subscriber, "ok", &format!("d{i}"))
+            })
+            .collect();
+        let key_file = dir.join("vapid.pem");
+        std::fs::write(&key_file, key.to_pkcs8_pem().unwrap()).unwrap();
+        let ca_file = dir.join("ca.pem");
+        std::fs::write(&ca_file, &pki.ca_pem).unwrap();
+        let mut config = FileConfig::default();
+        config.server.listen = "127.0.0.1:0".into();
+        config.queue.backend = "disk".into();
+        config.queue.data_dir = dir.join("data").display().to_string();
+        // Slow retries: the first gateway keeps trying a dead port until it stops.
+        config.retry.base_ms = 2_000;
+        config.retry.cap_ms = 2_000;
+        config.webpush = Some(WebPushSection {
+            vapid_key_file: key_file.display().to_string(),
+            subject: "mailto:ops@example.com".into(),
+            ca_file: ca_file.display().to_string(),
+            allowed_origins: vec![base.clone()],
+            max_retries: 50,
+            ..WebPushSection::default()
+        });
+        let validated = config.validate().unwrap();
+        let first = Gateway::start(&validated).await.unwrap();
+        let http = reqwest::Client::new();
+        let r = http
+            .post(format!("http://{}/webpush/send", first.addr))
+            .json(&json!({"subscriptions": subs, "payload": {"kept": true}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let drained = first.shutdown(Duration::ZERO).await;
+        assert!(drained.kept > 0, "{drained:?}");
+
+        let mut opts = MockWebPushOptions::new(&pki);
+        opts.listen = format!("127.0.0.1:{port}").parse().unwrap();
+        opts.seed = seed;
+        opts.expected_key = Some(key.public_key_b64().to_owned());
+        let mock = pushgate::mock::webpush::start(opts).await.unwrap();
+        let second = Gateway::start(&validated).await.unwrap();
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let report: Value = http
+                .get(format!("http://{}/webpush/report", second.addr))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if report["pending"] == 0 && report["successes"] == 50 {
+                assert_eq!(report["accepted"], 50, "{report}");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not delivered after restart: {report}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(mock.inbox.count(br#"{"kept":true}"#), 50);
+        second.shutdown(Duration::from_secs(1)).await;
     })
     .await
     .unwrap();

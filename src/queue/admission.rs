@@ -89,9 +89,10 @@ impl Admission {
 
 impl Sink for Admission {
     fn accepted(&self, progress: &Arc<JobProgress>, arrival: Arrival) {
-        // New jobs reserved their room in `try_admit` before being counted.
+        // New jobs reserved their room in `try_admit` before being counted;
+        // a recovered job needs room for its unfinished tokens only.
         if arrival != Arrival::New {
-            self.force_admit(progress.total);
+            self.force_admit(progress.pending());
         }
     }
 

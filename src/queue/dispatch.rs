@@ -15,6 +15,9 @@ use tokio::time::Instant;
 use crate::job::{Job, Outcome};
 use crate::outcome::Recorder;
 
+/// How long a queue waits before looking again at a job held by its lease.
+const LEASE_WAIT: Duration = Duration::from_millis(10);
+
 /// Some consecutive tokens of one job, all at the same attempt number.
 #[derive(Debug)]
 pub struct Work<M> {
@@ -181,10 +184,17 @@ impl<M> DispatchQueue<M> {
                 state.ready.push_back(d.work);
             }
         }
-        let max = max_tokens.max(1);
         let Some(front) = state.ready.front_mut() else {
             return Err(state.delayed.peek().map(|d| d.due));
         };
+        // A durable backend bounds how far into a job work may be handed
+        // out before it has recorded that; it raises the bound within one
+        // flush. Retries (below the bound) are never held.
+        let lease = front.job.progress.lease();
+        if front.tokens.start >= lease {
+            return Err(Some(now + LEASE_WAIT));
+        }
+        let max = max_tokens.max(1).min((lease - front.tokens.start) as usize);
         let work = if front.len() <= max {
             state.ready.pop_front()
         } else {
@@ -200,6 +210,7 @@ impl<M> DispatchQueue<M> {
         match work {
             Some(work) => {
                 state.ready_tokens -= work.len();
+                work.job.progress.hand_out(work.tokens.end);
                 Ok(work)
             }
             None => Err(None),
