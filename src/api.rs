@@ -12,6 +12,7 @@ pub mod openapi;
 pub mod report;
 pub mod send;
 pub mod status;
+pub mod webpush;
 
 use std::ops::Deref;
 use std::sync::Arc;
@@ -48,6 +49,10 @@ pub struct Inner {
     pub apns_apps: std::collections::BTreeMap<String, ApnsService>,
     /// Named Google apps beside the default.
     pub google_apps: std::collections::BTreeMap<String, GoogleService>,
+    /// Web Push delivery, when `[webpush]` is configured.
+    pub webpush: Option<crate::webpush::WebPushService>,
+    /// Named Web Push apps beside the default.
+    pub webpush_apps: std::collections::BTreeMap<String, crate::webpush::WebPushService>,
     /// Where work is kept: admission, reports, jobs, cancel, drain.
     pub backend: Backend,
     /// Metrics.
@@ -128,6 +133,16 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/gcm/report/failures",
             get(report::google_failures).delete(report::google_failures),
+        )
+        .route("/webpush/send", post(send::webpush))
+        .route("/webpush/report", get(webpush::totals_route))
+        .route(
+            "/webpush/report/unregistered",
+            get(webpush::unregistered).delete(webpush::unregistered),
+        )
+        .route(
+            "/webpush/report/failures",
+            get(webpush::failures).delete(webpush::failures),
         )
         .route("/jobs/{id}", get(job_status).delete(cancel_job))
         .route("/cluster", get(cluster::view))

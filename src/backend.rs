@@ -534,7 +534,7 @@ impl Backend {
             });
         }
         let rendered: Vec<String> = (0..tokens.len())
-            .map(|i| platform.render_token(tokens.get(u32::try_from(i).unwrap_or(u32::MAX))))
+            .map(|i| platform.wire_token(tokens.get(u32::try_from(i).unwrap_or(u32::MAX))))
             .collect();
         let id = JobId::new();
         cluster

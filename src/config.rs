@@ -70,6 +70,8 @@ pub struct FileConfig {
     pub gcm: Option<GcmSection>,
     /// `[webhook]`; absent (or an empty url) sends no outcome events.
     pub webhook: Option<WebhookSection>,
+    /// `[webpush]`; absent disables Web Push.
+    pub webpush: Option<WebPushSection>,
 }
 
 /// `[webhook]`.
@@ -463,6 +465,10 @@ pub struct Config {
     pub google_apps: BTreeMap<String, GoogleConfig>,
     /// The outcome webhook, when configured.
     pub webhook: Option<crate::webhook::WebhookConfig>,
+    /// Web Push, when configured: the `default` app.
+    pub webpush: Option<WebPushConfig>,
+    /// Named Web Push apps (`[webpush.apps.<name>]`).
+    pub webpush_apps: BTreeMap<String, WebPushConfig>,
 }
 
 /// Validated `[server]`.
@@ -701,6 +707,9 @@ fn invalid(
 
 mod load;
 mod validate;
+mod webpush;
+
+pub use webpush::{WebPushConfig, WebPushSection};
 
 #[cfg(test)]
 mod tests;

@@ -39,3 +39,4 @@ pub mod schedule;
 pub mod shared_credential;
 pub mod tls;
 pub mod webhook;
+pub mod webpush;

@@ -76,6 +76,19 @@ impl FileConfig {
             .as_ref()
             .filter(|w| !w.url.is_empty())
             .and_then(|w| validate_webhook(w, &mut errors));
+        let webpush = self
+            .webpush
+            .as_ref()
+            .and_then(|w| super::webpush::validate_webpush(w, &mut errors));
+        let webpush_apps = self.webpush.as_ref().map_or_else(BTreeMap::new, |w| {
+            validate_apps(
+                "webpush",
+                &w.apps,
+                |app| !app.apps.is_empty(),
+                super::webpush::validate_webpush,
+                &mut errors,
+            )
+        });
         match server {
             Some(server) if errors.is_empty() => Ok(Config {
                 server,
@@ -95,6 +108,8 @@ impl FileConfig {
                 google,
                 google_apps,
                 webhook,
+                webpush,
+                webpush_apps,
             }),
             _ => Err(ConfigErrors(errors)),
         }
@@ -307,7 +322,7 @@ impl FileConfig {
 }
 
 /// Validates named apps, reporting each problem under `<platform>.apps.<name>.<key>`.
-fn validate_apps<S, C>(
+pub(super) fn validate_apps<S, C>(
     platform: &str,
     apps: &BTreeMap<String, S>,
     nests: impl Fn(&S) -> bool,
@@ -361,7 +376,7 @@ fn validate_apps<S, C>(
     valid
 }
 
-fn read_file(
+pub(super) fn read_file(
     key: &str,
     path: &str,
     what: &str,
@@ -377,7 +392,7 @@ fn read_file(
     }
 }
 
-fn read_roots(
+pub(super) fn read_roots(
     key: &str,
     path: &str,
     errors: &mut Vec<ConfigError>,
