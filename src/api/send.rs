@@ -11,8 +11,10 @@ pub mod apns;
 pub mod body;
 pub mod google;
 pub mod intake;
+pub mod webpush;
 
 pub use apns::apns;
 pub use body::Body;
 pub use google::google;
 pub use intake::{MAX_DELAY, When, parse_when};
+pub use webpush::webpush;

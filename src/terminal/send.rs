@@ -24,7 +24,7 @@ pub enum SendPlatform {
     Fcm,
     /// The legacy GCM-compatible API (`[gcm]`).
     Gcm,
-    /// Web Push (`[webpush]`): not built yet.
+    /// Web Push (`[webpush]`): not built yet for `send` (use POST /webpush/send).
     Webpush,
 }
 
@@ -129,7 +129,7 @@ pub async fn run(args: SendArgs) -> Exit {
 async fn send(args: SendArgs) -> Result<Exit, UsageError> {
     if args.platform == SendPlatform::Webpush {
         return Err(usage(
-            "webpush is not built yet in this pushgate: Web Push delivery (the [webpush] section) has not landed; use apns, fcm or gcm",
+            "`pushgate send webpush` is not built yet (Web Push subscriptions are JSON objects, not token lines); POST them to /webpush/send, or use apns, fcm or gcm",
         ));
     }
     let google = args.platform != SendPlatform::Apns;
