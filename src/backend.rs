@@ -50,6 +50,9 @@ pub struct NewJob {
     pub expires_at: Option<SystemTime>,
     /// Hold the job this long first (`send_at` / `delay_seconds`).
     pub delay: Option<Duration>,
+    /// The sender's correlation id (gorush `notif_id`), shown on the job
+    /// status and carried on its webhook events.
+    pub notif_id: Option<Arc<str>>,
 }
 
 /// Why a job was not admitted. Every variant is a 503 with `Retry-After`:
@@ -281,7 +284,8 @@ impl Backend {
                 platform,
                 Arc::from(state.app.as_str()),
                 state.total,
-            );
+            )
+            .with_notif_id(state.notif_id.as_deref().map(Arc::from));
             p.restore(state.counts);
             if state.cancelled {
                 p.cancel();
@@ -414,6 +418,7 @@ impl Backend {
             tokens,
             expires_at,
             delay,
+            notif_id,
         } = job;
         let total = tokens.len() as u64;
         self.0
@@ -425,7 +430,8 @@ impl Backend {
                 wanted: full.wanted,
             })?;
         let id = JobId::new();
-        let progress = JobProgress::for_app(id, platform, app.clone(), total);
+        let progress =
+            JobProgress::for_app(id, platform, app.clone(), total).with_notif_id(notif_id);
         let progress = Arc::new(match disk {
             Some(_) => progress.with_lease(LEASE_START),
             None => progress,
@@ -515,6 +521,7 @@ impl Backend {
             tokens,
             expires_at,
             delay,
+            notif_id,
         } = job;
         let total = tokens.len() as u64;
         let unavailable = |e: RedisError| {
@@ -546,6 +553,7 @@ impl Backend {
                 tokens: rendered,
                 expires_at,
                 delay,
+                notif_id,
             })
             .await
             .map_err(unavailable)?;

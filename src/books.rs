@@ -145,6 +145,8 @@ pub struct JobStatus {
     pub total: u64,
     /// Outcome counts, in [`OutcomeKind::ALL`] order.
     pub counts: [u64; 6],
+    /// The sender's correlation id (gorush `notif_id`), if one was given.
+    pub notif_id: Option<String>,
 }
 
 impl JobStatus {
@@ -177,12 +179,13 @@ impl JobStatus {
             state: progress.state(),
             total: progress.total,
             counts: OutcomeKind::ALL.map(|k| progress.count(k)),
+            notif_id: progress.notif_id.as_deref().map(str::to_owned),
         }
     }
 
     /// The `GET /jobs/{id}` body.
     pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
+        let mut body = serde_json::json!({
             "job": self.job,
             "platform": self.platform,
             "state": self.state,
@@ -194,6 +197,10 @@ impl JobStatus {
             "expired": self.count(OutcomeKind::Expired),
             "cancelled": self.count(OutcomeKind::Cancelled),
             "pending": self.pending(),
-        })
+        });
+        if let Some(n) = &self.notif_id {
+            body["notif_id"] = serde_json::Value::from(n.as_str());
+        }
+        body
     }
 }

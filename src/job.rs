@@ -554,6 +554,8 @@ pub struct JobProgress {
     /// durable backend first records that they may be in flight, so a
     /// restart counts them as possible duplicates. `u32::MAX` = no bound.
     lease: AtomicU32,
+    /// The sender's correlation id (gorush `notif_id`), if any.
+    pub notif_id: Option<Arc<str>>,
     /// One past the highest token index handed to a worker so far.
     handed: AtomicU32,
 }
@@ -578,7 +580,14 @@ impl JobProgress {
             cancelled: Default::default(),
             lease: AtomicU32::new(u32::MAX),
             handed: AtomicU32::new(0),
+            notif_id: None,
         }
+    }
+
+    /// The same job carrying the sender's correlation id.
+    pub fn with_notif_id(mut self, notif_id: Option<Arc<str>>) -> Self {
+        self.notif_id = notif_id;
+        self
     }
 
     /// The same job with its hand-out bound at `lease` (a durable backend

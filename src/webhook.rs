@@ -35,6 +35,9 @@ pub struct Event {
     /// The replacement token, for `canonical`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub canonical: Option<String>,
+    /// The sender's correlation id (gorush `notif_id`), if one was given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notif_id: Option<String>,
 }
 
 /// Validated `[webhook]`.
@@ -212,6 +215,7 @@ impl crate::outcome::Sink for WebhookSink {
                 Outcome::Canonical { new_token } => Some(new_token.clone()),
                 _ => None,
             },
+            notif_id: f.progress.notif_id.as_deref().map(str::to_owned),
         });
     }
 

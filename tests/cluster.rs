@@ -618,3 +618,84 @@ async fn google_legacy_jobs_go_through_the_shared_queue() {
     .await
     .unwrap();
 }
+
+/// gorush's `notif_id` goes through the shared queue: the chunk carries it to
+/// whichever gateway delivers (its webhook events), and `/jobs/{id}` (read
+/// from Redis) shows it; a notification without one omits the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gorush_notif_id_is_carried_through_redis_to_the_job_and_the_webhook() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let dir = scratch("cluster-notif");
+        let redis = RedisServer::start(&dir).await;
+        let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Value>::new()));
+        let sink = events.clone();
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |body: axum::body::Bytes| {
+                let sink = sink.clone();
+                async move {
+                    let batch: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                    if let Some(e) = batch["events"].as_array() {
+                        sink.lock().unwrap().extend(e.iter().cloned());
+                    }
+                    axum::http::StatusCode::NO_CONTENT
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let redis_url = redis.url();
+        let env = apns_env(ApnsSetup {
+            tweak: Box::new(move |f| {
+                f.queue.backend = "redis".into();
+                f.queue.redis_url = redis_url;
+                f.queue.consumer = "notif".into();
+                f.webhook = Some(pushgate::config::WebhookSection {
+                    url,
+                    secret: pushgate::config::Secret::new("webhook-secret-0123456789"),
+                    batch_size: 10,
+                    flush_ms: 20,
+                    ..Default::default()
+                });
+            }),
+            ..ApnsSetup::default()
+        })
+        .await;
+        let (status, answer, _) = env
+            .post_json(
+                "/api/push",
+                &json!({"notifications": [
+                    {"notif_id": "corr-redis", "tokens": [apns_token("abcd", 1), apns_token("abcd", 2)], "platform": 1, "message": "hi"},
+                    {"tokens": [apns_token("abcd", 3)], "platform": 1, "message": "no id"}
+                ]}),
+            )
+            .await;
+        assert_eq!(status, 200, "{answer}");
+        let jobs: Vec<String> = answer["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j.as_str().unwrap().to_owned())
+            .collect();
+        let want = [Some("corr-redis"), None];
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while events.lock().unwrap().len() < 3 {
+            assert!(Instant::now() < deadline, "events: {:?}", events.lock().unwrap());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for e in events.lock().unwrap().iter() {
+            let k = jobs.iter().position(|j| e["job"] == j.as_str()).unwrap();
+            assert_eq!(e["notif_id"].as_str(), want[k], "{e}");
+            assert_eq!(e.get("notif_id").is_some(), want[k].is_some(), "{e}");
+        }
+        for (job, want) in jobs.iter().zip(want) {
+            let (code, status) = env.get(&format!("/jobs/{job}")).await;
+            assert_eq!(code, 200, "{status}");
+            assert_eq!(status["notif_id"].as_str(), want, "{status}");
+            assert_eq!(status.get("notif_id").is_some(), want.is_some(), "{status}");
+        }
+    })
+    .await
+    .unwrap();
+}

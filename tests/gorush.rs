@@ -678,3 +678,132 @@ async fn gcm_send_takes_a_topic_or_a_condition() {
     .await
     .unwrap();
 }
+
+/// Collects the webhook's events (signatures are tests/webhook.rs's job).
+async fn hook_receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
+    let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Value>::new()));
+    let sink = events.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let sink = sink.clone();
+            async move {
+                let batch: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                if let Some(events) = batch["events"].as_array() {
+                    sink.lock().unwrap().extend(events.iter().cloned());
+                }
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, events)
+}
+
+async fn events_for(events: &std::sync::Mutex<Vec<Value>>, n: usize) -> Vec<Value> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let got = events.lock().unwrap().clone();
+        if got.len() >= n {
+            return got;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} events: {got:?}",
+            got.len()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn notif_id_reaches_the_job_status_and_the_webhook_and_survives_a_disk_restart() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        for backend in ["memory", "disk"] {
+            let (url, events) = hook_receiver().await;
+            let data_dir = scratch("gorush-notif-disk");
+            let kept = std::sync::Arc::new(std::sync::Mutex::new(None::<FileConfig>));
+            let keep = kept.clone();
+            let env = both(GoogleApi::V1, move |f| {
+                f.queue.backend = backend.into();
+                f.queue.data_dir = data_dir.display().to_string();
+                f.webhook = Some(pushgate::config::WebhookSection {
+                    url,
+                    secret: pushgate::config::Secret::new("webhook-secret-0123456789"),
+                    batch_size: 10,
+                    flush_ms: 20,
+                    ..Default::default()
+                });
+                *keep.lock().unwrap() = Some(f.clone());
+            })
+            .await;
+            let (i, a) = (vec![ios(20), ios(21)], vec![android(20)]);
+            let (status, answer) = env
+                .push(json!({"notifications": [
+                    {"notif_id": "corr-ios", "tokens": i, "platform": 1, "message": "hi"},
+                    {"notif_id": "corr-android", "tokens": a, "platform": 2, "message": "hi"},
+                    {"tokens": [ios(22)], "platform": 1, "message": "no id"}
+                ]}))
+                .await;
+            assert_eq!(status, 200, "{backend}: {answer}");
+            let jobs: Vec<String> = answer["jobs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|j| j.as_str().unwrap().to_owned())
+                .collect();
+            env.done(3, 1).await;
+            let want = [Some("corr-ios"), Some("corr-android"), None];
+            for (job, want) in jobs.iter().zip(want) {
+                let (code, status) = env.apns.get(&format!("/jobs/{job}")).await;
+                assert_eq!(code, 200, "{backend}: {status}");
+                assert_eq!(status["notif_id"].as_str(), want, "{backend}: {status}");
+                assert_eq!(
+                    status.get("notif_id").is_some(),
+                    want.is_some(),
+                    "{backend}: absent = omitted"
+                );
+            }
+            let got = events_for(&events, 4).await;
+            for e in &got {
+                let job = e["job"].as_str().unwrap();
+                let k = jobs.iter().position(|j| j == job).unwrap();
+                assert_eq!(e["notif_id"].as_str(), want[k], "{backend}: {e}");
+                assert_eq!(
+                    e.get("notif_id").is_some(),
+                    want[k].is_some(),
+                    "{backend}: {e}"
+                );
+            }
+            if backend == "disk" {
+                let Both { apns, fcm: _fcm } = env;
+                let _ = apns
+                    .gateway
+                    .shutdown(std::time::Duration::from_secs(5))
+                    .await;
+                let file = kept.lock().unwrap().take().unwrap();
+                let again = pushgate::gateway::Gateway::start(&file.validate().unwrap())
+                    .await
+                    .unwrap();
+                for (job, want) in jobs.iter().zip(want) {
+                    let status: Value = reqwest::get(format!("{}/jobs/{job}", again.url()))
+                        .await
+                        .unwrap()
+                        .json()
+                        .await
+                        .unwrap();
+                    assert_eq!(status["notif_id"].as_str(), want, "after restart: {status}");
+                    assert_eq!(
+                        status["successes"],
+                        if want == Some("corr-ios") { 2 } else { 1 }
+                    );
+                }
+                let _ = again.shutdown(std::time::Duration::from_secs(5)).await;
+            }
+        }
+    })
+    .await
+    .unwrap();
+}

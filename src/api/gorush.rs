@@ -363,6 +363,7 @@ fn prepare<'a>(state: &AppState, p: &'a Planned<'a>) -> Result<Ready<'a>, ApiErr
                     intake,
                     expires_at,
                     when: When::default(),
+                    notif_id: p.notif_id.clone(),
                 },
             })
         }
@@ -411,6 +412,7 @@ fn prepare<'a>(state: &AppState, p: &'a Planned<'a>) -> Result<Ready<'a>, ApiErr
                     intake,
                     expires_at,
                     when: When::default(),
+                    notif_id: p.notif_id.clone(),
                 },
             })
         }

@@ -342,7 +342,7 @@ impl Store {
         progress: Arc<JobProgress>,
     ) -> Result<(), StoreError> {
         let id = progress.id;
-        let state = JobState {
+        let state = Box::new(JobState {
             seq: 0,
             platform: progress.platform.as_str().to_owned(),
             app: progress.app.to_string(),
@@ -351,7 +351,8 @@ impl Store {
             cancelled: false,
             lease: progress.lease(),
             bits: Vec::new(),
-        };
+            notif_id: progress.notif_id.as_deref().map(str::to_owned),
+        });
         let counters_key = counters_key(progress.platform.family(), &progress.app);
         self.ask(|reply| Op::Admit {
             id: id.as_u128(),

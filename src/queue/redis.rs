@@ -110,6 +110,8 @@ pub struct ChunkedJob {
     pub expires_at: Option<SystemTime>,
     /// Hold the job this long first (`send_at` / `delay_seconds`).
     pub delay: Option<Duration>,
+    /// The sender's correlation id (gorush `notif_id`), if any.
+    pub notif_id: Option<Arc<str>>,
 }
 
 /// A chunk this gateway is delivering.
@@ -427,6 +429,7 @@ impl Cluster {
             tokens,
             expires_at,
             delay,
+            notif_id,
         } = job;
         let app = app.as_ref();
         let total = tokens.len() as i64;
@@ -443,6 +446,7 @@ impl Cluster {
             fields,
             expires_at_ms,
             tokens: Vec::new(),
+            notif_id: notif_id.as_deref().map(str::to_owned),
         };
         let mut rest = tokens;
         while !rest.is_empty() {
@@ -464,6 +468,9 @@ impl Cluster {
             .ignore()
             .expire(&job, JOB_TTL_S)
             .ignore();
+        if let Some(n) = notif_id.as_deref() {
+            pipe.hset(&job, "notif_id", n).ignore();
+        }
         let mut conn = self.connection()?;
         let r = pipe.query_async::<()>(&mut conn).await;
         self.fail("XADD", r)?;

@@ -131,6 +131,7 @@ pub async fn apns(State(state): State<AppState>, body: Body) -> Result<Response,
         intake,
         expires_at,
         when,
+        notif_id: None,
     };
     let answer = submit(&state, submission).await;
     timer.observe_duration();

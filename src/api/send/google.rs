@@ -149,6 +149,7 @@ pub async fn google(State(state): State<AppState>, body: Body) -> Result<Respons
         intake,
         expires_at,
         when,
+        notif_id: None,
     };
     let answer = submit(&state, submission).await;
     timer.observe_duration();

@@ -147,6 +147,8 @@ pub struct Submission<'a> {
     pub expires_at: Option<SystemTime>,
     /// Now, or after a delay.
     pub when: When,
+    /// The sender's correlation id (gorush `notif_id`).
+    pub notif_id: Option<Arc<str>>,
 }
 
 /// Admits a validated request through the backend and builds the 202
@@ -159,6 +161,7 @@ pub async fn submit(state: &AppState, submission: Submission<'_>) -> Result<Resp
         intake,
         expires_at,
         when,
+        notif_id,
     } = submission;
     let Intake {
         tokens,
@@ -182,6 +185,7 @@ pub async fn submit(state: &AppState, submission: Submission<'_>) -> Result<Resp
             tokens,
             expires_at,
             delay: when.delay,
+            notif_id,
         })
         .await
         .map_err(|e| match e {

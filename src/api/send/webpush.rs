@@ -70,6 +70,7 @@ pub async fn webpush(State(state): State<AppState>, body: Body) -> Result<Respon
         },
         expires_at: Some(SystemTime::now() + life),
         when,
+        notif_id: None,
     };
     let answer = submit(&state, submission).await?;
     timer.observe_duration();

@@ -183,6 +183,9 @@ pub struct JobState {
     pub lease: u32,
     /// One bit per token with a persisted outcome; empty once finished.
     pub bits: Vec<u64>,
+    /// The sender's correlation id (gorush `notif_id`). Written after the
+    /// bitmap only when given, so rows without one read as before.
+    pub notif_id: Option<String>,
 }
 
 impl JobState {
@@ -245,6 +248,9 @@ impl JobState {
         for &b in &self.bits {
             w.u64(b);
         }
+        if let Some(n) = &self.notif_id {
+            w.bytes(n.as_bytes());
+        }
         w.0
     }
 
@@ -269,6 +275,11 @@ impl JobState {
         for _ in 0..n {
             bits.push(r.u64()?);
         }
+        let notif_id = if r.0.is_empty() {
+            None
+        } else {
+            Some(r.string()?)
+        };
         Some(Self {
             seq,
             platform,
@@ -278,6 +289,7 @@ impl JobState {
             cancelled,
             lease,
             bits,
+            notif_id,
         })
     }
 }
@@ -373,12 +385,15 @@ mod tests {
             cancelled: true,
             lease: 70,
             bits: Vec::new(),
+            notif_id: None,
         };
         assert!(state.set(0));
         assert!(!state.set(0));
         assert!(state.set(129));
         assert_eq!(JobState::decode(&state.encode()), Some(state.clone()));
         assert_eq!(state.unfinished(), vec![1..129]);
+        state.notif_id = Some("n-1".into());
+        assert_eq!(JobState::decode(&state.encode()), Some(state.clone()));
         let c = Counters {
             accepted: 9,
             successes: 4,

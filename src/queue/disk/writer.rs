@@ -56,7 +56,8 @@ pub(super) enum Op {
     Admit {
         id: u128,
         record: Vec<u8>,
-        state: JobState,
+        /// Boxed: with its `notif_id` it is the largest variant by far.
+        state: Box<JobState>,
         progress: Arc<JobProgress>,
         counters_key: String,
         reply: oneshot::Sender<Result<(), StoreError>>,
@@ -344,7 +345,7 @@ impl WriterThread {
                     } = op
                     {
                         jobs.insert(*id, record.as_slice())?;
-                        let mut state = state.clone();
+                        let mut state = JobState::clone(state);
                         state.seq = view.next_seq;
                         view.next_seq += 1;
                         deltas.entry(counters_key.clone()).or_default().accepted += state.total;

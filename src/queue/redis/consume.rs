@@ -302,12 +302,10 @@ impl Consumer {
             return;
         };
         let app: Arc<str> = Arc::from(chunk.app.as_str());
-        let progress = Arc::new(JobProgress::for_app(
-            id,
-            platform,
-            app.clone(),
-            tokens.len() as u64,
-        ));
+        let progress = Arc::new(
+            JobProgress::for_app(id, platform, app.clone(), tokens.len() as u64)
+                .with_notif_id(chunk.notif_id.as_deref().map(Arc::from)),
+        );
         // A job cancelled before this chunk was read (a delayed one, say)
         // sends nothing; if Redis cannot say, the 500 ms check catches it.
         let cancelled: redis::RedisResult<bool> = match self.cluster.link() {

@@ -23,6 +23,9 @@ pub struct Chunk {
     pub expires_at_ms: Option<u64>,
     /// The tokens as the sender wrote them (APNs: lower-case hex).
     pub tokens: Vec<String>,
+    /// The sender's correlation id (gorush `notif_id`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notif_id: Option<String>,
 }
 
 pub(super) fn counter_field(kind: OutcomeKind) -> &'static str {
@@ -50,6 +53,7 @@ mod tests {
             fields: r#"{"payload":"{}","priority":10}"#.into(),
             expires_at_ms: None,
             tokens: vec!["ab".repeat(32)],
+            notif_id: None,
         };
         let text = serde_json::to_string(&chunk).expect("serialize");
         let back: Chunk = serde_json::from_str(&text).expect("parse");
