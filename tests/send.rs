@@ -190,7 +190,7 @@ async fn all_delivered_is_exit_0_and_usage_errors_are_exit_2() {
             ),
             (
                 s(&["send", "webpush", "--token", "x", "--alert", "x"]),
-                "not built yet",
+                "not --token",
             ),
             (
                 s(&[
@@ -531,6 +531,121 @@ async fn check_config_connect_proves_good_credentials_and_names_bad_ones() {
             "{}",
             text(&out.stdout)
         );
+    })
+    .await
+    .unwrap();
+}
+
+/// A mock Web Push service bound to a fresh VAPID key, and a config file
+/// (`[webpush]`) reaching it.
+async fn webpush_setup(name: &str) -> (pushgate::mock::webpush::MockWebPush, PathBuf, PathBuf) {
+    init();
+    let dir = scratch(name);
+    let pki = mock::tls::TestPki::generate().unwrap();
+    let key = pushgate::webpush::vapid::VapidKey::generate().unwrap();
+    let mut opts = mock::webpush::MockWebPushOptions::new(&pki);
+    opts.expected_key = Some(key.public_key_b64().to_owned());
+    let push = mock::webpush::start(opts).await.unwrap();
+    let key_file = dir.join("vapid.pem");
+    std::fs::write(&key_file, key.to_pkcs8_pem().unwrap()).unwrap();
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, &pki.ca_pem).unwrap();
+    let file = FileConfig {
+        webpush: Some(pushgate::config::WebPushSection {
+            vapid_key_file: key_file.display().to_string(),
+            subject: "mailto:ops@example.com".into(),
+            ca_file: ca_file.display().to_string(),
+            allowed_origins: vec![push.origin()],
+            max_retries: 2,
+            ..Default::default()
+        }),
+        ..FileConfig::default()
+    };
+    let path = dir.join("pushgate.toml");
+    std::fs::write(&path, toml::to_string(&file).unwrap()).unwrap();
+    (push, path, dir)
+}
+
+#[tokio::test]
+async fn webpush_subscriptions_from_flags_a_file_and_stdin_summary_unregistered_and_exit_codes() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let (push, config, dir) = webpush_setup("send-webpush").await;
+        let ok: Vec<String> = (0..5)
+            .map(|i| push.subscription("ok", &format!("s{i}")).to_string())
+            .collect();
+        let gone = push.subscription("gone", "g1");
+        let subs_file = dir.join("subs.jsonl");
+        std::fs::write(
+            &subs_file,
+            format!("# subscriptions\n{}\n\n", ok.join("\n")),
+        )
+        .unwrap();
+        let out_file = dir.join("unregistered.txt");
+        let out = run(
+            vec![
+                "send".into(),
+                "webpush".into(),
+                "--config".into(),
+                config.display().to_string(),
+                "--subscriptions-file".into(),
+                subs_file.display().to_string(),
+                "--subscription".into(),
+                gone.to_string(),
+                "--title".into(),
+                "Hi".into(),
+                "--body".into(),
+                "there".into(),
+                "--unregistered-out".into(),
+                out_file.display().to_string(),
+            ],
+            None,
+        )
+        .await;
+        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+        assert!(stderr.contains("progress: 6/6 tokens (100.0%)"), "{stderr}");
+        assert!(stdout.contains("success                 5"), "{stdout}");
+        assert!(stdout.contains("unregistered            1"), "{stdout}");
+        assert_eq!(
+            std::fs::read_to_string(&out_file).unwrap(),
+            format!("{}\n", gone["endpoint"].as_str().unwrap())
+        );
+
+        // From stdin, all delivered: exit 0.
+        let out = run(
+            vec![
+                "send".into(),
+                "webpush".into(),
+                "--config".into(),
+                config.display().to_string(),
+                "--payload".into(),
+                r#"{"title":"p"}"#.into(),
+                "-".into(),
+            ],
+            Some(format!("{}\n{}\n", ok[0], ok[1])),
+        )
+        .await;
+        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+        assert!(stdout.contains("success                 2"), "{stdout}");
+
+        // Usage errors: exit 2 with a message.
+        for (extra, want) in [
+            (vec![], "no subscriptions"),
+            (
+                vec!["--subscription".to_owned(), "not json".to_owned()],
+                "not a JSON subscription",
+            ),
+            (vec!["--token".to_owned(), "abc".to_owned()], "not --token"),
+        ] {
+            let mut args = s(&["send", "webpush", "--alert", "x", "--config"]);
+            args.push(config.display().to_string());
+            args.extend(extra);
+            let out = run(args, None).await;
+            let stderr = text(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{want}: {stderr}");
+            assert!(stderr.contains(want), "{want}: {stderr}");
+        }
     })
     .await
     .unwrap();

@@ -24,7 +24,7 @@ pub enum SendPlatform {
     Fcm,
     /// The legacy GCM-compatible API (`[gcm]`).
     Gcm,
-    /// Web Push (`[webpush]`): not built yet for `send` (use POST /webpush/send).
+    /// Web Push (`[webpush]`): subscriptions as JSON (`PushSubscription.toJSON()`).
     Webpush,
 }
 
@@ -34,7 +34,7 @@ pub struct SendArgs {
     /// Where to deliver.
     #[arg(value_enum)]
     pub platform: SendPlatform,
-    /// `-`: read tokens from stdin, one per line.
+    /// `-`: read tokens (webpush: subscription JSON) from stdin, one per line.
     #[arg(value_name = "-")]
     pub stdin: Option<String>,
     /// The gateway's TOML config (its credentials are used); flags below override it.
@@ -46,6 +46,12 @@ pub struct SendArgs {
     /// A file of device tokens, one per line (blank lines and `#` comments skipped).
     #[arg(long, value_name = "FILE")]
     pub tokens_file: Option<PathBuf>,
+    /// Web Push: one subscription as JSON `{"endpoint","keys":{"p256dh","auth"}}` (repeatable).
+    #[arg(long = "subscription", value_name = "JSON")]
+    pub subscriptions: Vec<String>,
+    /// Web Push: a file of subscriptions, one JSON object per line.
+    #[arg(long, value_name = "FILE")]
+    pub subscriptions_file: Option<PathBuf>,
     /// The alert text (APNs `aps.alert`; FCM notification body).
     #[arg(long)]
     pub alert: Option<String>,
@@ -127,15 +133,19 @@ pub async fn run(args: SendArgs) -> Exit {
 }
 
 async fn send(args: SendArgs) -> Result<Exit, UsageError> {
-    if args.platform == SendPlatform::Webpush {
-        return Err(usage(
-            "`pushgate send webpush` is not built yet (Web Push subscriptions are JSON objects, not token lines); POST them to /webpush/send, or use apns, fcm or gcm",
-        ));
-    }
-    let google = args.platform != SendPlatform::Apns;
-    let targets = read_targets(&args, google)?;
+    let webpush = args.platform == SendPlatform::Webpush;
+    let google = matches!(args.platform, SendPlatform::Fcm | SendPlatform::Gcm);
+    let targets = if webpush {
+        read_subscriptions(&args)?
+    } else {
+        read_targets(&args, google)?
+    };
     let payload = read_payload(&args)?;
-    let path = if google { "/gcm/send" } else { "/apns/send" };
+    let path = match args.platform {
+        SendPlatform::Apns => "/apns/send",
+        SendPlatform::Fcm | SendPlatform::Gcm => "/gcm/send",
+        SendPlatform::Webpush => "/webpush/send",
+    };
 
     let local = match &args.server {
         Some(_) => None,
@@ -146,16 +156,17 @@ async fn send(args: SendArgs) -> Result<Exit, UsageError> {
         (None, Some(l)) => Client::new(&l.url, Some(l.api_key.clone()))?,
         (None, None) => return Err(usage("no gateway")),
     };
-    let outcome = deliver(&args, &client, path, &targets, &payload, google).await;
+    let outcome = deliver(&args, &client, path, &targets, &payload).await;
     if let Some(l) = local {
         l.stop().await;
     }
     outcome
 }
 
-/// Device tokens, or one FCM topic/condition.
+/// Device tokens, Web Push subscriptions, or one FCM topic/condition.
 enum Targets {
     Tokens(Vec<String>),
+    Subscriptions(Vec<Value>),
     Topic(String),
     Condition(String),
 }
@@ -164,6 +175,7 @@ impl Targets {
     fn count(&self) -> usize {
         match self {
             Targets::Tokens(t) => t.len(),
+            Targets::Subscriptions(s) => s.len(),
             _ => 1,
         }
     }
@@ -211,6 +223,65 @@ fn read_targets(args: &SendArgs, google: bool) -> Result<Targets, UsageError> {
         ));
     }
     Ok(Targets::Tokens(tokens))
+}
+
+/// Web Push subscriptions from `--subscription`, `--subscriptions-file` or
+/// stdin: one JSON object per line, each with an `endpoint`.
+fn read_subscriptions(args: &SendArgs) -> Result<Targets, UsageError> {
+    if !args.tokens.is_empty() || args.tokens_file.is_some() {
+        return Err(usage(
+            "webpush takes --subscription JSON or --subscriptions-file FILE, not --token/--tokens-file",
+        ));
+    }
+    if args.condition.is_some() {
+        return Err(usage("--condition is for fcm and gcm"));
+    }
+    let mut lines: Vec<(String, String)> = args
+        .subscriptions
+        .iter()
+        .map(|s| ("--subscription".to_owned(), s.clone()))
+        .collect();
+    let mut push_lines = |reader: &mut dyn BufRead, what: &str| -> Result<(), UsageError> {
+        for (n, line) in reader.lines().enumerate() {
+            let line = line.map_err(|e| usage(format!("reading {what}: {e}")))?;
+            let line = line.trim();
+            if !line.is_empty() && !line.starts_with('#') {
+                lines.push((format!("{what} line {}", n + 1), line.to_owned()));
+            }
+        }
+        Ok(())
+    };
+    if let Some(file) = &args.subscriptions_file {
+        let f = std::fs::File::open(file)
+            .map_err(|e| usage(format!("--subscriptions-file {}: {e}", file.display())))?;
+        push_lines(&mut std::io::BufReader::new(f), &file.display().to_string())?;
+    }
+    match args.stdin.as_deref() {
+        Some("-") => push_lines(&mut std::io::stdin().lock(), "stdin")?,
+        Some(other) => {
+            return Err(usage(format!(
+                "unexpected argument {other:?}: give subscriptions with --subscription, --subscriptions-file, or `-` for stdin"
+            )));
+        }
+        None => {}
+    }
+    let mut subs = Vec::with_capacity(lines.len());
+    for (what, line) in lines {
+        let sub: Value = serde_json::from_str(&line)
+            .map_err(|e| usage(format!("{what}: not a JSON subscription: {e}")))?;
+        if !sub["endpoint"].is_string() {
+            return Err(usage(format!(
+                "{what}: a subscription is {{\"endpoint\":…,\"keys\":{{\"p256dh\":…,\"auth\":…}}}}"
+            )));
+        }
+        subs.push(sub);
+    }
+    if subs.is_empty() {
+        return Err(usage(
+            "no subscriptions: give --subscription JSON (repeatable), --subscriptions-file FILE, or `-` to read stdin",
+        ));
+    }
+    Ok(Targets::Subscriptions(subs))
 }
 
 /// The message: `--payload`/`--payload-file`, or built from alert/title/body.
@@ -338,15 +409,45 @@ fn in_process_config(args: &SendArgs) -> Result<FileConfig, UsageError> {
             }
             (file.apns, file.fcm) = (None, None);
         }
-        SendPlatform::Webpush => return Err(usage("webpush is not built yet")),
+        SendPlatform::Webpush => {
+            if file.webpush.is_none() {
+                return Err(usage(
+                    "no Web Push credentials: give --config with a [webpush] section (vapid_key_file, subject)",
+                ));
+            }
+            if let Some(w) = file.webpush.as_mut()
+                && let Some(ca) = path(&c.ca_file)
+            {
+                w.ca_file = ca;
+            }
+            (file.apns, file.fcm, file.gcm) = (None, None, None);
+        }
     }
     Ok(file)
 }
 
 /// One request body for `tokens` (or the topic/condition).
-fn request_body(args: &SendArgs, m: &Message, google: bool, targets: Value) -> Value {
+fn request_body(args: &SendArgs, m: &Message, targets: Value) -> Value {
     let mut body = targets;
-    if google {
+    let google = matches!(args.platform, SendPlatform::Fcm | SendPlatform::Gcm);
+    if args.platform == SendPlatform::Webpush {
+        body["payload"] = match &m.payload {
+            Some(p) => p.clone(),
+            None => {
+                let mut n = serde_json::Map::new();
+                if let Some(t) = &m.title {
+                    n.insert("title".into(), t.clone().into());
+                }
+                if let Some(b) = m.body.as_ref().or(m.alert.as_ref()) {
+                    n.insert("body".into(), b.clone().into());
+                }
+                Value::Object(n)
+            }
+        };
+        if let Some(t) = &args.topic {
+            body["topic"] = t.clone().into();
+        }
+    } else if google {
         if let Some(p) = &m.payload {
             body["payload"] = p.clone();
         }
@@ -409,9 +510,14 @@ async fn deliver(
     path: &str,
     targets: &Targets,
     message: &Message,
-    google: bool,
 ) -> Result<Exit, UsageError> {
+    let google = matches!(args.platform, SendPlatform::Fcm | SendPlatform::Gcm);
+    let webpush = args.platform == SendPlatform::Webpush;
     let chunks: Vec<Value> = match targets {
+        Targets::Subscriptions(subs) => subs
+            .chunks(args.chunk.max(1))
+            .map(|c| json!({ "subscriptions": c }))
+            .collect(),
         Targets::Tokens(tokens) => tokens
             .chunks(args.chunk.max(1))
             .map(|c| json!({ "tokens": c }))
@@ -424,7 +530,7 @@ async fn deliver(
     let mut jobs = Vec::new();
     let mut rejected: BTreeMap<String, u64> = BTreeMap::new();
     for chunk in chunks {
-        let body = request_body(args, message, google, chunk);
+        let body = request_body(args, message, chunk);
         let (status, answer) = client.post(path, &body).await?;
         if status != 202 {
             progress.finish(0);
@@ -485,15 +591,24 @@ async fn deliver(
                 })
                 .collect(),
         ),
+        Targets::Subscriptions(subs) => Some(
+            subs.iter()
+                .filter_map(|s| s["endpoint"].as_str().map(str::to_owned))
+                .collect(),
+        ),
         _ => None,
     };
-    let family = if google { "gcm" } else { "apns" };
+    let family = match args.platform {
+        SendPlatform::Apns => "apns",
+        SendPlatform::Fcm | SendPlatform::Gcm => "gcm",
+        SendPlatform::Webpush => "webpush",
+    };
     let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
     let mut credential_failures = 0u64;
     if totals.failures > 0 {
         let list = client.get(&format!("/{family}/report/failures")).await?;
         for f in list["failures"].as_array().into_iter().flatten() {
-            let token = f["token"].as_str().unwrap_or("");
+            let token = f["token"].as_str().or(f["endpoint"].as_str()).unwrap_or("");
             if ours.as_ref().is_some_and(|o| !o.contains(token)) {
                 continue;
             }
@@ -508,13 +623,22 @@ async fn deliver(
     }
     let mut unregistered_tokens = Vec::new();
     if totals.unregistered > 0 {
-        let list = if google {
+        let list = if webpush {
+            client.get("/webpush/report/unregistered").await?
+        } else if google {
             client.get("/gcm/report/notregistered").await?
         } else {
             client.get("/apns/report/unregistered").await?
         };
-        for t in list["tokens"].as_array().into_iter().flatten() {
-            let token = t.as_str().or_else(|| t["token"].as_str()).unwrap_or("");
+        let entries = list["tokens"]
+            .as_array()
+            .or(list["subscriptions"].as_array());
+        for t in entries.into_iter().flatten() {
+            let token = t
+                .as_str()
+                .or_else(|| t["token"].as_str())
+                .or_else(|| t["endpoint"].as_str())
+                .unwrap_or("");
             if ours.as_ref().is_none_or(|o| o.contains(token)) {
                 unregistered_tokens.push(token.to_owned());
             }
