@@ -13,6 +13,7 @@ pub mod connect;
 pub mod local;
 pub mod progress;
 pub mod send;
+pub mod vapid_check;
 
 /// Exit status of the terminal commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -650,3 +650,42 @@ async fn webpush_subscriptions_from_flags_a_file_and_stdin_summary_unregistered_
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn check_config_connect_signs_a_vapid_jwt_per_web_push_app_and_names_a_bad_key() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let (push, config, dir) = webpush_setup("connect-webpush").await;
+        let public = pushgate::webpush::vapid::VapidKey::from_pem(
+            &std::fs::read(dir.join("vapid.pem")).unwrap(),
+        )
+        .unwrap()
+        .public_key_b64()
+        .to_owned();
+        let out = run(
+            s(&["check-config", "--connect", &config.display().to_string()]),
+            None,
+        )
+        .await;
+        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+        assert!(
+            stdout.contains(&format!(
+                "✔ webpush default: VAPID JWT signed (ES256) and verified; public key (applicationServerKey) {public}"
+            )),
+            "{stdout}"
+        );
+        // A key file that is no key: a config error (exit 2) naming it.
+        std::fs::write(dir.join("vapid.pem"), "not a key").unwrap();
+        let out = run(
+            s(&["check-config", "--connect", &config.display().to_string()]),
+            None,
+        )
+        .await;
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains("webpush.vapid_key_file"), "{stderr}");
+        drop(push);
+    })
+    .await
+    .unwrap();
+}

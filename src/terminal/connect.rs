@@ -8,6 +8,8 @@
 //! - FCM v1: an access token from the service account, then one
 //!   `validate_only` message (nothing is delivered).
 //! - Legacy GCM: one `dry_run` message with the server key.
+//! - Web Push: the VAPID key signs a JWT, verified with its public key
+//!   ([`super::vapid_check`]); no request upstream.
 //!
 //! Prints ✔ or ✘ per app with the upstream's own reason.
 
@@ -68,12 +70,43 @@ async fn connect(path: &std::path::Path) -> Result<Exit, UsageError> {
         ),
         (None, None) => ("", Vec::new()),
     };
-    if apns_apps.is_empty() && google_apps.is_empty() {
-        return Err(usage("no [apns], [fcm] or [gcm] section: nothing to check"));
+    let webpush_apps: Vec<(String, std::sync::Arc<crate::webpush::vapid::Vapid>)> =
+        if file.webpush.is_some() {
+            let config = file
+                .clone()
+                .validate()
+                .map_err(|e| usage(format!("{}: {e}", path.display())))?;
+            config
+                .webpush
+                .iter()
+                .map(|w| ("default".to_owned(), w.vapid.clone()))
+                .chain(
+                    config
+                        .webpush_apps
+                        .iter()
+                        .map(|(n, w)| (n.clone(), w.vapid.clone())),
+                )
+                .collect()
+        } else {
+            Vec::new()
+        };
+    if apns_apps.is_empty() && google_apps.is_empty() && webpush_apps.is_empty() {
+        return Err(usage(
+            "no [apns], [fcm], [gcm] or [webpush] section: nothing to check",
+        ));
     }
+    let mut all_ok = true;
+    for (app, vapid) in &webpush_apps {
+        let (ok, line) = super::vapid_check::probe(vapid);
+        all_ok &= ok;
+        println!("{} webpush {app}: {line}", mark(ok));
+    }
+    if apns_apps.is_empty() && google_apps.is_empty() {
+        return Ok(if all_ok { Exit::Ok } else { Exit::SomeFailed });
+    }
+    file.webpush = None;
     let gateway = local::start(file).await?;
     let client = Client::new(&gateway.url, Some(gateway.api_key.clone()))?;
-    let mut all_ok = true;
     for app in &apns_apps {
         let (ok, line) = probe(&client, "apns", app).await;
         all_ok &= ok;
