@@ -18,17 +18,33 @@ use serde_json::Value;
 const METHODS: [&str; 5] = ["get", "post", "put", "delete", "patch"];
 
 /// `(path, method)` pairs declared with `.route("PATH", get(..).delete(..))`
-/// in `src/api.rs`: the router is built there and nowhere else.
+/// in `src/api.rs`, and gorush's routes, declared in `src/api/gorush.rs`
+/// as `.route(&format!("{p}PATH"), ..)` under `[gorush] path_prefix`
+/// (documented at the default, empty prefix).
 fn router_routes() -> BTreeSet<(String, String)> {
-    let source = include_str!("../src/api.rs");
+    let source = [
+        include_str!("../src/api.rs"),
+        include_str!("../src/api/gorush.rs"),
+    ]
+    .concat();
     let mut routes = BTreeSet::new();
     for chunk in source.split(".route(").skip(1) {
         // `.route(` then the path literal, possibly on the next line.
-        let Some(chunk) = chunk.trim_start().strip_prefix('"') else {
-            continue;
-        };
-        let Some((path, rest)) = chunk.split_once('"') else {
-            continue;
+        let chunk = chunk.trim_start();
+        // gorush's `&format!("{p}PATH")`: the path, then the macro's `)`.
+        let (path, rest) = if let Some(c) = chunk.strip_prefix("&format!(\"{p}") {
+            let Some((path, rest)) = c.split_once("\")") else {
+                continue;
+            };
+            (path, rest)
+        } else {
+            let Some(chunk) = chunk.strip_prefix('"') else {
+                continue;
+            };
+            let Some((path, rest)) = chunk.split_once('"') else {
+                continue;
+            };
+            (path, rest)
         };
         // The handler list runs to the end of this `.route(...)` call.
         let mut depth = 1;
