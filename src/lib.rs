@@ -17,6 +17,7 @@ pub mod demo;
 pub mod fcm;
 pub mod gateway;
 pub mod job;
+pub mod listener;
 pub mod message;
 pub mod metrics;
 pub mod mock;

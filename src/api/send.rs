@@ -14,9 +14,9 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde::Deserialize;
 use serde_json::value::RawValue;
+use serde_json::{Value, json};
 
 use super::{ApiError, AppState};
 use crate::apns::ApnsMessage;
@@ -58,10 +58,7 @@ impl FromRequest<AppState> for Body {
             "application/x-www-form-urlencoded" => true,
             _ => return Err(ApiError::unsupported_media_type()),
         };
-        let limit = state.max_body_bytes;
-        let bytes = axum::body::to_bytes(req.into_body(), limit).await.map_err(|_| {
-            ApiError::too_large(format!("request body is over server.max_body_bytes ({limit} bytes); split the tokens over several requests"))
-        })?;
+        let bytes = super::extract::read_body(req, state.max_body_bytes).await?;
         Ok(if is_form {
             Body::Form(bytes)
         } else {
@@ -70,21 +67,14 @@ impl FromRequest<AppState> for Body {
     }
 }
 
-/// One refused token in the 202 answer.
-#[derive(Debug, Serialize)]
-pub struct Rejected<'a> {
-    /// The token as sent.
-    pub token: &'a str,
-    /// Why (the upstream's own word for it).
-    pub reason: &'static str,
-}
+pub use super::rejections::{Rejected, Rejections};
 
 /// The validated tokens of a request.
 pub struct Intake<'a> {
     /// Accepted, deduplicated tokens.
     pub tokens: TokenList,
-    /// Refused tokens.
-    pub rejected: Vec<Rejected<'a>>,
+    /// Refused tokens (a bounded list, every one counted).
+    pub rejected: Rejections<'a>,
     /// Tokens sent more than once (each delivered once).
     pub duplicates: usize,
 }
@@ -97,7 +87,7 @@ pub fn intake<'a>(
     mut decode: impl FnMut(&str, &mut Vec<u8>) -> Result<(), TokenError>,
 ) -> Intake<'a> {
     let mut tokens = TokenList::with_capacity(raw.len(), bytes_each);
-    let mut rejected = Vec::new();
+    let mut rejected = Rejections::default();
     let mut duplicates = 0;
     // Hash of token bytes -> index of the first token with that hash; an equal
     // hash with different bytes (vanishingly rare) just skips the check.
@@ -107,10 +97,7 @@ pub fn intake<'a>(
         let start = tokens.buffer().len();
         if let Err(e) = decode(token, tokens.buffer()) {
             tokens.buffer().truncate(start);
-            rejected.push(Rejected {
-                token,
-                reason: e.as_str(),
-            });
+            rejected.push(token, e.as_str());
             continue;
         }
         let hash = hasher.hash_one(tokens.uncommitted());
@@ -257,6 +244,7 @@ pub fn accept<M: Send + Sync + 'static>(
     } = intake;
     refuse_if_no_valid_token(&tokens, &rejected)?;
     let total = tokens.len() as u64;
+    refuse_if_larger_than_queue(state, total)?;
     state.recorder.admission.try_admit(total).map_err(|full| {
         ApiError::unavailable(
             "queue_full",
@@ -305,7 +293,7 @@ pub fn accept<M: Send + Sync + 'static>(
     } else {
         enqueue(job);
     }
-    tracing::info!(job = %id, platform = %platform, tokens = total, rejected = rejected.len(), delay_s = scheduled.map(|d| d.as_secs()), "job accepted");
+    tracing::info!(job = %id, platform = %platform, tokens = total, rejected = rejected.count(), delay_s = scheduled.map(|d| d.as_secs()), "job accepted");
     Ok(accepted_answer(
         state, platform, id, total, &rejected, duplicates, when,
     ))
@@ -339,6 +327,7 @@ pub async fn accept_shared(
     } = intake;
     refuse_if_no_valid_token(&tokens, &rejected)?;
     let total = tokens.len() as u64;
+    refuse_if_larger_than_queue(state, total)?;
     let unavailable = |e: crate::queue::cluster::RedisError| {
         tracing::warn!(error = %e, "send refused: the shared queue is unreachable");
         ApiError::unavailable(
@@ -381,19 +370,29 @@ pub async fn accept_shared(
         .accepted
         .with_label_values(&[platform.as_str(), &app])
         .inc_by(total);
-    tracing::info!(job = %id, platform = %platform, tokens = total, rejected = rejected.len(), delay_s = when.delay.map(|d| d.as_secs()), "job accepted into the shared queue");
+    tracing::info!(job = %id, platform = %platform, tokens = total, rejected = rejected.count(), delay_s = when.delay.map(|d| d.as_secs()), "job accepted into the shared queue");
     Ok(accepted_answer(
         state, platform, id, total, &rejected, duplicates, when,
     ))
 }
 
-fn refuse_if_no_valid_token(tokens: &TokenList, rejected: &[Rejected<'_>]) -> Result<(), ApiError> {
+/// A job that could not fit even in an empty queue is 413, not "retry later".
+fn refuse_if_larger_than_queue(state: &AppState, total: u64) -> Result<(), ApiError> {
+    let capacity = state.recorder.admission.capacity();
+    if total > capacity {
+        Err(ApiError::job_too_large(total, capacity))
+    } else {
+        Ok(())
+    }
+}
+
+fn refuse_if_no_valid_token(tokens: &TokenList, rejected: &Rejections<'_>) -> Result<(), ApiError> {
     if tokens.is_empty() {
         Err(ApiError::bad_request(
             "no_valid_tokens",
             "none of the tokens is valid; nothing was queued",
         )
-        .with(json!({ "rejected": rejected })))
+        .with(rejected.fields()))
     } else {
         Ok(())
     }
@@ -405,19 +404,22 @@ fn accepted_answer(
     platform: Platform,
     id: JobId,
     total: u64,
-    rejected: &[Rejected<'_>],
+    rejected: &Rejections<'_>,
     duplicates: usize,
     when: When,
 ) -> Response {
-    for r in rejected {
+    for (reason, n) in rejected.by_reason() {
         state
             .recorder
             .metrics
             .rejected
-            .with_label_values(&[platform.as_str(), r.reason])
-            .inc();
+            .with_label_values(&[platform.as_str(), reason])
+            .inc_by(*n);
     }
-    let mut body = json!({ "job": id.to_string(), "accepted": total, "rejected": rejected, "duplicates": duplicates });
+    let mut body = json!({ "job": id.to_string(), "accepted": total, "duplicates": duplicates });
+    if let (Some(map), Value::Object(fields)) = (body.as_object_mut(), rejected.fields()) {
+        map.extend(fields);
+    }
     if let Some(delay) = when.delay {
         body["scheduled_in_s"] = json!(delay.as_secs());
     }
@@ -647,9 +649,12 @@ mod tests {
         });
         assert_eq!(result.tokens.len(), 2);
         assert_eq!(result.duplicates, 1);
-        assert_eq!(result.rejected.len(), 1);
+        assert_eq!(result.rejected.count(), 1);
         assert_eq!(
-            (result.rejected[0].token, result.rejected[0].reason),
+            (
+                result.rejected.listed()[0].token,
+                result.rejected.listed()[0].reason
+            ),
             ("zz", "BadDeviceToken")
         );
     }
