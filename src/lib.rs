@@ -10,6 +10,7 @@
 //! operator), [`queue::cluster`] (the Redis backend several gateways share),
 //! [`retry`] (backoff, platform-agnostic), [`metrics`] and [`tls`].
 
+pub mod abandon;
 pub mod api;
 pub mod apns;
 pub mod config;

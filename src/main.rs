@@ -266,10 +266,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let gateway = Gateway::start(&config).await?;
     signals.recv().await;
     tracing::info!("signal received: draining (a second signal exits at once)");
-    // A second signal during the drain exits at once.
+    // A second signal during the drain exits at once, after saying what it
+    // leaves behind.
+    let state = gateway.state.clone();
     tokio::spawn(async move {
         signals.recv().await;
-        tracing::warn!("second signal: exiting without finishing the drain");
+        pushgate::abandon::log_abandoned(&state);
         std::process::exit(130);
     });
     let report = gateway.shutdown(config.server.shutdown_grace).await;
