@@ -13,9 +13,9 @@
 //!   body was not read to its end, the connection closes).
 //! - `server.idle_timeout_s`: a connection with no request in flight and no
 //!   byte either way for this long is closed (HTTP/2: GOAWAY first).
-//! - HTTP/2: `server.max_streams_per_connection` concurrent streams, and the
-//!   h2 crate's caps on streams reset by the client before they were answered
-//!   (rapid reset, CVE-2023-44487) end such a connection with GOAWAY.
+//! - HTTP/2: `server.max_streams_per_connection` concurrent streams; a client
+//!   that cancels more than 200 requests and more than it lets be answered
+//!   (rapid reset, CVE-2023-44487: HEADERS then RST_STREAM) is disconnected.
 //!
 //! The soft `RLIMIT_NOFILE` is raised to the hard limit at start
 //! ([`raise_fd_limit`]), and `max_connections` is held below it.
@@ -244,7 +244,7 @@ impl Connection {
             let answer = app.clone().oneshot(request);
             async move {
                 let answer = answer.await;
-                drop(in_flight);
+                in_flight.answered();
                 answer
             }
         });
@@ -284,6 +284,17 @@ impl Connection {
                     // A closing connection whose client does not answer GOAWAY.
                     return;
                 }
+                _ = activity.abusive.notified() => {
+                    if activity.is_abusive() {
+                        tracing::warn!(
+                            %peer,
+                            cancelled = activity.cancelled.load(Ordering::Relaxed),
+                            answered = activity.answered.load(Ordering::Relaxed),
+                            "closed: the client cancels most of its requests (HTTP/2 rapid reset)"
+                        );
+                        return;
+                    }
+                }
                 changed = closing.changed(), if !shutting_down => {
                     if changed.is_err() || *closing.borrow() {
                         conn.as_mut().graceful_shutdown();
@@ -304,7 +315,19 @@ struct Activity {
     last_ms: AtomicU64,
     in_flight: AtomicUsize,
     any_request: AtomicBool,
+    /// Requests answered, and requests the client dropped before their answer
+    /// (HTTP/2 RST_STREAM, or a closed socket).
+    answered: AtomicU64,
+    cancelled: AtomicU64,
+    /// Woken when `cancelled` crosses the rapid-reset line.
+    abusive: tokio::sync::Notify,
 }
+
+/// A connection whose client cancelled more than this many requests, and
+/// more than it let be answered, is closed: HEADERS then RST_STREAM costs the
+/// client nothing and the gateway a task each (rapid reset, CVE-2023-44487).
+/// h2's own guard only counts streams reset before the server accepted them.
+const MAX_CANCELLED: u64 = 200;
 
 enum Verdict {
     Fine,
@@ -321,7 +344,15 @@ impl Activity {
             last_ms: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             any_request: AtomicBool::new(false),
+            answered: AtomicU64::new(0),
+            cancelled: AtomicU64::new(0),
+            abusive: tokio::sync::Notify::new(),
         }
+    }
+
+    fn is_abusive(&self) -> bool {
+        let cancelled = self.cancelled.load(Ordering::Relaxed);
+        cancelled > MAX_CANCELLED && cancelled > self.answered.load(Ordering::Relaxed)
     }
 
     fn touch(&self) {
@@ -360,22 +391,41 @@ impl Activity {
 }
 
 /// Counts a request in flight for as long as it lives (dropped when answered,
-/// or when an HTTP/2 client resets the stream).
-struct InFlight(Arc<Activity>);
+/// or when an HTTP/2 client resets the stream), and whether it was answered.
+struct InFlight {
+    activity: Arc<Activity>,
+    answered: bool,
+}
 
 impl InFlight {
     fn start(activity: Arc<Activity>) -> Self {
         activity.any_request.store(true, Ordering::Release);
         activity.in_flight.fetch_add(1, Ordering::AcqRel);
         activity.touch();
-        Self(activity)
+        Self {
+            activity,
+            answered: false,
+        }
+    }
+
+    fn answered(mut self) {
+        self.answered = true;
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.touch();
-        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        let a = &self.activity;
+        a.touch();
+        a.in_flight.fetch_sub(1, Ordering::AcqRel);
+        if self.answered {
+            a.answered.fetch_add(1, Ordering::Relaxed);
+        } else {
+            a.cancelled.fetch_add(1, Ordering::Relaxed);
+            if a.is_abusive() {
+                a.abusive.notify_one();
+            }
+        }
     }
 }
 

@@ -792,3 +792,62 @@ pub async fn google(State(state): State<AppState>, body: Body) -> Result<Respons
     timer.observe_duration();
     answer
 }
+
+/// Entry points for `fuzz/` (`cargo fuzz`): the body parsers and what they
+/// feed, without a server. Each must return (never panic) on any input.
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::*;
+
+    /// An APNs JSON body: parse, build the message, take in the tokens.
+    pub fn apns_json(bytes: &[u8]) {
+        let Ok(json) = serde_json::from_slice::<ApnsJson<'_>>(bytes) else {
+            return;
+        };
+        let fields = ApnsFields {
+            payload: json.payload.map(|p| p.get().as_bytes()).unwrap_or_default(),
+            topic: json.topic.as_deref(),
+            push_type: json.push_type.as_deref(),
+            priority: json.priority,
+            expiration: json.expiration,
+            collapse_id: json.collapse_id.as_deref(),
+        };
+        let _ = parse_when(json.send_at.as_deref(), json.delay_seconds);
+        let _ = ApnsMessage::new(fields, Some("com.example"));
+        let _ = intake(&json.tokens, 32, |hex, buf| {
+            DeviceToken::decode_into(hex, buf).map(drop)
+        });
+    }
+
+    /// A Google JSON body: parse, build the message, take in the tokens.
+    pub fn google_json(bytes: &[u8]) {
+        let Ok(json) = serde_json::from_slice::<GoogleJson<'_>>(bytes) else {
+            return;
+        };
+        let fields = GoogleFields {
+            payload: json.payload.map(|p| p.get().as_bytes()),
+            notification: json.notification.map(|p| p.get().as_bytes()),
+            collapse_key: json.collapse_key.as_deref(),
+            priority: json.priority.as_deref(),
+            time_to_live: json.time_to_live,
+        };
+        let _ = GoogleMessage::new(fields);
+        let _ = intake(&json.tokens, 160, |token, buf| {
+            check_registration_token(token)?;
+            buf.extend_from_slice(token.as_bytes());
+            Ok(())
+        });
+    }
+
+    /// A form body (GoCM): split it and check the integer fields.
+    pub fn form(bytes: &[u8]) {
+        if let Ok(form) = parse_form(bytes) {
+            for (key, value) in &form.fields {
+                let _ = form_int(key, value);
+            }
+            let _ = intake(&form.tokens, 32, |hex, buf| {
+                DeviceToken::decode_into(hex, buf).map(drop)
+            });
+        }
+    }
+}
