@@ -38,7 +38,10 @@ USER 10001:10001
 WORKDIR /var/lib/pushgate
 # In a container the API must listen on every interface; the environment
 # overrides the file (PUSHGATE_<SECTION>_<KEY>), so a mounted config keeps working.
+# The disk queue backend (the default) keeps its store in /var/lib/pushgate:
+# mount a volume there, or what was queued dies with the container.
 ENV PUSHGATE_SERVER_LISTEN=0.0.0.0:8080 \
+    PUSHGATE_QUEUE_DATA_DIR=/var/lib/pushgate \
     PUSHGATE_LOG_FORMAT=json
 EXPOSE 8080
 # /healthz needs no API key. Commands other than `serve` (the mocks) set

@@ -196,7 +196,24 @@ def provider_key():
 # ---------------------------------------------------------------- gateway
 
 
-def gateway_config(args, tag, listen_port, section):
+def data_dir(tag):
+    return os.path.join(OUT, f"{tag}-data")
+
+
+def dir_bytes(path):
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.path.getsize(os.path.join(root, name))
+            except OSError:
+                pass
+    return total
+
+
+def gateway_config(args, tag, listen_port, section, backend="memory"):
+    # Each run gets a fresh data_dir: a disk run never reads another's store.
+    shutil.rmtree(data_dir(tag), ignore_errors=True)
     text = f"""# written by bench/driver.py
 [server]
 listen = "127.0.0.1:{listen_port}"
@@ -204,6 +221,8 @@ max_body_bytes = 268435456
 
 [queue]
 capacity = {max(2 * args.tokens, 1_000_000)}
+backend = "{backend}"
+data_dir = "{data_dir(tag)}"
 
 {section}
 """
@@ -226,9 +245,9 @@ max_connections = {args.connections}
 """
 
 
-def start_gateway(args, tag, section):
+def start_gateway(args, tag, section, backend="memory"):
     port = free_port()
-    config = gateway_config(args, tag, port, section)
+    config = gateway_config(args, tag, port, section, backend)
     p = spawn([args.bin, "serve", "--config", config], os.path.join(OUT, f"{tag}-gateway.log"),
               env=child_env(args))
     wait_until("gateway /healthz", lambda: http_get(port, "/healthz")[0] == 200, proc=p)
@@ -382,13 +401,14 @@ def apns_h2load(args, tokens):
     return result
 
 
-def apns_memory(args, bodies):
+def apns_memory(args, bodies, backend="memory"):
     """The gateway with its upstream not listening: nothing leaves the queue."""
     dead_port = free_port()
+    tag = "apns-memory" if backend == "memory" else f"apns-memory-{backend}"
     # Any CA will do: no connection ever succeeds. Borrow one from a short-lived mock.
-    mock, _port, ca = start_mock_apns(args, "apns-memory")
+    mock, _port, ca = start_mock_apns(args, tag)
     stop(mock)
-    gw, port = start_gateway(args, "apns-memory", apns_section(args, dead_port, ca))
+    gw, port = start_gateway(args, tag, apns_section(args, dead_port, ca), backend)
     time.sleep(args.settle)
     idle_rss, _ = memory_mb(gw.pid)
     api = Api(port)
@@ -399,8 +419,11 @@ def apns_memory(args, bodies):
     time.sleep(args.settle)
     queued_rss, hwm = memory_mb(gw.pid)
     pending = api.report("/apns/report")["pending"]
+    stored = dir_bytes(data_dir(tag))
     stop(gw)
     return {
+        "data_dir_bytes": stored,
+        "data_dir_bytes_per_token": stored / max(pending, 1),
         "idle_rss_mb": idle_rss,
         "queued_rss_mb": queued_rss,
         "queued_hwm_mb": hwm,
@@ -410,9 +433,9 @@ def apns_memory(args, bodies):
     }
 
 
-def deliver(args, tag, section, route, report_path, bodies, platform, mock, profile=False):
+def deliver(args, tag, section, route, report_path, bodies, platform, mock, profile=False, backend="memory"):
     """Runs one gateway end to end: returns throughput, latency, CPU and memory."""
-    gw, port = start_gateway(args, tag, section)
+    gw, port = start_gateway(args, tag, section, backend)
     if platform == "apns":
         wait_until("gateway's APNs connections",
                    lambda: upstream_connections(port, "apns") >= args.connections, proc=gw)
@@ -455,6 +478,7 @@ def deliver(args, tag, section, route, report_path, bodies, platform, mock, prof
         perf.wait()
         CHILDREN.remove(perf)
     _, hwm = memory_mb(gw.pid)
+    stored = dir_bytes(data_dir(tag))
     stop(gw)
     successes = report.get("successes", 0)
     if successes != total:
@@ -470,16 +494,17 @@ def deliver(args, tag, section, route, report_path, bodies, platform, mock, prof
         "cpu_s": gw_cpu,
         "cpu_s_per_100k": gw_cpu / total * 100_000,
         "mock_cpu_s": mock_cpu,
+        "data_dir_bytes_after": stored,
         "report": report,
     }
 
 
-def apns_deliver(args, bodies, profile=False):
-    tag = "apns-profile" if profile else "apns"
+def apns_deliver(args, bodies, profile=False, backend="memory"):
+    tag = "apns-profile" if profile else "apns" if backend == "memory" else f"apns-{backend}"
     mock, port, ca = start_mock_apns(args, tag)
     try:
         return deliver(args, tag, apns_section(args, port, ca), "/apns/send", "/apns/report", bodies,
-                       "apns", mock, profile=profile)
+                       "apns", mock, profile=profile, backend=backend)
     finally:
         stop(mock)
 
@@ -640,6 +665,8 @@ def main():
                     help="tokens in the profiled APNs run (default 300000: perf's DWARF stacks are large)")
     ap.add_argument("--settle", type=float, default=1.0, help="seconds to let RSS settle before reading it")
     ap.add_argument("--timeout", type=float, default=600, help="longest a delivery run may take")
+    ap.add_argument("--no-disk", action="store_true",
+                    help="skip the APNs runs on the disk queue backend (default: beside memory in every round)")
     ap.add_argument("--out", default=os.path.join(HERE, "results.json"))
     args = ap.parse_args()
 
@@ -668,13 +695,18 @@ def main():
         bodies = [body] * args.jobs
         print(f"bench: APNs: queue memory run (upstream not listening)", file=sys.stderr)
         mem = apns_memory(args, bodies)
-        h2_runs, gw_runs = [], []
+        disk = not args.no_disk
+        mem_disk = apns_memory(args, bodies, "disk") if disk else None
+        h2_runs, gw_runs, disk_runs = [], [], []
         for r in range(args.rounds):
-            # Interleaved, so a burst of other work on the machine hits both sides alike.
+            # Interleaved, so a burst of other work on the machine hits every side alike.
             h2_runs.append(apns_h2load(args, tokens))
             gw_runs.append(apns_deliver(args, bodies))
+            if disk:
+                disk_runs.append(apns_deliver(args, bodies, backend="disk"))
             print(f"bench: APNs round {r + 1}/{args.rounds}: h2load {h2_runs[-1]['requests_per_s']:.0f} req/s, "
-                  f"gateway {gw_runs[-1]['tokens_per_s']:.0f} tokens/s", file=sys.stderr)
+                  f"gateway {gw_runs[-1]['tokens_per_s']:.0f} tokens/s"
+                  + (f", disk backend {disk_runs[-1]['tokens_per_s']:.0f} tokens/s" if disk else ""), file=sys.stderr)
         h2, e2e = median_run(h2_runs, "requests_per_s"), median_run(gw_runs, "tokens_per_s")
         results["apns"] = {
             "h2load": h2,
@@ -688,6 +720,18 @@ def main():
         e2e["peak_rss_mb"] = max(g["peak_rss_mb"] for g in gw_runs)
         print(f"bench: APNs: gateway {e2e['tokens_per_s']:.0f} tokens/s = {results['apns']['ratio']:.0%} of h2load "
               f"(medians of {args.rounds})", file=sys.stderr)
+        if disk:
+            d = median_run(disk_runs, "tokens_per_s")
+            d["peak_rss_mb"] = max(g["peak_rss_mb"] for g in disk_runs)
+            results["apns_disk"] = {
+                "gateway": d,
+                "memory": mem_disk,
+                "ratio_to_memory": d["tokens_per_s"] / e2e["tokens_per_s"],
+                "rounds": [{"disk_tokens_per_s": x["tokens_per_s"], "memory_tokens_per_s": y["tokens_per_s"],
+                            "ratio": x["tokens_per_s"] / y["tokens_per_s"]} for x, y in zip(disk_runs, gw_runs)],
+                "post_latency_loaded": latency([t for g in disk_runs for t in g["post_s"]]),
+                "post_latency_queue_only": latency(mem_disk["post_s"]),
+            }
 
     gtokens = args.google_tokens or args.tokens
     for kind in ("gcm", "fcm"):
@@ -726,7 +770,7 @@ def main():
         print(f"bench: profile in {OUT}/profile.txt", file=sys.stderr)
 
     results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    for section in ("apns", "gcm", "fcm"):
+    for section in ("apns", "apns_disk", "gcm", "fcm"):
         if section in results:
             results[section]["gateway"].pop("post_s", None)
             results[section].get("memory", {}).pop("post_s", None)
@@ -758,6 +802,22 @@ def print_table(r):
             ("peak RSS during delivery", f"{g['peak_rss_mb']:.1f} MB", ""),
             ("APNs CPU per 100k tokens", f"{g['cpu_s_per_100k']:.2f} s",
              f"gateway {g['cpu_s']:.1f} s, mock {g['mock_cpu_s']:.1f} s; h2load run: h2load {h['cpu_s']:.1f} s, mock {h['mock_cpu_s']:.1f} s"),
+        ]
+    if "apns_disk" in r:
+        d = r["apns_disk"]
+        g, m = d["gateway"], d["memory"]
+        rows += [
+            ("APNs, disk backend, end to end", f"{g['tokens_per_s']:,.0f} tokens/s",
+             f"{d['ratio_to_memory']:.0%} of memory (goal >= 90%: {budget(d['ratio_to_memory'] >= 0.90)}); rounds: "
+             + ", ".join(f"{x['ratio']:.0%}" for x in d["rounds"])),
+            (f"disk: POST {JOB_LABEL} tokens incl. fsync, delivering", f"p50 {d['post_latency_loaded']['p50_ms']:.0f} ms",
+             f"p99 {d['post_latency_loaded']['p99_ms']:.0f} ms; budget p50 <= 100 ms: {budget(d['post_latency_loaded']['p50_ms'] <= 100)}"),
+            (f"disk: POST {JOB_LABEL} tokens incl. fsync, queue only", f"p50 {d['post_latency_queue_only']['p50_ms']:.0f} ms",
+             f"p99 {d['post_latency_queue_only']['p99_ms']:.0f} ms; budget p50 <= 100 ms: {budget(d['post_latency_queue_only']['p50_ms'] <= 100)}"),
+            (f"disk: RSS with {m['queued_tokens']:,} tokens queued", f"{m['queued_rss_mb']:.1f} MB",
+             f"+{m['queued_above_idle_mb']:.1f} MB over idle {m['idle_rss_mb']:.1f}"),
+            ("disk: data_dir bytes per queued token", f"{m['data_dir_bytes_per_token']:.1f} B",
+             f"{m['data_dir_bytes'] / 1e6:.1f} MB for {m['queued_tokens']:,} tokens; after delivery {g['data_dir_bytes_after'] / 1e6:.1f} MB"),
         ]
     for kind, label in (("gcm", "legacy GCM"), ("fcm", "FCM v1")):
         if kind not in r:

@@ -1,33 +1,44 @@
 //! What a process that stops *now* leaves behind: on a second SIGTERM/SIGINT
 //! the drain is cut short, and before exiting the gateway says so — the
 //! totals of every app, and the tokens still unfinished per platform and app,
-//! which this process drops (the memory backend keeps nothing).
+//! with where they go (the memory backend drops them; disk keeps them for the
+//! next start; redis leaves them in the stream for another gateway).
 
 use std::collections::BTreeMap;
 
 use crate::api::AppState;
 use crate::job::Family;
 
-/// Unfinished tokens per platform (`apns`, `fcm`, `gcm`) at the moment of
-/// the second signal.
+/// Unfinished tokens per platform at the moment of the second signal.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Abandoned {
-    /// Platform → tokens accepted and without an outcome.
+    /// Platform (`apns`, `fcm`, `gcm`, …) → tokens accepted and without an outcome.
     pub per_platform: BTreeMap<&'static str, u64>,
     /// Every platform together.
     pub total: u64,
+}
+
+/// Where a backend's unfinished tokens go when the process exits now.
+fn fate(backend: &str) -> &'static str {
+    match backend {
+        "memory" => "dropped with this process (backend memory)",
+        "disk" => "kept in queue.data_dir for the next start (backend disk)",
+        "redis" => "left in the shared stream for another gateway (backend redis)",
+        _ => "left to the backend",
+    }
 }
 
 /// Logs the final totals of every app and a warning naming what is abandoned
 /// (per platform and per app), and returns the counts.
 pub fn log_abandoned(state: &AppState) -> Abandoned {
     let mut abandoned = Abandoned::default();
-    let google = state
-        .google
-        .as_ref()
-        .map_or("google", |g| g.platform().as_str());
-    for (family, platform) in [(Family::Apple, "apns"), (Family::Google, google)] {
-        let reports = &state.recorder.reports;
+    let backend = state.backend.name();
+    let reports = state.backend.reports();
+    for family in Family::ALL {
+        let platform = match (family, &state.google) {
+            (Family::Google, Some(google)) => google.platform().as_str(),
+            _ => family.name(),
+        };
         for app in reports.app_names(family) {
             let Some(report) = reports.app(family, app) else {
                 continue;
@@ -53,20 +64,23 @@ pub fn log_abandoned(state: &AppState) -> Abandoned {
                     platform,
                     app,
                     tokens = c.pending,
-                    "abandoned by the second signal: accepted, no outcome recorded, dropped with this process"
+                    fate = fate(backend),
+                    "abandoned by the second signal: accepted, no outcome recorded yet"
                 );
             }
             *abandoned.per_platform.entry(platform).or_default() += c.pending;
             abandoned.total += c.pending;
         }
     }
-    let scheduled = state.scheduler.len();
+    let of = |p: &str| abandoned.per_platform.get(p).copied().unwrap_or(0);
     tracing::warn!(
         abandoned = abandoned.total,
-        apns = abandoned.per_platform.get("apns").copied().unwrap_or(0),
-        fcm = abandoned.per_platform.get("fcm").copied().unwrap_or(0),
-        gcm = abandoned.per_platform.get("gcm").copied().unwrap_or(0),
-        delayed_jobs = scheduled,
+        apns = of("apns"),
+        fcm = of("fcm"),
+        gcm = of("gcm"),
+        per_platform = ?abandoned.per_platform,
+        backend,
+        fate = fate(backend),
         "second signal: exiting now without finishing the drain"
     );
     abandoned

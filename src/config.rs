@@ -167,8 +167,13 @@ impl Default for ServerSection {
 pub struct QueueSection {
     /// Tokens accepted and unfinished, all platforms, before `/…/send` answers 503.
     pub capacity: u64,
-    /// `memory` (one process) or `redis` (a Redis stream shared by several gateways).
+    /// `disk` (default: an embedded store in `data_dir`, survives restarts),
+    /// `memory` (one process, nothing survives it) or `redis` (a Redis
+    /// stream shared by several gateways).
     pub backend: String,
+    /// The `disk` backend's directory, relative to the working directory
+    /// unless absolute. One gateway per directory (it is locked).
+    pub data_dir: String,
     /// `redis://host:port[/db]` of the shared queue (backend `redis`).
     pub redis_url: String,
     /// Stream key; every other key of the cluster starts with it.
@@ -185,7 +190,8 @@ impl Default for QueueSection {
     fn default() -> Self {
         Self {
             capacity: 1_000_000,
-            backend: "memory".into(),
+            backend: "disk".into(),
+            data_dir: "pushgate-data".into(),
             redis_url: "redis://127.0.0.1:6379".into(),
             stream: "pushgate".into(),
             group: "pushgate".into(),
@@ -193,6 +199,13 @@ impl Default for QueueSection {
             claim_idle_ms: 30_000,
         }
     }
+}
+
+/// Validated `[queue]` settings of the `disk` backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskQueueConfig {
+    /// `queue.data_dir`.
+    pub data_dir: std::path::PathBuf,
 }
 
 /// Validated `[queue]` settings of the `redis` backend.
@@ -416,8 +429,11 @@ pub struct Config {
     pub server: ServerConfig,
     /// `queue.capacity`.
     pub queue_capacity: u64,
-    /// The shared queue, when `queue.backend = "redis"`; `None` = memory.
+    /// The shared queue, when `queue.backend = "redis"`.
     pub redis: Option<RedisQueueConfig>,
+    /// The embedded store, when `queue.backend = "disk"` (the default).
+    /// Neither this nor `redis`: memory.
+    pub disk: Option<DiskQueueConfig>,
     /// `report.max_list`.
     pub max_list: usize,
     /// `report.max_jobs`.

@@ -135,6 +135,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
 
     let mut file = FileConfig::default();
     file.server.listen = args.listen.to_string();
+    // The default disk backend, in the demo's own temporary directory
+    // (removed at exit), so the demo never touches ./pushgate-data.
+    file.queue.data_dir = dir.join("data").display().to_string();
     file.apns = Some(ApnsSection {
         endpoint: apns_mock.url(),
         ca_file: ca_file.display().to_string(),
@@ -190,9 +193,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         compact(&answer, 300)
     );
 
-    let reports = &gateway.state.recorder.reports;
+    let reports = gateway.state.backend.reports();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while reports.family(Family::Apple).counters().pending > 0 && Instant::now() < deadline {
+    while reports.family(Family::Apns).counters().pending > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let took = started.elapsed();

@@ -32,9 +32,12 @@ use prometheus::{Histogram, IntCounter, IntGauge};
 use rustls::pki_types::CertificateDer;
 
 use crate::config::GoogleConfig;
+use crate::delivery::{Deliver, Handoff, Refused};
+use crate::floor::now_ms;
 use crate::job::{Job, Platform};
+use crate::metrics::Metrics;
+use crate::outcome::Recorder;
 use crate::queue::{DispatchQueue, Work};
-use crate::report::{Recorder, now_ms};
 use crate::retry::Backoff;
 
 pub use message::{FieldError, GoogleFields, GoogleMessage, MessageError, PayloadTooLarge};
@@ -144,9 +147,9 @@ impl GoogleService {
     pub fn start(
         config: &GoogleConfig,
         recorder: Recorder,
+        metrics: Arc<Metrics>,
         backoff: Backoff,
     ) -> Result<Self, StartError> {
-        let metrics = recorder.metrics.clone();
         let (api, platform, client, max_retries, concurrency) = match config {
             GoogleConfig::Fcm(c) => {
                 let concurrency = c.concurrency.max(1) as usize;
@@ -258,5 +261,50 @@ async fn warm_up(shared: Arc<Shared>) {
         } else {
             tracing::warn!(error = %e, "cannot obtain an FCM access token yet");
         }
+    }
+}
+
+impl Deliver for GoogleService {
+    fn platform(&self) -> Platform {
+        self.shared.platform
+    }
+
+    fn deliver(&self, handoff: Handoff) -> Result<(), Refused> {
+        let message = match GoogleMessage::from_stored(&handoff.fields) {
+            Ok(m) => m,
+            Err(e) => return Err(Refused::message(e, handoff)),
+        };
+        let job = Arc::new(Job {
+            id: handoff.id,
+            app: handoff.app,
+            message,
+            tokens: handoff.tokens,
+            progress: handoff.progress,
+            expires_at: handoff.expires_at,
+        });
+        for tokens in handoff.send {
+            self.shared.queue.push(Work {
+                job: job.clone(),
+                tokens,
+                attempts: 0,
+            });
+        }
+        Ok(())
+    }
+
+    fn queue_depth(&self) -> usize {
+        GoogleService::queue_depth(self)
+    }
+
+    fn close(&self) {
+        GoogleService::close(self);
+    }
+
+    fn abandon_queued(&self) -> u64 {
+        GoogleService::abandon_queued(self)
+    }
+
+    fn forget_queued(&self) -> u64 {
+        self.shared.queue.forget()
     }
 }

@@ -252,8 +252,13 @@ fn check_config(file: &std::path::Path) -> anyhow::Result<ExitCode> {
     match load(Some(file)) {
         Ok((raw, config)) => {
             print!("{}", raw.to_masked_toml());
+            let backend = match (&config.redis, &config.disk) {
+                (Some(r), _) => format!("redis ({})", r.stream),
+                (None, Some(d)) => format!("disk (data_dir {})", d.data_dir.display()),
+                (None, None) => "memory (nothing survives a restart)".to_owned(),
+            };
             println!(
-                "# valid: listen {}, APNs {}, Google {}",
+                "# valid: listen {}, queue backend {backend}, APNs {}, Google {}",
                 config.server.listen,
                 if config.apns.is_some() { "on" } else { "off" },
                 match &config.google {
@@ -295,6 +300,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let report = gateway.shutdown(config.server.shutdown_grace).await;
     tracing::info!(
         abandoned = report.abandoned,
+        kept = report.kept,
         still_pending = report.still_pending,
         finished = report.finished_during_drain,
         "pushgate stopped"

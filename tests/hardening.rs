@@ -154,7 +154,7 @@ async fn a_body_of_bad_tokens_answers_a_bounded_list_with_counts_per_reason() {
             )),
             "{metrics}"
         );
-        wait_done(&env.gateway, pushgate::job::Family::Apple, 1).await;
+        wait_done(&env.gateway, pushgate::job::Family::Apns, 1).await;
     })
     .await
     .unwrap();
@@ -668,7 +668,7 @@ async fn topics_and_collapse_ids_outside_what_the_message_says_are_refused() {
         let (status, answer, _) = env.post_json("/apns/send", &body).await;
         assert_eq!(status, 202, "{answer}");
         // Only the valid request reached Apple.
-        wait_done(&env.gateway, pushgate::job::Family::Apple, 1).await;
+        wait_done(&env.gateway, pushgate::job::Family::Apns, 1).await;
         assert_eq!(env.mock.ledger.requests.load(std::sync::atomic::Ordering::Relaxed), 1);
     })
     .await
@@ -735,6 +735,8 @@ async fn a_second_signal_logs_totals_and_what_it_abandons_per_platform_then_exit
         let mut file = FileConfig::default();
         file.server.listen = "127.0.0.1:0".into();
         file.server.shutdown_grace = 3600;
+        // The memory backend: what the second signal abandons is lost, and says so.
+        file.queue.backend = "memory".into();
         file.apns = Some(section);
         let mut served = Served::start(&dir, "pushgate", &file).await;
         let client = reqwest::Client::new();
@@ -791,6 +793,7 @@ async fn a_second_signal_logs_totals_and_what_it_abandons_per_platform_then_exit
         assert_eq!(f(&abandoned, "abandoned"), left);
         assert_eq!(f(&by_app, "tokens"), left);
         assert_eq!(by_app["fields"]["app"], "default");
+        assert!(by_app["fields"]["fate"].as_str().unwrap().contains("dropped"), "{by_app}");
         // The books of that moment balance: what is abandoned is what had no outcome.
         assert_eq!(f(&totals, "pending"), left);
         let finished = f(&totals, "successes")

@@ -355,9 +355,7 @@ fn start(
                 reason: "ProviderTokenSigning".into(),
                 status: 0,
             };
-            shared
-                .recorder
-                .finish(&job.progress, || job.token_string(index), outcome, false);
+            shared.recorder.finish(&job, index, outcome, false);
             return Ok(None);
         }
     };
@@ -374,9 +372,7 @@ fn start(
             reason: "BadRequest".into(),
             status: 0,
         };
-        shared
-            .recorder
-            .finish(&job.progress, || token_hex, outcome, false);
+        shared.recorder.finish(&job, index, outcome, false);
         return Ok(None);
     };
     let (response, mut body_tx) = match sender.send_request(req, false) {
@@ -458,7 +454,6 @@ fn settle(shared: &Arc<Shared>, done: Done) {
         started,
         result,
     } = done;
-    let token = || job.token_string(index);
     let verdict = match result {
         StreamResult::Answer {
             status,
@@ -487,7 +482,7 @@ fn settle(shared: &Arc<Shared>, done: Done) {
     };
     let (reason, delay_hint) = match verdict {
         Verdict::Done(outcome) => {
-            shared.recorder.finish(&job.progress, token, outcome, true);
+            shared.recorder.finish(&job, index, outcome, true);
             return;
         }
         Verdict::Retry {
@@ -516,6 +511,6 @@ fn settle(shared: &Arc<Shared>, done: Done) {
         }
         _ => shared
             .recorder
-            .finish(&job.progress, token, Outcome::Expired { reason }, true),
+            .finish(&job, index, Outcome::Expired { reason }, true),
     }
 }

@@ -18,6 +18,7 @@ impl FileConfig {
             ));
         }
         let redis = self.validate_queue_backend(&mut errors);
+        let disk = self.validate_disk(&mut errors);
         if self.retry.base_ms == 0 || self.retry.cap_ms < self.retry.base_ms {
             errors.push(invalid(
                 "retry.base_ms",
@@ -80,6 +81,7 @@ impl FileConfig {
                 server,
                 queue_capacity: self.queue.capacity,
                 redis,
+                disk,
                 max_list: usize::try_from(self.report.max_list).unwrap_or(usize::MAX),
                 max_jobs: usize::try_from(self.report.max_jobs)
                     .unwrap_or(usize::MAX)
@@ -98,17 +100,36 @@ impl FileConfig {
         }
     }
 
+    fn validate_disk(&self, errors: &mut Vec<ConfigError>) -> Option<DiskQueueConfig> {
+        let q = &self.queue;
+        if q.backend != "disk" {
+            return None;
+        }
+        if q.data_dir.trim().is_empty() {
+            errors.push(invalid(
+                "queue.data_dir",
+                &q.data_dir,
+                "must name a directory for the disk backend",
+                "e.g. data_dir = \"/var/lib/pushgate\" (or backend = \"memory\" to keep nothing)",
+            ));
+            return None;
+        }
+        Some(DiskQueueConfig {
+            data_dir: std::path::PathBuf::from(&q.data_dir),
+        })
+    }
+
     fn validate_queue_backend(&self, errors: &mut Vec<ConfigError>) -> Option<RedisQueueConfig> {
         let q = &self.queue;
         match q.backend.as_str() {
-            "memory" => return None,
+            "memory" | "disk" => return None,
             "redis" => {}
             _ => {
                 errors.push(invalid(
                     "queue.backend",
                     &q.backend,
                     "unknown queue backend",
-                    "use \"memory\" (one process) or \"redis\" (shared by several gateways)",
+                    "use \"disk\" (one gateway, survives restarts), \"memory\" (one process, keeps nothing) or \"redis\" (shared by several gateways)",
                 ));
                 return None;
             }

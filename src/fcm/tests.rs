@@ -13,6 +13,7 @@ use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject as _;
 
 use super::*;
+use crate::books::Counters;
 use crate::config::{FcmConfig, GcmConfig, Secret, ServiceAccount};
 use crate::job::{JobId, JobProgress, OutcomeKind, TokenList};
 use crate::metrics::Metrics;
@@ -20,7 +21,7 @@ use crate::mock::MockHandle;
 use crate::mock::fcm::{MockFcmOptions, ServiceAccountFixture};
 use crate::mock::tls::TestPki;
 use crate::queue::Admission;
-use crate::report::{Counters, Reports};
+use crate::report::Reports;
 
 const SERVER_KEY: &str = "AAAA-test-server-key";
 const PROJECT: &str = "pushgate-test";
@@ -57,12 +58,25 @@ fn roots(mock: &MockHandle) -> Vec<CertificateDer<'static>> {
         .expect("CA PEM")
 }
 
-fn recorder() -> Recorder {
-    Recorder::new(
-        Arc::new(Reports::new(100_000, 1000)),
-        Arc::new(Admission::new(1_000_000)),
-        Arc::new(Metrics::new().expect("metrics")),
-    )
+/// The books a gateway would give a service: the fan-out and its sinks.
+#[derive(Clone)]
+struct Books {
+    recorder: Recorder,
+    reports: Arc<Reports>,
+    admission: Arc<Admission>,
+    metrics: Arc<Metrics>,
+}
+
+fn recorder() -> Books {
+    let reports = Arc::new(Reports::new(100_000, 1000));
+    let admission = Arc::new(Admission::new(1_000_000));
+    let metrics = Arc::new(Metrics::new().expect("metrics"));
+    Books {
+        recorder: Recorder::new(vec![reports.clone(), admission.clone(), metrics.clone()]),
+        reports,
+        admission,
+        metrics,
+    }
 }
 
 fn backoff() -> Backoff {
@@ -110,7 +124,7 @@ fn message(payload: &[u8]) -> GoogleMessage {
 /// Admits, records and queues a job the way the API does.
 fn submit(
     service: &GoogleService,
-    recorder: &Recorder,
+    recorder: &Books,
     message: GoogleMessage,
     tokens: &[String],
     expires_at: Option<SystemTime>,
@@ -129,7 +143,9 @@ fn submit(
         .admission
         .try_admit(tokens.len() as u64)
         .expect("room");
-    recorder.accept(&progress);
+    recorder
+        .recorder
+        .accepted(&progress, crate::outcome::Arrival::New);
     let job = Arc::new(Job {
         id,
         app: "default".into(),
@@ -142,7 +158,7 @@ fn submit(
     job
 }
 
-async fn settled(recorder: &Recorder) -> Counters {
+async fn settled(recorder: &Books) -> Counters {
     loop {
         let c = recorder
             .reports
@@ -194,8 +210,13 @@ async fn v1_delivers_mixed_tokens_with_one_oauth_grant() {
     tokio::time::timeout(TIMEOUT, async {
         let (mock, base) = start_mock(|_| {}).await;
         let recorder = recorder();
-        let service = GoogleService::start(&fcm_config(&mock, &base), recorder.clone(), backoff())
-            .expect("start");
+        let service = GoogleService::start(
+            &fcm_config(&mock, &base),
+            recorder.recorder.clone(),
+            recorder.metrics.clone(),
+            backoff(),
+        )
+        .expect("start");
         assert_eq!(service.platform(), Platform::Fcm);
         let tokens = mixed_tokens();
         let job = submit(&service, &recorder, message(br#"{"k":"v"}"#), &tokens, None);
@@ -254,7 +275,8 @@ async fn legacy_delivers_mixed_tokens_in_batches_of_at_most_1000() {
         let recorder = recorder();
         let service = GoogleService::start(
             &gcm_config(&mock, &base, SERVER_KEY),
-            recorder.clone(),
+            recorder.recorder.clone(),
+            recorder.metrics.clone(),
             backoff(),
         )
         .expect("start");
@@ -315,8 +337,13 @@ async fn v1_data_values_arrive_as_strings() {
     tokio::time::timeout(TIMEOUT, async {
         let (mock, base) = start_mock(|_| {}).await;
         let recorder = recorder();
-        let service = GoogleService::start(&fcm_config(&mock, &base), recorder.clone(), backoff())
-            .expect("start");
+        let service = GoogleService::start(
+            &fcm_config(&mock, &base),
+            recorder.recorder.clone(),
+            recorder.metrics.clone(),
+            backoff(),
+        )
+        .expect("start");
         let tokens: Vec<String> = (0..20).map(|i| format!("device-{i}")).collect();
         let payload = br#"{"count":3,"ok":true,"nested":{"a":[1,2]},"text":"hi"}"#;
         submit(&service, &recorder, message(payload), &tokens, None);
@@ -339,8 +366,13 @@ async fn both_apis_work_over_plain_http1() {
         let tokens = mixed_tokens()[..300].to_vec();
 
         let recorder = recorder();
-        let service = GoogleService::start(&fcm_config(&mock, &base), recorder.clone(), backoff())
-            .expect("start v1");
+        let service = GoogleService::start(
+            &fcm_config(&mock, &base),
+            recorder.recorder.clone(),
+            recorder.metrics.clone(),
+            backoff(),
+        )
+        .expect("start v1");
         submit(&service, &recorder, message(br#"{"k":"v"}"#), &tokens, None);
         let c = settled(&recorder).await;
         assert!(c.balanced(), "{c:?}");
@@ -352,7 +384,8 @@ async fn both_apis_work_over_plain_http1() {
         let recorder = recorder_fresh();
         let service = GoogleService::start(
             &gcm_config(&mock, &base, SERVER_KEY),
-            recorder.clone(),
+            recorder.recorder.clone(),
+            recorder.metrics.clone(),
             backoff(),
         )
         .expect("start legacy");
@@ -370,7 +403,7 @@ async fn both_apis_work_over_plain_http1() {
     .expect("test timed out");
 }
 
-fn recorder_fresh() -> Recorder {
+fn recorder_fresh() -> Books {
     recorder()
 }
 
@@ -387,8 +420,13 @@ async fn throttled_runs_still_deliver_everything() {
 
         let (mock, base) = start_mock(throttle).await;
         let recorder = recorder();
-        let service = GoogleService::start(&fcm_config(&mock, &base), recorder.clone(), backoff())
-            .expect("start v1");
+        let service = GoogleService::start(
+            &fcm_config(&mock, &base),
+            recorder.recorder.clone(),
+            recorder.metrics.clone(),
+            backoff(),
+        )
+        .expect("start v1");
         submit(&service, &recorder, message(br#"{"k":"v"}"#), &tokens, None);
         let c = settled(&recorder).await;
         assert!(c.balanced(), "{c:?}");
@@ -404,8 +442,13 @@ async fn throttled_runs_still_deliver_everything() {
             // Small batches so that several requests (and throttles) happen.
             c.batch_size = 20;
         }
-        let service =
-            GoogleService::start(&config, recorder.clone(), backoff()).expect("start legacy");
+        let service = GoogleService::start(
+            &config,
+            recorder.recorder.clone(),
+            recorder.metrics.clone(),
+            backoff(),
+        )
+        .expect("start legacy");
         submit(&service, &recorder, message(br#"{"k":"v"}"#), &tokens, None);
         let c = settled(&recorder).await;
         assert!(c.balanced(), "{c:?}");
@@ -425,7 +468,8 @@ async fn legacy_wrong_server_key_fails_every_token_as_unauthorized() {
         let recorder = recorder();
         let service = GoogleService::start(
             &gcm_config(&mock, &base, "wrong-key"),
-            recorder.clone(),
+            recorder.recorder.clone(),
+            recorder.metrics.clone(),
             backoff(),
         )
         .expect("start");
@@ -455,8 +499,13 @@ async fn expired_jobs_are_never_sent() {
     tokio::time::timeout(TIMEOUT, async {
         let (mock, base) = start_mock(|_| {}).await;
         let recorder = recorder();
-        let service = GoogleService::start(&fcm_config(&mock, &base), recorder.clone(), backoff())
-            .expect("start");
+        let service = GoogleService::start(
+            &fcm_config(&mock, &base),
+            recorder.recorder.clone(),
+            recorder.metrics.clone(),
+            backoff(),
+        )
+        .expect("start");
         let tokens: Vec<String> = (0..10).map(|i| format!("device-{i}")).collect();
         let past = SystemTime::now() - Duration::from_secs(1);
         submit(
@@ -487,7 +536,13 @@ async fn retries_run_out_as_expired() {
         if let GoogleConfig::Fcm(c) = &mut config {
             c.max_retries = 2;
         }
-        let service = GoogleService::start(&config, recorder.clone(), backoff()).expect("start");
+        let service = GoogleService::start(
+            &config,
+            recorder.recorder.clone(),
+            recorder.metrics.clone(),
+            backoff(),
+        )
+        .expect("start");
         let tokens: Vec<String> = (0..5).map(|i| format!("internal-{i}")).collect();
         submit(&service, &recorder, message(br#"{"k":"v"}"#), &tokens, None);
         let c = settled(&recorder).await;
@@ -508,8 +563,13 @@ async fn abandon_queued_balances_the_books() {
     tokio::time::timeout(TIMEOUT, async {
         let (mock, base) = start_mock(|_| {}).await;
         let recorder = recorder();
-        let service = GoogleService::start(&fcm_config(&mock, &base), recorder.clone(), backoff())
-            .expect("start");
+        let service = GoogleService::start(
+            &fcm_config(&mock, &base),
+            recorder.recorder.clone(),
+            recorder.metrics.clone(),
+            backoff(),
+        )
+        .expect("start");
         service.close();
         let tokens: Vec<String> = (0..30).map(|i| format!("device-{i}")).collect();
         submit(&service, &recorder, message(br#"{"k":"v"}"#), &tokens, None);
@@ -640,7 +700,13 @@ async fn dropped_connections_lose_nothing() {
             c.concurrency = 4;
             c.max_retries = 30;
         }
-        let service = GoogleService::start(&config, recorder.clone(), backoff()).expect("start v1");
+        let service = GoogleService::start(
+            &config,
+            recorder.recorder.clone(),
+            recorder.metrics.clone(),
+            backoff(),
+        )
+        .expect("start v1");
         submit(&service, &recorder, message(br#"{"k":"v"}"#), &tokens, None);
         let c = settled(&recorder).await;
         assert!(c.balanced(), "{c:?}");
@@ -658,8 +724,13 @@ async fn dropped_connections_lose_nothing() {
         if let GoogleConfig::Gcm(c) = &mut config {
             c.batch_size = 10;
         }
-        let service =
-            GoogleService::start(&config, recorder.clone(), backoff()).expect("start legacy");
+        let service = GoogleService::start(
+            &config,
+            recorder.recorder.clone(),
+            recorder.metrics.clone(),
+            backoff(),
+        )
+        .expect("start legacy");
         submit(&service, &recorder, message(br#"{"k":"v"}"#), &tokens, None);
         let c = settled(&recorder).await;
         assert!(c.balanced(), "{c:?}");

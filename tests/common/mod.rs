@@ -125,6 +125,8 @@ pub async fn apns_env(setup: ApnsSetup) -> ApnsEnv {
     section.endpoint = mock.url();
     let mut file = FileConfig::default();
     file.server.listen = "127.0.0.1:0".into();
+    // Durability is not the point here (tests/durable.rs is): keep nothing.
+    file.queue.backend = "memory".into();
     file.retry.base_ms = 5;
     file.retry.cap_ms = 50;
     file.apns = Some(section);
@@ -206,9 +208,9 @@ impl ApnsEnv {
     pub fn counters(&self) -> Counters {
         self.gateway
             .state
-            .recorder
-            .reports
-            .family(Family::Apple)
+            .backend
+            .reports()
+            .family(Family::Apns)
             .counters()
     }
 }
@@ -217,7 +219,7 @@ impl ApnsEnv {
 pub async fn wait_done(gateway: &Gateway, family: Family, accepted: u64) -> Counters {
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
-        let c = gateway.state.recorder.reports.family(family).counters();
+        let c = gateway.state.backend.reports().family(family).counters();
         assert!(c.balanced(), "books out of balance: {c:?}");
         if c.accepted >= accepted && c.pending == 0 {
             return c;
@@ -268,6 +270,8 @@ pub async fn google_env(
     let mock = mock::fcm::start(options).await.unwrap();
     let mut file = FileConfig::default();
     file.server.listen = "127.0.0.1:0".into();
+    // Durability is not the point here (tests/durable.rs is): keep nothing.
+    file.queue.backend = "memory".into();
     file.retry.base_ms = 5;
     file.retry.cap_ms = 50;
     match api {
@@ -411,6 +415,16 @@ impl Served {
     /// Writes `config` to `<dir>/<name>.toml`, starts the binary on it and
     /// waits for its "pushgate listening" line.
     pub async fn start(dir: &std::path::Path, name: &str, config: &FileConfig) -> Self {
+        Self::start_with_env(dir, name, config, &[]).await
+    }
+
+    /// [`Served::start`] with extra environment variables.
+    pub async fn start_with_env(
+        dir: &std::path::Path,
+        name: &str,
+        config: &FileConfig,
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Self {
         use std::io::{BufRead, BufReader};
         let file = dir.join(format!("{name}.toml"));
         std::fs::write(&file, toml::to_string(config).unwrap()).unwrap();
@@ -418,6 +432,7 @@ impl Served {
             .args(["--log-format", "json", "serve", "--config"])
             .arg(&file)
             .env("PUSHGATE_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())

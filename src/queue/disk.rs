@@ -1,0 +1,495 @@
+//! The `disk` backend's store: one redb file in `queue.data_dir`, so a
+//! single gateway survives `kill -9`, OOM kills and deploys with no
+//! external service.
+//!
+//! - A job is one row (its message bytes and every token in one blob), its
+//!   progress another (counts, one bit per token, a lease); never one row
+//!   per token. Written before the 202, in a commit shared with every send
+//!   that arrived meanwhile ([`writer`]: group commit, one fsync).
+//! - Outcomes are buffered by the store's outcome sink and written every
+//!   [`writer::FLUSH_EVERY`] with the counters and list entries they change,
+//!   in one commit: after a restart a token is finished on disk or resent,
+//!   never both, and the books balance at every commit.
+//! - Leases: a worker may only be handed tokens below the job's lease,
+//!   which each commit raises ahead of the workers. After a crash, the
+//!   unfinished tokens below the lease are the ones that may have been in
+//!   flight: they are resent and counted in `possible_duplicates`.
+//! - A finished job's rows go (a small status stays for `GET /jobs/{id}`,
+//!   `report.max_jobs` of them), and redb reuses the freed pages.
+//! - The file is locked (redb's flock): a second gateway on the same
+//!   directory is refused at start.
+//!
+//! [`format`] holds the row formats, [`fault`] the disk-full test hook.
+
+pub mod fault;
+pub mod format;
+pub mod writer;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Sender, channel};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::oneshot;
+
+use crate::books::{CanonicalEntry, Counters, FailureEntry, ListKind, UnregisteredEntry};
+use crate::floor::{lock, now_ms};
+use crate::job::{Family, JobId, JobProgress, Outcome, OutcomeKind};
+use crate::outcome::{Finished, Sink};
+
+use self::format::{JobRecord, JobState};
+use self::writer::{Op, WriterThread};
+
+/// The store's file inside `queue.data_dir`.
+pub const FILE_NAME: &str = "pushgate.redb";
+
+/// The store could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DiskError {
+    /// The directory cannot be created.
+    #[error(
+        "queue.data_dir = {dir:?}: cannot create the directory: {source}. Create it (and give the gateway's user write access), or point queue.data_dir (PUSHGATE_QUEUE_DATA_DIR) elsewhere"
+    )]
+    NotCreatable {
+        /// `queue.data_dir`.
+        dir: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The directory exists but cannot be written.
+    #[error(
+        "queue.data_dir = {dir:?}: not writable: {source}. Give the gateway's user write access to it, or point queue.data_dir (PUSHGATE_QUEUE_DATA_DIR) elsewhere"
+    )]
+    NotWritable {
+        /// `queue.data_dir`.
+        dir: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Another gateway holds the directory.
+    #[error(
+        "queue.data_dir = {dir:?} is in use by another gateway (its store is locked). Give each gateway its own data_dir, or use queue.backend = \"redis\" to share one queue"
+    )]
+    Locked {
+        /// `queue.data_dir`.
+        dir: PathBuf,
+    },
+    /// The store cannot be opened or read.
+    #[error("queue.data_dir = {dir:?}: cannot open the store: {reason}")]
+    Open {
+        /// `queue.data_dir`.
+        dir: PathBuf,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A write the store could not commit.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The disk (or its quota) is full.
+    #[error("the disk holding queue.data_dir is full: {0}")]
+    Full(String),
+    /// Any other I/O or store error.
+    #[error("the disk store cannot write: {0}")]
+    Io(String),
+}
+
+impl StoreError {
+    fn from_redb(e: &redb::Error) -> Self {
+        let full = match e {
+            redb::Error::Io(io) => io.raw_os_error() == Some(28) || io.raw_os_error() == Some(122),
+            _ => false,
+        };
+        if full {
+            StoreError::Full(e.to_string())
+        } else {
+            StoreError::Io(e.to_string())
+        }
+    }
+}
+
+/// A list's size and drops, as the writer last committed them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ListStats {
+    /// Entries held.
+    pub size: usize,
+    /// Entries dropped because the list was full.
+    pub dropped: u64,
+}
+
+/// Outcomes not yet written, filled by the sink, taken by the writer.
+#[derive(Debug, Default)]
+pub(crate) struct Buffer {
+    /// `(job, token index, outcome kind)`.
+    outcomes: Vec<(u128, u32, OutcomeKind)>,
+    /// Counter increments by `family/app`.
+    counters: HashMap<String, Counters>,
+    /// List entries (JSON) by `family/app/list`, in order.
+    lists: Vec<(String, Vec<u8>)>,
+}
+
+impl Buffer {
+    fn is_empty(&self) -> bool {
+        self.outcomes.is_empty() && self.counters.is_empty() && self.lists.is_empty()
+    }
+
+    /// Puts back what a failed commit took, ahead of anything newer.
+    fn absorb(&mut self, mut older: Buffer) {
+        older.outcomes.append(&mut self.outcomes);
+        self.outcomes = older.outcomes;
+        for (k, d) in older.counters {
+            format::add_counters(self.counters.entry(k).or_default(), &d);
+        }
+        older.lists.append(&mut self.lists);
+        self.lists = older.lists;
+    }
+
+    fn delta(&mut self, progress: &JobProgress) -> &mut Counters {
+        let key = counters_key(progress.platform.family(), &progress.app);
+        self.counters.entry(key).or_default()
+    }
+}
+
+/// What the writer thread and the handles share.
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    buffer: Mutex<Buffer>,
+    lists: Mutex<HashMap<String, ListStats>>,
+    healthy: AtomicBool,
+}
+
+/// What the file held at start.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    /// Counters by `family/app`.
+    pub counters: Vec<(String, Counters)>,
+    /// Unfinished jobs, in admission order.
+    pub jobs: Vec<(u128, JobState, JobRecord)>,
+    /// Finished jobs' statuses, oldest first.
+    pub finished: Vec<(u128, JobState)>,
+    /// Job status rows found.
+    pub rows: u64,
+}
+
+/// Opens the file and reads what it holds. redb refuses a damaged file with
+/// an error, or (a file shorter than its header says) with a panic: both
+/// come back as an error here, so the caller can move the file aside.
+fn open_and_read(
+    path: &PathBuf,
+    faults: &Option<PathBuf>,
+) -> Result<(redb::Database, Recovered), redb::DatabaseError> {
+    let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let db = writer::open_db(path, faults)?;
+        let recovered = writer::recover(&db).map_err(|e| {
+            redb::DatabaseError::Storage(redb::StorageError::Corrupted(e.to_string()))
+        })?;
+        Ok((db, recovered))
+    }));
+    attempt.unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic in the store".into());
+        Err(redb::DatabaseError::Storage(redb::StorageError::Corrupted(
+            what,
+        )))
+    })
+}
+
+/// The key of a family's app's counters.
+pub fn counters_key(family: Family, app: &str) -> String {
+    format!("{}/{app}", family.name())
+}
+
+/// The key of a family's app's list.
+pub fn list_key(family: Family, app: &str, list: ListKind) -> String {
+    format!("{}/{app}/{}", family.name(), list.name())
+}
+
+/// The handle: the API, the backend and the sink talk to the writer through it.
+#[derive(Debug)]
+pub struct Store {
+    dir: PathBuf,
+    ops: Mutex<Option<Sender<Op>>>,
+    shared: Arc<Shared>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Store {
+    /// Opens (creating) the store in `dir`, reads what it holds, and starts
+    /// the writer. Refuses a directory it cannot create or write, or one
+    /// another gateway holds. A file that cannot be opened (torn or
+    /// corrupted beyond redb's own repair) is moved aside, named in the
+    /// log, and a fresh one started: a bad file never becomes a crash loop.
+    pub fn open(
+        dir: &Path,
+        max_list: usize,
+        max_jobs: usize,
+    ) -> Result<(Arc<Self>, Recovered), DiskError> {
+        std::fs::create_dir_all(dir).map_err(|source| DiskError::NotCreatable {
+            dir: dir.to_owned(),
+            source,
+        })?;
+        let probe = dir.join(".pushgate-write-check");
+        std::fs::write(&probe, b"ok")
+            .and_then(|()| std::fs::remove_file(&probe))
+            .map_err(|source| DiskError::NotWritable {
+                dir: dir.to_owned(),
+                source,
+            })?;
+        let path = dir.join(FILE_NAME);
+        let faults = std::env::var_os(fault::FAULTS_ENV).map(PathBuf::from);
+        let started = std::time::Instant::now();
+        let (db, recovered) = match open_and_read(&path, &faults) {
+            Ok(opened) => opened,
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                return Err(DiskError::Locked {
+                    dir: dir.to_owned(),
+                });
+            }
+            Err(e) => {
+                let aside = dir.join(format!("{FILE_NAME}.unreadable-{}", now_ms()));
+                tracing::error!(error = %e, file = %path.display(), moved_to = %aside.display(), "the disk store cannot be opened or read; it is moved aside and a fresh one started (its jobs are not recovered)");
+                std::fs::rename(&path, &aside).map_err(|source| DiskError::Open {
+                    dir: dir.to_owned(),
+                    reason: format!("{e}; and it cannot be moved aside: {source}"),
+                })?;
+                open_and_read(&path, &faults).map_err(|e| match e {
+                    redb::DatabaseError::DatabaseAlreadyOpen => DiskError::Locked {
+                        dir: dir.to_owned(),
+                    },
+                    e => DiskError::Open {
+                        dir: dir.to_owned(),
+                        reason: e.to_string(),
+                    },
+                })?
+            }
+        };
+        let pending: u64 = recovered
+            .jobs
+            .iter()
+            .map(|(_, s, _)| s.total - s.done())
+            .sum();
+        tracing::info!(
+            data_dir = %dir.display(),
+            jobs = recovered.jobs.len(),
+            pending_tokens = pending,
+            finished_jobs = recovered.finished.len(),
+            took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            "disk store opened"
+        );
+        let shared = Arc::new(Shared {
+            healthy: AtomicBool::new(true),
+            ..Shared::default()
+        });
+        let (tx, rx) = channel();
+        let writer = WriterThread::new(path, faults, db, max_list, max_jobs, shared.clone());
+        let thread = std::thread::Builder::new()
+            .name("pushgate-disk".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| DiskError::Open {
+                dir: dir.to_owned(),
+                reason: format!("cannot start the writer thread: {e}"),
+            })?;
+        Ok((
+            Arc::new(Self {
+                dir: dir.to_owned(),
+                ops: Mutex::new(Some(tx)),
+                shared,
+                thread: Mutex::new(Some(thread)),
+            }),
+            recovered,
+        ))
+    }
+
+    /// `queue.data_dir`.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// False after a failed commit, until one succeeds.
+    pub fn healthy(&self) -> bool {
+        self.shared.healthy.load(Ordering::Acquire)
+    }
+
+    fn send(&self, op: Op) -> bool {
+        lock(&self.ops)
+            .as_ref()
+            .is_some_and(|tx| tx.send(op).is_ok())
+    }
+
+    async fn ask<T>(
+        &self,
+        op: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Op,
+    ) -> Result<T, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        if !self.send(op(reply)) {
+            return Err(StoreError::Io("the disk store is closed".into()));
+        }
+        answer
+            .await
+            .unwrap_or_else(|_| Err(StoreError::Io("the disk store's writer stopped".into())))
+    }
+
+    /// Stores a job (`record`: [`JobRecord::encode_parts`]) and counts it
+    /// accepted; returns once that is on disk.
+    pub async fn admit(
+        &self,
+        record: Vec<u8>,
+        progress: Arc<JobProgress>,
+    ) -> Result<(), StoreError> {
+        let id = progress.id;
+        let state = JobState {
+            seq: 0,
+            platform: progress.platform.as_str().to_owned(),
+            app: progress.app.to_string(),
+            total: progress.total,
+            counts: [0; 6],
+            cancelled: false,
+            lease: progress.lease(),
+            bits: Vec::new(),
+        };
+        let counters_key = counters_key(progress.platform.family(), &progress.app);
+        self.ask(|reply| Op::Admit {
+            id: id.as_u128(),
+            record,
+            state,
+            progress,
+            counters_key,
+            reply,
+        })
+        .await
+    }
+
+    /// Watches a recovered job's lease.
+    pub fn attach(&self, id: JobId, progress: Arc<JobProgress>) {
+        self.send(Op::Attach {
+            id: id.as_u128(),
+            progress,
+        });
+    }
+
+    /// Records a cancellation; returns once that is on disk.
+    pub async fn cancel(&self, id: JobId) -> Result<(), StoreError> {
+        self.ask(|reply| Op::Cancel {
+            id: id.as_u128(),
+            reply,
+        })
+        .await
+    }
+
+    /// A list's entries, oldest first, with what is buffered; with `drain`,
+    /// emptied in the same commit.
+    pub async fn list(
+        &self,
+        family: Family,
+        app: &str,
+        list: ListKind,
+        drain: bool,
+    ) -> Result<Vec<serde_json::Value>, StoreError> {
+        let key = list_key(family, app, list);
+        let rows = self.ask(|reply| Op::List { key, drain, reply }).await?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| serde_json::from_slice(r).ok())
+            .collect())
+    }
+
+    /// A list's size and drops at the last commit.
+    pub fn list_stats(&self, family: Family, app: &str, list: ListKind) -> ListStats {
+        lock(&self.shared.lists)
+            .get(&list_key(family, app, list))
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Commits what is buffered; returns once it is on disk.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.ask(|reply| Op::Flush { reply }).await
+    }
+
+    /// Commits what is left and stops the writer (at shutdown).
+    pub fn close(&self) {
+        lock(&self.ops).take();
+        if let Some(thread) = lock(&self.thread).take() {
+            let _ = thread.join();
+        }
+    }
+
+    /// Bytes the store's file takes now.
+    pub fn file_bytes(&self) -> u64 {
+        std::fs::metadata(self.dir.join(FILE_NAME)).map_or(0, |m| m.len())
+    }
+}
+
+impl Sink for Store {
+    fn retried(&self, progress: &JobProgress, _reason: &str) {
+        let mut b = lock(&self.shared.buffer);
+        let d = b.delta(progress);
+        d.attempts += 1;
+        d.retries += 1;
+    }
+
+    fn possible_duplicates(&self, progress: &JobProgress, n: u64) {
+        lock(&self.shared.buffer)
+            .delta(progress)
+            .possible_duplicates += n;
+    }
+
+    fn finished(&self, f: &Finished<'_>) {
+        let progress = f.progress;
+        let kind = f.outcome.kind();
+        let entry = match f.outcome {
+            Outcome::Success | Outcome::Expired { .. } | Outcome::Cancelled => None,
+            Outcome::Unregistered { timestamp_ms } => Some((
+                ListKind::Unregistered,
+                serde_json::to_vec(&UnregisteredEntry {
+                    token: f.token.to_owned(),
+                    timestamp: timestamp_ms.unwrap_or_else(now_ms),
+                }),
+            )),
+            Outcome::Canonical { new_token } => Some((
+                ListKind::Canonical,
+                serde_json::to_vec(&CanonicalEntry {
+                    original: f.token.to_owned(),
+                    canonical: new_token.clone(),
+                }),
+            )),
+            Outcome::Failed { reason, status } => Some((
+                ListKind::Failures,
+                serde_json::to_vec(&FailureEntry {
+                    token: f.token.to_owned(),
+                    reason: reason.to_string(),
+                    status: *status,
+                    at: now_ms(),
+                }),
+            )),
+        };
+        let mut b = lock(&self.shared.buffer);
+        b.outcomes.push((progress.id.as_u128(), f.index, kind));
+        let d = b.delta(progress);
+        if f.attempted {
+            d.attempts += 1;
+        } else {
+            d.unattempted += 1;
+        }
+        d.add(kind);
+        if let Some((list, Ok(json))) = entry {
+            let key = list_key(progress.platform.family(), &progress.app, list);
+            b.lists.push((key, json));
+        }
+    }
+
+    fn needs_token(&self, kind: OutcomeKind) -> bool {
+        kind != OutcomeKind::Success
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
