@@ -714,6 +714,10 @@ fn the_demo_writes_its_keys_0600_in_a_0700_directory() {
     let mut files = 0;
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
+        if path.is_dir() {
+            // The disk backend's store: inside the 0700 directory.
+            continue;
+        }
         assert_eq!(mode(&path), 0o600, "{}", path.display());
         files += 1;
     }
