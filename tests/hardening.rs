@@ -428,7 +428,7 @@ async fn tls_connections_are_closed_when_silent_or_idle() {
         use rustls::pki_types::pem::PemObject;
         let ca = rustls::pki_types::CertificateDer::from_pem_slice(pki.ca_pem.as_bytes()).unwrap();
         for alpn in [&b"http/1.1"[..], &b"h2"[..]] {
-            let config = pushgate::tls::client_config(&[ca.clone()], None, &[alpn]).unwrap();
+            let config = pushgate::tls::client_config(std::slice::from_ref(&ca), None, &[alpn]).unwrap();
             let connector = tokio_rustls::TlsConnector::from(config);
             // Handshake done, no request: closed after the header timeout.
             let tcp = TcpStream::connect(env.gateway.addr).await.unwrap();
