@@ -15,6 +15,11 @@ Every figure comes from processes this script starts and stops itself:
    `pending == 0` on /apns/report; CPU seconds and RSS of the gateway.
 4. Legacy GCM and FCM v1, each: h2load against a fresh `pushgate mock fcm`
    with the gateway's request bodies, then the gateway end to end as in 3.
+5. Web Push: h2load against a fresh `pushgate mock webpush` replaying one
+   request the gateway's own code encrypted and signed (the mock decrypts and
+   verifies every one, as it does for the gateway), then the gateway end to
+   end as in 3; beside them `examples/webpush_crypto` measures, on one core,
+   what one message's encryption costs (ephemeral key, ECDH, HKDF, AES-GCM).
 
 Only the Python standard library is used; RSS and CPU come from /proc.
 """
@@ -211,7 +216,7 @@ def dir_bytes(path):
     return total
 
 
-def gateway_config(args, tag, listen_port, section, backend="memory"):
+def gateway_config(args, tag, listen_port, section, backend="memory", queue=""):
     # Each run gets a fresh data_dir: a disk run never reads another's store.
     shutil.rmtree(data_dir(tag), ignore_errors=True)
     text = f"""# written by bench/driver.py
@@ -223,6 +228,7 @@ max_body_bytes = 268435456
 capacity = {max(2 * args.tokens, 1_000_000)}
 backend = "{backend}"
 data_dir = "{data_dir(tag)}"
+{queue}
 
 {section}
 """
@@ -245,9 +251,9 @@ max_connections = {args.connections}
 """
 
 
-def start_gateway(args, tag, section, backend="memory"):
+def start_gateway(args, tag, section, backend="memory", queue=""):
     port = free_port()
-    config = gateway_config(args, tag, port, section, backend)
+    config = gateway_config(args, tag, port, section, backend, queue)
     p = spawn([args.bin, "serve", "--config", config], os.path.join(OUT, f"{tag}-gateway.log"),
               env=child_env(args))
     wait_until("gateway /healthz", lambda: http_get(port, "/healthz")[0] == 200, proc=p)
@@ -509,6 +515,113 @@ def apns_deliver(args, bodies, profile=False, backend="memory"):
         stop(mock)
 
 
+# ---------------------------------------------------------------- queue backends
+
+
+def start_redis(args, tag):
+    """A redis-server of our own on a free port: AOF with `appendfsync everysec`
+    (the usual production setting), no RDB snapshots, in bench/out/<tag>-redis/."""
+    if shutil.which("redis-server") is None:
+        raise SystemExit("bench: --backends needs redis-server (Debian: apt-get install redis-server)")
+    port = free_port()
+    data = os.path.join(OUT, f"{tag}-redis")
+    shutil.rmtree(data, ignore_errors=True)
+    os.makedirs(data)
+    p = spawn(["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+               "--appendonly", "yes", "--appendfsync", "everysec", "--dir", data],
+              os.path.join(OUT, f"{tag}-redis.log"))
+    wait_until("redis-server", lambda: port_open(port), proc=p)
+    return p, port
+
+
+def deliver_backend(args, tag, backend, gateways, bodies):
+    """One APNs run with `gateways` gateways on `backend` ("memory" or "redis"),
+    one fresh mock, the POSTs spread round-robin over the gateways; timed from
+    the first POST to `pending == 0` (cluster-wide with redis). With redis,
+    Redis's own CPU seconds (utime + stime from /proc) are recorded too."""
+    mock, mport, ca = start_mock_apns(args, tag)
+    redis, rport = (None, None)
+    procs = []
+    try:
+        if backend == "redis":
+            redis, rport = start_redis(args, tag)
+        for i in range(gateways):
+            queue = ""
+            if backend == "redis":
+                queue = f'redis_url = "redis://127.0.0.1:{rport}"\nconsumer = "{tag}-{i}"\n'
+            gw, port = start_gateway(args, f"{tag}-{i}", apns_section(args, mport, ca), backend, queue)
+            procs.append((gw, port))
+        for gw, port in procs:
+            wait_until("gateway's APNs connections",
+                       lambda: upstream_connections(port, "apns") >= args.connections, proc=gw)
+        time.sleep(args.settle)
+        apis = [Api(port) for _, port in procs]
+        cpu0 = [cpu_seconds(gw.pid) for gw, _ in procs]
+        mock_cpu0 = cpu_seconds(mock.pid)
+        redis_cpu0 = cpu_seconds(redis.pid) if redis else 0.0
+        total = 0
+        started = time.perf_counter()
+        for i, body in enumerate(bodies):
+            _, accepted = apis[i % len(apis)].post("/apns/send", body)
+            total += accepted
+        while True:
+            report = apis[0].report("/apns/report")
+            pending = report["pending"] if backend == "redis" else sum(
+                a.report("/apns/report")["pending"] for a in apis)
+            if pending == 0:
+                break
+            for gw, _ in procs:
+                if gw.poll() is not None:
+                    raise SystemExit(f"bench: gateway exited during the {tag} run; see {OUT}")
+            if time.perf_counter() - started > args.timeout:
+                raise SystemExit(f"bench: {tag}: {pending} tokens still pending after {args.timeout}s")
+            time.sleep(0.02)
+        elapsed = time.perf_counter() - started
+        gw_cpu = sum(cpu_seconds(gw.pid) - c for (gw, _), c in zip(procs, cpu0))
+        result = {
+            "backend": backend,
+            "gateways": gateways,
+            "tokens": total,
+            "seconds": elapsed,
+            "tokens_per_s": total / elapsed,
+            "gateway_cpu_s": gw_cpu,
+            "mock_cpu_s": cpu_seconds(mock.pid) - mock_cpu0,
+            "redis_cpu_s": (cpu_seconds(redis.pid) - redis_cpu0) if redis else None,
+            "successes": report.get("successes"),
+        }
+        if backend == "redis":
+            result["redis_cpu_s_per_100k"] = result["redis_cpu_s"] / total * 100_000
+        return result
+    finally:
+        for gw, _ in procs:
+            stop(gw)
+        if redis is not None:
+            stop(redis)
+        stop(mock)
+
+
+BACKEND_SETUPS = (("memory", 1), ("redis", 1), ("redis", 2))
+
+
+def backends(args):
+    """memory ×1, redis ×1, redis ×2, interleaved per round, medians reported."""
+    per_job = args.backend_tokens // args.jobs
+    bodies = [send_body(apns_tokens(per_job), APNS_PAYLOAD)] * args.jobs
+    runs = {f"{b}x{n}": [] for b, n in BACKEND_SETUPS}
+    for r in range(args.rounds):
+        for backend, n in BACKEND_SETUPS:
+            key = f"{backend}x{n}"
+            runs[key].append(deliver_backend(args, f"backend-{key}", backend, n, bodies))
+        print(f"bench: backends round {r + 1}/{args.rounds}: " + ", ".join(
+            f"{k} {v[-1]['tokens_per_s']:.0f} tokens/s" for k, v in runs.items()), file=sys.stderr)
+    out = {k: median_run(v, "tokens_per_s") for k, v in runs.items()}
+    base = out["memoryx1"]["tokens_per_s"]
+    for k, v in out.items():
+        v["vs_memory"] = v["tokens_per_s"] / base
+        v["rounds_tokens_per_s"] = [x["tokens_per_s"] for x in runs[k]]
+    return out
+
+
 # ---------------------------------------------------------------- Google
 
 
@@ -588,6 +701,88 @@ concurrency = {args.fcm_concurrency}
         stop(mock)
 
 
+# ---------------------------------------------------------------- Web Push
+
+WEBPUSH_SEED = "pushgate-bench"
+
+
+def vapid_key():
+    path = os.path.join(OUT, "vapid.pem")
+    if not os.path.exists(path):
+        subprocess.run(["openssl", "ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", path],
+                       check=True, capture_output=True)
+    return path
+
+
+def start_mock_webpush(args, tag, subscriptions=0, sample=None):
+    port = free_port()
+    ca = os.path.join(OUT, f"{tag}-webpush-ca.pem")
+    subs = os.path.join(OUT, "webpush-subscriptions.json")
+    argv = [args.bin, "mock", "webpush", "--listen", f"127.0.0.1:{port}", "--seed", WEBPUSH_SEED,
+            "--write-ca", ca, "--vapid-key-file", vapid_key()]
+    waits = [ca]
+    if subscriptions:
+        # The same seed gives the same keys: made once, valid for every mock of the run.
+        argv += ["--subscriptions", str(subscriptions), "--subscriptions-out", subs]
+        waits.append(subs)
+    if sample:
+        argv += ["--write-sample", sample]
+        waits.append(sample + ".url")
+    for f in waits:
+        if os.path.exists(f):
+            os.remove(f)
+    p = spawn(argv, os.path.join(OUT, f"{tag}-mock-webpush.log"), env=child_env(args))
+    wait_until("mock Web Push", lambda: all(os.path.exists(f) and os.path.getsize(f) > 0 for f in waits)
+               and port_open(port), timeout=120, proc=p)
+    return p, port, ca, subs
+
+
+def webpush_subscriptions(args, n):
+    mock, port, _ca, subs = start_mock_webpush(args, "webpush-subs", subscriptions=n)
+    stop(mock)
+    with open(subs) as f:
+        return json.load(f), port
+
+
+def webpush_h2load(args, total):
+    sample = os.path.join(OUT, "webpush-sample")
+    mock, port, _ca, _ = start_mock_webpush(args, "webpush-h2load", sample=sample)
+    url = open(sample + ".url").read().strip()
+    headers = [line for line in open(sample + ".headers").read().splitlines() if line.strip()]
+    cpu0 = cpu_seconds(mock.pid)
+    result = h2load(args, "webpush", url, total, 1, args.webpush_concurrency, headers, sample + ".body")
+    result["mock_cpu_s"] = cpu_seconds(mock.pid) - cpu0
+    result["tokens_per_s"] = result["requests_per_s"]
+    stop(mock)
+    if result["status_2xx"] != total:
+        raise SystemExit(f"bench: h2load webpush: {result['status_2xx']} 2xx of {total}; see {OUT}/webpush-h2load.log")
+    return result
+
+
+def webpush_deliver(args, bodies, subs_port):
+    mock, port, ca, _ = start_mock_webpush(args, "webpush")
+    # Keys derive from the endpoint path alone: point the subscriptions at this mock.
+    bodies = [b.replace(f"127.0.0.1:{subs_port}/".encode(), f"127.0.0.1:{port}/".encode()) for b in bodies]
+    section = f"""[webpush]
+vapid_key_file = "{vapid_key()}"
+subject = "mailto:bench@example.com"
+ca_file = "{ca}"
+allowed_origins = ["https://127.0.0.1:{port}"]
+concurrency = {args.webpush_concurrency}
+"""
+    try:
+        return deliver(args, "webpush", section, "/webpush/send", "/webpush/report", bodies, "webpush", mock)
+    finally:
+        stop(mock)
+
+
+def webpush_crypto(args):
+    if not args.crypto_bin or not os.path.exists(args.crypto_bin):
+        return None
+    out = subprocess.run([args.crypto_bin, "20000"], capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
 # ---------------------------------------------------------------- report
 
 
@@ -657,7 +852,16 @@ def main():
     ap.add_argument("--google-tokens", type=int, default=None, help="tokens for GCM and FCM v1 (default --tokens)")
     ap.add_argument("--rounds", type=int, default=3,
                     help="h2load/gateway pairs per platform, interleaved; medians are reported (default 3)")
-    ap.add_argument("--only", choices=["apns", "gcm", "fcm"], action="append",
+    ap.add_argument("--backends", action="store_true",
+                    help="also compare queue backends on APNs: memory x1, redis x1, redis x2 (starts its own redis-server)")
+    ap.add_argument("--backend-tokens", type=int, default=200_000,
+                    help="tokens per backend run (default 200000)")
+    ap.add_argument("--webpush-tokens", type=int, default=100_000,
+                    help="Web Push subscriptions (default 100000: each one costs an ECDH on both sides)")
+    ap.add_argument("--webpush-concurrency", type=int, default=256,
+                    help="webpush.concurrency and h2load -m (default 256)")
+    ap.add_argument("--crypto-bin", default=None, help="the release examples/webpush_crypto binary")
+    ap.add_argument("--only", choices=["apns", "gcm", "fcm", "webpush", "none"], action="append",
                     help="run only these platforms (repeatable; default all)")
     ap.add_argument("--profile", action="store_true",
                     help="after the measured runs, repeat the APNs run under `perf record` and write bench/out/profile.txt")
@@ -675,7 +879,7 @@ def main():
     global OUT
     OUT = os.path.join(HERE, "out")
     os.makedirs(OUT, exist_ok=True)
-    platforms = args.only or ["apns", "gcm", "fcm"]
+    platforms = args.only or ["apns", "gcm", "fcm", "webpush"]
     per_job = args.tokens // args.jobs
     global JOB_LABEL
     JOB_LABEL = f"{per_job // 1000}k" if per_job >= 1000 else str(per_job)
@@ -752,6 +956,30 @@ def main():
                          "post_latency_loaded": latency([t for g in gw_runs for t in g["post_s"]])}
         e2e["peak_rss_mb"] = max(g["peak_rss_mb"] for g in gw_runs)
 
+    if args.backends:
+        print("bench: queue backends: memory x1, redis x1, redis x2 (APNs)", file=sys.stderr)
+        results["backends"] = backends(args)
+
+    if "webpush" in platforms:
+        per = max(1, args.webpush_tokens // args.jobs)
+        subs, subs_port = webpush_subscriptions(args, per)
+        payload = json.dumps(json.loads(GOOGLE_PAYLOAD), separators=(",", ":"))
+        body = ('{"subscriptions":' + json.dumps(subs, separators=(",", ":")) + ',"payload":' + payload
+                + ',"ttl":3600}').encode()
+        bodies = [body] * args.jobs
+        crypto = webpush_crypto(args)
+        h2_runs, gw_runs = [], []
+        for r in range(args.rounds):
+            h2_runs.append(webpush_h2load(args, per * args.jobs))
+            gw_runs.append(webpush_deliver(args, bodies, subs_port))
+            print(f"bench: Web Push round {r + 1}/{args.rounds}: h2load {h2_runs[-1]['tokens_per_s']:.0f} req/s, "
+                  f"gateway {gw_runs[-1]['tokens_per_s']:.0f} tokens/s", file=sys.stderr)
+        h2, e2e = median_run(h2_runs, "tokens_per_s"), median_run(gw_runs, "tokens_per_s")
+        results["webpush"] = {"h2load": h2, "gateway": e2e, "ratio": e2e["tokens_per_s"] / h2["tokens_per_s"],
+                              "rounds": rounds(h2_runs, gw_runs, "tokens_per_s"), "crypto": crypto,
+                              "post_latency_loaded": latency([t for g in gw_runs for t in g["post_s"]])}
+        e2e["peak_rss_mb"] = max(g["peak_rss_mb"] for g in gw_runs)
+
     if args.profile and "apns" in platforms:
         print("bench: APNs again under perf record (figures above are from the run without it)", file=sys.stderr)
         prof_job = args.profile_tokens // args.jobs
@@ -770,7 +998,7 @@ def main():
         print(f"bench: profile in {OUT}/profile.txt", file=sys.stderr)
 
     results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    for section in ("apns", "apns_disk", "gcm", "fcm"):
+    for section in ("apns", "apns_disk", "gcm", "fcm", "webpush"):
         if section in results:
             results[section]["gateway"].pop("post_s", None)
             results[section].get("memory", {}).pop("post_s", None)
@@ -833,6 +1061,30 @@ def print_table(r):
             (f"{label} RSS idle / peak", f"{g['idle_rss_mb']:.1f} / {g['peak_rss_mb']:.1f} MB", ""),
             (f"{label} CPU per 100k tokens", f"{g['cpu_s_per_100k']:.2f} s", f"gateway {g['cpu_s']:.1f} s, mock {g['mock_cpu_s']:.1f} s"),
         ]
+    if "backends" in r:
+        for key, b in r["backends"].items():
+            cpu = f"gateways {b['gateway_cpu_s']:.1f} s"
+            if b.get("redis_cpu_s") is not None:
+                cpu += f", redis-server {b['redis_cpu_s']:.1f} s ({b['redis_cpu_s_per_100k']:.2f} s per 100k)"
+            rows.append((f"APNs {b['backend']} x{b['gateways']} gateway(s)", f"{b['tokens_per_s']:,.0f} tokens/s",
+                         f"{b['vs_memory']:.2f} of memory x1; {cpu}; rounds: "
+                         + ", ".join(f"{x:,.0f}" for x in b["rounds_tokens_per_s"])))
+    if "webpush" in r:
+        s = r["webpush"]
+        g, h, c = s["gateway"], s["h2load"], s.get("crypto") or {}
+        rows += [
+            ("Web Push gateway end to end", f"{g['tokens_per_s']:,.0f} tokens/s", f"{g['tokens']:,} subscriptions in {g['seconds']:.2f} s (median of {len(s['rounds'])} rounds)"),
+            ("Web Push h2load, same mock", f"{h['tokens_per_s']:,.0f} req/s", f"ratio {s['ratio']:.0%} (rounds: "
+             + ", ".join(f"{x['ratio']:.0%}" for x in s["rounds"]) + "); mock decrypts every message"),
+            ("Web Push CPU per 100k", f"{g['cpu_s_per_100k']:.2f} s", f"gateway {g['cpu_s']:.1f} s, mock {g['mock_cpu_s']:.1f} s; h2load run: h2load {h['cpu_s']:.1f} s, mock {h['mock_cpu_s']:.1f} s"),
+            ("Web Push POST", f"p50 {s['post_latency_loaded']['p50_ms']:.0f} ms", f"p99 {s['post_latency_loaded']['p99_ms']:.0f} ms"),
+        ]
+        if c:
+            rows.append(("Web Push crypto per message (1 core)", f"{c['encrypt_us']:.0f} us",
+                         f"ephemeral key {c['ephemeral_keygen_us']:.0f} us + ECDH {c['ecdh_us']:.0f} us + HKDF/AES {c['rest_of_encrypt_us']:.0f} us; "
+                         f"bound {c['encrypt_bound_msgs_per_core_s']:,.0f} msgs/core/s; VAPID cached {c['vapid_cached_us']:.2f} us, signing {c['vapid_sign_us']:.0f} us"))
+    if not rows:
+        return
     w0 = max(len(x[0]) for x in rows)
     w1 = max(len(x[1]) for x in rows)
     print()

@@ -6,6 +6,7 @@
 //! (`/`, the status page, and `/openapi.json`).
 
 pub mod auth;
+pub mod cluster;
 pub mod error;
 pub mod extract;
 pub mod openapi;
@@ -13,6 +14,7 @@ pub mod rejections;
 pub mod report;
 pub mod send;
 pub mod status;
+pub mod webpush;
 
 use std::ops::Deref;
 use std::sync::Arc;
@@ -50,6 +52,10 @@ pub struct Inner {
     pub apns_apps: std::collections::BTreeMap<String, ApnsService>,
     /// Named Google apps beside the default.
     pub google_apps: std::collections::BTreeMap<String, GoogleService>,
+    /// Web Push delivery, when `[webpush]` is configured.
+    pub webpush: Option<crate::webpush::WebPushService>,
+    /// Named Web Push apps beside the default.
+    pub webpush_apps: std::collections::BTreeMap<String, crate::webpush::WebPushService>,
     /// Where work is kept: admission, reports, jobs, cancel, drain.
     pub backend: Backend,
     /// Metrics.
@@ -131,7 +137,18 @@ pub fn router(state: AppState) -> Router {
             "/gcm/report/failures",
             get(report::google_failures).delete(report::google_failures),
         )
+        .route("/webpush/send", post(send::webpush))
+        .route("/webpush/report", get(webpush::totals_route))
+        .route(
+            "/webpush/report/unregistered",
+            get(webpush::unregistered).delete(webpush::unregistered),
+        )
+        .route(
+            "/webpush/report/failures",
+            get(webpush::failures).delete(webpush::failures),
+        )
         .route("/jobs/{id}", get(job_status).delete(cancel_job))
+        .route("/cluster", get(cluster::view))
         .route("/metrics", get(metrics))
         .route("/readyz", get(readyz))
         .route("/status.json", get(status::json))

@@ -214,6 +214,27 @@ impl ApnsService {
     pub fn abandon_queued(&self) -> u64 {
         self.shared.queue.abandon(&self.shared.recorder)
     }
+
+    /// Token auth: uses the cluster's provider token (one per key for every
+    /// gateway) instead of signing its own. Reads it once now, then every
+    /// [`auth::SYNC_EVERY`] while the service lives. Certificate auth: no-op.
+    pub async fn share_credentials(&self, shared: crate::shared_credential::SharedCredentials) {
+        let Some(signer) = &self.shared.signer else {
+            return;
+        };
+        signer.share(shared);
+        signer.sync().await;
+        let weak = Arc::downgrade(&self.shared);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(auth::SYNC_EVERY).await;
+                let Some(shared) = weak.upgrade() else { return };
+                if let Some(signer) = &shared.signer {
+                    signer.sync().await;
+                }
+            }
+        });
+    }
 }
 
 impl Deliver for ApnsService {

@@ -29,7 +29,7 @@ use crate::metrics::Metrics;
 use crate::outcome::{Arrival, Recorder};
 use crate::queue::Admission;
 use crate::queue::disk::format::JobRecord;
-use crate::queue::disk::writer::LEASE_AHEAD;
+use crate::queue::disk::writer::LEASE_START;
 use crate::queue::disk::{self, StoreError};
 use crate::queue::redis::{CHUNK_TOKENS, ChunkedJob, Cluster, RedisError};
 use crate::report::{BoundedList, Reports};
@@ -299,10 +299,12 @@ impl Backend {
                 tracing::error!(job = %JobId::from_u128(id), platform = state.platform, "a stored job names an unknown platform; left on disk");
                 continue;
             };
-            let progress = Arc::new(progress.with_lease(state.lease));
+            let send = state.unfinished();
+            // This run's lease counts from the first token left to send.
+            let first = send.first().map_or(0, |r| r.start);
+            let progress = Arc::new(progress.with_lease(first.saturating_add(LEASE_START)));
             inner.hand.recorder.accepted(&progress, Arrival::Recovered);
             disk.attach(progress.id, progress.clone());
-            let send = state.unfinished();
             let maybe_sent: u64 = send
                 .iter()
                 .map(|r| u64::from(r.end.min(state.lease).saturating_sub(r.start)))
@@ -425,7 +427,7 @@ impl Backend {
         let id = JobId::new();
         let progress = JobProgress::for_app(id, platform, app.clone(), total);
         let progress = Arc::new(match disk {
-            Some(_) => progress.with_lease(LEASE_AHEAD),
+            Some(_) => progress.with_lease(LEASE_START),
             None => progress,
         });
         if let Some(disk) = disk {
@@ -532,7 +534,7 @@ impl Backend {
             });
         }
         let rendered: Vec<String> = (0..tokens.len())
-            .map(|i| platform.render_token(tokens.get(u32::try_from(i).unwrap_or(u32::MAX))))
+            .map(|i| platform.wire_token(tokens.get(u32::try_from(i).unwrap_or(u32::MAX))))
             .collect();
         let id = JobId::new();
         cluster
@@ -557,6 +559,21 @@ impl Backend {
     }
 
     // ===== reads =====
+
+    /// The gateways sharing the store, their chunks, the stream's length and
+    /// lag (`GET /cluster`); `None` when the store is not shared.
+    pub async fn cluster_view(
+        &self,
+    ) -> Option<Result<crate::queue::redis::view::ClusterView, ReadError>> {
+        match &self.0.store {
+            Store::Redis(cluster) => Some(
+                crate::queue::redis::view::read(cluster)
+                    .await
+                    .map_err(ReadError::from),
+            ),
+            Store::Memory | Store::Disk(..) => None,
+        }
+    }
 
     /// A family's app's totals.
     pub async fn counters(&self, family: Family, app: &str) -> Result<Counters, ReadError> {

@@ -70,6 +70,8 @@ pub struct FileConfig {
     pub gcm: Option<GcmSection>,
     /// `[webhook]`; absent (or an empty url) sends no outcome events.
     pub webhook: Option<WebhookSection>,
+    /// `[webpush]`; absent disables Web Push.
+    pub webpush: Option<WebPushSection>,
 }
 
 /// `[webhook]`.
@@ -174,8 +176,14 @@ pub struct QueueSection {
     /// The `disk` backend's directory, relative to the working directory
     /// unless absolute. One gateway per directory (it is locked).
     pub data_dir: String,
-    /// `redis://host:port[/db]` of the shared queue (backend `redis`).
+    /// `redis://[user:password@]host:port[/db]` of the shared queue (backend
+    /// `redis`); `rediss://` for TLS (rustls, aws-lc-rs).
     pub redis_url: String,
+    /// A file holding the Redis password (AUTH); overrides one in the URL.
+    pub redis_password_file: String,
+    /// A PEM file with the CA that signed a `rediss://` server's certificate
+    /// (a private CA); "" = the system's roots.
+    pub redis_ca_file: String,
     /// Stream key; every other key of the cluster starts with it.
     pub stream: String,
     /// Consumer group shared by every gateway of the cluster.
@@ -193,6 +201,8 @@ impl Default for QueueSection {
             backend: "disk".into(),
             data_dir: "pushgate-data".into(),
             redis_url: "redis://127.0.0.1:6379".into(),
+            redis_password_file: String::new(),
+            redis_ca_file: String::new(),
             stream: "pushgate".into(),
             group: "pushgate".into(),
             consumer: String::new(),
@@ -211,8 +221,12 @@ pub struct DiskQueueConfig {
 /// Validated `[queue]` settings of the `redis` backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisQueueConfig {
-    /// `queue.redis_url`.
+    /// `queue.redis_url`. May hold a password: log [`masked_url`] of it.
     pub url: String,
+    /// The password read from `queue.redis_password_file`, if set.
+    pub password: Option<Secret>,
+    /// The PEM of `queue.redis_ca_file`, if set (`rediss://` only).
+    pub ca_pem: Option<Vec<u8>>,
     /// `queue.stream`.
     pub stream: String,
     /// `queue.group`.
@@ -221,6 +235,31 @@ pub struct RedisQueueConfig {
     pub consumer: String,
     /// `queue.claim_idle_ms`.
     pub claim_idle: Duration,
+}
+
+/// `redis://user:secret@host` → `redis://user:********@host`: a URL as it
+/// may be logged or shown (`check-config`, errors). A URL without a password
+/// is returned as is.
+pub fn masked_url(url: &str) -> String {
+    let Some(scheme) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    // The userinfo ends at the last '@' before the path.
+    let authority_end = url[scheme..].find('/').map_or(url.len(), |i| scheme + i);
+    let Some(at) = url[scheme..authority_end].rfind('@').map(|i| scheme + i) else {
+        return url.to_owned();
+    };
+    let userinfo = &url[scheme..at];
+    // `redis://name@host` names an ACL user and no password: nothing to hide.
+    let Some(colon) = userinfo.find(':') else {
+        return url.to_owned();
+    };
+    format!(
+        "{}{}:********{}",
+        &url[..scheme],
+        &userinfo[..colon],
+        &url[at..]
+    )
 }
 
 /// `hostname-pid`: unique per process on a host, readable in `XINFO CONSUMERS`.
@@ -450,6 +489,10 @@ pub struct Config {
     pub google_apps: BTreeMap<String, GoogleConfig>,
     /// The outcome webhook, when configured.
     pub webhook: Option<crate::webhook::WebhookConfig>,
+    /// Web Push, when configured: the `default` app.
+    pub webpush: Option<WebPushConfig>,
+    /// Named Web Push apps (`[webpush.apps.<name>]`).
+    pub webpush_apps: BTreeMap<String, WebPushConfig>,
 }
 
 /// Validated `[server]`.
@@ -690,6 +733,9 @@ fn invalid(
 
 mod load;
 mod validate;
+mod webpush;
+
+pub use webpush::{WebPushConfig, WebPushSection};
 
 #[cfg(test)]
 mod tests;

@@ -17,6 +17,8 @@ use crate::gateway::Gateway;
 use crate::job::Family;
 use crate::mock;
 
+mod webpush;
+
 /// `pushgate demo` options.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DemoArgs {
@@ -165,6 +167,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             })
         }
     }
+    let push_mock = webpush::setup(&dir, &pki, &ca_file, &mut file).await?;
     let config = file.validate()?;
     let gateway = Gateway::start(&config).await?;
     let base = gateway.url();
@@ -313,6 +316,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         accepted as f64 / took.as_secs_f64().max(1e-9)
     );
 
+    webpush::send_sample(&client, &base, &push_mock, args.tokens.min(1000)).await?;
+
     if args.exit {
         gateway.shutdown(Duration::from_secs(5)).await;
         return Ok(ExitCode::SUCCESS);
@@ -325,6 +330,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         "0".repeat(60)
     );
     println!("  curl -s {base}/apns/report");
+    println!("  curl -s {base}/webpush/report");
     println!("  curl -s -X DELETE {base}/apns/report/unregistered");
     println!(
         "  curl -s {base}/jobs/{}",

@@ -244,6 +244,15 @@ impl GoogleService {
     pub fn abandon_queued(&self) -> u64 {
         self.shared.queue.abandon(&self.shared.recorder)
     }
+
+    /// FCM v1: uses the cluster's access token (one per service account for
+    /// every gateway); a refresh asks Google only under the cluster's mint
+    /// lock. Legacy (a static server key): no-op.
+    pub fn share_credentials(&self, shared: crate::shared_credential::SharedCredentials) {
+        if let Api::V1 { token, .. } = &self.shared.api {
+            token.share(shared);
+        }
+    }
 }
 
 /// Fetches the first access token right away; failures are logged, and the

@@ -23,6 +23,7 @@ use crate::outcome::{Recorder, Sink};
 use crate::queue::Admission;
 use crate::queue::redis::Cluster;
 use crate::report::{ReportOptions, Reports};
+use crate::webpush::WebPushService;
 
 pub use crate::backend::DrainReport;
 
@@ -68,6 +69,10 @@ impl Gateway {
         let apps = vec![
             (Family::Apns, config.apns_apps.keys().cloned().collect()),
             (Family::Google, config.google_apps.keys().cloned().collect()),
+            (
+                Family::WebPush,
+                config.webpush_apps.keys().cloned().collect(),
+            ),
         ];
         let options = ReportOptions {
             lists: !store.keeps_lists(),
@@ -102,6 +107,34 @@ impl Gateway {
         for (name, app) in &config.google_apps {
             google_apps.insert(name.clone(), start_google(app)?);
         }
+        if let Some(redis) = &config.redis {
+            // One provider token per key for the whole cluster.
+            let store = crate::queue::redis::credentials::RedisCredentials::new(redis)?;
+            let shared = crate::shared_credential::SharedCredentials::new(
+                Arc::new(store),
+                Arc::new(crate::shared_credential::SystemClock),
+            );
+            for service in apns.iter().chain(apns_apps.values()) {
+                service.share_credentials(shared.clone()).await;
+            }
+            for service in google.iter().chain(google_apps.values()) {
+                service.share_credentials(shared.clone());
+            }
+        }
+        let start_webpush =
+            |c| WebPushService::start(c, recorder.clone(), metrics.clone(), config.backoff);
+        let webpush = config.webpush.as_ref().map(start_webpush).transpose()?;
+        let mut webpush_apps = std::collections::BTreeMap::new();
+        for (name, app) in &config.webpush_apps {
+            webpush_apps.insert(name.clone(), start_webpush(app)?);
+        }
+        for (name, service) in webpush
+            .iter()
+            .map(|s| (DEFAULT_APP, s))
+            .chain(webpush_apps.iter().map(|(n, s)| (n.as_str(), s)))
+        {
+            registry.register(name, Arc::new(service.clone()));
+        }
         for (name, service) in apns
             .iter()
             .map(|s| (DEFAULT_APP, s))
@@ -129,6 +162,8 @@ impl Gateway {
             google_apps,
             apns,
             google,
+            webpush,
+            webpush_apps,
             backend,
             metrics,
             api_keys: config.server.api_keys.clone(),

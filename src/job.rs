@@ -23,6 +23,8 @@ pub enum Platform {
     Fcm,
     /// Legacy GCM-compatible multicast API.
     Gcm,
+    /// Web Push (RFC 8030) to browsers, encrypted per subscription.
+    WebPush,
 }
 
 /// How a platform keeps its tokens: as bytes decoded from hex (APNs), or as
@@ -33,11 +35,24 @@ pub enum TokenForm {
     Hex,
     /// Opaque text stored as is.
     Text,
+    /// A Web Push subscription: its keys (p256dh, 65 bytes, then auth, 16
+    /// bytes) and its endpoint URL, stored as those bytes; shown as the
+    /// endpoint alone, carried between gateways as hex of the keys, then the
+    /// endpoint.
+    Subscription,
 }
+
+/// Bytes of a stored subscription's keys, before its endpoint.
+const SUBSCRIPTION_KEYS: usize = 65 + 16;
 
 impl Platform {
     /// Every platform.
-    pub const ALL: [Platform; 3] = [Platform::Apns, Platform::Fcm, Platform::Gcm];
+    pub const ALL: [Platform; 4] = [
+        Platform::Apns,
+        Platform::Fcm,
+        Platform::Gcm,
+        Platform::WebPush,
+    ];
 
     /// The platform called `name` (its [`Platform::as_str`]).
     pub fn parse(name: &str) -> Option<Self> {
@@ -49,6 +64,7 @@ impl Platform {
         match self {
             Platform::Apns => TokenForm::Hex,
             Platform::Fcm | Platform::Gcm => TokenForm::Text,
+            Platform::WebPush => TokenForm::Subscription,
         }
     }
 
@@ -58,6 +74,7 @@ impl Platform {
             Platform::Apns => "apns",
             Platform::Fcm => "fcm",
             Platform::Gcm => "gcm",
+            Platform::WebPush => "webpush",
         }
     }
 
@@ -67,15 +84,53 @@ impl Platform {
         match self.token_form() {
             TokenForm::Hex => hex_encode(stored),
             TokenForm::Text => String::from_utf8_lossy(stored).into_owned(),
+            TokenForm::Subscription => {
+                String::from_utf8_lossy(stored.get(SUBSCRIPTION_KEYS..).unwrap_or_default())
+                    .into_owned()
+            }
         }
     }
 
-    /// The inverse of [`Platform::render_token`]: appends the stored form of
+    /// A stored token as text that [`Platform::store_token`] turns back into
+    /// the same bytes (how the `redis` backend carries tokens). The same as
+    /// [`Platform::render_token`] but for Web Push, whose shown form (the
+    /// endpoint) leaves out the keys.
+    pub fn wire_token(self, stored: &[u8]) -> String {
+        match self.token_form() {
+            TokenForm::Subscription if stored.len() > SUBSCRIPTION_KEYS => {
+                let mut s = hex_encode(&stored[..SUBSCRIPTION_KEYS]);
+                s.push_str(&String::from_utf8_lossy(&stored[SUBSCRIPTION_KEYS..]));
+                s
+            }
+            _ => self.render_token(stored),
+        }
+    }
+
+    /// The inverse of [`Platform::wire_token`]: appends the stored form of
     /// an already validated token to `out`.
     pub fn store_token(self, rendered: &str, out: &mut Vec<u8>) {
         let start = out.len();
         if self.token_form() == TokenForm::Hex && decode_hex_token(rendered, out).is_ok() {
             return;
+        }
+        if self.token_form() == TokenForm::Subscription
+            && let Some(keys) = rendered.get(..2 * SUBSCRIPTION_KEYS)
+            && keys.len() == 2 * SUBSCRIPTION_KEYS
+        {
+            let ok = keys.as_bytes().chunks_exact(2).all(|pair| {
+                match (nibble(pair[0]), nibble(pair[1])) {
+                    (Some(hi), Some(lo)) => {
+                        out.push(hi << 4 | lo);
+                        true
+                    }
+                    _ => false,
+                }
+            });
+            if ok {
+                out.extend_from_slice(&rendered.as_bytes()[2 * SUBSCRIPTION_KEYS..]);
+                return;
+            }
+            out.truncate(start);
         }
         out.truncate(start);
         out.extend_from_slice(rendered.as_bytes());
@@ -86,6 +141,7 @@ impl Platform {
         match self {
             Platform::Apns => Family::Apns,
             Platform::Fcm | Platform::Gcm => Family::Google,
+            Platform::WebPush => Family::WebPush,
         }
     }
 }
@@ -103,11 +159,13 @@ pub enum Family {
     Apns,
     /// `/gcm/report*` (FCM v1 or legacy GCM, whichever is configured).
     Google,
+    /// `/webpush/report*`.
+    WebPush,
 }
 
 impl Family {
     /// Every family.
-    pub const ALL: [Family; 2] = [Family::Apns, Family::Google];
+    pub const ALL: [Family; 3] = [Family::Apns, Family::Google, Family::WebPush];
 
     /// Its route prefix (`apns` for `/apns/report`, `gcm` for `/gcm/report`),
     /// also its name in stored keys.
@@ -115,6 +173,7 @@ impl Family {
         match self {
             Family::Apns => "apns",
             Family::Google => "gcm",
+            Family::WebPush => "webpush",
         }
     }
 
@@ -663,6 +722,21 @@ mod tests {
         assert!(check_registration_token("has space").is_err());
         assert!(check_registration_token("é").is_err());
         assert!(check_registration_token(&"a".repeat(4097)).is_err());
+    }
+
+    #[test]
+    fn subscriptions_show_their_endpoint_and_travel_with_their_keys() {
+        let mut stored: Vec<u8> = (0..81u8).collect();
+        stored.extend_from_slice(b"https://push.example.com/s/1");
+        let p = Platform::WebPush;
+        assert_eq!(p.render_token(&stored), "https://push.example.com/s/1");
+        let wire = p.wire_token(&stored);
+        assert!(wire.ends_with("https://push.example.com/s/1") && wire.len() == 162 + 28);
+        let mut back = Vec::new();
+        p.store_token(&wire, &mut back);
+        assert_eq!(back, stored);
+        // The other platforms carry what they show.
+        assert_eq!(Platform::Fcm.wire_token(b"abc"), "abc");
     }
 
     #[test]

@@ -13,7 +13,8 @@
 //! lock helper), [`job`] (the shared nouns), [`books`] (counters, lists,
 //! job status), [`message`] (validation errors). Beside the main path:
 //! [`config`], [`schedule`] (delayed sends), [`queue`] (dispatch queues,
-//! admission, the stores), [`retry`] (backoff, platform-agnostic), [`tls`].
+//! admission, the stores), [`retry`] (backoff, platform-agnostic),
+//! [`shared_credential`] (one provider token for a cluster), [`tls`].
 //! `tests/layering.rs` checks the import rules.
 
 pub mod abandon;
@@ -37,5 +38,7 @@ pub mod queue;
 pub mod report;
 pub mod retry;
 pub mod schedule;
+pub mod shared_credential;
 pub mod tls;
 pub mod webhook;
+pub mod webpush;

@@ -81,6 +81,9 @@ enum MockCommand {
     Apns(MockApnsArgs),
     /// Mock FCM: OAuth token endpoint, v1 send and legacy batch API.
     Fcm(MockFcmArgs),
+    /// Mock Web Push service (RFC 8030, TLS h2 + http/1.1): verifies VAPID,
+    /// decrypts every message; the endpoint path picks the outcome.
+    Webpush(MockWebPushArgs),
 }
 
 #[derive(Args)]
@@ -195,6 +198,44 @@ struct MockFcmArgs {
     faults: FaultArgs,
 }
 
+#[derive(Args)]
+struct MockWebPushArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:2199")]
+    listen: SocketAddr,
+    /// Seed the subscription keys derive from (same seed, same subscriptions).
+    #[arg(long)]
+    seed: Option<String>,
+    /// Accept only this VAPID public key (base64url), as a real service does
+    /// for subscriptions made with that applicationServerKey.
+    #[arg(long)]
+    vapid_public_key: Option<String>,
+    /// Write the CA that signed the server certificate here (webpush.ca_file).
+    #[arg(long)]
+    write_ca: Option<PathBuf>,
+    /// Print this many ready-made subscriptions (a JSON array) before serving.
+    #[arg(long, default_value_t = 0)]
+    subscriptions: usize,
+    /// The endpoint kind of the printed subscriptions: ok, gone, notfound,
+    /// flaky, throttle, toolarge, bad, internal.
+    #[arg(long, default_value = "ok")]
+    kind: String,
+    /// Write the subscriptions here instead of stdout.
+    #[arg(long)]
+    subscriptions_out: Option<PathBuf>,
+    /// The application server's VAPID key (PEM): only its public key is
+    /// accepted (like --vapid-public-key), and --write-sample signs with it.
+    #[arg(long)]
+    vapid_key_file: Option<PathBuf>,
+    /// For h2load: write one ready request to subscription `ok/h2load` as
+    /// PREFIX.url, PREFIX.headers (one `name: value` a line) and PREFIX.body
+    /// (needs --vapid-key-file).
+    #[arg(long)]
+    write_sample: Option<PathBuf>,
+    #[command(flatten)]
+    faults: FaultArgs,
+}
+
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PUSHGATE_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
@@ -230,6 +271,7 @@ fn main() -> ExitCode {
             Command::CheckConfig { file } => check_config(&file),
             Command::Mock(MockCommand::Apns(args)) => mock_apns(args).await,
             Command::Mock(MockCommand::Fcm(args)) => mock_fcm(args).await,
+            Command::Mock(MockCommand::Webpush(args)) => mock_webpush(args).await,
             Command::Demo(args) => pushgate::demo::run(args).await,
         }
     });
@@ -267,6 +309,18 @@ fn check_config(file: &std::path::Path) -> anyhow::Result<ExitCode> {
                     None => "off",
                 }
             );
+            // The site's JavaScript needs this as `applicationServerKey`.
+            for (app, w) in config
+                .webpush
+                .iter()
+                .map(|w| ("default", w))
+                .chain(config.webpush_apps.iter().map(|(n, w)| (n.as_str(), w)))
+            {
+                println!(
+                    "# webpush app {app}: VAPID public key (applicationServerKey) {}",
+                    w.vapid.key().public_key_b64()
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
@@ -381,6 +435,98 @@ async fn mock_fcm(args: MockFcmArgs) -> anyhow::Result<ExitCode> {
     );
     report_ledger_until_signal(&handle).await;
     Ok(ExitCode::SUCCESS)
+}
+
+async fn mock_webpush(args: MockWebPushArgs) -> anyhow::Result<ExitCode> {
+    let pki = mock::tls::TestPki::generate()?;
+    let mut options = mock::webpush::MockWebPushOptions::new(&pki);
+    options.listen = args.listen;
+    if let Some(seed) = &args.seed {
+        options.seed = seed.as_bytes().to_vec();
+    }
+    options.expected_key = args.vapid_public_key.clone();
+    let vapid_key = match &args.vapid_key_file {
+        Some(path) => {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("reading --vapid-key-file {}", path.display()))?;
+            let key = pushgate::webpush::vapid::VapidKey::from_pem(&pem)
+                .with_context(|| format!("--vapid-key-file {}", path.display()))?;
+            options.expected_key = Some(key.public_key_b64().to_owned());
+            Some(key)
+        }
+        None => None,
+    };
+    options.faults = args.faults.faults()?;
+    if let Some(path) = &args.write_ca {
+        std::fs::write(path, &pki.ca_pem)
+            .with_context(|| format!("writing --write-ca {}", path.display()))?;
+    }
+    let push = mock::webpush::start(options).await?;
+    if args.subscriptions > 0 {
+        let subs: Vec<serde_json::Value> = (0..args.subscriptions)
+            .map(|i| push.subscription(&args.kind, &format!("s{i}")))
+            .collect();
+        let text = serde_json::to_string_pretty(&subs)?;
+        match &args.subscriptions_out {
+            Some(path) => std::fs::write(path, text + "\n")
+                .with_context(|| format!("writing --subscriptions-out {}", path.display()))?,
+            None => println!("{text}"),
+        }
+    }
+    if let Some(prefix) = &args.write_sample {
+        let key = vapid_key.context("--write-sample needs --vapid-key-file")?;
+        write_webpush_sample(&push, key, prefix)?;
+    }
+    println!(
+        "mock Web Push listening on {} (endpoints {}/push/<kind>/<id>; allow this origin in webpush.allowed_origins)",
+        push.origin(),
+        push.origin()
+    );
+    report_ledger_until_signal(&push.handle).await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One request as the gateway would send it, for h2load to replay: the same
+/// encryption and VAPID code as the gateway, so the mock does the same work.
+fn write_webpush_sample(
+    push: &mock::webpush::MockWebPush,
+    key: pushgate::webpush::vapid::VapidKey,
+    prefix: &std::path::Path,
+) -> anyhow::Result<()> {
+    use pushgate::webpush::{ece, vapid};
+    let sub = push.subscription("ok", "h2load");
+    let keys = ece::UaKeys::parse(
+        sub["keys"]["p256dh"].as_str().unwrap_or_default(),
+        sub["keys"]["auth"].as_str().unwrap_or_default(),
+    )
+    .map_err(|e| anyhow::anyhow!("sample subscription keys: {e}"))?;
+    let body = ece::encrypt(
+        br#"{"title":"pushgate bench","body":"Hello from the benchmark"}"#,
+        &keys,
+    )
+    .map_err(|e| anyhow::anyhow!("encrypting the sample: {e}"))?;
+    let signer = vapid::Vapid::new(key, "mailto:bench@example.com")?;
+    let auth = signer
+        .authorization(&push.origin())
+        .map_err(|_| anyhow::anyhow!("signing the sample VAPID JWT"))?;
+    let with = |ext: &str| {
+        let mut p = prefix.as_os_str().to_owned();
+        p.push(ext);
+        PathBuf::from(p)
+    };
+    std::fs::write(with(".body"), body)?;
+    std::fs::write(
+        with(".headers"),
+        format!(
+            "authorization: {}\nttl: 3600\ncontent-encoding: aes128gcm\ncontent-type: application/octet-stream\n",
+            auth.to_str().unwrap_or_default()
+        ),
+    )?;
+    std::fs::write(
+        with(".url"),
+        format!("{}\n", sub["endpoint"].as_str().unwrap_or_default()),
+    )?;
+    Ok(())
 }
 
 /// Logs the mock's counters every 10 s while busy, until a signal.

@@ -10,6 +10,7 @@ pub mod faults;
 pub mod fcm;
 pub mod ledger;
 pub mod tls;
+pub mod webpush;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

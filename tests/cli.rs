@@ -90,10 +90,20 @@ fn json_logs_carry_job_progress_and_summary_lines() {
         "a line per 10% of a 2,500-token job: saw {progress}"
     );
     let done: Vec<_> = lines.iter().filter(|v| message(v) == "job done").collect();
-    assert_eq!(done.len(), 2, "one summary per job (APNs and Android)");
+    assert_eq!(
+        done.len(),
+        3,
+        "one summary per job (APNs, Android, Web Push)"
+    );
     for d in done {
-        assert_eq!(d["fields"]["total"], 2500);
-        assert!(d["fields"]["successes"].as_u64().unwrap() > 2000);
+        // The demo's Web Push job has at most 1,000 subscriptions.
+        let total = if d["fields"]["platform"] == "webpush" {
+            1000
+        } else {
+            2500
+        };
+        assert_eq!(d["fields"]["total"], total);
+        assert!(d["fields"]["successes"].as_u64().unwrap() > total * 8 / 10);
         assert!(d["fields"]["tokens_per_s"].is_number());
     }
 }

@@ -32,6 +32,12 @@ use serde_json::{Value, json};
 const CLUSTER_TIMEOUT: Duration = Duration::from_secs(400);
 const CLAIM_IDLE_MS: u64 = 2000;
 
+/// `redis-server`, or what `PUSHGATE_TEST_REDIS_SERVER` names
+/// (`valkey-server`: scripts/test runs these tests against both when it can).
+fn redis_server_bin() -> String {
+    std::env::var("PUSHGATE_TEST_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into())
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -65,7 +71,7 @@ impl RedisServer {
     }
 
     async fn spawn(&mut self) {
-        let child = Command::new("redis-server")
+        let child = Command::new(redis_server_bin())
             .args(["--bind", "127.0.0.1", "--port"])
             .arg(self.port.to_string())
             .args([
@@ -324,6 +330,16 @@ async fn kill_9_of_one_gateway_loses_nothing_and_bounds_duplicates() {
             assert!(Instant::now() < deadline, "deliveries never got going");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        // The window the victim holds when it dies (sized from round trips).
+        let view: Value = client
+            .get(format!("{}/cluster", gateways[0].url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let window_at_kill = view["this_gateway_window"].as_u64().unwrap();
         gateways[0].kill();
         let killed_at = Instant::now();
         // Time to reclaim: from the kill to the first chunk a survivor took over.
@@ -357,7 +373,7 @@ async fn kill_9_of_one_gateway_loses_nothing_and_bounds_duplicates() {
         }
         assert_eq!(metric_total as u64, reported, "the metric and the report disagree");
         eprintln!(
-            "kill -9: 30000 tokens over 3 gateways, one killed mid-run; {} delivered, {dupes} duplicates (reported possible: {reported}, bound {in_flight_bound}), {reclaimed} chunks reclaimed, first reclaim {:.1} s after the kill (claim_idle_ms = {CLAIM_IDLE_MS}), all delivered {:.1} s after the kill",
+            "kill -9: 30000 tokens over 3 gateways, one killed mid-run; {} delivered, {dupes} duplicates (reported possible: {reported}, window at the kill {window_at_kill} chunks, bound {in_flight_bound}), {reclaimed} chunks reclaimed, first reclaim {:.1} s after the kill (claim_idle_ms = {CLAIM_IDLE_MS}), all delivered {:.1} s after the kill",
             delivered(&mock.ledger, &all),
             reclaim_after.unwrap_or_default().as_secs_f64(),
             took.as_secs_f64(),

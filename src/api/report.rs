@@ -12,7 +12,7 @@ use crate::books::{Counters, ListKind};
 use crate::floor::DEFAULT_APP;
 use crate::job::Family;
 
-fn app_name(q: &AppQuery) -> &str {
+pub(super) fn app_name(q: &AppQuery) -> &str {
     q.app
         .as_deref()
         .filter(|a| !a.is_empty())
@@ -20,7 +20,11 @@ fn app_name(q: &AppQuery) -> &str {
 }
 
 /// The totals, from the backend (cluster-wide with `redis`).
-async fn totals(state: &AppState, family: Family, q: &AppQuery) -> Result<Counters, ApiError> {
+pub(super) async fn totals(
+    state: &AppState,
+    family: Family,
+    q: &AppQuery,
+) -> Result<Counters, ApiError> {
     state
         .backend
         .counters(family, app_name(q))
@@ -29,7 +33,7 @@ async fn totals(state: &AppState, family: Family, q: &AppQuery) -> Result<Counte
 }
 
 /// `{"size","dropped"}` of a list.
-fn stats(state: &AppState, family: Family, q: &AppQuery, list: ListKind) -> Value {
+pub(super) fn stats(state: &AppState, family: Family, q: &AppQuery, list: ListKind) -> Value {
     let (size, dropped) = state.backend.list_stats(family, app_name(q), list);
     json!({ "size": size, "dropped": dropped })
 }
@@ -60,6 +64,11 @@ fn check_app(state: &AppState, family: Family, q: &AppQuery) -> Result<(), ApiEr
 fn google(state: &AppState, q: &AppQuery) -> Result<(), ApiError> {
     require(state.google.is_some(), "Google (FCM/GCM)", "[fcm] or [gcm]")?;
     check_app(state, Family::Google, q)
+}
+
+pub(super) fn webpush(state: &AppState, q: &AppQuery) -> Result<(), ApiError> {
+    require(state.webpush.is_some(), "Web Push", "[webpush]")?;
+    check_app(state, Family::WebPush, q)
 }
 
 fn apple(state: &AppState, q: &AppQuery) -> Result<(), ApiError> {
@@ -127,7 +136,7 @@ pub async fn google_totals(
 }
 
 /// A list's entries: read on GET, read and emptied in one step on DELETE.
-async fn entries(
+pub(super) async fn entries(
     state: &AppState,
     method: &Method,
     family: Family,
@@ -137,6 +146,7 @@ async fn entries(
     match family {
         Family::Apns => apple(state, q)?,
         Family::Google => google(state, q)?,
+        Family::WebPush => webpush(state, q)?,
     }
     let drain = method == Method::DELETE;
     state

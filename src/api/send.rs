@@ -13,8 +13,10 @@ pub mod body;
 pub mod fuzzing;
 pub mod google;
 pub mod intake;
+pub mod webpush;
 
 pub use apns::apns;
 pub use body::Body;
 pub use google::google;
 pub use intake::{MAX_DELAY, When, parse_when};
+pub use webpush::webpush;

@@ -115,6 +115,22 @@ pub async fn json(State(state): State<AppState>) -> Response {
             },
         })
     });
+    let webpush_totals = totals(Family::WebPush).await;
+    let webpush = state.webpush.as_ref().map(|service| {
+        json!({
+            "platform": "webpush",
+            "report": "/webpush/report",
+            "queue_depth": service.queue_depth(),
+            "in_flight": in_flight(&state, "webpush"),
+            // One HTTP pool per push service origin, inside reqwest: no count.
+            "connections": Value::Null,
+            "counters": counters(&webpush_totals),
+            "lists": {
+                "unregistered": list(&state, Family::WebPush, ListKind::Unregistered),
+                "failures": list(&state, Family::WebPush, ListKind::Failures),
+            },
+        })
+    });
     ok(json!({
         "time_ms": now_ms(),
         "version": env!("CARGO_PKG_VERSION"),
@@ -124,6 +140,6 @@ pub async fn json(State(state): State<AppState>) -> Response {
             "capacity": state.backend.capacity(),
             "backend": state.backend.name(),
         },
-        "platforms": { "apns": apns, "google": google },
+        "platforms": { "apns": apns, "google": google, "webpush": webpush },
     }))
 }

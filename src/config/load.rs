@@ -5,8 +5,8 @@
 use super::*;
 
 const ENV_PREFIX: &str = "PUSHGATE_";
-const SECTIONS: [&str; 8] = [
-    "server", "queue", "report", "retry", "apns", "fcm", "gcm", "webhook",
+const SECTIONS: [&str; 9] = [
+    "server", "queue", "report", "retry", "apns", "fcm", "gcm", "webhook", "webpush",
 ];
 
 impl FileConfig {
@@ -78,6 +78,7 @@ impl FileConfig {
         if let Some(w) = masked.webhook.as_mut() {
             mask(&mut w.secret);
         }
+        masked.queue.redis_url = crate::config::masked_url(&masked.queue.redis_url);
         toml::to_string_pretty(&masked).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }
 }
@@ -99,7 +100,7 @@ const AUTH_KEYS: [&str; 9] = [
 /// Fills every `[<platform>.apps.<name>]` table with the keys it leaves unset,
 /// taken from `[<platform>]`, so an app states only what differs.
 fn inherit_app_keys(table: &mut toml::Table) -> Result<(), ConfigErrors> {
-    for platform in ["apns", "fcm", "gcm"] {
+    for platform in ["apns", "fcm", "gcm", "webpush"] {
         let Some(toml::Value::Table(section)) = table.get_mut(platform) else {
             continue;
         };
@@ -230,6 +231,7 @@ fn template() -> toml::Table {
         fcm: Some(FcmSection::default()),
         gcm: Some(GcmSection::default()),
         webhook: Some(WebhookSection::default()),
+        webpush: Some(WebPushSection::default()),
         ..FileConfig::default()
     };
     toml::Table::try_from(full).unwrap_or_default()

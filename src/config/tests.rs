@@ -302,3 +302,53 @@ fn redis_backend_is_validated_and_defaults_its_consumer() {
         .expect_err("unknown backend");
     assert!(messages(err).contains("\"redis\""));
 }
+
+#[test]
+fn redis_tls_auth_keys_are_read_and_the_password_never_shown() {
+    let dir = std::env::temp_dir().join(format!("pushgate-cfg-redis-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let pw = dir.join("redis-password");
+    std::fs::write(&pw, "s3cret-from-file\n").expect("write");
+    let ca = dir.join("ca.pem");
+    let pki = crate::mock::tls::TestPki::generate().expect("pki");
+    std::fs::write(&ca, &pki.ca_pem).expect("write");
+    let text = format!(
+        "[queue]\nbackend = \"redis\"\nredis_url = \"rediss://app:urlsecret@db.internal:6380/1\"\n\
+         redis_password_file = {:?}\nredis_ca_file = {:?}\n",
+        pw.display().to_string(),
+        ca.display().to_string()
+    );
+    let file = FileConfig::parse(&text, "t", env(&[])).expect("parse");
+    let masked = file.to_masked_toml();
+    assert!(!masked.contains("urlsecret"), "{masked}");
+    assert!(
+        masked.contains("rediss://app:********@db.internal:6380/1"),
+        "{masked}"
+    );
+    let redis = file.validate().expect("valid").redis.expect("redis");
+    assert_eq!(
+        redis.password.as_ref().map(|p| p.expose()),
+        Some("s3cret-from-file")
+    );
+    assert_eq!(redis.ca_pem.as_deref(), Some(pki.ca_pem.as_bytes()));
+    assert!(!format!("{redis:?}").contains("s3cret-from-file"));
+
+    // A CA file without TLS, and a bad URL, are refused without the password.
+    let err = FileConfig::parse(
+        &format!(
+            "[queue]\nbackend = \"redis\"\nredis_url = \"redis://:hunter2@h:nope\"\nredis_ca_file = {:?}\n",
+            ca.display().to_string()
+        ),
+        "t",
+        env(&[]),
+    )
+    .expect("parse")
+    .validate()
+    .map(drop)
+    .expect_err("invalid");
+    let text = messages(err);
+    assert!(text.contains("queue.redis_ca_file"), "{text}");
+    assert!(text.contains("queue.redis_url"), "{text}");
+    assert!(!text.contains("hunter2"), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

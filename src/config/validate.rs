@@ -76,6 +76,19 @@ impl FileConfig {
             .as_ref()
             .filter(|w| !w.url.is_empty())
             .and_then(|w| validate_webhook(w, &mut errors));
+        let webpush = self
+            .webpush
+            .as_ref()
+            .and_then(|w| super::webpush::validate_webpush(w, &mut errors));
+        let webpush_apps = self.webpush.as_ref().map_or_else(BTreeMap::new, |w| {
+            validate_apps(
+                "webpush",
+                &w.apps,
+                |app| !app.apps.is_empty(),
+                super::webpush::validate_webpush,
+                &mut errors,
+            )
+        });
         match server {
             Some(server) if errors.is_empty() => Ok(Config {
                 server,
@@ -95,6 +108,8 @@ impl FileConfig {
                 google,
                 google_apps,
                 webhook,
+                webpush,
+                webpush_apps,
             }),
             _ => Err(ConfigErrors(errors)),
         }
@@ -135,16 +150,59 @@ impl FileConfig {
             }
         }
         let before = errors.len();
-        if !(q.redis_url.starts_with("redis://") || q.redis_url.starts_with("unix://"))
+        let tls = q.redis_url.starts_with("rediss://");
+        if !(q.redis_url.starts_with("redis://") || tls || q.redis_url.starts_with("unix://"))
             || redis::Client::open(q.redis_url.as_str()).is_err()
         {
             errors.push(invalid(
                 "queue.redis_url",
-                &q.redis_url,
-                "not a usable redis URL (TLS rediss:// is not built in)",
-                "e.g. \"redis://127.0.0.1:6379\" or \"redis://:password@host:6379/0\"",
+                crate::config::masked_url(&q.redis_url),
+                "not a usable redis URL",
+                "e.g. \"redis://127.0.0.1:6379\", \"rediss://user:password@host:6380/0\" (TLS)",
             ));
         }
+        let password = if q.redis_password_file.is_empty() {
+            None
+        } else {
+            read_file(
+                "queue.redis_password_file",
+                &q.redis_password_file,
+                "the Redis password file",
+                "point it at a file holding the password alone, or set it to \"\"",
+                errors,
+            )
+            .and_then(|raw| match String::from_utf8(raw) {
+                // A trailing newline is the editor's, not the password's.
+                Ok(text) if !text.trim_end_matches(['\r', '\n']).is_empty() => Some(
+                    crate::config::Secret::new(text.trim_end_matches(['\r', '\n'])),
+                ),
+                _ => {
+                    errors.push(invalid(
+                        "queue.redis_password_file",
+                        &q.redis_password_file,
+                        "empty or not UTF-8",
+                        "write the password alone into the file",
+                    ));
+                    None
+                }
+            })
+        };
+        let ca_pem = if q.redis_ca_file.is_empty() {
+            None
+        } else if !tls {
+            errors.push(invalid(
+                "queue.redis_ca_file",
+                &q.redis_ca_file,
+                "a CA file needs a TLS URL",
+                "use a rediss:// redis_url, or set redis_ca_file = \"\"",
+            ));
+            None
+        } else {
+            let roots = read_roots("queue.redis_ca_file", &q.redis_ca_file, errors);
+            (!roots.is_empty())
+                .then(|| std::fs::read(&q.redis_ca_file).ok())
+                .flatten()
+        };
         for (key, value) in [("queue.stream", &q.stream), ("queue.group", &q.group)] {
             if value.is_empty() || value.contains(char::is_whitespace) {
                 errors.push(invalid(
@@ -165,6 +223,8 @@ impl FileConfig {
         }
         (errors.len() == before).then(|| RedisQueueConfig {
             url: q.redis_url.clone(),
+            password,
+            ca_pem,
             stream: q.stream.clone(),
             group: q.group.clone(),
             consumer: if q.consumer.is_empty() {
@@ -288,7 +348,7 @@ impl FileConfig {
 }
 
 /// Validates named apps, reporting each problem under `<platform>.apps.<name>.<key>`.
-fn validate_apps<S, C>(
+pub(super) fn validate_apps<S, C>(
     platform: &str,
     apps: &BTreeMap<String, S>,
     nests: impl Fn(&S) -> bool,
@@ -342,7 +402,7 @@ fn validate_apps<S, C>(
     valid
 }
 
-fn read_file(
+pub(super) fn read_file(
     key: &str,
     path: &str,
     what: &str,
@@ -358,7 +418,7 @@ fn read_file(
     }
 }
 
-fn read_roots(
+pub(super) fn read_roots(
     key: &str,
     path: &str,
     errors: &mut Vec<ConfigError>,

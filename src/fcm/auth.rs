@@ -6,10 +6,18 @@
 //! each asking Google (single flight), and a burst of `UNAUTHENTICATED` answers
 //! for the same token causes one refresh: [`AccessToken::invalidate`] only drops
 //! the token that was rejected. Neither the token nor the key is ever logged.
+//!
+//! With a shared backend (`redis`), [`AccessToken::share`] makes the cluster
+//! use one access token per service account: a refresh first looks at the
+//! cluster's, and only the gateway holding the mint lock asks Google.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::shared_credential::{
+    Clock, Credential, Decision, LOCK_HOLD, SharedCredentials, SystemClock,
+};
 
 use http::HeaderValue;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -115,10 +123,22 @@ struct GrantError {
 
 #[derive(Default)]
 struct Cache {
-    /// The bearer header and when to renew it.
-    current: Option<(HeaderValue, Instant)>,
+    /// The bearer header, when it was granted, when to renew it and when it
+    /// expires (ms, by the token's clock).
+    current: Option<Held>,
     /// The last refresh failure: when, its text, and whether it was a refusal.
     failure: Option<(Instant, String, bool)>,
+}
+
+struct Held {
+    value: HeaderValue,
+    granted_at_ms: u64,
+    renew_at_ms: u64,
+    expires_at_ms: u64,
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// The cached access token of one service account.
@@ -133,6 +153,8 @@ pub struct AccessToken {
     refresh: tokio::sync::Mutex<()>,
     refreshes: IntCounter,
     obtained: AtomicBool,
+    clock: Arc<dyn Clock>,
+    shared: OnceLock<SharedCredentials>,
 }
 
 impl std::fmt::Debug for AccessToken {
@@ -164,7 +186,26 @@ impl AccessToken {
             refresh: tokio::sync::Mutex::new(()),
             refreshes,
             obtained: AtomicBool::new(false),
+            clock: Arc::new(SystemClock),
+            shared: OnceLock::new(),
         })
+    }
+
+    /// The same token source reading `clock` for the token's age (tests).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Uses the cluster's access token from now on (once; later calls are
+    /// ignored).
+    pub fn share(&self, shared: SharedCredentials) {
+        let _ = self.shared.set(shared);
+    }
+
+    /// The cluster-wide key of this account's token.
+    pub fn credential_key(&self) -> String {
+        format!("fcm:{}", self.client_email)
     }
 
     /// True once any access token was granted: the credentials work.
@@ -178,10 +219,95 @@ impl AccessToken {
     }
 
     fn fresh(&self) -> Option<HeaderValue> {
+        let now = self.clock.now_ms();
         let cache = self.lock();
         match &cache.current {
-            Some((value, renew_at)) if Instant::now() < *renew_at => Some(value.clone()),
+            Some(held) if now < held.renew_at_ms => Some(held.value.clone()),
             _ => None,
+        }
+    }
+
+    /// The held token while it has not expired (due for renewal or not).
+    fn usable(&self) -> Option<HeaderValue> {
+        let now = self.clock.now_ms();
+        let cache = self.lock();
+        match &cache.current {
+            Some(held) if now < held.expires_at_ms => Some(held.value.clone()),
+            _ => None,
+        }
+    }
+
+    fn adopt(&self, c: &Credential) -> Option<HeaderValue> {
+        let value = HeaderValue::from_str(&c.value).ok()?;
+        let mut cache = self.lock();
+        cache.current = Some(Held {
+            value: value.clone(),
+            granted_at_ms: c.minted_at_ms,
+            renew_at_ms: c.renew_at_ms,
+            expires_at_ms: c.expires_at_ms,
+        });
+        cache.failure = None;
+        self.obtained.store(true, Ordering::Relaxed);
+        Some(value)
+    }
+
+    /// With a shared token: the cluster's, or the one we mint under its lock.
+    /// `None`: ask Google ourselves (no shared store, or it cannot be used).
+    async fn via_cluster(&self) -> Option<Result<HeaderValue, AuthError>> {
+        let shared = self.shared.get()?;
+        let key = self.credential_key();
+        let waited = Instant::now();
+        loop {
+            let ours = self.lock().current.as_ref().and_then(|h| {
+                Some(Credential {
+                    value: h.value.to_str().ok()?.to_owned(),
+                    minted_at_ms: h.granted_at_ms,
+                    renew_at_ms: h.renew_at_ms,
+                    expires_at_ms: h.expires_at_ms,
+                })
+            });
+            match shared.decide(&key, ours.as_ref()).await {
+                Ok(Decision::Use(c)) => {
+                    if let Some(value) = self.adopt(&c) {
+                        return Some(Ok(value));
+                    }
+                    return None;
+                }
+                Ok(Decision::Mint) => {
+                    let result = self.grant().await;
+                    if result.is_ok() {
+                        let held = self.lock().current.as_ref().and_then(|h| {
+                            Some(Credential {
+                                value: h.value.to_str().ok()?.to_owned(),
+                                minted_at_ms: h.granted_at_ms,
+                                renew_at_ms: h.renew_at_ms,
+                                expires_at_ms: h.expires_at_ms,
+                            })
+                        });
+                        if let Some(held) = held
+                            && let Err(e) = shared.publish(&key, &held).await
+                        {
+                            tracing::warn!(error = %e, "cannot store the shared FCM access token");
+                        }
+                    }
+                    return Some(result);
+                }
+                Ok(Decision::Wait) => {
+                    // Another gateway is asking Google. The token we hold
+                    // still works (renewal starts minutes before expiry).
+                    if let Some(value) = self.usable() {
+                        return Some(Ok(value));
+                    }
+                    if waited.elapsed() > LOCK_HOLD {
+                        return None;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot read the shared FCM access token");
+                    return None;
+                }
+            }
         }
     }
 
@@ -204,14 +330,27 @@ impl AccessToken {
                 refusal: *refusal,
             });
         }
-        let asked_at = Instant::now();
+        if let Some(result) = self.via_cluster().await {
+            return result;
+        }
+        self.grant().await
+    }
+
+    /// Asks the token endpoint and caches the answer.
+    async fn grant(&self) -> Result<HeaderValue, AuthError> {
+        let asked_at = self.clock.now_ms();
         match self.fetch().await {
             Ok((value, lifetime)) => {
                 // Renew 5 minutes early, or 10% of the lifetime for short-lived
                 // tokens, counted from when we asked so a slow answer errs early.
                 let margin = MAX_RENEW_MARGIN.min(lifetime / 10);
                 let mut cache = self.lock();
-                cache.current = Some((value.clone(), asked_at + lifetime - margin));
+                cache.current = Some(Held {
+                    value: value.clone(),
+                    granted_at_ms: asked_at,
+                    renew_at_ms: asked_at.saturating_add(ms(lifetime - margin)),
+                    expires_at_ms: asked_at.saturating_add(ms(lifetime)),
+                });
                 cache.failure = None;
                 self.obtained.store(true, Ordering::Relaxed);
                 self.refreshes.inc();
@@ -231,7 +370,7 @@ impl AccessToken {
         if cache
             .current
             .as_ref()
-            .is_some_and(|(value, _)| value == rejected)
+            .is_some_and(|held| held.value == *rejected)
         {
             cache.current = None;
         }

@@ -364,11 +364,15 @@ impl Store {
         .await
     }
 
-    /// Watches a recovered job's lease.
+    /// Watches a recovered job's lease and stores the one it starts this
+    /// run with (its `progress.lease()`). Safe before that is on disk: the
+    /// stored lease is the last run's, which is higher.
     pub fn attach(&self, id: JobId, progress: Arc<JobProgress>) {
+        let lease = progress.lease();
         self.send(Op::Attach {
             id: id.as_u128(),
             progress,
+            lease,
         });
     }
 

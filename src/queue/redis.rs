@@ -1,7 +1,8 @@
 //! The `redis` backend's store: several gateways share one Redis stream, each
 //! token is sent by one of them, and a `kill -9` loses nothing answered 202.
 //!
-//! Keys (all start with `queue.stream`, written `S` here):
+//! Keys (all start with `{<queue.stream>}`, the hash tag, written `S` here,
+//! so they all hash to one Redis Cluster slot; see [`link::stream_key`]):
 //! - `S`: the stream. One entry per [`Chunk`] (up to [`CHUNK_TOKENS`] tokens
 //!   of one job), XADDed before the 202 goes out.
 //! - `S:done:<entry>`: a set of the chunk's tokens that have an outcome. A
@@ -12,30 +13,41 @@
 //! - `S:job:<id>`: the job's total and outcome counts, for `GET /jobs/{id}`.
 //! - `S:delayed`: delayed chunks, scored by due time (ms), moved to the stream
 //!   when due.
+//! - `S:cred:<key>` and `S:cred:<key>:lock`: the cluster's shared provider
+//!   tokens and their mint locks ([`credentials`]).
 //!
-//! Consuming: a gateway reads with XREADGROUP in the shared group, at most
-//! [`CHUNKS_IN_FLIGHT`] chunks at a time (so the others get their share, and a
-//! crash can cost at most that many chunks' unfinished tokens). Outcomes are
-//! buffered and written every [`FLUSH_EVERY`] in one MULTI/EXEC: done-set
-//! members, counter deltas, list entries, and the XACK + XDEL of every chunk
-//! whose tokens all have an outcome. A gateway keeps its own chunks' idle time
+//! Consuming: a gateway reads with XREADGROUP in the shared group, holding a
+//! window of chunks sized from measured round trips ([`window`], at most
+//! [`CHUNKS_IN_FLIGHT`]: so the others get their share, and a crash can cost
+//! at most that many chunks' unfinished tokens). Outcomes are buffered and
+//! written in one MULTI/EXEC as soon as a chunk completes, and at least
+//! every [`FLUSH_EVERY`]: done-set members, counter deltas, list entries,
+//! and the XACK + XDEL of every chunk whose tokens all have an outcome, in
+//! the same script call as its last outcomes. A chunk finished within one
+//! flush never gets a done set: its counts are summed in the script. A gateway keeps its own chunks' idle time
 //! low (XCLAIM JUSTID), and XAUTOCLAIMs chunks idle longer than
 //! `queue.claim_idle_ms`: their consumer died.
 
 //!
 //! Split by concern: [`wire`] (the stream entry and key names), [`consume`]
 //! (the reader, reclaimer and delayed-chunk loops), [`flush`] (buffered
-//! outcomes, written in batches), [`read`] (report counters, lists, jobs).
+//! outcomes, written in batches), [`read`] (report counters, lists, jobs),
+//! [`link`] (URL, TLS, AUTH), [`window`] (chunks held, from round trips),
+//! [`credentials`] (the shared provider tokens), [`view`] (`GET /cluster`).
 
 pub mod consume;
+pub mod credentials;
 pub mod flush;
+pub mod link;
 pub mod read;
+pub mod view;
+pub mod window;
 pub mod wire;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
 
 use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -53,9 +65,12 @@ use self::wire::Chunk;
 /// Tokens per stream entry: large enough that a 100k-token job is 100
 /// entries, small enough that a reclaimed chunk is quick to re-read.
 pub const CHUNK_TOKENS: usize = 1000;
-/// Chunks one gateway works on at once; bounds what a crash can resend.
-pub const CHUNKS_IN_FLIGHT: usize = 4;
-/// How often buffered outcomes are written to Redis.
+/// The most chunks one gateway holds at once (the window's maximum, see
+/// [`window`]); bounds what a crash can resend: this many chunks' tokens
+/// without a written outcome.
+pub const CHUNKS_IN_FLIGHT: usize = window::MAX_WINDOW;
+/// Buffered outcomes are written at least this often (and at once when a
+/// chunk completes).
 pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
 /// Records a chunk's outcomes: KEYS = done set, stream; ARGV = max_list,
 /// entry id, then per token: token, report key, outcome field, attempt
@@ -101,6 +116,10 @@ pub struct ChunkedJob {
 struct InFlight {
     entry: String,
     remaining: AtomicU64,
+    /// When its first and its last outcome arrived (the window's `S`; the
+    /// last also starts its ack delay).
+    first_outcome: OnceLock<Instant>,
+    finished_at: OnceLock<Instant>,
     // Keeps the registry key (the progress address) from being reused.
     progress: Arc<JobProgress>,
     // Returned when the chunk's ack is written: a slot for the next chunk.
@@ -110,7 +129,9 @@ struct InFlight {
 /// The shared queue: a handle on Redis, the chunks in flight here, and the
 /// buffered outcome writes.
 pub struct Cluster {
-    conn: ConnectionManager,
+    /// Set once the first connection is made (a gateway started while
+    /// Redis is down waits for it in the background; see [`Cluster::connect`]).
+    conn: OnceLock<ConnectionManager>,
     config: RedisQueueConfig,
     url: String,
     max_list: usize,
@@ -119,6 +140,11 @@ pub struct Cluster {
     chunks: Mutex<HashMap<usize, Arc<InFlight>>>,
     entries: Mutex<HashSet<String>>,
     slots: Arc<Semaphore>,
+    /// Permits `slots` was given: the window now.
+    window_now: AtomicUsize,
+    window: Mutex<window::Window>,
+    /// Woken when a chunk completes: its ack is written at once.
+    flush_now: Notify,
     healthy: AtomicBool,
     stopping: AtomicBool,
     detached: AtomicBool,
@@ -138,14 +164,9 @@ impl std::fmt::Debug for Cluster {
     }
 }
 
-/// `redis://user:secret@host` → `redis://host`: never log the password.
+/// Never log the password: see [`crate::config::masked_url`].
 fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}{}", &url[..scheme + 3], &url[at + 1..])
-        }
-        _ => url.to_owned(),
-    }
+    crate::config::masked_url(url)
 }
 
 async fn manager(client: redis::Client) -> redis::RedisResult<ConnectionManager> {
@@ -161,6 +182,10 @@ async fn manager(client: redis::Client) -> redis::RedisResult<ConnectionManager>
 
 impl Cluster {
     /// Connects to Redis and creates the consumer group if it does not exist.
+    /// When Redis cannot be reached the cluster is returned unconnected and
+    /// keeps trying in the background (backoff 200 ms doubling to 2 s):
+    /// until then `/readyz` answers 503 and sends 503 `queue_unavailable`.
+    /// Only a URL that cannot be used at all is an error.
     pub async fn connect(
         config: &RedisQueueConfig,
         max_list: usize,
@@ -170,17 +195,23 @@ impl Cluster {
             let url = redact(&config.url);
             move |source| RedisError { what, url, source }
         };
-        let client = redis::Client::open(config.url.as_str()).map_err(err("URL"))?;
-        let conn = manager(client).await.map_err(err("connect"))?;
+        let client = link::client(config).map_err(|e| err("URL")(e.source))?;
+        let first = manager(client.clone()).await;
+        let mut config = config.clone();
+        // Every key of the stream shares its hash tag (one Redis Cluster slot).
+        config.stream = link::stream_key(&config.stream);
         let cluster = Arc::new(Self {
-            conn,
-            config: config.clone(),
+            conn: OnceLock::new(),
+            config,
             url,
             max_list,
             buffer: Mutex::default(),
             chunks: Mutex::default(),
             entries: Mutex::default(),
-            slots: Arc::new(Semaphore::new(CHUNKS_IN_FLIGHT)),
+            slots: Arc::new(Semaphore::new(window::MIN_WINDOW)),
+            window_now: AtomicUsize::new(window::MIN_WINDOW),
+            window: Mutex::default(),
+            flush_now: Notify::new(),
             healthy: AtomicBool::new(true),
             stopping: AtomicBool::new(false),
             detached: AtomicBool::new(false),
@@ -188,12 +219,59 @@ impl Cluster {
             flushing: tokio::sync::Mutex::new(()),
             stop: Notify::new(),
         });
-        cluster.ensure_group().await.map_err(err("XGROUP CREATE"))?;
+        match first {
+            Ok(conn) => {
+                let _ = cluster.conn.set(conn);
+                cluster.ensure_group().await.map_err(err("XGROUP CREATE"))?;
+            }
+            Err(e) => {
+                cluster.healthy.store(false, Ordering::Relaxed);
+                tracing::warn!(url = %cluster.url, error = %e, "waiting for Redis: the gateway serves, /readyz answers 503 until it is reached");
+                tokio::spawn(cluster.clone().wait_for_redis(client));
+            }
+        }
         Ok(cluster)
     }
 
+    /// Retries the first connection until it succeeds, then creates the group.
+    async fn wait_for_redis(self: Arc<Self>, client: redis::Client) {
+        let mut failures = 1u32;
+        loop {
+            tokio::time::sleep(backoff(failures)).await;
+            match manager(client.clone()).await {
+                Ok(conn) => {
+                    let _ = self.conn.set(conn);
+                    match self.ensure_group().await {
+                        Ok(()) => {
+                            self.healthy.store(true, Ordering::Relaxed);
+                            tracing::info!(url = %self.url, "connected to Redis");
+                        }
+                        // The reader recreates a missing group (NOGROUP).
+                        Err(e) => {
+                            tracing::warn!(error = %e, "connected to Redis, cannot create the consumer group yet")
+                        }
+                    }
+                    return;
+                }
+                Err(e) => {
+                    failures += 1;
+                    if failures.is_multiple_of(20) {
+                        tracing::warn!(url = %self.url, error = %e, "waiting for Redis");
+                    }
+                }
+            }
+        }
+    }
+
+    /// The shared connection, once made.
+    fn link(&self) -> redis::RedisResult<ConnectionManager> {
+        self.conn.get().cloned().ok_or_else(|| {
+            redis::RedisError::from((redis::ErrorKind::IoError, "not connected to Redis yet"))
+        })
+    }
+
     async fn ensure_group(&self) -> redis::RedisResult<()> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.link()?;
         // From "0": chunks added before any gateway of the group ran are sent too.
         let created: redis::RedisResult<()> = conn
             .xgroup_create_mkstream(&self.config.stream, &self.config.group, "0")
@@ -207,6 +285,66 @@ impl Cluster {
     /// This gateway's consumer name.
     pub fn consumer(&self) -> &str {
         &self.config.consumer
+    }
+
+    /// The settings, with `stream` as the hash-tagged key.
+    pub fn redis_config(&self) -> &RedisQueueConfig {
+        &self.config
+    }
+
+    /// A handle on the shared connection (for read-only views).
+    pub fn connection(&self) -> Result<ConnectionManager, RedisError> {
+        self.link().map_err(|e| self.failed("connect", e))
+    }
+
+    /// Reports a failed command: marks Redis unreachable and adds context.
+    pub fn failed(&self, what: &'static str, source: redis::RedisError) -> RedisError {
+        self.healthy.store(false, Ordering::Relaxed);
+        RedisError {
+            what,
+            url: self.url.clone(),
+            source,
+        }
+    }
+
+    /// Feeds the finished chunks' timings to the window and resizes it.
+    fn measure(&self, finished: &[Arc<InFlight>], acked_at: Instant) {
+        if finished.is_empty() {
+            return;
+        }
+        let target = {
+            let mut window = lock(&self.window);
+            for chunk in finished {
+                if let (Some(first), Some(last)) =
+                    (chunk.first_outcome.get(), chunk.finished_at.get())
+                {
+                    window.chunk(last.duration_since(*first), acked_at.duration_since(*last));
+                }
+            }
+            window.size()
+        };
+        self.resize(target);
+    }
+
+    fn resize(&self, target: usize) {
+        let now = self.window_now.load(Ordering::Acquire);
+        if target > now {
+            self.slots.add_permits(target - now);
+            self.window_now.store(target, Ordering::Release);
+            tracing::debug!(window = target, "chunk window widened");
+        } else if target < now {
+            // Only free permits can be taken back; the rest shrink later.
+            let forgotten = self.slots.forget_permits(now - target);
+            if forgotten > 0 {
+                self.window_now.store(now - forgotten, Ordering::Release);
+                tracing::debug!(window = now - forgotten, "chunk window narrowed");
+            }
+        }
+    }
+
+    /// Chunks this gateway may hold now (the window).
+    pub fn window(&self) -> usize {
+        self.window_now.load(Ordering::Acquire)
     }
 
     /// False while Redis is unreachable (`/readyz` fails).
@@ -238,7 +376,7 @@ impl Cluster {
     /// half a second (a chunk read later, too, within half a second of being
     /// read). False when Redis does not know the job.
     pub async fn cancel(&self, id: &str) -> Result<bool, RedisError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.connection()?;
         let r: redis::RedisResult<bool> = conn.exists(self.job_key(id)).await;
         if !self.fail("EXISTS", r)? {
             return Ok(false);
@@ -272,7 +410,7 @@ impl Cluster {
     /// Chunks waiting in the stream (sent or not), counted by XLEN: acked
     /// chunks are deleted, so this is the cluster's unfinished work.
     pub async fn queued_chunks(&self) -> Result<u64, RedisError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.connection()?;
         let r = conn.xlen(&self.config.stream).await;
         self.fail("XLEN", r)
     }
@@ -326,7 +464,7 @@ impl Cluster {
             .ignore()
             .expire(&job, JOB_TTL_S)
             .ignore();
-        let mut conn = self.conn.clone();
+        let mut conn = self.connection()?;
         let r = pipe.query_async::<()>(&mut conn).await;
         self.fail("XADD", r)?;
         self.healthy.store(true, Ordering::Relaxed);
@@ -341,12 +479,11 @@ impl Cluster {
         recorder: Recorder,
         registry: Registry,
     ) -> Result<(), RedisError> {
-        let reader_client =
-            redis::Client::open(self.config.url.as_str()).map_err(|source| RedisError {
-                what: "URL",
-                url: self.url.clone(),
-                source,
-            })?;
+        let reader_client = link::client(&self.config).map_err(|e| RedisError {
+            what: "URL",
+            url: self.url.clone(),
+            source: e.source,
+        })?;
         let consumer = consume::Consumer {
             cluster: self.clone(),
             recorder,
@@ -395,7 +532,14 @@ mod tests {
 
     #[test]
     fn redact_hides_the_password() {
-        assert_eq!(redact("redis://:s3cret@db:6379/0"), "redis://db:6379/0");
+        assert_eq!(
+            redact("redis://:s3cret@db:6379/0"),
+            "redis://:********@db:6379/0"
+        );
+        assert_eq!(
+            redact("rediss://app:s3cret@db:6380"),
+            "rediss://app:********@db:6380"
+        );
         assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
     }
 }

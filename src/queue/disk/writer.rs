@@ -43,8 +43,12 @@ pub(super) const DROPPED: TableDefinition<&str, u64> = TableDefinition::new("dro
 
 /// How often buffered outcomes are written when nothing else asks.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(50);
-/// How far past the tokens handed out a job's lease reaches at least.
+/// How far past the tokens handed out a running job's lease reaches at least.
 pub const LEASE_AHEAD: u32 = 4096;
+/// The lease of a job no worker has reached yet (admitted, or recovered:
+/// counted from its first unfinished token). Small, so a crash counts few
+/// possible duplicates for jobs still waiting their turn.
+pub const LEASE_START: u32 = 1024;
 
 /// A request to the writer.
 pub(super) enum Op {
@@ -57,10 +61,11 @@ pub(super) enum Op {
         counters_key: String,
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
-    /// Watch a recovered job's lease.
+    /// Watch a recovered job's lease, and store the one it starts this run with.
     Attach {
         id: u128,
         progress: Arc<JobProgress>,
+        lease: u32,
     },
     /// Mark a job cancelled.
     Cancel {
@@ -177,15 +182,13 @@ impl WriterThread {
 
     fn turn(&mut self, batch: Vec<Op>) {
         for op in &batch {
-            if let Op::Attach { id, progress } = op {
+            if let Op::Attach { id, progress, .. } = op {
                 self.progress.insert(*id, progress.clone());
             }
         }
         let taken = std::mem::take(&mut *lock(&self.shared.buffer));
         let leases = self.leases_due();
-        let needed = batch.iter().any(|op| !matches!(op, Op::Attach { .. }))
-            || !taken.is_empty()
-            || !leases.is_empty();
+        let needed = !batch.is_empty() || !taken.is_empty() || !leases.is_empty();
         if !needed {
             return;
         }
@@ -258,8 +261,9 @@ impl WriterThread {
         self.progress
             .iter()
             .filter_map(|(id, p)| {
+                // A job no worker has reached keeps its start lease.
                 let (handed, lease) = (p.handed(), p.lease());
-                (handed.saturating_add(LEASE_AHEAD / 2) > lease)
+                (handed > 0 && handed.saturating_add(LEASE_AHEAD / 2) > lease)
                     .then(|| (*id, handed.saturating_add(LEASE_AHEAD.max(handed / 4))))
             })
             .collect()
@@ -367,6 +371,17 @@ impl WriterThread {
                 for (id, lease) in leases {
                     if let Some(state) = view.jobs.get_mut(id) {
                         state.lease = state.lease.max(*lease);
+                        touched.push(*id);
+                    }
+                }
+                for op in batch {
+                    // A recovered job starts this run with a new lease: it
+                    // bounds what this run hands out (and may be lower than
+                    // the last run's, whose tokens were counted at recovery).
+                    if let Op::Attach { id, lease, .. } = op
+                        && let Some(state) = view.jobs.get_mut(id)
+                    {
+                        state.lease = *lease;
                         touched.push(*id);
                     }
                 }

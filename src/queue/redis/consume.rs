@@ -86,6 +86,7 @@ impl Consumer {
                 .count(1)
                 .block(1000);
             let streams = [self.config().stream.as_str()];
+            let asked = std::time::Instant::now();
             let read: redis::RedisResult<Option<redis::streams::StreamReadReply>> = tokio::select! {
                 r = c.xread_options(&streams, &[">"], &options) => r,
                 _ = self.cluster.stop.notified() => return,
@@ -98,6 +99,7 @@ impl Consumer {
                         .and_then(|r| r.keys.into_iter().next())
                         .and_then(|k| k.ids.into_iter().next());
                     if let Some(entry) = entry {
+                        lock(&self.cluster.window).read(asked.elapsed());
                         self.start(entry, permit, None).await;
                     }
                 }
@@ -148,7 +150,7 @@ impl Consumer {
         if ours.is_empty() {
             return Ok(());
         }
-        let mut conn = self.cluster.conn.clone();
+        let mut conn = self.cluster.link()?;
         let pending: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
             .arg(&self.config().stream)
             .arg(&self.config().group)
@@ -184,7 +186,7 @@ impl Consumer {
         permit: OwnedSemaphorePermit,
         idle: Duration,
     ) -> redis::RedisResult<bool> {
-        let mut conn = self.cluster.conn.clone();
+        let mut conn = self.cluster.link()?;
         let reply: redis::streams::StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
             .arg(&self.config().stream)
             .arg(&self.config().group)
@@ -219,7 +221,9 @@ impl Consumer {
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
                 _ = self.cluster.stop.notified() => return,
             }
-            let mut conn = self.cluster.conn.clone();
+            let Ok(mut conn) = self.cluster.link() else {
+                continue;
+            };
             let moved: redis::RedisResult<i64> = redis::cmd("EVAL")
                 .arg(SCRIPT)
                 .arg(2)
@@ -255,7 +259,7 @@ impl Consumer {
             .iter()
             .map(|p| self.cluster.cancel_key(&p.id.to_string()))
             .collect();
-        let mut conn = self.cluster.conn.clone();
+        let mut conn = self.cluster.link()?;
         let flags: Vec<Option<String>> =
             redis::cmd("MGET").arg(&keys).query_async(&mut conn).await?;
         for (progress, flag) in running.iter().zip(flags) {
@@ -306,15 +310,18 @@ impl Consumer {
         ));
         // A job cancelled before this chunk was read (a delayed one, say)
         // sends nothing; if Redis cannot say, the 500 ms check catches it.
-        let mut conn = self.cluster.conn.clone();
-        let cancelled: redis::RedisResult<bool> =
-            conn.exists(self.cluster.cancel_key(&chunk.job)).await;
+        let cancelled: redis::RedisResult<bool> = match self.cluster.link() {
+            Ok(mut conn) => conn.exists(self.cluster.cancel_key(&chunk.job)).await,
+            Err(e) => Err(e),
+        };
         if cancelled.unwrap_or(false) {
             progress.cancel();
         }
         let in_flight = Arc::new(InFlight {
             entry: entry.id.clone(),
             remaining: AtomicU64::new(tokens.len() as u64),
+            first_outcome: std::sync::OnceLock::new(),
+            finished_at: std::sync::OnceLock::new(),
             progress: progress.clone(),
             _permit: permit,
         });
@@ -370,5 +377,6 @@ impl Consumer {
         buffer.acks.push(entry);
         drop(buffer);
         drop(permit);
+        cluster.flush_now.notify_one();
     }
 }

@@ -1,11 +1,13 @@
-//! Outcomes of this gateway's chunks, buffered and written to Redis every
-//! [`FLUSH_EVERY`](super::FLUSH_EVERY) in one MULTI/EXEC. The cluster is an
+//! Outcomes of this gateway's chunks, buffered and written to Redis in one
+//! MULTI/EXEC as soon as a chunk completes (its ack frees a slot of the
+//! window), and at least every [`FLUSH_EVERY`](super::FLUSH_EVERY). The cluster is an
 //! outcome [`Sink`]: the fan-out tells it every outcome, retry and possible
 //! duplicate.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use crate::floor::{lock, now_ms};
 use crate::job::{JobProgress, Outcome};
@@ -15,23 +17,58 @@ use super::wire::counter_field;
 use super::{Cluster, FLUSH_EVERY, InFlight, RedisError, backoff};
 
 /// Records a chunk's outcomes: KEYS = done set, stream; ARGV = max_list,
-/// entry id, then per token: token, report key, outcome field, attempt
-/// field, job key, job field, list key ('' = none), list entry. A token
-/// already in the done set, or any token of a chunk already acked and
-/// deleted, is skipped, so outcomes are counted once whatever the retries.
+/// entry id, the group when this call also acks the chunk ('' = not yet),
+/// the chunk's report key and job key, then per token: token, outcome kind
+/// ([`OutcomeKind::as_str`](crate::job::OutcomeKind::as_str)), '1' if
+/// attempted ('' if not), list key ('' = none), list entry. A token already in the done
+/// set, or any token of a chunk already acked and deleted, is skipped, so
+/// outcomes are counted once whatever the retries. A chunk acked here with
+/// no done set yet (all its outcomes in this one call) is counted without
+/// one; counter increments are summed first, list entries pushed together.
 const FLUSH_SCRIPT: &str = r"
 if #redis.call('XRANGE', KEYS[2], ARGV[2], ARGV[2]) == 0 then return 0 end
 local max = tonumber(ARGV[1])
-for i = 3, #ARGV, 8 do
-  if redis.call('SADD', KEYS[1], ARGV[i]) == 1 then
-    redis.call('HINCRBY', ARGV[i+1], ARGV[i+2], 1)
-    redis.call('HINCRBY', ARGV[i+1], ARGV[i+3], 1)
-    redis.call('HINCRBY', ARGV[i+4], ARGV[i+5], 1)
-    if ARGV[i+6] ~= '' then
-      redis.call('LPUSH', ARGV[i+6], ARGV[i+7])
-      redis.call('LTRIM', ARGV[i+6], 0, max - 1)
+local ack = ARGV[3] ~= ''
+local fresh = ack and redis.call('EXISTS', KEYS[1]) == 0
+local report, job = ARGV[4], ARGV[5]
+local counters = {success = 'successes', failed = 'failures', unregistered = 'unregistered',
+  canonical = 'canonicals', expired = 'expired', cancelled = 'cancelled'}
+local sums, order, lists, lorder = {}, {}, {}, {}
+local function add(key, field)
+  local k = key .. '\n' .. field
+  if sums[k] == nil then
+    sums[k] = 0
+    order[#order + 1] = {key, field, k}
+  end
+  sums[k] = sums[k] + 1
+end
+for i = 6, #ARGV, 5 do
+  if fresh or redis.call('SADD', KEYS[1], ARGV[i]) == 1 then
+    local kind = ARGV[i+1]
+    add(report, counters[kind])
+    if ARGV[i+2] == '1' then add(report, 'attempts') else add(report, 'unattempted') end
+    add(job, kind)
+    if ARGV[i+3] ~= '' then
+      local l = lists[ARGV[i+3]]
+      if l == nil then
+        l = {}
+        lists[ARGV[i+3]] = l
+        lorder[#lorder + 1] = ARGV[i+3]
+      end
+      l[#l + 1] = ARGV[i+4]
     end
   end
+end
+for _, o in ipairs(order) do redis.call('HINCRBY', o[1], o[2], sums[o[3]]) end
+for _, key in ipairs(lorder) do
+  local l = lists[key]
+  for j = 1, #l, 500 do redis.call('LPUSH', key, unpack(l, j, math.min(j + 499, #l))) end
+  redis.call('LTRIM', key, 0, max - 1)
+end
+if ack then
+  redis.call('XACK', KEYS[2], ARGV[3], ARGV[2])
+  redis.call('XDEL', KEYS[2], ARGV[2])
+  redis.call('DEL', KEYS[1])
 end
 return 0
 ";
@@ -40,6 +77,8 @@ return 0
 #[derive(Default)]
 pub(super) struct Buffer {
     pub(super) done: HashMap<String, Vec<String>>,
+    /// Per chunk with outcomes in `done`: its report key and job key.
+    pub(super) heads: HashMap<String, (String, String)>,
     pub(super) increments: HashMap<String, HashMap<&'static str, i64>>,
     pub(super) lists: HashMap<String, Vec<String>>,
     pub(super) acks: Vec<String>,
@@ -65,6 +104,9 @@ impl Buffer {
 
     /// Puts back writes whose flush failed, ahead of newer ones.
     fn absorb(&mut self, older: Buffer) {
+        for (k, head) in older.heads {
+            self.heads.entry(k).or_insert(head);
+        }
         for (k, mut v) in older.done {
             let slot = self.done.entry(k).or_default();
             v.append(slot);
@@ -105,9 +147,7 @@ impl Sink for Cluster {
             .cloned();
         let family = progress.platform.family();
         let kind = outcome.kind();
-        let report = self.report_key(family, &progress.app);
         let attempt_field = if attempted { "attempts" } else { "unattempted" };
-        let job = self.job_key(&progress.id.to_string());
         let list = match outcome {
             Outcome::Unregistered { timestamp_ms } => Some((
                 "unregistered",
@@ -127,6 +167,8 @@ impl Sink for Cluster {
         let mut buffer = lock(&self.buffer);
         let Some(chunk) = in_flight else {
             // Not a chunk of the shared queue: count it as it comes.
+            let report = self.report_key(family, &progress.app);
+            let job = self.job_key(&progress.id.to_string());
             buffer.add(report.clone(), attempt_field, 1);
             buffer.add(report, counter_field(kind), 1);
             buffer.add(job, kind.as_str(), 1);
@@ -139,20 +181,30 @@ impl Sink for Cluster {
         // its outcome reaches the chunk's done set: a flush retried after an
         // ambiguous failure, or a chunk finished by two gateways, counts once.
         let (list_key, list_entry) = list.unwrap_or_default();
+        let now = Instant::now();
+        let _ = chunk.first_outcome.set(now);
+        if !buffer.heads.contains_key(&chunk.entry) {
+            let head = (
+                self.report_key(family, &progress.app),
+                self.job_key(&progress.id.to_string()),
+            );
+            buffer.heads.insert(chunk.entry.clone(), head);
+        }
+        // Five short strings per token; the chunk's keys go once per call.
         buffer.done.entry(chunk.entry.clone()).or_default().extend([
             token.to_owned(),
-            report,
-            counter_field(kind).to_owned(),
-            attempt_field.to_owned(),
-            job,
             kind.as_str().to_owned(),
+            if attempted { "1" } else { "" }.to_owned(),
             list_key,
             list_entry,
         ]);
         if chunk.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let _ = chunk.finished_at.set(now);
             lock(&self.chunks).remove(&(progress as *const JobProgress as usize));
             buffer.acks.push(chunk.entry.clone());
             buffer.finished.push(chunk);
+            drop(buffer);
+            self.flush_now.notify_one();
         }
     }
 
@@ -191,7 +243,19 @@ impl Cluster {
         let mut pipe = redis::pipe();
         pipe.atomic();
         let max = self.max_list.max(1);
+        // Chunks completed in this flush are acked by the script call that
+        // writes their last outcomes; the others (nothing left to write) below.
+        let mut acked_by_script: HashSet<&str> = HashSet::new();
         for (entry, outcomes) in &taken.done {
+            let ack = taken.acks.iter().any(|a| a == entry);
+            let Some((report, job)) = taken.heads.get(entry) else {
+                // Every push to `done` records its head first.
+                tracing::error!(%entry, "outcomes without their chunk's keys; not written");
+                continue;
+            };
+            if ack {
+                acked_by_script.insert(entry.as_str());
+            }
             pipe.cmd("EVAL")
                 .arg(FLUSH_SCRIPT)
                 .arg(2)
@@ -199,9 +263,17 @@ impl Cluster {
                 .arg(&self.config.stream)
                 .arg(max)
                 .arg(entry)
+                .arg(if ack { self.config.group.as_str() } else { "" })
+                .arg(report)
+                .arg(job)
                 .arg(outcomes)
                 .ignore();
         }
+        let other_acks: Vec<&String> = taken
+            .acks
+            .iter()
+            .filter(|a| !acked_by_script.contains(a.as_str()))
+            .collect();
         for (key, fields) in &taken.increments {
             for (field, n) in fields {
                 pipe.hincr(key, *field, *n).ignore();
@@ -214,23 +286,29 @@ impl Cluster {
                 .ltrim(key, 0, max - 1)
                 .ignore();
         }
-        if !taken.acks.is_empty() {
-            pipe.xack(&self.config.stream, &self.config.group, &taken.acks)
+        if !other_acks.is_empty() {
+            pipe.xack(&self.config.stream, &self.config.group, &other_acks)
                 .ignore()
-                .xdel(&self.config.stream, &taken.acks)
+                .xdel(&self.config.stream, &other_acks)
                 .ignore();
-            for entry in &taken.acks {
+            for entry in &other_acks {
                 pipe.del(self.done_key(entry)).ignore();
             }
         }
-        let mut conn = self.conn.clone();
-        match pipe.query_async::<()>(&mut conn).await {
+        let sent = match self.link() {
+            Ok(mut conn) => pipe.query_async::<()>(&mut conn).await,
+            Err(e) => Err(e),
+        };
+        match sent {
             Ok(()) => {
                 self.healthy.store(true, Ordering::Relaxed);
+                let now = Instant::now();
                 let mut entries = lock(&self.entries);
                 for chunk in &taken.finished {
                     entries.remove(&chunk.entry);
                 }
+                drop(entries);
+                self.measure(&taken.finished, now);
                 // Dropping `taken` returns the finished chunks' slots.
                 Ok(())
             }
@@ -255,7 +333,16 @@ impl Cluster {
                     }
                 }
             }
-            tokio::time::sleep(backoff(failures).max(FLUSH_EVERY)).await;
+            if failures > 0 {
+                tokio::time::sleep(backoff(failures).max(FLUSH_EVERY)).await;
+            } else {
+                // A completed chunk is acked at once (freeing its slot for the
+                // next); partial progress is written every FLUSH_EVERY.
+                tokio::select! {
+                    _ = tokio::time::sleep(FLUSH_EVERY) => {}
+                    _ = self.flush_now.notified() => {}
+                }
+            }
         }
     }
 }
@@ -263,6 +350,14 @@ impl Cluster {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_script_names_every_outcome_kind_as_the_counters_do() {
+        for kind in crate::job::OutcomeKind::ALL {
+            let pair = format!("{} = '{}'", kind.as_str(), counter_field(kind));
+            assert!(FLUSH_SCRIPT.contains(&pair), "{pair} missing");
+        }
+    }
 
     #[test]
     fn buffer_absorb_keeps_every_write() {

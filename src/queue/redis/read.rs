@@ -12,7 +12,7 @@ use super::{Cluster, RedisError};
 impl Cluster {
     /// The cluster-wide counters of one family's app.
     pub async fn counters(&self, family: Family, app: &str) -> Result<Counters, RedisError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.connection()?;
         let r: redis::RedisResult<HashMap<String, i64>> =
             conn.hgetall(self.report_key(family, app)).await;
         let map = self.fail("HGETALL", r)?;
@@ -49,7 +49,7 @@ impl Cluster {
         if drain {
             pipe.del(&key).ignore();
         }
-        let mut conn = self.conn.clone();
+        let mut conn = self.connection()?;
         let r: redis::RedisResult<(Vec<String>,)> = pipe.query_async(&mut conn).await;
         let (raw,) = self.fail("LRANGE", r)?;
         Ok(raw
@@ -61,7 +61,7 @@ impl Cluster {
 
     /// A job's status from Redis.
     pub async fn job(&self, id: &str) -> Result<Option<JobStatus>, RedisError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.connection()?;
         let r: redis::RedisResult<HashMap<String, String>> = conn.hgetall(self.job_key(id)).await;
         let map = self.fail("HGETALL", r)?;
         if map.is_empty() {

@@ -1,0 +1,129 @@
+//! How the `redis` backend reaches Redis: the URL, TLS and AUTH.
+//!
+//! - `redis://` plain TCP; `rediss://` TLS through rustls on the process's
+//!   one crypto provider (aws-lc-rs, installed by `main`), verified against
+//!   the system's roots or, with `queue.redis_ca_file`, that CA alone (a
+//!   private CA). No `ring`, no native-tls: the `redis` crate's
+//!   `tokio-rustls-comp` feature brings rustls with no provider of its own.
+//! - AUTH: `user:password@` in the URL (ACL user, Redis 6+) or a password
+//!   alone, from `queue.redis_password_file` (which wins over the URL's).
+//! - Every URL that is logged or shown goes through
+//!   [`crate::config::masked_url`]: the password is never printed.
+
+use redis::{Client, ConnectionAddr, IntoConnectionInfo};
+
+use crate::config::{RedisQueueConfig, masked_url};
+
+/// The URL could not be turned into a client.
+#[derive(Debug, thiserror::Error)]
+#[error("queue.redis_url {url}: {source}")]
+pub struct LinkError {
+    /// `queue.redis_url`, masked.
+    pub url: String,
+    /// The client's error.
+    #[source]
+    pub source: redis::RedisError,
+}
+
+/// A client for `config`: its URL, with the password file applied and, for
+/// `rediss://` with a CA file, that CA as the only root.
+pub fn client(config: &RedisQueueConfig) -> Result<Client, LinkError> {
+    let err = |source| LinkError {
+        url: masked_url(&config.url),
+        source,
+    };
+    let mut info = config.url.as_str().into_connection_info().map_err(err)?;
+    if let Some(password) = &config.password {
+        info.redis.password = Some(password.expose().to_owned());
+    }
+    match (&info.addr, &config.ca_pem) {
+        (ConnectionAddr::TcpTls { .. }, Some(pem)) => Client::build_with_tls(
+            info,
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem.clone()),
+            },
+        )
+        .map_err(err),
+        _ => Client::open(info).map_err(err),
+    }
+}
+
+/// The stream's key: `queue.stream` as a hash tag, `{<stream>}`, which every
+/// other key of the cluster starts with (`{<stream>}:done:<entry>`, ...), so
+/// all of them hash to one slot of a Redis Cluster. A name that already has
+/// a `{...}` tag is kept as written.
+pub fn stream_key(stream: &str) -> String {
+    if stream.contains('{') && stream.contains('}') {
+        stream.to_owned()
+    } else {
+        format!("{{{stream}}}")
+    }
+}
+
+/// True when the URL asks for TLS.
+pub fn is_tls(client: &Client) -> bool {
+    matches!(
+        client.get_connection_info().addr,
+        ConnectionAddr::TcpTls { .. }
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+    use std::time::Duration;
+
+    fn config(url: &str) -> RedisQueueConfig {
+        RedisQueueConfig {
+            url: url.into(),
+            password: None,
+            ca_pem: None,
+            stream: "s".into(),
+            group: "g".into(),
+            consumer: "c".into(),
+            claim_idle: Duration::from_secs(30),
+        }
+    }
+
+    #[test]
+    fn password_file_wins_over_the_url() {
+        let mut c = config("redis://alice:fromurl@127.0.0.1:6379/2");
+        c.password = Some(Secret::new("fromfile"));
+        let client = client(&c).expect("client");
+        let info = client.get_connection_info();
+        assert_eq!(info.redis.username.as_deref(), Some("alice"));
+        assert_eq!(info.redis.password.as_deref(), Some("fromfile"));
+        assert_eq!(info.redis.db, 2);
+        assert!(!is_tls(&client));
+    }
+
+    #[test]
+    fn rediss_is_tls_with_or_without_a_private_ca() {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let plain = client(&config("rediss://127.0.0.1:6380")).expect("system roots");
+        assert!(is_tls(&plain));
+        let pki = crate::mock::tls::TestPki::generate().expect("pki");
+        let mut c = config("rediss://:pw@127.0.0.1:6380");
+        c.ca_pem = Some(pki.ca_pem.into_bytes());
+        let private = client(&c).expect("private CA");
+        assert!(is_tls(&private));
+        assert_eq!(
+            private.get_connection_info().redis.password.as_deref(),
+            Some("pw")
+        );
+    }
+
+    #[test]
+    fn every_key_of_a_stream_shares_its_hash_tag() {
+        assert_eq!(stream_key("pushgate"), "{pushgate}");
+        assert_eq!(stream_key("{app}.queue"), "{app}.queue");
+    }
+
+    #[test]
+    fn errors_never_show_the_password() {
+        let e = client(&config("redis://:hunter2@host:notaport")).expect_err("bad port");
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+    }
+}

@@ -1,0 +1,313 @@
+//! One push request: headers built by a pure function, the body encrypted per
+//! subscription, sent with a reqwest client that pools connections per origin
+//! (HTTP/2 where ALPN offers it, else HTTP/1.1), resolves names through the
+//! [`FilteringResolver`](super::origin::FilteringResolver), follows no
+//! redirects and uses no proxy.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderValue};
+use rustls::pki_types::CertificateDer;
+
+use super::ece::{self, UaKeys};
+use super::origin::{Endpoint, OriginPolicy};
+use super::vapid::Vapid;
+
+/// RFC 8030 §5.3 urgency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Urgency {
+    /// `very-low`: on power and Wi-Fi only.
+    VeryLow,
+    /// `low`: on power or Wi-Fi.
+    Low,
+    /// `normal`: the default.
+    Normal,
+    /// `high`: wake the device.
+    High,
+}
+
+impl Urgency {
+    /// Parses the header word.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "very-low" => Some(Urgency::VeryLow),
+            "low" => Some(Urgency::Low),
+            "normal" => Some(Urgency::Normal),
+            "high" => Some(Urgency::High),
+            _ => None,
+        }
+    }
+
+    /// The header word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Urgency::VeryLow => "very-low",
+            Urgency::Low => "low",
+            Urgency::Normal => "normal",
+            Urgency::High => "high",
+        }
+    }
+}
+
+/// Checks a `Topic` (RFC 8030 §5.4): 1..=32 characters of the base64url alphabet.
+pub fn valid_topic(topic: &str) -> bool {
+    !topic.is_empty()
+        && topic.len() <= 32
+        && topic
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// What every subscription of a job receives: the plaintext and the headers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebPushMessage {
+    /// The plaintext (JSON text of an object payload, or the string as given).
+    pub payload: Arc<[u8]>,
+    /// `TTL` in seconds.
+    pub ttl: u32,
+    /// `Urgency`, when given.
+    pub urgency: Option<Urgency>,
+    /// `Topic`, when given (checked with [`valid_topic`]).
+    pub topic: Option<Arc<str>>,
+}
+
+/// One subscription, checked at the edge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    /// Where to POST, and its origin.
+    pub endpoint: Endpoint,
+    /// The browser's keys.
+    pub keys: UaKeys,
+}
+
+/// The headers of one push request (pure: tested without a network).
+pub fn headers(msg: &WebPushMessage, authorization: HeaderValue) -> HeaderMap {
+    let mut h = HeaderMap::with_capacity(6);
+    h.insert("ttl", HeaderValue::from(msg.ttl));
+    if let Some(u) = msg.urgency {
+        h.insert("urgency", HeaderValue::from_static(u.as_str()));
+    }
+    if let Some(t) = &msg.topic
+        && let Ok(v) = HeaderValue::from_str(t)
+    {
+        h.insert("topic", v);
+    }
+    h.insert(
+        http::header::CONTENT_ENCODING,
+        HeaderValue::from_static("aes128gcm"),
+    );
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    h.insert(http::header::AUTHORIZATION, authorization);
+    h
+}
+
+/// A push service's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// HTTP status.
+    pub status: u16,
+    /// `Retry-After` in seconds, when given.
+    pub retry_after: Option<Duration>,
+    /// The body (error details; empty on success).
+    pub body: bytes::Bytes,
+}
+
+/// Why a request got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// Encryption failed (the payload was checked at the API, so: never expected).
+    #[error("encrypting for {origin}: {source}")]
+    Encrypt {
+        /// The push service.
+        origin: String,
+        /// Why.
+        source: ece::EceError,
+    },
+    /// The VAPID JWT could not be signed.
+    #[error("signing the VAPID JWT for {origin}")]
+    Sign {
+        /// The push service.
+        origin: String,
+    },
+    /// Connect, TLS, DNS refusal, reset or timeout.
+    #[error("sending to {origin}: {source}")]
+    Transport {
+        /// The push service.
+        origin: String,
+        /// The reqwest error (its source chain says which).
+        source: reqwest::Error,
+    },
+}
+
+/// The shared client for one `[webpush]` app.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    vapid: Arc<Vapid>,
+    gates: Arc<std::sync::Mutex<std::collections::HashMap<String, Gate>>>,
+}
+
+/// Per origin: `true` once a request got an answer over a pooled connection.
+/// The pool only learns a connection speaks HTTP/2 after its TLS handshake,
+/// so requests that start together on a cold origin would each open their
+/// own connection; until the first answer, they go one at a time.
+type Gate = Arc<tokio::sync::Mutex<bool>>;
+
+impl Client {
+    /// Builds the HTTP client: our rustls config (Mozilla roots plus
+    /// `extra_roots`), ALPN h2 and http/1.1, the filtering resolver of
+    /// `policy`, no redirects, no proxies, `timeout` per request.
+    pub fn new(
+        vapid: Arc<Vapid>,
+        policy: &OriginPolicy,
+        extra_roots: &[CertificateDer<'static>],
+        timeout: Duration,
+        concurrency: usize,
+    ) -> Result<Self, ClientError> {
+        let tls = crate::tls::client_config(extra_roots, None, &[b"h2", b"http/1.1"])?;
+        let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(Arc::unwrap_or_clone(tls))
+            .dns_resolver(Arc::new(policy.resolver()))
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .https_only(true)
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            // HTTP/1.1 services need one connection per request in flight.
+            .pool_max_idle_per_host(concurrency)
+            .build()
+            .map_err(ClientError::Build)?;
+        Ok(Self {
+            http,
+            vapid,
+            gates: Default::default(),
+        })
+    }
+
+    fn gate(&self, origin: &str) -> Gate {
+        let mut gates = self.gates.lock().unwrap_or_else(|e| e.into_inner());
+        gates.entry(origin.to_owned()).or_default().clone()
+    }
+
+    /// The VAPID signer.
+    pub fn vapid(&self) -> &Vapid {
+        &self.vapid
+    }
+
+    /// Encrypts `msg` for `sub` and POSTs it.
+    pub async fn send(
+        &self,
+        sub: &Subscription,
+        msg: &WebPushMessage,
+    ) -> Result<Answer, SendError> {
+        let origin = &sub.endpoint.origin;
+        let body = ece::encrypt(&msg.payload, &sub.keys).map_err(|source| SendError::Encrypt {
+            origin: origin.clone(),
+            source,
+        })?;
+        let auth = self
+            .vapid
+            .authorization(origin)
+            .map_err(|_| SendError::Sign {
+                origin: origin.clone(),
+            })?;
+        let transport = |source| SendError::Transport {
+            origin: origin.clone(),
+            source,
+        };
+        let gate = self.gate(origin);
+        let mut cold = Some(gate.lock().await);
+        if cold.as_deref() == Some(&true) {
+            // Warm: release at once, requests run side by side.
+            cold = None;
+        }
+        let sent = self
+            .http
+            .post(&sub.endpoint.url)
+            .headers(headers(msg, auth))
+            .body(body)
+            .send()
+            .await;
+        match (&sent, cold) {
+            (Ok(_), Some(mut first)) => *first = true,
+            // The connection is gone: the next requests warm the origin again.
+            (Err(_), None) => *gate.lock().await = false,
+            _ => {}
+        }
+        let response = sent.map_err(transport)?;
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(crate::retry::parse_retry_after);
+        let body = response.bytes().await.map_err(transport)?;
+        Ok(Answer {
+            status,
+            retry_after,
+            body,
+        })
+    }
+}
+
+/// Why the client could not be built (refused at start).
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The TLS configuration.
+    #[error("building the TLS client configuration: {0}")]
+    Tls(#[from] rustls::Error),
+    /// reqwest refused the settings.
+    #[error("building the HTTP client: {0}")]
+    Build(reqwest::Error),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_carry_ttl_urgency_topic_encoding_and_vapid() {
+        let msg = WebPushMessage {
+            payload: Arc::from(&b"{}"[..]),
+            ttl: 3600,
+            urgency: Some(Urgency::High),
+            topic: Some(Arc::from("news")),
+        };
+        let h = headers(&msg, HeaderValue::from_static("vapid t=a.b.c, k=BK"));
+        assert_eq!(h["ttl"], "3600");
+        assert_eq!(h["urgency"], "high");
+        assert_eq!(h["topic"], "news");
+        assert_eq!(h["content-encoding"], "aes128gcm");
+        assert_eq!(h["authorization"], "vapid t=a.b.c, k=BK");
+        let bare = headers(
+            &WebPushMessage {
+                urgency: None,
+                topic: None,
+                ..msg
+            },
+            HeaderValue::from_static("x"),
+        );
+        assert!(bare.get("urgency").is_none() && bare.get("topic").is_none());
+    }
+
+    #[test]
+    fn urgency_words_and_topics() {
+        for u in [
+            Urgency::VeryLow,
+            Urgency::Low,
+            Urgency::Normal,
+            Urgency::High,
+        ] {
+            assert_eq!(Urgency::parse(u.as_str()), Some(u));
+        }
+        assert_eq!(Urgency::parse("urgent"), None);
+        assert!(valid_topic("news-1_a"));
+        assert!(!valid_topic(""));
+        assert!(!valid_topic("has space"));
+        assert!(!valid_topic(&"a".repeat(33)));
+    }
+}

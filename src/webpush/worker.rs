@@ -1,0 +1,155 @@
+//! The dispatch loop: one task pulls subscriptions from the queue and keeps
+//! at most `concurrency` requests in flight, each one encrypted for its own
+//! subscription. Each request settles its subscription when it ends: an
+//! outcome, or a retry through the queue's timer heap.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+
+use super::Shared;
+use super::client::{SendError, WebPushMessage};
+use super::origin::RefusedAddress;
+use super::{message, response};
+use crate::job::{Job, Outcome};
+use crate::queue::Work;
+use crate::retry::{self, Next, Verdict};
+
+/// Subscriptions taken from the queue at once: amortizes the queue lock.
+const TAKE: usize = 32;
+
+/// Runs until the queue is closed and the requests in flight ended.
+pub(crate) async fn run(shared: Arc<Shared>) {
+    let mut in_flight = FuturesUnordered::new();
+    let mut held: Option<Work<WebPushMessage>> = None;
+    loop {
+        while in_flight.len() < shared.concurrency {
+            let Some(work) = held.as_mut() else { break };
+            let index = work.tokens.start;
+            work.tokens.start += 1;
+            let job = work.job.clone();
+            let attempts = work.attempts;
+            if work.tokens.is_empty() {
+                held = None;
+            }
+            if let Some(outcome) = job.hold() {
+                shared
+                    .recorder
+                    .finish_unsent(&job, index..index + 1, &outcome);
+                continue;
+            }
+            shared.in_flight.inc();
+            in_flight.push(send_one(shared.clone(), job, index, attempts));
+        }
+        let can_take = held.is_none() && in_flight.len() < shared.concurrency;
+        tokio::select! {
+            biased;
+            Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+            work = shared.queue.pop(TAKE), if can_take => match work {
+                Some(work) => held = Some(work),
+                None => break,
+            },
+        }
+    }
+    if let Some(work) = held {
+        shared.queue.push_front(work);
+    }
+    while in_flight.next().await.is_some() {}
+}
+
+/// True when the error chain holds our resolver's refusal.
+pub(crate) fn refused_by_resolver(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if err.is::<RefusedAddress>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+async fn send_one(shared: Arc<Shared>, job: Arc<Job<WebPushMessage>>, index: u32, attempts: u32) {
+    let verdict = attempt(&shared, &job, index).await;
+    settle(&shared, &job, index, attempts, verdict);
+    shared.in_flight.dec();
+}
+
+async fn attempt(shared: &Shared, job: &Job<WebPushMessage>, index: u32) -> Verdict {
+    let Some(sub) = message::load(job.tokens.get(index)) else {
+        return Verdict::Done(Outcome::Failed {
+            reason: Arc::from("InvalidSubscription"),
+            status: 0,
+        });
+    };
+    let started = Instant::now();
+    match shared.client.send(&sub, &job.message).await {
+        Ok(answer) => {
+            shared.latency.observe(started.elapsed().as_secs_f64());
+            let classified = response::classify(answer.status, &answer.body, answer.retry_after);
+            if classified.loud {
+                shared.client.vapid().forget(&sub.endpoint.origin);
+                shared.loud(&sub.endpoint.origin, answer.status, &answer.body);
+            }
+            classified.verdict
+        }
+        Err(SendError::Transport { source, origin }) => {
+            if refused_by_resolver(&source) {
+                tracing::warn!(%origin, "Web Push endpoint resolves only to private addresses; refused");
+                return Verdict::Done(Outcome::Failed {
+                    reason: Arc::from("PrivateAddress"),
+                    status: 0,
+                });
+            }
+            tracing::debug!(%origin, error = %source, "Web Push request failed");
+            if !source.is_connect() {
+                shared.recorder.possible_duplicates(&job.progress, 1);
+            }
+            response::transport_error()
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "Web Push message could not be built");
+            Verdict::Done(Outcome::Failed {
+                reason: Arc::from("EncryptionFailed"),
+                status: 0,
+            })
+        }
+    }
+}
+
+fn finish(shared: &Shared, job: &Arc<Job<WebPushMessage>>, index: u32, outcome: Outcome) {
+    shared.recorder.finish(job, index, outcome, true);
+}
+
+fn settle(
+    shared: &Shared,
+    job: &Arc<Job<WebPushMessage>>,
+    index: u32,
+    attempts: u32,
+    verdict: Verdict,
+) {
+    let (reason, retry_after) = match verdict {
+        Verdict::Done(outcome) => return finish(shared, job, index, outcome),
+        Verdict::Retry {
+            reason,
+            retry_after,
+        } => (reason, retry_after),
+        Verdict::RefreshCredentials { reason } => (reason, Some(Duration::ZERO)),
+    };
+    let attempt = attempts + 1;
+    match retry::next(&shared.backoff, attempt, shared.max_retries, retry_after) {
+        Next::RetryIn(delay) if !job.expires_within(delay) => {
+            shared.recorder.retry(&job.progress, &reason);
+            let work = Work {
+                job: job.clone(),
+                tokens: index..index + 1,
+                attempts: attempt,
+            };
+            shared.queue.push_after(work, delay);
+        }
+        Next::RetryIn(_) => finish(shared, job, index, response::ttl_expired()),
+        Next::GiveUp => finish(shared, job, index, Outcome::Expired { reason }),
+    }
+}
