@@ -91,7 +91,7 @@ fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
 }
 
 /// Writes a file only its owner can read (0600): the demo's keys are keys.
-fn private_file(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
+pub(crate) fn private_file(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let mut file = std::fs::OpenOptions::new()

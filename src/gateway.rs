@@ -217,7 +217,6 @@ impl Gateway {
     }
 }
 
-
 /// SIGTERM and SIGINT listeners, registered once. Unlike calling
 /// [`wait_for_signal`] twice, a signal that arrives between two `recv` calls is
 /// kept, so "a second signal exits at once" holds however fast it follows.

@@ -428,7 +428,8 @@ async fn tls_connections_are_closed_when_silent_or_idle() {
         use rustls::pki_types::pem::PemObject;
         let ca = rustls::pki_types::CertificateDer::from_pem_slice(pki.ca_pem.as_bytes()).unwrap();
         for alpn in [&b"http/1.1"[..], &b"h2"[..]] {
-            let config = pushgate::tls::client_config(std::slice::from_ref(&ca), None, &[alpn]).unwrap();
+            let config =
+                pushgate::tls::client_config(std::slice::from_ref(&ca), None, &[alpn]).unwrap();
             let connector = tokio_rustls::TlsConnector::from(config);
             // Handshake done, no request: closed after the header timeout.
             let tcp = TcpStream::connect(env.gateway.addr).await.unwrap();
@@ -475,9 +476,13 @@ async fn a_rapid_reset_burst_does_not_starve_other_clients() {
                     .header("content-type", "application/json")
                     .body(())
                     .unwrap();
-                let Ok(ready) = send.clone().ready().await else { break };
+                let Ok(ready) = send.clone().ready().await else {
+                    break;
+                };
                 send = ready;
-                let Ok((_, mut stream)) = send.send_request(request, false) else { break };
+                let Ok((_, mut stream)) = send.send_request(request, false) else {
+                    break;
+                };
                 stream.send_reset(h2::Reason::CANCEL);
                 sent += 1;
             }
@@ -487,10 +492,13 @@ async fn a_rapid_reset_burst_does_not_starve_other_clients() {
         // Meanwhile another client is answered, every time.
         let mut answered = 0;
         while !attacker.is_finished() || answered < 20 {
-            let r = tokio::time::timeout(Duration::from_secs(10), env.client.get(env.url("/healthz")).send())
-                .await
-                .expect("/healthz took over 10 s during a rapid-reset burst")
-                .unwrap();
+            let r = tokio::time::timeout(
+                Duration::from_secs(10),
+                env.client.get(env.url("/healthz")).send(),
+            )
+            .await
+            .expect("/healthz took over 10 s during a rapid-reset burst")
+            .unwrap();
             assert_eq!(r.status(), 200);
             answered += 1;
         }
@@ -498,7 +506,9 @@ async fn a_rapid_reset_burst_does_not_starve_other_clients() {
         assert!(sent > 0);
         // And a send still goes through.
         env.send_apns(&[apns_token("abcd", 7)]).await;
-        eprintln!("rapid reset: {sent} streams opened and reset; {answered} /healthz answered meanwhile");
+        eprintln!(
+            "rapid reset: {sent} streams opened and reset; {answered} /healthz answered meanwhile"
+        );
     })
     .await
     .unwrap();
@@ -797,7 +807,13 @@ async fn a_second_signal_logs_totals_and_what_it_abandons_per_platform_then_exit
         assert_eq!(f(&abandoned, "abandoned"), left);
         assert_eq!(f(&by_app, "tokens"), left);
         assert_eq!(by_app["fields"]["app"], "default");
-        assert!(by_app["fields"]["fate"].as_str().unwrap().contains("dropped"), "{by_app}");
+        assert!(
+            by_app["fields"]["fate"]
+                .as_str()
+                .unwrap()
+                .contains("dropped"),
+            "{by_app}"
+        );
         // The books of that moment balance: what is abandoned is what had no outcome.
         assert_eq!(f(&totals, "pending"), left);
         let finished = f(&totals, "successes")

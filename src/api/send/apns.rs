@@ -156,7 +156,12 @@ pub fn fuzz_json(bytes: &[u8]) {
     let _ = parse_when(json.send_at.as_deref(), json.delay_seconds);
     if ApnsMessage::new(fields.clone(), Some("com.example")).is_ok() {
         let rebuilt = ApnsMessage::from_stored(&fields.to_stored(), Some("com.example"));
-        assert!(rebuilt.is_ok(), "a valid message did not survive its stored form: {rebuilt:?}");
+        assert!(
+            rebuilt.is_ok(),
+            "a valid message did not survive its stored form: {rebuilt:?}"
+        );
     }
-    let _ = intake(&json.tokens, 32, |hex, buf| decode_hex_token(hex, buf).map(drop));
+    let _ = intake(&json.tokens, 32, |hex, buf| {
+        decode_hex_token(hex, buf).map(drop)
+    });
 }

@@ -191,7 +191,9 @@ pub async fn submit(state: &AppState, submission: Submission<'_>) -> Result<Resp
             .inc_by(*n);
     }
     let mut body = json!({ "job": id.to_string(), "accepted": total, "duplicates": duplicates });
-    if let (Some(map), serde_json::Value::Object(fields)) = (body.as_object_mut(), rejected.fields()) {
+    if let (Some(map), serde_json::Value::Object(fields)) =
+        (body.as_object_mut(), rejected.fields())
+    {
         map.extend(fields);
     }
     if let Some(delay) = when.delay {
@@ -244,7 +246,10 @@ mod tests {
         assert_eq!(result.duplicates, 1);
         assert_eq!(result.rejected.count(), 1);
         assert_eq!(
-            (result.rejected.listed()[0].token, result.rejected.listed()[0].reason),
+            (
+                result.rejected.listed()[0].token,
+                result.rejected.listed()[0].reason
+            ),
             ("zz", "BadDeviceToken")
         );
     }
