@@ -9,11 +9,13 @@ pub mod auth;
 pub mod cluster;
 pub mod error;
 pub mod extract;
+pub mod gorush;
 pub mod openapi;
 pub mod rejections;
 pub mod report;
 pub mod send;
 pub mod status;
+pub mod topic;
 pub mod webpush;
 
 use std::ops::Deref;
@@ -66,6 +68,8 @@ pub struct Inner {
     pub max_body_bytes: usize,
     /// Set on SIGTERM: sends answer 503 while queued work drains.
     pub shutting_down: AtomicBool,
+    /// `[gorush]`: the gorush-compatible routes.
+    pub gorush: crate::config::GorushSection,
 }
 
 impl Deref for AppState {
@@ -152,6 +156,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/readyz", get(readyz))
         .route("/status.json", get(status::json))
+        .merge(gorush::routes(&state.gorush))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_key,

@@ -72,6 +72,31 @@ pub struct FileConfig {
     pub webhook: Option<WebhookSection>,
     /// `[webpush]`; absent disables Web Push.
     pub webpush: Option<WebPushSection>,
+    /// `[gorush]`: the gorush-compatible routes (on by default).
+    pub gorush: GorushSection,
+}
+
+/// `[gorush]`: `POST /api/push` and `GET /api/stat/*`, as gorush serves them.
+/// Also the validated form (nothing in it can be wrong but the prefix).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GorushSection {
+    /// Serve the gorush routes at all.
+    pub enabled: bool,
+    /// Mount them under this path (`""` = at the root, as gorush does).
+    pub path_prefix: String,
+    /// Notifications per `POST /api/push` (gorush's `core.max_notification`).
+    pub max_notifications: u32,
+}
+
+impl Default for GorushSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            path_prefix: String::new(),
+            max_notifications: 100,
+        }
+    }
 }
 
 /// `[webhook]`.
@@ -489,6 +514,8 @@ pub struct Config {
     pub google_apps: BTreeMap<String, GoogleConfig>,
     /// The outcome webhook, when configured.
     pub webhook: Option<crate::webhook::WebhookConfig>,
+    /// `[gorush]`, validated.
+    pub gorush: GorushSection,
     /// Web Push, when configured: the `default` app.
     pub webpush: Option<WebPushConfig>,
     /// Named Web Push apps (`[webpush.apps.<name>]`).

@@ -17,6 +17,7 @@
 pub mod auth;
 pub mod legacy;
 pub mod message;
+pub mod topic;
 pub mod v1;
 pub mod worker;
 
@@ -40,7 +41,9 @@ use crate::outcome::Recorder;
 use crate::queue::{DispatchQueue, Work};
 use crate::retry::Backoff;
 
-pub use message::{FieldError, GoogleFields, GoogleMessage, MessageError, PayloadTooLarge};
+pub use message::{
+    FieldError, GoogleExtras, GoogleFields, GoogleMessage, MessageError, PayloadTooLarge, Target,
+};
 
 /// Errors starting Google delivery.
 #[derive(Debug, thiserror::Error)]

@@ -169,6 +169,7 @@ impl Gateway {
             api_keys: config.server.api_keys.clone(),
             max_body_bytes: config.server.max_body_bytes,
             shutting_down: Default::default(),
+            gorush: config.gorush.clone(),
         });
         let listener = TcpListener::bind(config.server.listen).await.map_err(|e| {
             anyhow::anyhow!(

@@ -16,6 +16,7 @@
 //! admission, the stores), [`retry`] (backoff, platform-agnostic),
 //! [`shared_credential`] (one provider token for a cluster), [`tls`].
 //! `tests/layering.rs` checks the import rules.
+//! [`terminal`] (`pushgate send`, `check-config --connect`) drives a gateway over HTTP.
 
 pub mod abandon;
 pub mod api;
@@ -39,6 +40,7 @@ pub mod report;
 pub mod retry;
 pub mod schedule;
 pub mod shared_credential;
+pub mod terminal;
 pub mod tls;
 pub mod webhook;
 pub mod webpush;

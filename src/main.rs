@@ -59,7 +59,12 @@ enum Command {
     CheckConfig {
         /// The TOML file.
         file: PathBuf,
+        /// Also connect to every configured app's upstream and prove its credentials.
+        #[arg(long)]
+        connect: bool,
     },
+    /// Send one message to many tokens from the terminal (in-process, or via --server).
+    Send(pushgate::terminal::send::SendArgs),
     /// Run a mock upstream (APNs or FCM) for tests and benchmarks.
     #[command(subcommand)]
     Mock(MockCommand),
@@ -236,10 +241,10 @@ struct MockWebPushArgs {
     faults: FaultArgs,
 }
 
-fn init_logging(format: LogFormat) {
+fn init_logging(format: LogFormat, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PUSHGATE_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -251,7 +256,13 @@ fn init_logging(format: LogFormat) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    // The terminal commands keep stderr for their progress: warnings only,
+    // unless PUSHGATE_LOG asks for more.
+    let terminal = matches!(
+        cli.command,
+        Some(Command::Send(_)) | Some(Command::CheckConfig { connect: true, .. })
+    );
+    init_logging(cli.log_format, if terminal { "warn" } else { "info" });
     purge_in_background();
     // One process-wide crypto provider; reqwest and rustls builders use it.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
@@ -268,7 +279,15 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
             Command::Serve(args) => serve(args).await,
-            Command::CheckConfig { file } => check_config(&file),
+            Command::CheckConfig {
+                file,
+                connect: false,
+            } => check_config(&file),
+            Command::CheckConfig {
+                file,
+                connect: true,
+            } => Ok(pushgate::terminal::connect::run(&file).await.into()),
+            Command::Send(args) => Ok(pushgate::terminal::send::run(args).await.into()),
             Command::Mock(MockCommand::Apns(args)) => mock_apns(args).await,
             Command::Mock(MockCommand::Fcm(args)) => mock_fcm(args).await,
             Command::Mock(MockCommand::Webpush(args)) => mock_webpush(args).await,

@@ -129,9 +129,15 @@ impl ApiError {
         )
     }
 
-    /// Adds fields to the body.
+    /// Adds fields to the body (merged with fields added before).
     pub fn with(mut self, extra: Value) -> Self {
-        self.extra = Some(extra);
+        self.extra = match (self.extra.take(), extra) {
+            (Some(Value::Object(mut before)), Value::Object(more)) => {
+                before.extend(more);
+                Some(Value::Object(before))
+            }
+            (_, extra) => Some(extra),
+        };
         self
     }
 }

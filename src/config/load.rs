@@ -5,8 +5,8 @@
 use super::*;
 
 const ENV_PREFIX: &str = "PUSHGATE_";
-const SECTIONS: [&str; 9] = [
-    "server", "queue", "report", "retry", "apns", "fcm", "gcm", "webhook", "webpush",
+const SECTIONS: [&str; 10] = [
+    "server", "queue", "report", "retry", "apns", "fcm", "gcm", "webhook", "webpush", "gorush",
 ];
 
 impl FileConfig {

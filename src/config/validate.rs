@@ -76,6 +76,7 @@ impl FileConfig {
             .as_ref()
             .filter(|w| !w.url.is_empty())
             .and_then(|w| validate_webhook(w, &mut errors));
+        let gorush = validate_gorush(&self.gorush, &mut errors);
         let webpush = self
             .webpush
             .as_ref()
@@ -108,6 +109,7 @@ impl FileConfig {
                 google,
                 google_apps,
                 webhook,
+                gorush,
                 webpush,
                 webpush_apps,
             }),
@@ -804,6 +806,33 @@ fn validate_gcm(g: &GcmSection, errors: &mut Vec<ConfigError>) -> Option<GcmConf
         concurrency: g.concurrency,
         request_timeout: Duration::from_secs(g.request_timeout_s.max(1)),
     })
+}
+
+/// `[gorush]`: the prefix is a path (`""` or `/x`, no trailing slash) and
+/// at least one notification fits in a request.
+fn validate_gorush(g: &GorushSection, errors: &mut Vec<ConfigError>) -> GorushSection {
+    let prefix = &g.path_prefix;
+    if !prefix.is_empty()
+        && (!prefix.starts_with('/')
+            || prefix.ends_with('/')
+            || prefix.contains(|c: char| c.is_whitespace() || c == '{' || c == '}' || c == '*'))
+    {
+        errors.push(invalid(
+            "gorush.path_prefix",
+            prefix,
+            "must be empty or a path like \"/gorush\" (leading slash, no trailing slash, no braces)",
+            "write path_prefix = \"/gorush\", or \"\" to serve /api/push at the root as gorush does",
+        ));
+    }
+    if g.max_notifications == 0 {
+        errors.push(invalid(
+            "gorush.max_notifications",
+            g.max_notifications,
+            "no request could ever be served",
+            "use gorush's default, 100",
+        ));
+    }
+    g.clone()
 }
 
 fn validate_webhook(

@@ -111,9 +111,30 @@ pub struct ResultEntry {
 /// Parses a 200 body expecting `count` results; `None` when the body is not
 /// the documented shape or the count differs (the answer cannot be matched to
 /// the ids sent).
+///
+/// A topic or condition send (one "id") is answered with one object instead:
+/// `{"message_id": <number>}` or `{"error": "<reason>"}`.
 pub fn parse_answer(body: &[u8], count: usize) -> Option<Vec<ResultEntry>> {
-    let answer: Answer = serde_json::from_slice(body).ok()?;
-    (answer.results.len() == count).then_some(answer.results)
+    if let Ok(answer) = serde_json::from_slice::<Answer>(body) {
+        return (answer.results.len() == count).then_some(answer.results);
+    }
+    if count != 1 {
+        return None;
+    }
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let message_id = value.get("message_id").map(|m| match m {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    });
+    let error = value
+        .get("error")
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_owned);
+    (message_id.is_some() || error.is_some()).then_some(vec![ResultEntry {
+        message_id,
+        registration_id: None,
+        error,
+    }])
 }
 
 /// Classifies one result entry. `retry_after` is the batch answer's header.

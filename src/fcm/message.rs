@@ -78,6 +78,32 @@ pub struct GoogleFields<'a> {
     pub time_to_live: Option<i64>,
 }
 
+/// Who a Google job's "tokens" are. A topic or condition job has exactly one
+/// "token", the topic name or the condition, and FCM fans the message out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Target {
+    /// Device registration tokens (`message.token`, `registration_ids`).
+    #[default]
+    Tokens,
+    /// A topic name (`message.topic`; legacy `to: /topics/<name>`).
+    Topic,
+    /// A topic condition (`message.condition`; legacy `condition`).
+    Condition,
+}
+
+/// Options beyond the `/gcm/send` fields, used by the gorush routes and the
+/// topic sends. `Default` is what `/gcm/send` with tokens means.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GoogleExtras<'a> {
+    /// What the job's tokens are.
+    pub target: Target,
+    /// v1 `validate_only` / legacy `dry_run`: FCM checks, nothing is delivered.
+    pub dry_run: bool,
+    /// v1 `android.restricted_package_name` / legacy `restricted_package_name`.
+    pub restricted_package_name: Option<&'a str>,
+}
+
 /// The request fields as a backend stores them (JSON), so every gateway and
 /// every restart rebuilds the same message ([`GoogleMessage::from_stored`]).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -91,12 +117,30 @@ struct Stored<'a> {
     #[serde(borrow)]
     priority: Option<std::borrow::Cow<'a, str>>,
     time_to_live: Option<i64>,
+    #[serde(default, skip_serializing_if = "is_tokens")]
+    target: Target,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    dry_run: bool,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    restricted_package_name: Option<std::borrow::Cow<'a, str>>,
+}
+
+fn is_tokens(t: &Target) -> bool {
+    *t == Target::Tokens
 }
 
 impl GoogleFields<'_> {
     /// The stored form of these fields.
     pub fn to_stored(&self) -> Vec<u8> {
+        self.to_stored_with(GoogleExtras::default())
+    }
+
+    /// The stored form of these fields and `extras`.
+    pub fn to_stored_with(&self, extras: GoogleExtras<'_>) -> Vec<u8> {
         let stored = Stored {
+            target: extras.target,
+            dry_run: extras.dry_run,
+            restricted_package_name: extras.restricted_package_name.map(Into::into),
             payload: self.payload.map(String::from_utf8_lossy),
             notification: self.notification.map(String::from_utf8_lossy),
             collapse_key: self.collapse_key.map(Into::into),
@@ -110,6 +154,8 @@ impl GoogleFields<'_> {
 /// The per-job part of every Google request, pre-serialized for both APIs.
 #[derive(Debug, Clone)]
 pub struct GoogleMessage {
+    /// What the job's tokens are (devices, or one topic or condition).
+    pub target: Target,
     /// `collapse_key`, when given.
     pub collapse_key: Option<String>,
     /// `priority`, when given.
@@ -154,18 +200,33 @@ impl GoogleMessage {
     pub fn from_stored(stored: &[u8]) -> Result<Self, MessageError> {
         let s: Stored<'_> = serde_json::from_slice(stored)
             .map_err(|e| field_error("stored", format!("unreadable stored Google message: {e}")))?;
-        Self::new(GoogleFields {
-            payload: s.payload.as_deref().map(str::as_bytes),
-            notification: s.notification.as_deref().map(str::as_bytes),
-            collapse_key: s.collapse_key.as_deref(),
-            priority: s.priority.as_deref(),
-            time_to_live: s.time_to_live,
-        })
+        Self::with_extras(
+            GoogleFields {
+                payload: s.payload.as_deref().map(str::as_bytes),
+                notification: s.notification.as_deref().map(str::as_bytes),
+                collapse_key: s.collapse_key.as_deref(),
+                priority: s.priority.as_deref(),
+                time_to_live: s.time_to_live,
+            },
+            GoogleExtras {
+                target: s.target,
+                dry_run: s.dry_run,
+                restricted_package_name: s.restricted_package_name.as_deref(),
+            },
+        )
     }
 
     /// Validates the fields the way FCM would, so a bad request is refused
     /// before any token is queued, and prepares both request bodies.
     pub fn new(fields: GoogleFields<'_>) -> Result<Self, MessageError> {
+        Self::with_extras(fields, GoogleExtras::default())
+    }
+
+    /// [`GoogleMessage::new`] with the options of [`GoogleExtras`].
+    pub fn with_extras(
+        fields: GoogleFields<'_>,
+        extras: GoogleExtras<'_>,
+    ) -> Result<Self, MessageError> {
         let data = match fields.payload {
             None => Map::new(),
             Some(bytes) => stringify_data(parse_object("payload", bytes)?)?,
@@ -218,21 +279,38 @@ impl GoogleMessage {
                 .into());
             }
         };
+        let package = match extras.restricted_package_name {
+            None | Some("") => None,
+            Some(p) if p.len() <= 255 && !p.contains(char::is_whitespace) => Some(p),
+            Some(p) => {
+                return Err(field_error(
+                    "restricted_package_name",
+                    format!("{p:?} is not an Android package name"),
+                )
+                .into());
+            }
+        };
         let v1_tail = v1_tail(
             &data_json,
             notification_json.as_ref(),
             collapse_key.as_deref(),
             priority,
             time_to_live,
+            package,
+            extras.dry_run,
         );
-        let legacy_tail = legacy_tail(
+        let mut legacy_tail = legacy_tail(
             data_json,
             notification_json,
             collapse_key.as_deref(),
             priority,
             time_to_live,
         );
+        if package.is_some() || extras.dry_run {
+            legacy_tail = legacy_extras(&legacy_tail, package, extras.dry_run);
+        }
         Ok(Self {
+            target: extras.target,
             collapse_key,
             priority,
             time_to_live,
@@ -256,10 +334,15 @@ impl GoogleMessage {
 
     /// The v1 `messages:send` body for one token:
     /// `{"message":{"token":<TOKEN>, ...rest}}`, the token JSON-escaped.
+    /// A topic or condition job names its target instead of a token.
     pub fn v1_body(&self, token: &str) -> Bytes {
-        const HEAD: &[u8] = br#"{"message":{"token":"#;
-        let mut body = Vec::with_capacity(HEAD.len() + token.len() + 2 + self.v1_tail.len());
-        body.extend_from_slice(HEAD);
+        let head: &[u8] = match self.target {
+            Target::Tokens => br#"{"message":{"token":"#,
+            Target::Topic => br#"{"message":{"topic":"#,
+            Target::Condition => br#"{"message":{"condition":"#,
+        };
+        let mut body = Vec::with_capacity(head.len() + token.len() + 2 + self.v1_tail.len());
+        body.extend_from_slice(head);
         push_json_string(&mut body, token);
         body.extend_from_slice(&self.v1_tail);
         body.into()
@@ -267,8 +350,22 @@ impl GoogleMessage {
 
     /// The legacy multicast body for `tokens`:
     /// `{"registration_ids":[...], ...rest}`, every token JSON-escaped.
+    /// A topic job sends `{"to":"/topics/<name>"`, a condition job
+    /// `{"condition":<condition>` (each has one "token").
     pub fn legacy_body<'t>(&self, tokens: impl IntoIterator<Item = &'t str>) -> Bytes {
         let mut body = Vec::with_capacity(self.legacy_tail.len() + 64 * 1024);
+        if self.target != Target::Tokens {
+            let target = tokens.into_iter().next().unwrap_or_default();
+            if self.target == Target::Topic {
+                body.extend_from_slice(br#"{"to":"#);
+                push_json_string(&mut body, &format!("/topics/{target}"));
+            } else {
+                body.extend_from_slice(br#"{"condition":"#);
+                push_json_string(&mut body, target);
+            }
+            body.extend_from_slice(&self.legacy_tail);
+            return body.into();
+        }
         body.extend_from_slice(br#"{"registration_ids":["#);
         for (i, token) in tokens.into_iter().enumerate() {
             if i > 0 {
@@ -379,6 +476,8 @@ fn v1_tail(
     collapse_key: Option<&str>,
     priority: Option<Priority>,
     time_to_live: Option<u32>,
+    restricted_package_name: Option<&str>,
+    validate_only: bool,
 ) -> Bytes {
     let mut message = Map::new();
     if let Some(data) = data {
@@ -421,10 +520,31 @@ fn v1_tail(
     if !android_notification.is_empty() {
         android.insert("notification".into(), Value::Object(android_notification));
     }
+    if let Some(package) = restricted_package_name {
+        android.insert("restricted_package_name".into(), package.into());
+    }
     if !android.is_empty() {
         message.insert("android".into(), Value::Object(android));
     }
-    tail(message, b"}}")
+    if validate_only {
+        tail(message, br#"},"validate_only":true}"#)
+    } else {
+        tail(message, b"}}")
+    }
+}
+
+/// Adds `restricted_package_name` and `dry_run` to a legacy tail (`,...}`).
+fn legacy_extras(tail: &[u8], package: Option<&str>, dry_run: bool) -> Bytes {
+    let mut out = tail.strip_suffix(b"}").unwrap_or(tail).to_vec();
+    if let Some(package) = package {
+        out.extend_from_slice(br#","restricted_package_name":"#);
+        push_json_string(&mut out, package);
+    }
+    if dry_run {
+        out.extend_from_slice(br#","dry_run":true"#);
+    }
+    out.push(b'}');
+    out.into()
 }
 
 fn legacy_tail(

@@ -380,6 +380,8 @@ impl Drop for OpenStream<'_> {
 struct Checked {
     uri: Uri,
     voip: bool,
+    /// Kept for the ledger's [`Ledger::record_request`].
+    headers: http::HeaderMap,
 }
 
 async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, server: Arc<Server>) {
@@ -558,6 +560,7 @@ fn check_request(
     Ok(Checked {
         uri: parts.uri,
         voip,
+        headers: parts.headers,
     })
 }
 
@@ -669,6 +672,14 @@ async fn decide(
         Cow::Borrowed(raw)
     };
     let ledger = &server.ledger;
+    ledger.record_request(
+        &token,
+        checked
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_bytes())),
+        &payload,
+    );
     let attempt = ledger.record_attempt(&token);
     let answer = match server.clock.next(&server.faults) {
         Injected::Throttle { retry_after_s } => Answer::Throttled { retry_after_s },

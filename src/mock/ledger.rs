@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 #[derive(Debug, Default)]
 pub struct Ledger {
     tokens: Mutex<HashMap<String, TokenRecord>>,
+    seen: Mutex<HashMap<String, SeenRequest>>,
     credentials: Mutex<HashSet<String>>,
     /// Requests received (APNs streams, FCM v1 messages, legacy batches).
     pub requests: AtomicU64,
@@ -41,7 +42,66 @@ pub struct TokenRecord {
     pub deliveries: u32,
 }
 
+/// The last request the mock received for one token: what tests read to
+/// check that a field reached the upstream, and where (header or body).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SeenRequest {
+    /// Request headers (names lower-case), the `authorization` header left out.
+    pub headers: Vec<(String, String)>,
+    /// The request body as received.
+    pub body: String,
+}
+
+impl SeenRequest {
+    /// The value of header `name`, when sent.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON (`Null` when it is not JSON).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_default()
+    }
+}
+
+/// Distinct tokens whose last request is kept; beyond that only counts are
+/// kept, so a benchmark of a million tokens costs no memory here.
+const MAX_SEEN: usize = 4096;
+
 impl Ledger {
+    /// Keeps `headers` and `body` as the last request seen for `token` (only
+    /// for the first [`MAX_SEEN`] distinct tokens).
+    pub fn record_request<'h>(
+        &self,
+        token: &str,
+        headers: impl IntoIterator<Item = (&'h str, &'h [u8])>,
+        body: &[u8],
+    ) {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.len() >= MAX_SEEN && !seen.contains_key(token) {
+            return;
+        }
+        let headers = headers
+            .into_iter()
+            .filter(|(name, _)| *name != "authorization")
+            .map(|(name, value)| (name.to_owned(), String::from_utf8_lossy(value).into_owned()))
+            .collect();
+        let body = String::from_utf8_lossy(body).into_owned();
+        seen.insert(token.to_owned(), SeenRequest { headers, body });
+    }
+
+    /// The last request seen for `token`, when kept.
+    pub fn request(&self, token: &str) -> Option<SeenRequest> {
+        self.seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(token)
+            .cloned()
+    }
+
     /// Counts an attempt for `token` and returns its 1-based attempt number.
     pub fn record_attempt(&self, token: &str) -> u32 {
         let mut tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());

@@ -12,7 +12,7 @@ use serde_json::value::RawValue;
 use super::body::{Body, bad_json, form_int, parse_form};
 use super::intake::{Submission, intake, parse_when, pick_app, submit};
 use crate::api::{ApiError, AppState};
-use crate::fcm::{GoogleFields, GoogleMessage};
+use crate::fcm::{GoogleExtras, GoogleFields, GoogleMessage, Target};
 use crate::job::check_registration_token;
 
 #[derive(Deserialize)]
@@ -30,6 +30,10 @@ struct GoogleJson<'a> {
     priority: Option<Cow<'a, str>>,
     #[serde(default)]
     time_to_live: Option<i64>,
+    #[serde(borrow, default)]
+    topic: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    condition: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     app: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
@@ -52,10 +56,12 @@ pub async fn google(State(state): State<AppState>, body: Body) -> Result<Respons
     let json;
     let notification_form;
     let mut app_name: Option<&str> = None;
+    let (mut topic, mut condition): (Option<&str>, Option<&str>) = (None, None);
     let (tokens, fields, when) = match &body {
         Body::Json(bytes) => {
             json = serde_json::from_slice::<GoogleJson<'_>>(bytes).map_err(bad_json)?;
             app_name = json.app.as_deref();
+            (topic, condition) = (json.topic.as_deref(), json.condition.as_deref());
             let fields = GoogleFields {
                 payload: json.payload.map(|p| p.get().as_bytes()),
                 notification: json.notification.map(|p| p.get().as_bytes()),
@@ -83,6 +89,8 @@ pub async fn google(State(state): State<AppState>, body: Body) -> Result<Respons
                     "send_at" => send_at = Some(&**value),
                     "delay_seconds" => delay_seconds = Some(form_int("delay_seconds", value)?),
                     "app" => app_name = Some(value),
+                    "topic" => topic = Some(value),
+                    "condition" => condition = Some(value),
                     other => {
                         return Err(ApiError::bad_request(
                             "unknown_field",
@@ -103,19 +111,34 @@ pub async fn google(State(state): State<AppState>, body: Body) -> Result<Respons
         }
     };
     let (service, app) = pick_app(service, &state.google_apps, app_name)?;
+    // A topic or condition job has one "token": the topic or the condition.
+    let topic_tokens;
+    let (tokens, target) = match crate::api::topic::target(topic, condition, tokens)? {
+        Some((target, one)) => {
+            topic_tokens = vec![one];
+            (&topic_tokens, target)
+        }
+        None => (tokens, Target::Tokens),
+    };
     if tokens.is_empty() {
         return Err(ApiError::bad_request(
             "no_tokens",
-            "the request has no tokens: send tokens=<t1>&tokens=<t2> or \"tokens\": [...]",
+            "the request has no tokens: send tokens=<t1>&tokens=<t2> or \"tokens\": [...] (or \"topic\" / \"condition\")",
         ));
     }
-    let stored = fields.to_stored();
+    let extras = GoogleExtras {
+        target,
+        ..GoogleExtras::default()
+    };
+    let stored = fields.to_stored_with(extras);
     // Built here to refuse a bad request with a 400; the platform rebuilds
     // it from `stored` when it takes the job.
-    let message = GoogleMessage::new(fields)?;
+    let message = GoogleMessage::with_extras(fields, extras)?;
     let expires_at = message.expires_at(SystemTime::now());
     let intake = intake(tokens, 160, |token, buf| {
-        check_registration_token(token)?;
+        if target == Target::Tokens {
+            check_registration_token(token)?;
+        }
         buf.extend_from_slice(token.as_bytes());
         Ok(())
     });

@@ -358,9 +358,9 @@ struct Message {
     #[serde(default)]
     data: Option<serde_json::Map<String, Value>>,
     #[serde(default)]
-    topic: Option<IgnoredAny>,
+    topic: Option<String>,
     #[serde(default)]
-    condition: Option<IgnoredAny>,
+    condition: Option<String>,
     #[serde(default)]
     name: Option<IgnoredAny>,
     #[serde(default)]
@@ -421,6 +421,15 @@ fn check_data(data: &serde_json::Map<String, Value>) -> Result<(), Box<Response>
     Ok(())
 }
 
+/// FCM's topic name rule: `[a-zA-Z0-9-_.~%]+`, without the `/topics/` prefix.
+fn is_topic_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 900
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.~%".contains(&b))
+}
+
 /// `POST /v1/projects/{project}/messages:send`: one message to one token.
 pub(super) async fn send_v1(
     State(shared): State<Arc<Shared>>,
@@ -471,16 +480,42 @@ pub(super) async fn send_v1(
     {
         return *response;
     }
-    let token = match message.token {
-        Some(token) => token,
-        None if message.topic.is_some() || message.condition.is_some() => {
+    // The ledger keys a topic as `/topics/<name>` and a condition as written.
+    let token = match (message.token, message.topic, message.condition) {
+        (Some(token), None, None) => token,
+        (None, Some(topic), None) => {
+            if !is_topic_name(&topic) {
+                return invalid_argument(
+                    &format!("Invalid topic name: {topic}"),
+                    Some("message.topic"),
+                );
+            }
+            format!("/topics/{topic}")
+        }
+        (None, None, Some(condition)) => {
+            if condition.trim().is_empty() || condition.matches("in topics").count() > 5 {
+                return invalid_argument(
+                    "Invalid condition: empty or more than five topics",
+                    Some("message.condition"),
+                );
+            }
+            condition
+        }
+        (None, None, None) => {
+            return invalid_argument("Recipient of the message is not set.", None);
+        }
+        _ => {
             return invalid_argument(
-                "pushgate mock: only token targets are modelled (no topic or condition).",
+                "Exactly one of token, topic or condition must be set.",
                 Some("message"),
             );
         }
-        None => return invalid_argument("Recipient of the message is not set.", None),
     };
+    shared.ledger.record_request(
+        &token,
+        headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())),
+        &body,
+    );
     if token.is_empty() {
         return invalid_argument(INVALID_TOKEN_MESSAGE, Some("message.token"));
     }
@@ -519,6 +554,8 @@ struct LegacyRequest {
     to: Option<String>,
     #[serde(default)]
     registration_ids: Option<Vec<String>>,
+    #[serde(default)]
+    condition: Option<String>,
     #[serde(default)]
     data: Option<Value>,
     #[serde(default)]
@@ -588,6 +625,35 @@ pub(super) async fn send_legacy(
         Err(e) => return legacy_text(StatusCode::BAD_REQUEST, format!("JSON_PARSING_ERROR: {e}")),
     };
     let too_big = legacy_payload_size(&request) > MAX_DATA_BYTES;
+    let topic = request
+        .to
+        .as_deref()
+        .and_then(|to| to.strip_prefix("/topics/"));
+    if topic.is_some() || request.condition.is_some() {
+        // A topic or condition send: one answer object, `message_id` a number.
+        let (key, valid) = match (topic, &request.condition) {
+            (Some(name), None) => (format!("/topics/{name}"), is_topic_name(name)),
+            (None, Some(condition)) => (condition.clone(), !condition.trim().is_empty()),
+            _ => (String::new(), false),
+        };
+        if !valid || request.registration_ids.is_some() {
+            return json_response(StatusCode::OK, &json!({ "error": "InvalidParameters" }));
+        }
+        shared.ledger.record_request(
+            &key,
+            headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())),
+            &body,
+        );
+        shared.ledger.record_attempt(&key);
+        if too_big {
+            return json_response(StatusCode::OK, &json!({ "error": "MessageTooBig" }));
+        }
+        shared.ledger.record_delivery(&key);
+        return json_response(
+            StatusCode::OK,
+            &json!({ "message_id": fastrand::u64(1..i64::MAX as u64) }),
+        );
+    }
     let ids = match (request.to, request.registration_ids) {
         (Some(_), Some(_)) => {
             return legacy_text(
@@ -651,6 +717,11 @@ pub(super) async fn send_legacy(
                 failure += 1;
                 return json!({ "error": "MissingRegistration" });
             }
+            shared.ledger.record_request(
+                token,
+                headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())),
+                &body,
+            );
             let attempt = shared.ledger.record_attempt(token);
             if too_big {
                 failure += 1;

@@ -1,0 +1,63 @@
+//! HTTP to a gateway (remote, or the in-process one) for the terminal commands.
+
+use serde_json::Value;
+
+use super::{UsageError, usage};
+
+/// A gateway's base URL and key.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    key: Option<String>,
+}
+
+impl Client {
+    /// Talks to `base` (e.g. `http://127.0.0.1:8080`) with `key` as the bearer key.
+    pub fn new(base: &str, key: Option<String>) -> Result<Self, UsageError> {
+        let http = reqwest::Client::builder()
+            .build()
+            .map_err(|e| usage(format!("cannot build an HTTP client: {e}")))?;
+        Ok(Self {
+            http,
+            base: base.trim_end_matches('/').to_owned(),
+            key,
+        })
+    }
+
+    fn auth(&self, r: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.key {
+            Some(k) => r.bearer_auth(k),
+            None => r,
+        }
+    }
+
+    /// POSTs JSON; the status and the JSON answer (`Null` when not JSON).
+    pub async fn post(&self, path: &str, body: &Value) -> Result<(u16, Value), UsageError> {
+        let r = self
+            .auth(self.http.post(format!("{}{path}", self.base)).json(body))
+            .send()
+            .await
+            .map_err(|e| usage(format!("cannot reach the gateway at {}: {e}", self.base)))?;
+        let status = r.status().as_u16();
+        Ok((status, r.json().await.unwrap_or(Value::Null)))
+    }
+
+    /// GETs JSON; fails unless 200.
+    pub async fn get(&self, path: &str) -> Result<Value, UsageError> {
+        let r = self
+            .auth(self.http.get(format!("{}{path}", self.base)))
+            .send()
+            .await
+            .map_err(|e| usage(format!("cannot reach the gateway at {}: {e}", self.base)))?;
+        let status = r.status();
+        let body: Value = r.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            return Err(usage(format!(
+                "GET {path}: {status}: {}",
+                body["message"].as_str().unwrap_or("no message")
+            )));
+        }
+        Ok(body)
+    }
+}

@@ -1,0 +1,585 @@
+//! `pushgate send apns|fcm|gcm|webpush`: tokens from flags, a file or stdin;
+//! one message; delivered through a gateway (in-process by default, or a
+//! running one with `--server`); a progress bar; a summary per outcome.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use serde_json::{Value, json};
+
+use super::client::Client;
+use super::progress::Progress;
+use super::{Exit, UsageError, local, usage};
+use crate::config::{ApnsSection, FcmSection, FileConfig, GcmSection, Secret};
+
+/// Where `pushgate send` delivers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SendPlatform {
+    /// Apple APNs (`[apns]`).
+    Apns,
+    /// Firebase Cloud Messaging HTTP v1 (`[fcm]`).
+    Fcm,
+    /// The legacy GCM-compatible API (`[gcm]`).
+    Gcm,
+    /// Web Push (`[webpush]`): not built yet for `send` (use POST /webpush/send).
+    Webpush,
+}
+
+/// `pushgate send`.
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// Where to deliver.
+    #[arg(value_enum)]
+    pub platform: SendPlatform,
+    /// `-`: read tokens from stdin, one per line.
+    #[arg(value_name = "-")]
+    pub stdin: Option<String>,
+    /// The gateway's TOML config (its credentials are used); flags below override it.
+    #[arg(long, short, env = "PUSHGATE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// A device token (repeatable).
+    #[arg(long = "token", value_name = "TOKEN")]
+    pub tokens: Vec<String>,
+    /// A file of device tokens, one per line (blank lines and `#` comments skipped).
+    #[arg(long, value_name = "FILE")]
+    pub tokens_file: Option<PathBuf>,
+    /// The alert text (APNs `aps.alert`; FCM notification body).
+    #[arg(long)]
+    pub alert: Option<String>,
+    /// Notification title.
+    #[arg(long)]
+    pub title: Option<String>,
+    /// Notification body.
+    #[arg(long)]
+    pub body: Option<String>,
+    /// The whole payload as JSON (APNs payload; FCM data object).
+    #[arg(long, value_name = "JSON", conflicts_with = "payload_file")]
+    pub payload: Option<String>,
+    /// The payload from a file.
+    #[arg(long, value_name = "FILE")]
+    pub payload_file: Option<PathBuf>,
+    /// APNs: the `apns-topic` (bundle id). FCM/GCM: send to this topic instead of tokens.
+    #[arg(long)]
+    pub topic: Option<String>,
+    /// FCM/GCM: send to this topic condition instead of tokens.
+    #[arg(long)]
+    pub condition: Option<String>,
+    /// APNs push type (alert, background, liveactivity, ...).
+    #[arg(long)]
+    pub push_type: Option<String>,
+    /// Which configured app's credentials (default: the top-level section).
+    #[arg(long)]
+    pub app: Option<String>,
+    /// Post to this running gateway instead of delivering in-process.
+    #[arg(long, value_name = "URL")]
+    pub server: Option<String>,
+    /// The running gateway's API key.
+    #[arg(long, env = "PUSHGATE_API_KEY", requires = "server")]
+    pub api_key: Option<String>,
+    /// Write the tokens the upstream reported unregistered here, one per line.
+    #[arg(long, value_name = "FILE")]
+    pub unregistered_out: Option<PathBuf>,
+    /// Tokens per job (one request to the gateway each).
+    #[arg(long, default_value_t = 50_000)]
+    pub chunk: usize,
+    #[command(flatten)]
+    pub credentials: CredentialArgs,
+}
+
+/// Credentials given on the command line instead of (or over) a config file.
+#[derive(Debug, Args, Default)]
+pub struct CredentialArgs {
+    /// APNs `.p8` key (with --key-id and --team-id).
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+    /// APNs key id.
+    #[arg(long)]
+    pub key_id: Option<String>,
+    /// APNs team id.
+    #[arg(long)]
+    pub team_id: Option<String>,
+    /// FCM service account JSON.
+    #[arg(long, value_name = "FILE")]
+    pub service_account_file: Option<PathBuf>,
+    /// Legacy GCM server key.
+    #[arg(long, env = "PUSHGATE_GCM_SERVER_KEY", hide_env_values = true)]
+    pub server_key: Option<String>,
+    /// Upstream endpoint (APNs: production, sandbox or https://host:port; Google: a URL).
+    #[arg(long)]
+    pub endpoint: Option<String>,
+    /// Extra trusted root (PEM) for the upstream.
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+}
+
+/// Runs `pushgate send`, printing the summary; returns the exit status.
+pub async fn run(args: SendArgs) -> Exit {
+    match send(args).await {
+        Ok(exit) => exit,
+        Err(e) => {
+            eprintln!("pushgate send: {e}");
+            Exit::Usage
+        }
+    }
+}
+
+async fn send(args: SendArgs) -> Result<Exit, UsageError> {
+    if args.platform == SendPlatform::Webpush {
+        return Err(usage(
+            "`pushgate send webpush` is not built yet (Web Push subscriptions are JSON objects, not token lines); POST them to /webpush/send, or use apns, fcm or gcm",
+        ));
+    }
+    let google = args.platform != SendPlatform::Apns;
+    let targets = read_targets(&args, google)?;
+    let payload = read_payload(&args)?;
+    let path = if google { "/gcm/send" } else { "/apns/send" };
+
+    let local = match &args.server {
+        Some(_) => None,
+        None => Some(local::start(in_process_config(&args)?).await?),
+    };
+    let client = match (&args.server, &local) {
+        (Some(url), _) => Client::new(url, args.api_key.clone())?,
+        (None, Some(l)) => Client::new(&l.url, Some(l.api_key.clone()))?,
+        (None, None) => return Err(usage("no gateway")),
+    };
+    let outcome = deliver(&args, &client, path, &targets, &payload, google).await;
+    if let Some(l) = local {
+        l.stop().await;
+    }
+    outcome
+}
+
+/// Device tokens, or one FCM topic/condition.
+enum Targets {
+    Tokens(Vec<String>),
+    Topic(String),
+    Condition(String),
+}
+
+impl Targets {
+    fn count(&self) -> usize {
+        match self {
+            Targets::Tokens(t) => t.len(),
+            _ => 1,
+        }
+    }
+}
+
+fn read_targets(args: &SendArgs, google: bool) -> Result<Targets, UsageError> {
+    if google {
+        match (&args.topic, &args.condition) {
+            (Some(_), Some(_)) => return Err(usage("give --topic or --condition, not both")),
+            (Some(t), None) => return Ok(Targets::Topic(t.clone())),
+            (None, Some(c)) => return Ok(Targets::Condition(c.clone())),
+            (None, None) => {}
+        }
+    } else if args.condition.is_some() {
+        return Err(usage("--condition is for fcm and gcm"));
+    }
+    let mut tokens = args.tokens.clone();
+    let mut push_lines = |reader: &mut dyn BufRead, what: &str| -> Result<(), UsageError> {
+        for line in reader.lines() {
+            let line = line.map_err(|e| usage(format!("reading {what}: {e}")))?;
+            let line = line.trim();
+            if !line.is_empty() && !line.starts_with('#') {
+                tokens.push(line.to_owned());
+            }
+        }
+        Ok(())
+    };
+    if let Some(file) = &args.tokens_file {
+        let f = std::fs::File::open(file)
+            .map_err(|e| usage(format!("--tokens-file {}: {e}", file.display())))?;
+        push_lines(&mut std::io::BufReader::new(f), &file.display().to_string())?;
+    }
+    match args.stdin.as_deref() {
+        Some("-") => push_lines(&mut std::io::stdin().lock(), "stdin")?,
+        Some(other) => {
+            return Err(usage(format!(
+                "unexpected argument {other:?}: give tokens with --token, --tokens-file, or `-` for stdin"
+            )));
+        }
+        None => {}
+    }
+    if tokens.is_empty() {
+        return Err(usage(
+            "no tokens: give --token T (repeatable), --tokens-file FILE, or `-` to read stdin",
+        ));
+    }
+    Ok(Targets::Tokens(tokens))
+}
+
+/// The message: `--payload`/`--payload-file`, or built from alert/title/body.
+struct Message {
+    payload: Option<Value>,
+    alert: Option<String>,
+    title: Option<String>,
+    body: Option<String>,
+}
+
+fn read_payload(args: &SendArgs) -> Result<Message, UsageError> {
+    let text = match (&args.payload, &args.payload_file) {
+        (Some(p), _) => Some(p.clone()),
+        (None, Some(f)) => Some(
+            std::fs::read_to_string(f)
+                .map_err(|e| usage(format!("--payload-file {}: {e}", f.display())))?,
+        ),
+        (None, None) => None,
+    };
+    let payload = match text {
+        Some(t) => Some(
+            serde_json::from_str::<Value>(&t)
+                .map_err(|e| usage(format!("the payload is not JSON: {e}")))?,
+        ),
+        None => None,
+    };
+    let m = Message {
+        payload,
+        alert: args.alert.clone(),
+        title: args.title.clone(),
+        body: args.body.clone(),
+    };
+    if m.payload.is_none() && m.alert.is_none() && m.title.is_none() && m.body.is_none() {
+        return Err(usage(
+            "no message: give --alert TEXT, --title/--body, --payload JSON or --payload-file FILE",
+        ));
+    }
+    Ok(m)
+}
+
+/// The operator's config (when given) with the command-line credentials on
+/// top, keeping only the section this platform needs.
+fn in_process_config(args: &SendArgs) -> Result<FileConfig, UsageError> {
+    let mut file = match &args.config {
+        Some(path) => FileConfig::load(Some(path), std::env::vars())
+            .map_err(|e| usage(format!("{}: {e}", path.display())))?,
+        None => FileConfig::load(None, std::env::vars()).map_err(|e| usage(e.to_string()))?,
+    };
+    let c = &args.credentials;
+    let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+    match args.platform {
+        SendPlatform::Apns => {
+            let given = c.key_file.is_some() || c.endpoint.is_some() || c.ca_file.is_some();
+            if given && file.apns.is_none() {
+                file.apns = Some(ApnsSection::default());
+            }
+            if let Some(a) = file.apns.as_mut() {
+                if let Some(k) = path(&c.key_file) {
+                    a.key_file = k;
+                }
+                if let Some(k) = &c.key_id {
+                    a.key_id = k.clone();
+                }
+                if let Some(t) = &c.team_id {
+                    a.team_id = t.clone();
+                }
+                if let Some(e) = &c.endpoint {
+                    a.endpoint = e.clone();
+                }
+                if let Some(ca) = path(&c.ca_file) {
+                    a.ca_file = ca;
+                }
+                if let Some(topic) = &args.topic {
+                    a.topic = topic.clone();
+                }
+            }
+            if file.apns.is_none() {
+                return Err(usage(
+                    "no APNs credentials: give --config with an [apns] section, or --key-file/--key-id/--team-id",
+                ));
+            }
+            (file.fcm, file.gcm) = (None, None);
+        }
+        SendPlatform::Fcm => {
+            if c.service_account_file.is_some() && file.fcm.is_none() {
+                file.fcm = Some(FcmSection::default());
+            }
+            if let Some(f) = file.fcm.as_mut() {
+                if let Some(s) = path(&c.service_account_file) {
+                    f.service_account_file = s;
+                }
+                if let Some(e) = &c.endpoint {
+                    f.endpoint = e.clone();
+                }
+                if let Some(ca) = path(&c.ca_file) {
+                    f.ca_file = ca;
+                }
+            }
+            if file.fcm.is_none() {
+                return Err(usage(
+                    "no FCM credentials: give --config with an [fcm] section, or --service-account-file",
+                ));
+            }
+            (file.apns, file.gcm) = (None, None);
+        }
+        SendPlatform::Gcm => {
+            if c.server_key.is_some() && file.gcm.is_none() {
+                file.gcm = Some(GcmSection::default());
+            }
+            if let Some(g) = file.gcm.as_mut() {
+                if let Some(k) = &c.server_key {
+                    g.server_key = Secret::new(k.clone());
+                }
+                if let Some(e) = &c.endpoint {
+                    g.endpoint = e.clone();
+                }
+                if let Some(ca) = path(&c.ca_file) {
+                    g.ca_file = ca;
+                }
+            }
+            if file.gcm.is_none() {
+                return Err(usage(
+                    "no GCM credentials: give --config with a [gcm] section, or --server-key",
+                ));
+            }
+            (file.apns, file.fcm) = (None, None);
+        }
+        SendPlatform::Webpush => return Err(usage("webpush is not built yet")),
+    }
+    Ok(file)
+}
+
+/// One request body for `tokens` (or the topic/condition).
+fn request_body(args: &SendArgs, m: &Message, google: bool, targets: Value) -> Value {
+    let mut body = targets;
+    if google {
+        if let Some(p) = &m.payload {
+            body["payload"] = p.clone();
+        }
+        let mut n = serde_json::Map::new();
+        if let Some(t) = &m.title {
+            n.insert("title".into(), t.clone().into());
+        }
+        if let Some(b) = m.body.as_ref().or(m.alert.as_ref()) {
+            n.insert("body".into(), b.clone().into());
+        }
+        if !n.is_empty() {
+            body["notification"] = Value::Object(n);
+        }
+    } else {
+        body["payload"] = match &m.payload {
+            Some(p) => p.clone(),
+            None => match (&m.title, &m.body, &m.alert) {
+                (None, None, Some(a)) => json!({"aps": {"alert": a}}),
+                (t, b, a) => {
+                    let mut alert = serde_json::Map::new();
+                    if let Some(t) = t {
+                        alert.insert("title".into(), t.clone().into());
+                    }
+                    if let Some(b) = b.as_ref().or(a.as_ref()) {
+                        alert.insert("body".into(), b.clone().into());
+                    }
+                    json!({"aps": {"alert": alert}})
+                }
+            },
+        };
+        if let Some(t) = &args.topic {
+            body["topic"] = t.clone().into();
+        }
+        if let Some(p) = &args.push_type {
+            body["push_type"] = p.clone().into();
+        }
+    }
+    if let Some(app) = &args.app {
+        body["app"] = app.clone().into();
+    }
+    body
+}
+
+/// Totals over every job of the send.
+#[derive(Debug, Default, Clone, Copy)]
+struct Totals {
+    total: u64,
+    pending: u64,
+    successes: u64,
+    canonicals: u64,
+    unregistered: u64,
+    failures: u64,
+    expired: u64,
+    cancelled: u64,
+}
+
+async fn deliver(
+    args: &SendArgs,
+    client: &Client,
+    path: &str,
+    targets: &Targets,
+    message: &Message,
+    google: bool,
+) -> Result<Exit, UsageError> {
+    let chunks: Vec<Value> = match targets {
+        Targets::Tokens(tokens) => tokens
+            .chunks(args.chunk.max(1))
+            .map(|c| json!({ "tokens": c }))
+            .collect(),
+        Targets::Topic(t) => vec![json!({ "topic": t })],
+        Targets::Condition(c) => vec![json!({ "condition": c })],
+    };
+    let tty = std::io::stderr().is_terminal();
+    let mut progress = Progress::new(targets.count() as u64, tty);
+    let mut jobs = Vec::new();
+    let mut rejected: BTreeMap<String, u64> = BTreeMap::new();
+    for chunk in chunks {
+        let body = request_body(args, message, google, chunk);
+        let (status, answer) = client.post(path, &body).await?;
+        if status != 202 {
+            progress.finish(0);
+            return Err(usage(format!(
+                "the gateway refused the send ({status} {}): {}{}",
+                answer["error"].as_str().unwrap_or(""),
+                answer["message"].as_str().unwrap_or("no message"),
+                if jobs.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({} earlier jobs were queued: {jobs:?})", jobs.len())
+                }
+            )));
+        }
+        for r in answer["rejected"].as_array().into_iter().flatten() {
+            *rejected
+                .entry(r["reason"].as_str().unwrap_or("rejected").to_owned())
+                .or_default() += 1;
+        }
+        if let Some(job) = answer["job"].as_str() {
+            jobs.push(job.to_owned());
+        }
+    }
+    let rejected_count: u64 = rejected.values().sum();
+    let totals = loop {
+        let mut t = Totals::default();
+        for job in &jobs {
+            let s = client.get(&format!("/jobs/{job}")).await?;
+            let n = |k: &str| s[k].as_u64().unwrap_or(0);
+            t.total += n("total");
+            t.pending += n("pending");
+            t.successes += n("successes");
+            t.canonicals += n("canonicals");
+            t.unregistered += n("unregistered");
+            t.failures += n("failures");
+            t.expired += n("expired");
+            t.cancelled += n("cancelled");
+        }
+        let done = t.total - t.pending.min(t.total) + rejected_count;
+        if t.pending == 0 {
+            progress.finish(done);
+            break t;
+        }
+        progress.update(done);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+
+    let ours: Option<HashSet<String>> = match targets {
+        Targets::Tokens(tokens) => Some(
+            tokens
+                .iter()
+                .map(|t| {
+                    if google {
+                        t.clone()
+                    } else {
+                        t.to_ascii_lowercase()
+                    }
+                })
+                .collect(),
+        ),
+        _ => None,
+    };
+    let family = if google { "gcm" } else { "apns" };
+    let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
+    let mut credential_failures = 0u64;
+    if totals.failures > 0 {
+        let list = client.get(&format!("/{family}/report/failures")).await?;
+        for f in list["failures"].as_array().into_iter().flatten() {
+            let token = f["token"].as_str().unwrap_or("");
+            if ours.as_ref().is_some_and(|o| !o.contains(token)) {
+                continue;
+            }
+            *reasons
+                .entry(f["reason"].as_str().unwrap_or("?").to_owned())
+                .or_default() += 1;
+            let status = f["status"].as_u64().unwrap_or(0);
+            if status == 401 || status == 403 || f["reason"] == "AccessTokenRefused" {
+                credential_failures += 1;
+            }
+        }
+    }
+    let mut unregistered_tokens = Vec::new();
+    if totals.unregistered > 0 {
+        let list = if google {
+            client.get("/gcm/report/notregistered").await?
+        } else {
+            client.get("/apns/report/unregistered").await?
+        };
+        for t in list["tokens"].as_array().into_iter().flatten() {
+            let token = t.as_str().or_else(|| t["token"].as_str()).unwrap_or("");
+            if ours.as_ref().is_none_or(|o| o.contains(token)) {
+                unregistered_tokens.push(token.to_owned());
+            }
+        }
+    }
+    if let Some(out) = &args.unregistered_out {
+        let mut text = unregistered_tokens.join("\n");
+        if !text.is_empty() {
+            text.push('\n');
+        }
+        std::fs::write(out, text)
+            .map_err(|e| usage(format!("--unregistered-out {}: {e}", out.display())))?;
+    }
+    print_summary(&totals, &reasons, &rejected, rejected_count, &jobs);
+    if let Some(out) = &args.unregistered_out {
+        println!(
+            "{} unregistered tokens written to {}",
+            unregistered_tokens.len(),
+            out.display()
+        );
+    }
+    let delivered = totals.successes + totals.canonicals;
+    if totals.failures > 0 && credential_failures == totals.failures && delivered == 0 {
+        eprintln!(
+            "pushgate send: the upstream refused the credentials ({}); nothing was delivered",
+            reasons.keys().cloned().collect::<Vec<_>>().join(", ")
+        );
+        return Ok(Exit::Usage);
+    }
+    Ok(if delivered == totals.total && rejected_count == 0 {
+        Exit::Ok
+    } else {
+        Exit::SomeFailed
+    })
+}
+
+fn print_summary(
+    t: &Totals,
+    reasons: &BTreeMap<String, u64>,
+    rejected: &BTreeMap<String, u64>,
+    rejected_count: u64,
+    jobs: &[String],
+) {
+    let detail = |m: &BTreeMap<String, u64>| {
+        if m.is_empty() {
+            String::new()
+        } else {
+            let parts: Vec<String> = m.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            format!("  ({})", parts.join(", "))
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{:<14} {:>10}", "outcome", "tokens");
+    let rows: [(&str, u64, String); 7] = [
+        ("success", t.successes, String::new()),
+        ("canonical", t.canonicals, String::new()),
+        ("unregistered", t.unregistered, String::new()),
+        ("failed", t.failures, detail(reasons)),
+        ("expired", t.expired, String::new()),
+        ("cancelled", t.cancelled, String::new()),
+        ("rejected", rejected_count, detail(rejected)),
+    ];
+    for (name, n, extra) in rows {
+        let _ = writeln!(out, "{name:<14} {n:>10}{extra}");
+    }
+    let _ = writeln!(out, "{:<14} {:>10}", "total", t.total + rejected_count);
+    let _ = writeln!(out, "jobs: {}", jobs.join(" "));
+}
