@@ -133,6 +133,11 @@ impl Default for WebhookSection {
     }
 }
 
+/// Default `server.max_body_bytes`: 80 MiB, so `queue.capacity`'s default of
+/// 1,000,000 APNs tokens fits in one request as JSON (67–70 MB with the
+/// quotes, commas and a space) or as a form (72 MB), with room for the payload.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 80 * 1024 * 1024;
+
 /// `[server]`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -149,6 +154,20 @@ pub struct ServerSection {
     pub tls_cert: String,
     /// PEM private key for `tls_cert`.
     pub tls_key: String,
+    /// Seconds a client has to send a request's headers (and, on HTTPS, to
+    /// finish the TLS handshake) before the connection is closed.
+    pub header_timeout_s: u64,
+    /// Seconds a request body may stop arriving before the request is
+    /// answered 408 and the connection closed.
+    pub body_timeout_s: u64,
+    /// Seconds a connection may stay open with nothing sent either way
+    /// (keep-alive, or a client that never sends a request) before it is closed.
+    pub idle_timeout_s: u64,
+    /// Open client connections at most; a connection above it is closed at
+    /// once, so the process never runs out of file descriptors.
+    pub max_connections: u64,
+    /// HTTP/2: concurrent streams per client connection.
+    pub max_streams_per_connection: u32,
 }
 
 impl Default for ServerSection {
@@ -156,10 +175,15 @@ impl Default for ServerSection {
         Self {
             listen: "127.0.0.1:8080".into(),
             api_keys: Vec::new(),
-            max_body_bytes: 64 * 1024 * 1024,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             shutdown_grace: 30,
             tls_cert: String::new(),
             tls_key: String::new(),
+            header_timeout_s: 15,
+            body_timeout_s: 30,
+            idle_timeout_s: 60,
+            max_connections: 10_000,
+            max_streams_per_connection: 128,
         }
     }
 }
@@ -511,6 +535,8 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// HTTPS for the API (ALPN h2 and http/1.1), when `tls_cert` is set.
     pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    /// Timeouts and connection limits of the listener.
+    pub limits: crate::listener::Limits,
 }
 
 /// Where an upstream is and which roots to trust for it.

@@ -18,6 +18,7 @@
 //! `tests/layering.rs` checks the import rules.
 //! [`terminal`] (`pushgate send`, `check-config --connect`) drives a gateway over HTTP.
 
+pub mod abandon;
 pub mod api;
 pub mod apns;
 pub mod backend;
@@ -29,6 +30,7 @@ pub mod fcm;
 pub mod floor;
 pub mod gateway;
 pub mod job;
+pub mod listener;
 pub mod message;
 pub mod metrics;
 pub mod mock;

@@ -265,8 +265,27 @@ impl FileConfig {
                 "server.max_body_bytes",
                 s.max_body_bytes,
                 "too small to carry a request",
-                "use at least 1024 (default 67108864)",
+                "use at least 1024 (default 83886080)",
             ));
+        }
+        for (key, value) in [
+            ("server.header_timeout_s", s.header_timeout_s),
+            ("server.body_timeout_s", s.body_timeout_s),
+            ("server.idle_timeout_s", s.idle_timeout_s),
+            ("server.max_connections", s.max_connections),
+            (
+                "server.max_streams_per_connection",
+                u64::from(s.max_streams_per_connection),
+            ),
+        ] {
+            if value == 0 {
+                errors.push(invalid(
+                    key,
+                    value,
+                    "must be at least 1",
+                    "leave it out for the default (see config/pushgate.toml)",
+                ));
+            }
         }
         let tls = match (s.tls_cert.is_empty(), s.tls_key.is_empty()) {
             (true, true) => None,
@@ -319,6 +338,13 @@ impl FileConfig {
             max_body_bytes: usize::try_from(s.max_body_bytes).unwrap_or(usize::MAX),
             shutdown_grace: Duration::from_secs(s.shutdown_grace),
             tls,
+            limits: crate::listener::Limits {
+                header_timeout: Duration::from_secs(s.header_timeout_s),
+                body_timeout: Duration::from_secs(s.body_timeout_s),
+                idle_timeout: Duration::from_secs(s.idle_timeout_s),
+                max_connections: usize::try_from(s.max_connections).unwrap_or(usize::MAX),
+                max_streams_per_connection: s.max_streams_per_connection,
+            },
         })
     }
 }
