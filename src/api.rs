@@ -6,6 +6,7 @@
 //! (`/`, the status page, and `/openapi.json`).
 
 pub mod auth;
+pub mod channels;
 pub mod error;
 pub mod openapi;
 pub mod report;
@@ -103,6 +104,12 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     let protected = Router::new()
         .route("/apns/send", post(send::apns))
+        .route("/apns/channels", post(channels::create).get(channels::list))
+        .route(
+            "/apns/channels/{id}",
+            get(channels::read).delete(channels::delete),
+        )
+        .route("/apns/broadcast", post(channels::send_broadcast))
         .route("/apns/report", get(report::apns_totals))
         .route(
             "/apns/report/unregistered",
@@ -284,7 +291,8 @@ async fn job_status(
     }
     let progress = find_job(&state, &id)?;
     let pending = progress.pending();
-    Ok(Json(json!({
+    let unique_ids = progress.unique_ids();
+    let mut answer = json!({
         "job": progress.id.to_string(),
         "platform": progress.platform.as_str(),
         "state": progress.state(),
@@ -296,7 +304,11 @@ async fn job_status(
         "expired": progress.count(OutcomeKind::Expired),
         "cancelled": progress.count(OutcomeKind::Cancelled),
         "pending": pending,
-    })))
+    });
+    if !unique_ids.is_empty() {
+        answer["apns_unique_ids"] = json!(unique_ids);
+    }
+    Ok(Json(answer))
 }
 
 /// 404 for reports of a platform that is not configured.

@@ -425,6 +425,8 @@ pub struct JobProgress {
     scheduled: std::sync::atomic::AtomicBool,
     /// `DELETE /jobs/{id}` was called: unsent tokens end as `cancelled`.
     cancelled: std::sync::atomic::AtomicBool,
+    /// The first `apns-unique-id`s APNs returned for this job's deliveries.
+    unique_ids: std::sync::Mutex<Vec<Box<str>>>,
 }
 
 impl JobProgress {
@@ -445,7 +447,33 @@ impl JobProgress {
             finished: AtomicU64::new(0),
             scheduled: Default::default(),
             cancelled: Default::default(),
+            unique_ids: Default::default(),
         }
+    }
+
+    /// Unique ids kept per job: a broadcast has one; a large sandbox job
+    /// keeps a sample, enough for a support request.
+    pub const MAX_UNIQUE_IDS: usize = 100;
+
+    /// Keeps an upstream delivery id (`apns-unique-id`), up to [`Self::MAX_UNIQUE_IDS`].
+    pub fn note_unique_id(&self, id: &str) {
+        let mut ids = self
+            .unique_ids
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if ids.len() < Self::MAX_UNIQUE_IDS {
+            ids.push(Box::from(id));
+        }
+    }
+
+    /// The delivery ids kept so far.
+    pub fn unique_ids(&self) -> Vec<String> {
+        self.unique_ids
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
     }
 
     /// Marks the job as held by the scheduler (or released from it).

@@ -444,6 +444,23 @@ impl Recorder {
         outcome: Outcome,
         attempted: bool,
     ) {
+        self.finish_noted(progress, token, outcome, attempted, None);
+    }
+
+    /// [`Recorder::finish`], keeping the upstream's id for this delivery
+    /// (`apns-unique-id`, which Apple asks for in support requests) in the
+    /// job's status and the webhook event.
+    pub fn finish_noted(
+        &self,
+        progress: &JobProgress,
+        token: impl FnOnce() -> String,
+        outcome: Outcome,
+        attempted: bool,
+        unique_id: Option<&str>,
+    ) {
+        if let Some(id) = unique_id {
+            progress.note_unique_id(id);
+        }
         let platform = progress.platform;
         let family = self.reports.of(progress);
         let kind = outcome.kind();
@@ -487,6 +504,7 @@ impl Recorder {
                     Outcome::Canonical { new_token } => Some(new_token.clone()),
                     _ => None,
                 },
+                apns_unique_id: unique_id.map(str::to_owned),
             });
         }
         let list_dropped = match outcome {

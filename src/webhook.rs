@@ -35,6 +35,9 @@ pub struct Event {
     /// The replacement token, for `canonical`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub canonical: Option<String>,
+    /// APNs' `apns-unique-id` for this delivery (sandbox pushes, broadcasts).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub apns_unique_id: Option<String>,
 }
 
 /// Validated `[webhook]`.

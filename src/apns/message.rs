@@ -128,6 +128,10 @@ pub struct ApnsMessage {
     pub expiration: Option<u64>,
     /// `apns-collapse-id`, when given.
     pub collapse_id: Option<HeaderValue>,
+    /// A broadcast (see [`crate::apns::broadcast`]): the request path
+    /// `/4/broadcasts/apps/<bundle>`, and the job's one "token" is the channel
+    /// id (its base64 text). `None` for device sends.
+    pub broadcast: Option<Bytes>,
 }
 
 /// The fields of a send request, as received.
@@ -148,6 +152,16 @@ pub struct ApnsFields<'a> {
 }
 
 impl ApnsMessage {
+    /// A stored token as the sender wrote it: a device token as lower-case
+    /// hex, a broadcast's channel id as its own text.
+    pub fn render_token(&self, stored: &[u8]) -> String {
+        if self.broadcast.is_some() {
+            String::from_utf8_lossy(stored).into_owned()
+        } else {
+            crate::job::hex_encode(stored)
+        }
+    }
+
     /// Validates the fields the way APNs would, so a bad request is refused
     /// before any token is queued.
     pub fn new(fields: ApnsFields<'_>, default_topic: Option<&str>) -> Result<Self, MessageError> {
@@ -227,6 +241,7 @@ impl ApnsMessage {
             priority,
             expiration,
             collapse_id,
+            broadcast: None,
         })
     }
 
