@@ -84,6 +84,7 @@ fn fcm_config(mock: &MockHandle, base: &str) -> GoogleConfig {
         max_retries: 8,
         concurrency: 64,
         request_timeout: Duration::from_secs(10),
+        max_per_minute: 600_000,
     })
 }
 
