@@ -17,6 +17,7 @@
 pub mod auth;
 pub mod legacy;
 pub mod message;
+pub mod pace;
 pub mod v1;
 pub mod worker;
 
@@ -92,6 +93,15 @@ pub(crate) struct Shared {
     in_flight: IntGauge,
     latency: Histogram,
     requeued: IntCounter,
+    /// FCM v1's pace (`max_per_minute`); legacy GCM has none.
+    pace: Option<Pacing>,
+}
+
+/// The allowance every v1 request asks first, and its metrics.
+pub(crate) struct Pacing {
+    allowance: Arc<dyn pace::Allowance>,
+    paced_seconds: prometheus::Counter,
+    level: prometheus::Gauge,
 }
 
 impl Shared {
@@ -146,7 +156,33 @@ impl GoogleService {
         recorder: Recorder,
         backoff: Backoff,
     ) -> Result<Self, StartError> {
+        Self::start_for(config, recorder, backoff, crate::report::DEFAULT_APP, None)
+    }
+
+    /// [`GoogleService::start`] for app `app` (the metrics label), paced by
+    /// `allowance`, or by a [`pace::Bucket`] of `fcm.max_per_minute` on the
+    /// runtime's clock when `None`.
+    pub fn start_for(
+        config: &GoogleConfig,
+        recorder: Recorder,
+        backoff: Backoff,
+        app: &str,
+        allowance: Option<Arc<dyn pace::Allowance>>,
+    ) -> Result<Self, StartError> {
         let metrics = recorder.metrics.clone();
+        let pace = match config {
+            GoogleConfig::Fcm(c) => Some(Pacing {
+                allowance: allowance.unwrap_or_else(|| {
+                    Arc::new(pace::Bucket::new(
+                        c.max_per_minute,
+                        Arc::new(pace::SystemClock::default()),
+                    ))
+                }),
+                paced_seconds: metrics.fcm_paced_seconds.with_label_values(&[app]),
+                level: metrics.fcm_allowance.with_label_values(&[app]),
+            }),
+            GoogleConfig::Gcm(_) => None,
+        };
         let (api, platform, client, max_retries, concurrency) = match config {
             GoogleConfig::Fcm(c) => {
                 let concurrency = c.concurrency.max(1) as usize;
@@ -196,6 +232,7 @@ impl GoogleService {
             in_flight: metrics.in_flight.with_label_values(&label),
             latency: metrics.upstream_latency.with_label_values(&label),
             requeued: metrics.requeued.with_label_values(&label),
+            pace,
         });
         if matches!(shared.api, Api::V1 { .. }) {
             tokio::spawn(warm_up(shared.clone()));

@@ -92,7 +92,7 @@ impl Gateway {
         for (name, app) in &config.google_apps {
             google_apps.insert(
                 name.clone(),
-                GoogleService::start(app, recorder.clone(), config.backoff)?,
+                GoogleService::start_for(app, recorder.clone(), config.backoff, name, None)?,
             );
         }
         if let Some(cluster) = &recorder.cluster {
