@@ -280,7 +280,7 @@ mod tests {
         let bucket = Bucket::new(6_000, clock.clone()); // 100/s, burst 10
         assert!(bucket.take().is_ok());
         bucket.pause(Duration::from_secs(5));
-        let at = bucket.take().unwrap_err();
+        let at = bucket.take().expect_err("paused");
         assert_eq!(at, Duration::from_secs(5));
         assert_eq!(bucket.available(), 0.0);
         clock.advance(Duration::from_secs(5));
@@ -292,7 +292,7 @@ mod tests {
         bucket.pause(Duration::from_secs(3));
         bucket.pause(Duration::from_secs(1));
         assert_eq!(
-            bucket.take().unwrap_err(),
+            bucket.take().expect_err("paused"),
             Duration::from_millis(5010) + Duration::from_secs(3)
         );
     }
