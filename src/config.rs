@@ -334,6 +334,8 @@ pub struct FcmSection {
     /// Messages per minute the project may send (Firebase's quota: 600,000);
     /// the gateway paces itself to it with a token bucket.
     pub max_per_minute: u64,
+    /// HTTP/2 connections per app (each carries up to the server's stream limit).
+    pub connections: u32,
     /// More apps: `[fcm.apps.<name>]`, same keys, unset ones inherited from `[fcm]`.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub apps: BTreeMap<String, FcmSection>,
@@ -349,6 +351,7 @@ impl Default for FcmSection {
             concurrency: 256,
             request_timeout_s: 30,
             max_per_minute: 600_000,
+            connections: 1,
             apps: BTreeMap::new(),
         }
     }
@@ -567,6 +570,8 @@ pub struct FcmConfig {
     pub request_timeout: Duration,
     /// `max_per_minute`: the project's pace.
     pub max_per_minute: u64,
+    /// HTTP/2 connections (`connections`).
+    pub connections: u32,
 }
 
 /// Validated `[gcm]`.

@@ -16,6 +16,7 @@ pub mod config;
 pub mod demo;
 pub mod fcm;
 pub mod gateway;
+pub mod http2;
 pub mod job;
 pub mod message;
 pub mod metrics;

@@ -85,6 +85,7 @@ fn fcm_config(mock: &MockHandle, base: &str) -> GoogleConfig {
         concurrency: 64,
         request_timeout: Duration::from_secs(10),
         max_per_minute: 600_000,
+        connections: 1,
     })
 }
 

@@ -15,7 +15,7 @@ use futures_util::stream::FuturesUnordered;
 use http::HeaderValue;
 
 use super::message::GoogleMessage;
-use super::{Api, Shared, legacy, v1};
+use super::{Api, Shared, h2client, legacy, v1};
 use crate::job::{Job, Outcome};
 use crate::queue::Work;
 use crate::retry::{self, Backoff, Next, Verdict};
@@ -236,7 +236,27 @@ async fn send_v1(shared: Arc<Shared>, job: Arc<Job<GoogleMessage>>, index: u32, 
     let body = job.message.v1_body(&job.token_string(index));
     shared.sent.store(true, Ordering::Relaxed);
     let started = Instant::now();
-    let verdict = match post(&shared, url, auth.clone(), body).await {
+    let attempt = match shared.h2.as_ref().filter(|t| !t.h1_only()) {
+        Some(transport) => match transport
+            .post(&auth, body.clone(), shared.request_timeout)
+            .await
+        {
+            h2client::Attempt::Answer {
+                status,
+                retry_after,
+                body,
+            } => Attempt::Answer {
+                status,
+                retry_after,
+                body,
+            },
+            h2client::Attempt::NotSent => Attempt::NotSent,
+            h2client::Attempt::Lost(reason) => Attempt::Lost(reason),
+            h2client::Attempt::NoH2 => post(&shared, url, auth.clone(), body).await,
+        },
+        None => post(&shared, url, auth.clone(), body).await,
+    };
+    let verdict = match attempt {
         Attempt::Answer {
             status,
             retry_after,
