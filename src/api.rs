@@ -28,10 +28,11 @@ use serde_json::json;
 pub use error::ApiError;
 
 use crate::apns::ApnsService;
+use crate::backend::{Backend, ReadError};
 use crate::config::Secret;
 use crate::fcm::GoogleService;
-use crate::job::{JobId, OutcomeKind};
-use crate::report::Recorder;
+use crate::job::JobId;
+use crate::metrics::Metrics;
 
 /// What every handler can reach. Cheap to clone.
 #[derive(Clone)]
@@ -47,14 +48,14 @@ pub struct Inner {
     pub apns_apps: std::collections::BTreeMap<String, ApnsService>,
     /// Named Google apps beside the default.
     pub google_apps: std::collections::BTreeMap<String, GoogleService>,
-    /// Reports, admission and metrics.
-    pub recorder: Recorder,
+    /// Where work is kept: admission, reports, jobs, cancel, drain.
+    pub backend: Backend,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
     /// `server.api_keys`.
     pub api_keys: Vec<Secret>,
     /// `server.max_body_bytes`.
     pub max_body_bytes: usize,
-    /// Jobs waiting for their `send_at`.
-    pub scheduler: Arc<crate::schedule::Scheduler>,
     /// Set on SIGTERM: sends answer 503 while queued work drains.
     pub shutting_down: AtomicBool,
 }
@@ -158,7 +159,6 @@ async fn count_errors(State(state): State<AppState>, request: Request, next: Nex
     let response = next.run(request).await;
     if let Some(code) = response.extensions().get::<error::ErrorCode>() {
         state
-            .recorder
             .metrics
             .api_errors
             .with_label_values(&[response.status().as_str(), code.0])
@@ -202,13 +202,11 @@ async fn readyz(State(state): State<AppState>) -> Response {
     if google == Some(false) {
         problems.push("Google delivery has not reached its upstream yet".to_owned());
     }
-    if let Some(cluster) = &state.recorder.cluster
-        && !cluster.healthy()
-    {
-        problems.push("the shared queue (Redis) is unreachable".to_owned());
+    if let Some(problem) = state.backend.problem() {
+        problems.push(problem);
     }
     if problems.is_empty() {
-        Json(json!({ "status": "ready", "apns_connections": apns, "google": google }))
+        Json(json!({ "status": "ready", "apns_connections": apns, "google": google, "backend": state.backend.name() }))
             .into_response()
     } else {
         ApiError::unavailable("not_ready", problems.join("; "), 1).into_response()
@@ -216,28 +214,39 @@ async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    let m = &state.recorder.metrics;
+    let m = &state.metrics;
     // Mirrors of live state are set here, at scrape time, not on the hot path.
-    if let Some(apns) = &state.apns {
+    for (platform, depth) in state.backend.queue_depths() {
         m.queue_depth
-            .with_label_values(&["apns"])
-            .set(apns.queue_depth() as i64);
+            .with_label_values(&[platform.as_str()])
+            .set(depth as i64);
     }
-    m.pending.set(state.recorder.admission.pending() as i64);
+    m.pending.set(state.backend.pending() as i64);
     match m.render() {
         Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
         Err(e) => ApiError::internal(e).into_response(),
     }
 }
 
-fn find_job(state: &AppState, id: &str) -> Result<Arc<crate::job::JobProgress>, ApiError> {
-    let parsed = JobId::parse(id)
-        .ok_or_else(|| ApiError::bad_request("bad_job_id", format!("{id:?} is not a job id")))?;
-    state.recorder.reports.jobs.get(&parsed).ok_or_else(|| {
-        ApiError::not_found(format!(
-            "no job {id} (unknown, or older than the last report.max_jobs jobs)"
-        ))
-    })
+fn parse_job_id(id: &str) -> Result<JobId, ApiError> {
+    JobId::parse(id)
+        .ok_or_else(|| ApiError::bad_request("bad_job_id", format!("{id:?} is not a job id")))
+}
+
+fn no_job(id: &str) -> ApiError {
+    ApiError::not_found(format!(
+        "no job {id} (unknown, or older than the last report.max_jobs jobs)"
+    ))
+}
+
+/// A read the backend's store could not answer: 503, retry.
+pub(crate) fn store_unavailable(e: ReadError) -> ApiError {
+    tracing::warn!(error = %e, "backend read failed");
+    ApiError::unavailable(
+        "queue_unavailable",
+        format!("the queue backend cannot be read: {e}. Retry later"),
+        1,
+    )
 }
 
 /// `DELETE /jobs/{id}`: tokens not yet sent end as `cancelled`; a scheduled
@@ -246,69 +255,27 @@ async fn cancel_job(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    if let Some(cluster) = &state.recorder.cluster
-        && let Some(parsed) = JobId::parse(&id)
+    let parsed = parse_job_id(&id)?;
+    match state
+        .backend
+        .cancel(parsed)
+        .await
+        .map_err(store_unavailable)?
     {
-        // Backend redis: the job's chunks may be on any gateway; each one
-        // sees the cancellation in Redis.
-        let found = cluster.cancel(&parsed.to_string()).await.map_err(|e| {
-            ApiError::unavailable(
-                "queue_unavailable",
-                format!("cannot cancel the job in Redis: {e}"),
-                1,
-            )
-        })?;
-        if found {
-            return job_status(State(state), Path(id)).await;
-        }
+        Some(status) => Ok(Json(status.to_json())),
+        None => Err(no_job(&id)),
     }
-    let progress = find_job(&state, &id)?;
-    if !state.scheduler.cancel(&progress.id) {
-        progress.cancel();
-    }
-    job_status(State(state), Path(id)).await
 }
 
 async fn job_status(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    if let Some(cluster) = &state.recorder.cluster
-        && let Some(parsed) = JobId::parse(&id)
-    {
-        // Backend redis: any gateway may deliver a job's tokens, so its
-        // status lives in Redis.
-        let found = cluster.job(&parsed.to_string()).await.map_err(|e| {
-            ApiError::unavailable(
-                "queue_unavailable",
-                format!("cannot read the job from Redis: {e}"),
-                1,
-            )
-        })?;
-        if let Some(status) = found {
-            return Ok(Json(status));
-        }
+    let parsed = parse_job_id(&id)?;
+    match state.backend.job(parsed).await.map_err(store_unavailable)? {
+        Some(status) => Ok(Json(status.to_json())),
+        None => Err(no_job(&id)),
     }
-    let progress = find_job(&state, &id)?;
-    let pending = progress.pending();
-    let unique_ids = progress.unique_ids();
-    let mut answer = json!({
-        "job": progress.id.to_string(),
-        "platform": progress.platform.as_str(),
-        "state": progress.state(),
-        "total": progress.total,
-        "successes": progress.count(OutcomeKind::Success),
-        "failures": progress.count(OutcomeKind::Failed),
-        "unregistered": progress.count(OutcomeKind::Unregistered),
-        "canonicals": progress.count(OutcomeKind::Canonical),
-        "expired": progress.count(OutcomeKind::Expired),
-        "cancelled": progress.count(OutcomeKind::Cancelled),
-        "pending": pending,
-    });
-    if !unique_ids.is_empty() {
-        answer["apns_unique_ids"] = json!(unique_ids);
-    }
-    Ok(Json(answer))
 }
 
 /// 404 for reports of a platform that is not configured.

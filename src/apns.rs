@@ -28,9 +28,12 @@ use std::time::Duration;
 use prometheus::{Histogram, IntCounter, IntGauge};
 
 use crate::config::{ApnsAuth, ApnsConfig};
-use crate::job::Job;
+use crate::delivery::{Deliver, Handoff, Refused};
+use crate::floor::now_ms;
+use crate::job::{Job, Platform};
+use crate::metrics::Metrics;
+use crate::outcome::Recorder;
 use crate::queue::{DispatchQueue, Work};
-use crate::report::{Recorder, now_ms};
 use crate::retry::Backoff;
 
 pub use message::ApnsMessage;
@@ -115,9 +118,11 @@ pub struct ApnsService {
 impl ApnsService {
     /// Builds the client side and starts the pool supervisor, which opens
     /// `min_connections` connection actors at once and more under load.
+    /// Outcomes go to `recorder`.
     pub fn start(
         config: &ApnsConfig,
         recorder: Recorder,
+        metrics: Arc<Metrics>,
         backoff: Backoff,
     ) -> Result<Self, StartError> {
         let (signer, identity) = match &config.auth {
@@ -143,7 +148,6 @@ impl ApnsService {
             config.upstream.host, config.upstream.port
         ))?;
         let tls = crate::tls::client_config(&config.upstream.extra_roots, identity, &[b"h2"])?;
-        let metrics = recorder.metrics.clone();
         let channels = Arc::new(channels::Channels::new(
             &config.channels,
             tls.clone(),
@@ -227,5 +231,51 @@ impl ApnsService {
     /// books balance when the process exits with work left.
     pub fn abandon_queued(&self) -> u64 {
         self.shared.queue.abandon(&self.shared.recorder)
+    }
+}
+
+impl Deliver for ApnsService {
+    fn platform(&self) -> Platform {
+        Platform::Apns
+    }
+
+    fn deliver(&self, handoff: Handoff) -> Result<(), Refused> {
+        let message = match ApnsMessage::from_stored(&handoff.fields, self.default_topic.as_deref())
+        {
+            Ok(m) => m,
+            Err(e) => return Err(Refused::message(e, handoff)),
+        };
+        let job = Arc::new(Job {
+            id: handoff.id,
+            app: handoff.app,
+            message,
+            tokens: handoff.tokens,
+            progress: handoff.progress,
+            expires_at: handoff.expires_at,
+        });
+        for tokens in handoff.send {
+            self.shared.queue.push(Work {
+                job: job.clone(),
+                tokens,
+                attempts: 0,
+            });
+        }
+        Ok(())
+    }
+
+    fn queue_depth(&self) -> usize {
+        ApnsService::queue_depth(self)
+    }
+
+    fn close(&self) {
+        ApnsService::close(self);
+    }
+
+    fn abandon_queued(&self) -> u64 {
+        ApnsService::abandon_queued(self)
+    }
+
+    fn forget_queued(&self) -> u64 {
+        self.shared.queue.forget()
     }
 }

@@ -165,9 +165,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         compact(&answer, 300)
     );
 
-    let reports = &gateway.state.recorder.reports;
+    let reports = gateway.state.backend.reports();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while reports.family(Family::Apple).counters().pending > 0 && Instant::now() < deadline {
+    while reports.family(Family::Apns).counters().pending > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let took = started.elapsed();

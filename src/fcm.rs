@@ -34,9 +34,12 @@ use prometheus::{Histogram, IntCounter, IntGauge};
 use rustls::pki_types::CertificateDer;
 
 use crate::config::GoogleConfig;
+use crate::delivery::{Deliver, Handoff, Refused};
+use crate::floor::now_ms;
 use crate::job::{Job, Platform};
+use crate::metrics::Metrics;
+use crate::outcome::Recorder;
 use crate::queue::{DispatchQueue, Work};
-use crate::report::{Recorder, now_ms};
 use crate::retry::Backoff;
 
 pub use message::{FieldError, GoogleFields, GoogleMessage, MessageError, PayloadTooLarge};
@@ -159,9 +162,17 @@ impl GoogleService {
     pub fn start(
         config: &GoogleConfig,
         recorder: Recorder,
+        metrics: Arc<Metrics>,
         backoff: Backoff,
     ) -> Result<Self, StartError> {
-        Self::start_for(config, recorder, backoff, crate::report::DEFAULT_APP, None)
+        Self::start_for(
+            config,
+            recorder,
+            metrics,
+            backoff,
+            crate::floor::DEFAULT_APP,
+            None,
+        )
     }
 
     /// [`GoogleService::start`] for app `app` (the metrics label), paced by
@@ -170,11 +181,11 @@ impl GoogleService {
     pub fn start_for(
         config: &GoogleConfig,
         recorder: Recorder,
+        metrics: Arc<Metrics>,
         backoff: Backoff,
         app: &str,
         allowance: Option<Arc<dyn pace::Allowance>>,
     ) -> Result<Self, StartError> {
-        let metrics = recorder.metrics.clone();
         let pace = match config {
             GoogleConfig::Fcm(c) => Some(Pacing {
                 allowance: allowance.unwrap_or_else(|| {
@@ -331,5 +342,50 @@ async fn warm_up(shared: Arc<Shared>) {
         } else {
             tracing::warn!(error = %e, "cannot obtain an FCM access token yet");
         }
+    }
+}
+
+impl Deliver for GoogleService {
+    fn platform(&self) -> Platform {
+        self.shared.platform
+    }
+
+    fn deliver(&self, handoff: Handoff) -> Result<(), Refused> {
+        let message = match GoogleMessage::from_stored(&handoff.fields) {
+            Ok(m) => m,
+            Err(e) => return Err(Refused::message(e, handoff)),
+        };
+        let job = Arc::new(Job {
+            id: handoff.id,
+            app: handoff.app,
+            message,
+            tokens: handoff.tokens,
+            progress: handoff.progress,
+            expires_at: handoff.expires_at,
+        });
+        for tokens in handoff.send {
+            self.shared.queue.push(Work {
+                job: job.clone(),
+                tokens,
+                attempts: 0,
+            });
+        }
+        Ok(())
+    }
+
+    fn queue_depth(&self) -> usize {
+        GoogleService::queue_depth(self)
+    }
+
+    fn close(&self) {
+        GoogleService::close(self);
+    }
+
+    fn abandon_queued(&self) -> u64 {
+        GoogleService::abandon_queued(self)
+    }
+
+    fn forget_queued(&self) -> u64 {
+        self.shared.queue.forget()
     }
 }

@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -12,13 +12,19 @@ use tokio::task::JoinHandle;
 
 use crate::api::{self, AppState, Inner};
 use crate::apns::ApnsService;
+use crate::backend::{Backend, Parts, Store};
 use crate::config::Config;
+use crate::delivery::Registry;
 use crate::fcm::GoogleService;
+use crate::floor::DEFAULT_APP;
 use crate::job::Family;
 use crate::metrics::Metrics;
+use crate::outcome::{Recorder, Sink};
 use crate::queue::Admission;
-use crate::queue::cluster::{Cluster, Targets};
-use crate::report::{Recorder, Reports};
+use crate::queue::redis::Cluster;
+use crate::report::{ReportOptions, Reports};
+
+pub use crate::backend::DrainReport;
 
 /// A running gateway.
 pub struct Gateway {
@@ -31,91 +37,102 @@ pub struct Gateway {
     server: JoinHandle<std::io::Result<()>>,
 }
 
-/// What a shutdown left behind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DrainReport {
-    /// Tokens that reached an outcome during the drain.
-    pub finished_during_drain: u64,
-    /// Tokens still queued when the grace period ended, recorded as expired (`Shutdown`).
-    pub abandoned: u64,
-    /// Tokens whose stream was still unanswered when the drain gave up: no
-    /// outcome was recorded for them (they may or may not have been delivered).
-    pub still_pending: u64,
-    /// How long the drain took.
-    pub took: Duration,
-}
-
 impl Gateway {
-    /// Starts delivery for every configured platform and the API on `config.server.listen`.
+    /// Starts delivery for every configured platform and the API on
+    /// `config.server.listen`. Built bottom-up in one pass: the store, the
+    /// books and the outcome sinks, the fan-out over them, the platform
+    /// services holding the fan-out, the registry of services, and the
+    /// backend over all of it; no part is patched after it is built.
     pub async fn start(config: &Config) -> anyhow::Result<Self> {
         let metrics = Arc::new(Metrics::new()?);
-        let apple_apps: Vec<String> = config.apns_apps.keys().cloned().collect();
-        let google_apps: Vec<String> = config.google_apps.keys().cloned().collect();
-        let mut recorder = Recorder::new(
-            Arc::new(Reports::with_apps(
-                config.max_list,
-                config.max_jobs,
-                &apple_apps,
-                &google_apps,
-            )),
-            Arc::new(Admission::new(config.queue_capacity)),
-            metrics.clone(),
+        let store = match &config.redis {
+            Some(redis) => {
+                let cluster = Cluster::connect(redis, config.max_list).await?;
+                tracing::info!(stream = %redis.stream, group = %redis.group, consumer = cluster.consumer(), "queue backend: redis (shared)");
+                Store::Redis(cluster)
+            }
+            None => {
+                tracing::info!("queue backend: memory (nothing survives a restart)");
+                Store::Memory
+            }
+        };
+        let apps = vec![
+            (Family::Apns, config.apns_apps.keys().cloned().collect()),
+            (Family::Google, config.google_apps.keys().cloned().collect()),
+        ];
+        let options = ReportOptions {
+            lists: !store.keeps_lists(),
+            log_progress: !store.chunked(),
+        };
+        let reports = Arc::new(
+            Reports::with_apps(config.max_list, config.max_jobs, &apps, options)
+                .counting_drops(metrics.list_dropped.clone()),
         );
+        let admission = Arc::new(Admission::new(config.queue_capacity));
+        let mut sinks: Vec<Arc<dyn Sink>> =
+            vec![reports.clone(), admission.clone(), metrics.clone()];
         if let Some(webhook) = &config.webhook {
-            recorder.webhook = Some(crate::webhook::start(webhook.clone(), &metrics)?);
+            sinks.push(Arc::new(crate::webhook::start(webhook.clone(), &metrics)?));
         }
-        if let Some(redis) = &config.redis {
-            let cluster = Cluster::connect(redis, config.max_list).await?;
-            tracing::info!(stream = %redis.stream, group = %redis.group, consumer = cluster.consumer(), "queue backend: redis (shared)");
-            recorder.cluster = Some(cluster);
+        if let Some(sink) = store.sink() {
+            sinks.push(sink);
         }
-        let apns = match &config.apns {
-            Some(apns) => Some(ApnsService::start(apns, recorder.clone(), config.backoff)?),
-            None => None,
-        };
-        let google = match &config.google {
-            Some(google) => Some(GoogleService::start(
-                google,
-                recorder.clone(),
-                config.backoff,
-            )?),
-            None => None,
-        };
+        let recorder = Recorder::new(sinks);
+        let mut registry = Registry::new();
+        let start_apns =
+            |c| ApnsService::start(c, recorder.clone(), metrics.clone(), config.backoff);
+        let start_google =
+            |c| GoogleService::start(c, recorder.clone(), metrics.clone(), config.backoff);
+        let apns = config.apns.as_ref().map(start_apns).transpose()?;
+        let google = config.google.as_ref().map(start_google).transpose()?;
         let mut apns_apps = std::collections::BTreeMap::new();
         for (name, app) in &config.apns_apps {
-            apns_apps.insert(
-                name.clone(),
-                ApnsService::start(app, recorder.clone(), config.backoff)?,
-            );
+            apns_apps.insert(name.clone(), start_apns(app)?);
         }
         let mut google_apps = std::collections::BTreeMap::new();
         for (name, app) in &config.google_apps {
-            google_apps.insert(
-                name.clone(),
-                GoogleService::start_for(app, recorder.clone(), config.backoff, name, None)?,
-            );
-        }
-        if let Some(cluster) = &recorder.cluster {
-            // Services exist now: start taking chunks from the shared stream.
-            cluster.start(
+            // Named for its metrics (`fcm_paced_seconds_total{app}`).
+            let service = GoogleService::start_for(
+                app,
                 recorder.clone(),
-                Targets {
-                    apns: apns.clone(),
-                    apns_apps: apns_apps.clone(),
-                    google: google.clone(),
-                    google_apps: google_apps.clone(),
-                },
+                metrics.clone(),
+                config.backoff,
+                name,
+                None,
             )?;
+            google_apps.insert(name.clone(), service);
         }
+        for (name, service) in apns
+            .iter()
+            .map(|s| (DEFAULT_APP, s))
+            .chain(apns_apps.iter().map(|(n, s)| (n.as_str(), s)))
+        {
+            registry.register(name, Arc::new(service.clone()));
+        }
+        for (name, service) in google
+            .iter()
+            .map(|s| (DEFAULT_APP, s))
+            .chain(google_apps.iter().map(|(n, s)| (n.as_str(), s)))
+        {
+            registry.register(name, Arc::new(service.clone()));
+        }
+        let backend = Backend::start(Parts {
+            store,
+            reports,
+            admission,
+            recorder,
+            registry,
+            metrics: metrics.clone(),
+        })?;
         let state = AppState::new(Inner {
             apns_apps,
             google_apps,
             apns,
             google,
-            recorder,
+            backend,
+            metrics,
             api_keys: config.server.api_keys.clone(),
             max_body_bytes: config.server.max_body_bytes,
-            scheduler: crate::schedule::Scheduler::start(),
             shutting_down: Default::default(),
         });
         let listener = TcpListener::bind(config.server.listen).await.map_err(|e| {
@@ -153,133 +170,13 @@ impl Gateway {
         format!("{scheme}://{}", self.addr)
     }
 
-    /// Graceful drain: refuse new sends (503 `shutting_down`), keep delivering
-    /// until nothing is pending or `grace` runs out, then stop taking work, let
-    /// the streams in flight settle, record what is left as expired
-    /// (`Shutdown`), count it in `pushgate_shutdown_abandoned_total`, log the
-    /// totals, and stop the API.
+    /// Graceful drain: refuse new sends (503 `shutting_down`), let the
+    /// backend drain ([`Backend::drain`]: deliver until nothing is pending
+    /// or `grace` runs out, then expire or keep what is left, by backend),
+    /// and stop the API.
     pub async fn shutdown(mut self, grace: Duration) -> DrainReport {
-        let started = Instant::now();
         self.state.begin_shutdown();
-        let held = self.state.scheduler.expire_all();
-        if held > 0 {
-            tracing::warn!(
-                jobs = held,
-                "delayed jobs not yet due were dropped by the shutdown (recorded as expired: Shutdown)"
-            );
-        }
-        let cluster = self.state.recorder.cluster.clone();
-        if let Some(cluster) = &cluster {
-            // Take no more chunks; what is in the stream waits for the others.
-            cluster.stop_reading();
-        }
-        let admission = self.state.recorder.admission.clone();
-        let before = admission.pending();
-        tracing::info!(
-            pending = before,
-            grace_s = grace.as_secs(),
-            "draining: new sends are refused"
-        );
-        let deadline = started + grace;
-        let mut last_log = Instant::now();
-        while admission.pending() > 0 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            if last_log.elapsed() >= Duration::from_secs(5) {
-                tracing::info!(pending = admission.pending(), "draining");
-                last_log = Instant::now();
-            }
-        }
-        // Stop taking work. Streams in flight still finish, and tokens an actor
-        // had taken but not sent come back to the queue, so sweep the queues
-        // until nothing is pending or the streams had their moment.
-        for apns in self.state.all_apns() {
-            apns.close();
-        }
-        for google in self.state.all_google() {
-            google.close();
-        }
-        if let Some(cluster) = &cluster {
-            // Unfinished tokens stay pending in the stream (another gateway
-            // reclaims them after claim_idle_ms) instead of ending as expired.
-            cluster.detach();
-        }
-        let metrics = self.state.recorder.metrics.clone();
-        let mut abandoned = 0;
-        let settle_deadline = Instant::now() + SETTLE;
-        loop {
-            for apns in self.state.all_apns() {
-                let left = apns.abandon_queued();
-                metrics
-                    .shutdown_abandoned
-                    .with_label_values(&["apns"])
-                    .inc_by(left);
-                abandoned += left;
-            }
-            for google in self.state.all_google() {
-                let left = google.abandon_queued();
-                metrics
-                    .shutdown_abandoned
-                    .with_label_values(&[google.platform().as_str()])
-                    .inc_by(left);
-                abandoned += left;
-            }
-            if admission.pending() == 0 || Instant::now() >= settle_deadline {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        if let Some(cluster) = &cluster {
-            for _ in 0..20 {
-                match cluster.flush().await {
-                    Ok(()) => break,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot write the last outcomes to Redis; retrying");
-                        tokio::time::sleep(Duration::from_millis(250)).await;
-                    }
-                }
-            }
-        }
-        let still_pending = admission.pending();
-        let finished = before.saturating_sub(still_pending + abandoned);
-        let report = DrainReport {
-            finished_during_drain: finished,
-            abandoned,
-            still_pending,
-            took: started.elapsed(),
-        };
-        for family in [Family::Apple, Family::Google] {
-            let c = self.state.recorder.reports.family(family).counters();
-            if c.accepted > 0 {
-                tracing::info!(
-                    ?family,
-                    accepted = c.accepted,
-                    pending = c.pending,
-                    successes = c.successes,
-                    failures = c.failures,
-                    unregistered = c.unregistered,
-                    expired = c.expired,
-                    possible_duplicates = c.possible_duplicates,
-                    "final totals"
-                );
-            }
-        }
-        if abandoned > 0 || still_pending > 0 {
-            tracing::warn!(
-                abandoned,
-                still_pending,
-                finished,
-                took_ms = report.took.as_millis() as u64,
-                "shutdown left work undelivered: abandoned tokens are recorded as expired (Shutdown), still_pending ones were in flight when the process stopped"
-            );
-        } else {
-            tracing::info!(
-                abandoned,
-                still_pending,
-                finished,
-                took_ms = report.took.as_millis() as u64,
-                "drained: nothing left pending"
-            );
-        }
+        let report = self.state.backend.drain(grace).await;
         if let Some(stop) = self.stop_http.take() {
             let _ = stop.send(());
         }
@@ -334,10 +231,6 @@ async fn serve_tls(
         });
     }
 }
-
-/// After the grace period: how long streams already in flight may take to be
-/// answered before the process stops without their outcome.
-const SETTLE: Duration = Duration::from_secs(3);
 
 /// SIGTERM and SIGINT listeners, registered once. Unlike calling
 /// [`wait_for_signal`] twice, a signal that arrives between two `recv` calls is

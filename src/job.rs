@@ -9,6 +9,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 /// The upstream a job is delivered through. Also the `platform` metrics label.
+///
+/// The platform words live here and nowhere else: a new platform adds its
+/// variant and one arm in each of [`Platform::as_str`], [`Platform::family`]
+/// and [`Platform::token_form`], then registers its delivery
+/// ([`crate::delivery::Registry`]). Every other module iterates
+/// [`Platform::ALL`] / [`Family::ALL`] instead of matching.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Platform {
     /// Apple APNs, HTTP/2 provider API.
@@ -19,7 +25,33 @@ pub enum Platform {
     Gcm,
 }
 
+/// How a platform keeps its tokens: as bytes decoded from hex (APNs), or as
+/// the sender's own text (Google registration tokens).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenForm {
+    /// Hex text stored as bytes, rendered as lower-case hex.
+    Hex,
+    /// Opaque text stored as is.
+    Text,
+}
+
 impl Platform {
+    /// Every platform.
+    pub const ALL: [Platform; 3] = [Platform::Apns, Platform::Fcm, Platform::Gcm];
+
+    /// The platform called `name` (its [`Platform::as_str`]).
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.as_str() == name)
+    }
+
+    /// How its tokens are stored and shown.
+    pub fn token_form(self) -> TokenForm {
+        match self {
+            Platform::Apns => TokenForm::Hex,
+            Platform::Fcm | Platform::Gcm => TokenForm::Text,
+        }
+    }
+
     /// The lower-case name used in metrics labels and job answers.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -32,16 +64,27 @@ impl Platform {
     /// A stored token as the sender wrote it: APNs tokens are kept as bytes and
     /// shown as lower-case hex; Google tokens are kept as their own text.
     pub fn render_token(self, stored: &[u8]) -> String {
-        match self {
-            Platform::Apns => hex_encode(stored),
-            Platform::Fcm | Platform::Gcm => String::from_utf8_lossy(stored).into_owned(),
+        match self.token_form() {
+            TokenForm::Hex => hex_encode(stored),
+            TokenForm::Text => String::from_utf8_lossy(stored).into_owned(),
         }
+    }
+
+    /// The inverse of [`Platform::render_token`]: appends the stored form of
+    /// an already validated token to `out`.
+    pub fn store_token(self, rendered: &str, out: &mut Vec<u8>) {
+        let start = out.len();
+        if self.token_form() == TokenForm::Hex && decode_hex_token(rendered, out).is_ok() {
+            return;
+        }
+        out.truncate(start);
+        out.extend_from_slice(rendered.as_bytes());
     }
 
     /// Which report family (`/apns/report*` or `/gcm/report*`) this platform writes.
     pub fn family(self) -> Family {
         match self {
-            Platform::Apns => Family::Apple,
+            Platform::Apns => Family::Apns,
             Platform::Fcm | Platform::Gcm => Family::Google,
         }
     }
@@ -57,9 +100,35 @@ impl fmt::Display for Platform {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Family {
     /// `/apns/report*`.
-    Apple,
+    Apns,
     /// `/gcm/report*` (FCM v1 or legacy GCM, whichever is configured).
     Google,
+}
+
+impl Family {
+    /// Every family.
+    pub const ALL: [Family; 2] = [Family::Apns, Family::Google];
+
+    /// Its route prefix (`apns` for `/apns/report`, `gcm` for `/gcm/report`),
+    /// also its name in stored keys.
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Apns => "apns",
+            Family::Google => "gcm",
+        }
+    }
+
+    /// The family called `name`.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|f| f.name() == name)
+    }
+
+    /// The platforms reporting under it.
+    pub fn platforms(self) -> impl Iterator<Item = Platform> {
+        Platform::ALL
+            .into_iter()
+            .filter(move |p| p.family() == self)
+    }
 }
 
 /// A job's identifier: a random UUID, rendered without hyphens.
@@ -109,64 +178,33 @@ impl TokenError {
     }
 }
 
-/// An APNs device token: always 16..=100 bytes, parsed from hex of either case.
-///
-/// Stored as raw bytes (half the size of the hex) and rendered as lower-case hex.
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct DeviceToken(Box<[u8]>);
+/// Shortest APNs device token Apple issues or ever has (bytes).
+pub const HEX_TOKEN_MIN_BYTES: usize = 16;
+/// Longest APNs device token we accept (bytes); Apple documents tokens as variable length.
+pub const HEX_TOKEN_MAX_BYTES: usize = 100;
 
-impl DeviceToken {
-    /// Shortest token Apple issues or ever has (bytes).
-    pub const MIN_BYTES: usize = 16;
-    /// Longest token we accept (bytes); Apple documents tokens as variable length.
-    pub const MAX_BYTES: usize = 100;
-
-    /// Parses a hex token into `out`, returning the number of bytes written.
-    /// Allocation-free so that validating 100k tokens is a tight loop.
-    pub fn decode_into(hex: &str, out: &mut Vec<u8>) -> Result<usize, TokenError> {
-        let hex = hex.as_bytes();
-        if !hex.len().is_multiple_of(2)
-            || hex.len() < 2 * Self::MIN_BYTES
-            || hex.len() > 2 * Self::MAX_BYTES
-        {
-            return Err(TokenError::BadDeviceToken);
-        }
-        let start = out.len();
-        for pair in hex.chunks_exact(2) {
-            match (nibble(pair[0]), nibble(pair[1])) {
-                (Some(hi), Some(lo)) => out.push(hi << 4 | lo),
-                _ => {
-                    out.truncate(start);
-                    return Err(TokenError::BadDeviceToken);
-                }
+/// Parses an APNs hex token (either case, 16..=100 bytes) into `out`,
+/// returning the number of bytes written; on error `out` is left as it was.
+/// Allocation-free so that validating 100k tokens is a tight loop.
+pub fn decode_hex_token(hex: &str, out: &mut Vec<u8>) -> Result<usize, TokenError> {
+    let hex = hex.as_bytes();
+    if !hex.len().is_multiple_of(2)
+        || hex.len() < 2 * HEX_TOKEN_MIN_BYTES
+        || hex.len() > 2 * HEX_TOKEN_MAX_BYTES
+    {
+        return Err(TokenError::BadDeviceToken);
+    }
+    let start = out.len();
+    for pair in hex.chunks_exact(2) {
+        match (nibble(pair[0]), nibble(pair[1])) {
+            (Some(hi), Some(lo)) => out.push(hi << 4 | lo),
+            _ => {
+                out.truncate(start);
+                return Err(TokenError::BadDeviceToken);
             }
         }
-        Ok(hex.len() / 2)
     }
-
-    /// Parses a hex token.
-    pub fn parse(hex: &str) -> Result<Self, TokenError> {
-        let mut bytes = Vec::with_capacity(hex.len() / 2);
-        Self::decode_into(hex, &mut bytes)?;
-        Ok(Self(bytes.into_boxed_slice()))
-    }
-
-    /// The raw bytes.
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-impl fmt::Display for DeviceToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&hex_encode(&self.0))
-    }
-}
-
-impl fmt::Debug for DeviceToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "DeviceToken({self})")
-    }
+    Ok(hex.len() / 2)
 }
 
 fn nibble(c: u8) -> Option<u8> {
@@ -432,7 +470,7 @@ pub struct JobProgress {
 impl JobProgress {
     /// A job of the default app with `total` accepted tokens and no outcome yet.
     pub fn new(id: JobId, platform: Platform, total: u64) -> Self {
-        Self::for_app(id, platform, Arc::from(crate::report::DEFAULT_APP), total)
+        Self::for_app(id, platform, Arc::from(crate::floor::DEFAULT_APP), total)
     }
 
     /// A job of `app` with `total` accepted tokens and no outcome yet.
@@ -508,6 +546,11 @@ impl JobProgress {
         }
     }
 
+    /// Outcome counts in [`OutcomeKind::ALL`] order.
+    pub fn counts(&self) -> [u64; 6] {
+        OutcomeKind::ALL.map(|k| self.count(k))
+    }
+
     /// Counts one terminal outcome; returns how many tokens are finished now.
     pub fn record(&self, kind: OutcomeKind) -> u64 {
         self.outcomes[kind.index()].fetch_add(1, Ordering::Relaxed);
@@ -531,14 +574,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn device_token_accepts_either_case_and_renders_lower() {
-        let t = DeviceToken::parse(&"AbCd".repeat(16)).expect("valid");
-        assert_eq!(t.as_bytes().len(), 32);
-        assert_eq!(t.to_string(), "abcd".repeat(16));
+    fn hex_token_accepts_either_case_and_renders_lower() {
+        let mut t = Vec::new();
+        decode_hex_token(&"AbCd".repeat(16), &mut t).expect("valid");
+        assert_eq!(t.len(), 32);
+        assert_eq!(Platform::Apns.render_token(&t), "abcd".repeat(16));
+        let mut back = Vec::new();
+        Platform::Apns.store_token(&"abcd".repeat(16), &mut back);
+        assert_eq!(back, t);
     }
 
     #[test]
-    fn device_token_refuses_bad_shapes() {
+    fn hex_token_refuses_bad_shapes() {
         for bad in [
             "",
             "abc",
@@ -549,20 +596,20 @@ mod tests {
             &format!("{} ", "ab".repeat(16)),
         ] {
             assert_eq!(
-                DeviceToken::parse(bad),
+                decode_hex_token(bad, &mut Vec::new()),
                 Err(TokenError::BadDeviceToken),
                 "{bad:?}"
             );
         }
-        assert!(DeviceToken::parse(&"ab".repeat(16)).is_ok());
-        assert!(DeviceToken::parse(&"ab".repeat(100)).is_ok());
+        assert!(decode_hex_token(&"ab".repeat(16), &mut Vec::new()).is_ok());
+        assert!(decode_hex_token(&"ab".repeat(100), &mut Vec::new()).is_ok());
     }
 
     #[test]
     fn failed_decode_leaves_buffer_untouched() {
         let mut buf = vec![1, 2, 3];
         let bad = format!("{}zz", "ab".repeat(16));
-        assert!(DeviceToken::decode_into(&bad, &mut buf).is_err());
+        assert!(decode_hex_token(&bad, &mut buf).is_err());
         assert_eq!(buf, vec![1, 2, 3]);
     }
 

@@ -1,26 +1,37 @@
 //! pushgate: an HTTP push gateway for APNs and FCM.
 //!
-//! A request becomes a [`job::Job`] (one shared message, many tokens) in
-//! [`api`], waits in [`queue`], is sent per token by an [`apns`] or [`fcm`]
-//! worker, and ends as one [`job::Outcome`] recorded by [`report::Recorder`].
-//! [`gateway`] wires them together; [`mock`] holds the test upstreams.
+//! A request becomes a [`backend::NewJob`] (the platform's stored message,
+//! many tokens) in [`api`], is admitted by the [`backend::Backend`] seam
+//! (memory, disk or redis), handed through the [`delivery`] registry to an
+//! [`apns`] or [`fcm`] worker, and every token ends as one [`job::Outcome`]
+//! told to the [`outcome::Recorder`] fan-out, whose sinks are the
+//! [`report`]s, the [`metrics`], the [`webhook`], the admission bound and
+//! the backend's store. [`gateway`] builds it all in one pass; [`mock`]
+//! holds the test upstreams.
 //!
-//! Beside that path: [`config`] (TOML and `PUSHGATE_*` → validated `Config`),
-//! [`schedule`] (delayed sends), [`webhook`] (outcome events pushed to the
-//! operator), [`queue::cluster`] (the Redis backend several gateways share),
-//! [`retry`] (backoff, platform-agnostic), [`metrics`] and [`tls`].
+//! The floor every module may use: [`floor`] (time, the default app, the
+//! lock helper), [`job`] (the shared nouns), [`books`] (counters, lists,
+//! job status), [`message`] (validation errors). Beside the main path:
+//! [`config`], [`schedule`] (delayed sends), [`queue`] (dispatch queues,
+//! admission, the stores), [`retry`] (backoff, platform-agnostic), [`tls`].
+//! `tests/layering.rs` checks the import rules.
 
 pub mod api;
 pub mod apns;
+pub mod backend;
+pub mod books;
 pub mod config;
+pub mod delivery;
 pub mod demo;
 pub mod fcm;
+pub mod floor;
 pub mod gateway;
 pub mod http2;
 pub mod job;
 pub mod message;
 pub mod metrics;
 pub mod mock;
+pub mod outcome;
 pub mod queue;
 pub mod report;
 pub mod retry;

@@ -267,3 +267,42 @@ impl Metrics {
         Ok(String::from_utf8_lossy(&out).into_owned())
     }
 }
+
+impl crate::outcome::Sink for Metrics {
+    fn accepted(
+        &self,
+        progress: &std::sync::Arc<crate::job::JobProgress>,
+        arrival: crate::outcome::Arrival,
+    ) {
+        if arrival == crate::outcome::Arrival::New {
+            self.accepted
+                .with_label_values(&[progress.platform.as_str(), &progress.app])
+                .inc_by(progress.total);
+        }
+    }
+
+    fn retried(&self, progress: &crate::job::JobProgress, reason: &str) {
+        let platform = progress.platform.as_str();
+        self.attempts.with_label_values(&[platform]).inc();
+        self.retries.with_label_values(&[platform, reason]).inc();
+    }
+
+    fn possible_duplicates(&self, progress: &crate::job::JobProgress, n: u64) {
+        self.possible_duplicates
+            .with_label_values(&[progress.platform.as_str()])
+            .inc_by(n);
+    }
+
+    fn finished(&self, f: &crate::outcome::Finished<'_>) {
+        let platform = f.progress.platform;
+        if f.attempted {
+            self.attempts.with_label_values(&[platform.as_str()]).inc();
+        }
+        let reason = match f.outcome {
+            crate::job::Outcome::Failed { reason, .. }
+            | crate::job::Outcome::Expired { reason } => reason.as_ref(),
+            _ => "",
+        };
+        self.outcome(platform, &f.progress.app, f.outcome.kind(), reason);
+    }
+}

@@ -7,90 +7,13 @@
 //! and `attempts = retries + attempted outcomes` true at every instant.
 
 use std::collections::{HashMap, VecDeque};
-use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
 
-use serde::Serialize;
-
-use crate::job::{Family, Job, JobId, JobProgress, Outcome, OutcomeKind};
-use crate::metrics::Metrics;
-use crate::queue::Admission;
-use crate::webhook::{Event, WebhookSink};
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Counters and lists stay consistent under any panic point (each update is
-    // a few field writes), so a poisoned lock is still safe to use.
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Milliseconds since the Unix epoch, now.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// Running totals for one family since the process started.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Counters {
-    /// Tokens accepted.
-    pub accepted: u64,
-    /// Upstream answers (or transport failures) received, one per token attempt.
-    pub attempts: u64,
-    /// Attempts that were scheduled again.
-    pub retries: u64,
-    /// Accepted tokens without a terminal outcome yet.
-    pub pending: u64,
-    /// Outcome `success`.
-    pub successes: u64,
-    /// Outcome `failed`.
-    pub failures: u64,
-    /// Outcome `unregistered`.
-    pub unregistered: u64,
-    /// Outcome `canonical`.
-    pub canonicals: u64,
-    /// Outcome `expired`.
-    pub expired: u64,
-    /// Outcome `cancelled`.
-    pub cancelled: u64,
-    /// Terminal outcomes reached without an attempt (expired while queued,
-    /// left when the process shut down).
-    pub unattempted: u64,
-    /// Tokens resent after their connection dropped mid-request.
-    pub possible_duplicates: u64,
-}
-
-impl Counters {
-    /// Sum of terminal outcomes.
-    pub fn finished(&self) -> u64 {
-        self.successes
-            + self.failures
-            + self.unregistered
-            + self.canonicals
-            + self.expired
-            + self.cancelled
-    }
-
-    /// True when the books balance: every accepted token is pending or finished,
-    /// and every attempt either finished a token or was retried.
-    pub fn balanced(&self) -> bool {
-        self.accepted == self.pending + self.finished()
-            && self.attempts == self.retries + self.finished() - self.unattempted
-    }
-
-    fn add(&mut self, kind: OutcomeKind) {
-        match kind {
-            OutcomeKind::Success => self.successes += 1,
-            OutcomeKind::Failed => self.failures += 1,
-            OutcomeKind::Unregistered => self.unregistered += 1,
-            OutcomeKind::Canonical => self.canonicals += 1,
-            OutcomeKind::Expired => self.expired += 1,
-            OutcomeKind::Cancelled => self.cancelled += 1,
-        }
-    }
-}
+pub use crate::books::{CanonicalEntry, Counters, FailureEntry, UnregisteredEntry};
+use crate::floor::{DEFAULT_APP, lock, now_ms};
+use crate::job::{Family, JobId, JobProgress, Outcome, OutcomeKind};
+use crate::outcome::{Arrival, Finished, Sink};
 
 /// A list with a size bound: oldest entries are dropped first, and counted.
 #[derive(Debug)]
@@ -153,37 +76,6 @@ impl<T: Clone> BoundedList<T> {
     pub fn snapshot(&self) -> Vec<T> {
         lock(&self.entries).iter().cloned().collect()
     }
-}
-
-/// A token the upstream says is gone.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct UnregisteredEntry {
-    /// The token as the sender gave it (APNs: lower-case hex).
-    pub token: String,
-    /// When it became invalid (APNs' timestamp) or when we learned it, ms since epoch.
-    pub timestamp: u64,
-}
-
-/// A token that failed for good.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct FailureEntry {
-    /// The token.
-    pub token: String,
-    /// The upstream's reason.
-    pub reason: String,
-    /// The HTTP status (0 for transport errors).
-    pub status: u16,
-    /// When, ms since epoch.
-    pub at: u64,
-}
-
-/// A legacy GCM canonical id: use `canonical` instead of `original` from now on.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct CanonicalEntry {
-    /// The token that was sent.
-    pub original: String,
-    /// The token to store instead.
-    pub canonical: String,
 }
 
 /// One family's totals and lists.
@@ -253,55 +145,91 @@ impl JobTable {
     }
 }
 
-/// All reports of the process.
+/// One family's reports, by app, default first.
+type AppReports = Vec<(Arc<str>, FamilyReport)>;
+
+/// All reports of the process: per family, per app, plus the job table.
 #[derive(Debug)]
 pub struct Reports {
-    apple: Vec<(Arc<str>, FamilyReport)>,
-    google: Vec<(Arc<str>, FamilyReport)>,
+    families: Vec<(Family, AppReports)>,
     /// Recent jobs.
     pub jobs: JobTable,
+    options: ReportOptions,
+    list_dropped: Option<prometheus::IntCounterVec>,
 }
 
-/// The app every top-level config section describes.
-pub const DEFAULT_APP: &str = "default";
+/// How a [`Reports`] sink behaves, which depends on the backend.
+#[derive(Debug, Clone, Copy)]
+pub struct ReportOptions {
+    /// Keep the drainable lists here (false when the backend keeps them).
+    pub lists: bool,
+    /// Log each job's progress (false when a job reaches us in chunks).
+    pub log_progress: bool,
+}
+
+impl Default for ReportOptions {
+    fn default() -> Self {
+        Self {
+            lists: true,
+            log_progress: true,
+        }
+    }
+}
 
 impl Reports {
-    /// Empty reports for the default app only, lists bounded to `max_list`,
-    /// `max_jobs` jobs remembered.
+    /// Empty reports for the default app of every family, lists bounded to
+    /// `max_list`, `max_jobs` jobs remembered.
     pub fn new(max_list: usize, max_jobs: usize) -> Self {
-        Self::with_apps(max_list, max_jobs, &[], &[])
+        Self::with_apps(max_list, max_jobs, &[], ReportOptions::default())
     }
 
-    /// Empty reports for the default app plus the named apps of each family.
+    /// Empty reports for the default app of every family plus the named apps
+    /// given per family.
     pub fn with_apps(
         max_list: usize,
         max_jobs: usize,
-        apple: &[String],
-        google: &[String],
+        apps: &[(Family, Vec<String>)],
+        options: ReportOptions,
     ) -> Self {
-        let family = |names: &[String]| {
-            std::iter::once(DEFAULT_APP)
-                .chain(names.iter().map(String::as_str))
-                .map(|name| (Arc::from(name), FamilyReport::new(max_list)))
-                .collect()
-        };
+        let families = Family::ALL
+            .into_iter()
+            .map(|family| {
+                let named = apps
+                    .iter()
+                    .filter(|(f, _)| *f == family)
+                    .flat_map(|(_, names)| names.iter().map(String::as_str));
+                let reports = std::iter::once(DEFAULT_APP)
+                    .chain(named)
+                    .map(|name| (Arc::from(name), FamilyReport::new(max_list)))
+                    .collect();
+                (family, reports)
+            })
+            .collect();
         Self {
-            apple: family(apple),
-            google: family(google),
+            families,
             jobs: JobTable::new(max_jobs),
+            options,
+            list_dropped: None,
         }
     }
 
+    /// Counts list entries dropped because a list was full in `counter`
+    /// (labels: platform, outcome).
+    pub fn counting_drops(mut self, counter: prometheus::IntCounterVec) -> Self {
+        self.list_dropped = Some(counter);
+        self
+    }
+
     fn apps_of(&self, family: Family) -> &[(Arc<str>, FamilyReport)] {
-        match family {
-            Family::Apple => &self.apple,
-            Family::Google => &self.google,
-        }
+        self.families
+            .iter()
+            .find(|(f, _)| *f == family)
+            .map_or(&[], |(_, apps)| apps.as_slice())
     }
 
     /// The default app's report of a family.
     pub fn family(&self, family: Family) -> &FamilyReport {
-        // `with_apps` always puts the default app first.
+        // `with_apps` builds every family, default app first.
         &self.apps_of(family)[0].1
     }
 
@@ -328,213 +256,87 @@ impl Reports {
         self.app(family, &progress.app)
             .unwrap_or_else(|| self.family(family))
     }
-}
 
-/// The single writer of reports, admission, outcome metrics and webhook events.
-#[derive(Debug, Clone)]
-pub struct Recorder {
-    /// The reports written.
-    pub reports: Arc<Reports>,
-    /// The bound released as tokens finish.
-    pub admission: Arc<Admission>,
-    /// Metrics updated alongside.
-    pub metrics: Arc<Metrics>,
-    /// Where outcome events go, when `[webhook]` is configured.
-    pub webhook: Option<WebhookSink>,
-    /// The shared queue (backend `redis`): outcomes are also written there,
-    /// so reports are cluster-wide.
-    pub cluster: Option<Arc<crate::queue::cluster::Cluster>>,
-}
-
-impl Recorder {
-    /// A recorder without a webhook.
-    pub fn new(reports: Arc<Reports>, admission: Arc<Admission>, metrics: Arc<Metrics>) -> Self {
-        Self {
-            reports,
-            admission,
-            metrics,
-            webhook: None,
-            cluster: None,
+    /// Sets an app's counters, as a backend recovered them at start.
+    pub fn restore(&self, family: Family, app: &str, counters: Counters) {
+        if let Some(report) = self.app(family, app) {
+            *lock(&report.counters) = counters;
         }
     }
+}
 
-    /// Counts a chunk taken from the shared queue (backend `redis`) in this
-    /// gateway's own books: the cluster counted it accepted already.
-    pub fn take(&self, progress: &Arc<JobProgress>) {
-        {
-            let mut c = lock(&self.reports.of(progress).counters);
+impl Sink for Reports {
+    fn accepted(&self, progress: &Arc<JobProgress>, arrival: Arrival) {
+        if arrival != Arrival::Recovered {
+            let mut c = lock(&self.of(progress).counters);
             c.accepted += progress.total;
             c.pending += progress.total;
         }
-        self.admission.force_admit(progress.total);
+        if arrival != Arrival::Taken {
+            // A chunk of a shared job is not the job: its status is the backend's.
+            self.jobs.insert(progress.clone());
+        }
     }
 
-    /// Counts `n` tokens of `progress` as accepted: called before the job is
-    /// queued, so no worker can finish a token that was not yet counted.
-    pub fn accept(&self, progress: &Arc<JobProgress>) {
-        let platform = progress.platform;
-        {
-            let mut c = lock(&self.reports.of(progress).counters);
-            c.accepted += progress.total;
-            c.pending += progress.total;
-        }
-        self.reports.jobs.insert(progress.clone());
-        self.metrics
-            .accepted
-            .with_label_values(&[platform.as_str(), &progress.app])
-            .inc_by(progress.total);
+    fn retried(&self, progress: &JobProgress, _reason: &str) {
+        let mut c = lock(&self.of(progress).counters);
+        c.attempts += 1;
+        c.retries += 1;
     }
 
-    /// Records an attempt of one of `progress`'s tokens that will be retried.
-    pub fn retry(&self, progress: &JobProgress, reason: &str) {
-        let platform = progress.platform;
-        {
-            let mut c = lock(&self.reports.of(progress).counters);
-            c.attempts += 1;
-            c.retries += 1;
-        }
-        if let Some(cluster) = &self.cluster {
-            cluster.retried(progress);
-        }
-        self.metrics
-            .attempts
-            .with_label_values(&[platform.as_str()])
-            .inc();
-        self.metrics
-            .retries
-            .with_label_values(&[platform.as_str(), reason])
-            .inc();
+    fn possible_duplicates(&self, progress: &JobProgress, n: u64) {
+        lock(&self.of(progress).counters).possible_duplicates += n;
     }
 
-    /// Records `n` tokens of `progress` resent because their connection dropped mid-request.
-    pub fn possible_duplicates(&self, progress: &JobProgress, n: u64) {
-        let platform = progress.platform;
-        lock(&self.reports.of(progress).counters).possible_duplicates += n;
-        if let Some(cluster) = &self.cluster {
-            cluster.possible_duplicates(progress, n);
-        }
-        self.metrics
-            .possible_duplicates
-            .with_label_values(&[platform.as_str()])
-            .inc_by(n);
-    }
-
-    /// Ends tokens of `job` that will not be sent (expired, cancelled, left at
-    /// shutdown) with `outcome`, without an attempt. Returns how many.
-    pub fn finish_unsent<M>(&self, job: &Job<M>, tokens: Range<u32>, outcome: &Outcome) -> u64 {
-        let n = tokens.len() as u64;
-        for index in tokens {
-            self.finish(
-                &job.progress,
-                || job.token_string(index),
-                outcome.clone(),
-                false,
-            );
-        }
-        n
-    }
-
-    /// Records a token's terminal outcome. `attempted` is false when no upstream
-    /// answer led to it (expired while queued, shutdown). `token` renders the
-    /// token, called only when a list or the webhook needs it.
-    pub fn finish(
-        &self,
-        progress: &JobProgress,
-        token: impl FnOnce() -> String,
-        outcome: Outcome,
-        attempted: bool,
-    ) {
-        self.finish_noted(progress, token, outcome, attempted, None);
-    }
-
-    /// [`Recorder::finish`], keeping the upstream's id for this delivery
-    /// (`apns-unique-id`, which Apple asks for in support requests) in the
-    /// job's status and the webhook event.
-    pub fn finish_noted(
-        &self,
-        progress: &JobProgress,
-        token: impl FnOnce() -> String,
-        outcome: Outcome,
-        attempted: bool,
-        unique_id: Option<&str>,
-    ) {
-        if let Some(id) = unique_id {
-            progress.note_unique_id(id);
-        }
-        let platform = progress.platform;
-        let family = self.reports.of(progress);
-        let kind = outcome.kind();
+    fn finished(&self, f: &Finished<'_>) {
+        let progress = f.progress;
+        let family = self.of(progress);
+        let kind = f.outcome.kind();
         {
             let mut c = lock(&family.counters);
-            if attempted {
+            if f.attempted {
                 c.attempts += 1;
             } else {
                 c.unattempted += 1;
             }
-            c.pending -= 1;
+            c.pending = c.pending.saturating_sub(1);
             c.add(kind);
         }
         let done = progress.record(kind);
-        self.admission.release(1);
-        if attempted {
-            self.metrics
-                .attempts
-                .with_label_values(&[platform.as_str()])
-                .inc();
+        if self.options.lists {
+            let token = f.token.to_owned();
+            let dropped = match f.outcome {
+                Outcome::Success | Outcome::Expired { .. } | Outcome::Cancelled => false,
+                Outcome::Unregistered { timestamp_ms } => {
+                    family.unregistered.push(UnregisteredEntry {
+                        token,
+                        timestamp: timestamp_ms.unwrap_or_else(now_ms),
+                    })
+                }
+                Outcome::Canonical { new_token } => family.canonical.push(CanonicalEntry {
+                    original: token,
+                    canonical: new_token.clone(),
+                }),
+                Outcome::Failed { reason, status } => family.failures.push(FailureEntry {
+                    token,
+                    reason: reason.to_string(),
+                    status: *status,
+                    at: now_ms(),
+                }),
+            };
+            if dropped && let Some(counter) = &self.list_dropped {
+                counter
+                    .with_label_values(&[progress.platform.as_str(), kind.as_str()])
+                    .inc();
+            }
         }
-        let reason = match &outcome {
-            Outcome::Failed { reason, .. } | Outcome::Expired { reason } => reason.as_ref(),
-            _ => "",
-        };
-        self.metrics.outcome(platform, &progress.app, kind, reason);
-        let needs_token =
-            self.webhook.is_some() || self.cluster.is_some() || kind != OutcomeKind::Success;
-        let token = needs_token.then(token).unwrap_or_default();
-        if let Some(cluster) = &self.cluster {
-            cluster.finished(progress, &token, &outcome, attempted);
-        }
-        if let Some(webhook) = &self.webhook {
-            webhook.offer(Event {
-                job: progress.id.to_string(),
-                platform: platform.as_str(),
-                token: token.clone(),
-                outcome: kind.as_str(),
-                reason: (!reason.is_empty()).then(|| reason.to_owned()),
-                canonical: match &outcome {
-                    Outcome::Canonical { new_token } => Some(new_token.clone()),
-                    _ => None,
-                },
-                apns_unique_id: unique_id.map(str::to_owned),
-            });
-        }
-        let list_dropped = match outcome {
-            Outcome::Success | Outcome::Expired { .. } | Outcome::Cancelled => false,
-            Outcome::Unregistered { timestamp_ms } => family.unregistered.push(UnregisteredEntry {
-                token,
-                timestamp: timestamp_ms.unwrap_or_else(now_ms),
-            }),
-            Outcome::Canonical { new_token } => family.canonical.push(CanonicalEntry {
-                original: token,
-                canonical: new_token,
-            }),
-            Outcome::Failed { reason, status } => family.failures.push(FailureEntry {
-                token,
-                reason: reason.to_string(),
-                status,
-                at: now_ms(),
-            }),
-        };
-        if list_dropped {
-            self.metrics
-                .list_dropped
-                .with_label_values(&[platform.as_str(), kind.as_str()])
-                .inc();
-        }
-        if self.cluster.is_none() {
+        if self.options.log_progress {
             log_progress(progress, done);
         }
-        // With the shared queue a progress is one chunk of a job, not the job:
-        // per-chunk progress lines would be noise (the job's status is in Redis).
+    }
+
+    fn needs_token(&self, kind: OutcomeKind) -> bool {
+        self.options.lists && kind != OutcomeKind::Success
     }
 }
 
@@ -568,35 +370,45 @@ fn log_progress(progress: &JobProgress, done: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::job::Platform;
+    use crate::job::{Job, Platform, TokenList};
+    use crate::outcome::Recorder;
 
-    fn recorder(max_list: usize) -> Recorder {
-        Recorder::new(
-            Arc::new(Reports::new(max_list, 10)),
-            Arc::new(Admission::new(100)),
-            Arc::new(Metrics::new().expect("metrics")),
-        )
+    fn job(n: u32) -> Job<()> {
+        let mut tokens = TokenList::default();
+        for i in 0..n {
+            tokens.push(format!("t{i}").as_bytes());
+        }
+        let id = JobId::new();
+        Job {
+            id,
+            app: DEFAULT_APP.into(),
+            message: (),
+            tokens,
+            progress: Arc::new(JobProgress::new(id, Platform::Gcm, u64::from(n))),
+            expires_at: None,
+        }
     }
 
     #[test]
     fn books_balance_through_every_kind_of_outcome() {
-        let r = recorder(10);
-        let p = Arc::new(JobProgress::new(JobId::new(), Platform::Apns, 6));
-        r.admission.try_admit(6).expect("room");
-        r.accept(&p);
-        r.retry(&p, "ServiceUnavailable");
-        r.finish(&p, || "a".into(), Outcome::Success, true);
+        let reports = Arc::new(Reports::new(10, 10));
+        let r = Recorder::new(vec![reports.clone()]);
+        let j = job(6);
+        let p = &j.progress;
+        r.accepted(p, Arrival::New);
+        r.retry(p, "ServiceUnavailable");
+        r.finish(&j, 0, Outcome::Success, true);
         r.finish(
-            &p,
-            || "b".into(),
+            &j,
+            1,
             Outcome::Unregistered {
                 timestamp_ms: Some(7),
             },
             true,
         );
         r.finish(
-            &p,
-            || "c".into(),
+            &j,
+            2,
             Outcome::Failed {
                 reason: "BadDeviceToken".into(),
                 status: 400,
@@ -604,23 +416,22 @@ mod tests {
             true,
         );
         r.finish(
-            &p,
-            || "d".into(),
+            &j,
+            3,
             Outcome::Expired {
                 reason: "Expired".into(),
             },
             false,
         );
-        let c = r.reports.family(Family::Apple).counters();
+        let c = reports.family(Family::Google).counters();
         assert!(c.balanced(), "{c:?}");
         assert_eq!((c.accepted, c.pending, c.attempts, c.retries), (6, 2, 4, 1));
         assert_eq!(p.pending(), 2);
-        assert_eq!(r.admission.pending(), 2);
-        let unregistered = r.reports.family(Family::Apple).unregistered.snapshot();
+        let unregistered = reports.family(Family::Google).unregistered.snapshot();
         assert_eq!(
             unregistered,
             vec![UnregisteredEntry {
-                token: "b".into(),
+                token: "t1".into(),
                 timestamp: 7
             }]
         );

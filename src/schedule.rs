@@ -54,8 +54,7 @@ impl Scheduler {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        // Every update is a push or a remove; a panic mid-way cannot corrupt it.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        crate::floor::lock(&self.state)
     }
 
     /// Holds job `id` until `delay` has passed.
@@ -105,6 +104,16 @@ impl Scheduler {
                 reason: "Shutdown".into(),
             });
         }
+        n
+    }
+
+    /// Drops everything held without an outcome: the backend keeps those
+    /// jobs (and their `send_at`) for the next start. Returns how many jobs.
+    pub fn forget_all(&self) -> usize {
+        let mut state = self.lock();
+        state.due.clear();
+        let n = state.held.len();
+        state.held.clear();
         n
     }
 

@@ -195,6 +195,35 @@ async fn run(
     }
 }
 
+impl crate::outcome::Sink for WebhookSink {
+    fn finished(&self, f: &crate::outcome::Finished<'_>) {
+        use crate::job::Outcome;
+        let kind = f.outcome.kind();
+        let reason = match f.outcome {
+            Outcome::Failed { reason, .. } | Outcome::Expired { reason } => {
+                Some(reason.to_string())
+            }
+            _ => None,
+        };
+        self.offer(Event {
+            job: f.progress.id.to_string(),
+            platform: f.progress.platform.as_str(),
+            token: f.token.to_owned(),
+            outcome: kind.as_str(),
+            reason,
+            canonical: match f.outcome {
+                Outcome::Canonical { new_token } => Some(new_token.clone()),
+                _ => None,
+            },
+            apns_unique_id: f.unique_id.map(str::to_owned),
+        });
+    }
+
+    fn needs_token(&self, _kind: crate::job::OutcomeKind) -> bool {
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -217,8 +217,8 @@ async fn bad_google_input_is_refused_and_changes_nothing() {
         let before = env
             .gateway
             .state
-            .recorder
-            .reports
+            .backend
+            .reports()
             .family(Family::Google)
             .counters();
         let big = format!(r#"{{"a":"{}"}}"#, "x".repeat(5000));
@@ -277,8 +277,8 @@ async fn bad_google_input_is_refused_and_changes_nothing() {
         assert_eq!(
             env.gateway
                 .state
-                .recorder
-                .reports
+                .backend
+                .reports()
                 .family(Family::Google)
                 .counters(),
             before

@@ -73,7 +73,7 @@ async fn pool_grows_under_load_up_to_max_and_shrinks_back_to_min_when_idle() {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let c = wait_done(&env.gateway, Family::Apple, 2000).await;
+        let c = wait_done(&env.gateway, Family::Apns, 2000).await;
         assert_eq!(c.successes, 2000);
         assert_eq!(
             peak, 3,
@@ -144,7 +144,7 @@ async fn a_stalled_connection_is_found_by_ping_and_its_streams_resent() {
         let (status, report) = env.get("/apns/report").await;
         assert_eq!(status, 200, "{report}");
 
-        let c = wait_done(&env.gateway, Family::Apple, 300).await;
+        let c = wait_done(&env.gateway, Family::Apns, 300).await;
         assert_eq!(c.successes, 300, "{c:?}");
         let ledger = &env.mock.ledger;
         assert!(get(&ledger.stalls) >= 2, "stalls: {}", get(&ledger.stalls));
@@ -206,7 +206,7 @@ async fn shutdown_records_and_exports_what_it_abandons() {
         .await;
         let state = env.gateway.state.clone();
         let report = env.gateway.shutdown(Duration::from_millis(300)).await;
-        let c = state.recorder.reports.family(Family::Apple).counters();
+        let c = state.backend.reports().family(Family::Apns).counters();
         assert!(c.balanced(), "{c:?}");
         assert!(report.abandoned > 0, "{report:?}");
         assert_eq!(report.still_pending, 0, "{report:?}");
@@ -218,7 +218,7 @@ async fn shutdown_records_and_exports_what_it_abandons() {
             .filter(|t| env.mock.ledger.token(t).deliveries > 0)
             .count() as u64;
         assert_eq!(delivered, c.successes);
-        let metrics = state.recorder.metrics.render().unwrap();
+        let metrics = state.metrics.render().unwrap();
         let exported = metric(
             &metrics,
             "pushgate_shutdown_abandoned_total{platform=\"apns\"}",
@@ -412,7 +412,7 @@ async fn apns_100k_tokens_through_every_fault_at_once() {
         for chunk in tokens.chunks(10_000) {
             env.send_apns(chunk).await;
         }
-        let c = wait_done_within(&env.gateway, Family::Apple, TOTAL as u64, Duration::from_secs(540)).await;
+        let c = wait_done_within(&env.gateway, Family::Apns, TOTAL as u64, Duration::from_secs(540)).await;
         let took = started.elapsed();
         let ledger = &env.mock.ledger;
         summary("APNs", &c, get(&ledger.connections), took);
@@ -477,7 +477,7 @@ async fn wait_done_within(
 ) -> Counters {
     let deadline = Instant::now() + limit;
     loop {
-        let c = gateway.state.recorder.reports.family(family).counters();
+        let c = gateway.state.backend.reports().family(family).counters();
         assert!(c.balanced(), "books out of balance: {c:?}");
         if c.accepted >= accepted && c.pending == 0 {
             return c;

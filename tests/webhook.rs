@@ -90,7 +90,7 @@ async fn every_outcome_reaches_the_receiver_once_signed_even_after_failures() {
             )
             .await;
         assert_eq!(status, 202);
-        wait_done(&env.gateway, Family::Apple, 300).await;
+        wait_done(&env.gateway, Family::Apns, 300).await;
 
         let deadline = Instant::now() + Duration::from_secs(60);
         while receiver.events.lock().unwrap().len() < 300 {

@@ -25,11 +25,13 @@ use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
 
-use super::send::{self, Intake, Submission};
+use super::send::body::bad_json;
+use super::send::intake::{Intake, Submission, parse_when, pick_app, submit};
 use super::{ApiError, AppState};
 use crate::apns::ApnsService;
 use crate::apns::broadcast::{self, BroadcastFields};
 use crate::apns::channels::{ChannelError, MAX_CHANNELS, StoragePolicy};
+use crate::apns::message::broadcast_to_stored;
 use crate::job::{Platform, TokenList};
 
 /// `?app=` on the GET and DELETE routes.
@@ -75,7 +77,7 @@ fn app_of<'a>(
     let Some(service) = state.apns.as_ref() else {
         return Err(ApiError::not_configured("APNs", "[apns]"));
     };
-    let (service, name) = send::pick_app(service, &state.apns_apps, app)?;
+    let (service, name) = pick_app(service, &state.apns_apps, app)?;
     let bundle = service.bundle().filter(|b| !b.is_empty()).ok_or_else(|| {
         ApiError::bad_request(
             "no_bundle_id",
@@ -88,7 +90,7 @@ fn app_of<'a>(
 }
 
 fn body_json<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes).map_err(send::bad_json)
+    serde_json::from_slice(bytes).map_err(bad_json)
 }
 
 /// Apple's answer as ours.
@@ -253,16 +255,16 @@ pub async fn send_broadcast(
             "the request has no payload: send \"payload\": {\"aps\": {\"event\": \"update\", \"timestamp\": <unix s>, \"content-state\": {...}}}",
         )
     })?;
-    let when = send::parse_when(json.send_at.as_deref(), json.delay_seconds)?;
+    let when = parse_when(json.send_at.as_deref(), json.delay_seconds)?;
     let (service, app, bundle) = app_of(&state, json.app.as_deref())?;
-    let message = broadcast::message(
-        BroadcastFields {
-            payload: payload.get().as_bytes(),
-            priority: json.priority,
-            expiration: json.expiration,
-        },
-        &bundle,
-    )?;
+    let fields = BroadcastFields {
+        payload: payload.get().as_bytes(),
+        priority: json.priority,
+        expiration: json.expiration,
+    };
+    // Built here to refuse a bad broadcast with a 400; the APNs service
+    // rebuilds it from the stored fields when it takes the job.
+    let message = broadcast::message(fields.clone(), &bundle)?;
     let expiration = message.expiration.unwrap_or(0);
     if expiration != 0
         && service.channels.known_policy(channel_id) == Some(StoragePolicy::NoStorage)
@@ -280,7 +282,7 @@ pub async fn send_broadcast(
     let submission = Submission {
         platform: Platform::Apns,
         app,
-        message,
+        fields: broadcast_to_stored(&fields, &bundle),
         intake: Intake {
             tokens,
             rejected: Vec::new(),
@@ -289,8 +291,5 @@ pub async fn send_broadcast(
         expires_at,
         when,
     };
-    let service = service.clone();
-    // Broadcasts stay in this gateway's queue whatever the backend: the
-    // shared queue rebuilds device messages only.
-    send::accept(&state, submission, move |job| service.enqueue(job))
+    submit(&state, submission).await
 }

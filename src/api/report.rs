@@ -6,58 +6,31 @@ use axum::http::Method;
 use axum::response::Response;
 use serde_json::{Value, json};
 
-use super::{ApiError, AppState, ok, require};
+use super::{ApiError, AppState, ok, require, store_unavailable};
+use crate::books::{Counters, ListKind};
+use crate::floor::DEFAULT_APP;
 use crate::job::Family;
-use crate::report::{BoundedList, Counters, FamilyReport};
 
 fn app_name(q: &AppQuery) -> &str {
     q.app
         .as_deref()
         .filter(|a| !a.is_empty())
-        .unwrap_or(crate::report::DEFAULT_APP)
+        .unwrap_or(DEFAULT_APP)
 }
 
-fn redis_unavailable(e: crate::queue::cluster::RedisError) -> ApiError {
-    tracing::warn!(error = %e, "report read failed");
-    ApiError::unavailable(
-        "queue_unavailable",
-        "the shared queue (Redis) holds the reports and cannot be reached. Retry later",
-        1,
-    )
+/// The totals, from the backend (cluster-wide with `redis`).
+async fn totals(state: &AppState, family: Family, q: &AppQuery) -> Result<Counters, ApiError> {
+    state
+        .backend
+        .counters(family, app_name(q))
+        .await
+        .map_err(store_unavailable)
 }
 
-/// The totals: cluster-wide from Redis with backend `redis`, else this process's.
-async fn totals(
-    state: &AppState,
-    family: Family,
-    q: &AppQuery,
-    report: &FamilyReport,
-) -> Result<Counters, ApiError> {
-    match &state.recorder.cluster {
-        Some(cluster) => cluster
-            .counters(family, app_name(q))
-            .await
-            .map_err(redis_unavailable),
-        None => Ok(report.counters()),
-    }
-}
-
-/// A list from Redis with backend `redis` (`None` = use the local one).
-async fn shared_list(
-    state: &AppState,
-    family: Family,
-    q: &AppQuery,
-    list: &str,
-    drain: bool,
-) -> Result<Option<Vec<serde_json::Value>>, ApiError> {
-    match &state.recorder.cluster {
-        Some(cluster) => cluster
-            .list(family, app_name(q), list, drain)
-            .await
-            .map(Some)
-            .map_err(redis_unavailable),
-        None => Ok(None),
-    }
+/// `{"size","dropped"}` of a list.
+fn stats(state: &AppState, family: Family, q: &AppQuery, list: ListKind) -> Value {
+    let (size, dropped) = state.backend.list_stats(family, app_name(q), list);
+    json!({ "size": size, "dropped": dropped })
 }
 
 /// `?app=<name>`: which app's report; absent means `default`.
@@ -67,32 +40,30 @@ pub struct AppQuery {
     pub app: Option<String>,
 }
 
-fn report_of<'a>(
-    state: &'a AppState,
-    family: Family,
-    q: &AppQuery,
-) -> Result<&'a FamilyReport, ApiError> {
-    let reports = &state.recorder.reports;
+/// Checks the `app` of a family's report route exists.
+fn check_app(state: &AppState, family: Family, q: &AppQuery) -> Result<(), ApiError> {
+    let reports = state.backend.reports();
     let app = app_name(q);
-    reports.app(family, app).ok_or_else(|| {
-        ApiError::bad_request(
+    match reports.app(family, app) {
+        Some(_) => Ok(()),
+        None => Err(ApiError::bad_request(
             "unknown_app",
             format!(
                 "unknown app {app:?}; known apps: {:?}",
                 reports.app_names(family)
             ),
-        )
-    })
+        )),
+    }
 }
 
-fn google<'a>(state: &'a AppState, q: &AppQuery) -> Result<&'a FamilyReport, ApiError> {
+fn google(state: &AppState, q: &AppQuery) -> Result<(), ApiError> {
     require(state.google.is_some(), "Google (FCM/GCM)", "[fcm] or [gcm]")?;
-    report_of(state, Family::Google, q)
+    check_app(state, Family::Google, q)
 }
 
-fn apple<'a>(state: &'a AppState, q: &AppQuery) -> Result<&'a FamilyReport, ApiError> {
+fn apple(state: &AppState, q: &AppQuery) -> Result<(), ApiError> {
     require(state.apns.is_some(), "APNs", "[apns]")?;
-    report_of(state, Family::Apple, q)
+    check_app(state, Family::Apns, q)
 }
 
 /// `GET /apns/report`.
@@ -100,8 +71,8 @@ pub async fn apns_totals(
     State(state): State<AppState>,
     Query(q): Query<AppQuery>,
 ) -> Result<Response, ApiError> {
-    let report = apple(&state, &q)?;
-    let c = totals(&state, Family::Apple, &q, report).await?;
+    apple(&state, &q)?;
+    let c = totals(&state, Family::Apns, &q).await?;
     Ok(ok(json!({
         "attempts": c.attempts,
         "successes": c.successes,
@@ -115,10 +86,10 @@ pub async fn apns_totals(
         "unattempted": c.unattempted,
         "possible_duplicates": c.possible_duplicates,
         "app": app_name(&q),
-        "apps": state.recorder.reports.app_names(Family::Apple),
+        "apps": state.backend.reports().app_names(Family::Apns),
         "lists": {
-            "unregistered": { "size": report.unregistered.len(), "dropped": report.unregistered.dropped() },
-            "failures": { "size": report.failures.len(), "dropped": report.failures.dropped() },
+            "unregistered": stats(&state, Family::Apns, &q, ListKind::Unregistered),
+            "failures": stats(&state, Family::Apns, &q, ListKind::Failures),
         },
     })))
 }
@@ -128,8 +99,8 @@ pub async fn google_totals(
     State(state): State<AppState>,
     Query(q): Query<AppQuery>,
 ) -> Result<Response, ApiError> {
-    let report = google(&state, &q)?;
-    let c = totals(&state, Family::Google, &q, report).await?;
+    google(&state, &q)?;
+    let c = totals(&state, Family::Google, &q).await?;
     Ok(ok(json!({
         "attempts": c.attempts,
         "failures": c.failures,
@@ -144,63 +115,34 @@ pub async fn google_totals(
         "unattempted": c.unattempted,
         "possible_duplicates": c.possible_duplicates,
         "app": app_name(&q),
-        "apps": state.recorder.reports.app_names(Family::Google),
+        "apps": state.backend.reports().app_names(Family::Google),
         "platform": state.google.as_ref().map(|g| g.platform().as_str()),
         "lists": {
-            "notregistered": { "size": report.unregistered.len(), "dropped": report.unregistered.dropped() },
-            "canonical": { "size": report.canonical.len(), "dropped": report.canonical.dropped() },
-            "failures": { "size": report.failures.len(), "dropped": report.failures.dropped() },
+            "notregistered": stats(&state, Family::Google, &q, ListKind::Unregistered),
+            "canonical": stats(&state, Family::Google, &q, ListKind::Canonical),
+            "failures": stats(&state, Family::Google, &q, ListKind::Failures),
         },
     })))
 }
 
-/// A drainable list.
-#[derive(Debug, Clone, Copy)]
-enum List {
-    Unregistered,
-    Failures,
-    Canonical,
-}
-
-impl List {
-    fn name(self) -> &'static str {
-        match self {
-            List::Unregistered => "unregistered",
-            List::Failures => "failures",
-            List::Canonical => "canonical",
-        }
-    }
-}
-
 /// A list's entries: read on GET, read and emptied in one step on DELETE.
-/// From Redis with backend `redis`, else from this process.
 async fn entries(
     state: &AppState,
     method: &Method,
     family: Family,
     q: &AppQuery,
-    list: List,
+    list: ListKind,
 ) -> Result<Vec<Value>, ApiError> {
-    let report = match family {
-        Family::Apple => apple(state, q)?,
+    match family {
+        Family::Apns => apple(state, q)?,
         Family::Google => google(state, q)?,
-    };
+    }
     let drain = method == Method::DELETE;
-    if let Some(shared) = shared_list(state, family, q, list.name(), drain).await? {
-        return Ok(shared);
-    }
-    fn take<T: serde::Serialize + Clone>(list: &BoundedList<T>, drain: bool) -> Vec<Value> {
-        let taken = if drain { list.drain() } else { list.snapshot() };
-        taken
-            .into_iter()
-            .filter_map(|e| serde_json::to_value(e).ok())
-            .collect()
-    }
-    Ok(match list {
-        List::Unregistered => take(&report.unregistered, drain),
-        List::Failures => take(&report.failures, drain),
-        List::Canonical => take(&report.canonical, drain),
-    })
+    state
+        .backend
+        .list(family, app_name(q), list, drain)
+        .await
+        .map_err(store_unavailable)
 }
 
 /// `GET|DELETE /apns/report/unregistered`: `{"tokens":[{"token","timestamp"}]}`.
@@ -209,7 +151,7 @@ pub async fn apns_unregistered(
     method: Method,
     Query(q): Query<AppQuery>,
 ) -> Result<Response, ApiError> {
-    let tokens = entries(&state, &method, Family::Apple, &q, List::Unregistered).await?;
+    let tokens = entries(&state, &method, Family::Apns, &q, ListKind::Unregistered).await?;
     Ok(ok(json!({ "tokens": tokens })))
 }
 
@@ -219,7 +161,7 @@ pub async fn apns_failures(
     method: Method,
     Query(q): Query<AppQuery>,
 ) -> Result<Response, ApiError> {
-    let failures = entries(&state, &method, Family::Apple, &q, List::Failures).await?;
+    let failures = entries(&state, &method, Family::Apns, &q, ListKind::Failures).await?;
     Ok(ok(json!({ "failures": failures })))
 }
 
@@ -229,7 +171,7 @@ pub async fn google_notregistered(
     method: Method,
     Query(q): Query<AppQuery>,
 ) -> Result<Response, ApiError> {
-    let tokens: Vec<Value> = entries(&state, &method, Family::Google, &q, List::Unregistered)
+    let tokens: Vec<Value> = entries(&state, &method, Family::Google, &q, ListKind::Unregistered)
         .await?
         .into_iter()
         .filter_map(|mut e| e.get_mut("token").map(Value::take))
@@ -243,7 +185,7 @@ pub async fn google_canonical(
     method: Method,
     Query(q): Query<AppQuery>,
 ) -> Result<Response, ApiError> {
-    let pairs = entries(&state, &method, Family::Google, &q, List::Canonical).await?;
+    let pairs = entries(&state, &method, Family::Google, &q, ListKind::Canonical).await?;
     Ok(ok(json!({ "canonical_replacements": pairs })))
 }
 
@@ -253,6 +195,6 @@ pub async fn google_failures(
     method: Method,
     Query(q): Query<AppQuery>,
 ) -> Result<Response, ApiError> {
-    let failures = entries(&state, &method, Family::Google, &q, List::Failures).await?;
+    let failures = entries(&state, &method, Family::Google, &q, ListKind::Failures).await?;
     Ok(ok(json!({ "failures": failures })))
 }

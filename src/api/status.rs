@@ -15,8 +15,9 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::{AppState, ok};
+use crate::books::{Counters, ListKind};
+use crate::floor::{DEFAULT_APP, now_ms};
 use crate::job::Family;
-use crate::report::{Counters, FamilyReport, now_ms};
 
 /// The page: markup, style and script in one file.
 const PAGE: &str = include_str!("status.html");
@@ -56,41 +57,33 @@ fn counters(c: &Counters) -> Value {
     })
 }
 
-fn list(l: &crate::report::BoundedList<impl Sized>) -> Value {
-    json!({ "size": l.len(), "dropped": l.dropped() })
+fn list(state: &AppState, family: Family, list: ListKind) -> Value {
+    let (size, dropped) = state.backend.list_stats(family, DEFAULT_APP, list);
+    json!({ "size": size, "dropped": dropped })
 }
 
 fn in_flight(state: &AppState, platform: &str) -> i64 {
-    state
-        .recorder
-        .metrics
-        .in_flight
-        .with_label_values(&[platform])
-        .get()
+    state.metrics.in_flight.with_label_values(&[platform]).get()
 }
 
 /// `GET /status.json`: one snapshot for the status page.
 pub async fn json(State(state): State<AppState>) -> Response {
-    let reports = &state.recorder.reports;
-    // Backend redis: the totals are the cluster's (as on `/…/report`); if
-    // Redis cannot be read, this gateway's own, rather than no page.
+    // The backend's totals (cluster-wide with redis, as on `/…/report`); if
+    // they cannot be read, this gateway's own, rather than no page.
     let totals = |family: Family| {
         let state = state.clone();
         async move {
-            let local = state.recorder.reports.family(family).counters();
-            match &state.recorder.cluster {
-                Some(cluster) => cluster
-                    .counters(family, crate::report::DEFAULT_APP)
-                    .await
-                    .unwrap_or(local),
-                None => local,
-            }
+            let local = state.backend.reports().family(family).counters();
+            state
+                .backend
+                .counters(family, DEFAULT_APP)
+                .await
+                .unwrap_or(local)
         }
     };
-    let apple_totals = totals(Family::Apple).await;
+    let apple_totals = totals(Family::Apns).await;
     let google_totals = totals(Family::Google).await;
     let apns = state.apns.as_ref().map(|service| {
-        let report: &FamilyReport = reports.family(Family::Apple);
         json!({
             "platform": "apns",
             "report": "/apns/report",
@@ -99,13 +92,12 @@ pub async fn json(State(state): State<AppState>) -> Response {
             "connections": service.connected(),
             "counters": counters(&apple_totals),
             "lists": {
-                "unregistered": list(&report.unregistered),
-                "failures": list(&report.failures),
+                "unregistered": list(&state, Family::Apns, ListKind::Unregistered),
+                "failures": list(&state, Family::Apns, ListKind::Failures),
             },
         })
     });
     let google = state.google.as_ref().map(|service| {
-        let report: &FamilyReport = reports.family(Family::Google);
         let platform = service.platform().as_str();
         json!({
             "platform": platform,
@@ -122,21 +114,20 @@ pub async fn json(State(state): State<AppState>) -> Response {
             "ready": service.ready(),
             "counters": counters(&google_totals),
             "lists": {
-                "notregistered": list(&report.unregistered),
-                "canonical": list(&report.canonical),
-                "failures": list(&report.failures),
+                "notregistered": list(&state, Family::Google, ListKind::Unregistered),
+                "canonical": list(&state, Family::Google, ListKind::Canonical),
+                "failures": list(&state, Family::Google, ListKind::Failures),
             },
         })
     });
-    let admission = &state.recorder.admission;
     ok(json!({
         "time_ms": now_ms(),
         "version": env!("CARGO_PKG_VERSION"),
         "shutting_down": state.shutting_down.load(Ordering::Acquire),
         "queue": {
-            "pending": admission.pending(),
-            "capacity": admission.capacity(),
-            "backend": if state.recorder.cluster.is_some() { "redis" } else { "memory" },
+            "pending": state.backend.pending(),
+            "capacity": state.backend.capacity(),
+            "backend": state.backend.name(),
         },
         "platforms": { "apns": apns, "google": google },
     }))

@@ -151,6 +151,60 @@ pub struct ApnsFields<'a> {
     pub collapse_id: Option<&'a str>,
 }
 
+/// The request fields as a backend stores them (JSON): the validated
+/// request as received, so every gateway and every restart rebuilds the
+/// same message ([`ApnsMessage::from_stored`]).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Stored<'a> {
+    #[serde(borrow)]
+    payload: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    topic: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    push_type: Option<std::borrow::Cow<'a, str>>,
+    priority: Option<i64>,
+    expiration: Option<i64>,
+    #[serde(borrow)]
+    collapse_id: Option<std::borrow::Cow<'a, str>>,
+    /// A broadcast's bundle id (absent for device sends).
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    broadcast: Option<std::borrow::Cow<'a, str>>,
+}
+
+impl ApnsFields<'_> {
+    /// The stored form of these fields.
+    pub fn to_stored(&self) -> Vec<u8> {
+        let stored = Stored {
+            payload: String::from_utf8_lossy(self.payload),
+            topic: self.topic.map(Into::into),
+            push_type: self.push_type.map(Into::into),
+            priority: self.priority,
+            expiration: self.expiration,
+            collapse_id: self.collapse_id.map(Into::into),
+            broadcast: None,
+        };
+        serde_json::to_vec(&stored).unwrap_or_default()
+    }
+}
+
+/// The stored form of a broadcast to `bundle` (rebuilt by
+/// [`ApnsMessage::from_stored`] through [`crate::apns::broadcast::message`]).
+pub fn broadcast_to_stored(
+    fields: &crate::apns::broadcast::BroadcastFields<'_>,
+    bundle: &str,
+) -> Vec<u8> {
+    let stored = Stored {
+        payload: String::from_utf8_lossy(fields.payload),
+        topic: None,
+        push_type: None,
+        priority: fields.priority,
+        expiration: fields.expiration,
+        collapse_id: None,
+        broadcast: Some(bundle.into()),
+    };
+    serde_json::to_vec(&stored).unwrap_or_default()
+}
+
 impl ApnsMessage {
     /// A stored token as the sender wrote it: a device token as lower-case
     /// hex, a broadcast's channel id as its own text.
@@ -160,6 +214,33 @@ impl ApnsMessage {
         } else {
             crate::job::hex_encode(stored)
         }
+    }
+
+    /// Rebuilds a message from [`ApnsFields::to_stored`]'s bytes.
+    pub fn from_stored(stored: &[u8], default_topic: Option<&str>) -> Result<Self, MessageError> {
+        let s: Stored<'_> = serde_json::from_slice(stored)
+            .map_err(|e| field_error("stored", format!("unreadable stored APNs message: {e}")))?;
+        if let Some(bundle) = &s.broadcast {
+            return crate::apns::broadcast::message(
+                crate::apns::broadcast::BroadcastFields {
+                    payload: s.payload.as_bytes(),
+                    priority: s.priority,
+                    expiration: s.expiration,
+                },
+                bundle,
+            );
+        }
+        Self::new(
+            ApnsFields {
+                payload: s.payload.as_bytes(),
+                topic: s.topic.as_deref(),
+                push_type: s.push_type.as_deref(),
+                priority: s.priority,
+                expiration: s.expiration,
+                collapse_id: s.collapse_id.as_deref(),
+            },
+            default_topic,
+        )
     }
 
     /// Validates the fields the way APNs would, so a bad request is refused

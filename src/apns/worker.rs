@@ -357,14 +357,12 @@ fn start(
                 reason: "ProviderTokenSigning".into(),
                 status: 0,
             };
-            shared
-                .recorder
-                .finish(&job.progress, || job.token_string(index), outcome, false);
+            shared.recorder.finish(&job, index, outcome, false);
             return Ok(None);
         }
     };
     let apns_id = request::apns_id(&job.id, index);
-    let (token_hex, built) = match &job.message.broadcast {
+    let (token_text, built) = match &job.message.broadcast {
         None => {
             let token_hex = hex_encode(job.tokens.get(index));
             let built = request::build(
@@ -396,7 +394,7 @@ fn start(
         };
         shared
             .recorder
-            .finish(&job.progress, || token_hex, outcome, false);
+            .finish_token(&job.progress, index, || token_text, outcome, false);
         return Ok(None);
     };
     let (response, mut body_tx) = match sender.send_request(req, false) {
@@ -519,9 +517,14 @@ fn settle(shared: &Arc<Shared>, done: Done) {
             if job.message.broadcast.is_some() {
                 count_broadcast(shared, &job, outcome.kind().as_str());
             }
-            shared
-                .recorder
-                .finish_noted(&job.progress, token, outcome, true, unique.as_deref());
+            shared.recorder.finish_token_noted(
+                &job.progress,
+                index,
+                token,
+                outcome,
+                true,
+                unique.as_deref(),
+            );
             return;
         }
         Verdict::Retry {
@@ -552,9 +555,13 @@ fn settle(shared: &Arc<Shared>, done: Done) {
             if job.message.broadcast.is_some() {
                 count_broadcast(shared, &job, "expired");
             }
-            shared
-                .recorder
-                .finish(&job.progress, token, Outcome::Expired { reason }, true)
+            shared.recorder.finish_token(
+                &job.progress,
+                index,
+                token,
+                Outcome::Expired { reason },
+                true,
+            )
         }
     }
 }

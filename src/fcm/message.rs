@@ -78,6 +78,35 @@ pub struct GoogleFields<'a> {
     pub time_to_live: Option<i64>,
 }
 
+/// The request fields as a backend stores them (JSON), so every gateway and
+/// every restart rebuilds the same message ([`GoogleMessage::from_stored`]).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Stored<'a> {
+    #[serde(borrow)]
+    payload: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    notification: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    collapse_key: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    priority: Option<std::borrow::Cow<'a, str>>,
+    time_to_live: Option<i64>,
+}
+
+impl GoogleFields<'_> {
+    /// The stored form of these fields.
+    pub fn to_stored(&self) -> Vec<u8> {
+        let stored = Stored {
+            payload: self.payload.map(String::from_utf8_lossy),
+            notification: self.notification.map(String::from_utf8_lossy),
+            collapse_key: self.collapse_key.map(Into::into),
+            priority: self.priority.map(Into::into),
+            time_to_live: self.time_to_live,
+        };
+        serde_json::to_vec(&stored).unwrap_or_default()
+    }
+}
+
 /// The per-job part of every Google request, pre-serialized for both APIs.
 #[derive(Debug, Clone)]
 pub struct GoogleMessage {
@@ -121,6 +150,19 @@ enum V1Place {
 }
 
 impl GoogleMessage {
+    /// Rebuilds a message from [`GoogleFields::to_stored`]'s bytes.
+    pub fn from_stored(stored: &[u8]) -> Result<Self, MessageError> {
+        let s: Stored<'_> = serde_json::from_slice(stored)
+            .map_err(|e| field_error("stored", format!("unreadable stored Google message: {e}")))?;
+        Self::new(GoogleFields {
+            payload: s.payload.as_deref().map(str::as_bytes),
+            notification: s.notification.as_deref().map(str::as_bytes),
+            collapse_key: s.collapse_key.as_deref(),
+            priority: s.priority.as_deref(),
+            time_to_live: s.time_to_live,
+        })
+    }
+
     /// Validates the fields the way FCM would, so a bad request is refused
     /// before any token is queued, and prepares both request bodies.
     pub fn new(fields: GoogleFields<'_>) -> Result<Self, MessageError> {

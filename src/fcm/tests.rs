@@ -13,6 +13,7 @@ use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject as _;
 
 use super::*;
+use crate::books::Counters;
 use crate::config::{FcmConfig, GcmConfig, Secret, ServiceAccount};
 use crate::job::{JobId, JobProgress, OutcomeKind, TokenList};
 use crate::metrics::Metrics;
@@ -20,7 +21,7 @@ use crate::mock::MockHandle;
 use crate::mock::fcm::{MockFcmOptions, ServiceAccountFixture};
 use crate::mock::tls::TestPki;
 use crate::queue::Admission;
-use crate::report::{Counters, Reports};
+use crate::report::Reports;
 
 const SERVER_KEY: &str = "AAAA-test-server-key";
 const PROJECT: &str = "pushgate-test";
@@ -57,12 +58,25 @@ fn roots(mock: &MockHandle) -> Vec<CertificateDer<'static>> {
         .expect("CA PEM")
 }
 
-fn recorder() -> Recorder {
-    Recorder::new(
-        Arc::new(Reports::new(100_000, 1000)),
-        Arc::new(Admission::new(1_000_000)),
-        Arc::new(Metrics::new().expect("metrics")),
-    )
+/// The books a gateway would give a service: the fan-out and its sinks.
+#[derive(Clone)]
+struct Books {
+    recorder: Recorder,
+    reports: Arc<Reports>,
+    admission: Arc<Admission>,
+    metrics: Arc<Metrics>,
+}
+
+fn recorder() -> Books {
+    let reports = Arc::new(Reports::new(100_000, 1000));
+    let admission = Arc::new(Admission::new(1_000_000));
+    let metrics = Arc::new(Metrics::new().expect("metrics"));
+    Books {
+        recorder: Recorder::new(vec![reports.clone(), admission.clone(), metrics.clone()]),
+        reports,
+        admission,
+        metrics,
+    }
 }
 
 fn backoff() -> Backoff {
@@ -112,7 +126,7 @@ fn message(payload: &[u8]) -> GoogleMessage {
 /// Admits, records and queues a job the way the API does.
 fn submit(
     service: &GoogleService,
-    recorder: &Recorder,
+    recorder: &Books,
     message: GoogleMessage,
     tokens: &[String],
     expires_at: Option<SystemTime>,
@@ -131,7 +145,9 @@ fn submit(
         .admission
         .try_admit(tokens.len() as u64)
         .expect("room");
-    recorder.accept(&progress);
+    recorder
+        .recorder
+        .accepted(&progress, crate::outcome::Arrival::New);
     let job = Arc::new(Job {
         id,
         app: "default".into(),
@@ -144,7 +160,7 @@ fn submit(
     job
 }
 
-async fn settled(recorder: &Recorder) -> Counters {
+async fn settled(recorder: &Books) -> Counters {
     loop {
         let c = recorder
             .reports
@@ -196,8 +212,13 @@ async fn v1_delivers_mixed_tokens_with_one_oauth_grant() {
     tokio::time::timeout(TIMEOUT, async {
         let (mock, base) = start_mock(|_| {}).await;
         let recorder = recorder();
-        let service = GoogleService::start(&fcm_config(&mock, &base), recorder.clone(), backoff())
-            .expect("start");
+        let service = GoogleService::start(
+            &fcm_config(&mock, &base),
+            recorder.recorder.clone(),
+            recorder.metrics.clone(),
+            backoff(),
+        )
+        .expect("start");
         assert_eq!(service.platform(), Platform::Fcm);
         let tokens = mixed_tokens();
         let job = submit(&service, &recorder, message(br#"{"k":"v"}"#), &tokens, None);
@@ -256,7 +277,8 @@ async fn legacy_delivers_mixed_tokens_in_batches_of_at_most_1000() {
         let recorder = recorder();
         let service = GoogleService::start(
             &gcm_config(&mock, &base, SERVER_KEY),
-            recorder.clone(),
+            recorder.recorder.clone(),
+            recorder.metrics.clone(),
             backoff(),
         )
         .expect("start");
@@ -317,8 +339,13 @@ async fn v1_data_values_arrive_as_strings() {
     tokio::time::timeout(TIMEOUT, async {
         let (mock, base) = start_mock(|_| {}).await;
         let recorder = recorder();
-        let service = GoogleService::start(&fcm_config(&mock, &base), recorder.clone(), backoff())
-            .expect("start");
+        let service = GoogleService::start(
+            &fcm_config(&mock, &base),
+            recorder.recorder.clone(),
+            recorder.metrics.clone(),
+            backoff(),
+        )
+        .expect("start");
         let tokens: Vec<String> = (0..20).map(|i| format!("device-{i}")).collect();
         let payload = br#"{"count":3,"ok":true,"nested":{"a":[1,2]},"text":"hi"}"#;
         submit(&service, &recorder, message(payload), &tokens, None);
@@ -341,8 +368,13 @@ async fn both_apis_work_over_plain_http1() {
         let tokens = mixed_tokens()[..300].to_vec();
 
         let recorder = recorder();
-        let service = GoogleService::start(&fcm_config(&mock, &base), recorder.clone(), backoff())
-            .expect("start v1");
+        let service = GoogleService::start(
+            &fcm_config(&mock, &base),
+            recorder.recorder.clone(),
+            recorder.metrics.clone(),
+            backoff(),
+        )
+        .expect("start v1");
         submit(&service, &recorder, message(br#"{"k":"v"}"#), &tokens, None);
         let c = settled(&recorder).await;
         assert!(c.balanced(), "{c:?}");
@@ -354,7 +386,8 @@ async fn both_apis_work_over_plain_http1() {
         let recorder = recorder_fresh();
         let service = GoogleService::start(
             &gcm_config(&mock, &base, SERVER_KEY),
-            recorder.clone(),
+            recorder.recorder.clone(),
+            recorder.metrics.clone(),
             backoff(),
         )
         .expect("start legacy");
@@ -372,7 +405,7 @@ async fn both_apis_work_over_plain_http1() {
     .expect("test timed out");
 }
 
-fn recorder_fresh() -> Recorder {
+fn recorder_fresh() -> Books {
     recorder()
 }
 
@@ -389,8 +422,13 @@ async fn throttled_runs_still_deliver_everything() {
 
         let (mock, base) = start_mock(throttle).await;
         let recorder = recorder();
-        let service = GoogleService::start(&fcm_config(&mock, &base), recorder.clone(), backoff())
-            .expect("start v1");
+        let service = GoogleService::start(
+            &fcm_config(&mock, &base),
+            recorder.recorder.clone(),
+            recorder.metrics.clone(),
+            backoff(),
+        )
+        .expect("start v1");
         submit(&service, &recorder, message(br#"{"k":"v"}"#), &tokens, None);
         let c = settled(&recorder).await;
         assert!(c.balanced(), "{c:?}");
@@ -406,8 +444,13 @@ async fn throttled_runs_still_deliver_everything() {
             // Small batches so that several requests (and throttles) happen.
             c.batch_size = 20;
         }
-        let service =
-            GoogleService::start(&config, recorder.clone(), backoff()).expect("start legacy");
+        let service = GoogleService::start(
+            &config,
+            recorder.recorder.clone(),
+            recorder.metrics.clone(),
+            backoff(),
+        )
+        .expect("start legacy");
         submit(&service, &recorder, message(br#"{"k":"v"}"#), &tokens, None);
         let c = settled(&recorder).await;
         assert!(c.balanced(), "{c:?}");
@@ -427,7 +470,8 @@ async fn legacy_wrong_server_key_fails_every_token_as_unauthorized() {
         let recorder = recorder();
         let service = GoogleService::start(
             &gcm_config(&mock, &base, "wrong-key"),
-            recorder.clone(),
+            recorder.recorder.clone(),
+            recorder.metrics.clone(),
             backoff(),
         )
         .expect("start");
@@ -457,8 +501,13 @@ async fn expired_jobs_are_never_sent() {
     tokio::time::timeout(TIMEOUT, async {
         let (mock, base) = start_mock(|_| {}).await;
         let recorder = recorder();
-        let service = GoogleService::start(&fcm_config(&mock, &base), recorder.clone(), backoff())
-            .expect("start");
+        let service = GoogleService::start(
+            &fcm_config(&mock, &base),
+            recorder.recorder.clone(),
+            recorder.metrics.clone(),
+            backoff(),
+        )
+        .expect("start");
         let tokens: Vec<String> = (0..10).map(|i| format!("device-{i}")).collect();
         let past = SystemTime::now() - Duration::from_secs(1);
         submit(
@@ -489,7 +538,13 @@ async fn retries_run_out_as_expired() {
         if let GoogleConfig::Fcm(c) = &mut config {
             c.max_retries = 2;
         }
-        let service = GoogleService::start(&config, recorder.clone(), backoff()).expect("start");
+        let service = GoogleService::start(
+            &config,
+            recorder.recorder.clone(),
+            recorder.metrics.clone(),
+            backoff(),
+        )
+        .expect("start");
         let tokens: Vec<String> = (0..5).map(|i| format!("internal-{i}")).collect();
         submit(&service, &recorder, message(br#"{"k":"v"}"#), &tokens, None);
         let c = settled(&recorder).await;
@@ -510,8 +565,13 @@ async fn abandon_queued_balances_the_books() {
     tokio::time::timeout(TIMEOUT, async {
         let (mock, base) = start_mock(|_| {}).await;
         let recorder = recorder();
-        let service = GoogleService::start(&fcm_config(&mock, &base), recorder.clone(), backoff())
-            .expect("start");
+        let service = GoogleService::start(
+            &fcm_config(&mock, &base),
+            recorder.recorder.clone(),
+            recorder.metrics.clone(),
+            backoff(),
+        )
+        .expect("start");
         service.close();
         let tokens: Vec<String> = (0..30).map(|i| format!("device-{i}")).collect();
         submit(&service, &recorder, message(br#"{"k":"v"}"#), &tokens, None);
@@ -642,7 +702,13 @@ async fn dropped_connections_lose_nothing() {
             c.concurrency = 4;
             c.max_retries = 30;
         }
-        let service = GoogleService::start(&config, recorder.clone(), backoff()).expect("start v1");
+        let service = GoogleService::start(
+            &config,
+            recorder.recorder.clone(),
+            recorder.metrics.clone(),
+            backoff(),
+        )
+        .expect("start v1");
         submit(&service, &recorder, message(br#"{"k":"v"}"#), &tokens, None);
         let c = settled(&recorder).await;
         assert!(c.balanced(), "{c:?}");
@@ -660,8 +726,13 @@ async fn dropped_connections_lose_nothing() {
         if let GoogleConfig::Gcm(c) = &mut config {
             c.batch_size = 10;
         }
-        let service =
-            GoogleService::start(&config, recorder.clone(), backoff()).expect("start legacy");
+        let service = GoogleService::start(
+            &config,
+            recorder.recorder.clone(),
+            recorder.metrics.clone(),
+            backoff(),
+        )
+        .expect("start legacy");
         submit(&service, &recorder, message(br#"{"k":"v"}"#), &tokens, None);
         let c = settled(&recorder).await;
         assert!(c.balanced(), "{c:?}");
@@ -714,10 +785,11 @@ async fn v1_holds_max_per_minute_over_20_s_of_test_clock() {
         let recorder = recorder();
         let service = GoogleService::start_for(
             &config,
-            recorder.clone(),
+            recorder.recorder.clone(),
+            recorder.metrics.clone(),
             backoff(),
             "default",
-            Some(bucket.clone()),
+            Some(bucket.clone() as Arc<dyn pace::Allowance>),
         )
         .expect("start v1");
         let tokens: Vec<String> = (0..260).map(|i| format!("device-paced-{i}")).collect();
@@ -770,10 +842,11 @@ async fn v1_a_429_pauses_the_whole_project() {
         let recorder = recorder();
         let service = GoogleService::start_for(
             &config,
-            recorder.clone(),
+            recorder.recorder.clone(),
+            recorder.metrics.clone(),
             backoff(),
             "default",
-            Some(bucket.clone()),
+            Some(bucket.clone() as Arc<dyn pace::Allowance>),
         )
         .expect("start v1");
         let tokens: Vec<String> = (0..8).map(|i| format!("device-pause-{i}")).collect();

@@ -408,9 +408,7 @@ fn requeue(shared: &Shared, work: Work<GoogleMessage>) {
 }
 
 fn finish(shared: &Shared, job: &Arc<Job<GoogleMessage>>, index: u32, outcome: Outcome) {
-    shared
-        .recorder
-        .finish(&job.progress, || job.token_string(index), outcome, true);
+    shared.recorder.finish(job, index, outcome, true);
 }
 
 /// Applies one verdict to every token of `tokens`.

@@ -210,9 +210,9 @@ impl ApnsEnv {
     pub fn counters(&self) -> Counters {
         self.gateway
             .state
-            .recorder
-            .reports
-            .family(Family::Apple)
+            .backend
+            .reports()
+            .family(Family::Apns)
             .counters()
     }
 }
@@ -221,7 +221,7 @@ impl ApnsEnv {
 pub async fn wait_done(gateway: &Gateway, family: Family, accepted: u64) -> Counters {
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
-        let c = gateway.state.recorder.reports.family(family).counters();
+        let c = gateway.state.backend.reports().family(family).counters();
         assert!(c.balanced(), "books out of balance: {c:?}");
         if c.accepted >= accepted && c.pending == 0 {
             return c;

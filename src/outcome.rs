@@ -1,0 +1,207 @@
+//! The outcome fan-out. Workers hold a [`Recorder`] and tell it what became
+//! of each token; it hands every event, in order, to each [`Sink`]
+//! registered when the gateway was built: the reports, the metrics, the
+//! webhook, the admission bound and the backend's own store. A sink is told,
+//! never asked, so no sink knows any other, and none knows the workers.
+//!
+//! Calls are synchronous and cheap (a few counter writes, or a push into a
+//! buffer the sink flushes on its own schedule), which is what keeps
+//! `accepted = pending + Σ outcomes` true at every instant.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use crate::job::{Job, JobProgress, Outcome, OutcomeKind};
+
+/// How a job came to be counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arrival {
+    /// Accepted by this gateway's API just now.
+    New,
+    /// A chunk taken from a shared queue (backend `redis`): accepted
+    /// cluster-wide earlier, counted in this gateway's books now.
+    Taken,
+    /// Reloaded from the gateway's own store at start (backend `disk`): the
+    /// stored counters already hold it.
+    Recovered,
+}
+
+/// One token's terminal outcome.
+#[derive(Debug)]
+pub struct Finished<'a> {
+    /// The job (or chunk) it belongs to.
+    pub progress: &'a JobProgress,
+    /// Its index within the job's tokens.
+    pub index: u32,
+    /// The token as the sender wrote it; empty unless some sink asked for
+    /// it ([`Sink::needs_token`]).
+    pub token: &'a str,
+    /// The outcome.
+    pub outcome: &'a Outcome,
+    /// False when no upstream answer led to it (expired while queued, cancelled).
+    pub attempted: bool,
+    /// The upstream's id for this delivery (`apns-unique-id`), when it gave one.
+    pub unique_id: Option<&'a str>,
+}
+
+/// Something that wants to hear about outcomes. Every method has a no-op
+/// default, so a sink implements only what it keeps.
+pub trait Sink: Send + Sync + 'static {
+    /// A job's tokens were counted as accepted (pending).
+    fn accepted(&self, _progress: &Arc<JobProgress>, _arrival: Arrival) {}
+    /// One attempt of one token will be retried.
+    fn retried(&self, _progress: &JobProgress, _reason: &str) {}
+    /// `n` tokens are being resent after their connection dropped mid-request.
+    fn possible_duplicates(&self, _progress: &JobProgress, _n: u64) {}
+    /// A token reached its terminal outcome.
+    fn finished(&self, _finished: &Finished<'_>) {}
+    /// True when [`Sink::finished`] reads the token text for outcomes of `kind`.
+    fn needs_token(&self, _kind: OutcomeKind) -> bool {
+        false
+    }
+}
+
+/// The fan-out every worker holds: cheap to clone.
+#[derive(Clone)]
+pub struct Recorder {
+    sinks: Arc<[Arc<dyn Sink>]>,
+    needs_token: [bool; 6],
+}
+
+impl std::fmt::Debug for Recorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recorder")
+            .field("sinks", &self.sinks.len())
+            .finish()
+    }
+}
+
+impl Recorder {
+    /// A fan-out to `sinks`, told in this order.
+    pub fn new(sinks: Vec<Arc<dyn Sink>>) -> Self {
+        let needs_token = OutcomeKind::ALL.map(|k| sinks.iter().any(|s| s.needs_token(k)));
+        Self {
+            sinks: sinks.into(),
+            needs_token,
+        }
+    }
+
+    /// Counts a job's tokens as accepted: called before the job is queued,
+    /// so no worker can finish a token that was not yet counted.
+    pub fn accepted(&self, progress: &Arc<JobProgress>, arrival: Arrival) {
+        for s in self.sinks.iter() {
+            s.accepted(progress, arrival);
+        }
+    }
+
+    /// Records an attempt of one of `progress`'s tokens that will be retried.
+    pub fn retry(&self, progress: &JobProgress, reason: &str) {
+        for s in self.sinks.iter() {
+            s.retried(progress, reason);
+        }
+    }
+
+    /// Records `n` tokens of `progress` resent because their connection dropped mid-request.
+    pub fn possible_duplicates(&self, progress: &JobProgress, n: u64) {
+        for s in self.sinks.iter() {
+            s.possible_duplicates(progress, n);
+        }
+    }
+
+    /// Ends tokens of `job` that will not be sent (expired, cancelled, left at
+    /// shutdown) with `outcome`, without an attempt. Returns how many.
+    pub fn finish_unsent<M>(&self, job: &Job<M>, tokens: Range<u32>, outcome: &Outcome) -> u64 {
+        let n = tokens.len() as u64;
+        for index in tokens {
+            self.finish(job, index, outcome.clone(), false);
+        }
+        n
+    }
+
+    /// Records token `index` of `job`'s terminal outcome. `attempted` is false
+    /// when no upstream answer led to it (expired while queued, cancelled).
+    pub fn finish<M>(&self, job: &Job<M>, index: u32, outcome: Outcome, attempted: bool) {
+        self.finish_token(
+            &job.progress,
+            index,
+            || job.token_string(index),
+            outcome,
+            attempted,
+        );
+    }
+
+    /// [`Recorder::finish`] for a caller that holds the token text rather than the job.
+    pub fn finish_token(
+        &self,
+        progress: &JobProgress,
+        index: u32,
+        token: impl FnOnce() -> String,
+        outcome: Outcome,
+        attempted: bool,
+    ) {
+        self.finish_token_noted(progress, index, token, outcome, attempted, None);
+    }
+
+    /// [`Recorder::finish_token`], keeping the upstream's id for this
+    /// delivery (`apns-unique-id`, which Apple asks for in support requests)
+    /// in the job's status and passing it to the sinks (the webhook event).
+    pub fn finish_token_noted(
+        &self,
+        progress: &JobProgress,
+        index: u32,
+        token: impl FnOnce() -> String,
+        outcome: Outcome,
+        attempted: bool,
+        unique_id: Option<&str>,
+    ) {
+        if let Some(id) = unique_id {
+            progress.note_unique_id(id);
+        }
+        let kind = outcome.kind();
+        let token = if self.needs_token[kind as usize] {
+            token()
+        } else {
+            String::new()
+        };
+        let finished = Finished {
+            progress,
+            index,
+            token: &token,
+            outcome: &outcome,
+            attempted,
+            unique_id,
+        };
+        for s in self.sinks.iter() {
+            s.finished(&finished);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::{JobId, Platform};
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    struct Log(Mutex<Vec<String>>);
+
+    impl Sink for Log {
+        fn finished(&self, f: &Finished<'_>) {
+            crate::floor::lock(&self.0).push(format!("{}:{}", f.index, f.token));
+        }
+        fn needs_token(&self, kind: OutcomeKind) -> bool {
+            kind != OutcomeKind::Success
+        }
+    }
+
+    #[test]
+    fn renders_the_token_only_when_a_sink_wants_it() {
+        let log = Arc::new(Log::default());
+        let recorder = Recorder::new(vec![log.clone()]);
+        let p = JobProgress::new(JobId::new(), Platform::Gcm, 2);
+        recorder.finish_token(&p, 0, || "a".into(), Outcome::Success, true);
+        recorder.finish_token(&p, 1, || "b".into(), Outcome::Cancelled, false);
+        assert_eq!(*crate::floor::lock(&log.0), vec!["0:", "1:b"]);
+    }
+}

@@ -1,0 +1,401 @@
+//! The `redis` backend's store: several gateways share one Redis stream, each
+//! token is sent by one of them, and a `kill -9` loses nothing answered 202.
+//!
+//! Keys (all start with `queue.stream`, written `S` here):
+//! - `S`: the stream. One entry per [`Chunk`] (up to [`CHUNK_TOKENS`] tokens
+//!   of one job), XADDed before the 202 goes out.
+//! - `S:done:<entry>`: a set of the chunk's tokens that have an outcome. A
+//!   chunk reclaimed from a dead gateway resends only tokens not in it.
+//! - `S:report:<family>:<app>`: the cluster-wide report counters (a hash).
+//! - `S:list:<family>:<app>:<list>`: the report lists, newest first, trimmed
+//!   to `report.max_list`.
+//! - `S:job:<id>`: the job's total and outcome counts, for `GET /jobs/{id}`.
+//! - `S:delayed`: delayed chunks, scored by due time (ms), moved to the stream
+//!   when due.
+//!
+//! Consuming: a gateway reads with XREADGROUP in the shared group, at most
+//! [`CHUNKS_IN_FLIGHT`] chunks at a time (so the others get their share, and a
+//! crash can cost at most that many chunks' unfinished tokens). Outcomes are
+//! buffered and written every [`FLUSH_EVERY`] in one MULTI/EXEC: done-set
+//! members, counter deltas, list entries, and the XACK + XDEL of every chunk
+//! whose tokens all have an outcome. A gateway keeps its own chunks' idle time
+//! low (XCLAIM JUSTID), and XAUTOCLAIMs chunks idle longer than
+//! `queue.claim_idle_ms`: their consumer died.
+
+//!
+//! Split by concern: [`wire`] (the stream entry and key names), [`consume`]
+//! (the reader, reclaimer and delayed-chunk loops), [`flush`] (buffered
+//! outcomes, written in batches), [`read`] (report counters, lists, jobs).
+
+pub mod consume;
+pub mod flush;
+pub mod read;
+pub mod wire;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use redis::AsyncCommands;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+
+use crate::config::RedisQueueConfig;
+use crate::delivery::Registry;
+use crate::floor::{lock, ms_since_epoch, now_ms};
+use crate::job::{Family, JobId, JobProgress, Platform};
+use crate::outcome::Recorder;
+
+use self::flush::Buffer;
+use self::wire::Chunk;
+
+/// Tokens per stream entry: large enough that a 100k-token job is 100
+/// entries, small enough that a reclaimed chunk is quick to re-read.
+pub const CHUNK_TOKENS: usize = 1000;
+/// Chunks one gateway works on at once; bounds what a crash can resend.
+pub const CHUNKS_IN_FLIGHT: usize = 4;
+/// How often buffered outcomes are written to Redis.
+pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
+/// Records a chunk's outcomes: KEYS = done set, stream; ARGV = max_list,
+/// entry id, then per token: token, report key, outcome field, attempt
+/// field, job key, job field, list key ('' = none), list entry. A token
+/// already in the done set, or any token of a chunk already acked and
+/// deleted, is skipped, so outcomes are counted once whatever the retries.
+/// How long a job's status is kept in Redis.
+const JOB_TTL_S: i64 = 7 * 24 * 3600;
+
+/// Redis could not be reached or refused a command.
+#[derive(Debug, thiserror::Error)]
+#[error("redis {what} ({url}): {source}")]
+pub struct RedisError {
+    /// What we were doing.
+    pub what: &'static str,
+    /// `queue.redis_url` without its password.
+    pub url: String,
+    /// The client's error.
+    #[source]
+    pub source: redis::RedisError,
+}
+
+/// An accepted job, as [`Cluster::accept`] writes it.
+#[derive(Debug)]
+pub struct ChunkedJob {
+    /// The id answered in the 202.
+    pub id: JobId,
+    /// The upstream.
+    pub platform: Platform,
+    /// The app (credential set).
+    pub app: Arc<str>,
+    /// The message as its platform stores it (JSON text).
+    pub fields: String,
+    /// The tokens, rendered as the sender wrote them.
+    pub tokens: Vec<String>,
+    /// After this nothing more is sent.
+    pub expires_at: Option<SystemTime>,
+    /// Hold the job this long first (`send_at` / `delay_seconds`).
+    pub delay: Option<Duration>,
+}
+
+/// A chunk this gateway is delivering.
+struct InFlight {
+    entry: String,
+    remaining: AtomicU64,
+    // Keeps the registry key (the progress address) from being reused.
+    progress: Arc<JobProgress>,
+    // Returned when the chunk's ack is written: a slot for the next chunk.
+    _permit: OwnedSemaphorePermit,
+}
+
+/// The shared queue: a handle on Redis, the chunks in flight here, and the
+/// buffered outcome writes.
+pub struct Cluster {
+    conn: ConnectionManager,
+    config: RedisQueueConfig,
+    url: String,
+    max_list: usize,
+    buffer: Mutex<Buffer>,
+    /// Chunks in flight here, by the address of their `JobProgress`.
+    chunks: Mutex<HashMap<usize, Arc<InFlight>>>,
+    entries: Mutex<HashSet<String>>,
+    slots: Arc<Semaphore>,
+    healthy: AtomicBool,
+    stopping: AtomicBool,
+    detached: AtomicBool,
+    /// Set every `claim_idle_ms / 3`: the reader looks for idle chunks first.
+    claim_due: AtomicBool,
+    flushing: tokio::sync::Mutex<()>,
+    stop: Notify,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("url", &self.url)
+            .field("stream", &self.config.stream)
+            .field("consumer", &self.config.consumer)
+            .finish()
+    }
+}
+
+/// `redis://user:secret@host` → `redis://host`: never log the password.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}{}", &url[..scheme + 3], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+async fn manager(client: redis::Client) -> redis::RedisResult<ConnectionManager> {
+    // Fail a command within seconds when Redis is gone, so a send answers 503
+    // rather than hang; the manager reconnects on the next command.
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Duration::from_secs(2))
+        .set_response_timeout(Duration::from_secs(5))
+        .set_number_of_retries(1)
+        .set_max_delay(1000);
+    ConnectionManager::new_with_config(client, config).await
+}
+
+impl Cluster {
+    /// Connects to Redis and creates the consumer group if it does not exist.
+    pub async fn connect(
+        config: &RedisQueueConfig,
+        max_list: usize,
+    ) -> Result<Arc<Self>, RedisError> {
+        let url = redact(&config.url);
+        let err = |what| {
+            let url = redact(&config.url);
+            move |source| RedisError { what, url, source }
+        };
+        let client = redis::Client::open(config.url.as_str()).map_err(err("URL"))?;
+        let conn = manager(client).await.map_err(err("connect"))?;
+        let cluster = Arc::new(Self {
+            conn,
+            config: config.clone(),
+            url,
+            max_list,
+            buffer: Mutex::default(),
+            chunks: Mutex::default(),
+            entries: Mutex::default(),
+            slots: Arc::new(Semaphore::new(CHUNKS_IN_FLIGHT)),
+            healthy: AtomicBool::new(true),
+            stopping: AtomicBool::new(false),
+            detached: AtomicBool::new(false),
+            claim_due: AtomicBool::new(false),
+            flushing: tokio::sync::Mutex::new(()),
+            stop: Notify::new(),
+        });
+        cluster.ensure_group().await.map_err(err("XGROUP CREATE"))?;
+        Ok(cluster)
+    }
+
+    async fn ensure_group(&self) -> redis::RedisResult<()> {
+        let mut conn = self.conn.clone();
+        // From "0": chunks added before any gateway of the group ran are sent too.
+        let created: redis::RedisResult<()> = conn
+            .xgroup_create_mkstream(&self.config.stream, &self.config.group, "0")
+            .await;
+        match created {
+            Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+            other => other,
+        }
+    }
+
+    /// This gateway's consumer name.
+    pub fn consumer(&self) -> &str {
+        &self.config.consumer
+    }
+
+    /// False while Redis is unreachable (`/readyz` fails).
+    pub fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    fn key(&self, rest: std::fmt::Arguments<'_>) -> String {
+        format!("{}:{rest}", self.config.stream)
+    }
+
+    fn report_key(&self, family: Family, app: &str) -> String {
+        self.key(format_args!("report:{}:{app}", family.name()))
+    }
+
+    fn list_key(&self, family: Family, app: &str, list: &str) -> String {
+        self.key(format_args!("list:{}:{app}:{list}", family.name()))
+    }
+
+    fn job_key(&self, id: &str) -> String {
+        self.key(format_args!("job:{id}"))
+    }
+
+    fn cancel_key(&self, id: &str) -> String {
+        self.key(format_args!("cancel:{id}"))
+    }
+
+    /// Cancels a job on every gateway: each cancels its chunks of it within
+    /// half a second (a chunk read later, too, within half a second of being
+    /// read). False when Redis does not know the job.
+    pub async fn cancel(&self, id: &str) -> Result<bool, RedisError> {
+        let mut conn = self.conn.clone();
+        let r: redis::RedisResult<bool> = conn.exists(self.job_key(id)).await;
+        if !self.fail("EXISTS", r)? {
+            return Ok(false);
+        }
+        let r: redis::RedisResult<()> = conn.set_ex(self.cancel_key(id), 1, JOB_TTL_S as u64).await;
+        self.fail("SET", r)?;
+        Ok(true)
+    }
+
+    fn done_key(&self, entry: &str) -> String {
+        self.key(format_args!("done:{entry}"))
+    }
+
+    fn delayed_key(&self) -> String {
+        self.key(format_args!("delayed"))
+    }
+
+    fn fail<T>(&self, what: &'static str, r: redis::RedisResult<T>) -> Result<T, RedisError> {
+        r.map_err(|source| {
+            self.healthy.store(false, Ordering::Relaxed);
+            RedisError {
+                what,
+                url: self.url.clone(),
+                source,
+            }
+        })
+    }
+
+    // ===== accept =====
+
+    /// Chunks waiting in the stream (sent or not), counted by XLEN: acked
+    /// chunks are deleted, so this is the cluster's unfinished work.
+    pub async fn queued_chunks(&self) -> Result<u64, RedisError> {
+        let mut conn = self.conn.clone();
+        let r = conn.xlen(&self.config.stream).await;
+        self.fail("XLEN", r)
+    }
+
+    /// Writes a job's chunks (to the stream, or to the delayed set when
+    /// `delay` is given) and counts it accepted, in one MULTI/EXEC: all of it
+    /// is in Redis before the caller answers 202, or none of it is.
+    pub async fn accept(&self, job: ChunkedJob) -> Result<(), RedisError> {
+        let ChunkedJob {
+            id,
+            platform,
+            app,
+            fields,
+            tokens,
+            expires_at,
+            delay,
+        } = job;
+        let app = app.as_ref();
+        let total = tokens.len() as i64;
+        let expires_at_ms = expires_at.map(ms_since_epoch);
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        let due = delay
+            .map(|d| now_ms().saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)));
+        let mut chunk = Chunk {
+            job: id.to_string(),
+            platform: platform.as_str().to_owned(),
+            app: app.to_owned(),
+            index: 0,
+            fields,
+            expires_at_ms,
+            tokens: Vec::new(),
+        };
+        let mut rest = tokens;
+        while !rest.is_empty() {
+            let tail = rest.split_off(rest.len().min(CHUNK_TOKENS));
+            chunk.tokens = std::mem::replace(&mut rest, tail);
+            let body = serde_json::to_string(&chunk).unwrap_or_default();
+            match due {
+                Some(due) => pipe.zadd(self.delayed_key(), body, due).ignore(),
+                None => pipe.xadd(&self.config.stream, "*", &[("c", body)]).ignore(),
+            };
+            chunk.index += 1;
+        }
+        pipe.hincr(self.report_key(platform.family(), app), "accepted", total)
+            .ignore();
+        let job = self.job_key(&chunk.job);
+        pipe.hset_multiple(&job, &[("platform", platform.as_str()), ("app", app)])
+            .ignore()
+            .hincr(&job, "total", total)
+            .ignore()
+            .expire(&job, JOB_TTL_S)
+            .ignore();
+        let mut conn = self.conn.clone();
+        let r = pipe.query_async::<()>(&mut conn).await;
+        self.fail("XADD", r)?;
+        self.healthy.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Starts the reader, the reclaimer, the delayed-chunk mover and the
+    /// flusher. Chunks go to the services of `registry`; their outcomes to
+    /// `recorder`, which must have this cluster among its sinks.
+    pub fn start(
+        self: &Arc<Self>,
+        recorder: Recorder,
+        registry: Registry,
+    ) -> Result<(), RedisError> {
+        let reader_client =
+            redis::Client::open(self.config.url.as_str()).map_err(|source| RedisError {
+                what: "URL",
+                url: self.url.clone(),
+                source,
+            })?;
+        let consumer = consume::Consumer {
+            cluster: self.clone(),
+            recorder,
+            registry,
+        };
+        tokio::spawn(consumer.clone().read(reader_client));
+        tokio::spawn(consumer.clone().reclaim());
+        tokio::spawn(consumer.move_delayed());
+        tokio::spawn(self.clone().flush_loop());
+        Ok(())
+    }
+
+    /// Stops taking chunks. Chunks in flight keep going.
+    pub fn stop_reading(&self) {
+        self.stopping.store(true, Ordering::Release);
+        self.stop.notify_waiters();
+    }
+
+    /// From now on, tokens finished without an attempt (the shutdown sweep)
+    /// are left pending in Redis for another gateway to reclaim.
+    pub fn detach(&self) {
+        self.detached.store(true, Ordering::Release);
+    }
+
+    /// Tokens of chunks this gateway holds without an outcome.
+    pub fn local_pending(&self) -> u64 {
+        lock(&self.chunks)
+            .values()
+            .map(|c| c.remaining.load(Ordering::Relaxed))
+            .sum()
+    }
+}
+
+/// 200 ms doubling to 2 s: how long to wait after `failures` failures in a row
+/// (short enough that work resumes within seconds of Redis coming back).
+fn backoff(failures: u32) -> Duration {
+    if failures == 0 {
+        return Duration::ZERO;
+    }
+    Duration::from_millis(100u64.saturating_mul(1 << failures.min(6)).min(2000))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_hides_the_password() {
+        assert_eq!(redact("redis://:s3cret@db:6379/0"), "redis://db:6379/0");
+        assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+    }
+}

@@ -1,0 +1,83 @@
+//! Report reads from Redis: the cluster-wide counters, lists and job statuses.
+
+use std::collections::HashMap;
+
+use redis::AsyncCommands;
+
+use crate::books::{Counters, JobStatus};
+use crate::job::{Family, OutcomeKind};
+
+use super::{Cluster, RedisError};
+
+impl Cluster {
+    /// The cluster-wide counters of one family's app.
+    pub async fn counters(&self, family: Family, app: &str) -> Result<Counters, RedisError> {
+        let mut conn = self.conn.clone();
+        let r: redis::RedisResult<HashMap<String, i64>> =
+            conn.hgetall(self.report_key(family, app)).await;
+        let map = self.fail("HGETALL", r)?;
+        let get = |f: &str| u64::try_from(map.get(f).copied().unwrap_or(0)).unwrap_or(0);
+        let mut c = Counters {
+            accepted: get("accepted"),
+            attempts: get("attempts"),
+            retries: get("retries"),
+            pending: 0,
+            successes: get("successes"),
+            failures: get("failures"),
+            unregistered: get("unregistered"),
+            canonicals: get("canonicals"),
+            expired: get("expired"),
+            cancelled: get("cancelled"),
+            unattempted: get("unattempted"),
+            possible_duplicates: get("possible_duplicates"),
+        };
+        c.pending = c.accepted.saturating_sub(c.finished());
+        Ok(c)
+    }
+
+    /// A report list, oldest first; with `drain`, emptied in the same step.
+    pub async fn list(
+        &self,
+        family: Family,
+        app: &str,
+        list: &str,
+        drain: bool,
+    ) -> Result<Vec<serde_json::Value>, RedisError> {
+        let key = self.list_key(family, app, list);
+        let mut pipe = redis::pipe();
+        pipe.atomic().lrange(&key, 0, -1);
+        if drain {
+            pipe.del(&key).ignore();
+        }
+        let mut conn = self.conn.clone();
+        let r: redis::RedisResult<(Vec<String>,)> = pipe.query_async(&mut conn).await;
+        let (raw,) = self.fail("LRANGE", r)?;
+        Ok(raw
+            .iter()
+            .rev()
+            .filter_map(|s| serde_json::from_str(s).ok())
+            .collect())
+    }
+
+    /// A job's status from Redis.
+    pub async fn job(&self, id: &str) -> Result<Option<JobStatus>, RedisError> {
+        let mut conn = self.conn.clone();
+        let r: redis::RedisResult<HashMap<String, String>> = conn.hgetall(self.job_key(id)).await;
+        let map = self.fail("HGETALL", r)?;
+        if map.is_empty() {
+            return Ok(None);
+        }
+        let get = |f: &str| map.get(f).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        let total = get("total");
+        let counts = OutcomeKind::ALL.map(|k| get(k.as_str()));
+        let pending = total.saturating_sub(counts.iter().sum());
+        Ok(Some(JobStatus {
+            job: id.to_owned(),
+            platform: map.get("platform").cloned().unwrap_or_default(),
+            state: JobStatus::state_of(pending, get("cancelled") > 0, false),
+            total,
+            counts,
+            unique_ids: Vec::new(),
+        }))
+    }
+}

@@ -1,0 +1,59 @@
+//! The wire format: one stream entry ([`Chunk`]) per up to
+//! [`super::CHUNK_TOKENS`] tokens of one job, JSON in the entry's `c` field,
+//! and the report counter field names.
+
+use serde::{Deserialize, Serialize};
+
+use crate::job::OutcomeKind;
+
+/// One stream entry: some tokens of one job, and what is needed to send them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Chunk {
+    /// The job id.
+    pub job: String,
+    /// `apns`, `fcm` or `gcm`.
+    pub platform: String,
+    /// The app (credential set).
+    pub app: String,
+    /// Index of this chunk within its job (makes delayed members unique).
+    pub index: u32,
+    /// The message as its platform stores it (JSON text).
+    pub fields: String,
+    /// After this (ms since epoch) nothing more is sent.
+    pub expires_at_ms: Option<u64>,
+    /// The tokens as the sender wrote them (APNs: lower-case hex).
+    pub tokens: Vec<String>,
+}
+
+pub(super) fn counter_field(kind: OutcomeKind) -> &'static str {
+    match kind {
+        OutcomeKind::Success => "successes",
+        OutcomeKind::Failed => "failures",
+        OutcomeKind::Unregistered => "unregistered",
+        OutcomeKind::Canonical => "canonicals",
+        OutcomeKind::Expired => "expired",
+        OutcomeKind::Cancelled => "cancelled",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_round_trips() {
+        let chunk = Chunk {
+            job: crate::job::JobId::new().to_string(),
+            platform: "apns".into(),
+            app: "default".into(),
+            index: 0,
+            fields: r#"{"payload":"{}","priority":10}"#.into(),
+            expires_at_ms: None,
+            tokens: vec!["ab".repeat(32)],
+        };
+        let text = serde_json::to_string(&chunk).expect("serialize");
+        let back: Chunk = serde_json::from_str(&text).expect("parse");
+        assert_eq!(back.tokens, chunk.tokens);
+        assert_eq!(back.fields, chunk.fields);
+    }
+}
