@@ -334,7 +334,8 @@ pub struct FcmSection {
     /// Messages per minute the project may send (Firebase's quota: 600,000);
     /// the gateway paces itself to it with a token bucket.
     pub max_per_minute: u64,
-    /// HTTP/2 connections per app (each carries up to the server's stream limit).
+    /// HTTP/2 connections per app (each carries up to the server's stream
+    /// limit); 0 sends through the pooled reqwest client instead.
     pub connections: u32,
     /// More apps: `[fcm.apps.<name>]`, same keys, unset ones inherited from `[fcm]`.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]

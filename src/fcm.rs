@@ -233,7 +233,7 @@ impl GoogleService {
         };
         let label = [platform.as_str()];
         let (h2, request_timeout) = match (config, &api) {
-            (GoogleConfig::Fcm(c), Api::V1 { url, .. }) => {
+            (GoogleConfig::Fcm(c), Api::V1 { url, .. }) if c.connections > 0 => {
                 let tls = crate::tls::client_config(&c.extra_roots, None, &[b"h2", b"http/1.1"])?;
                 let transport = h2client::Transport::new(
                     url,

@@ -681,7 +681,7 @@ fn validate_fcm(f: &FcmSection, errors: &mut Vec<ConfigError>) -> Option<FcmConf
         concurrency: f.concurrency,
         request_timeout: Duration::from_secs(f.request_timeout_s.max(1)),
         max_per_minute: f.max_per_minute,
-        connections: f.connections.clamp(1, 64),
+        connections: f.connections.min(64),
     })
 }
 
