@@ -6,6 +6,7 @@
 //! (`/`, the status page, and `/openapi.json`).
 
 pub mod auth;
+pub mod channels;
 pub mod cluster;
 pub mod error;
 pub mod extract;
@@ -117,6 +118,12 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     let protected = Router::new()
         .route("/apns/send", post(send::apns))
+        .route("/apns/channels", post(channels::create).get(channels::list))
+        .route(
+            "/apns/channels/{id}",
+            get(channels::read).delete(channels::delete),
+        )
+        .route("/apns/broadcast", post(channels::send_broadcast))
         .route("/apns/report", get(report::apns_totals))
         .route(
             "/apns/report/unregistered",

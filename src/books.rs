@@ -145,6 +145,8 @@ pub struct JobStatus {
     pub total: u64,
     /// Outcome counts, in [`OutcomeKind::ALL`] order.
     pub counts: [u64; 6],
+    /// `apns-unique-id`s of deliveries (broadcasts, sandbox pushes), when kept.
+    pub unique_ids: Vec<String>,
 }
 
 impl JobStatus {
@@ -177,12 +179,13 @@ impl JobStatus {
             state: progress.state(),
             total: progress.total,
             counts: OutcomeKind::ALL.map(|k| progress.count(k)),
+            unique_ids: progress.unique_ids(),
         }
     }
 
     /// The `GET /jobs/{id}` body.
     pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
+        let mut answer = serde_json::json!({
             "job": self.job,
             "platform": self.platform,
             "state": self.state,
@@ -194,6 +197,10 @@ impl JobStatus {
             "expired": self.count(OutcomeKind::Expired),
             "cancelled": self.count(OutcomeKind::Cancelled),
             "pending": self.pending(),
-        })
+        });
+        if !self.unique_ids.is_empty() {
+            answer["apns_unique_ids"] = serde_json::json!(self.unique_ids);
+        }
+        answer
     }
 }

@@ -380,6 +380,10 @@ pub struct ApnsSection {
     /// Seconds without an answer on a connection with streams in flight before
     /// an HTTP/2 PING checks that the peer is still there.
     pub ping_interval_s: u64,
+    /// Broadcast channel management host (`https://host:port`); "" = Apple's
+    /// management host for the endpoint's environment, or the endpoint itself
+    /// when that is a test server.
+    pub channels_endpoint: String,
     /// Seconds a PING may wait for its PONG before the connection counts as
     /// dead (its in-flight streams are retried and counted as possible duplicates).
     pub ping_timeout_s: u64,
@@ -407,6 +411,7 @@ impl Default for ApnsSection {
             idle_shrink_s: 60,
             ping_interval_s: 10,
             ping_timeout_s: 5,
+            channels_endpoint: String::new(),
         }
     }
 }
@@ -427,6 +432,12 @@ pub struct FcmSection {
     pub concurrency: u32,
     /// Seconds an upstream answer may take.
     pub request_timeout_s: u64,
+    /// Messages per minute the project may send (Firebase's quota: 600,000);
+    /// the gateway paces itself to it with a token bucket.
+    pub max_per_minute: u64,
+    /// HTTP/2 connections per app (each carries up to the server's stream
+    /// limit); 0 sends through the pooled reqwest client instead.
+    pub connections: u32,
     /// More apps: `[fcm.apps.<name>]`, same keys, unset ones inherited from `[fcm]`.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub apps: BTreeMap<String, FcmSection>,
@@ -441,6 +452,8 @@ impl Default for FcmSection {
             max_retries: 5,
             concurrency: 256,
             request_timeout_s: 30,
+            max_per_minute: 600_000,
+            connections: 1,
             apps: BTreeMap::new(),
         }
     }
@@ -575,6 +588,8 @@ pub struct ApnsConfig {
     pub ping_interval: Duration,
     /// PONG deadline (`ping_timeout_s`).
     pub ping_timeout: Duration,
+    /// The broadcast channel management host (`channels_endpoint`).
+    pub channels: Upstream,
 }
 
 /// APNs authentication, read and checked at start.
@@ -666,6 +681,10 @@ pub struct FcmConfig {
     pub concurrency: u32,
     /// Per-request deadline.
     pub request_timeout: Duration,
+    /// `max_per_minute`: the project's pace.
+    pub max_per_minute: u64,
+    /// HTTP/2 connections (`connections`).
+    pub connections: u32,
 }
 
 /// Validated `[gcm]`.

@@ -105,7 +105,16 @@ impl Gateway {
         }
         let mut google_apps = std::collections::BTreeMap::new();
         for (name, app) in &config.google_apps {
-            google_apps.insert(name.clone(), start_google(app)?);
+            // Named for its metrics (`fcm_paced_seconds_total{app}`).
+            let service = GoogleService::start_for(
+                app,
+                recorder.clone(),
+                metrics.clone(),
+                config.backoff,
+                name,
+                None,
+            )?;
+            google_apps.insert(name.clone(), service);
         }
         if let Some(redis) = &config.redis {
             // One provider token per key for the whole cluster.

@@ -35,6 +35,9 @@ pub struct Event {
     /// The replacement token, for `canonical`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub canonical: Option<String>,
+    /// APNs' `apns-unique-id` for this delivery (sandbox pushes, broadcasts).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub apns_unique_id: Option<String>,
 }
 
 /// Validated `[webhook]`.
@@ -212,6 +215,7 @@ impl crate::outcome::Sink for WebhookSink {
                 Outcome::Canonical { new_token } => Some(new_token.clone()),
                 _ => None,
             },
+            apns_unique_id: f.unique_id.map(str::to_owned),
         });
     }
 

@@ -128,6 +128,10 @@ pub struct ApnsMessage {
     pub expiration: Option<u64>,
     /// `apns-collapse-id`, when given.
     pub collapse_id: Option<HeaderValue>,
+    /// A broadcast (see [`crate::apns::broadcast`]): the request path
+    /// `/4/broadcasts/apps/<bundle>`, and the job's one "token" is the channel
+    /// id (its base64 text). `None` for device sends.
+    pub broadcast: Option<Bytes>,
 }
 
 /// The fields of a send request, as received.
@@ -214,6 +218,9 @@ struct Stored<'a> {
     expiration: Option<i64>,
     #[serde(borrow)]
     collapse_id: Option<std::borrow::Cow<'a, str>>,
+    /// A broadcast's bundle id (absent for device sends).
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    broadcast: Option<std::borrow::Cow<'a, str>>,
 }
 
 impl ApnsFields<'_> {
@@ -226,16 +233,55 @@ impl ApnsFields<'_> {
             priority: self.priority,
             expiration: self.expiration,
             collapse_id: self.collapse_id.map(Into::into),
+            broadcast: None,
         };
         serde_json::to_vec(&stored).unwrap_or_default()
     }
 }
 
+/// The stored form of a broadcast to `bundle` (rebuilt by
+/// [`ApnsMessage::from_stored`] through [`crate::apns::broadcast::message`]).
+pub fn broadcast_to_stored(
+    fields: &crate::apns::broadcast::BroadcastFields<'_>,
+    bundle: &str,
+) -> Vec<u8> {
+    let stored = Stored {
+        payload: String::from_utf8_lossy(fields.payload),
+        topic: None,
+        push_type: None,
+        priority: fields.priority,
+        expiration: fields.expiration,
+        collapse_id: None,
+        broadcast: Some(bundle.into()),
+    };
+    serde_json::to_vec(&stored).unwrap_or_default()
+}
+
 impl ApnsMessage {
+    /// A stored token as the sender wrote it: a device token as lower-case
+    /// hex, a broadcast's channel id as its own text.
+    pub fn render_token(&self, stored: &[u8]) -> String {
+        if self.broadcast.is_some() {
+            String::from_utf8_lossy(stored).into_owned()
+        } else {
+            crate::job::hex_encode(stored)
+        }
+    }
+
     /// Rebuilds a message from [`ApnsFields::to_stored`]'s bytes.
     pub fn from_stored(stored: &[u8], default_topic: Option<&str>) -> Result<Self, MessageError> {
         let s: Stored<'_> = serde_json::from_slice(stored)
             .map_err(|e| field_error("stored", format!("unreadable stored APNs message: {e}")))?;
+        if let Some(bundle) = &s.broadcast {
+            return crate::apns::broadcast::message(
+                crate::apns::broadcast::BroadcastFields {
+                    payload: s.payload.as_bytes(),
+                    priority: s.priority,
+                    expiration: s.expiration,
+                },
+                bundle,
+            );
+        }
         Self::new(
             ApnsFields {
                 payload: s.payload.as_bytes(),
@@ -321,6 +367,7 @@ impl ApnsMessage {
             priority,
             expiration,
             collapse_id,
+            broadcast: None,
         })
     }
 

@@ -77,6 +77,7 @@ impl Cluster {
             state: JobStatus::state_of(pending, get("cancelled") > 0, false),
             total,
             counts,
+            unique_ids: Vec::new(),
         }))
     }
 }
