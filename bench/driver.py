@@ -694,6 +694,9 @@ service_account_file = "{account}"
 endpoint = "https://127.0.0.1:{port}"
 ca_file = "{ca}"
 concurrency = {args.fcm_concurrency}
+# The bench measures the client, not Firebase's quota (600,000/min = 10k/s).
+max_per_minute = 1000000000
+connections = {args.fcm_connections}
 """
     try:
         return deliver(args, kind, section, "/gcm/send", "/gcm/report", bodies, kind, mock)
@@ -849,6 +852,8 @@ def main():
     ap.add_argument("--gcm-batch", type=int, default=1000, help="legacy ids per request (default 1000)")
     ap.add_argument("--gcm-concurrency", type=int, default=16, help="gcm.concurrency and h2load -m (default 16)")
     ap.add_argument("--fcm-concurrency", type=int, default=256, help="fcm.concurrency and h2load -m (default 256)")
+    ap.add_argument("--fcm-connections", type=int, default=1,
+                    help="fcm.connections: HTTP/2 connections (default 1); 0 = the reqwest client, for comparison")
     ap.add_argument("--google-tokens", type=int, default=None, help="tokens for GCM and FCM v1 (default --tokens)")
     ap.add_argument("--rounds", type=int, default=3,
                     help="h2load/gateway pairs per platform, interleaved; medians are reported (default 3)")

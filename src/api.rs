@@ -6,10 +6,13 @@
 //! (`/`, the status page, and `/openapi.json`).
 
 pub mod auth;
+pub mod channels;
 pub mod cluster;
 pub mod error;
+pub mod extract;
 pub mod gorush;
 pub mod openapi;
+pub mod rejections;
 pub mod report;
 pub mod send;
 pub mod status;
@@ -20,7 +23,7 @@ use std::ops::Deref;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use axum::extract::{Path, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -29,6 +32,7 @@ use axum::{Json, Router};
 use serde_json::json;
 
 pub use error::ApiError;
+use extract::Path;
 
 use crate::apns::ApnsService;
 use crate::backend::{Backend, ReadError};
@@ -114,6 +118,12 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     let protected = Router::new()
         .route("/apns/send", post(send::apns))
+        .route("/apns/channels", post(channels::create).get(channels::list))
+        .route(
+            "/apns/channels/{id}",
+            get(channels::read).delete(channels::delete),
+        )
+        .route("/apns/broadcast", post(channels::send_broadcast))
         .route("/apns/report", get(report::apns_totals))
         .route(
             "/apns/report/unregistered",
@@ -166,6 +176,9 @@ pub fn router(state: AppState) -> Router {
         .merge(protected)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // Inside the counter: axum's own rejections become JSON first, then
+        // the counter sees their code.
+        .layer(middleware::from_fn(extract::json_errors))
         .layer(middleware::from_fn_with_state(state.clone(), count_errors))
         .with_state(state)
 }

@@ -12,6 +12,8 @@
 //! actors deliver them and record outcomes.
 
 pub mod auth;
+pub mod broadcast;
+pub mod channels;
 pub mod conn;
 pub mod message;
 pub mod pool;
@@ -56,7 +58,7 @@ pub struct Shared {
     port: u16,
     authority: http::uri::Authority,
     tls: Arc<rustls::ClientConfig>,
-    signer: Option<auth::ProviderToken>,
+    signer: Option<Arc<auth::ProviderToken>>,
     queue: Arc<DispatchQueue<ApnsMessage>>,
     recorder: Recorder,
     metrics: Arc<crate::metrics::Metrics>,
@@ -109,6 +111,8 @@ pub struct ApnsService {
     shared: Arc<Shared>,
     /// `apns.topic`, used when a request names none.
     pub default_topic: Option<String>,
+    /// Broadcast channel management on the management host.
+    pub channels: Arc<channels::Channels>,
 }
 
 impl ApnsService {
@@ -127,11 +131,11 @@ impl ApnsService {
                 key_id,
                 team_id,
             } => (
-                Some(auth::ProviderToken::new(
+                Some(Arc::new(auth::ProviderToken::new(
                     key_pem.expose().as_bytes(),
                     key_id,
                     team_id,
-                )?),
+                )?)),
                 None,
             ),
             ApnsAuth::Certificate { chain, key } => {
@@ -144,6 +148,13 @@ impl ApnsService {
             config.upstream.host, config.upstream.port
         ))?;
         let tls = crate::tls::client_config(&config.upstream.extra_roots, identity, &[b"h2"])?;
+        let channels = Arc::new(channels::Channels::new(
+            &config.channels,
+            tls.clone(),
+            signer.clone(),
+            config.request_timeout,
+            metrics.channel_requests.clone(),
+        )?);
         let shared = Arc::new(Shared {
             host: config.upstream.host.clone(),
             port: config.upstream.port,
@@ -180,12 +191,19 @@ impl ApnsService {
         Ok(Self {
             shared,
             default_topic: config.topic.clone(),
+            channels,
         })
     }
 
     /// Queues a whole job. The caller has already admitted and recorded it.
     pub fn enqueue(&self, job: Arc<Job<ApnsMessage>>) {
         self.shared.queue.push(Work::whole(job));
+    }
+
+    /// The bundle id broadcasts and channels of this app use: `apns.topic`
+    /// without Apple's push-type suffixes.
+    pub fn bundle(&self) -> Option<&str> {
+        self.default_topic.as_deref().map(broadcast::bundle_of)
     }
 
     /// Tokens waiting (ready or scheduled for retry).

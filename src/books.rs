@@ -147,6 +147,8 @@ pub struct JobStatus {
     pub counts: [u64; 6],
     /// The sender's correlation id (gorush `notif_id`), if one was given.
     pub notif_id: Option<String>,
+    /// `apns-unique-id`s of deliveries (broadcasts, sandbox pushes), when kept.
+    pub unique_ids: Vec<String>,
 }
 
 impl JobStatus {
@@ -180,12 +182,13 @@ impl JobStatus {
             total: progress.total,
             counts: OutcomeKind::ALL.map(|k| progress.count(k)),
             notif_id: progress.notif_id.as_deref().map(str::to_owned),
+            unique_ids: progress.unique_ids(),
         }
     }
 
     /// The `GET /jobs/{id}` body.
     pub fn to_json(&self) -> serde_json::Value {
-        let mut body = serde_json::json!({
+        let mut answer = serde_json::json!({
             "job": self.job,
             "platform": self.platform,
             "state": self.state,
@@ -199,8 +202,11 @@ impl JobStatus {
             "pending": self.pending(),
         });
         if let Some(n) = &self.notif_id {
-            body["notif_id"] = serde_json::Value::from(n.as_str());
+            answer["notif_id"] = serde_json::Value::from(n.as_str());
         }
-        body
+        if !self.unique_ids.is_empty() {
+            answer["apns_unique_ids"] = serde_json::json!(self.unique_ids);
+        }
+        answer
     }
 }

@@ -133,6 +133,11 @@ impl Default for WebhookSection {
     }
 }
 
+/// Default `server.max_body_bytes`: 80 MiB, so `queue.capacity`'s default of
+/// 1,000,000 APNs tokens fits in one request as JSON (67–70 MB with the
+/// quotes, commas and a space) or as a form (72 MB), with room for the payload.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 80 * 1024 * 1024;
+
 /// `[server]`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -149,6 +154,20 @@ pub struct ServerSection {
     pub tls_cert: String,
     /// PEM private key for `tls_cert`.
     pub tls_key: String,
+    /// Seconds a client has to send a request's headers (and, on HTTPS, to
+    /// finish the TLS handshake) before the connection is closed.
+    pub header_timeout_s: u64,
+    /// Seconds a request body may stop arriving before the request is
+    /// answered 408 and the connection closed.
+    pub body_timeout_s: u64,
+    /// Seconds a connection may stay open with nothing sent either way
+    /// (keep-alive, or a client that never sends a request) before it is closed.
+    pub idle_timeout_s: u64,
+    /// Open client connections at most; a connection above it is closed at
+    /// once, so the process never runs out of file descriptors.
+    pub max_connections: u64,
+    /// HTTP/2: concurrent streams per client connection.
+    pub max_streams_per_connection: u32,
 }
 
 impl Default for ServerSection {
@@ -156,10 +175,15 @@ impl Default for ServerSection {
         Self {
             listen: "127.0.0.1:8080".into(),
             api_keys: Vec::new(),
-            max_body_bytes: 64 * 1024 * 1024,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             shutdown_grace: 30,
             tls_cert: String::new(),
             tls_key: String::new(),
+            header_timeout_s: 15,
+            body_timeout_s: 30,
+            idle_timeout_s: 60,
+            max_connections: 10_000,
+            max_streams_per_connection: 128,
         }
     }
 }
@@ -356,6 +380,10 @@ pub struct ApnsSection {
     /// Seconds without an answer on a connection with streams in flight before
     /// an HTTP/2 PING checks that the peer is still there.
     pub ping_interval_s: u64,
+    /// Broadcast channel management host (`https://host:port`); "" = Apple's
+    /// management host for the endpoint's environment, or the endpoint itself
+    /// when that is a test server.
+    pub channels_endpoint: String,
     /// Seconds a PING may wait for its PONG before the connection counts as
     /// dead (its in-flight streams are retried and counted as possible duplicates).
     pub ping_timeout_s: u64,
@@ -383,6 +411,7 @@ impl Default for ApnsSection {
             idle_shrink_s: 60,
             ping_interval_s: 10,
             ping_timeout_s: 5,
+            channels_endpoint: String::new(),
         }
     }
 }
@@ -403,6 +432,12 @@ pub struct FcmSection {
     pub concurrency: u32,
     /// Seconds an upstream answer may take.
     pub request_timeout_s: u64,
+    /// Messages per minute the project may send (Firebase's quota: 600,000);
+    /// the gateway paces itself to it with a token bucket.
+    pub max_per_minute: u64,
+    /// HTTP/2 connections per app (each carries up to the server's stream
+    /// limit); 0 sends through the pooled reqwest client instead.
+    pub connections: u32,
     /// More apps: `[fcm.apps.<name>]`, same keys, unset ones inherited from `[fcm]`.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub apps: BTreeMap<String, FcmSection>,
@@ -417,6 +452,8 @@ impl Default for FcmSection {
             max_retries: 5,
             concurrency: 256,
             request_timeout_s: 30,
+            max_per_minute: 600_000,
+            connections: 1,
             apps: BTreeMap::new(),
         }
     }
@@ -511,6 +548,8 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// HTTPS for the API (ALPN h2 and http/1.1), when `tls_cert` is set.
     pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    /// Timeouts and connection limits of the listener.
+    pub limits: crate::listener::Limits,
 }
 
 /// Where an upstream is and which roots to trust for it.
@@ -549,6 +588,8 @@ pub struct ApnsConfig {
     pub ping_interval: Duration,
     /// PONG deadline (`ping_timeout_s`).
     pub ping_timeout: Duration,
+    /// The broadcast channel management host (`channels_endpoint`).
+    pub channels: Upstream,
 }
 
 /// APNs authentication, read and checked at start.
@@ -640,6 +681,10 @@ pub struct FcmConfig {
     pub concurrency: u32,
     /// Per-request deadline.
     pub request_timeout: Duration,
+    /// `max_per_minute`: the project's pace.
+    pub max_per_minute: u64,
+    /// HTTP/2 connections (`connections`).
+    pub connections: u32,
 }
 
 /// Validated `[gcm]`.

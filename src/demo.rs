@@ -80,10 +80,35 @@ pub fn sample_apns_tokens(n: usize) -> Vec<String> {
     tokens
 }
 
+/// Creates `dir` readable by its owner only (0700), or makes it so.
+fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+/// Writes a file only its owner can read (0600): the demo's keys are keys.
+pub(crate) fn private_file(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    // An older file of that name keeps its mode on open: set it.
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    file.write_all(contents.as_bytes())
+}
+
 /// Runs the demo.
 pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let dir = std::env::temp_dir().join(format!("pushgate-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    private_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let pki = mock::tls::TestPki::generate()?;
     let (p8, public_key_pem) = mock::apns::generate_provider_key()?;
     let (key_id, team_id) = ("DEMOKEY001", "DEMOTEAM01");
@@ -95,7 +120,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let apns_mock = mock::apns::start(mock::apns::MockApnsOptions::new(apns_auth, &pki)).await?;
     let write = |name: &str, contents: &str| -> anyhow::Result<PathBuf> {
         let path = dir.join(name);
-        std::fs::write(&path, contents).with_context(|| format!("writing {}", path.display()))?;
+        private_file(&path, contents).with_context(|| format!("writing {}", path.display()))?;
         Ok(path)
     };
     let ca_file = write("mock-ca.pem", &pki.ca_pem)?;

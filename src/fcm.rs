@@ -15,8 +15,10 @@
 //! queue, the worker delivers them and records outcomes.
 
 pub mod auth;
+pub mod h2client;
 pub mod legacy;
 pub mod message;
+pub mod pace;
 pub mod topic;
 pub mod v1;
 pub mod worker;
@@ -98,6 +100,19 @@ pub(crate) struct Shared {
     in_flight: IntGauge,
     latency: Histogram,
     requeued: IntCounter,
+    /// FCM v1's pace (`max_per_minute`); legacy GCM has none.
+    pace: Option<Pacing>,
+    /// FCM v1 over our own HTTP/2 connections (`None`: legacy, or `http://`).
+    h2: Option<h2client::Transport>,
+    /// Per-request deadline (the h2 transport's; reqwest has its own).
+    request_timeout: Duration,
+}
+
+/// The allowance every v1 request asks first, and its metrics.
+pub(crate) struct Pacing {
+    allowance: Arc<dyn pace::Allowance>,
+    paced_seconds: prometheus::Counter,
+    level: prometheus::Gauge,
 }
 
 impl Shared {
@@ -153,6 +168,40 @@ impl GoogleService {
         metrics: Arc<Metrics>,
         backoff: Backoff,
     ) -> Result<Self, StartError> {
+        Self::start_for(
+            config,
+            recorder,
+            metrics,
+            backoff,
+            crate::floor::DEFAULT_APP,
+            None,
+        )
+    }
+
+    /// [`GoogleService::start`] for app `app` (the metrics label), paced by
+    /// `allowance`, or by a [`pace::Bucket`] of `fcm.max_per_minute` on the
+    /// runtime's clock when `None`.
+    pub fn start_for(
+        config: &GoogleConfig,
+        recorder: Recorder,
+        metrics: Arc<Metrics>,
+        backoff: Backoff,
+        app: &str,
+        allowance: Option<Arc<dyn pace::Allowance>>,
+    ) -> Result<Self, StartError> {
+        let pace = match config {
+            GoogleConfig::Fcm(c) => Some(Pacing {
+                allowance: allowance.unwrap_or_else(|| {
+                    Arc::new(pace::Bucket::new(
+                        c.max_per_minute,
+                        Arc::new(pace::SystemClock::default()),
+                    ))
+                }),
+                paced_seconds: metrics.fcm_paced_seconds.with_label_values(&[app]),
+                level: metrics.fcm_allowance.with_label_values(&[app]),
+            }),
+            GoogleConfig::Gcm(_) => None,
+        };
         let (api, platform, client, max_retries, concurrency) = match config {
             GoogleConfig::Fcm(c) => {
                 let concurrency = c.concurrency.max(1) as usize;
@@ -186,6 +235,24 @@ impl GoogleService {
             }
         };
         let label = [platform.as_str()];
+        let (h2, request_timeout) = match (config, &api) {
+            (GoogleConfig::Fcm(c), Api::V1 { url, .. }) if c.connections > 0 => {
+                let tls = crate::tls::client_config(&c.extra_roots, None, &[b"h2", b"http/1.1"])?;
+                let transport = h2client::Transport::new(
+                    url,
+                    tls,
+                    c.connections as usize,
+                    h2client::TransportMetrics {
+                        gauge: metrics.connections.with_label_values(&label),
+                        connects_ok: metrics.connects.with_label_values(&[label[0], "ok"]),
+                        connects_failed: metrics.connects.with_label_values(&[label[0], "error"]),
+                    },
+                );
+                (transport, c.request_timeout)
+            }
+            (GoogleConfig::Fcm(c), _) => (None, c.request_timeout),
+            (GoogleConfig::Gcm(c), _) => (None, c.request_timeout),
+        };
         let shared = Arc::new(Shared {
             api,
             platform,
@@ -202,6 +269,9 @@ impl GoogleService {
             in_flight: metrics.in_flight.with_label_values(&label),
             latency: metrics.upstream_latency.with_label_values(&label),
             requeued: metrics.requeued.with_label_values(&label),
+            pace,
+            h2,
+            request_timeout,
         });
         if matches!(shared.api, Api::V1 { .. }) {
             tokio::spawn(warm_up(shared.clone()));
@@ -218,6 +288,17 @@ impl GoogleService {
     /// Queues a whole job. The caller has already admitted and recorded it.
     pub fn enqueue(&self, job: Arc<Job<GoogleMessage>>) {
         self.shared.queue.push(Work::whole(job));
+    }
+
+    /// HTTP/2 connections open to FCM now; `None` when requests go through
+    /// the pooled HTTP/1.1 client (legacy GCM, `http://`, an HTTP/1.1 server),
+    /// whose connections are not visible.
+    pub fn connected(&self) -> Option<usize> {
+        self.shared
+            .h2
+            .as_ref()
+            .filter(|t| !t.h1_only())
+            .map(h2client::Transport::connected)
     }
 
     /// Tokens waiting (ready or scheduled for retry).

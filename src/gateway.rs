@@ -105,7 +105,16 @@ impl Gateway {
         }
         let mut google_apps = std::collections::BTreeMap::new();
         for (name, app) in &config.google_apps {
-            google_apps.insert(name.clone(), start_google(app)?);
+            // Named for its metrics (`fcm_paced_seconds_total{app}`).
+            let service = GoogleService::start_for(
+                app,
+                recorder.clone(),
+                metrics.clone(),
+                config.backoff,
+                name,
+                None,
+            )?;
+            google_apps.insert(name.clone(), service);
         }
         if let Some(redis) = &config.redis {
             // One provider token per key for the whole cluster.
@@ -180,16 +189,13 @@ impl Gateway {
         let addr = listener.local_addr()?;
         let (stop_http, stopped) = oneshot::channel::<()>();
         let app = api::router(state.clone());
-        let server = match config.server.tls.clone() {
-            None => tokio::spawn(async move {
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(async {
-                        let _ = stopped.await;
-                    })
-                    .await
-            }),
-            Some(tls) => tokio::spawn(serve_tls(listener, app, tls, stopped)),
-        };
+        let server = tokio::spawn(crate::listener::serve(
+            listener,
+            app,
+            config.server.tls.clone(),
+            config.server.limits,
+            stopped,
+        ));
         tracing::info!(%addr, https = config.server.tls.is_some(), apns = state.apns.is_some(), google = state.google.as_ref().map(|g| g.platform().as_str()), "pushgate listening");
         Ok(Self {
             addr,
@@ -218,53 +224,6 @@ impl Gateway {
         }
         let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.server).await;
         report
-    }
-}
-
-/// Serves the API over TLS (ALPN h2 or http/1.1) until `stop` fires. A client
-/// that fails its handshake only costs its own task.
-async fn serve_tls(
-    listener: TcpListener,
-    app: axum::Router,
-    tls: Arc<rustls::ServerConfig>,
-    stop: oneshot::Receiver<()>,
-) -> std::io::Result<()> {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-    use hyper_util::server::conn::auto;
-    use hyper_util::service::TowerToHyperService;
-
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    tokio::pin!(stop);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off, don't spin.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            _ = &mut stop => return Ok(()),
-        };
-        let acceptor = acceptor.clone();
-        let app = app.clone();
-        tokio::spawn(async move {
-            let stream =
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                    Ok(Ok(stream)) => stream,
-                    Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                    Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
-                };
-            let service = TowerToHyperService::new(app);
-            if let Err(e) = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!(%peer, error = %e, "API connection ended with an error");
-            }
-        });
     }
 }
 

@@ -558,6 +558,8 @@ pub struct JobProgress {
     pub notif_id: Option<Arc<str>>,
     /// One past the highest token index handed to a worker so far.
     handed: AtomicU32,
+    /// The first `apns-unique-id`s APNs returned for this job's deliveries.
+    unique_ids: std::sync::Mutex<Vec<Box<str>>>,
 }
 
 impl JobProgress {
@@ -581,6 +583,7 @@ impl JobProgress {
             lease: AtomicU32::new(u32::MAX),
             handed: AtomicU32::new(0),
             notif_id: None,
+            unique_ids: Default::default(),
         }
     }
 
@@ -623,6 +626,26 @@ impl JobProgress {
     /// One past the highest token index handed out so far.
     pub fn handed(&self) -> u32 {
         self.handed.load(Ordering::Acquire)
+    }
+
+    /// Unique ids kept per job: a broadcast has one; a large sandbox job
+    /// keeps a sample, enough for a support request.
+    pub const MAX_UNIQUE_IDS: usize = 100;
+
+    /// Keeps an upstream delivery id (`apns-unique-id`), up to [`Self::MAX_UNIQUE_IDS`].
+    pub fn note_unique_id(&self, id: &str) {
+        let mut ids = crate::floor::lock(&self.unique_ids);
+        if ids.len() < Self::MAX_UNIQUE_IDS {
+            ids.push(Box::from(id));
+        }
+    }
+
+    /// The delivery ids kept so far.
+    pub fn unique_ids(&self) -> Vec<String> {
+        crate::floor::lock(&self.unique_ids)
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
     }
 
     /// Marks the job as held by the scheduler (or released from it).

@@ -18,6 +18,7 @@
 //! `tests/layering.rs` checks the import rules.
 //! [`terminal`] (`pushgate send`, `check-config --connect`) drives a gateway over HTTP.
 
+pub mod abandon;
 pub mod api;
 pub mod apns;
 pub mod backend;
@@ -28,7 +29,9 @@ pub mod demo;
 pub mod fcm;
 pub mod floor;
 pub mod gateway;
+pub mod http2;
 pub mod job;
+pub mod listener;
 pub mod message;
 pub mod metrics;
 pub mod mock;

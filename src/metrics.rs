@@ -56,6 +56,15 @@ pub struct Metrics {
     /// Tokens still undelivered when a shutdown's grace ran out, by platform:
     /// recorded as expired (`Shutdown`), exported so the loss is visible.
     pub shutdown_abandoned: IntCounterVec,
+    /// APNs broadcasts (one per channel push) by app and outcome: the
+    /// `push_kind="broadcast"` view of `pushgate_outcomes_total{platform="apns"}`.
+    pub broadcasts: IntCounterVec,
+    /// APNs channel management requests, by operation and HTTP status.
+    pub channel_requests: IntCounterVec,
+    /// Seconds FCM sends waited for the project's pace (`max_per_minute`), by app.
+    pub fcm_paced_seconds: prometheus::CounterVec,
+    /// Messages the FCM pacer would let go at once now, by app.
+    pub fcm_allowance: prometheus::GaugeVec,
 }
 
 impl Metrics {
@@ -147,6 +156,32 @@ impl Metrics {
             "Tokens left undelivered when the shutdown grace ran out (recorded as expired: Shutdown)",
             &["platform"],
         )?;
+        let broadcasts = counter(
+            "pushgate_apns_broadcasts_total",
+            "APNs broadcast pushes (push_kind=broadcast), by terminal outcome",
+            &["app", "push_kind", "outcome"],
+        )?;
+        let channel_requests = counter(
+            "pushgate_apns_channel_requests_total",
+            "APNs broadcast channel management requests, by operation and status",
+            &["operation", "status"],
+        )?;
+        let fcm_paced_seconds = prometheus::CounterVec::new(
+            Opts::new(
+                "pushgate_fcm_paced_seconds_total",
+                "Seconds FCM sends waited for the project's max_per_minute",
+            ),
+            &["app"],
+        )?;
+        registry.register(Box::new(fcm_paced_seconds.clone()))?;
+        let fcm_allowance = prometheus::GaugeVec::new(
+            Opts::new(
+                "pushgate_fcm_allowance",
+                "Messages the FCM pacer lets go at once now (token bucket level)",
+            ),
+            &["app"],
+        )?;
+        registry.register(Box::new(fcm_allowance.clone()))?;
         let connections = gauge(
             "pushgate_upstream_connections",
             "Upstream connections open",
@@ -211,6 +246,10 @@ impl Metrics {
             webhook_sent,
             stalled,
             shutdown_abandoned,
+            broadcasts,
+            channel_requests,
+            fcm_paced_seconds,
+            fcm_allowance,
         })
     }
 

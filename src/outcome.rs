@@ -40,6 +40,8 @@ pub struct Finished<'a> {
     pub outcome: &'a Outcome,
     /// False when no upstream answer led to it (expired while queued, cancelled).
     pub attempted: bool,
+    /// The upstream's id for this delivery (`apns-unique-id`), when it gave one.
+    pub unique_id: Option<&'a str>,
 }
 
 /// Something that wants to hear about outcomes. Every method has a no-op
@@ -137,6 +139,24 @@ impl Recorder {
         outcome: Outcome,
         attempted: bool,
     ) {
+        self.finish_token_noted(progress, index, token, outcome, attempted, None);
+    }
+
+    /// [`Recorder::finish_token`], keeping the upstream's id for this
+    /// delivery (`apns-unique-id`, which Apple asks for in support requests)
+    /// in the job's status and passing it to the sinks (the webhook event).
+    pub fn finish_token_noted(
+        &self,
+        progress: &JobProgress,
+        index: u32,
+        token: impl FnOnce() -> String,
+        outcome: Outcome,
+        attempted: bool,
+        unique_id: Option<&str>,
+    ) {
+        if let Some(id) = unique_id {
+            progress.note_unique_id(id);
+        }
         let kind = outcome.kind();
         let token = if self.needs_token[kind as usize] {
             token()
@@ -149,6 +169,7 @@ impl Recorder {
             token: &token,
             outcome: &outcome,
             attempted,
+            unique_id,
         };
         for s in self.sinks.iter() {
             s.finished(&finished);

@@ -38,6 +38,9 @@ pub struct Event {
     /// The sender's correlation id (gorush `notif_id`), if one was given.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub notif_id: Option<String>,
+    /// APNs' `apns-unique-id` for this delivery (sandbox pushes, broadcasts).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub apns_unique_id: Option<String>,
 }
 
 /// Validated `[webhook]`.
@@ -216,6 +219,7 @@ impl crate::outcome::Sink for WebhookSink {
                 _ => None,
             },
             notif_id: f.progress.notif_id.as_deref().map(str::to_owned),
+            apns_unique_id: f.unique_id.map(str::to_owned),
         });
     }
 

@@ -9,6 +9,16 @@ use subtle::ConstantTimeEq;
 
 use super::{ApiError, AppState};
 
+/// The credentials of `Authorization: Bearer <token>`; the scheme is matched
+/// case-insensitively (RFC 7235 §2.1), so `BEARER` and `bearer` work too.
+pub fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, rest) = value.trim_start().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| rest.trim())
+        .filter(|t| !t.is_empty())
+}
+
 /// Refuses requests without a configured key (when any key is configured).
 pub async fn require_key(State(state): State<AppState>, request: Request, next: Next) -> Response {
     if state.api_keys.is_empty() {
@@ -18,11 +28,7 @@ pub async fn require_key(State(state): State<AppState>, request: Request, next: 
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim);
+        .and_then(bearer_token);
     let Some(presented) = presented else {
         return ApiError::unauthorized().into_response();
     };
@@ -37,5 +43,20 @@ pub async fn require_key(State(state): State<AppState>, request: Request, next: 
         next.run(request).await
     } else {
         ApiError::unauthorized().into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_token;
+
+    #[test]
+    fn the_scheme_is_case_insensitive_and_the_token_is_kept_as_sent() {
+        for header in ["Bearer k3y", "bearer k3y", "BEARER k3y", "bEaReR   k3y  "] {
+            assert_eq!(bearer_token(header), Some("k3y"), "{header:?}");
+        }
+        for header in ["Basic k3y", "Bearer", "Bearer ", "Bearerk3y", ""] {
+            assert_eq!(bearer_token(header), None, "{header:?}");
+        }
     }
 }

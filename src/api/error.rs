@@ -80,6 +80,28 @@ impl ApiError {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message)
     }
 
+    /// 413 `job_too_large`: more tokens than the whole queue holds.
+    pub fn job_too_large(tokens: u64, capacity: u64) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "job_too_large",
+            format!(
+                "this request has {tokens} valid tokens, more than queue.capacity ({capacity}) could ever hold; split it into requests of at most {capacity} tokens"
+            ),
+        )
+    }
+
+    /// 408 `body_timeout`.
+    pub fn request_timeout(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::REQUEST_TIMEOUT, "body_timeout", message)
+    }
+
+    /// Any error status with the code [`super::extract::code_for`] gives it
+    /// (for answers that were not ours to begin with).
+    pub fn from_status(status: StatusCode, message: impl Into<String>) -> Self {
+        Self::new(status, super::extract::code_for(status), message)
+    }
+
     /// 415.
     pub fn unsupported_media_type() -> Self {
         Self::new(

@@ -30,7 +30,7 @@ use serde_json::{Value, json};
 use self::fields::{Fields, NotificationError};
 use super::send::Body;
 use super::send::body::bad_json;
-use super::send::intake::{Intake, Rejected, Submission, When, intake, pick_app, submit};
+use super::send::intake::{Intake, Rejections, Submission, When, intake, pick_app, submit};
 use super::{ApiError, AppState};
 use crate::apns::ApnsMessage;
 use crate::apns::message::ApnsFields;
@@ -317,14 +317,14 @@ fn platform_missing(index: usize, platform: &str, section: &str) -> ApiError {
 /// Builds the message and validates the tokens of one planned notification.
 fn prepare<'a>(state: &AppState, p: &'a Planned<'a>) -> Result<Ready<'a>, ApiError> {
     let index = p.index;
-    let no_valid_token = |rejected: &[Rejected<'_>]| {
+    let no_valid_token = |rejected: &Rejections<'_>| {
         NotificationError {
             index,
             field: "tokens".into(),
             problem: "none of the tokens is valid".into(),
         }
         .into_api()
-        .with(json!({ "index": index, "field": "tokens", "rejected": rejected }))
+        .with(json!({ "index": index, "field": "tokens", "rejected": rejected.listed(), "rejected_count": rejected.count() }))
     };
     match &p.kind {
         PlannedKind::Apple(plan) => {

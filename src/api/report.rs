@@ -1,11 +1,12 @@
 //! Report routes. GET reads; DELETE on a list returns it and empties it in one
 //! step, so a poller that deletes what it read never loses an entry.
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::Method;
 use axum::response::Response;
 use serde_json::{Value, json};
 
+use super::extract::Query;
 use super::{ApiError, AppState, ok, require, store_unavailable};
 use crate::books::{Counters, ListKind};
 use crate::floor::DEFAULT_APP;

@@ -9,6 +9,8 @@
 
 pub mod apns;
 pub mod body;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod google;
 pub mod intake;
 pub mod webpush;

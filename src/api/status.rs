@@ -104,8 +104,13 @@ pub async fn json(State(state): State<AppState>) -> Response {
             "report": "/gcm/report",
             "queue_depth": service.queue_depth(),
             "in_flight": in_flight(&state, platform),
-            // Google traffic rides reqwest's pool, which does not expose a count.
-            "connections": Value::Null,
+            // FCM v1 over our own HTTP/2 connections: counted. Legacy GCM
+            // (and FCM over HTTP/1.1) rides reqwest's pool, which does not
+            // expose a count: null, shown as "n/a".
+            "connections": state
+                .all_google()
+                .map(crate::fcm::GoogleService::connected)
+                .sum::<Option<usize>>(),
             "ready": service.ready(),
             "counters": counters(&google_totals),
             "lists": {

@@ -128,6 +128,10 @@ pub struct ApnsMessage {
     pub expiration: Option<u64>,
     /// `apns-collapse-id`, when given.
     pub collapse_id: Option<HeaderValue>,
+    /// A broadcast (see [`crate::apns::broadcast`]): the request path
+    /// `/4/broadcasts/apps/<bundle>`, and the job's one "token" is the channel
+    /// id (its base64 text). `None` for device sends.
+    pub broadcast: Option<Bytes>,
 }
 
 /// The fields of a send request, as received.
@@ -147,6 +151,58 @@ pub struct ApnsFields<'a> {
     pub collapse_id: Option<&'a str>,
 }
 
+/// Longest `apns-topic` accepted: a bundle id plus the longest suffix a push
+/// type adds (`.push-type.liveactivity`). Apple documents no number; 255
+/// bytes is far above any real bundle id and keeps headers small.
+pub const MAX_TOPIC_BYTES: usize = 255;
+
+/// Longest `apns-collapse-id` (Apple: "must not exceed 64 bytes").
+pub const MAX_COLLAPSE_ID_BYTES: usize = 64;
+
+/// A topic is a bundle id (Apple: only A–Z, a–z, 0–9, `-` and `.`), with
+/// the suffix of its push type, at most [`MAX_TOPIC_BYTES`].
+pub fn check_topic(topic: &str) -> Result<HeaderValue, MessageError> {
+    let ok = !topic.is_empty()
+        && topic.len() <= MAX_TOPIC_BYTES
+        && topic
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    ok.then(|| HeaderValue::from_str(topic).ok())
+        .flatten()
+        .ok_or_else(|| {
+            field_error(
+                "topic",
+                format!(
+                    "must be a bundle id: letters, digits, '-' and '.' only, at most {MAX_TOPIC_BYTES} bytes"
+                ),
+            )
+            .into()
+        })
+}
+
+/// A collapse id is visible ASCII (`!` to `~`, no space or control
+/// character), at most [`MAX_COLLAPSE_ID_BYTES`].
+pub fn check_collapse_id(id: &str) -> Result<HeaderValue, MessageError> {
+    if id.len() > MAX_COLLAPSE_ID_BYTES {
+        return Err(field_error(
+            "collapse_id",
+            format!("at most {MAX_COLLAPSE_ID_BYTES} bytes, got {}", id.len()),
+        )
+        .into());
+    }
+    id.bytes()
+        .all(|b| b.is_ascii_graphic())
+        .then(|| HeaderValue::from_str(id).ok())
+        .flatten()
+        .ok_or_else(|| {
+            field_error(
+                "collapse_id",
+                "must be visible ASCII ('!' to '~': no space, tab, control or non-ASCII character)",
+            )
+            .into()
+        })
+}
+
 /// The request fields as a backend stores them (JSON): the validated
 /// request as received, so every gateway and every restart rebuilds the
 /// same message ([`ApnsMessage::from_stored`]).
@@ -162,6 +218,9 @@ struct Stored<'a> {
     expiration: Option<i64>,
     #[serde(borrow)]
     collapse_id: Option<std::borrow::Cow<'a, str>>,
+    /// A broadcast's bundle id (absent for device sends).
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    broadcast: Option<std::borrow::Cow<'a, str>>,
 }
 
 impl ApnsFields<'_> {
@@ -174,16 +233,55 @@ impl ApnsFields<'_> {
             priority: self.priority,
             expiration: self.expiration,
             collapse_id: self.collapse_id.map(Into::into),
+            broadcast: None,
         };
         serde_json::to_vec(&stored).unwrap_or_default()
     }
 }
 
+/// The stored form of a broadcast to `bundle` (rebuilt by
+/// [`ApnsMessage::from_stored`] through [`crate::apns::broadcast::message`]).
+pub fn broadcast_to_stored(
+    fields: &crate::apns::broadcast::BroadcastFields<'_>,
+    bundle: &str,
+) -> Vec<u8> {
+    let stored = Stored {
+        payload: String::from_utf8_lossy(fields.payload),
+        topic: None,
+        push_type: None,
+        priority: fields.priority,
+        expiration: fields.expiration,
+        collapse_id: None,
+        broadcast: Some(bundle.into()),
+    };
+    serde_json::to_vec(&stored).unwrap_or_default()
+}
+
 impl ApnsMessage {
+    /// A stored token as the sender wrote it: a device token as lower-case
+    /// hex, a broadcast's channel id as its own text.
+    pub fn render_token(&self, stored: &[u8]) -> String {
+        if self.broadcast.is_some() {
+            String::from_utf8_lossy(stored).into_owned()
+        } else {
+            crate::job::hex_encode(stored)
+        }
+    }
+
     /// Rebuilds a message from [`ApnsFields::to_stored`]'s bytes.
     pub fn from_stored(stored: &[u8], default_topic: Option<&str>) -> Result<Self, MessageError> {
         let s: Stored<'_> = serde_json::from_slice(stored)
             .map_err(|e| field_error("stored", format!("unreadable stored APNs message: {e}")))?;
+        if let Some(bundle) = &s.broadcast {
+            return crate::apns::broadcast::message(
+                crate::apns::broadcast::BroadcastFields {
+                    payload: s.payload.as_bytes(),
+                    priority: s.priority,
+                    expiration: s.expiration,
+                },
+                bundle,
+            );
+        }
         Self::new(
             ApnsFields {
                 payload: s.payload.as_bytes(),
@@ -238,8 +336,7 @@ impl ApnsMessage {
             PushType::PushToTalk if !topic.ends_with(".voip-ptt") => format!("{topic}.voip-ptt"),
             _ => topic.to_owned(),
         };
-        let topic = HeaderValue::from_str(&topic)
-            .map_err(|_| field_error("topic", "must be visible ASCII (a bundle id)"))?;
+        let topic = check_topic(&topic)?;
         let priority = match fields.priority {
             None => None,
             Some(n) => Some(
@@ -261,13 +358,7 @@ impl ApnsMessage {
             };
         let collapse_id = match fields.collapse_id {
             None | Some("") => None,
-            Some(id) if id.len() > 64 => {
-                return Err(field_error("collapse_id", "at most 64 bytes").into());
-            }
-            Some(id) => Some(
-                HeaderValue::from_str(id)
-                    .map_err(|_| field_error("collapse_id", "must be visible ASCII"))?,
-            ),
+            Some(id) => Some(check_collapse_id(id)?),
         };
         Ok(Self {
             payload: Bytes::copy_from_slice(payload),
@@ -276,6 +367,7 @@ impl ApnsMessage {
             priority,
             expiration,
             collapse_id,
+            broadcast: None,
         })
     }
 
@@ -391,5 +483,32 @@ mod tests {
             ApnsMessage::new(fields(b"{}"), None),
             Err(MessageError::Field(FieldError { field: "topic", .. }))
         ));
+    }
+
+    #[test]
+    fn topic_and_collapse_id_are_checked_as_their_messages_say() {
+        for good in ["com.example", "com.example-app.voip", "A1.b2"] {
+            assert!(check_topic(good).is_ok(), "{good:?}");
+        }
+        let huge = "a".repeat(100_000);
+        for bad in [
+            "com.exämple",
+            "com.example😀",
+            "com.\texample",
+            "com example",
+            "",
+            huge.as_str(),
+            "com_example",
+        ] {
+            assert!(check_topic(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_topic(&"a".repeat(MAX_TOPIC_BYTES)).is_ok());
+        assert!(check_topic(&"a".repeat(MAX_TOPIC_BYTES + 1)).is_err());
+        for good in ["x", "thread-1", "!~{}", &"x".repeat(64)] {
+            assert!(check_collapse_id(good).is_ok(), "{good:?}");
+        }
+        for bad in ["a b", "a\tb", "ä", "😀", &"x".repeat(65), "a\u{7f}"] {
+            assert!(check_collapse_id(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -14,6 +14,55 @@ const APNS_PRIORITY: HeaderName = HeaderName::from_static("apns-priority");
 const APNS_EXPIRATION: HeaderName = HeaderName::from_static("apns-expiration");
 const APNS_COLLAPSE_ID: HeaderName = HeaderName::from_static("apns-collapse-id");
 const DEVICE_PATH: &str = "/3/device/";
+const APNS_CHANNEL_ID: HeaderName = HeaderName::from_static("apns-channel-id");
+const APNS_REQUEST_ID: HeaderName = HeaderName::from_static("apns-request-id");
+
+/// Builds `POST /4/broadcasts/apps/<bundle>` for a broadcast `message` on
+/// `channel_id`: Apple requires `apns-channel-id`, `apns-push-type`,
+/// `apns-expiration` and `apns-priority` on every one, and takes no topic
+/// (the bundle is in the path). `request_id` goes out as `apns-request-id`.
+pub fn build_broadcast(
+    authority: &Authority,
+    message: &ApnsMessage,
+    path: &bytes::Bytes,
+    channel_id: &str,
+    authorization: Option<&HeaderValue>,
+    request_id: &str,
+) -> Result<Request<()>, http::Error> {
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(Scheme::HTTPS);
+    parts.authority = Some(authority.clone());
+    parts.path_and_query = Some(PathAndQuery::from_maybe_shared(path.clone())?);
+    let mut request = Request::new(());
+    *request.method_mut() = Method::POST;
+    *request.uri_mut() = Uri::from_parts(parts).map_err(http::Error::from)?;
+    let headers = request.headers_mut();
+    headers.insert(
+        APNS_CHANNEL_ID,
+        HeaderValue::from_str(channel_id).map_err(http::Error::from)?,
+    );
+    headers.insert(
+        APNS_PUSH_TYPE,
+        HeaderValue::from_static(message.push_type.as_str()),
+    );
+    headers.insert(
+        APNS_EXPIRATION,
+        HeaderValue::from(message.expiration.unwrap_or(0)),
+    );
+    headers.insert(
+        APNS_PRIORITY,
+        message
+            .priority_header()
+            .unwrap_or(HeaderValue::from_static("10")),
+    );
+    headers.insert(APNS_REQUEST_ID, never_indexed(request_id)?);
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(CONTENT_LENGTH, HeaderValue::from(message.payload.len()));
+    if let Some(auth) = authorization {
+        headers.insert(AUTHORIZATION, auth.clone());
+    }
+    Ok(request)
+}
 
 /// Builds `POST /3/device/<token>` for `message`.
 ///

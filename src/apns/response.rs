@@ -76,13 +76,22 @@ pub enum Reason {
     ServiceUnavailable,
     /// 503: APNs is shutting down this server.
     Shutdown,
+    /// 400 (broadcast): `apns-channel-id` is missing.
+    MissingChannelId,
+    /// 400 (broadcast): `apns-channel-id` is not a valid channel id.
+    BadChannelId,
+    /// 404 (broadcast): the channel does not exist (deleted, or another app's).
+    ChannelNotRegistered,
+    /// 400 (broadcast): broadcast is not enabled for this app (Apple's
+    /// "Setting up broadcast push notifications").
+    FeatureNotEnabled,
     /// Anything not documented (kept as text in the outcome).
     Other,
 }
 
 impl Reason {
     /// Every documented reason.
-    pub const ALL: [Reason; 32] = [
+    pub const ALL: [Reason; 36] = [
         Reason::BadCollapseId,
         Reason::BadDeviceToken,
         Reason::BadExpirationDate,
@@ -115,6 +124,10 @@ impl Reason {
         Reason::InternalServerError,
         Reason::ServiceUnavailable,
         Reason::Shutdown,
+        Reason::MissingChannelId,
+        Reason::BadChannelId,
+        Reason::ChannelNotRegistered,
+        Reason::FeatureNotEnabled,
     ];
 
     /// Apple's spelling.
@@ -152,6 +165,10 @@ impl Reason {
             Reason::InternalServerError => "InternalServerError",
             Reason::ServiceUnavailable => "ServiceUnavailable",
             Reason::Shutdown => "Shutdown",
+            Reason::MissingChannelId => "MissingChannelId",
+            Reason::BadChannelId => "BadChannelId",
+            Reason::ChannelNotRegistered => "ChannelNotRegistered",
+            Reason::FeatureNotEnabled => "FeatureNotEnabled",
             Reason::Other => "Other",
         }
     }
@@ -298,6 +315,10 @@ mod tests {
             (500, "InternalServerError", "retry"),
             (503, "ServiceUnavailable", "retry"),
             (503, "Shutdown", "retry"),
+            (400, "MissingChannelId", "failed"),
+            (400, "BadChannelId", "failed"),
+            (404, "ChannelNotRegistered", "failed"),
+            (400, "FeatureNotEnabled", "failed"),
         ];
         assert_eq!(table.len(), Reason::ALL.len());
         for &(status, reason, want) in table {

@@ -58,6 +58,8 @@ enum StreamResult {
         status: u16,
         retry_after: Option<Duration>,
         body: Bytes,
+        /// `apns-unique-id` (sandbox device pushes and broadcasts).
+        unique_id: Option<Box<str>>,
     },
     /// The server never processed the stream (REFUSED_STREAM, above GOAWAY's
     /// last stream id): safe to resend without counting an attempt.
@@ -359,20 +361,40 @@ fn start(
             return Ok(None);
         }
     };
-    let token_hex = hex_encode(job.tokens.get(index));
     let apns_id = request::apns_id(&job.id, index);
-    let Ok(req) = request::build(
-        &shared.authority,
-        &job.message,
-        &token_hex,
-        auth.as_ref(),
-        &apns_id,
-    ) else {
+    let (token_text, built) = match &job.message.broadcast {
+        None => {
+            let token_hex = hex_encode(job.tokens.get(index));
+            let built = request::build(
+                &shared.authority,
+                &job.message,
+                &token_hex,
+                auth.as_ref(),
+                &apns_id,
+            );
+            (token_hex, built)
+        }
+        Some(path) => {
+            let channel_id = job.message.render_token(job.tokens.get(index));
+            let built = request::build_broadcast(
+                &shared.authority,
+                &job.message,
+                path,
+                &channel_id,
+                auth.as_ref(),
+                &apns_id,
+            );
+            (channel_id, built)
+        }
+    };
+    let Ok(req) = built else {
         let outcome = Outcome::Failed {
             reason: "BadRequest".into(),
             status: 0,
         };
-        shared.recorder.finish(&job, index, outcome, false);
+        shared
+            .recorder
+            .finish_token(&job.progress, index, || token_text, outcome, false);
         return Ok(None);
     };
     let (response, mut body_tx) = match sender.send_request(req, false) {
@@ -412,6 +434,11 @@ async fn read_answer(response: h2::client::ResponseFuture) -> StreamResult {
         .get("retry-after")
         .and_then(|v| v.to_str().ok())
         .and_then(retry::parse_retry_after);
+    let unique_id = response
+        .headers()
+        .get("apns-unique-id")
+        .and_then(|v| v.to_str().ok())
+        .map(Box::from);
     let mut body = response.into_body();
     let mut bytes = Vec::new();
     while let Some(chunk) = body.data().await {
@@ -431,6 +458,7 @@ async fn read_answer(response: h2::client::ResponseFuture) -> StreamResult {
         status,
         retry_after,
         body: bytes.into(),
+        unique_id,
     }
 }
 
@@ -454,12 +482,16 @@ fn settle(shared: &Arc<Shared>, done: Done) {
         started,
         result,
     } = done;
+    let token = || job.message.render_token(job.tokens.get(index));
+    let mut unique = None;
     let verdict = match result {
         StreamResult::Answer {
             status,
             retry_after,
             body,
+            unique_id,
         } => {
+            unique = unique_id;
             shared.latency.observe(started.elapsed().as_secs_f64());
             let classified = response::classify(status, &body, retry_after);
             if classified.loud {
@@ -482,7 +514,17 @@ fn settle(shared: &Arc<Shared>, done: Done) {
     };
     let (reason, delay_hint) = match verdict {
         Verdict::Done(outcome) => {
-            shared.recorder.finish(&job, index, outcome, true);
+            if job.message.broadcast.is_some() {
+                count_broadcast(shared, &job, outcome.kind().as_str());
+            }
+            shared.recorder.finish_token_noted(
+                &job.progress,
+                index,
+                token,
+                outcome,
+                true,
+                unique.as_deref(),
+            );
             return;
         }
         Verdict::Retry {
@@ -509,8 +551,26 @@ fn settle(shared: &Arc<Shared>, done: Done) {
                 .queue
                 .push_after(Work::single(job, index, attempt), delay);
         }
-        _ => shared
-            .recorder
-            .finish(&job, index, Outcome::Expired { reason }, true),
+        _ => {
+            if job.message.broadcast.is_some() {
+                count_broadcast(shared, &job, "expired");
+            }
+            shared.recorder.finish_token(
+                &job.progress,
+                index,
+                token,
+                Outcome::Expired { reason },
+                true,
+            )
+        }
     }
+}
+
+/// `pushgate_apns_broadcasts_total{push_kind="broadcast"}`.
+fn count_broadcast(shared: &Shared, job: &Job<ApnsMessage>, outcome: &str) {
+    shared
+        .metrics
+        .broadcasts
+        .with_label_values(&[&job.app, "broadcast", outcome])
+        .inc();
 }

@@ -265,8 +265,27 @@ impl FileConfig {
                 "server.max_body_bytes",
                 s.max_body_bytes,
                 "too small to carry a request",
-                "use at least 1024 (default 67108864)",
+                "use at least 1024 (default 83886080)",
             ));
+        }
+        for (key, value) in [
+            ("server.header_timeout_s", s.header_timeout_s),
+            ("server.body_timeout_s", s.body_timeout_s),
+            ("server.idle_timeout_s", s.idle_timeout_s),
+            ("server.max_connections", s.max_connections),
+            (
+                "server.max_streams_per_connection",
+                u64::from(s.max_streams_per_connection),
+            ),
+        ] {
+            if value == 0 {
+                errors.push(invalid(
+                    key,
+                    value,
+                    "must be at least 1",
+                    "leave it out for the default (see config/pushgate.toml)",
+                ));
+            }
         }
         let tls = match (s.tls_cert.is_empty(), s.tls_key.is_empty()) {
             (true, true) => None,
@@ -319,6 +338,13 @@ impl FileConfig {
             max_body_bytes: usize::try_from(s.max_body_bytes).unwrap_or(usize::MAX),
             shutdown_grace: Duration::from_secs(s.shutdown_grace),
             tls,
+            limits: crate::listener::Limits {
+                header_timeout: Duration::from_secs(s.header_timeout_s),
+                body_timeout: Duration::from_secs(s.body_timeout_s),
+                idle_timeout: Duration::from_secs(s.idle_timeout_s),
+                max_connections: usize::try_from(s.max_connections).unwrap_or(usize::MAX),
+                max_streams_per_connection: s.max_streams_per_connection,
+            },
         })
     }
 }
@@ -466,6 +492,16 @@ fn validate_apns(a: &ApnsSection, errors: &mut Vec<ConfigError>) -> Option<ApnsC
         "sandbox" | "development" => Some(("api.sandbox.push.apple.com".to_owned(), 443)),
         url => parse_url("apns.endpoint", url, false, errors),
     }?;
+    let channels = match (a.channels_endpoint.as_str(), a.endpoint.as_str()) {
+        ("", "production") => Some(("api-manage-broadcast.push.apple.com".to_owned(), 2196)),
+        ("", "sandbox" | "development") => Some((
+            "api-manage-broadcast.sandbox.push.apple.com".to_owned(),
+            2195,
+        )),
+        // A test server serves both protocols.
+        ("", _) => Some((host.clone(), port)),
+        (url, _) => parse_url("apns.channels_endpoint", url, false, errors),
+    };
     let extra_roots = read_roots("apns.ca_file", &a.ca_file, errors);
     let token_auth = !a.key_file.is_empty();
     let cert_auth = !a.cert_file.is_empty() || !a.pkcs12_file.is_empty();
@@ -518,7 +554,7 @@ fn validate_apns(a: &ApnsSection, errors: &mut Vec<ConfigError>) -> Option<ApnsC
         upstream: Upstream {
             host,
             port,
-            extra_roots,
+            extra_roots: extra_roots.clone(),
         },
         topic: (!a.topic.is_empty()).then(|| a.topic.clone()),
         auth: auth?,
@@ -530,6 +566,14 @@ fn validate_apns(a: &ApnsSection, errors: &mut Vec<ConfigError>) -> Option<ApnsC
         idle_shrink: Duration::from_secs(a.idle_shrink_s),
         ping_interval: Duration::from_secs(a.ping_interval_s),
         ping_timeout: Duration::from_secs(a.ping_timeout_s),
+        channels: {
+            let (host, port) = channels?;
+            Upstream {
+                host,
+                port,
+                extra_roots: extra_roots.clone(),
+            }
+        },
     })
 }
 
@@ -727,6 +771,14 @@ fn validate_fcm(f: &FcmSection, errors: &mut Vec<ConfigError>) -> Option<FcmConf
             "e.g. 256",
         ));
     }
+    if f.max_per_minute == 0 {
+        errors.push(invalid(
+            "fcm.max_per_minute",
+            0,
+            "must be at least 1",
+            "Firebase's quota is 600000 per project",
+        ));
+    }
     if errors.len() > before {
         return None;
     }
@@ -737,6 +789,8 @@ fn validate_fcm(f: &FcmSection, errors: &mut Vec<ConfigError>) -> Option<FcmConf
         max_retries: f.max_retries,
         concurrency: f.concurrency,
         request_timeout: Duration::from_secs(f.request_timeout_s.max(1)),
+        max_per_minute: f.max_per_minute,
+        connections: f.connections.min(64),
     })
 }
 

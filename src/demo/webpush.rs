@@ -24,7 +24,8 @@ pub async fn setup(
     let pem = key
         .to_pkcs8_pem()
         .map_err(|_| anyhow::anyhow!("encoding the VAPID key"))?;
-    std::fs::write(&key_file, pem).with_context(|| format!("writing {}", key_file.display()))?;
+    super::private_file(&key_file, &pem)
+        .with_context(|| format!("writing {}", key_file.display()))?;
     let mut opts = mock::webpush::MockWebPushOptions::new(pki);
     opts.expected_key = Some(key.public_key_b64().to_owned());
     let push = mock::webpush::start(opts).await?;

@@ -15,7 +15,7 @@ use futures_util::stream::FuturesUnordered;
 use http::HeaderValue;
 
 use super::message::GoogleMessage;
-use super::{Api, Shared, legacy, v1};
+use super::{Api, Shared, h2client, legacy, v1};
 use crate::job::{Job, Outcome};
 use crate::queue::Work;
 use crate::retry::{self, Backoff, Next, Verdict};
@@ -47,22 +47,53 @@ pub(crate) async fn run(shared: Arc<Shared>) {
 async fn run_v1(shared: Arc<Shared>) {
     let mut in_flight = FuturesUnordered::new();
     let mut held: Option<Work<GoogleMessage>> = None;
+    // Waiting for the project's pace: the sleep, and since when (pace clock).
+    let mut paced: Option<super::pace::Sleep> = None;
+    let mut paced_since: Option<Duration> = None;
+    let mut granted = 0u64;
     loop {
-        // Start as many single-token requests as the bound allows.
-        while in_flight.len() < shared.concurrency {
+        // Start as many single-token requests as the bound and the pace allow.
+        while in_flight.len() < shared.concurrency && paced.is_none() {
             let Some(work) = held.as_mut() else { break };
             let index = work.tokens.start;
-            work.tokens.start += 1;
             let job = work.job.clone();
             let attempts = work.attempts;
-            if work.tokens.is_empty() {
-                held = None;
-            }
             if let Some(outcome) = job.hold() {
+                // Cancelled or expired: settled without a request, so
+                // without spending the project's quota.
+                work.tokens.start += 1;
+                if work.tokens.is_empty() {
+                    held = None;
+                }
                 shared
                     .recorder
                     .finish_unsent(&job, index..index + 1, &outcome);
                 continue;
+            }
+            if let Some(pace) = &shared.pace {
+                let clock = pace.allowance.clock();
+                match pace.allowance.take() {
+                    Ok(()) => {
+                        if let Some(since) = paced_since.take() {
+                            pace.paced_seconds
+                                .inc_by(clock.now().saturating_sub(since).as_secs_f64());
+                        }
+                        granted += 1;
+                        if granted.is_multiple_of(64) {
+                            pace.level.set(pace.allowance.available());
+                        }
+                    }
+                    Err(at) => {
+                        paced_since.get_or_insert_with(|| clock.now());
+                        pace.level.set(pace.allowance.available());
+                        paced = Some(clock.sleep_until(at));
+                        break;
+                    }
+                }
+            }
+            work.tokens.start += 1;
+            if work.tokens.is_empty() {
+                held = None;
             }
             shared.in_flight.inc();
             in_flight.push(send_v1(shared.clone(), job, index, attempts));
@@ -73,6 +104,9 @@ async fn run_v1(shared: Arc<Shared>) {
         tokio::select! {
             biased;
             Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+            Some(()) = futures_util::future::OptionFuture::from(paced.as_mut()), if paced.is_some() => {
+                paced = None;
+            }
             work = shared.queue.pop(TAKE), if can_take => match work {
                 Some(work) => held = Some(work),
                 None => break,
@@ -202,13 +236,44 @@ async fn send_v1(shared: Arc<Shared>, job: Arc<Job<GoogleMessage>>, index: u32, 
     let body = job.message.v1_body(&job.token_string(index));
     shared.sent.store(true, Ordering::Relaxed);
     let started = Instant::now();
-    let verdict = match post(&shared, url, auth.clone(), body).await {
+    let attempt = match shared.h2.as_ref().filter(|t| !t.h1_only()) {
+        Some(transport) => match transport
+            .post(&auth, body.clone(), shared.request_timeout)
+            .await
+        {
+            h2client::Attempt::Answer {
+                status,
+                retry_after,
+                body,
+            } => Attempt::Answer {
+                status,
+                retry_after,
+                body,
+            },
+            h2client::Attempt::NotSent => Attempt::NotSent,
+            h2client::Attempt::Lost(reason) => Attempt::Lost(reason),
+            h2client::Attempt::NoH2 => post(&shared, url, auth.clone(), body).await,
+        },
+        None => post(&shared, url, auth.clone(), body).await,
+    };
+    let verdict = match attempt {
         Attempt::Answer {
             status,
             retry_after,
             body,
         } => {
             answered(&shared, started);
+            if status == 429
+                && let Some(pace) = &shared.pace
+            {
+                // The project is over its quota: everything waits, not only this token.
+                let pause = retry_after.unwrap_or(Duration::from_secs(1));
+                pace.allowance.pause(pause);
+                tracing::debug!(
+                    pause_ms = pause.as_millis() as u64,
+                    "FCM answered 429: the project's sends pause"
+                );
+            }
             let classified = v1::classify(status, &body, retry_after);
             if classified.loud {
                 let code = classified.code.map_or("", |c| c.as_str());

@@ -69,6 +69,7 @@
 //!   watches its own outgoing frames for those resets and counts each one (plus any
 //!   stream it sees while already at the limit) in `Ledger::stream_limit_violations`.
 
+mod channels;
 mod tap;
 #[cfg(test)]
 mod tests;
@@ -82,6 +83,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context as _;
 use bytes::Bytes;
 use futures_util::StreamExt as _;
+use futures_util::future::Either;
 use futures_util::stream::FuturesUnordered;
 use h2::RecvStream;
 use h2::server::SendResponse;
@@ -110,6 +112,9 @@ pub struct MockApnsOptions {
     pub server: Identity,
     /// PEM of the CA that signed `server`; handed back in `MockHandle::ca_pem`.
     pub ca_pem: String,
+    /// Answer like the sandbox (development) environment: device pushes'
+    /// 200s carry `apns-unique-id`, as Apple's sandbox does.
+    pub sandbox: bool,
 }
 
 /// How the mock authenticates providers.
@@ -162,6 +167,7 @@ impl MockApnsOptions {
             max_concurrent_streams: 1000,
             server: pki.server.clone(),
             ca_pem: pki.ca_pem.clone(),
+            sandbox: false,
         }
     }
 }
@@ -216,6 +222,8 @@ pub async fn start(opts: MockApnsOptions) -> anyhow::Result<MockHandle> {
         clock: FaultClock::default(),
         ledger: ledger.clone(),
         max_streams: opts.max_concurrent_streams,
+        channels: channels::Store::default(),
+        sandbox: opts.sandbox,
     });
     let task = tokio::spawn(accept_loop(listener, TlsAcceptor::from(tls), server));
     Ok(MockHandle::new(addr, ledger, opts.ca_pem, task))
@@ -265,6 +273,10 @@ struct Server {
     clock: FaultClock,
     ledger: Arc<Ledger>,
     max_streams: u32,
+    /// Broadcast channels, per bundle id.
+    channels: channels::Store,
+    /// `MockApnsOptions::sandbox`.
+    sandbox: bool,
 }
 
 enum Auth {
@@ -329,6 +341,11 @@ reasons! {
     TooManyRequests => TOO_MANY_REQUESTS,
     InternalServerError => INTERNAL_SERVER_ERROR,
     ServiceUnavailable => SERVICE_UNAVAILABLE,
+    MissingChannelId => BAD_REQUEST,
+    BadChannelId => BAD_REQUEST,
+    ChannelNotRegistered => NOT_FOUND,
+    CannotCreateChannelConfig => BAD_REQUEST,
+    BadMessageStoragePolicy => BAD_REQUEST,
 }
 
 /// What a stream is answered.
@@ -491,13 +508,29 @@ async fn serve_connection(
                 server.ledger.observe_open_streams(before + 1);
                 let guard = OpenStream(&open);
                 let (parts, body) = request.into_parts();
+                if let Some(route) = channels::route(parts.uri.path()) {
+                    let auth = match &server.auth {
+                        Auth::Token(auth) => check_provider_token(
+                            auth,
+                            &mut jwts,
+                            parts.headers.get(AUTHORIZATION),
+                            &server.ledger,
+                        ),
+                        _ => Ok(()),
+                    };
+                    streams.push(Either::Right(async move {
+                        channels::handle(server, auth, route, parts, body, respond).await;
+                        drop(guard);
+                    }));
+                    continue;
+                }
                 let (apns_id, id_ok) = match parts.headers.get(APNS_ID) {
                     Some(id) if is_uuid(id.as_bytes()) => (id.clone(), true),
                     Some(_) => (new_apns_id(), false),
                     None => (new_apns_id(), true),
                 };
                 let checked = check_request(server, &mut jwts, parts, id_ok);
-                streams.push(handle_stream(server, guard, checked, body, respond, apns_id));
+                streams.push(Either::Left(handle_stream(server, guard, checked, body, respond, apns_id)));
             }
         }
     }
@@ -634,7 +667,7 @@ async fn handle_stream(
         tokio::time::sleep(Duration::from_millis(server.faults.latency_ms)).await;
     }
     drop(guard);
-    if let Err(e) = send_answer(respond, answer, apns_id) {
+    if let Err(e) = send_answer(respond, answer, apns_id, server.sandbox) {
         tracing::debug!(error = %e, "mock APNs could not answer a stream");
     }
 }
@@ -750,11 +783,17 @@ fn send_answer(
     mut respond: SendResponse<Bytes>,
     answer: Answer,
     apns_id: HeaderValue,
+    sandbox: bool,
 ) -> Result<(), h2::Error> {
     let mut response = Response::new(());
     response.headers_mut().insert(APNS_ID, apns_id);
     let body: Bytes = match answer {
         Answer::Delivered => {
+            if sandbox {
+                response
+                    .headers_mut()
+                    .insert(HeaderName::from_static("apns-unique-id"), new_apns_id());
+            }
             respond.send_response(response, true)?;
             return Ok(());
         }

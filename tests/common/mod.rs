@@ -55,6 +55,8 @@ pub struct ApnsSetup {
     pub faults: Faults,
     pub max_streams: u32,
     pub tweak: Box<dyn FnOnce(&mut FileConfig) + Send>,
+    /// The mock answers like Apple's sandbox (`apns-unique-id` on 200s).
+    pub sandbox: bool,
 }
 
 impl Default for ApnsSetup {
@@ -64,6 +66,7 @@ impl Default for ApnsSetup {
             faults: Faults::default(),
             max_streams: 1000,
             tweak: Box::new(|_| {}),
+            sandbox: false,
         }
     }
 }
@@ -121,6 +124,7 @@ pub async fn apns_env(setup: ApnsSetup) -> ApnsEnv {
     let mut options = mock::apns::MockApnsOptions::new(check, &pki);
     options.faults = setup.faults;
     options.max_concurrent_streams = setup.max_streams;
+    options.sandbox = setup.sandbox;
     let mock = mock::apns::start(options).await.unwrap();
     section.endpoint = mock.url();
     let mut file = FileConfig::default();

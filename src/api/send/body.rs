@@ -38,10 +38,7 @@ impl FromRequest<AppState> for Body {
             "application/x-www-form-urlencoded" => true,
             _ => return Err(ApiError::unsupported_media_type()),
         };
-        let limit = state.max_body_bytes;
-        let bytes = axum::body::to_bytes(req.into_body(), limit).await.map_err(|_| {
-            ApiError::too_large(format!("request body is over server.max_body_bytes ({limit} bytes); split the tokens over several requests"))
-        })?;
+        let bytes = crate::api::extract::read_body(req, state.max_body_bytes).await?;
         Ok(if is_form {
             Body::Form(bytes)
         } else {

@@ -155,3 +155,26 @@ pub async fn google(State(state): State<AppState>, body: Body) -> Result<Respons
     timer.observe_duration();
     answer
 }
+
+/// For `fuzz/` (`cargo fuzz`): a JSON body through parsing, message building
+/// and token intake. Returns on any input.
+#[doc(hidden)]
+pub fn fuzz_json(bytes: &[u8]) {
+    let Ok(json) = serde_json::from_slice::<GoogleJson<'_>>(bytes) else {
+        return;
+    };
+    let fields = GoogleFields {
+        payload: json.payload.map(|p| p.get().as_bytes()),
+        notification: json.notification.map(|p| p.get().as_bytes()),
+        collapse_key: json.collapse_key.as_deref(),
+        priority: json.priority.as_deref(),
+        time_to_live: json.time_to_live,
+    };
+    let _ = fields.to_stored();
+    let _ = GoogleMessage::new(fields);
+    let _ = intake(&json.tokens, 160, |token, buf| {
+        check_registration_token(token)?;
+        buf.extend_from_slice(token.as_bytes());
+        Ok(())
+    });
+}

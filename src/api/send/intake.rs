@@ -12,7 +12,6 @@ use std::time::{Duration, SystemTime};
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
 use serde_json::json;
 
 use crate::api::{ApiError, AppState};
@@ -20,21 +19,14 @@ use crate::backend::{AdmitError, NewJob};
 use crate::floor::DEFAULT_APP;
 use crate::job::{Platform, TokenError, TokenList};
 
-/// One refused token in the 202 answer.
-#[derive(Debug, Serialize)]
-pub struct Rejected<'a> {
-    /// The token as sent.
-    pub token: &'a str,
-    /// Why (the upstream's own word for it).
-    pub reason: &'static str,
-}
+pub use crate::api::rejections::{Rejected, Rejections};
 
 /// The validated tokens of a request.
 pub struct Intake<'a> {
     /// Accepted, deduplicated tokens.
     pub tokens: TokenList,
-    /// Refused tokens.
-    pub rejected: Vec<Rejected<'a>>,
+    /// Refused tokens (a bounded list, every one counted).
+    pub rejected: Rejections<'a>,
     /// Tokens sent more than once (each delivered once).
     pub duplicates: usize,
 }
@@ -47,7 +39,7 @@ pub fn intake<'a>(
     mut decode: impl FnMut(&str, &mut Vec<u8>) -> Result<(), TokenError>,
 ) -> Intake<'a> {
     let mut tokens = TokenList::with_capacity(raw.len(), bytes_each);
-    let mut rejected = Vec::new();
+    let mut rejected = Rejections::default();
     let mut duplicates = 0;
     // Hash of token bytes -> index of the first token with that hash; an equal
     // hash with different bytes (vanishingly rare) just skips the check.
@@ -57,10 +49,7 @@ pub fn intake<'a>(
         let start = tokens.buffer().len();
         if let Err(e) = decode(token, tokens.buffer()) {
             tokens.buffer().truncate(start);
-            rejected.push(Rejected {
-                token,
-                reason: e.as_str(),
-            });
+            rejected.push(token, e.as_str());
             continue;
         }
         let hash = hasher.hash_one(tokens.uncommitted());
@@ -173,7 +162,7 @@ pub async fn submit(state: &AppState, submission: Submission<'_>) -> Result<Resp
             "no_valid_tokens",
             "none of the tokens is valid; nothing was queued",
         )
-        .with(json!({ "rejected": rejected })));
+        .with(rejected.fields()));
     }
     let total = tokens.len() as u64;
     let id = state
@@ -189,19 +178,28 @@ pub async fn submit(state: &AppState, submission: Submission<'_>) -> Result<Resp
         })
         .await
         .map_err(|e| match e {
+            // Could never fit, even in an empty queue: not "retry later".
+            AdmitError::Full {
+                capacity, wanted, ..
+            } if wanted > capacity => ApiError::job_too_large(wanted, capacity),
             AdmitError::Full { .. } => ApiError::unavailable("queue_full", e.to_string(), 1),
             AdmitError::Unavailable(m) => ApiError::unavailable("queue_unavailable", m, 1),
             AdmitError::StorageFull(m) => ApiError::unavailable("storage_full", m, 5),
         })?;
-    tracing::info!(job = %id, platform = %platform, tokens = total, rejected = rejected.len(), delay_s = when.delay.map(|d| d.as_secs()), backend = state.backend.name(), "job accepted");
-    for r in &rejected {
+    tracing::info!(job = %id, platform = %platform, tokens = total, rejected = rejected.count(), delay_s = when.delay.map(|d| d.as_secs()), backend = state.backend.name(), "job accepted");
+    for (reason, n) in rejected.by_reason() {
         state
             .metrics
             .rejected
-            .with_label_values(&[platform.as_str(), r.reason])
-            .inc();
+            .with_label_values(&[platform.as_str(), reason])
+            .inc_by(*n);
     }
-    let mut body = json!({ "job": id.to_string(), "accepted": total, "rejected": rejected, "duplicates": duplicates });
+    let mut body = json!({ "job": id.to_string(), "accepted": total, "duplicates": duplicates });
+    if let (Some(map), serde_json::Value::Object(fields)) =
+        (body.as_object_mut(), rejected.fields())
+    {
+        map.extend(fields);
+    }
     if let Some(delay) = when.delay {
         body["scheduled_in_s"] = json!(delay.as_secs());
     }
@@ -250,9 +248,12 @@ mod tests {
         let result = intake(&raw, 32, |hex, buf| decode_hex_token(hex, buf).map(drop));
         assert_eq!(result.tokens.len(), 2);
         assert_eq!(result.duplicates, 1);
-        assert_eq!(result.rejected.len(), 1);
+        assert_eq!(result.rejected.count(), 1);
         assert_eq!(
-            (result.rejected[0].token, result.rejected[0].reason),
+            (
+                result.rejected.listed()[0].token,
+                result.rejected.listed()[0].reason
+            ),
             ("zz", "BadDeviceToken")
         );
     }

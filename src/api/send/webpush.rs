@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::body::{Body, bad_json};
-use super::intake::{Intake, Rejected, Submission, parse_when, pick_app, submit};
+use super::intake::{Intake, Rejections, Submission, parse_when, pick_app, submit};
 use crate::api::{ApiError, AppState};
 use crate::job::{Platform, TokenList};
 use crate::webpush::message::{self, MessageError, SendRequest};
@@ -49,14 +49,10 @@ pub async fn webpush(State(state): State<AppState>, body: Body) -> Result<Respon
     for stored in &checked.stored {
         tokens.push(stored);
     }
-    let rejected: Vec<Rejected<'_>> = checked
-        .rejected
-        .iter()
-        .map(|r| Rejected {
-            token: &r.endpoint,
-            reason: r.reason,
-        })
-        .collect();
+    let mut rejected = Rejections::default();
+    for r in &checked.rejected {
+        rejected.push(&r.endpoint, r.reason);
+    }
     let life = Duration::from_secs(u64::from(msg.ttl)).max(MIN_QUEUE_LIFE)
         + when.delay.unwrap_or_default();
     let submission = Submission {

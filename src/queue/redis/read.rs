@@ -78,6 +78,7 @@ impl Cluster {
             total,
             counts,
             notif_id: map.get("notif_id").cloned(),
+            unique_ids: Vec::new(),
         }))
     }
 }
