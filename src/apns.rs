@@ -266,21 +266,8 @@ impl Deliver for ApnsService {
             Ok(m) => m,
             Err(e) => return Err(Refused::message(e, handoff)),
         };
-        let job = Arc::new(Job {
-            id: handoff.id,
-            app: handoff.app,
-            message,
-            tokens: handoff.tokens,
-            progress: handoff.progress,
-            expires_at: handoff.expires_at,
-        });
-        for tokens in handoff.send {
-            self.shared.queue.push(Work {
-                job: job.clone(),
-                tokens,
-                attempts: 0,
-            });
-        }
+        let (job, send) = handoff.into_job(message);
+        self.shared.queue.push_ranges(&job, send);
         Ok(())
     }
 

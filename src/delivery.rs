@@ -37,6 +37,20 @@ pub struct Handoff {
 }
 
 impl Handoff {
+    /// The job this handoff carries, with its platform's rebuilt message,
+    /// and the token ranges to send.
+    pub fn into_job<M>(self, message: M) -> (Arc<crate::job::Job<M>>, Vec<Range<u32>>) {
+        let job = Arc::new(crate::job::Job {
+            id: self.id,
+            app: self.app,
+            message,
+            tokens: self.tokens,
+            progress: self.progress,
+            expires_at: self.expires_at,
+        });
+        (job, self.send)
+    }
+
     /// Every token of `tokens`.
     pub fn all(tokens: &TokenList) -> Vec<Range<u32>> {
         let all = 0..u32::try_from(tokens.len()).unwrap_or(u32::MAX);

@@ -27,10 +27,10 @@ use prometheus::{Histogram, IntGauge};
 use crate::config::WebPushConfig;
 use crate::delivery::{Deliver, Handoff, Refused};
 use crate::floor::now_ms;
-use crate::job::{Job, Platform};
+use crate::job::Platform;
 use crate::metrics::Metrics;
 use crate::outcome::Recorder;
-use crate::queue::{DispatchQueue, Work};
+use crate::queue::DispatchQueue;
 use crate::retry::Backoff;
 
 pub use client::WebPushMessage;
@@ -159,21 +159,8 @@ impl Deliver for WebPushService {
             Ok(m) => m,
             Err(e) => return Err(Refused::message(e, handoff)),
         };
-        let job = Arc::new(Job {
-            id: handoff.id,
-            app: handoff.app,
-            message,
-            tokens: handoff.tokens,
-            progress: handoff.progress,
-            expires_at: handoff.expires_at,
-        });
-        for tokens in handoff.send {
-            self.shared.queue.push(Work {
-                job: job.clone(),
-                tokens,
-                attempts: 0,
-            });
-        }
+        let (job, send) = handoff.into_job(message);
+        self.shared.queue.push_ranges(&job, send);
         Ok(())
     }
 

@@ -122,6 +122,17 @@ impl<M> DispatchQueue<M> {
         crate::floor::lock(&self.state)
     }
 
+    /// Queues fresh work: `ranges` of `job`'s tokens, none attempted yet.
+    pub fn push_ranges(&self, job: &Arc<Job<M>>, ranges: Vec<Range<u32>>) {
+        for tokens in ranges {
+            self.push(Work {
+                job: job.clone(),
+                tokens,
+                attempts: 0,
+            });
+        }
+    }
+
     /// Appends work at the back.
     pub fn push(&self, work: Work<M>) {
         if work.len() == 0 {
