@@ -82,7 +82,17 @@ pub async fn apns_totals(
     Query(q): Query<AppQuery>,
 ) -> Result<Response, ApiError> {
     apple(&state, &q)?;
-    let c = totals(&state, Family::Apns, &q).await?;
+    family_totals(&state, Family::Apns, &q).await
+}
+
+/// The totals answer of a family reported the APNs way (`/apns/report`,
+/// `/webpush/report`): the same fields, that family's counters and lists.
+pub(super) async fn family_totals(
+    state: &AppState,
+    family: Family,
+    q: &AppQuery,
+) -> Result<Response, ApiError> {
+    let c = totals(state, family, q).await?;
     Ok(ok(json!({
         "attempts": c.attempts,
         "successes": c.successes,
@@ -95,11 +105,11 @@ pub async fn apns_totals(
         "accepted": c.accepted,
         "unattempted": c.unattempted,
         "possible_duplicates": c.possible_duplicates,
-        "app": app_name(&q),
-        "apps": state.backend.reports().app_names(Family::Apns),
+        "app": app_name(q),
+        "apps": state.backend.reports().app_names(family),
         "lists": {
-            "unregistered": stats(&state, Family::Apns, &q, ListKind::Unregistered),
-            "failures": stats(&state, Family::Apns, &q, ListKind::Failures),
+            "unregistered": stats(state, family, q, ListKind::Unregistered),
+            "failures": stats(state, family, q, ListKind::Failures),
         },
     })))
 }

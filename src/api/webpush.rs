@@ -6,7 +6,7 @@ use axum::http::Method;
 use axum::response::Response;
 use serde_json::{Value, json};
 
-use super::report::{AppQuery, app_name, entries, stats, totals, webpush};
+use super::report::{AppQuery, entries, family_totals, webpush};
 use super::{ApiError, AppState, ok};
 use crate::books::ListKind;
 use crate::job::Family;
@@ -26,26 +26,7 @@ pub async fn totals_route(
     Query(q): Query<AppQuery>,
 ) -> Result<Response, ApiError> {
     webpush(&state, &q)?;
-    let c = totals(&state, Family::WebPush, &q).await?;
-    Ok(ok(json!({
-        "attempts": c.attempts,
-        "successes": c.successes,
-        "failures": c.failures,
-        "pending": c.pending,
-        "retries": c.retries,
-        "unregistered": c.unregistered,
-        "expired": c.expired,
-        "cancelled": c.cancelled,
-        "accepted": c.accepted,
-        "unattempted": c.unattempted,
-        "possible_duplicates": c.possible_duplicates,
-        "app": app_name(&q),
-        "apps": state.backend.reports().app_names(Family::WebPush),
-        "lists": {
-            "unregistered": stats(&state, Family::WebPush, &q, ListKind::Unregistered),
-            "failures": stats(&state, Family::WebPush, &q, ListKind::Failures),
-        },
-    })))
+    family_totals(&state, Family::WebPush, &q).await
 }
 
 /// `GET|DELETE /webpush/report/unregistered`: `{"subscriptions":[{"endpoint","timestamp"}]}`.
