@@ -18,7 +18,6 @@ pub mod auth;
 pub mod h2client;
 pub mod legacy;
 pub mod message;
-pub mod pace;
 pub mod topic;
 pub mod v1;
 pub mod worker;
@@ -40,6 +39,7 @@ use crate::floor::now_ms;
 use crate::job::{Job, Platform};
 use crate::metrics::Metrics;
 use crate::outcome::Recorder;
+use crate::pace;
 use crate::queue::{DispatchQueue, Work};
 use crate::retry::Backoff;
 

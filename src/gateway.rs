@@ -2,6 +2,7 @@
 //! again with a drain. `main`, `pushgate demo` and the tests all start the
 //! gateway through [`Gateway::start`], so they run the same code.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,15 +14,18 @@ use tokio::task::JoinHandle;
 use crate::api::{self, AppState, Inner};
 use crate::apns::ApnsService;
 use crate::backend::{Backend, Parts, Store};
-use crate::config::Config;
+use crate::config::{Config, GoogleConfig};
 use crate::delivery::Registry;
 use crate::fcm::GoogleService;
 use crate::floor::DEFAULT_APP;
 use crate::job::Family;
 use crate::metrics::Metrics;
 use crate::outcome::{Recorder, Sink};
+use crate::pace::shared::SharedBucket;
+use crate::pace::{self, Allowance, Bucket};
 use crate::queue::Admission;
 use crate::queue::redis::Cluster;
+use crate::queue::redis::quota::RedisQuota;
 use crate::report::{ReportOptions, Reports};
 use crate::webpush::WebPushService;
 
@@ -95,26 +99,35 @@ impl Gateway {
         let mut registry = Registry::new();
         let start_apns =
             |c| ApnsService::start(c, recorder.clone(), metrics.clone(), config.backoff);
-        let start_google =
-            |c| GoogleService::start(c, recorder.clone(), metrics.clone(), config.backoff);
+        let paces = fcm_paces(config)?;
+        // Named for its metrics (`fcm_paced_seconds_total{app}`), paced by its project.
+        let start_google = |c: &GoogleConfig, name: &str| {
+            let pace = match c {
+                GoogleConfig::Fcm(f) => paces.get(&f.account.project_id).cloned(),
+                GoogleConfig::Gcm(_) => None,
+            };
+            GoogleService::start_for(
+                c,
+                recorder.clone(),
+                metrics.clone(),
+                config.backoff,
+                name,
+                pace,
+            )
+        };
         let apns = config.apns.as_ref().map(start_apns).transpose()?;
-        let google = config.google.as_ref().map(start_google).transpose()?;
+        let google = config
+            .google
+            .as_ref()
+            .map(|c| start_google(c, DEFAULT_APP))
+            .transpose()?;
         let mut apns_apps = std::collections::BTreeMap::new();
         for (name, app) in &config.apns_apps {
             apns_apps.insert(name.clone(), start_apns(app)?);
         }
         let mut google_apps = std::collections::BTreeMap::new();
         for (name, app) in &config.google_apps {
-            // Named for its metrics (`fcm_paced_seconds_total{app}`).
-            let service = GoogleService::start_for(
-                app,
-                recorder.clone(),
-                metrics.clone(),
-                config.backoff,
-                name,
-                None,
-            )?;
-            google_apps.insert(name.clone(), service);
+            google_apps.insert(name.clone(), start_google(app, name)?);
         }
         if let Some(redis) = &config.redis {
             // One provider token per key for the whole cluster.
@@ -227,6 +240,44 @@ impl Gateway {
     }
 }
 
+/// One FCM pace per Firebase project: Firebase counts `max_per_minute` per
+/// project, so the apps sending for one project share one bucket (at the
+/// smallest `max_per_minute` any of them asks for) and, with the `redis`
+/// backend, every gateway of the cluster leases from one bucket in Redis.
+fn fcm_paces(config: &Config) -> anyhow::Result<BTreeMap<String, Arc<dyn Allowance>>> {
+    let mut per_minute: BTreeMap<&str, u64> = BTreeMap::new();
+    for google in config.google.iter().chain(config.google_apps.values()) {
+        if let GoogleConfig::Fcm(c) = google {
+            let slot = per_minute
+                .entry(&c.account.project_id)
+                .or_insert(c.max_per_minute);
+            *slot = (*slot).min(c.max_per_minute);
+        }
+    }
+    let shared = match &config.redis {
+        Some(redis) if !per_minute.is_empty() => Some(Arc::new(RedisQuota::new(redis)?)),
+        _ => None,
+    };
+    Ok(per_minute
+        .into_iter()
+        .map(|(project, max_per_minute)| {
+            let clock = Arc::new(pace::SystemClock::default());
+            let allowance: Arc<dyn Allowance> = match &shared {
+                Some(store) => {
+                    tracing::info!(
+                        project,
+                        max_per_minute,
+                        "FCM pace shared by the cluster (redis)"
+                    );
+                    SharedBucket::start(project, max_per_minute, store.clone(), clock)
+                }
+                None => Arc::new(Bucket::new(max_per_minute, clock)),
+            };
+            (project.to_owned(), allowance)
+        })
+        .collect())
+}
+
 /// SIGTERM and SIGINT listeners, registered once. Unlike calling
 /// [`wait_for_signal`] twice, a signal that arrives between two `recv` calls is
 /// kept, so "a second signal exits at once" holds however fast it follows.
@@ -285,5 +336,51 @@ pub async fn wait_for_signal() {
         Err(_) => {
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{FcmSection, FileConfig};
+    use crate::mock::fcm::ServiceAccountFixture;
+
+    /// Firebase counts the quota per project: `[fcm]` and an app of the same
+    /// project share one bucket (at the smaller `max_per_minute`); an app of
+    /// another project has its own.
+    #[tokio::test]
+    async fn apps_of_one_firebase_project_share_one_pace() {
+        let dir = std::env::temp_dir().join(format!("pushgate-paces-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        let account = |project: &str| {
+            let path = dir.join(format!("{project}.json"));
+            let fixture = ServiceAccountFixture::generate(project).expect("a key");
+            std::fs::write(&path, fixture.to_json("https://oauth2.example/token"))
+                .expect("written");
+            path.display().to_string()
+        };
+        let section = |file: String, max_per_minute: u64| FcmSection {
+            service_account_file: file,
+            max_per_minute,
+            ..Default::default()
+        };
+        let mut file = FileConfig::default();
+        file.queue.backend = "memory".into();
+        let mut fcm = section(account("project-one"), 600_000);
+        fcm.apps
+            .insert("same".into(), section(account("project-one"), 6_000));
+        fcm.apps
+            .insert("other".into(), section(account("project-two"), 60_000));
+        file.fcm = Some(fcm);
+        let config = file.validate().expect("valid");
+        let paces = fcm_paces(&config).expect("paces");
+        assert_eq!(
+            paces.keys().map(String::as_str).collect::<Vec<_>>(),
+            ["project-one", "project-two"]
+        );
+        // A bucket holds a tenth of a second's worth.
+        assert_eq!(paces["project-one"].available(), 10.0);
+        assert_eq!(paces["project-two"].available(), 100.0);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -36,6 +36,7 @@ pub mod message;
 pub mod metrics;
 pub mod mock;
 pub mod outcome;
+pub mod pace;
 pub mod queue;
 pub mod report;
 pub mod retry;

@@ -11,9 +11,11 @@
 //!
 //! Figures (tokens, duplicates, time to reclaim, tokens/s) are printed with
 //! `eprintln!` (`cargo test --test cluster -- --nocapture`); none is asserted
-//! on, since CI machines differ. Left out: Redis Cluster, Redis with TLS, and
-//! FCM through the shared queue (the chunk format covers it; the unit tests
-//! in `src/queue/cluster.rs` check the round trip).
+//! on, since CI machines differ. Left out: Redis Cluster and Redis with TLS
+//! (`tests/redis_managed.rs` runs TLS).
+//!
+//! FCM through the shared queue: legacy jobs, and v1 paced by one
+//! cluster-wide bucket (two gateways together hold `max_per_minute`).
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -25,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use pushgate::config::{ApnsSection, FileConfig};
+use pushgate::gateway::Gateway;
 use pushgate::mock::{Faults, Ledger, MockHandle};
 use serde_json::{Value, json};
 
@@ -695,6 +698,82 @@ async fn gorush_notif_id_is_carried_through_redis_to_the_job_and_the_webhook() {
             assert_eq!(status["notif_id"].as_str(), want, "{status}");
             assert_eq!(status.get("notif_id").is_some(), want.is_some(), "{status}");
         }
+    })
+    .await
+    .unwrap();
+}
+
+/// `[fcm] max_per_minute` is the project's, not each gateway's: two gateways
+/// on one Redis lease from one bucket, so together they send no faster than
+/// the quota. 1,800/min is 30/s: 240 tokens take at least
+/// (240 − slack) / 30 s, where slack is the cluster bucket (3) plus each
+/// gateway's reserve (1 each); two buckets of their own would take half as
+/// long. Only the lower bound on time (an upper bound on the rate) is
+/// asserted: a slow machine takes longer, never less.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_share_one_fcm_quota_through_redis() {
+    tokio::time::timeout(CLUSTER_TIMEOUT, async {
+        let dir = scratch("cluster-fcm-pace");
+        let redis = RedisServer::start(&dir).await;
+        let url = redis.url();
+        let per_minute = 1_800;
+        let tweak = |name: &'static str| {
+            let url = url.clone();
+            move |file: &mut FileConfig| {
+                file.queue.backend = "redis".into();
+                file.queue.redis_url = url;
+                file.queue.consumer = name.into();
+                file.queue.claim_idle_ms = CLAIM_IDLE_MS;
+                if let Some(fcm) = file.fcm.as_mut() {
+                    fcm.max_per_minute = per_minute;
+                }
+            }
+        };
+        let a = google_env(GoogleApi::V1, Faults::default(), tweak("a")).await;
+        // The second gateway sends to the first one's mock, as the same project.
+        let mut b_config = a.file.clone();
+        tweak("b")(&mut b_config);
+        let b = Gateway::start(&b_config.validate().unwrap()).await.unwrap();
+        let tokens: Vec<String> = (0..240).map(|i| format!("fcm-token-{i}")).collect();
+        let started = Instant::now();
+        for (i, batch) in tokens.chunks(20).enumerate() {
+            let base = if i % 2 == 0 { a.gateway.url() } else { b.url() };
+            let (status, answer) = post_json_to(
+                &a.client,
+                &base,
+                "/fcm/send",
+                &json!({ "tokens": batch, "payload": { "k": "v" }, "notification": { "title": "paced" } }),
+            )
+            .await;
+            assert_eq!(status, 202, "{answer}");
+        }
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while delivered(&a.mock.ledger, &tokens) < tokens.len() {
+            assert!(Instant::now() < deadline, "never delivered");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let took = started.elapsed();
+        let slack = 3 + 2;
+        let floor = Duration::from_secs_f64((tokens.len() - slack) as f64 / 30.0 / 1.05);
+        let sent_by = |text: String| -> f64 {
+            text.lines()
+                .filter(|l| l.starts_with("pushgate_attempts_total{platform=\"fcm\"}"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum()
+        };
+        let mut sent = Vec::new();
+        for base in [a.gateway.url(), b.url()] {
+            let text = a.client.get(format!("{base}/metrics")).send().await.unwrap();
+            sent.push(sent_by(text.text().await.unwrap()));
+        }
+        eprintln!(
+            "fcm pace through redis: {} tokens in {took:?} ({:.1}/s, quota 30/s), sent by a/b: {sent:?}",
+            tokens.len(),
+            tokens.len() as f64 / took.as_secs_f64()
+        );
+        assert!(took >= floor, "{took:?} < {floor:?}: faster than the shared quota");
+        assert!(sent.iter().all(|&n| n > 0.0), "both gateways sent: {sent:?}");
+        assert_eq!(duplicates(&a.mock.ledger, &tokens), 0);
     })
     .await
     .unwrap();

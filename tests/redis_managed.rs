@@ -8,7 +8,9 @@
 //! - a gateway started while Redis is down listens, answers `/readyz` 503,
 //!   and serves once Redis is up;
 //! - one provider token per key for three gateways over an hour of simulated
-//!   time (APNs JWT `iat`s counted; FCM grants counted by the mock).
+//!   time (APNs JWT `iat`s counted; FCM grants counted by the mock);
+//! - one FCM quota bucket for three gateways (the Lua scripts on a test
+//!   clock): within 5% of `max_per_minute` over 20 s, pauses shared.
 //!
 //! Left out: Redis Cluster and Sentinel (not supported), client
 //! certificates (mTLS; the redis crate supports them, we do not configure
@@ -392,6 +394,124 @@ async fn three_gateways_share_one_provider_token_per_key_over_an_hour() {
         eprintln!("FCM: 3 gateways, 1 h simulated: {grants} access tokens granted");
         // Granted for 3600 s, renewed 5 minutes early: at 0 and at 55 min.
         assert!((1..=3).contains(&grants), "{grants} grants in an hour");
+    })
+    .await
+    .unwrap();
+}
+
+/// The FCM quota's bucket in Redis (the Lua scripts themselves): three
+/// gateways' stores lease in turns, every 10 ms of a test clock for 20 s, as
+/// much as the bucket gives; together they get within 5% of
+/// `max_per_minute`. A 429 pause written by one is seen by the others,
+/// nothing saved up during it bursts out after it, and a 429 in the
+/// cool-down after it does not pause again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_gateways_lease_one_fcm_quota_from_redis_within_5_percent() {
+    use pushgate::pace::shared::{Lease, QuotaStore};
+    use pushgate::queue::redis::quota::RedisQuota;
+    tokio::time::timeout(TIMEOUT, async {
+        init();
+        let dir = scratch("redis-fcm-quota");
+        let port = free_port();
+        let _redis = RedisServer::spawn(port, &dir, false, None);
+        RedisServer::wait_listening(port).await;
+        let mut file = FileConfig::default();
+        file.queue.backend = "redis".into();
+        file.queue.redis_url = format!("redis://127.0.0.1:{port}");
+        let config = file.validate().unwrap().redis.unwrap();
+        let clock = Arc::new(ManualClock::new(1_800_000_000_000));
+        let stores: Vec<RedisQuota> = (0..3)
+            .map(|_| RedisQuota::new(&config).unwrap().with_clock(clock.clone()))
+            .collect();
+        let per_minute = 60_000; // 1,000/s: 20,000 in 20 s for the three together
+        let mut granted = [0u64; 3];
+        for _step in 0..2_000 {
+            // Rounds of one small lease each, until the bucket is empty.
+            let mut empty = false;
+            while !empty {
+                empty = true;
+                for (store, got) in stores.iter().zip(&mut granted) {
+                    match store.lease("project-a", per_minute, 4).await.unwrap() {
+                        Lease::Granted(n) => {
+                            *got += n;
+                            empty = false;
+                        }
+                        Lease::Empty(wait) => {
+                            assert!(wait <= Duration::from_millis(1), "{wait:?}")
+                        }
+                        Lease::Paused(d) => panic!("not paused: {d:?}"),
+                    }
+                }
+            }
+            clock.advance(Duration::from_millis(10));
+        }
+        let total: u64 = granted.iter().sum();
+        eprintln!("fcm quota in redis: {granted:?} = {total} in 20 s of test time (quota 20,000)");
+        assert!(
+            total.abs_diff(20_000) <= 1_000,
+            "{granted:?}: {total} in 20 s, want 20,000 ± 5%"
+        );
+        assert!(granted.iter().all(|&n| n > 0), "{granted:?}");
+        // Another project's bucket is its own.
+        assert_eq!(
+            stores[0].lease("project-b", per_minute, 5).await.unwrap(),
+            Lease::Granted(5)
+        );
+
+        // A pause by one is a pause for all, and saves nothing up.
+        stores[0]
+            .pause("project-a", Duration::from_secs(30))
+            .await
+            .unwrap();
+        clock.advance(Duration::from_secs(10));
+        assert_eq!(
+            stores[2].lease("project-a", per_minute, 25).await.unwrap(),
+            Lease::Paused(Duration::from_secs(20))
+        );
+        // A shorter pause never shortens it.
+        stores[1]
+            .pause("project-a", Duration::from_secs(1))
+            .await
+            .unwrap();
+        clock.advance(Duration::from_secs(20));
+        assert!(matches!(
+            stores[1].lease("project-a", per_minute, 25).await.unwrap(),
+            Lease::Empty(_)
+        ));
+        clock.advance(Duration::from_millis(10));
+        assert_eq!(
+            stores[1].lease("project-a", per_minute, 25).await.unwrap(),
+            Lease::Granted(10),
+            "10 ms after the pause: 10 ms' worth, not 30 s' worth"
+        );
+        // In the cool-down after it (30 s), a 429 does not pause again.
+        stores[2]
+            .pause("project-a", Duration::from_secs(5))
+            .await
+            .unwrap();
+        clock.advance(Duration::from_millis(10));
+        assert_eq!(
+            stores[0].lease("project-a", per_minute, 25).await.unwrap(),
+            Lease::Granted(10),
+            "not paused in the cool-down"
+        );
+        clock.advance(Duration::from_secs(30));
+        stores[2]
+            .pause("project-a", Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(
+            stores[0].lease("project-a", per_minute, 25).await.unwrap(),
+            Lease::Paused(Duration::from_secs(5)),
+            "after the cool-down a 429 pauses again"
+        );
+
+        // On the server's clock (production): a lease is granted at once.
+        let server_time = RedisQuota::new(&config).unwrap();
+        assert!(matches!(
+            server_time.lease("project-c", per_minute, 5).await.unwrap(),
+            Lease::Granted(5)
+        ));
     })
     .await
     .unwrap();

@@ -48,7 +48,7 @@ async fn run_v1(shared: Arc<Shared>) {
     let mut in_flight = FuturesUnordered::new();
     let mut held: Option<Work<GoogleMessage>> = None;
     // Waiting for the project's pace: the sleep, and since when (pace clock).
-    let mut paced: Option<super::pace::Sleep> = None;
+    let mut paced: Option<crate::pace::Sleep> = None;
     let mut paced_since: Option<Duration> = None;
     let mut granted = 0u64;
     loop {
@@ -266,13 +266,15 @@ async fn send_v1(shared: Arc<Shared>, job: Arc<Job<GoogleMessage>>, index: u32, 
             if status == 429
                 && let Some(pace) = &shared.pace
             {
-                // The project is over its quota: everything waits, not only this token.
+                // The project may be over its quota: everything waits, not
+                // only this token (unless it is the cool-down of a pause).
                 let pause = retry_after.unwrap_or(Duration::from_secs(1));
-                pace.allowance.pause(pause);
-                tracing::debug!(
-                    pause_ms = pause.as_millis() as u64,
-                    "FCM answered 429: the project's sends pause"
-                );
+                if pace.allowance.pause(pause) {
+                    tracing::debug!(
+                        pause_ms = pause.as_millis() as u64,
+                        "FCM answered 429: the project's sends pause"
+                    );
+                }
             }
             let classified = v1::classify(status, &body, retry_after);
             if classified.loud {

@@ -39,6 +39,7 @@ pub mod consume;
 pub mod credentials;
 pub mod flush;
 pub mod link;
+pub mod quota;
 pub mod read;
 pub mod view;
 pub mod window;

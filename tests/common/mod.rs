@@ -252,6 +252,8 @@ pub struct GoogleEnv {
     pub gateway: Gateway,
     pub client: reqwest::Client,
     pub dir: PathBuf,
+    /// The config the gateway runs (to start a second one like it).
+    pub file: FileConfig,
 }
 
 pub const SERVER_KEY: &str = "test-server-key";
@@ -309,6 +311,7 @@ pub async fn google_env(
         gateway,
         client: reqwest::Client::new(),
         dir,
+        file,
     }
 }
 

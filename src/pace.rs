@@ -9,15 +9,21 @@
 //! start-up burst stays small). A 429 with `Retry-After` pauses the whole
 //! project: nothing is let through until it has passed.
 //!
-//! The allowance is a trait so a cluster-wide one (several gateways sharing
-//! one project's quota, e.g. in Redis) can replace the bucket; time comes
-//! from a [`Clock`] so tests run the bucket on a clock they move themselves.
+//! [`shared::SharedBucket`] is the cluster's allowance: several gateways
+//! sharing one project's quota lease tokens from one bucket kept by a
+//! [`shared::QuotaStore`] (the `redis` backend's). Time comes from a
+//! [`Clock`] so tests run the buckets on a clock they move themselves.
+//!
+//! This is a floor: it knows neither FCM nor the queue. The platform asks an
+//! [`Allowance`]; the wiring picks which one, one per project.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+pub mod shared;
 
 /// A sleep returned by a [`Clock`].
 pub type Sleep = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -100,19 +106,68 @@ pub trait Allowance: Send + Sync {
     /// one is free.
     fn take(&self) -> Result<(), Duration>;
     /// The upstream said "slow down" (429 + `Retry-After`): nothing goes
-    /// before `d` has passed.
-    fn pause(&self, d: Duration);
+    /// before `d` has passed (see [`Pause`] for when a 429 does not pause).
+    /// True when this call paused or lengthened a pause.
+    fn pause(&self, d: Duration) -> bool;
     /// Messages that could go at once now (for the metrics gauge).
     fn available(&self) -> f64;
     /// The clock waits are measured on.
     fn clock(&self) -> &dyn Clock;
 }
 
+/// The project's pause, and the rule for when a 429 pauses.
+///
+/// FCM answers 429 `QUOTA_EXCEEDED` both for the project's quota and for one
+/// device's or topic's own rate, and the answer does not say which. So:
+/// - a 429 outside any pause pauses the project for its `Retry-After`;
+/// - one during a pause (requests that were in flight) may only lengthen it;
+/// - one in the cool-down after a pause (as long as the pause was) is left
+///   to its token's own retry: a few devices over their own limit then cost
+///   at most half the time, instead of stalling the project one pause after
+///   another. A project really over quota still pauses again after the
+///   cool-down, and the 429s in between do not count against the quota.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pause {
+    /// Nothing goes before this (on the clock).
+    pub until: Duration,
+    /// How long the last pause was (its cool-down is as long).
+    pub len: Duration,
+}
+
+impl Pause {
+    /// Applies a 429 asking for `d` at `now`; true when it paused or
+    /// lengthened the pause.
+    pub fn apply(&mut self, now: Duration, d: Duration) -> bool {
+        let want = now + d;
+        if now < self.until {
+            if want > self.until {
+                self.len += want - self.until;
+                self.until = want;
+                return true;
+            }
+            return false;
+        }
+        if now < self.until + self.len {
+            return false;
+        }
+        *self = Self {
+            until: want,
+            len: d,
+        };
+        true
+    }
+
+    /// True while nothing may go.
+    pub fn active(&self, now: Duration) -> bool {
+        now < self.until
+    }
+}
+
 #[derive(Debug)]
 struct State {
     tokens: f64,
     at: Duration,
-    paused_until: Duration,
+    pause: Pause,
 }
 
 /// The in-process token bucket (see the module docs).
@@ -148,7 +203,7 @@ impl Bucket {
             state: Mutex::new(State {
                 tokens: burst,
                 at,
-                paused_until: Duration::ZERO,
+                pause: Pause::default(),
             }),
             clock,
             granted: AtomicU64::new(0),
@@ -179,9 +234,7 @@ impl Bucket {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::floor::lock(&self.state)
     }
 
     fn refill(&self, state: &mut State, now: Duration) {
@@ -195,8 +248,8 @@ impl Allowance for Bucket {
     fn take(&self) -> Result<(), Duration> {
         let now = self.clock.now();
         let mut state = self.lock();
-        if now < state.paused_until {
-            return self.refuse(state.paused_until);
+        if state.pause.active(now) {
+            return self.refuse(state.pause.until);
         }
         self.refill(&mut state, now);
         if state.tokens >= 1.0 {
@@ -212,23 +265,22 @@ impl Allowance for Bucket {
         }
     }
 
-    fn pause(&self, d: Duration) {
+    fn pause(&self, d: Duration) -> bool {
         let now = self.clock.now();
         let mut state = self.lock();
-        let until = now + d;
-        if until > state.paused_until {
-            state.paused_until = until;
-            // Nothing saved up during the pause may burst out after it.
-            self.refill(&mut state, now);
-            state.tokens = 0.0;
-            state.at = until;
+        if !state.pause.apply(now, d) {
+            return false;
         }
+        // Nothing saved up during the pause may burst out after it.
+        state.tokens = 0.0;
+        state.at = state.pause.until;
+        true
     }
 
     fn available(&self) -> f64 {
         let now = self.clock.now();
         let mut state = self.lock();
-        if now < state.paused_until {
+        if state.pause.active(now) {
             return 0.0;
         }
         self.refill(&mut state, now);
@@ -288,12 +340,24 @@ mod tests {
         assert!(bucket.take().is_err());
         clock.advance(Duration::from_millis(10));
         assert!(bucket.take().is_ok());
-        // A shorter pause never shortens a longer one.
-        bucket.pause(Duration::from_secs(3));
-        bucket.pause(Duration::from_secs(1));
+        // In the cool-down after a pause (as long as it), a 429 does not
+        // pause again: left to its token's retry.
+        assert!(!bucket.pause(Duration::from_secs(3)));
+        clock.advance(Duration::from_millis(10));
+        assert!(bucket.take().is_ok(), "not paused");
+        // After it, one does; a shorter one never shortens a longer one.
+        clock.advance(Duration::from_secs(5));
+        assert!(bucket.pause(Duration::from_secs(3)));
+        assert!(!bucket.pause(Duration::from_secs(1)));
         assert_eq!(
             bucket.take().expect_err("paused"),
-            Duration::from_millis(5010) + Duration::from_secs(3)
+            Duration::from_millis(10_020) + Duration::from_secs(3)
+        );
+        // A longer one during it lengthens it.
+        assert!(bucket.pause(Duration::from_secs(4)));
+        assert_eq!(
+            bucket.take().expect_err("paused"),
+            Duration::from_millis(10_020) + Duration::from_secs(4)
         );
     }
 
