@@ -91,6 +91,15 @@ impl Platform {
         }
     }
 
+    /// [`Platform::render_token`] without a copy for tokens kept as their
+    /// own text (FCM's, on every request body).
+    pub fn token_text(self, stored: &[u8]) -> std::borrow::Cow<'_, str> {
+        match self.token_form() {
+            TokenForm::Text => String::from_utf8_lossy(stored),
+            _ => self.render_token(stored).into(),
+        }
+    }
+
     /// A stored token as text that [`Platform::store_token`] turns back into
     /// the same bytes (how the `redis` backend carries tokens). The same as
     /// [`Platform::render_token`] but for Web Push, whose shown form (the
@@ -432,6 +441,11 @@ impl<M> Job<M> {
     /// Token `index` as the sender wrote it.
     pub fn token_string(&self, index: u32) -> String {
         self.progress.platform.render_token(self.tokens.get(index))
+    }
+
+    /// [`Job::token_string`], borrowed where the stored form is the text.
+    pub fn token_text(&self, index: u32) -> std::borrow::Cow<'_, str> {
+        self.progress.platform.token_text(self.tokens.get(index))
     }
 
     /// The range covering every token.

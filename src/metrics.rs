@@ -21,6 +21,9 @@ pub struct Metrics {
     pub outcomes: IntCounterVec,
     /// Upstream answers received (one per token attempt), by platform.
     pub attempts: IntCounterVec,
+    /// `attempts` per platform, resolved once (indexed like [`Platform::ALL`]):
+    /// counted for every token, so no label lookup per token.
+    attempts_by_platform: [IntCounter; Platform::ALL.len()],
     /// Attempts that will be retried, by platform and reason.
     pub retries: IntCounterVec,
     /// Work put back without counting an attempt (GOAWAY, refused streams).
@@ -223,12 +226,14 @@ impl Metrics {
             ]),
         )?;
         registry.register(Box::new(api_latency.clone()))?;
+        let attempts_by_platform = Platform::ALL.map(|p| attempts.with_label_values(&[p.as_str()]));
         Ok(Self {
             registry,
             accepted,
             rejected,
             outcomes,
             attempts,
+            attempts_by_platform,
             retries,
             requeued,
             possible_duplicates,
@@ -260,6 +265,13 @@ impl Metrics {
             .inc();
     }
 
+    fn attempted(&self, platform: Platform) {
+        let index = Platform::ALL.iter().position(|p| *p == platform);
+        if let Some(counter) = index.and_then(|i| self.attempts_by_platform.get(i)) {
+            counter.inc();
+        }
+    }
+
     /// The text exposition format.
     pub fn render(&self) -> Result<String, prometheus::Error> {
         let mut out = Vec::with_capacity(16 * 1024);
@@ -282,9 +294,10 @@ impl crate::outcome::Sink for Metrics {
     }
 
     fn retried(&self, progress: &crate::job::JobProgress, reason: &str) {
-        let platform = progress.platform.as_str();
-        self.attempts.with_label_values(&[platform]).inc();
-        self.retries.with_label_values(&[platform, reason]).inc();
+        self.attempted(progress.platform);
+        self.retries
+            .with_label_values(&[progress.platform.as_str(), reason])
+            .inc();
     }
 
     fn possible_duplicates(&self, progress: &crate::job::JobProgress, n: u64) {
@@ -296,7 +309,7 @@ impl crate::outcome::Sink for Metrics {
     fn finished(&self, f: &crate::outcome::Finished<'_>) {
         let platform = f.progress.platform;
         if f.attempted {
-            self.attempts.with_label_values(&[platform.as_str()]).inc();
+            self.attempted(platform);
         }
         let reason = match f.outcome {
             crate::job::Outcome::Failed { reason, .. }

@@ -31,8 +31,6 @@ const REQUEUE: Backoff = Backoff {
     cap: Duration::from_secs(10),
 };
 
-/// The token's text, for request bodies and report lists. Tokens were checked
-/// to be printable ASCII at the API, so this never actually replaces anything.
 /// Runs the worker until the queue is closed and in-flight requests ended.
 pub(crate) async fn run(shared: Arc<Shared>) {
     match &shared.api {
@@ -233,7 +231,7 @@ async fn send_v1(shared: Arc<Shared>, job: Arc<Job<GoogleMessage>>, index: u32, 
             return;
         }
     };
-    let body = job.message.v1_body(&job.token_string(index));
+    let body = job.message.v1_body(&job.token_text(index));
     shared.sent.store(true, Ordering::Relaxed);
     let started = Instant::now();
     let attempt = match shared.h2.as_ref().filter(|t| !t.h1_only()) {
