@@ -710,6 +710,11 @@ pub(super) async fn send_legacy(
     }
 
     let (mut success, mut failure, mut canonical_ids) = (0u64, 0u64, 0u64);
+    shared.ledger.record_batch(
+        ids.iter().filter(|t| !t.is_empty()).map(String::as_str),
+        headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())),
+        &body,
+    );
     let results: Vec<Value> = ids
         .iter()
         .map(|token| {
@@ -717,11 +722,6 @@ pub(super) async fn send_legacy(
                 failure += 1;
                 return json!({ "error": "MissingRegistration" });
             }
-            shared.ledger.record_request(
-                token,
-                headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())),
-                &body,
-            );
             let attempt = shared.ledger.record_attempt(token);
             if too_big {
                 failure += 1;
