@@ -251,6 +251,13 @@ fn fcm_paces(config: &Config) -> anyhow::Result<BTreeMap<String, Arc<dyn Allowan
             let slot = per_minute
                 .entry(&c.account.project_id)
                 .or_insert(c.max_per_minute);
+            if *slot != c.max_per_minute {
+                tracing::warn!(
+                    project = %c.account.project_id,
+                    max_per_minute = (*slot).min(c.max_per_minute),
+                    "FCM apps of one project set different max_per_minute: the project's one bucket uses the smallest"
+                );
+            }
             *slot = (*slot).min(c.max_per_minute);
         }
     }
