@@ -191,11 +191,18 @@ impl std::fmt::Debug for Bucket {
     }
 }
 
+/// What a bucket for `max_per_minute` holds when full: a tenth of a second's
+/// worth, at least one message. The same for the in-process [`Bucket`] and
+/// the cluster's ([`shared`]).
+pub fn burst(max_per_minute: u64) -> f64 {
+    (max_per_minute.max(1) as f64 / 600.0).max(1.0)
+}
+
 impl Bucket {
     /// A full bucket for `max_per_minute` (at least 1) on `clock`.
     pub fn new(max_per_minute: u64, clock: Arc<dyn Clock>) -> Self {
         let per_second = max_per_minute.max(1) as f64 / 60.0;
-        let burst = (per_second / 10.0).max(1.0);
+        let burst = burst(max_per_minute);
         let at = clock.now();
         Self {
             per_second,

@@ -227,9 +227,10 @@ async fn settled_report(client: &reqwest::Client, g: &Served, accepted: u64) -> 
     }
 }
 
-async fn metric(client: &reqwest::Client, g: &Served, series: &str) -> f64 {
+/// The sum of `series` (every label set) on the gateway at `base`.
+async fn metric(client: &reqwest::Client, base: &str, series: &str) -> f64 {
     let text = client
-        .get(format!("{}/metrics", g.url))
+        .get(format!("{base}/metrics"))
         .send()
         .await
         .unwrap()
@@ -271,7 +272,7 @@ async fn three_gateways_share_one_queue_and_send_each_token_once() {
         }
         let mut shares = Vec::new();
         for g in &gateways {
-            let share = metric(&client, g, "pushgate_outcomes_total").await;
+            let share = metric(&client, &g.url, "pushgate_outcomes_total").await;
             assert!(share > 0.0, "a gateway took no work");
             shares.push(share as u64);
         }
@@ -372,7 +373,7 @@ async fn kill_9_of_one_gateway_loses_nothing_and_bounds_duplicates() {
         assert!(reported <= in_flight_bound, "{reported} resent, more than one gateway holds");
         let mut metric_total = 0.0;
         for g in &gateways[1..] {
-            metric_total += metric(&client, g, "pushgate_possible_duplicates_total").await;
+            metric_total += metric(&client, &g.url, "pushgate_possible_duplicates_total").await;
         }
         assert_eq!(metric_total as u64, reported, "the metric and the report disagree");
         eprintln!(
@@ -755,16 +756,10 @@ async fn two_gateways_share_one_fcm_quota_through_redis() {
         let took = started.elapsed();
         let slack = 3 + 2;
         let floor = Duration::from_secs_f64((tokens.len() - slack) as f64 / 30.0 / 1.05);
-        let sent_by = |text: String| -> f64 {
-            text.lines()
-                .filter(|l| l.starts_with("pushgate_attempts_total{platform=\"fcm\"}"))
-                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                .sum()
-        };
         let mut sent = Vec::new();
         for base in [a.gateway.url(), b.url()] {
-            let text = a.client.get(format!("{base}/metrics")).send().await.unwrap();
-            sent.push(sent_by(text.text().await.unwrap()));
+            let series = "pushgate_attempts_total{platform=\"fcm\"}";
+            sent.push(metric(&a.client, &base, series).await);
         }
         eprintln!(
             "fcm pace through redis: {} tokens in {took:?} ({:.1}/s, quota 30/s), sent by a/b: {sent:?}",

@@ -107,6 +107,20 @@ impl Drop for RedisServer {
     }
 }
 
+/// A plain `redis-server` of the test's own (no TLS, no password) and the
+/// validated `redis` backend config that reaches it.
+async fn plain_redis(name: &str) -> (RedisServer, pushgate::config::RedisQueueConfig) {
+    init();
+    let dir = scratch(name);
+    let port = free_port();
+    let redis = RedisServer::spawn(port, &dir, false, None);
+    RedisServer::wait_listening(port).await;
+    let mut file = FileConfig::default();
+    file.queue.backend = "redis".into();
+    file.queue.redis_url = format!("redis://127.0.0.1:{port}");
+    (redis, file.validate().unwrap().redis.unwrap())
+}
+
 async fn get(client: &reqwest::Client, base: &str, path: &str) -> (u16, Value) {
     let r = client.get(format!("{base}{path}")).send().await.unwrap();
     let status = r.status().as_u16();
@@ -274,15 +288,7 @@ async fn a_gateway_started_while_redis_is_down_waits_with_readyz_503_then_serves
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_gateways_share_one_provider_token_per_key_over_an_hour() {
     tokio::time::timeout(TIMEOUT, async {
-        init();
-        let dir = scratch("redis-shared-token");
-        let port = free_port();
-        let _redis = RedisServer::spawn(port, &dir, false, None);
-        RedisServer::wait_listening(port).await;
-        let mut file = FileConfig::default();
-        file.queue.backend = "redis".into();
-        file.queue.redis_url = format!("redis://127.0.0.1:{port}");
-        let config = file.validate().unwrap().redis.unwrap();
+        let (_redis, config) = plain_redis("redis-shared-token").await;
         let start_ms = 1_800_000_000_000;
         let clock = Arc::new(ManualClock::new(start_ms));
 
@@ -410,15 +416,7 @@ async fn three_gateways_lease_one_fcm_quota_from_redis_within_5_percent() {
     use pushgate::pace::shared::{Lease, QuotaStore};
     use pushgate::queue::redis::quota::RedisQuota;
     tokio::time::timeout(TIMEOUT, async {
-        init();
-        let dir = scratch("redis-fcm-quota");
-        let port = free_port();
-        let _redis = RedisServer::spawn(port, &dir, false, None);
-        RedisServer::wait_listening(port).await;
-        let mut file = FileConfig::default();
-        file.queue.backend = "redis".into();
-        file.queue.redis_url = format!("redis://127.0.0.1:{port}");
-        let config = file.validate().unwrap().redis.unwrap();
+        let (_redis, config) = plain_redis("redis-fcm-quota").await;
         let clock = Arc::new(ManualClock::new(1_800_000_000_000));
         let stores: Vec<RedisQuota> = (0..3)
             .map(|_| RedisQuota::new(&config).unwrap().with_clock(clock.clone()))

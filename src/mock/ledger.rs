@@ -80,17 +80,7 @@ impl Ledger {
         headers: impl IntoIterator<Item = (&'h str, &'h [u8])>,
         body: &[u8],
     ) {
-        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        if seen.len() >= MAX_SEEN && !seen.contains_key(token) {
-            return;
-        }
-        let headers = headers
-            .into_iter()
-            .filter(|(name, _)| *name != "authorization")
-            .map(|(name, value)| (name.to_owned(), String::from_utf8_lossy(value).into_owned()))
-            .collect();
-        let body = String::from_utf8_lossy(body).into();
-        seen.insert(token.to_owned(), SeenRequest { headers, body });
+        self.record_batch([token], headers, body);
     }
 
     /// [`Ledger::record_request`] for every token of one batch request (legacy

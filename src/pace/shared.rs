@@ -55,12 +55,6 @@ pub trait QuotaStore: Send + Sync + 'static {
     fn pause<'a>(&'a self, key: &'a str, d: Duration) -> BoxFuture<'a, Result<(), QuotaError>>;
 }
 
-/// The cluster bucket's size for `max_per_minute`: a tenth of a second's
-/// worth, at least one (the same rule as [`Bucket`]).
-pub fn cluster_burst(max_per_minute: u64) -> f64 {
-    (max_per_minute.max(1) as f64 / 600.0).max(1.0)
-}
-
 #[derive(Debug)]
 struct Local {
     /// Leased and not spent yet.
@@ -128,7 +122,7 @@ impl SharedBucket {
         store: Arc<dyn QuotaStore>,
         clock: Arc<dyn Clock>,
     ) -> Arc<Self> {
-        let reserve = ((cluster_burst(max_per_minute) / 4.0) as u64).max(1);
+        let reserve = ((super::burst(max_per_minute) / 4.0) as u64).max(1);
         let inner = Arc::new(Inner {
             key: key.into(),
             max_per_minute,

@@ -14,7 +14,8 @@ use futures_util::future::BoxFuture;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::config::RedisQueueConfig;
-use crate::pace::shared::{Lease, QuotaError, QuotaStore, cluster_burst};
+use crate::pace::burst;
+use crate::pace::shared::{Lease, QuotaError, QuotaStore};
 use crate::shared_credential::Clock;
 
 /// Now in ms: ARGV's last value when it is a number (tests), else (an
@@ -155,7 +156,7 @@ impl QuotaStore for RedisQuota {
             let mut conn = self.conn().await?;
             let mut cmd = self.script(LEASE, key);
             cmd.arg(max_per_minute.max(1) as f64 / 60_000.0)
-                .arg(cluster_burst(max_per_minute))
+                .arg(burst(max_per_minute))
                 .arg(want.max(1));
             self.now_arg(&mut cmd);
             let (granted, wait_ms, paused): (u64, u64, u64) = cmd
