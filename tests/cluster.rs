@@ -631,24 +631,7 @@ async fn gorush_notif_id_is_carried_through_redis_to_the_job_and_the_webhook() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let dir = scratch("cluster-notif");
         let redis = RedisServer::start(&dir).await;
-        let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Value>::new()));
-        let sink = events.clone();
-        let app = axum::Router::new().route(
-            "/hook",
-            axum::routing::post(move |body: axum::body::Bytes| {
-                let sink = sink.clone();
-                async move {
-                    let batch: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                    if let Some(e) = batch["events"].as_array() {
-                        sink.lock().unwrap().extend(e.iter().cloned());
-                    }
-                    axum::http::StatusCode::NO_CONTENT
-                }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/hook", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        let (url, events) = hook_receiver().await;
         let redis_url = redis.url();
         let env = apns_env(ApnsSetup {
             tweak: Box::new(move |f| {

@@ -679,29 +679,6 @@ async fn gcm_send_takes_a_topic_or_a_condition() {
     .unwrap();
 }
 
-/// Collects the webhook's events (signatures are tests/webhook.rs's job).
-async fn hook_receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
-    let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Value>::new()));
-    let sink = events.clone();
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |body: axum::body::Bytes| {
-            let sink = sink.clone();
-            async move {
-                let batch: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                if let Some(events) = batch["events"].as_array() {
-                    sink.lock().unwrap().extend(events.iter().cloned());
-                }
-                axum::http::StatusCode::NO_CONTENT
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (url, events)
-}
-
 async fn events_for(events: &std::sync::Mutex<Vec<Value>>, n: usize) -> Vec<Value> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {

@@ -766,11 +766,38 @@ async fn quiescent(mock: &MockHandle, bucket: &pace::Bucket) {
     }
 }
 
+/// A v1 service on `config` paced by a bucket of `max_per_minute` on a clock
+/// the test moves.
+fn paced_service(
+    config: &GoogleConfig,
+    max_per_minute: u64,
+) -> (
+    GoogleService,
+    Books,
+    Arc<pace::ManualClock>,
+    Arc<pace::Bucket>,
+) {
+    let clock = Arc::new(pace::ManualClock::default());
+    let bucket = Arc::new(pace::Bucket::new(max_per_minute, clock.clone()));
+    let recorder = recorder();
+    let service = GoogleService::start_for(
+        config,
+        recorder.recorder.clone(),
+        recorder.metrics.clone(),
+        backoff(),
+        "default",
+        Some(bucket.clone() as Arc<dyn pace::Allowance>),
+    )
+    .expect("start v1");
+    (service, recorder, clock, bucket)
+}
+
 /// `max_per_minute = 600` against the mock, in test-clock time: the worker
 /// runs for real, the pacer's clock moves only in 10 ms steps taken once
 /// every granted request has reached the mock. Over 20 s of that clock the
 /// mock sees 200 ± 5% messages, however fast or slow the machine is.
-/// Left out: a Redis-shared bucket (the allowance is per gateway).
+/// The cluster's bucket (Redis) is tested in `pace::shared`,
+/// `tests/redis_managed.rs` and `tests/cluster.rs`.
 #[tokio::test]
 async fn v1_holds_max_per_minute_over_20_s_of_test_clock() {
     tokio::time::timeout(TIMEOUT, async {
@@ -780,18 +807,7 @@ async fn v1_holds_max_per_minute_over_20_s_of_test_clock() {
             c.max_per_minute = 600;
             c.concurrency = 16;
         }
-        let clock = Arc::new(pace::ManualClock::default());
-        let bucket = Arc::new(pace::Bucket::new(600, clock.clone()));
-        let recorder = recorder();
-        let service = GoogleService::start_for(
-            &config,
-            recorder.recorder.clone(),
-            recorder.metrics.clone(),
-            backoff(),
-            "default",
-            Some(bucket.clone() as Arc<dyn pace::Allowance>),
-        )
-        .expect("start v1");
+        let (service, recorder, clock, bucket) = paced_service(&config, 600);
         let tokens: Vec<String> = (0..260).map(|i| format!("device-paced-{i}")).collect();
         let job = submit(&service, &recorder, message(br#"{"k":"v"}"#), &tokens, None);
         for _ in 0..2000 {
@@ -837,18 +853,7 @@ async fn v1_a_429_pauses_the_whole_project() {
         if let GoogleConfig::Fcm(c) = &mut config {
             c.concurrency = 1;
         }
-        let clock = Arc::new(pace::ManualClock::default());
-        let bucket = Arc::new(pace::Bucket::new(60_000, clock.clone()));
-        let recorder = recorder();
-        let service = GoogleService::start_for(
-            &config,
-            recorder.recorder.clone(),
-            recorder.metrics.clone(),
-            backoff(),
-            "default",
-            Some(bucket.clone() as Arc<dyn pace::Allowance>),
-        )
-        .expect("start v1");
+        let (service, recorder, clock, bucket) = paced_service(&config, 60_000);
         let tokens: Vec<String> = (0..8).map(|i| format!("device-pause-{i}")).collect();
         submit(&service, &recorder, message(br#"{"k":"v"}"#), &tokens, None);
         // Requests 1-4 pass, the 5th is throttled: then nothing more goes.
