@@ -666,12 +666,7 @@ async fn gorush_notif_id_is_carried_through_redis_to_the_job_and_the_webhook() {
             .map(|j| j.as_str().unwrap().to_owned())
             .collect();
         let want = [Some("corr-redis"), None];
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while events.lock().unwrap().len() < 3 {
-            assert!(Instant::now() < deadline, "events: {:?}", events.lock().unwrap());
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        for e in events.lock().unwrap().iter() {
+        for e in &events_for(&events, 3).await {
             let k = jobs.iter().position(|j| e["job"] == j.as_str()).unwrap();
             assert_eq!(e["notif_id"].as_str(), want[k], "{e}");
             assert_eq!(e.get("notif_id").is_some(), want[k].is_some(), "{e}");

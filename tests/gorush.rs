@@ -679,22 +679,6 @@ async fn gcm_send_takes_a_topic_or_a_condition() {
     .unwrap();
 }
 
-async fn events_for(events: &std::sync::Mutex<Vec<Value>>, n: usize) -> Vec<Value> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        let got = events.lock().unwrap().clone();
-        if got.len() >= n {
-            return got;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "only {} events: {got:?}",
-            got.len()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test]
 async fn notif_id_reaches_the_job_status_and_the_webhook_and_survives_a_disk_restart() {
     tokio::time::timeout(TEST_TIMEOUT, async {

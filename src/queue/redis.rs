@@ -51,7 +51,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use redis::AsyncCommands;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::config::RedisQueueConfig;
@@ -173,14 +173,7 @@ fn redact(url: &str) -> String {
 }
 
 async fn manager(client: redis::Client) -> redis::RedisResult<ConnectionManager> {
-    // Fail a command within seconds when Redis is gone, so a send answers 503
-    // rather than hang; the manager reconnects on the next command.
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Duration::from_secs(2))
-        .set_response_timeout(Duration::from_secs(5))
-        .set_number_of_retries(1)
-        .set_max_delay(1000);
-    ConnectionManager::new_with_config(client, config).await
+    link::manager(client, link::RESPONSE_TIMEOUT).await
 }
 
 impl Cluster {

@@ -565,3 +565,20 @@ pub async fn hook_receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Val
     tokio::spawn(async move { axum::serve(listener, app).await });
     (url, events)
 }
+
+/// The first `n` (or more) events `hook_receiver` collected, waiting up to 60 s.
+pub async fn events_for(events: &std::sync::Mutex<Vec<Value>>, n: usize) -> Vec<Value> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let got = events.lock().unwrap().clone();
+        if got.len() >= n {
+            return got;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} events: {got:?}",
+            got.len()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

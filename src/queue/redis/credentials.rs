@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 
 use crate::config::RedisQueueConfig;
 use crate::shared_credential::{BoxFuture, Credential, CredentialStore, StoreError};
@@ -16,9 +16,8 @@ use crate::shared_credential::{BoxFuture, Credential, CredentialStore, StoreErro
 /// Credentials in Redis, on a connection of their own (made on first use, so
 /// a gateway started while Redis is down still starts).
 pub struct RedisCredentials {
-    client: redis::Client,
     prefix: String,
-    conn: tokio::sync::Mutex<Option<ConnectionManager>>,
+    conn: super::link::LazyConnection,
 }
 
 impl std::fmt::Debug for RedisCredentials {
@@ -37,9 +36,11 @@ impl RedisCredentials {
     /// A store for the cluster of `config` (its stream names the keys).
     pub fn new(config: &RedisQueueConfig) -> Result<Self, super::link::LinkError> {
         Ok(Self {
-            client: super::link::client(config)?,
+            conn: super::link::LazyConnection::new(
+                super::link::client(config)?,
+                super::link::RESPONSE_TIMEOUT,
+            ),
             prefix: format!("{}:cred:", super::link::stream_key(&config.stream)),
-            conn: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -48,20 +49,7 @@ impl RedisCredentials {
     }
 
     async fn conn(&self) -> Result<ConnectionManager, StoreError> {
-        let mut slot = self.conn.lock().await;
-        if let Some(c) = slot.as_ref() {
-            return Ok(c.clone());
-        }
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Duration::from_secs(2))
-            .set_response_timeout(Duration::from_secs(5))
-            .set_number_of_retries(1)
-            .set_max_delay(1000);
-        let c = ConnectionManager::new_with_config(self.client.clone(), config)
-            .await
-            .map_err(|e| store_error("connect", e))?;
-        *slot = Some(c.clone());
-        Ok(c)
+        self.conn.get().await.map_err(|e| store_error("connect", e))
     }
 }
 

@@ -10,6 +10,9 @@
 //! - Every URL that is logged or shown goes through
 //!   [`crate::config::masked_url`]: the password is never printed.
 
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, ConnectionAddr, IntoConnectionInfo};
 
 use crate::config::{RedisQueueConfig, masked_url};
@@ -58,6 +61,56 @@ pub fn stream_key(stream: &str) -> String {
         stream.to_owned()
     } else {
         format!("{{{stream}}}")
+    }
+}
+
+/// How long a command may wait for Redis's answer before it fails: seconds,
+/// so a send answers 503 rather than hang while Redis is gone.
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A self-reconnecting connection to `client`: connects within 2 s, fails a
+/// command after `response_timeout`, and reconnects on the next command.
+pub async fn manager(
+    client: Client,
+    response_timeout: Duration,
+) -> redis::RedisResult<ConnectionManager> {
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Duration::from_secs(2))
+        .set_response_timeout(response_timeout)
+        .set_number_of_retries(1)
+        .set_max_delay(1000);
+    ConnectionManager::new_with_config(client, config).await
+}
+
+/// A connection of its own, made on first use (so a gateway started while
+/// Redis is down still starts) and kept: the shared credentials' and the FCM
+/// quota's.
+pub struct LazyConnection {
+    client: Client,
+    response_timeout: Duration,
+    conn: tokio::sync::Mutex<Option<ConnectionManager>>,
+}
+
+impl LazyConnection {
+    /// Nothing is connected until [`LazyConnection::get`].
+    pub fn new(client: Client, response_timeout: Duration) -> Self {
+        Self {
+            client,
+            response_timeout,
+            conn: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// The connection, made now if it is the first use (or the first one
+    /// failed).
+    pub async fn get(&self) -> redis::RedisResult<ConnectionManager> {
+        let mut slot = self.conn.lock().await;
+        if let Some(c) = slot.as_ref() {
+            return Ok(c.clone());
+        }
+        let c = manager(self.client.clone(), self.response_timeout).await?;
+        *slot = Some(c.clone());
+        Ok(c)
     }
 }
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 
 use crate::config::RedisQueueConfig;
 use crate::pace::burst;
@@ -68,12 +68,15 @@ const PAUSE: &str = "local d = tonumber(ARGV[1]) \
     redis.call('PEXPIRE', KEYS[1], 60000 + math.ceil(until_ - now + len)) \
     return 1";
 
+/// A lease waits this long at most: a send never waits on it (the reserve
+/// does), but a slow Redis should turn into pacing alone soon.
+const QUOTA_RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// FCM buckets in Redis, on a connection of their own (made on first use, so
 /// a gateway started while Redis is down still starts).
 pub struct RedisQuota {
-    client: redis::Client,
     prefix: String,
-    conn: tokio::sync::Mutex<Option<ConnectionManager>>,
+    conn: super::link::LazyConnection,
     clock: Option<Arc<dyn Clock>>,
 }
 
@@ -98,9 +101,11 @@ impl RedisQuota {
     /// the server's clock.
     pub fn new(config: &RedisQueueConfig) -> Result<Self, super::link::LinkError> {
         Ok(Self {
-            client: super::link::client(config)?,
+            conn: super::link::LazyConnection::new(
+                super::link::client(config)?,
+                QUOTA_RESPONSE_TIMEOUT,
+            ),
             prefix: format!("{}:pace:", super::link::stream_key(&config.stream)),
-            conn: tokio::sync::Mutex::new(None),
             clock: None,
         })
     }
@@ -112,20 +117,7 @@ impl RedisQuota {
     }
 
     async fn conn(&self) -> Result<ConnectionManager, QuotaError> {
-        let mut slot = self.conn.lock().await;
-        if let Some(c) = slot.as_ref() {
-            return Ok(c.clone());
-        }
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Duration::from_secs(2))
-            .set_response_timeout(Duration::from_secs(2))
-            .set_number_of_retries(1)
-            .set_max_delay(1000);
-        let c = ConnectionManager::new_with_config(self.client.clone(), config)
-            .await
-            .map_err(|e| quota_error("connect", e))?;
-        *slot = Some(c.clone());
-        Ok(c)
+        self.conn.get().await.map_err(|e| quota_error("connect", e))
     }
 
     fn script(&self, body: &str, key: &str) -> redis::Cmd {
