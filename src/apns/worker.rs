@@ -429,11 +429,7 @@ async fn read_answer(response: h2::client::ResponseFuture) -> StreamResult {
         Err(e) => return classify_stream_error(&e),
     };
     let status = response.status().as_u16();
-    let retry_after = response
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .and_then(retry::parse_retry_after);
+    let retry_after = retry::retry_after(response.headers());
     let unique_id = response
         .headers()
         .get("apns-unique-id")

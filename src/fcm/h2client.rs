@@ -216,11 +216,7 @@ async fn read(response: h2::client::ResponseFuture) -> Attempt {
         }
     };
     let status = response.status().as_u16();
-    let retry_after = response
-        .headers()
-        .get(http::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(retry::parse_retry_after);
+    let retry_after = retry::retry_after(response.headers());
     let mut body = response.into_body();
     let mut first: Option<Bytes> = None;
     let mut joined = Vec::new();

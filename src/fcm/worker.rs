@@ -180,11 +180,7 @@ async fn post(shared: &Shared, url: &str, auth: HeaderValue, body: Bytes) -> Att
         }
     };
     let status = response.status().as_u16();
-    let retry_after = response
-        .headers()
-        .get(http::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(retry::parse_retry_after);
+    let retry_after = retry::retry_after(response.headers());
     match response.bytes().await {
         Ok(body) => Attempt::Answer {
             status,

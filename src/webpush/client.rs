@@ -240,11 +240,7 @@ impl Client {
         }
         let response = sent.map_err(transport)?;
         let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(http::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(crate::retry::parse_retry_after);
+        let retry_after = crate::retry::retry_after(response.headers());
         let body = response.bytes().await.map_err(transport)?;
         Ok(Answer {
             status,
