@@ -40,6 +40,21 @@ struct ApnsJson<'a> {
     delay_seconds: Option<i64>,
 }
 
+impl ApnsJson<'_> {
+    /// The message fields of the body (the request and the fuzzer read them
+    /// the same way).
+    fn fields(&self) -> ApnsFields<'_> {
+        ApnsFields {
+            payload: self.payload.map(|p| p.get().as_bytes()).unwrap_or_default(),
+            topic: self.topic.as_deref(),
+            push_type: self.push_type.as_deref(),
+            priority: self.priority,
+            expiration: self.expiration,
+            collapse_id: self.collapse_id.as_deref(),
+        }
+    }
+}
+
 /// `POST /apns/send`.
 pub async fn apns(State(state): State<AppState>, body: Body) -> Result<Response, ApiError> {
     let timer = state.metrics.api_latency.start_timer();
@@ -54,14 +69,7 @@ pub async fn apns(State(state): State<AppState>, body: Body) -> Result<Response,
         Body::Json(bytes) => {
             json = serde_json::from_slice::<ApnsJson<'_>>(bytes).map_err(bad_json)?;
             app_name = json.app.as_deref();
-            let fields = ApnsFields {
-                payload: json.payload.map(|p| p.get().as_bytes()).unwrap_or_default(),
-                topic: json.topic.as_deref(),
-                push_type: json.push_type.as_deref(),
-                priority: json.priority,
-                expiration: json.expiration,
-                collapse_id: json.collapse_id.as_deref(),
-            };
+            let fields = json.fields();
             let when = parse_when(json.send_at.as_deref(), json.delay_seconds)?;
             (&json.tokens, json.payload.is_some(), fields, when)
         }
@@ -146,14 +154,7 @@ pub fn fuzz_json(bytes: &[u8]) {
     let Ok(json) = serde_json::from_slice::<ApnsJson<'_>>(bytes) else {
         return;
     };
-    let fields = ApnsFields {
-        payload: json.payload.map(|p| p.get().as_bytes()).unwrap_or_default(),
-        topic: json.topic.as_deref(),
-        push_type: json.push_type.as_deref(),
-        priority: json.priority,
-        expiration: json.expiration,
-        collapse_id: json.collapse_id.as_deref(),
-    };
+    let fields = json.fields();
     let _ = parse_when(json.send_at.as_deref(), json.delay_seconds);
     if ApnsMessage::new(fields.clone(), Some("com.example")).is_ok() {
         let rebuilt = ApnsMessage::from_stored(&fields.to_stored(), Some("com.example"));

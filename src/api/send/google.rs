@@ -42,6 +42,20 @@ struct GoogleJson<'a> {
     delay_seconds: Option<i64>,
 }
 
+impl GoogleJson<'_> {
+    /// The message fields of the body (the request and the fuzzer read them
+    /// the same way).
+    fn fields(&self) -> GoogleFields<'_> {
+        GoogleFields {
+            payload: self.payload.map(|p| p.get().as_bytes()),
+            notification: self.notification.map(|p| p.get().as_bytes()),
+            collapse_key: self.collapse_key.as_deref(),
+            priority: self.priority.as_deref(),
+            time_to_live: self.time_to_live,
+        }
+    }
+}
+
 /// `POST /gcm/send` and `POST /fcm/send`: the GoCM form or JSON.
 pub async fn google(State(state): State<AppState>, body: Body) -> Result<Response, ApiError> {
     let timer = state.metrics.api_latency.start_timer();
@@ -62,13 +76,7 @@ pub async fn google(State(state): State<AppState>, body: Body) -> Result<Respons
             json = serde_json::from_slice::<GoogleJson<'_>>(bytes).map_err(bad_json)?;
             app_name = json.app.as_deref();
             (topic, condition) = (json.topic.as_deref(), json.condition.as_deref());
-            let fields = GoogleFields {
-                payload: json.payload.map(|p| p.get().as_bytes()),
-                notification: json.notification.map(|p| p.get().as_bytes()),
-                collapse_key: json.collapse_key.as_deref(),
-                priority: json.priority.as_deref(),
-                time_to_live: json.time_to_live,
-            };
+            let fields = json.fields();
             let when = parse_when(json.send_at.as_deref(), json.delay_seconds)?;
             (&json.tokens, fields, when)
         }
@@ -163,13 +171,7 @@ pub fn fuzz_json(bytes: &[u8]) {
     let Ok(json) = serde_json::from_slice::<GoogleJson<'_>>(bytes) else {
         return;
     };
-    let fields = GoogleFields {
-        payload: json.payload.map(|p| p.get().as_bytes()),
-        notification: json.notification.map(|p| p.get().as_bytes()),
-        collapse_key: json.collapse_key.as_deref(),
-        priority: json.priority.as_deref(),
-        time_to_live: json.time_to_live,
-    };
+    let fields = json.fields();
     let _ = fields.to_stored();
     let _ = GoogleMessage::new(fields);
     let _ = intake(&json.tokens, 160, |token, buf| {
