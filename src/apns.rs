@@ -19,6 +19,7 @@ pub mod message;
 pub mod pool;
 pub mod request;
 pub mod response;
+pub mod token;
 pub mod worker;
 
 use std::sync::Arc;

@@ -195,7 +195,12 @@ impl Hand {
                 self.recorder.finish_token(
                     &handoff.progress,
                     index,
-                    || platform.render_token(handoff.tokens.get(index)),
+                    || {
+                        platform
+                            .codec()
+                            .show(handoff.tokens.get(index))
+                            .into_owned()
+                    },
                     outcome.clone(),
                     false,
                 );
@@ -541,7 +546,10 @@ impl Backend {
             });
         }
         let rendered: Vec<String> = (0..tokens.len())
-            .map(|i| platform.wire_token(tokens.get(u32::try_from(i).unwrap_or(u32::MAX))))
+            .map(|i| {
+                let kept = tokens.get(u32::try_from(i).unwrap_or(u32::MAX));
+                platform.codec().wire(kept).into_owned()
+            })
             .collect();
         let id = JobId::new();
         cluster

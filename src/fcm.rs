@@ -18,6 +18,7 @@ pub mod auth;
 pub mod h2client;
 pub mod legacy;
 pub mod message;
+pub mod token;
 pub mod topic;
 pub mod v1;
 pub mod worker;

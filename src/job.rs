@@ -8,11 +8,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::SystemTime;
 
+mod token;
+
+pub use token::{SUBSCRIPTION_KEYS, TokenCodec, TokenList, decode_hex, hex_encode};
+
 /// The upstream a job is delivered through. Also the `platform` metrics label.
 ///
 /// The platform words live here and nowhere else: a new platform adds its
 /// variant and one arm in each of [`Platform::as_str`], [`Platform::family`]
-/// and [`Platform::token_form`], then registers its delivery
+/// and [`Platform::codec`], then registers its delivery
 /// ([`crate::delivery::Registry`]). Every other module iterates
 /// [`Platform::ALL`] / [`Family::ALL`] instead of matching.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -26,24 +30,6 @@ pub enum Platform {
     /// Web Push (RFC 8030) to browsers, encrypted per subscription.
     WebPush,
 }
-
-/// How a platform keeps its tokens: as bytes decoded from hex (APNs), or as
-/// the sender's own text (Google registration tokens).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TokenForm {
-    /// Hex text stored as bytes, rendered as lower-case hex.
-    Hex,
-    /// Opaque text stored as is.
-    Text,
-    /// A Web Push subscription: its keys (p256dh, 65 bytes, then auth, 16
-    /// bytes) and its endpoint URL, stored as those bytes; shown as the
-    /// endpoint alone, carried between gateways as hex of the keys, then the
-    /// endpoint.
-    Subscription,
-}
-
-/// Bytes of a stored subscription's keys, before its endpoint.
-const SUBSCRIPTION_KEYS: usize = 65 + 16;
 
 impl Platform {
     /// Every platform.
@@ -59,12 +45,11 @@ impl Platform {
         Self::ALL.into_iter().find(|p| p.as_str() == name)
     }
 
-    /// How its tokens are stored and shown.
-    pub fn token_form(self) -> TokenForm {
+    /// How its tokens are kept, shown and carried.
+    pub fn codec(self) -> TokenCodec {
         match self {
-            Platform::Apns => TokenForm::Hex,
-            Platform::Fcm | Platform::Gcm => TokenForm::Text,
-            Platform::WebPush => TokenForm::Subscription,
+            Platform::Apns | Platform::Fcm | Platform::Gcm => TokenCodec::Text,
+            Platform::WebPush => TokenCodec::Subscription,
         }
     }
 
@@ -76,73 +61,6 @@ impl Platform {
             Platform::Gcm => "gcm",
             Platform::WebPush => "webpush",
         }
-    }
-
-    /// A stored token as the sender wrote it: APNs tokens are kept as bytes and
-    /// shown as lower-case hex; Google tokens are kept as their own text.
-    pub fn render_token(self, stored: &[u8]) -> String {
-        match self.token_form() {
-            TokenForm::Hex => hex_encode(stored),
-            TokenForm::Text => String::from_utf8_lossy(stored).into_owned(),
-            TokenForm::Subscription => {
-                String::from_utf8_lossy(stored.get(SUBSCRIPTION_KEYS..).unwrap_or_default())
-                    .into_owned()
-            }
-        }
-    }
-
-    /// [`Platform::render_token`] without a copy for tokens kept as their
-    /// own text (FCM's, on every request body).
-    pub fn token_text(self, stored: &[u8]) -> std::borrow::Cow<'_, str> {
-        match self.token_form() {
-            TokenForm::Text => String::from_utf8_lossy(stored),
-            _ => self.render_token(stored).into(),
-        }
-    }
-
-    /// A stored token as text that [`Platform::store_token`] turns back into
-    /// the same bytes (how the `redis` backend carries tokens). The same as
-    /// [`Platform::render_token`] but for Web Push, whose shown form (the
-    /// endpoint) leaves out the keys.
-    pub fn wire_token(self, stored: &[u8]) -> String {
-        match self.token_form() {
-            TokenForm::Subscription if stored.len() > SUBSCRIPTION_KEYS => {
-                let mut s = hex_encode(&stored[..SUBSCRIPTION_KEYS]);
-                s.push_str(&String::from_utf8_lossy(&stored[SUBSCRIPTION_KEYS..]));
-                s
-            }
-            _ => self.render_token(stored),
-        }
-    }
-
-    /// The inverse of [`Platform::wire_token`]: appends the stored form of
-    /// an already validated token to `out`.
-    pub fn store_token(self, rendered: &str, out: &mut Vec<u8>) {
-        let start = out.len();
-        if self.token_form() == TokenForm::Hex && decode_hex_token(rendered, out).is_ok() {
-            return;
-        }
-        if self.token_form() == TokenForm::Subscription
-            && let Some(keys) = rendered.get(..2 * SUBSCRIPTION_KEYS)
-            && keys.len() == 2 * SUBSCRIPTION_KEYS
-        {
-            let ok = keys.as_bytes().chunks_exact(2).all(|pair| {
-                match (nibble(pair[0]), nibble(pair[1])) {
-                    (Some(hi), Some(lo)) => {
-                        out.push(hi << 4 | lo);
-                        true
-                    }
-                    _ => false,
-                }
-            });
-            if ok {
-                out.extend_from_slice(&rendered.as_bytes()[2 * SUBSCRIPTION_KEYS..]);
-                return;
-            }
-            out.truncate(start);
-        }
-        out.truncate(start);
-        out.extend_from_slice(rendered.as_bytes());
     }
 
     /// Which report family (`/apns/report*` or `/gcm/report*`) this platform writes.
@@ -237,168 +155,6 @@ impl fmt::Display for JobId {
     }
 }
 
-/// Why a token was refused at the API, before it was ever queued.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TokenError {
-    /// APNs: not hex, odd length, or outside 16..=100 bytes.
-    BadDeviceToken,
-    /// Google: empty, not printable ASCII, or over 4096 bytes.
-    InvalidRegistration,
-}
-
-impl TokenError {
-    /// The reason string in the 202 answer's `rejected` list, in the upstream's own words.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TokenError::BadDeviceToken => "BadDeviceToken",
-            TokenError::InvalidRegistration => "InvalidRegistration",
-        }
-    }
-}
-
-/// Shortest APNs device token Apple issues or ever has (bytes).
-pub const HEX_TOKEN_MIN_BYTES: usize = 16;
-/// Longest APNs device token we accept (bytes); Apple documents tokens as variable length.
-pub const HEX_TOKEN_MAX_BYTES: usize = 100;
-
-/// Parses an APNs hex token (either case, 16..=100 bytes) into `out`,
-/// returning the number of bytes written; on error `out` is left as it was.
-/// Allocation-free so that validating 100k tokens is a tight loop.
-pub fn decode_hex_token(hex: &str, out: &mut Vec<u8>) -> Result<usize, TokenError> {
-    let hex = hex.as_bytes();
-    if !hex.len().is_multiple_of(2)
-        || hex.len() < 2 * HEX_TOKEN_MIN_BYTES
-        || hex.len() > 2 * HEX_TOKEN_MAX_BYTES
-    {
-        return Err(TokenError::BadDeviceToken);
-    }
-    let start = out.len();
-    for pair in hex.chunks_exact(2) {
-        match (nibble(pair[0]), nibble(pair[1])) {
-            (Some(hi), Some(lo)) => out.push(hi << 4 | lo),
-            _ => {
-                out.truncate(start);
-                return Err(TokenError::BadDeviceToken);
-            }
-        }
-    }
-    Ok(hex.len() / 2)
-}
-
-fn nibble(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
-}
-
-/// Lower-case hex of `bytes`.
-pub fn hex_encode(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[usize::from(b >> 4)] as char);
-        s.push(DIGITS[usize::from(b & 0x0f)] as char);
-    }
-    s
-}
-
-/// Checks a Google registration token: opaque, non-empty printable ASCII, ≤ 4096 bytes.
-pub fn check_registration_token(token: &str) -> Result<(), TokenError> {
-    let ok =
-        !token.is_empty() && token.len() <= 4096 && token.bytes().all(|b| b.is_ascii_graphic());
-    if ok {
-        Ok(())
-    } else {
-        Err(TokenError::InvalidRegistration)
-    }
-}
-
-/// A job's tokens in one contiguous buffer: no allocation per token, so a
-/// million queued tokens cost their bytes plus four bytes of offset each.
-#[derive(Debug, Default, Clone)]
-pub struct TokenList {
-    bytes: Vec<u8>,
-    ends: Vec<u32>,
-}
-
-impl TokenList {
-    /// An empty list with room for `tokens` tokens of about `bytes_each` bytes.
-    pub fn with_capacity(tokens: usize, bytes_each: usize) -> Self {
-        Self {
-            bytes: Vec::with_capacity(tokens * bytes_each),
-            ends: Vec::with_capacity(tokens),
-        }
-    }
-
-    /// Appends a token's bytes.
-    pub fn push(&mut self, token: &[u8]) {
-        self.bytes.extend_from_slice(token);
-        self.commit();
-    }
-
-    /// Exposes the byte buffer so a decoder can write a token in place; call
-    /// [`TokenList::commit`] after a successful write.
-    pub fn buffer(&mut self) -> &mut Vec<u8> {
-        &mut self.bytes
-    }
-
-    /// Marks everything written to the buffer since the last token as one token.
-    pub fn commit(&mut self) {
-        // Jobs are bounded by the body limit, far below 4 GiB of tokens.
-        self.ends
-            .push(u32::try_from(self.bytes.len()).unwrap_or(u32::MAX));
-    }
-
-    /// Bytes written to the buffer since the last committed token.
-    pub fn uncommitted(&self) -> &[u8] {
-        let start = self.ends.last().map_or(0, |&e| e as usize);
-        &self.bytes[start..]
-    }
-
-    /// Number of tokens.
-    pub fn len(&self) -> usize {
-        self.ends.len()
-    }
-
-    /// True when there are no tokens.
-    pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
-    }
-
-    /// The bytes of token `index`.
-    pub fn get(&self, index: u32) -> &[u8] {
-        let i = index as usize;
-        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
-        &self.bytes[start..self.ends[i] as usize]
-    }
-
-    /// The buffer and the end offset of each token, for a store to write.
-    pub fn as_parts(&self) -> (&[u8], &[u32]) {
-        (&self.bytes, &self.ends)
-    }
-
-    /// A list from [`TokenList::as_parts`]'s pieces; `None` when the ends
-    /// do not describe `bytes` (out of order, past its end).
-    pub fn from_parts(bytes: Vec<u8>, ends: Vec<u32>) -> Option<Self> {
-        let mut last = 0u32;
-        for &e in &ends {
-            if e < last || e as usize > bytes.len() {
-                return None;
-            }
-            last = e;
-        }
-        Some(Self { bytes, ends })
-    }
-
-    /// Heap bytes held, for memory accounting.
-    pub fn heap_bytes(&self) -> usize {
-        self.bytes.capacity() + self.ends.capacity() * 4
-    }
-}
-
 /// One accepted send request: a message of type `M` shared by all its tokens.
 #[derive(Debug)]
 pub struct Job<M> {
@@ -438,14 +194,9 @@ impl<M> Job<M> {
             .is_some_and(|at| SystemTime::now() + delay > at)
     }
 
-    /// Token `index` as the sender wrote it.
-    pub fn token_string(&self, index: u32) -> String {
-        self.progress.platform.render_token(self.tokens.get(index))
-    }
-
-    /// [`Job::token_string`], borrowed where the stored form is the text.
-    pub fn token_text(&self, index: u32) -> std::borrow::Cow<'_, str> {
-        self.progress.platform.token_text(self.tokens.get(index))
+    /// Token `index` as the sender knows it (its platform's codec).
+    pub fn token_shown(&self, index: u32) -> std::borrow::Cow<'_, str> {
+        self.progress.platform.codec().show(self.tokens.get(index))
     }
 
     /// The range covering every token.
@@ -720,80 +471,6 @@ impl JobProgress {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hex_token_accepts_either_case_and_renders_lower() {
-        let mut t = Vec::new();
-        decode_hex_token(&"AbCd".repeat(16), &mut t).expect("valid");
-        assert_eq!(t.len(), 32);
-        assert_eq!(Platform::Apns.render_token(&t), "abcd".repeat(16));
-        let mut back = Vec::new();
-        Platform::Apns.store_token(&"abcd".repeat(16), &mut back);
-        assert_eq!(back, t);
-    }
-
-    #[test]
-    fn hex_token_refuses_bad_shapes() {
-        for bad in [
-            "",
-            "abc",
-            &"ab".repeat(15),                 // 15 bytes: too short
-            &"ab".repeat(101),                // 101 bytes: too long
-            &format!("{}0", "ab".repeat(16)), // odd length
-            &"zz".repeat(16),                 // not hex
-            &format!("{} ", "ab".repeat(16)),
-        ] {
-            assert_eq!(
-                decode_hex_token(bad, &mut Vec::new()),
-                Err(TokenError::BadDeviceToken),
-                "{bad:?}"
-            );
-        }
-        assert!(decode_hex_token(&"ab".repeat(16), &mut Vec::new()).is_ok());
-        assert!(decode_hex_token(&"ab".repeat(100), &mut Vec::new()).is_ok());
-    }
-
-    #[test]
-    fn failed_decode_leaves_buffer_untouched() {
-        let mut buf = vec![1, 2, 3];
-        let bad = format!("{}zz", "ab".repeat(16));
-        assert!(decode_hex_token(&bad, &mut buf).is_err());
-        assert_eq!(buf, vec![1, 2, 3]);
-    }
-
-    #[test]
-    fn registration_tokens_are_opaque_printable_ascii() {
-        assert!(check_registration_token("abc:APA91b-_x").is_ok());
-        assert!(check_registration_token("").is_err());
-        assert!(check_registration_token("has space").is_err());
-        assert!(check_registration_token("é").is_err());
-        assert!(check_registration_token(&"a".repeat(4097)).is_err());
-    }
-
-    #[test]
-    fn subscriptions_show_their_endpoint_and_travel_with_their_keys() {
-        let mut stored: Vec<u8> = (0..81u8).collect();
-        stored.extend_from_slice(b"https://push.example.com/s/1");
-        let p = Platform::WebPush;
-        assert_eq!(p.render_token(&stored), "https://push.example.com/s/1");
-        let wire = p.wire_token(&stored);
-        assert!(wire.ends_with("https://push.example.com/s/1") && wire.len() == 162 + 28);
-        let mut back = Vec::new();
-        p.store_token(&wire, &mut back);
-        assert_eq!(back, stored);
-        // The other platforms carry what they show.
-        assert_eq!(Platform::Fcm.wire_token(b"abc"), "abc");
-    }
-
-    #[test]
-    fn token_list_stores_tokens_contiguously() {
-        let mut list = TokenList::default();
-        list.push(b"one");
-        list.push(b"three");
-        assert_eq!(list.len(), 2);
-        assert_eq!(list.get(0), b"one");
-        assert_eq!(list.get(1), b"three");
-    }
 
     #[test]
     fn job_progress_counts_pending() {

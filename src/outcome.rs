@@ -124,9 +124,29 @@ impl Recorder {
         self.finish_token(
             &job.progress,
             index,
-            || job.token_string(index),
+            || job.token_shown(index).into_owned(),
             outcome,
             attempted,
+        );
+    }
+
+    /// [`Recorder::finish`], keeping the upstream's id for this delivery
+    /// (`apns-unique-id`) in the job's status and on its webhook event.
+    pub fn finish_noted<M>(
+        &self,
+        job: &Job<M>,
+        index: u32,
+        outcome: Outcome,
+        attempted: bool,
+        unique_id: Option<&str>,
+    ) {
+        self.finish_token_noted(
+            &job.progress,
+            index,
+            || job.token_shown(index).into_owned(),
+            outcome,
+            attempted,
+            unique_id,
         );
     }
 

@@ -356,3 +356,91 @@ fn urlenc(id: &str) -> String {
         .replace('/', "%2F")
         .replace('=', "%3D")
 }
+
+/// A broadcast's one "token" is its channel id, and every way a broadcast
+/// can end shows that id exactly as the sender gave it, in the lists and in
+/// the webhook events: answered by Apple, refused by Apple, cancelled while
+/// scheduled, and expired while waiting for its `send_at` (none of these
+/// may show it re-encoded, as hex once did). Runs on the disk store, so the
+/// channel id also goes through the stored job record. What it leaves out:
+/// the Redis store, which carries tokens through the same codec.
+#[tokio::test]
+async fn every_end_of_a_broadcast_shows_its_channel_id() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let (hook, events) = hook_receiver().await;
+        let data_dir = scratch("broadcast-ids");
+        let env = apns_env(ApnsSetup {
+            tweak: Box::new(move |f| {
+                f.queue.backend = "disk".into();
+                f.queue.data_dir = data_dir.display().to_string();
+                f.webhook = Some(pushgate::config::WebhookSection {
+                    url: hook,
+                    secret: pushgate::config::Secret::new("a-webhook-secret-of-32-characters"),
+                    flush_ms: 50,
+                    ..Default::default()
+                });
+            }),
+            ..ApnsSetup::default()
+        })
+        .await;
+        let answered = env.create_channel(1, None).await;
+        let scheduled = env.create_channel(1, None).await;
+        let late = env.create_channel(1, None).await;
+        // Never created: Apple answers 404 ChannelNotRegistered.
+        let unknown = "bm9zdWNoY2hhbm5lbA==";
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let rfc3339 = |secs: u64| {
+            time::OffsetDateTime::from_unix_timestamp(secs as i64)
+                .unwrap()
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap()
+        };
+        let mut jobs = Vec::new();
+        for body in [
+            json!({"channel_id": answered, "payload": update()}),
+            json!({"channel_id": unknown, "payload": update()}),
+            json!({"channel_id": scheduled, "payload": update(), "send_at": rfc3339(now + 3600)}),
+            // Due after its own expiration: it expires in the queue, unsent.
+            json!({"channel_id": late, "payload": update(), "expiration": now + 1,
+                   "send_at": rfc3339(now + 2)}),
+        ] {
+            let (status, answer) = env.broadcast(body.clone()).await;
+            assert_eq!(status, 202, "{body} -> {answer}");
+            jobs.push(answer["job"].as_str().unwrap().to_owned());
+        }
+        let (status, cancelled) = env.delete(&format!("/jobs/{}", jobs[2])).await;
+        assert_eq!(
+            (status, cancelled["cancelled"].as_u64()),
+            (200, Some(1)),
+            "{cancelled}"
+        );
+        for job in &jobs {
+            env.job_done(job).await;
+        }
+        let events = events_for(&events, 4).await;
+        let outcome_of = |channel: &str| {
+            let shown: Vec<&Value> = events.iter().filter(|e| e["token"] == channel).collect();
+            assert_eq!(shown.len(), 1, "{channel} in {events:?}");
+            shown[0]["outcome"].as_str().unwrap().to_owned()
+        };
+        assert_eq!(outcome_of(&answered), "success");
+        assert_eq!(outcome_of(unknown), "failed");
+        assert_eq!(outcome_of(&scheduled), "cancelled");
+        assert_eq!(outcome_of(&late), "expired");
+        let (_, failures) = env.get("/apns/report/failures").await;
+        assert_eq!(failures["failures"][0]["token"], unknown, "{failures}");
+        assert_eq!(env.mock.ledger.token(&late).attempts, 0);
+        let c = env.counters();
+        assert!(c.balanced(), "{c:?}");
+        assert_eq!(
+            (c.successes, c.failures, c.cancelled, c.expired),
+            (1, 1, 1, 1),
+            "{c:?}"
+        );
+    })
+    .await
+    .unwrap();
+}

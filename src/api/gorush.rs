@@ -36,7 +36,7 @@ use crate::apns::ApnsMessage;
 use crate::apns::message::ApnsFields;
 use crate::config::GorushSection;
 use crate::fcm::{GoogleExtras, GoogleFields, GoogleMessage, Target};
-use crate::job::{Platform, check_registration_token, decode_hex_token};
+use crate::job::Platform;
 use crate::message::MessageError;
 
 /// gorush's platform numbers.
@@ -348,9 +348,7 @@ fn prepare<'a>(state: &AppState, p: &'a Planned<'a>) -> Result<Ready<'a>, ApiErr
                 .map(|e| UNIX_EPOCH + Duration::from_secs(e.unsigned_abs()));
             let message = ApnsMessage::new(fields, service.default_topic.as_deref())
                 .map_err(|e| message_error(index, p.platform, e))?;
-            let intake: Intake<'a> = intake(&p.tokens, 32, |hex, buf| {
-                decode_hex_token(hex, buf).map(drop)
-            });
+            let intake: Intake<'a> = intake(&p.tokens, 64, crate::apns::token::keep);
             if intake.tokens.is_empty() {
                 return Err(no_valid_token(&intake.rejected));
             }
@@ -396,7 +394,7 @@ fn prepare<'a>(state: &AppState, p: &'a Planned<'a>) -> Result<Ready<'a>, ApiErr
             let check_tokens = *target == Target::Tokens;
             let intake: Intake<'a> = intake(&p.tokens, 160, |token, buf| {
                 if check_tokens {
-                    check_registration_token(token)?;
+                    return crate::fcm::token::keep(token, buf);
                 }
                 buf.extend_from_slice(token.as_bytes());
                 Ok(())

@@ -258,16 +258,6 @@ pub fn broadcast_to_stored(
 }
 
 impl ApnsMessage {
-    /// A stored token as the sender wrote it: a device token as lower-case
-    /// hex, a broadcast's channel id as its own text.
-    pub fn render_token(&self, stored: &[u8]) -> String {
-        if self.broadcast.is_some() {
-            String::from_utf8_lossy(stored).into_owned()
-        } else {
-            crate::job::hex_encode(stored)
-        }
-    }
-
     /// Rebuilds a message from [`ApnsFields::to_stored`]'s bytes.
     pub fn from_stored(stored: &[u8], default_topic: Option<&str>) -> Result<Self, MessageError> {
         let s: Stored<'_> = serde_json::from_slice(stored)

@@ -71,13 +71,13 @@ pub fn build_broadcast(
 pub fn build(
     authority: &Authority,
     message: &ApnsMessage,
-    token_hex: &str,
+    token: &str,
     authorization: Option<&HeaderValue>,
     apns_id: &str,
 ) -> Result<Request<()>, http::Error> {
-    let mut path = String::with_capacity(DEVICE_PATH.len() + token_hex.len());
+    let mut path = String::with_capacity(DEVICE_PATH.len() + token.len());
     path.push_str(DEVICE_PATH);
-    path.push_str(token_hex);
+    path.push_str(token);
     let mut parts = http::uri::Parts::default();
     parts.scheme = Some(Scheme::HTTPS);
     parts.authority = Some(authority.clone());

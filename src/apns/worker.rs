@@ -19,7 +19,7 @@ use super::conn::{self, Connection};
 use super::message::ApnsMessage;
 use super::request;
 use super::response;
-use crate::job::{Job, Outcome, hex_encode};
+use crate::job::{Job, Outcome};
 use crate::queue::Work;
 use crate::retry::{self, Backoff, Next, Verdict};
 
@@ -362,39 +362,31 @@ fn start(
         }
     };
     let apns_id = request::apns_id(&job.id, index);
-    let (token_text, built) = match &job.message.broadcast {
-        None => {
-            let token_hex = hex_encode(job.tokens.get(index));
-            let built = request::build(
-                &shared.authority,
-                &job.message,
-                &token_hex,
-                auth.as_ref(),
-                &apns_id,
-            );
-            (token_hex, built)
-        }
-        Some(path) => {
-            let channel_id = job.message.render_token(job.tokens.get(index));
-            let built = request::build_broadcast(
-                &shared.authority,
-                &job.message,
-                path,
-                &channel_id,
-                auth.as_ref(),
-                &apns_id,
-            );
-            (channel_id, built)
-        }
+    // Kept as sent: a device token as lower-case hex, a channel id as its text.
+    let token = job.token_shown(index);
+    let built = match &job.message.broadcast {
+        None => request::build(
+            &shared.authority,
+            &job.message,
+            &token,
+            auth.as_ref(),
+            &apns_id,
+        ),
+        Some(path) => request::build_broadcast(
+            &shared.authority,
+            &job.message,
+            path,
+            &token,
+            auth.as_ref(),
+            &apns_id,
+        ),
     };
     let Ok(req) = built else {
         let outcome = Outcome::Failed {
             reason: "BadRequest".into(),
             status: 0,
         };
-        shared
-            .recorder
-            .finish_token(&job.progress, index, || token_text, outcome, false);
+        shared.recorder.finish(&job, index, outcome, false);
         return Ok(None);
     };
     let (response, mut body_tx) = match sender.send_request(req, false) {
@@ -478,7 +470,6 @@ fn settle(shared: &Arc<Shared>, done: Done) {
         started,
         result,
     } = done;
-    let token = || job.message.render_token(job.tokens.get(index));
     let mut unique = None;
     let verdict = match result {
         StreamResult::Answer {
@@ -513,14 +504,9 @@ fn settle(shared: &Arc<Shared>, done: Done) {
             if job.message.broadcast.is_some() {
                 count_broadcast(shared, &job, outcome.kind().as_str());
             }
-            shared.recorder.finish_token_noted(
-                &job.progress,
-                index,
-                token,
-                outcome,
-                true,
-                unique.as_deref(),
-            );
+            shared
+                .recorder
+                .finish_noted(&job, index, outcome, true, unique.as_deref());
             return;
         }
         Verdict::Retry {
@@ -551,13 +537,9 @@ fn settle(shared: &Arc<Shared>, done: Done) {
             if job.message.broadcast.is_some() {
                 count_broadcast(shared, &job, "expired");
             }
-            shared.recorder.finish_token(
-                &job.progress,
-                index,
-                token,
-                Outcome::Expired { reason },
-                true,
-            )
+            shared
+                .recorder
+                .finish(&job, index, Outcome::Expired { reason }, true)
         }
     }
 }

@@ -227,7 +227,7 @@ async fn send_v1(shared: Arc<Shared>, job: Arc<Job<GoogleMessage>>, index: u32, 
             return;
         }
     };
-    let body = job.message.v1_body(&job.token_text(index));
+    let body = job.message.v1_body(&job.token_shown(index));
     shared.sent.store(true, Ordering::Relaxed);
     let started = Instant::now();
     let attempt = match shared.h2.as_ref().filter(|t| !t.h1_only()) {
@@ -310,7 +310,10 @@ async fn send_batch(shared: Arc<Shared>, work: Work<GoogleMessage>) {
     let job = work.job.clone();
     let range = work.tokens.clone();
     let count = range.len();
-    let tokens: Vec<String> = range.clone().map(|i| job.token_string(i)).collect();
+    let tokens: Vec<String> = range
+        .clone()
+        .map(|i| job.token_shown(i).into_owned())
+        .collect();
     let body = job.message.legacy_body(tokens.iter().map(String::as_str));
     shared.sent.store(true, Ordering::Relaxed);
     let started = Instant::now();

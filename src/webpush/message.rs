@@ -3,7 +3,7 @@
 //! the queue and backends keep (bytes), and back.
 //!
 //! Stored subscription: `p256dh (65) || auth (16) || endpoint URL`; shown
-//! (reports, webhook) as the endpoint alone (see `job::TokenForm::Subscription`).
+//! (reports, webhook) as the endpoint alone (see `job::TokenCodec::Subscription`).
 //! Stored message fields: JSON text (see [`encode_fields`]).
 
 use std::collections::HashSet;

@@ -13,7 +13,7 @@ use super::intake::{Submission, intake, parse_when, pick_app, submit};
 use crate::api::{ApiError, AppState};
 use crate::apns::ApnsMessage;
 use crate::apns::message::ApnsFields;
-use crate::job::{Platform, decode_hex_token};
+use crate::job::Platform;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -131,7 +131,7 @@ pub async fn apns(State(state): State<AppState>, body: Body) -> Result<Response,
     // Built here to refuse a bad request with a 400; the platform rebuilds
     // it from `stored` when it takes the job.
     ApnsMessage::new(fields, service.default_topic.as_deref())?;
-    let intake = intake(tokens, 32, |hex, buf| decode_hex_token(hex, buf).map(drop));
+    let intake = intake(tokens, 64, crate::apns::token::keep);
     let submission = Submission {
         platform: Platform::Apns,
         app,
@@ -163,7 +163,5 @@ pub fn fuzz_json(bytes: &[u8]) {
             "a valid message did not survive its stored form: {rebuilt:?}"
         );
     }
-    let _ = intake(&json.tokens, 32, |hex, buf| {
-        decode_hex_token(hex, buf).map(drop)
-    });
+    let _ = intake(&json.tokens, 64, crate::apns::token::keep);
 }

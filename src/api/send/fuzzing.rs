@@ -3,7 +3,6 @@
 
 use super::body::{form_int, parse_form};
 use super::intake::intake;
-use crate::job::decode_hex_token;
 
 pub use super::apns::fuzz_json as apns_json;
 pub use super::google::fuzz_json as google_json;
@@ -14,8 +13,6 @@ pub fn form(bytes: &[u8]) {
         for (key, value) in &form.fields {
             let _ = form_int(key, value);
         }
-        let _ = intake(&form.tokens, 32, |hex, buf| {
-            decode_hex_token(hex, buf).map(drop)
-        });
+        let _ = intake(&form.tokens, 64, crate::apns::token::keep);
     }
 }

@@ -17,7 +17,7 @@ use serde_json::json;
 use crate::api::{ApiError, AppState};
 use crate::backend::{AdmitError, NewJob};
 use crate::floor::DEFAULT_APP;
-use crate::job::{Platform, TokenError, TokenList};
+use crate::job::{Platform, TokenList};
 
 pub use crate::api::rejections::{Rejected, Rejections};
 
@@ -31,12 +31,13 @@ pub struct Intake<'a> {
     pub duplicates: usize,
 }
 
-/// Validates tokens with `decode` (which appends a token's stored bytes to the
-/// buffer), dropping duplicates. A tight loop: no allocation per token.
+/// Validates tokens with `keep` (which appends a token's kept form to the
+/// buffer, or names the upstream's reason for refusing it), dropping
+/// duplicates. A tight loop: no allocation per token.
 pub fn intake<'a>(
     raw: &'a [Cow<'a, str>],
     bytes_each: usize,
-    mut decode: impl FnMut(&str, &mut Vec<u8>) -> Result<(), TokenError>,
+    mut keep: impl FnMut(&str, &mut Vec<u8>) -> Result<(), &'static str>,
 ) -> Intake<'a> {
     let mut tokens = TokenList::with_capacity(raw.len(), bytes_each);
     let mut rejected = Rejections::default();
@@ -47,9 +48,9 @@ pub fn intake<'a>(
     let mut seen: HashMap<u64, u32> = HashMap::with_capacity(raw.len());
     for token in raw {
         let start = tokens.buffer().len();
-        if let Err(e) = decode(token, tokens.buffer()) {
+        if let Err(reason) = keep(token, tokens.buffer()) {
             tokens.buffer().truncate(start);
-            rejected.push(token, e.as_str());
+            rejected.push(token, reason);
             continue;
         }
         let hash = hasher.hash_one(tokens.uncommitted());
@@ -233,7 +234,6 @@ pub fn pick_app<'a, S>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::job::decode_hex_token;
 
     #[test]
     fn intake_rejects_bad_tokens_and_folds_duplicates_across_case() {
@@ -245,7 +245,7 @@ mod tests {
             upper.as_str().into(),
             "cd".repeat(32).into(),
         ];
-        let result = intake(&raw, 32, |hex, buf| decode_hex_token(hex, buf).map(drop));
+        let result = intake(&raw, 64, crate::apns::token::keep);
         assert_eq!(result.tokens.len(), 2);
         assert_eq!(result.duplicates, 1);
         assert_eq!(result.rejected.count(), 1);

@@ -8,6 +8,10 @@ use crate::job::TokenList;
 
 /// Format version of every row.
 const VERSION: u8 = 1;
+/// Format version of a job record: 2 keeps APNs tokens as their hex text.
+/// Version 1 kept them as bytes; such rows (left by an older gateway) are
+/// read and turned into text, so an upgrade resends what was queued.
+const RECORD_VERSION: u8 = 2;
 
 /// Appends fixed-width integers and length-prefixed bytes.
 #[derive(Default)]
@@ -120,7 +124,7 @@ impl JobRecord {
         let mut w = Writer(Vec::with_capacity(
             64 + fields.len() + bytes.len() + ends.len() * 4,
         ));
-        w.u8(VERSION)
+        w.u8(RECORD_VERSION)
             .bytes(platform.as_bytes())
             .bytes(app.as_bytes())
             .bytes(fields)
@@ -137,7 +141,8 @@ impl JobRecord {
     /// Reads a row; `None` when it is not one.
     pub fn decode(row: &[u8]) -> Option<Self> {
         let mut r = Reader(row);
-        if r.u8()? != VERSION {
+        let version = r.u8()?;
+        if version != RECORD_VERSION && version != 1 {
             return None;
         }
         let platform = r.string()?;
@@ -151,15 +156,31 @@ impl JobRecord {
         for _ in 0..n {
             ends.push(r.u32()?);
         }
+        let mut tokens = TokenList::from_parts(bytes, ends)?;
+        if version == 1 && platform == "apns" {
+            tokens = hex_tokens(&tokens);
+        }
         Some(Self {
             platform,
             app,
             fields,
             expires_at_ms,
             due_ms,
-            tokens: TokenList::from_parts(bytes, ends)?,
+            tokens,
         })
     }
+}
+
+/// A version-1 APNs record's tokens (bytes) as they are kept now (hex text).
+fn hex_tokens(bytes: &TokenList) -> TokenList {
+    let mut text = TokenList::with_capacity(bytes.len(), 64);
+    for i in 0..bytes.len() {
+        let token = bytes.get(u32::try_from(i).unwrap_or(u32::MAX));
+        text.buffer()
+            .extend_from_slice(crate::job::hex_encode(token).as_bytes());
+        text.commit();
+    }
+    text
 }
 
 /// A job's progress: rewritten when its outcomes are flushed; kept (without
@@ -404,5 +425,15 @@ mod tests {
             Some(5)
         );
         assert!(JobRecord::decode(b"\x09junk").is_none());
+    }
+
+    #[test]
+    fn an_older_gateways_apns_record_reads_as_hex_text() {
+        let mut bytes = TokenList::default();
+        bytes.push(&[0xab; 32]);
+        let mut row = JobRecord::encode_parts("apns", "default", b"{}", None, None, &bytes);
+        row[0] = 1;
+        let back = JobRecord::decode(&row).expect("a version-1 row still reads");
+        assert_eq!(back.tokens.get(0), "ab".repeat(32).as_bytes());
     }
 }

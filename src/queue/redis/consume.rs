@@ -337,7 +337,7 @@ impl Consumer {
             .map(|ms| UNIX_EPOCH + Duration::from_millis(ms));
         let mut list = TokenList::with_capacity(tokens.len(), 32);
         for t in &tokens {
-            platform.store_token(t, list.buffer());
+            platform.codec().keep_wire(t, list.buffer());
             list.commit();
         }
         let send = Handoff::all(&list);
