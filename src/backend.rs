@@ -32,7 +32,7 @@ use crate::queue::disk::format::JobRecord;
 use crate::queue::disk::writer::LEASE_START;
 use crate::queue::disk::{self, StoreError};
 use crate::queue::redis::{CHUNK_TOKENS, ChunkedJob, Cluster, RedisError};
-use crate::report::{BoundedList, Reports};
+use crate::report::Reports;
 use crate::schedule::{Held, Scheduler};
 
 /// A validated send request, as the API hands it over.
@@ -192,17 +192,14 @@ impl Hand {
         let platform = handoff.progress.platform;
         for range in &handoff.send {
             for index in range.clone() {
-                self.recorder.finish_token(
+                let token = platform.codec().show(handoff.tokens.get(index));
+                self.recorder.finish_shown(
                     &handoff.progress,
                     index,
-                    || {
-                        platform
-                            .codec()
-                            .show(handoff.tokens.get(index))
-                            .into_owned()
-                    },
+                    &token,
                     outcome.clone(),
                     false,
+                    None,
                 );
             }
         }
@@ -621,21 +618,15 @@ impl Backend {
     }
 
     fn local_list(&self, family: Family, app: &str, list: ListKind, drain: bool) -> Vec<Value> {
-        fn take<T: serde::Serialize + Clone>(list: &BoundedList<T>, drain: bool) -> Vec<Value> {
-            let taken = if drain { list.drain() } else { list.snapshot() };
-            taken
-                .into_iter()
-                .filter_map(|e| serde_json::to_value(e).ok())
-                .collect()
-        }
         let Some(report) = self.0.reports.app(family, app) else {
             return Vec::new();
         };
-        match list {
-            ListKind::Unregistered => take(&report.unregistered, drain),
-            ListKind::Failures => take(&report.failures, drain),
-            ListKind::Canonical => take(&report.canonical, drain),
-        }
+        let list = report.list(list);
+        let taken = if drain { list.drain() } else { list.snapshot() };
+        taken
+            .into_iter()
+            .filter_map(|e| serde_json::to_value(e).ok())
+            .collect()
     }
 
     /// A list's size and how many entries it dropped because it was full.
@@ -647,11 +638,8 @@ impl Backend {
         let Some(report) = self.0.reports.app(family, app) else {
             return (0, 0);
         };
-        match list {
-            ListKind::Unregistered => (report.unregistered.len(), report.unregistered.dropped()),
-            ListKind::Failures => (report.failures.len(), report.failures.dropped()),
-            ListKind::Canonical => (report.canonical.len(), report.canonical.dropped()),
-        }
+        let list = report.list(list);
+        (list.len(), list.dropped())
     }
 
     /// A job's status; `None` when unknown (or forgotten: older than the

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::job::{JobProgress, OutcomeKind};
+use crate::job::{JobProgress, Outcome, OutcomeKind};
 
 /// Running totals for one family since the process started.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,7 +36,145 @@ pub struct Counters {
     pub possible_duplicates: u64,
 }
 
+/// One running total, by the name every keeper of the books uses for it
+/// (the JSON answers, the Redis hash fields, the disk row's order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Counter {
+    /// See [`Counters::accepted`].
+    Accepted,
+    /// See [`Counters::attempts`].
+    Attempts,
+    /// See [`Counters::retries`].
+    Retries,
+    /// See [`Counters::successes`].
+    Successes,
+    /// See [`Counters::failures`].
+    Failures,
+    /// See [`Counters::unregistered`].
+    Unregistered,
+    /// See [`Counters::canonicals`].
+    Canonicals,
+    /// See [`Counters::expired`].
+    Expired,
+    /// See [`Counters::cancelled`].
+    Cancelled,
+    /// See [`Counters::unattempted`].
+    Unattempted,
+    /// See [`Counters::possible_duplicates`].
+    PossibleDuplicates,
+}
+
+impl Counter {
+    /// Every counter, in the disk row's order.
+    pub const ALL: [Counter; 11] = [
+        Counter::Accepted,
+        Counter::Attempts,
+        Counter::Retries,
+        Counter::Successes,
+        Counter::Failures,
+        Counter::Unregistered,
+        Counter::Canonicals,
+        Counter::Expired,
+        Counter::Cancelled,
+        Counter::Unattempted,
+        Counter::PossibleDuplicates,
+    ];
+
+    /// Its field name (`successes`, `possible_duplicates`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            Counter::Accepted => "accepted",
+            Counter::Attempts => "attempts",
+            Counter::Retries => "retries",
+            Counter::Successes => "successes",
+            Counter::Failures => "failures",
+            Counter::Unregistered => "unregistered",
+            Counter::Canonicals => "canonicals",
+            Counter::Expired => "expired",
+            Counter::Cancelled => "cancelled",
+            Counter::Unattempted => "unattempted",
+            Counter::PossibleDuplicates => "possible_duplicates",
+        }
+    }
+
+    /// The counter a terminal outcome of `kind` adds to.
+    pub fn of(kind: OutcomeKind) -> Self {
+        match kind {
+            OutcomeKind::Success => Counter::Successes,
+            OutcomeKind::Failed => Counter::Failures,
+            OutcomeKind::Unregistered => Counter::Unregistered,
+            OutcomeKind::Canonical => Counter::Canonicals,
+            OutcomeKind::Expired => Counter::Expired,
+            OutcomeKind::Cancelled => Counter::Cancelled,
+        }
+    }
+}
+
 impl Counters {
+    /// Counters read counter by counter (`pending` derived).
+    pub fn from_fn(mut read: impl FnMut(Counter) -> u64) -> Self {
+        let mut c = Counters::default();
+        for counter in Counter::ALL {
+            *c.slot(counter) = read(counter);
+        }
+        c.pending = c.accepted.saturating_sub(c.finished());
+        c
+    }
+
+    /// The value of one counter.
+    pub fn get(&self, counter: Counter) -> u64 {
+        match counter {
+            Counter::Accepted => self.accepted,
+            Counter::Attempts => self.attempts,
+            Counter::Retries => self.retries,
+            Counter::Successes => self.successes,
+            Counter::Failures => self.failures,
+            Counter::Unregistered => self.unregistered,
+            Counter::Canonicals => self.canonicals,
+            Counter::Expired => self.expired,
+            Counter::Cancelled => self.cancelled,
+            Counter::Unattempted => self.unattempted,
+            Counter::PossibleDuplicates => self.possible_duplicates,
+        }
+    }
+
+    fn slot(&mut self, counter: Counter) -> &mut u64 {
+        match counter {
+            Counter::Accepted => &mut self.accepted,
+            Counter::Attempts => &mut self.attempts,
+            Counter::Retries => &mut self.retries,
+            Counter::Successes => &mut self.successes,
+            Counter::Failures => &mut self.failures,
+            Counter::Unregistered => &mut self.unregistered,
+            Counter::Canonicals => &mut self.canonicals,
+            Counter::Expired => &mut self.expired,
+            Counter::Cancelled => &mut self.cancelled,
+            Counter::Unattempted => &mut self.unattempted,
+            Counter::PossibleDuplicates => &mut self.possible_duplicates,
+        }
+    }
+
+    /// Every counter with its value (without `pending`, which is derived).
+    pub fn iter(&self) -> impl Iterator<Item = (Counter, u64)> + '_ {
+        Counter::ALL.into_iter().map(|c| (c, self.get(c)))
+    }
+
+    /// Adds the counts of a posting; `pending` stays `accepted − finished`.
+    pub fn post(&mut self, posting: &Posting) {
+        for (counter, n) in posting.counts() {
+            *self.slot(counter) += n;
+        }
+        self.pending = self.accepted.saturating_sub(self.finished());
+    }
+
+    /// Adds every count of `delta` (a sum of postings).
+    pub fn add_all(&mut self, delta: &Counters) {
+        for (counter, n) in delta.iter() {
+            *self.slot(counter) += n;
+        }
+        self.pending = self.accepted.saturating_sub(self.finished());
+    }
+
     /// Sum of terminal outcomes.
     pub fn finished(&self) -> u64 {
         self.successes
@@ -53,17 +191,111 @@ impl Counters {
         self.accepted == self.pending + self.finished()
             && self.attempts == self.retries + self.finished() - self.unattempted
     }
+}
 
-    /// Counts one terminal outcome of `kind`.
-    pub fn add(&mut self, kind: OutcomeKind) {
-        match kind {
-            OutcomeKind::Success => self.successes += 1,
-            OutcomeKind::Failed => self.failures += 1,
-            OutcomeKind::Unregistered => self.unregistered += 1,
-            OutcomeKind::Canonical => self.canonicals += 1,
-            OutcomeKind::Expired => self.expired += 1,
-            OutcomeKind::Cancelled => self.cancelled += 1,
+/// What one event changes in a family's books: one or two counters, and for
+/// an outcome the sender must act on, one list entry. [`Posting::finished`]
+/// and its siblings are the one mapping from events to the books; the
+/// in-memory reports, the disk store and the Redis store each apply it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Posting {
+    counts: [(Counter, u64); 2],
+    /// The list entry, for `unregistered`, `canonical` and `failed`.
+    pub entry: Option<ListEntry>,
+}
+
+impl Posting {
+    fn of(first: (Counter, u64), second: Option<(Counter, u64)>) -> Self {
+        Self {
+            counts: [first, second.unwrap_or((first.0, 0))],
+            entry: None,
         }
+    }
+
+    /// `n` tokens accepted.
+    pub fn accepted(n: u64) -> Self {
+        Self::of((Counter::Accepted, n), None)
+    }
+
+    /// One attempt that will be retried.
+    pub fn retried() -> Self {
+        Self::of((Counter::Attempts, 1), Some((Counter::Retries, 1)))
+    }
+
+    /// `n` tokens resent after their connection dropped mid-request.
+    pub fn possible_duplicates(n: u64) -> Self {
+        Self::of((Counter::PossibleDuplicates, n), None)
+    }
+
+    /// A token that reached `outcome` (`token` as its codec shows it):
+    /// its outcome's counter, `attempts` or `unattempted`, and its list
+    /// entry if the outcome has one (stamped `now_ms` unless the upstream
+    /// gave a time).
+    pub fn finished(token: &str, outcome: &Outcome, attempted: bool, now_ms: u64) -> Self {
+        let attempt = if attempted {
+            Counter::Attempts
+        } else {
+            Counter::Unattempted
+        };
+        let mut posting = Self::of((Counter::of(outcome.kind()), 1), Some((attempt, 1)));
+        posting.entry = ListEntry::of(token, outcome, now_ms);
+        posting
+    }
+
+    /// The counters it adds to, with how much (zero-sized counts left out).
+    pub fn counts(&self) -> impl Iterator<Item = (Counter, u64)> + '_ {
+        self.counts.iter().copied().filter(|(_, n)| *n > 0)
+    }
+}
+
+/// An entry of a drainable list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ListEntry {
+    /// A token to purge.
+    Unregistered(UnregisteredEntry),
+    /// A permanent failure.
+    Failure(FailureEntry),
+    /// A canonical replacement.
+    Canonical(CanonicalEntry),
+}
+
+impl ListEntry {
+    /// The entry `outcome` of `token` leaves, if any.
+    pub fn of(token: &str, outcome: &Outcome, now_ms: u64) -> Option<Self> {
+        match outcome {
+            Outcome::Success | Outcome::Expired { .. } | Outcome::Cancelled => None,
+            Outcome::Unregistered { timestamp_ms } => {
+                Some(ListEntry::Unregistered(UnregisteredEntry {
+                    token: token.to_owned(),
+                    timestamp: timestamp_ms.unwrap_or(now_ms),
+                }))
+            }
+            Outcome::Canonical { new_token } => Some(ListEntry::Canonical(CanonicalEntry {
+                original: token.to_owned(),
+                canonical: new_token.clone(),
+            })),
+            Outcome::Failed { reason, status } => Some(ListEntry::Failure(FailureEntry {
+                token: token.to_owned(),
+                reason: reason.to_string(),
+                status: *status,
+                at: now_ms,
+            })),
+        }
+    }
+
+    /// The list it goes to.
+    pub fn list(&self) -> ListKind {
+        match self {
+            ListEntry::Unregistered(_) => ListKind::Unregistered,
+            ListEntry::Failure(_) => ListKind::Failures,
+            ListEntry::Canonical(_) => ListKind::Canonical,
+        }
+    }
+
+    /// Its JSON text, as the stores keep it.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
     }
 }
 

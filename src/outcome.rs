@@ -11,7 +11,9 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use crate::job::{Job, JobProgress, Outcome, OutcomeKind};
+use crate::books::Posting;
+use crate::floor::now_ms;
+use crate::job::{Job, JobProgress, Outcome};
 
 /// How a job came to be counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,8 +35,7 @@ pub struct Finished<'a> {
     pub progress: &'a JobProgress,
     /// Its index within the job's tokens.
     pub index: u32,
-    /// The token as the sender wrote it; empty unless some sink asked for
-    /// it ([`Sink::needs_token`]).
+    /// The token as its platform's codec shows it.
     pub token: &'a str,
     /// The outcome.
     pub outcome: &'a Outcome,
@@ -42,6 +43,16 @@ pub struct Finished<'a> {
     pub attempted: bool,
     /// The upstream's id for this delivery (`apns-unique-id`), when it gave one.
     pub unique_id: Option<&'a str>,
+    /// Tokens of the job (or chunk) finished now, this one included.
+    pub done: u64,
+}
+
+impl Finished<'_> {
+    /// What it changes in its family's books (the one mapping, see
+    /// [`Posting::finished`]).
+    pub fn posting(&self) -> Posting {
+        Posting::finished(self.token, self.outcome, self.attempted, now_ms())
+    }
 }
 
 /// Something that wants to hear about outcomes. Every method has a no-op
@@ -55,17 +66,12 @@ pub trait Sink: Send + Sync + 'static {
     fn possible_duplicates(&self, _progress: &JobProgress, _n: u64) {}
     /// A token reached its terminal outcome.
     fn finished(&self, _finished: &Finished<'_>) {}
-    /// True when [`Sink::finished`] reads the token text for outcomes of `kind`.
-    fn needs_token(&self, _kind: OutcomeKind) -> bool {
-        false
-    }
 }
 
 /// The fan-out every worker holds: cheap to clone.
 #[derive(Clone)]
 pub struct Recorder {
     sinks: Arc<[Arc<dyn Sink>]>,
-    needs_token: [bool; 6],
 }
 
 impl std::fmt::Debug for Recorder {
@@ -79,10 +85,8 @@ impl std::fmt::Debug for Recorder {
 impl Recorder {
     /// A fan-out to `sinks`, told in this order.
     pub fn new(sinks: Vec<Arc<dyn Sink>>) -> Self {
-        let needs_token = OutcomeKind::ALL.map(|k| sinks.iter().any(|s| s.needs_token(k)));
         Self {
             sinks: sinks.into(),
-            needs_token,
         }
     }
 
@@ -121,13 +125,7 @@ impl Recorder {
     /// Records token `index` of `job`'s terminal outcome. `attempted` is false
     /// when no upstream answer led to it (expired while queued, cancelled).
     pub fn finish<M>(&self, job: &Job<M>, index: u32, outcome: Outcome, attempted: bool) {
-        self.finish_token(
-            &job.progress,
-            index,
-            || job.token_shown(index).into_owned(),
-            outcome,
-            attempted,
-        );
+        self.finish_noted(job, index, outcome, attempted, None);
     }
 
     /// [`Recorder::finish`], keeping the upstream's id for this delivery
@@ -140,36 +138,18 @@ impl Recorder {
         attempted: bool,
         unique_id: Option<&str>,
     ) {
-        self.finish_token_noted(
-            &job.progress,
-            index,
-            || job.token_shown(index).into_owned(),
-            outcome,
-            attempted,
-            unique_id,
-        );
+        let token = job.token_shown(index);
+        self.finish_shown(&job.progress, index, &token, outcome, attempted, unique_id);
     }
 
-    /// [`Recorder::finish`] for a caller that holds the token text rather than the job.
-    pub fn finish_token(
+    /// Records a terminal outcome for a caller that holds the token as
+    /// shown rather than the job. The job's progress is counted here, once,
+    /// before any sink hears of it; the sinks then keep what they keep.
+    pub fn finish_shown(
         &self,
         progress: &JobProgress,
         index: u32,
-        token: impl FnOnce() -> String,
-        outcome: Outcome,
-        attempted: bool,
-    ) {
-        self.finish_token_noted(progress, index, token, outcome, attempted, None);
-    }
-
-    /// [`Recorder::finish_token`], keeping the upstream's id for this
-    /// delivery (`apns-unique-id`, which Apple asks for in support requests)
-    /// in the job's status and passing it to the sinks (the webhook event).
-    pub fn finish_token_noted(
-        &self,
-        progress: &JobProgress,
-        index: u32,
-        token: impl FnOnce() -> String,
+        token: &str,
         outcome: Outcome,
         attempted: bool,
         unique_id: Option<&str>,
@@ -177,19 +157,15 @@ impl Recorder {
         if let Some(id) = unique_id {
             progress.note_unique_id(id);
         }
-        let kind = outcome.kind();
-        let token = if self.needs_token[kind as usize] {
-            token()
-        } else {
-            String::new()
-        };
+        let done = progress.record(outcome.kind());
         let finished = Finished {
             progress,
             index,
-            token: &token,
+            token,
             outcome: &outcome,
             attempted,
             unique_id,
+            done,
         };
         for s in self.sinks.iter() {
             s.finished(&finished);
@@ -200,7 +176,7 @@ impl Recorder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::job::{JobId, Platform};
+    use crate::job::{JobId, OutcomeKind, Platform};
     use std::sync::Mutex;
 
     #[derive(Default)]
@@ -208,20 +184,18 @@ mod tests {
 
     impl Sink for Log {
         fn finished(&self, f: &Finished<'_>) {
-            crate::floor::lock(&self.0).push(format!("{}:{}", f.index, f.token));
-        }
-        fn needs_token(&self, kind: OutcomeKind) -> bool {
-            kind != OutcomeKind::Success
+            crate::floor::lock(&self.0).push(format!("{}:{}:{}", f.index, f.token, f.done));
         }
     }
 
     #[test]
-    fn renders_the_token_only_when_a_sink_wants_it() {
+    fn the_recorder_counts_the_job_before_any_sink_hears() {
         let log = Arc::new(Log::default());
         let recorder = Recorder::new(vec![log.clone()]);
         let p = JobProgress::new(JobId::new(), Platform::Gcm, 2);
-        recorder.finish_token(&p, 0, || "a".into(), Outcome::Success, true);
-        recorder.finish_token(&p, 1, || "b".into(), Outcome::Cancelled, false);
-        assert_eq!(*crate::floor::lock(&log.0), vec!["0:", "1:b"]);
+        recorder.finish_shown(&p, 0, "a", Outcome::Success, true, None);
+        recorder.finish_shown(&p, 1, "b", Outcome::Cancelled, false, None);
+        assert_eq!(*crate::floor::lock(&log.0), vec!["0:a:1", "1:b:2"]);
+        assert_eq!((p.count(OutcomeKind::Cancelled), p.pending()), (1, 0));
     }
 }

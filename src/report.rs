@@ -11,8 +11,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 pub use crate::books::{CanonicalEntry, Counters, FailureEntry, UnregisteredEntry};
-use crate::floor::{DEFAULT_APP, lock, now_ms};
-use crate::job::{Family, JobId, JobProgress, Outcome, OutcomeKind};
+use crate::books::{ListEntry, ListKind, Posting};
+use crate::floor::{DEFAULT_APP, lock};
+use crate::job::{Family, JobId, JobProgress, OutcomeKind};
 use crate::outcome::{Arrival, Finished, Sink};
 
 /// A list with a size bound: oldest entries are dropped first, and counted.
@@ -82,22 +83,53 @@ impl<T: Clone> BoundedList<T> {
 #[derive(Debug)]
 pub struct FamilyReport {
     counters: Mutex<Counters>,
-    /// Tokens to purge.
-    pub unregistered: BoundedList<UnregisteredEntry>,
-    /// Permanent failures.
-    pub failures: BoundedList<FailureEntry>,
-    /// Canonical replacements (Google legacy only).
-    pub canonical: BoundedList<CanonicalEntry>,
+    /// The drainable lists, in [`ListKind::ALL`] order.
+    lists: [BoundedList<ListEntry>; 3],
 }
 
 impl FamilyReport {
     fn new(max_list: usize) -> Self {
         Self {
             counters: Mutex::new(Counters::default()),
-            unregistered: BoundedList::new(max_list),
-            failures: BoundedList::new(max_list),
-            canonical: BoundedList::new(max_list),
+            lists: ListKind::ALL.map(|_| BoundedList::new(max_list)),
         }
+    }
+
+    /// One of its lists.
+    pub fn list(&self, kind: ListKind) -> &BoundedList<ListEntry> {
+        &self.lists[kind as usize]
+    }
+
+    /// A copy of the unregistered list, oldest first.
+    pub fn unregistered(&self) -> Vec<UnregisteredEntry> {
+        self.snapshot(ListKind::Unregistered, |e| match e {
+            ListEntry::Unregistered(u) => Some(u),
+            _ => None,
+        })
+    }
+
+    /// A copy of the failures list, oldest first.
+    pub fn failures(&self) -> Vec<FailureEntry> {
+        self.snapshot(ListKind::Failures, |e| match e {
+            ListEntry::Failure(f) => Some(f),
+            _ => None,
+        })
+    }
+
+    /// A copy of the canonical list, oldest first.
+    pub fn canonical(&self) -> Vec<CanonicalEntry> {
+        self.snapshot(ListKind::Canonical, |e| match e {
+            ListEntry::Canonical(c) => Some(c),
+            _ => None,
+        })
+    }
+
+    fn snapshot<T>(&self, kind: ListKind, pick: impl Fn(ListEntry) -> Option<T>) -> Vec<T> {
+        self.list(kind)
+            .snapshot()
+            .into_iter()
+            .filter_map(pick)
+            .collect()
     }
 
     /// A consistent copy of the totals.
@@ -268,9 +300,7 @@ impl Reports {
 impl Sink for Reports {
     fn accepted(&self, progress: &Arc<JobProgress>, arrival: Arrival) {
         if arrival != Arrival::Recovered {
-            let mut c = lock(&self.of(progress).counters);
-            c.accepted += progress.total;
-            c.pending += progress.total;
+            lock(&self.of(progress).counters).post(&Posting::accepted(progress.total));
         }
         if arrival != Arrival::Taken {
             // A chunk of a shared job is not the job: its status is the backend's.
@@ -279,64 +309,30 @@ impl Sink for Reports {
     }
 
     fn retried(&self, progress: &JobProgress, _reason: &str) {
-        let mut c = lock(&self.of(progress).counters);
-        c.attempts += 1;
-        c.retries += 1;
+        lock(&self.of(progress).counters).post(&Posting::retried());
     }
 
     fn possible_duplicates(&self, progress: &JobProgress, n: u64) {
-        lock(&self.of(progress).counters).possible_duplicates += n;
+        lock(&self.of(progress).counters).post(&Posting::possible_duplicates(n));
     }
 
     fn finished(&self, f: &Finished<'_>) {
         let progress = f.progress;
         let family = self.of(progress);
-        let kind = f.outcome.kind();
+        let posting = f.posting();
+        lock(&family.counters).post(&posting);
+        if self.options.lists
+            && let Some(entry) = posting.entry
+            && family.list(entry.list()).push(entry)
+            && let Some(counter) = &self.list_dropped
         {
-            let mut c = lock(&family.counters);
-            if f.attempted {
-                c.attempts += 1;
-            } else {
-                c.unattempted += 1;
-            }
-            c.pending = c.pending.saturating_sub(1);
-            c.add(kind);
-        }
-        let done = progress.record(kind);
-        if self.options.lists {
-            let token = f.token.to_owned();
-            let dropped = match f.outcome {
-                Outcome::Success | Outcome::Expired { .. } | Outcome::Cancelled => false,
-                Outcome::Unregistered { timestamp_ms } => {
-                    family.unregistered.push(UnregisteredEntry {
-                        token,
-                        timestamp: timestamp_ms.unwrap_or_else(now_ms),
-                    })
-                }
-                Outcome::Canonical { new_token } => family.canonical.push(CanonicalEntry {
-                    original: token,
-                    canonical: new_token.clone(),
-                }),
-                Outcome::Failed { reason, status } => family.failures.push(FailureEntry {
-                    token,
-                    reason: reason.to_string(),
-                    status: *status,
-                    at: now_ms(),
-                }),
-            };
-            if dropped && let Some(counter) = &self.list_dropped {
-                counter
-                    .with_label_values(&[progress.platform.as_str(), kind.as_str()])
-                    .inc();
-            }
+            counter
+                .with_label_values(&[progress.platform.as_str(), f.outcome.kind().as_str()])
+                .inc();
         }
         if self.options.log_progress {
-            log_progress(progress, done);
+            log_progress(progress, f.done);
         }
-    }
-
-    fn needs_token(&self, kind: OutcomeKind) -> bool {
-        self.options.lists && kind != OutcomeKind::Success
     }
 }
 
@@ -370,7 +366,7 @@ fn log_progress(progress: &JobProgress, done: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::job::{Job, Platform, TokenList};
+    use crate::job::{Job, Outcome, Platform, TokenList};
     use crate::outcome::Recorder;
 
     fn job(n: u32) -> Job<()> {
@@ -427,13 +423,16 @@ mod tests {
         assert!(c.balanced(), "{c:?}");
         assert_eq!((c.accepted, c.pending, c.attempts, c.retries), (6, 2, 4, 1));
         assert_eq!(p.pending(), 2);
-        let unregistered = reports.family(Family::Google).unregistered.snapshot();
+        let unregistered = reports
+            .family(Family::Google)
+            .list(ListKind::Unregistered)
+            .snapshot();
         assert_eq!(
             unregistered,
-            vec![UnregisteredEntry {
+            vec![ListEntry::Unregistered(UnregisteredEntry {
                 token: "t1".into(),
                 timestamp: 7
-            }]
+            })]
         );
     }
 

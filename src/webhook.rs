@@ -222,10 +222,6 @@ impl crate::outcome::Sink for WebhookSink {
             apns_unique_id: f.unique_id.map(str::to_owned),
         });
     }
-
-    fn needs_token(&self, _kind: crate::job::OutcomeKind) -> bool {
-        true
-    }
 }
 
 #[cfg(test)]

@@ -240,19 +240,15 @@ async fn v1_delivers_mixed_tokens_with_one_oauth_grant() {
         assert_eq!(mock.ledger.distinct_credentials(), 1);
 
         let google = recorder.reports.family(crate::job::Family::Google);
-        let unregistered: Vec<String> = google
-            .unregistered
-            .snapshot()
-            .into_iter()
-            .map(|e| e.token)
-            .collect();
+        let unregistered: Vec<String> =
+            google.unregistered().into_iter().map(|e| e.token).collect();
         let want: Vec<String> = tokens
             .iter()
             .filter(|t| t.starts_with("unregistered"))
             .cloned()
             .collect();
         assert_eq!(sorted(unregistered), sorted(want));
-        let failures = google.failures.snapshot();
+        let failures = google.failures();
         assert!(failures.iter().all(|f| f.token.starts_with("invalid")
             && f.reason == "INVALID_ARGUMENT"
             && f.status == 400));
@@ -300,18 +296,14 @@ async fn legacy_delivers_mixed_tokens_in_batches_of_at_most_1000() {
         assert!(largest <= 1000 && largest > 1, "{largest}");
 
         let google = recorder.reports.family(crate::job::Family::Google);
-        let canonical = google.canonical.snapshot();
+        let canonical = google.canonical();
         assert_eq!(canonical.len(), 250);
         for entry in &canonical {
             assert!(entry.original.starts_with("canonical"), "{entry:?}");
             assert_eq!(entry.canonical, format!("new-{}", entry.original));
         }
-        let unregistered: HashSet<String> = google
-            .unregistered
-            .snapshot()
-            .into_iter()
-            .map(|e| e.token)
-            .collect();
+        let unregistered: HashSet<String> =
+            google.unregistered().into_iter().map(|e| e.token).collect();
         let want: HashSet<String> = tokens
             .iter()
             .filter(|t| t.starts_with("unregistered"))
@@ -320,8 +312,7 @@ async fn legacy_delivers_mixed_tokens_in_batches_of_at_most_1000() {
         assert_eq!(unregistered, want);
         assert!(
             google
-                .failures
-                .snapshot()
+                .failures()
                 .iter()
                 .all(|f| f.reason == "InvalidRegistration")
         );
@@ -483,8 +474,7 @@ async fn legacy_wrong_server_key_fails_every_token_as_unauthorized() {
         let failures = recorder
             .reports
             .family(crate::job::Family::Google)
-            .failures
-            .snapshot();
+            .failures();
         assert!(
             failures
                 .iter()

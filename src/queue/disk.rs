@@ -33,9 +33,9 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
 
-use crate::books::{CanonicalEntry, Counters, FailureEntry, ListKind, UnregisteredEntry};
+use crate::books::{Counters, ListKind, Posting};
 use crate::floor::{lock, now_ms};
-use crate::job::{Family, JobId, JobProgress, Outcome, OutcomeKind};
+use crate::job::{Family, JobId, JobProgress, OutcomeKind};
 use crate::outcome::{Finished, Sink};
 
 use self::format::{JobRecord, JobState};
@@ -140,7 +140,7 @@ impl Buffer {
         older.outcomes.append(&mut self.outcomes);
         self.outcomes = older.outcomes;
         for (k, d) in older.counters {
-            format::add_counters(self.counters.entry(k).or_default(), &d);
+            self.counters.entry(k).or_default().add_all(&d);
         }
         older.lists.append(&mut self.lists);
         self.lists = older.lists;
@@ -432,64 +432,28 @@ impl Store {
 
 impl Sink for Store {
     fn retried(&self, progress: &JobProgress, _reason: &str) {
-        let mut b = lock(&self.shared.buffer);
-        let d = b.delta(progress);
-        d.attempts += 1;
-        d.retries += 1;
+        lock(&self.shared.buffer)
+            .delta(progress)
+            .post(&Posting::retried());
     }
 
     fn possible_duplicates(&self, progress: &JobProgress, n: u64) {
         lock(&self.shared.buffer)
             .delta(progress)
-            .possible_duplicates += n;
+            .post(&Posting::possible_duplicates(n));
     }
 
     fn finished(&self, f: &Finished<'_>) {
         let progress = f.progress;
-        let kind = f.outcome.kind();
-        let entry = match f.outcome {
-            Outcome::Success | Outcome::Expired { .. } | Outcome::Cancelled => None,
-            Outcome::Unregistered { timestamp_ms } => Some((
-                ListKind::Unregistered,
-                serde_json::to_vec(&UnregisteredEntry {
-                    token: f.token.to_owned(),
-                    timestamp: timestamp_ms.unwrap_or_else(now_ms),
-                }),
-            )),
-            Outcome::Canonical { new_token } => Some((
-                ListKind::Canonical,
-                serde_json::to_vec(&CanonicalEntry {
-                    original: f.token.to_owned(),
-                    canonical: new_token.clone(),
-                }),
-            )),
-            Outcome::Failed { reason, status } => Some((
-                ListKind::Failures,
-                serde_json::to_vec(&FailureEntry {
-                    token: f.token.to_owned(),
-                    reason: reason.to_string(),
-                    status: *status,
-                    at: now_ms(),
-                }),
-            )),
-        };
+        let posting = f.posting();
         let mut b = lock(&self.shared.buffer);
-        b.outcomes.push((progress.id.as_u128(), f.index, kind));
-        let d = b.delta(progress);
-        if f.attempted {
-            d.attempts += 1;
-        } else {
-            d.unattempted += 1;
+        b.outcomes
+            .push((progress.id.as_u128(), f.index, f.outcome.kind()));
+        b.delta(progress).post(&posting);
+        if let Some(entry) = posting.entry {
+            let key = list_key(progress.platform.family(), &progress.app, entry.list());
+            b.lists.push((key, entry.to_json().into_bytes()));
         }
-        d.add(kind);
-        if let Some((list, Ok(json))) = entry {
-            let key = list_key(progress.platform.family(), &progress.app, list);
-            b.lists.push((key, json));
-        }
-    }
-
-    fn needs_token(&self, kind: OutcomeKind) -> bool {
-        kind != OutcomeKind::Success
     }
 }
 

@@ -3,7 +3,7 @@
 //! the row that was written; a row that does not (another version) is
 //! skipped with a log line rather than stopping the gateway.
 
-use crate::books::Counters;
+use crate::books::{Counter, Counters};
 use crate::job::TokenList;
 
 /// Format version of every row.
@@ -315,66 +315,29 @@ impl JobState {
     }
 }
 
-/// The counters row of one family's app.
+/// The counters row of one family's app: every counter in [`Counter::ALL`]
+/// order (`pending` is derived, so not stored).
 pub fn encode_counters(c: &Counters) -> Vec<u8> {
     let mut w = Writer::default();
     w.u8(VERSION);
-    for v in [
-        c.accepted,
-        c.attempts,
-        c.retries,
-        c.successes,
-        c.failures,
-        c.unregistered,
-        c.canonicals,
-        c.expired,
-        c.cancelled,
-        c.unattempted,
-        c.possible_duplicates,
-    ] {
+    for (_, v) in c.iter() {
         w.u64(v);
     }
     w.0
 }
 
-/// Reads a counters row (`pending` derived: accepted − finished).
+/// Reads a counters row.
 pub fn decode_counters(row: &[u8]) -> Option<Counters> {
     let mut r = Reader(row);
     if r.u8()? != VERSION {
         return None;
     }
-    let mut c = Counters {
-        accepted: r.u64()?,
-        attempts: r.u64()?,
-        retries: r.u64()?,
-        successes: r.u64()?,
-        failures: r.u64()?,
-        unregistered: r.u64()?,
-        canonicals: r.u64()?,
-        expired: r.u64()?,
-        cancelled: r.u64()?,
-        unattempted: r.u64()?,
-        possible_duplicates: r.u64()?,
-        pending: 0,
-    };
-    c.pending = c.accepted.saturating_sub(c.finished());
-    Some(c)
-}
-
-/// Adds `delta` to `into` (every field but `pending`, which is derived).
-pub fn add_counters(into: &mut Counters, delta: &Counters) {
-    into.accepted += delta.accepted;
-    into.attempts += delta.attempts;
-    into.retries += delta.retries;
-    into.successes += delta.successes;
-    into.failures += delta.failures;
-    into.unregistered += delta.unregistered;
-    into.canonicals += delta.canonicals;
-    into.expired += delta.expired;
-    into.cancelled += delta.cancelled;
-    into.unattempted += delta.unattempted;
-    into.possible_duplicates += delta.possible_duplicates;
-    into.pending = into.accepted.saturating_sub(into.finished());
+    let mut values = [0u64; Counter::ALL.len()];
+    for v in &mut values {
+        *v = r.u64()?;
+    }
+    let mut values = values.into_iter();
+    Some(Counters::from_fn(|_| values.next().unwrap_or(0)))
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefi
 use tokio::sync::oneshot;
 
 use super::fault::FaultyFile;
-use super::format::{JobRecord, JobState, add_counters, decode_counters, encode_counters};
+use super::format::{JobRecord, JobState, decode_counters, encode_counters};
 use super::{Buffer, ListStats, Shared, StoreError};
 use crate::books::Counters;
 use crate::floor::lock;
@@ -412,7 +412,7 @@ impl WriterThread {
                         .get(key.as_str())?
                         .and_then(|v| decode_counters(v.value()))
                         .unwrap_or_default();
-                    add_counters(&mut c, delta);
+                    c.add_all(delta);
                     counters.insert(key.as_str(), encode_counters(&c).as_slice())?;
                 }
                 for (key, entry) in &taken.lists {

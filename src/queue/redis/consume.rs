@@ -356,15 +356,16 @@ impl Consumer {
         tracing::error!(entry = %entry.id, problem = %refused.error, "cannot deliver a queued chunk; its tokens are recorded as failed");
         let reason: Arc<str> = Arc::from("NotConfigured");
         for (index, t) in tokens.iter().enumerate() {
-            self.recorder.finish_token(
+            self.recorder.finish_shown(
                 &progress,
                 u32::try_from(index).unwrap_or(u32::MAX),
-                || t.clone(),
+                t,
                 Outcome::Failed {
                     reason: reason.clone(),
                     status: 0,
                 },
                 false,
+                None,
             );
         }
     }

@@ -9,32 +9,34 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use crate::floor::{lock, now_ms};
-use crate::job::{JobProgress, Outcome};
+use crate::books::Posting;
+use crate::floor::lock;
+use crate::job::JobProgress;
 use crate::outcome::{Finished, Sink};
 
-use super::wire::counter_field;
 use super::{Cluster, FLUSH_EVERY, InFlight, RedisError, backoff};
 
 /// Records a chunk's outcomes: KEYS = done set, stream; ARGV = max_list,
 /// entry id, the group when this call also acks the chunk ('' = not yet),
 /// the chunk's report key and job key, then per token: token, outcome kind
-/// ([`OutcomeKind::as_str`](crate::job::OutcomeKind::as_str)), '1' if
-/// attempted ('' if not), list key ('' = none), list entry. A token already in the done
-/// set, or any token of a chunk already acked and deleted, is skipped, so
-/// outcomes are counted once whatever the retries. A chunk acked here with
-/// no done set yet (all its outcomes in this one call) is counted without
-/// one; counter increments are summed first, list entries pushed together.
+/// (the job's field, [`OutcomeKind::as_str`](crate::job::OutcomeKind::as_str)),
+/// the two report counters its [`Posting`] adds to, list key ('' = none),
+/// list entry. The counters are named by the caller, from the one mapping
+/// in [`crate::books`]; the script only adds them. A token already in the
+/// done set, or any token of a chunk already acked and deleted, is skipped,
+/// so outcomes are counted once whatever the retries. A chunk acked here
+/// with no done set yet (all its outcomes in this one call) is counted
+/// without one; counter increments are summed first, list entries pushed
+/// together.
 const FLUSH_SCRIPT: &str = r"
 if #redis.call('XRANGE', KEYS[2], ARGV[2], ARGV[2]) == 0 then return 0 end
 local max = tonumber(ARGV[1])
 local ack = ARGV[3] ~= ''
 local fresh = ack and redis.call('EXISTS', KEYS[1]) == 0
 local report, job = ARGV[4], ARGV[5]
-local counters = {success = 'successes', failed = 'failures', unregistered = 'unregistered',
-  canonical = 'canonicals', expired = 'expired', cancelled = 'cancelled'}
 local sums, order, lists, lorder = {}, {}, {}, {}
 local function add(key, field)
+  if field == '' then return end
   local k = key .. '\n' .. field
   if sums[k] == nil then
     sums[k] = 0
@@ -42,20 +44,19 @@ local function add(key, field)
   end
   sums[k] = sums[k] + 1
 end
-for i = 6, #ARGV, 5 do
+for i = 6, #ARGV, 6 do
   if fresh or redis.call('SADD', KEYS[1], ARGV[i]) == 1 then
-    local kind = ARGV[i+1]
-    add(report, counters[kind])
-    if ARGV[i+2] == '1' then add(report, 'attempts') else add(report, 'unattempted') end
-    add(job, kind)
-    if ARGV[i+3] ~= '' then
-      local l = lists[ARGV[i+3]]
+    add(job, ARGV[i+1])
+    add(report, ARGV[i+2])
+    add(report, ARGV[i+3])
+    if ARGV[i+4] ~= '' then
+      local l = lists[ARGV[i+4]]
       if l == nil then
         l = {}
-        lists[ARGV[i+3]] = l
-        lorder[#lorder + 1] = ARGV[i+3]
+        lists[ARGV[i+4]] = l
+        lorder[#lorder + 1] = ARGV[i+4]
       end
-      l[#l + 1] = ARGV[i+4]
+      l[#l + 1] = ARGV[i+5]
     end
   end
 end
@@ -91,6 +92,17 @@ impl Buffer {
             && self.increments.is_empty()
             && self.lists.is_empty()
             && self.acks.is_empty()
+    }
+
+    /// Adds a posting's counts to `key`'s increments.
+    fn post(&mut self, key: &str, posting: &Posting) {
+        for (counter, n) in posting.counts() {
+            self.add(
+                key.to_owned(),
+                counter.name(),
+                i64::try_from(n).unwrap_or(i64::MAX),
+            );
+        }
     }
 
     fn add(&mut self, key: String, field: &'static str, n: i64) {
@@ -136,8 +148,8 @@ impl Sink for Cluster {
     /// Records a terminal outcome cluster-wide. Chunks of this gateway also
     /// note the token done, and are acked once every token is.
     fn finished(&self, f: &Finished<'_>) {
-        let (progress, token, outcome, attempted) = (f.progress, f.token, f.outcome, f.attempted);
-        if !attempted && self.detached.load(Ordering::Acquire) {
+        let progress = f.progress;
+        if !f.attempted && self.detached.load(Ordering::Acquire) {
             // Shutting down: what is left stays pending in the stream for
             // another gateway, rather than being recorded as expired.
             return;
@@ -146,31 +158,20 @@ impl Sink for Cluster {
             .get(&(progress as *const JobProgress as usize))
             .cloned();
         let family = progress.platform.family();
-        let kind = outcome.kind();
-        let attempt_field = if attempted { "attempts" } else { "unattempted" };
-        let list = match outcome {
-            Outcome::Unregistered { timestamp_ms } => Some((
-                "unregistered",
-                serde_json::json!({"token": token, "timestamp": timestamp_ms.unwrap_or_else(now_ms)}),
-            )),
-            Outcome::Canonical { new_token } => Some((
-                "canonical",
-                serde_json::json!({"original": token, "canonical": new_token}),
-            )),
-            Outcome::Failed { reason, status } => Some((
-                "failures",
-                serde_json::json!({"token": token, "reason": reason.as_ref(), "status": status, "at": now_ms()}),
-            )),
-            _ => None,
-        }
-        .map(|(name, entry)| (self.list_key(family, &progress.app, name), entry.to_string()));
+        let kind = f.outcome.kind();
+        let posting = f.posting();
+        let list = posting.entry.as_ref().map(|entry| {
+            (
+                self.list_key(family, &progress.app, entry.list().name()),
+                entry.to_json(),
+            )
+        });
         let mut buffer = lock(&self.buffer);
         let Some(chunk) = in_flight else {
             // Not a chunk of the shared queue: count it as it comes.
             let report = self.report_key(family, &progress.app);
             let job = self.job_key(&progress.id.to_string());
-            buffer.add(report.clone(), attempt_field, 1);
-            buffer.add(report, counter_field(kind), 1);
+            buffer.post(&report, &posting);
             buffer.add(job, kind.as_str(), 1);
             if let Some((key, entry)) = list {
                 buffer.lists.entry(key).or_default().push(entry);
@@ -190,11 +191,15 @@ impl Sink for Cluster {
             );
             buffer.heads.insert(chunk.entry.clone(), head);
         }
-        // Five short strings per token; the chunk's keys go once per call.
+        // A finished token posts exactly two counters (its outcome's, and
+        // `attempts` or `unattempted`); the chunk's keys go once per call.
+        let mut counters = posting.counts().map(|(c, _)| c.name().to_owned());
+        let (first, second) = (counters.next(), counters.next());
         buffer.done.entry(chunk.entry.clone()).or_default().extend([
-            token.to_owned(),
+            f.token.to_owned(),
             kind.as_str().to_owned(),
-            if attempted { "1" } else { "" }.to_owned(),
+            first.unwrap_or_default(),
+            second.unwrap_or_default(),
             list_key,
             list_entry,
         ]);
@@ -211,19 +216,13 @@ impl Sink for Cluster {
     /// Counts an attempt that will be retried.
     fn retried(&self, progress: &JobProgress, _reason: &str) {
         let key = self.report_key(progress.platform.family(), &progress.app);
-        let mut buffer = lock(&self.buffer);
-        buffer.add(key.clone(), "attempts", 1);
-        buffer.add(key, "retries", 1);
+        lock(&self.buffer).post(&key, &Posting::retried());
     }
 
     /// Counts tokens that may have been delivered twice.
     fn possible_duplicates(&self, progress: &JobProgress, n: u64) {
         let key = self.report_key(progress.platform.family(), &progress.app);
-        lock(&self.buffer).add(key, "possible_duplicates", n as i64);
-    }
-
-    fn needs_token(&self, _kind: crate::job::OutcomeKind) -> bool {
-        true
+        lock(&self.buffer).post(&key, &Posting::possible_duplicates(n));
     }
 }
 
@@ -350,14 +349,6 @@ impl Cluster {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_script_names_every_outcome_kind_as_the_counters_do() {
-        for kind in crate::job::OutcomeKind::ALL {
-            let pair = format!("{} = '{}'", kind.as_str(), counter_field(kind));
-            assert!(FLUSH_SCRIPT.contains(&pair), "{pair} missing");
-        }
-    }
 
     #[test]
     fn buffer_absorb_keeps_every_write() {

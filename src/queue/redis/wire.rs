@@ -4,8 +4,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::job::OutcomeKind;
-
 /// One stream entry: some tokens of one job, and what is needed to send them.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Chunk {
@@ -26,17 +24,6 @@ pub struct Chunk {
     /// The sender's correlation id (gorush `notif_id`), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notif_id: Option<String>,
-}
-
-pub(super) fn counter_field(kind: OutcomeKind) -> &'static str {
-    match kind {
-        OutcomeKind::Success => "successes",
-        OutcomeKind::Failed => "failures",
-        OutcomeKind::Unregistered => "unregistered",
-        OutcomeKind::Canonical => "canonicals",
-        OutcomeKind::Expired => "expired",
-        OutcomeKind::Cancelled => "cancelled",
-    }
 }
 
 #[cfg(test)]
