@@ -3,7 +3,14 @@
 # curl (for HEALTHCHECK) and CA roots, as an unprivileged user.
 #
 #   docker build -t pushgate .
-#   docker run -p 8080:8080 -v $PWD/pushgate.toml:/etc/pushgate/pushgate.toml:ro pushgate
+#   docker run -p 8080:8080 -v pushgate-data:/var/lib/pushgate \
+#       -v $PWD/pushgate.toml:/etc/pushgate/pushgate.toml:ro pushgate
+#
+# The disk queue backend (the default) keeps its store in /var/lib/pushgate,
+# declared a VOLUME: give it a named volume (as above) or a host directory
+# writable by uid 10001, or what was queued stays behind in an anonymous
+# volume when the container is replaced. One gateway per volume: the store is
+# locked, so a second container on the same volume is refused at start.
 #
 # The same image runs the mock upstreams: `docker run pushgate mock apns ...`.
 
@@ -34,12 +41,17 @@ RUN apt-get update \
 COPY --from=builder /usr/local/bin/pushgate /usr/local/bin/pushgate
 COPY config/pushgate.toml /etc/pushgate/pushgate.toml
 
+# queue.data_dir (below): declared after the directory is created and given
+# to the service user, so a new named volume starts with that owner.
+VOLUME ["/var/lib/pushgate"]
+
 USER 10001:10001
 WORKDIR /var/lib/pushgate
 # In a container the API must listen on every interface; the environment
 # overrides the file (PUSHGATE_<SECTION>_<KEY>), so a mounted config keeps working.
-# The disk queue backend (the default) keeps its store in /var/lib/pushgate:
-# mount a volume there, or what was queued dies with the container.
+# The disk queue backend (the default) keeps its store in /var/lib/pushgate,
+# the VOLUME above: mount a volume there, or what was queued is left behind
+# with the container.
 ENV PUSHGATE_SERVER_LISTEN=0.0.0.0:8080 \
     PUSHGATE_QUEUE_DATA_DIR=/var/lib/pushgate \
     PUSHGATE_LOG_FORMAT=json

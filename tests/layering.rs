@@ -1,6 +1,6 @@
 //! The import rules of the crate, read from `src/` (no build trick, no
-//! network): a module knows the floor below it, never above. See the README
-//! section "Layers".
+//! network): a module knows the floor below it, never above. See
+//! `docs/architecture.md`, section "Layers".
 //!
 //! - delivery (every platform: a top-level module with an `impl Deliver for`)
 //!   never imports `api`;
