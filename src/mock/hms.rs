@@ -82,7 +82,10 @@
 //! `{"success":N,"failure":M,"illegal_tokens":[…]}` (request order). With only
 //! illegal tokens: 400 `80300007`. `validate_only: true` runs every check and
 //! the `illegal` rule (and the injected faults), answers the same codes, and
-//! records no attempt and no delivery.
+//! records no attempt and no delivery (only the request itself: `requests`,
+//! `largest_batch`, the kept request per token, the batch size).
+//!
+//! `faults.latency_ms` delays every answer, the OAuth endpoint's included.
 //!
 //! # Ledger and inbox
 //!
