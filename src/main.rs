@@ -65,7 +65,7 @@ enum Command {
     },
     /// Send one message to many tokens from the terminal (in-process, or via --server).
     Send(pushgate::terminal::send::SendArgs),
-    /// Run a mock upstream (APNs or FCM) for tests and benchmarks.
+    /// Run a mock upstream (APNs, FCM, Web Push or Huawei HMS) for tests and benchmarks.
     #[command(subcommand)]
     Mock(MockCommand),
     /// Start mock upstreams and a gateway wired to them, send a sample job,
@@ -89,6 +89,9 @@ enum MockCommand {
     /// Mock Web Push service (RFC 8030, TLS h2 + http/1.1): verifies VAPID,
     /// decrypts every message; the endpoint path picks the outcome.
     Webpush(MockWebPushArgs),
+    /// Mock Huawei Push Kit (TLS h2 + http/1.1): OAuth client credentials and
+    /// v1 messages:send; token content picks the outcome.
+    Hms(MockHmsArgs),
 }
 
 #[derive(Args)]
@@ -241,6 +244,56 @@ struct MockWebPushArgs {
     faults: FaultArgs,
 }
 
+/// The mock HMS's default client secret: fixed so a config can name it, and
+/// holding `+`, `/` and `=` so a client must form-encode it.
+const MOCK_HMS_SECRET: &str = "MockHmsSecret+0123/456789abcdef=";
+
+#[derive(Args)]
+struct MockHmsArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:2200")]
+    listen: SocketAddr,
+    /// The app id (OAuth client id, digits only).
+    #[arg(long, default_value = "104000000")]
+    app_id: String,
+    /// The client secret the OAuth endpoint expects (`[0-9a-zA-Z=/+]`).
+    #[arg(long, default_value = MOCK_HMS_SECRET)]
+    client_secret: String,
+    /// Write the client secret here (the gateway's hms.client_secret_file).
+    #[arg(long)]
+    write_secret: Option<PathBuf>,
+    /// Write the CA that signed the server certificate here (hms.ca_file).
+    #[arg(long)]
+    write_ca: Option<PathBuf>,
+    /// `expires_in` announced with each access token, in seconds.
+    #[arg(long, default_value_t = 3600)]
+    expires_in: u64,
+    /// Access tokens really expire after this many seconds (default: --expires-in).
+    #[arg(long)]
+    token_ttl: Option<u64>,
+    /// Access tokens expire after this many send requests (80200003 after).
+    #[arg(long)]
+    token_max_sends: Option<u64>,
+    /// Fraction of send requests answered 503 flow control.
+    #[arg(long, default_value_t = 0.0)]
+    throttle_rate: f64,
+    /// Answer every Nth send request 503 flow control.
+    #[arg(long)]
+    throttle_every: Option<u64>,
+    /// Seconds in Retry-After on injected 503s (0 sends no header).
+    #[arg(long, default_value_t = 1)]
+    retry_after: u64,
+    /// Fraction of send requests answered 500 (81000001).
+    #[arg(long, default_value_t = 0.0)]
+    error_rate: f64,
+    /// Delay every answer by this many milliseconds.
+    #[arg(long, default_value_t = 0)]
+    latency_ms: u64,
+    /// File of tokens whose first attempt fails with 500 (one per line).
+    #[arg(long)]
+    flaky: Option<PathBuf>,
+}
+
 fn init_logging(format: LogFormat, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PUSHGATE_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
@@ -291,6 +344,7 @@ fn main() -> ExitCode {
             Command::Mock(MockCommand::Apns(args)) => mock_apns(args).await,
             Command::Mock(MockCommand::Fcm(args)) => mock_fcm(args).await,
             Command::Mock(MockCommand::Webpush(args)) => mock_webpush(args).await,
+            Command::Mock(MockCommand::Hms(args)) => mock_hms(args).await,
             Command::Demo(args) => pushgate::demo::run(args).await,
         }
     });
@@ -502,6 +556,51 @@ async fn mock_webpush(args: MockWebPushArgs) -> anyhow::Result<ExitCode> {
         push.origin()
     );
     report_ledger_until_signal(&push.handle).await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn mock_hms(args: MockHmsArgs) -> anyhow::Result<ExitCode> {
+    let pki = mock::tls::TestPki::generate()?;
+    let mut options = mock::hms::MockHmsOptions::new(&pki);
+    options.listen = args.listen;
+    options.apps = vec![mock::hms::HmsApp {
+        app_id: args.app_id.clone(),
+        client_secret: args.client_secret.clone(),
+    }];
+    options.expires_in_s = args.expires_in;
+    options.token_ttl_s = args.token_ttl;
+    options.token_max_sends = args.token_max_sends;
+    options.throttle_rate = args.throttle_rate;
+    options.faults = Faults {
+        error_rate: args.error_rate,
+        throttle_every: args.throttle_every,
+        retry_after_s: args.retry_after,
+        latency_ms: args.latency_ms,
+        flaky: match &args.flaky {
+            Some(path) => Faults::load_flaky(path)
+                .with_context(|| format!("reading --flaky {}", path.display()))?,
+            None => Default::default(),
+        },
+        ..Faults::default()
+    };
+    if let Some(path) = &args.write_ca {
+        std::fs::write(path, &pki.ca_pem)
+            .with_context(|| format!("writing --write-ca {}", path.display()))?;
+    }
+    if let Some(path) = &args.write_secret {
+        // No trailing newline: the file holds the secret and nothing else.
+        std::fs::write(path, &args.client_secret)
+            .with_context(|| format!("writing --write-secret {}", path.display()))?;
+    }
+    let hms = mock::hms::start(options).await?;
+    println!(
+        "mock HMS listening on {} (token_uri: {}, send: {}, app id {})",
+        hms.endpoint(),
+        hms.token_uri(),
+        hms.send_url(hms.app_id()),
+        hms.app_id()
+    );
+    report_ledger_until_signal(&hms.handle).await;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -8,6 +8,7 @@
 pub mod apns;
 pub mod faults;
 pub mod fcm;
+pub mod hms;
 pub mod ledger;
 pub mod tls;
 pub mod webpush;
