@@ -12,8 +12,8 @@
 //! platforms) are written once. Callers never ask which store they have.
 //!
 //! - `memory`: nothing outlives the process.
-//! - `disk`: an embedded store in `queue.data_dir`, see [`crate::queue::disk`].
-//! - `redis`: a stream shared by several gateways, see [`crate::queue::redis`].
+//! - `disk`: an embedded store in `queue.data_dir`, see [`crate::store::disk`].
+//! - `redis`: a stream shared by several gateways, see [`crate::store::redis`].
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -28,12 +28,12 @@ use crate::job::{Family, JobId, JobProgress, Outcome, Platform, TokenList};
 use crate::metrics::Metrics;
 use crate::outcome::{Arrival, Recorder};
 use crate::queue::Admission;
-use crate::queue::disk::format::JobRecord;
-use crate::queue::disk::writer::LEASE_START;
-use crate::queue::disk::{self, StoreError};
-use crate::queue::redis::{CHUNK_TOKENS, ChunkedJob, Cluster, RedisError};
 use crate::report::Reports;
 use crate::schedule::{Held, Scheduler};
+use crate::store::disk::format::JobRecord;
+use crate::store::disk::writer::LEASE_START;
+use crate::store::disk::{self, StoreError};
+use crate::store::redis::{CHUNK_TOKENS, ChunkedJob, RedisError, RedisStore};
 
 /// A validated send request, as the API hands it over.
 #[derive(Debug)]
@@ -101,9 +101,9 @@ pub enum Store {
     /// In this process only.
     Memory,
     /// The embedded store in `queue.data_dir`, with what it held at start.
-    Disk(Arc<disk::Store>, Option<disk::Recovered>),
+    Disk(Arc<disk::DiskStore>, Option<disk::Recovered>),
     /// A Redis stream several gateways share.
-    Redis(Arc<Cluster>),
+    Redis(Arc<RedisStore>),
 }
 
 impl Store {
@@ -268,7 +268,7 @@ impl Backend {
     /// scheduler). Tokens below a job's lease without an outcome may have
     /// been in flight when the process died: resent, and counted in
     /// `possible_duplicates`.
-    fn recover(&self, disk: &Arc<disk::Store>, recovered: disk::Recovered) {
+    fn recover(&self, disk: &Arc<disk::DiskStore>, recovered: disk::Recovered) {
         let started = Instant::now();
         let inner = &self.0;
         for (key, counters) in recovered.counters {
@@ -411,7 +411,7 @@ impl Backend {
     async fn admit_local(
         &self,
         job: NewJob,
-        disk: Option<&Arc<disk::Store>>,
+        disk: Option<&Arc<disk::DiskStore>>,
     ) -> Result<JobId, AdmitError> {
         let NewJob {
             platform,
@@ -515,7 +515,7 @@ impl Backend {
     /// The `redis` admission: the job's chunks are in Redis before the 202
     /// goes out. `queue.capacity` bounds the tokens waiting in the stream,
     /// counted in whole chunks (XLEN × chunk size), cluster-wide.
-    async fn admit_shared(&self, cluster: &Cluster, job: NewJob) -> Result<JobId, AdmitError> {
+    async fn admit_shared(&self, cluster: &RedisStore, job: NewJob) -> Result<JobId, AdmitError> {
         let NewJob {
             platform,
             app,
@@ -577,10 +577,10 @@ impl Backend {
     /// lag (`GET /cluster`); `None` when the store is not shared.
     pub async fn cluster_view(
         &self,
-    ) -> Option<Result<crate::queue::redis::view::ClusterView, ReadError>> {
+    ) -> Option<Result<crate::store::redis::view::ClusterView, ReadError>> {
         match &self.0.store {
             Store::Redis(cluster) => Some(
-                crate::queue::redis::view::read(cluster)
+                crate::store::redis::view::read(cluster)
                     .await
                     .map_err(ReadError::from),
             ),

@@ -14,38 +14,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::{Deserialize, Serialize};
 
 use crate::retry::Backoff;
-
-/// A value that must never be printed: `Debug` and `Display` show `<redacted>`.
-#[derive(Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The secret itself: call only where it is sent or compared.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    /// True when no value was given.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0.is_empty() {
-            "\"\""
-        } else {
-            "<redacted>"
-        })
-    }
-}
+pub use crate::settings::Secret;
+pub use crate::shared::link::{RedisQueueConfig, masked_url};
 
 // ===== file format =====
 
@@ -241,50 +211,6 @@ impl Default for QueueSection {
 pub struct DiskQueueConfig {
     /// `queue.data_dir`.
     pub data_dir: std::path::PathBuf,
-}
-
-/// Validated `[queue]` settings of the `redis` backend.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RedisQueueConfig {
-    /// `queue.redis_url`. May hold a password: log [`masked_url`] of it.
-    pub url: String,
-    /// The password read from `queue.redis_password_file`, if set.
-    pub password: Option<Secret>,
-    /// The PEM of `queue.redis_ca_file`, if set (`rediss://` only).
-    pub ca_pem: Option<Vec<u8>>,
-    /// `queue.stream`.
-    pub stream: String,
-    /// `queue.group`.
-    pub group: String,
-    /// `queue.consumer`, defaulted to `hostname-pid`.
-    pub consumer: String,
-    /// `queue.claim_idle_ms`.
-    pub claim_idle: Duration,
-}
-
-/// `redis://user:secret@host` → `redis://user:********@host`: a URL as it
-/// may be logged or shown (`check-config`, errors). A URL without a password
-/// is returned as is.
-pub fn masked_url(url: &str) -> String {
-    let Some(scheme) = url.find("://").map(|i| i + 3) else {
-        return url.to_owned();
-    };
-    // The userinfo ends at the last '@' before the path.
-    let authority_end = url[scheme..].find('/').map_or(url.len(), |i| scheme + i);
-    let Some(at) = url[scheme..authority_end].rfind('@').map(|i| scheme + i) else {
-        return url.to_owned();
-    };
-    let userinfo = &url[scheme..at];
-    // `redis://name@host` names an ACL user and no password: nothing to hide.
-    let Some(colon) = userinfo.find(':') else {
-        return url.to_owned();
-    };
-    format!(
-        "{}{}:********{}",
-        &url[..scheme],
-        &userinfo[..colon],
-        &url[at..]
-    )
 }
 
 /// `hostname-pid`: unique per process on a host, readable in `XINFO CONSUMERS`.

@@ -24,9 +24,9 @@ use crate::outcome::{Recorder, Sink};
 use crate::pace::shared::SharedBucket;
 use crate::pace::{self, Allowance, Bucket};
 use crate::queue::Admission;
-use crate::queue::redis::Cluster;
-use crate::queue::redis::quota::RedisQuota;
 use crate::report::{ReportOptions, Reports};
+use crate::shared::quota::RedisQuota;
+use crate::store::redis::RedisStore;
 use crate::webpush::WebPushService;
 
 pub use crate::backend::DrainReport;
@@ -52,12 +52,12 @@ impl Gateway {
         let metrics = Arc::new(Metrics::new()?);
         let store = match (&config.redis, &config.disk) {
             (Some(redis), _) => {
-                let cluster = Cluster::connect(redis, config.max_list).await?;
+                let cluster = RedisStore::connect(redis, config.max_list).await?;
                 tracing::info!(stream = %redis.stream, group = %redis.group, consumer = cluster.consumer(), "queue backend: redis (shared)");
                 Store::Redis(cluster)
             }
             (None, Some(disk)) => {
-                let (store, recovered) = crate::queue::disk::Store::open(
+                let (store, recovered) = crate::store::disk::DiskStore::open(
                     &disk.data_dir,
                     config.max_list,
                     config.max_jobs,
@@ -131,7 +131,7 @@ impl Gateway {
         }
         if let Some(redis) = &config.redis {
             // One provider token per key for the whole cluster.
-            let store = crate::queue::redis::credentials::RedisCredentials::new(redis)?;
+            let store = crate::shared::credentials::RedisCredentials::new(redis)?;
             let shared = crate::shared_credential::SharedCredentials::new(
                 Arc::new(store),
                 Arc::new(crate::shared_credential::SystemClock),

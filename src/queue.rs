@@ -11,9 +11,7 @@
 //! behind the one seam the API and the gateway use.
 
 pub mod admission;
-pub mod disk;
 pub mod dispatch;
-pub mod redis;
 
 pub use admission::{Admission, QueueFull};
 pub use dispatch::{DispatchQueue, Work};

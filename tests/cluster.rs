@@ -367,8 +367,8 @@ async fn kill_9_of_one_gateway_loses_nothing_and_bounds_duplicates() {
         let report = settled_report(&client, &gateways[1], 30_000).await;
         assert_eq!(report["successes"].as_u64(), Some(30_000), "{report}");
         let reported = report["possible_duplicates"].as_u64().unwrap();
-        let in_flight_bound = (pushgate::queue::redis::CHUNKS_IN_FLIGHT
-            * pushgate::queue::redis::CHUNK_TOKENS) as u64;
+        let in_flight_bound = (pushgate::store::redis::CHUNKS_IN_FLIGHT
+            * pushgate::store::redis::CHUNK_TOKENS) as u64;
         assert!(dupes <= reported, "{dupes} duplicates, only {reported} reported");
         assert!(reported <= in_flight_bound, "{reported} resent, more than one gateway holds");
         let mut metric_total = 0.0;

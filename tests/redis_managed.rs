@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use pushgate::config::FileConfig;
 use pushgate::mock::Faults;
-use pushgate::queue::redis::credentials::RedisCredentials;
+use pushgate::shared::credentials::RedisCredentials;
 use pushgate::shared_credential::{ManualClock, SharedCredentials};
 use serde_json::{Value, json};
 
@@ -414,7 +414,7 @@ async fn three_gateways_share_one_provider_token_per_key_over_an_hour() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_gateways_lease_one_fcm_quota_from_redis_within_5_percent() {
     use pushgate::pace::shared::{Lease, QuotaStore};
-    use pushgate::queue::redis::quota::RedisQuota;
+    use pushgate::shared::quota::RedisQuota;
     tokio::time::timeout(TIMEOUT, async {
         let (_redis, config) = plain_redis("redis-fcm-quota").await;
         let clock = Arc::new(ManualClock::new(1_800_000_000_000));

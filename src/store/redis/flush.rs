@@ -14,7 +14,7 @@ use crate::floor::lock;
 use crate::job::JobProgress;
 use crate::outcome::{Finished, Sink};
 
-use super::{Cluster, FLUSH_EVERY, InFlight, RedisError, backoff};
+use super::{FLUSH_EVERY, InFlight, RedisError, RedisStore, backoff};
 
 /// Records a chunk's outcomes: KEYS = done set, stream; ARGV = max_list,
 /// entry id, the group when this call also acks the chunk ('' = not yet),
@@ -144,7 +144,7 @@ impl Buffer {
     }
 }
 
-impl Sink for Cluster {
+impl Sink for RedisStore {
     /// Records a terminal outcome cluster-wide. Chunks of this gateway also
     /// note the token done, and are acked once every token is.
     fn finished(&self, f: &Finished<'_>) {
@@ -226,7 +226,7 @@ impl Sink for Cluster {
     }
 }
 
-impl Cluster {
+impl RedisStore {
     /// Writes the buffered outcomes in one MULTI/EXEC. On failure they stay
     /// buffered for the next try, so nothing is lost while Redis is away.
     pub async fn flush(&self) -> Result<(), RedisError> {

@@ -211,14 +211,14 @@ pub fn list_key(family: Family, app: &str, list: ListKind) -> String {
 
 /// The handle: the API, the backend and the sink talk to the writer through it.
 #[derive(Debug)]
-pub struct Store {
+pub struct DiskStore {
     dir: PathBuf,
     ops: Mutex<Option<Sender<Op>>>,
     shared: Arc<Shared>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
-impl Store {
+impl DiskStore {
     /// Opens (creating) the store in `dir`, reads what it holds, and starts
     /// the writer. Refuses a directory it cannot create or write, or one
     /// another gateway holds. A file that cannot be opened (torn or
@@ -430,7 +430,7 @@ impl Store {
     }
 }
 
-impl Sink for Store {
+impl Sink for DiskStore {
     fn retried(&self, progress: &JobProgress, _reason: &str) {
         lock(&self.shared.buffer)
             .delta(progress)
@@ -457,7 +457,7 @@ impl Sink for Store {
     }
 }
 
-impl Drop for Store {
+impl Drop for DiskStore {
     fn drop(&mut self) {
         self.close();
     }

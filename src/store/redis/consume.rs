@@ -19,12 +19,12 @@ use crate::job::{JobId, JobProgress, Outcome, Platform, TokenList};
 use crate::outcome::{Arrival, Recorder};
 
 use super::wire::Chunk;
-use super::{Cluster, InFlight, backoff, manager};
+use super::{InFlight, RedisStore, backoff, manager};
 
 /// The consuming side: turns stream entries into local jobs.
 #[derive(Clone)]
 pub(super) struct Consumer {
-    pub(super) cluster: Arc<Cluster>,
+    pub(super) cluster: Arc<RedisStore>,
     pub(super) recorder: Recorder,
     pub(super) registry: Registry,
 }

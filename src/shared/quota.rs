@@ -13,7 +13,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use redis::aio::ConnectionManager;
 
-use crate::config::RedisQueueConfig;
+use super::link::RedisQueueConfig;
 use crate::pace::burst;
 use crate::pace::shared::{Lease, QuotaError, QuotaStore};
 use crate::shared_credential::Clock;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 
-use crate::config::RedisQueueConfig;
+use super::link::RedisQueueConfig;
 use crate::shared_credential::{BoxFuture, Credential, CredentialStore, StoreError};
 
 /// Credentials in Redis, on a connection of their own (made on first use, so

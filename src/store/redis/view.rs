@@ -13,7 +13,7 @@
 use redis::Value;
 use serde::Serialize;
 
-use super::{CHUNK_TOKENS, Cluster, RedisError};
+use super::{CHUNK_TOKENS, RedisError, RedisStore};
 
 /// One gateway of the cluster, as Redis sees it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -81,7 +81,7 @@ fn text(reply: &Value, name: &str) -> Option<String> {
 }
 
 /// Reads the view from Redis.
-pub async fn read(cluster: &Cluster) -> Result<ClusterView, RedisError> {
+pub async fn read(cluster: &RedisStore) -> Result<ClusterView, RedisError> {
     let config = cluster.redis_config();
     let mut conn = cluster.connection()?;
     let (consumers, groups, length, time): (Vec<Value>, Vec<Value>, u64, (String, String)) =

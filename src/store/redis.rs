@@ -36,10 +36,7 @@
 //! [`credentials`] (the shared provider tokens), [`view`] (`GET /cluster`).
 
 pub mod consume;
-pub mod credentials;
 pub mod flush;
-pub mod link;
-pub mod quota;
 pub mod read;
 pub mod view;
 pub mod window;
@@ -54,11 +51,11 @@ use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
-use crate::config::RedisQueueConfig;
 use crate::delivery::Registry;
 use crate::floor::{lock, ms_since_epoch, now_ms};
 use crate::job::{Family, JobId, JobProgress, Platform};
 use crate::outcome::Recorder;
+use crate::shared::link::{self, RedisQueueConfig};
 
 use self::flush::Buffer;
 use self::wire::Chunk;
@@ -94,7 +91,7 @@ pub struct RedisError {
     pub source: redis::RedisError,
 }
 
-/// An accepted job, as [`Cluster::accept`] writes it.
+/// An accepted job, as [`RedisStore::accept`] writes it.
 #[derive(Debug)]
 pub struct ChunkedJob {
     /// The id answered in the 202.
@@ -131,9 +128,9 @@ struct InFlight {
 
 /// The shared queue: a handle on Redis, the chunks in flight here, and the
 /// buffered outcome writes.
-pub struct Cluster {
+pub struct RedisStore {
     /// Set once the first connection is made (a gateway started while
-    /// Redis is down waits for it in the background; see [`Cluster::connect`]).
+    /// Redis is down waits for it in the background; see [`RedisStore::connect`]).
     conn: OnceLock<ConnectionManager>,
     config: RedisQueueConfig,
     url: String,
@@ -157,9 +154,9 @@ pub struct Cluster {
     stop: Notify,
 }
 
-impl std::fmt::Debug for Cluster {
+impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Cluster")
+        f.debug_struct("RedisStore")
             .field("url", &self.url)
             .field("stream", &self.config.stream)
             .field("consumer", &self.config.consumer)
@@ -176,7 +173,7 @@ async fn manager(client: redis::Client) -> redis::RedisResult<ConnectionManager>
     link::manager(client, link::RESPONSE_TIMEOUT).await
 }
 
-impl Cluster {
+impl RedisStore {
     /// Connects to Redis and creates the consumer group if it does not exist.
     /// When Redis cannot be reached the cluster is returned unconnected and
     /// keeps trying in the background (backoff 200 ms doubling to 2 s):

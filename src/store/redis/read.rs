@@ -7,9 +7,9 @@ use redis::AsyncCommands;
 use crate::books::{Counters, JobStatus};
 use crate::job::{Family, OutcomeKind};
 
-use super::{Cluster, RedisError};
+use super::{RedisError, RedisStore};
 
-impl Cluster {
+impl RedisStore {
     /// The cluster-wide counters of one family's app.
     pub async fn counters(&self, family: Family, app: &str) -> Result<Counters, RedisError> {
         let mut conn = self.connection()?;

@@ -8,14 +8,14 @@
 //! - AUTH: `user:password@` in the URL (ACL user, Redis 6+) or a password
 //!   alone, from `queue.redis_password_file` (which wins over the URL's).
 //! - Every URL that is logged or shown goes through
-//!   [`crate::config::masked_url`]: the password is never printed.
+//!   [`masked_url`]: the password is never printed.
 
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, ConnectionAddr, IntoConnectionInfo};
 
-use crate::config::{RedisQueueConfig, masked_url};
+use crate::settings::Secret;
 
 /// The URL could not be turned into a client.
 #[derive(Debug, thiserror::Error)]
@@ -122,10 +122,53 @@ pub fn is_tls(client: &Client) -> bool {
     )
 }
 
+/// Validated `[queue]` settings of the `redis` backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisQueueConfig {
+    /// `queue.redis_url`. May hold a password: log [`masked_url`] of it.
+    pub url: String,
+    /// The password read from `queue.redis_password_file`, if set.
+    pub password: Option<Secret>,
+    /// The PEM of `queue.redis_ca_file`, if set (`rediss://` only).
+    pub ca_pem: Option<Vec<u8>>,
+    /// `queue.stream`.
+    pub stream: String,
+    /// `queue.group`.
+    pub group: String,
+    /// `queue.consumer`, defaulted to `hostname-pid`.
+    pub consumer: String,
+    /// `queue.claim_idle_ms`.
+    pub claim_idle: Duration,
+}
+
+/// `redis://user:secret@host` → `redis://user:********@host`: a URL as it
+/// may be logged or shown (`check-config`, errors). A URL without a password
+/// is returned as is.
+pub fn masked_url(url: &str) -> String {
+    let Some(scheme) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    // The userinfo ends at the last '@' before the path.
+    let authority_end = url[scheme..].find('/').map_or(url.len(), |i| scheme + i);
+    let Some(at) = url[scheme..authority_end].rfind('@').map(|i| scheme + i) else {
+        return url.to_owned();
+    };
+    let userinfo = &url[scheme..at];
+    // `redis://name@host` names an ACL user and no password: nothing to hide.
+    let Some(colon) = userinfo.find(':') else {
+        return url.to_owned();
+    };
+    format!(
+        "{}{}:********{}",
+        &url[..scheme],
+        &userinfo[..colon],
+        &url[at..]
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Secret;
     use std::time::Duration;
 
     fn config(url: &str) -> RedisQueueConfig {

@@ -1,0 +1,10 @@
+//! What the gateways of one cluster share through Redis, beside the queue:
+//! the connection settings and helpers ([`link`]), the provider tokens every
+//! gateway uses ([`credentials`], the Redis store of
+//! [`crate::shared_credential`]) and the FCM project quota ([`quota`], the
+//! Redis store of [`crate::pace::shared`]). The `redis` store
+//! ([`crate::store::redis`]) connects through [`link`] too.
+
+pub mod credentials;
+pub mod link;
+pub mod quota;
