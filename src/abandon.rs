@@ -18,21 +18,11 @@ pub struct Abandoned {
     pub total: u64,
 }
 
-/// Where a backend's unfinished tokens go when the process exits now.
-fn fate(backend: &str) -> &'static str {
-    match backend {
-        "memory" => "dropped with this process (backend memory)",
-        "disk" => "kept in queue.data_dir for the next start (backend disk)",
-        "redis" => "left in the shared stream for another gateway (backend redis)",
-        _ => "left to the backend",
-    }
-}
-
 /// Logs the final totals of every app and a warning naming what is abandoned
 /// (per platform and per app), and returns the counts.
 pub fn log_abandoned(state: &AppState) -> Abandoned {
     let mut abandoned = Abandoned::default();
-    let backend = state.backend.name();
+    let fate = state.backend.fate();
     let reports = state.backend.reports();
     for family in Family::ALL {
         let platform = match (family, &state.google) {
@@ -64,7 +54,7 @@ pub fn log_abandoned(state: &AppState) -> Abandoned {
                     platform,
                     app,
                     tokens = c.pending,
-                    fate = fate(backend),
+                    fate,
                     "abandoned by the second signal: accepted, no outcome recorded yet"
                 );
             }
@@ -79,8 +69,8 @@ pub fn log_abandoned(state: &AppState) -> Abandoned {
         fcm = of("fcm"),
         gcm = of("gcm"),
         per_platform = ?abandoned.per_platform,
-        backend,
-        fate = fate(backend),
+        backend = state.backend.name(),
+        fate,
         "second signal: exiting now without finishing the drain"
     );
     abandoned

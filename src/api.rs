@@ -35,11 +35,12 @@ pub use error::ApiError;
 use extract::Path;
 
 use crate::apns::ApnsService;
-use crate::backend::{Backend, ReadError};
+use crate::backend::Backend;
 use crate::config::Secret;
 use crate::fcm::GoogleService;
 use crate::job::JobId;
 use crate::metrics::Metrics;
+use crate::store::StoreError;
 
 /// What every handler can reach. Cheap to clone.
 #[derive(Clone)]
@@ -267,13 +268,14 @@ fn no_job(id: &str) -> ApiError {
     ))
 }
 
-/// A read the backend's store could not answer: 503, retry.
-pub(crate) fn store_unavailable(e: ReadError) -> ApiError {
-    tracing::warn!(error = %e, "backend read failed");
+/// A read the store could not answer: 503 with the store's stable code;
+/// the detail goes to the log, not to the client.
+pub(crate) fn store_unavailable(e: StoreError) -> ApiError {
+    tracing::warn!(error = %e.detail(), "store read failed");
     ApiError::unavailable(
-        "queue_unavailable",
-        format!("the queue backend cannot be read: {e}. Retry later"),
-        1,
+        e.code(),
+        "the queue backend cannot be read now. Retry later",
+        e.retry_after(),
     )
 }
 

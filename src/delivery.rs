@@ -13,8 +13,9 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::job::{JobId, JobProgress, Platform, TokenList};
+use crate::job::{JobId, JobProgress, Outcome, Platform, TokenList};
 use crate::message::MessageError;
+use crate::outcome::Recorder;
 
 /// A job (or a chunk of one) handed to its platform.
 #[derive(Debug)]
@@ -49,6 +50,15 @@ impl Handoff {
             expires_at: self.expires_at,
         });
         (job, self.send)
+    }
+
+    /// Ends every token still to send with `outcome`, unattempted.
+    pub fn finish(&self, outcome: &Outcome, recorder: &Recorder) {
+        let codec = self.progress.platform.codec();
+        for index in self.send.iter().flat_map(Range::clone) {
+            let token = codec.show(self.tokens.get(index));
+            recorder.finish_shown(&self.progress, index, &token, outcome.clone(), false, None);
+        }
     }
 
     /// Every token of `tokens`.
@@ -148,6 +158,21 @@ impl Registry {
     /// Every service with its platform and app.
     pub fn all(&self) -> impl Iterator<Item = (Platform, &str, &Arc<dyn Deliver>)> {
         self.entries.iter().map(|(p, a, s)| (*p, &**a, s))
+    }
+
+    /// Hands a job to its platform's service; one that is not configured
+    /// (or whose stored message no longer builds) ends the job's tokens to
+    /// send as failed (`NotConfigured`), so the books still balance.
+    pub fn deliver_or_fail(&self, handoff: Handoff, recorder: &Recorder) {
+        let Err(Refused { error, handoff }) = self.deliver(handoff) else {
+            return;
+        };
+        tracing::error!(job = %handoff.id, problem = %error, "cannot deliver a job; its tokens are recorded as failed");
+        let outcome = Outcome::Failed {
+            reason: "NotConfigured".into(),
+            status: 0,
+        };
+        handoff.finish(&outcome, recorder);
     }
 
     /// Hands a job to its platform's service.

@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 
 use crate::api::{self, AppState, Inner};
 use crate::apns::ApnsService;
-use crate::backend::{Backend, Parts, Store};
+use crate::backend::{Backend, Parts};
 use crate::config::{Config, GoogleConfig};
 use crate::delivery::Registry;
 use crate::fcm::GoogleService;
@@ -24,8 +24,11 @@ use crate::outcome::{Recorder, Sink};
 use crate::pace::shared::SharedBucket;
 use crate::pace::{self, Allowance, Bucket};
 use crate::queue::Admission;
-use crate::report::{ReportOptions, Reports};
+use crate::report::Reports;
 use crate::shared::quota::RedisQuota;
+use crate::store::Store;
+use crate::store::disk::DiskStore;
+use crate::store::memory::MemoryStore;
 use crate::store::redis::RedisStore;
 use crate::webpush::WebPushService;
 
@@ -50,24 +53,32 @@ impl Gateway {
     /// backend over all of it; no part is patched after it is built.
     pub async fn start(config: &Config) -> anyhow::Result<Self> {
         let metrics = Arc::new(Metrics::new()?);
-        let store = match (&config.redis, &config.disk) {
+        let admission = Arc::new(Admission::new(config.queue_capacity));
+        // The one place that knows which store it builds.
+        let store: Arc<dyn Store> = match (&config.redis, &config.disk) {
             (Some(redis), _) => {
-                let cluster = RedisStore::connect(redis, config.max_list).await?;
-                tracing::info!(stream = %redis.stream, group = %redis.group, consumer = cluster.consumer(), "queue backend: redis (shared)");
-                Store::Redis(cluster)
+                let store =
+                    RedisStore::connect(redis, config.max_list, config.queue_capacity).await?;
+                tracing::info!(stream = %redis.stream, group = %redis.group, consumer = store.consumer(), "queue backend: redis (shared)");
+                store
             }
             (None, Some(disk)) => {
-                let (store, recovered) = crate::store::disk::DiskStore::open(
+                let store = DiskStore::open(
                     &disk.data_dir,
                     config.max_list,
                     config.max_jobs,
+                    admission.clone(),
                 )?;
                 tracing::info!(data_dir = %disk.data_dir.display(), "queue backend: disk");
-                Store::Disk(store, Some(recovered))
+                store
             }
             (None, None) => {
                 tracing::info!("queue backend: memory (nothing survives a restart)");
-                Store::Memory
+                Arc::new(MemoryStore::new(
+                    admission.clone(),
+                    config.max_list,
+                    Some(metrics.list_dropped.clone()),
+                ))
             }
         };
         let apps = vec![
@@ -78,23 +89,13 @@ impl Gateway {
                 config.webpush_apps.keys().cloned().collect(),
             ),
         ];
-        let options = ReportOptions {
-            lists: !store.keeps_lists(),
-            log_progress: !store.chunked(),
-        };
-        let reports = Arc::new(
-            Reports::with_apps(config.max_list, config.max_jobs, &apps, options)
-                .counting_drops(metrics.list_dropped.clone()),
-        );
-        let admission = Arc::new(Admission::new(config.queue_capacity));
+        let reports = Arc::new(Reports::with_apps(config.max_jobs, &apps));
         let mut sinks: Vec<Arc<dyn Sink>> =
             vec![reports.clone(), admission.clone(), metrics.clone()];
         if let Some(webhook) = &config.webhook {
             sinks.push(Arc::new(crate::webhook::start(webhook.clone(), &metrics)?));
         }
-        if let Some(sink) = store.sink() {
-            sinks.push(sink);
-        }
+        sinks.push(store.clone());
         let recorder = Recorder::new(sinks);
         let mut registry = Registry::new();
         let start_apns =

@@ -325,6 +325,9 @@ pub struct JobProgress {
     handed: AtomicU32,
     /// The first `apns-unique-id`s APNs returned for this job's deliveries.
     unique_ids: std::sync::Mutex<Vec<Box<str>>>,
+    /// A chunk of a job another gateway accepted (a shared store's unit of
+    /// work), not a whole job: its counts are not the job's.
+    chunk: bool,
 }
 
 impl JobProgress {
@@ -349,7 +352,19 @@ impl JobProgress {
             handed: AtomicU32::new(0),
             notif_id: None,
             unique_ids: Default::default(),
+            chunk: false,
         }
+    }
+
+    /// The same, as a chunk of a shared job (see the field).
+    pub fn as_chunk(mut self) -> Self {
+        self.chunk = true;
+        self
+    }
+
+    /// True for a chunk of a shared job.
+    pub fn is_chunk(&self) -> bool {
+        self.chunk
     }
 
     /// The same job carrying the sender's correlation id.

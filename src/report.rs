@@ -1,137 +1,27 @@
-//! Reports: running totals per family (`/apns/report`, `/gcm/report`), the
-//! bounded drainable lists (unregistered, failures, canonical), and the job
-//! table behind `/jobs/{id}`.
+//! Reports: this gateway's running totals per family and app (`/apns/report`,
+//! `/gcm/report`, …) and the job table behind `/jobs/{id}`. The drainable
+//! lists are the store's ([`crate::store`]).
 //!
 //! [`Recorder`] is the only writer: every attempt's result and every terminal
 //! outcome goes through it, which is what keeps `accepted = pending + Σ outcomes`
 //! and `attempts = retries + attempted outcomes` true at every instant.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::books::Posting;
 pub use crate::books::{CanonicalEntry, Counters, FailureEntry, UnregisteredEntry};
-use crate::books::{ListEntry, ListKind, Posting};
 use crate::floor::{DEFAULT_APP, lock};
 use crate::job::{Family, JobId, JobProgress, OutcomeKind};
 use crate::outcome::{Arrival, Finished, Sink};
 
-/// A list with a size bound: oldest entries are dropped first, and counted.
-#[derive(Debug)]
-pub struct BoundedList<T> {
-    entries: Mutex<VecDeque<T>>,
-    max: usize,
-    dropped: AtomicU64,
-}
-
-impl<T> BoundedList<T> {
-    /// A list keeping at most `max` entries.
-    pub fn new(max: usize) -> Self {
-        Self {
-            entries: Mutex::new(VecDeque::new()),
-            max,
-            dropped: AtomicU64::new(0),
-        }
-    }
-
-    /// Appends, dropping the oldest entry when full. Returns true if one was dropped.
-    pub fn push(&self, entry: T) -> bool {
-        let mut entries = lock(&self.entries);
-        let dropped = if entries.len() >= self.max {
-            entries.pop_front();
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-            true
-        } else {
-            false
-        };
-        if self.max > 0 {
-            entries.push_back(entry);
-        }
-        dropped
-    }
-
-    /// Takes every entry, leaving the list empty, in one step: nothing added
-    /// concurrently is lost, it lands in the next drain.
-    pub fn drain(&self) -> Vec<T> {
-        lock(&self.entries).drain(..).collect()
-    }
-
-    /// Entries dropped so far because the list was full.
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
-    }
-
-    /// Entries held now.
-    pub fn len(&self) -> usize {
-        lock(&self.entries).len()
-    }
-
-    /// True when empty.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-impl<T: Clone> BoundedList<T> {
-    /// A copy of the entries, oldest first.
-    pub fn snapshot(&self) -> Vec<T> {
-        lock(&self.entries).iter().cloned().collect()
-    }
-}
-
-/// One family's totals and lists.
-#[derive(Debug)]
+/// One family's app's totals.
+#[derive(Debug, Default)]
 pub struct FamilyReport {
     counters: Mutex<Counters>,
-    /// The drainable lists, in [`ListKind::ALL`] order.
-    lists: [BoundedList<ListEntry>; 3],
 }
 
 impl FamilyReport {
-    fn new(max_list: usize) -> Self {
-        Self {
-            counters: Mutex::new(Counters::default()),
-            lists: ListKind::ALL.map(|_| BoundedList::new(max_list)),
-        }
-    }
-
-    /// One of its lists.
-    pub fn list(&self, kind: ListKind) -> &BoundedList<ListEntry> {
-        &self.lists[kind as usize]
-    }
-
-    /// A copy of the unregistered list, oldest first.
-    pub fn unregistered(&self) -> Vec<UnregisteredEntry> {
-        self.snapshot(ListKind::Unregistered, |e| match e {
-            ListEntry::Unregistered(u) => Some(u),
-            _ => None,
-        })
-    }
-
-    /// A copy of the failures list, oldest first.
-    pub fn failures(&self) -> Vec<FailureEntry> {
-        self.snapshot(ListKind::Failures, |e| match e {
-            ListEntry::Failure(f) => Some(f),
-            _ => None,
-        })
-    }
-
-    /// A copy of the canonical list, oldest first.
-    pub fn canonical(&self) -> Vec<CanonicalEntry> {
-        self.snapshot(ListKind::Canonical, |e| match e {
-            ListEntry::Canonical(c) => Some(c),
-            _ => None,
-        })
-    }
-
-    fn snapshot<T>(&self, kind: ListKind, pick: impl Fn(ListEntry) -> Option<T>) -> Vec<T> {
-        self.list(kind)
-            .snapshot()
-            .into_iter()
-            .filter_map(pick)
-            .collect()
-    }
-
     /// A consistent copy of the totals.
     pub fn counters(&self) -> Counters {
         *lock(&self.counters)
@@ -180,49 +70,25 @@ impl JobTable {
 /// One family's reports, by app, default first.
 type AppReports = Vec<(Arc<str>, FamilyReport)>;
 
-/// All reports of the process: per family, per app, plus the job table.
+/// This gateway's books: totals per family and app, and the job table.
+/// The drainable lists belong to the store (memory, disk or Redis).
 #[derive(Debug)]
 pub struct Reports {
     families: Vec<(Family, AppReports)>,
     /// Recent jobs.
     pub jobs: JobTable,
-    options: ReportOptions,
-    list_dropped: Option<prometheus::IntCounterVec>,
-}
-
-/// How a [`Reports`] sink behaves, which depends on the backend.
-#[derive(Debug, Clone, Copy)]
-pub struct ReportOptions {
-    /// Keep the drainable lists here (false when the backend keeps them).
-    pub lists: bool,
-    /// Log each job's progress (false when a job reaches us in chunks).
-    pub log_progress: bool,
-}
-
-impl Default for ReportOptions {
-    fn default() -> Self {
-        Self {
-            lists: true,
-            log_progress: true,
-        }
-    }
 }
 
 impl Reports {
-    /// Empty reports for the default app of every family, lists bounded to
-    /// `max_list`, `max_jobs` jobs remembered.
-    pub fn new(max_list: usize, max_jobs: usize) -> Self {
-        Self::with_apps(max_list, max_jobs, &[], ReportOptions::default())
+    /// Empty reports for the default app of every family, `max_jobs` jobs
+    /// remembered.
+    pub fn new(max_jobs: usize) -> Self {
+        Self::with_apps(max_jobs, &[])
     }
 
     /// Empty reports for the default app of every family plus the named apps
     /// given per family.
-    pub fn with_apps(
-        max_list: usize,
-        max_jobs: usize,
-        apps: &[(Family, Vec<String>)],
-        options: ReportOptions,
-    ) -> Self {
+    pub fn with_apps(max_jobs: usize, apps: &[(Family, Vec<String>)]) -> Self {
         let families = Family::ALL
             .into_iter()
             .map(|family| {
@@ -232,7 +98,7 @@ impl Reports {
                     .flat_map(|(_, names)| names.iter().map(String::as_str));
                 let reports = std::iter::once(DEFAULT_APP)
                     .chain(named)
-                    .map(|name| (Arc::from(name), FamilyReport::new(max_list)))
+                    .map(|name| (Arc::from(name), FamilyReport::default()))
                     .collect();
                 (family, reports)
             })
@@ -240,16 +106,7 @@ impl Reports {
         Self {
             families,
             jobs: JobTable::new(max_jobs),
-            options,
-            list_dropped: None,
         }
-    }
-
-    /// Counts list entries dropped because a list was full in `counter`
-    /// (labels: platform, outcome).
-    pub fn counting_drops(mut self, counter: prometheus::IntCounterVec) -> Self {
-        self.list_dropped = Some(counter);
-        self
     }
 
     fn apps_of(&self, family: Family) -> &[(Arc<str>, FamilyReport)] {
@@ -303,7 +160,7 @@ impl Sink for Reports {
             lock(&self.of(progress).counters).post(&Posting::accepted(progress.total));
         }
         if arrival != Arrival::Taken {
-            // A chunk of a shared job is not the job: its status is the backend's.
+            // A chunk of a shared job is not the job: its status is the store's.
             self.jobs.insert(progress.clone());
         }
     }
@@ -317,21 +174,10 @@ impl Sink for Reports {
     }
 
     fn finished(&self, f: &Finished<'_>) {
-        let progress = f.progress;
-        let family = self.of(progress);
-        let posting = f.posting();
-        lock(&family.counters).post(&posting);
-        if self.options.lists
-            && let Some(entry) = posting.entry
-            && family.list(entry.list()).push(entry)
-            && let Some(counter) = &self.list_dropped
-        {
-            counter
-                .with_label_values(&[progress.platform.as_str(), f.outcome.kind().as_str()])
-                .inc();
-        }
-        if self.options.log_progress {
-            log_progress(progress, f.done);
+        lock(&self.of(f.progress).counters).post(&f.posting());
+        if !f.progress.is_chunk() {
+            // A chunk's progress is not its job's (the store's is).
+            log_progress(f.progress, f.done);
         }
     }
 }
@@ -387,7 +233,7 @@ mod tests {
 
     #[test]
     fn books_balance_through_every_kind_of_outcome() {
-        let reports = Arc::new(Reports::new(10, 10));
+        let reports = Arc::new(Reports::new(10));
         let r = Recorder::new(vec![reports.clone()]);
         let j = job(6);
         let p = &j.progress;
@@ -423,28 +269,6 @@ mod tests {
         assert!(c.balanced(), "{c:?}");
         assert_eq!((c.accepted, c.pending, c.attempts, c.retries), (6, 2, 4, 1));
         assert_eq!(p.pending(), 2);
-        let unregistered = reports
-            .family(Family::Google)
-            .list(ListKind::Unregistered)
-            .snapshot();
-        assert_eq!(
-            unregistered,
-            vec![ListEntry::Unregistered(UnregisteredEntry {
-                token: "t1".into(),
-                timestamp: 7
-            })]
-        );
-    }
-
-    #[test]
-    fn bounded_list_drops_oldest_and_drains_atomically() {
-        let list = BoundedList::new(2);
-        assert!(!list.push(1));
-        assert!(!list.push(2));
-        assert!(list.push(3));
-        assert_eq!(list.dropped(), 1);
-        assert_eq!(list.drain(), vec![2, 3]);
-        assert!(list.is_empty());
     }
 
     #[test]

@@ -15,13 +15,12 @@ pub async fn view(State(state): State<AppState>) -> Result<Response, ApiError> {
         ));
     };
     let view = view.map_err(|e| {
-        tracing::warn!(error = %e.0, "cluster view read failed");
+        tracing::warn!(error = %e.detail(), "cluster view read failed");
         ApiError::unavailable(
-            "queue_unavailable",
+            e.code(),
             "the shared queue (Redis) cannot be reached. Retry later",
-            1,
+            e.retry_after(),
         )
     })?;
-    let body = serde_json::to_value(&view).map_err(ApiError::internal)?;
-    Ok(ok(body))
+    Ok(ok(view))
 }

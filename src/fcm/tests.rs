@@ -63,17 +63,30 @@ fn roots(mock: &MockHandle) -> Vec<CertificateDer<'static>> {
 struct Books {
     recorder: Recorder,
     reports: Arc<Reports>,
+    /// The memory store: the lists are its.
+    store: Arc<crate::store::memory::MemoryStore>,
     admission: Arc<Admission>,
     metrics: Arc<Metrics>,
 }
 
 fn recorder() -> Books {
-    let reports = Arc::new(Reports::new(100_000, 1000));
+    let reports = Arc::new(Reports::new(1000));
     let admission = Arc::new(Admission::new(1_000_000));
     let metrics = Arc::new(Metrics::new().expect("metrics"));
+    let store = Arc::new(crate::store::memory::MemoryStore::new(
+        admission.clone(),
+        100_000,
+        None,
+    ));
     Books {
-        recorder: Recorder::new(vec![reports.clone(), admission.clone(), metrics.clone()]),
+        recorder: Recorder::new(vec![
+            reports.clone(),
+            admission.clone(),
+            metrics.clone(),
+            store.clone(),
+        ]),
         reports,
+        store,
         admission,
         metrics,
     }
@@ -239,7 +252,9 @@ async fn v1_delivers_mixed_tokens_with_one_oauth_grant() {
         assert_eq!(crate::mock::Ledger::get(&mock.ledger.grants), 1);
         assert_eq!(mock.ledger.distinct_credentials(), 1);
 
-        let google = recorder.reports.family(crate::job::Family::Google);
+        let google = recorder
+            .store
+            .lists(crate::job::Family::Google, crate::floor::DEFAULT_APP);
         let unregistered: Vec<String> =
             google.unregistered().into_iter().map(|e| e.token).collect();
         let want: Vec<String> = tokens
@@ -295,7 +310,9 @@ async fn legacy_delivers_mixed_tokens_in_batches_of_at_most_1000() {
         let largest = crate::mock::Ledger::get(&mock.ledger.largest_batch);
         assert!(largest <= 1000 && largest > 1, "{largest}");
 
-        let google = recorder.reports.family(crate::job::Family::Google);
+        let google = recorder
+            .store
+            .lists(crate::job::Family::Google, crate::floor::DEFAULT_APP);
         let canonical = google.canonical();
         assert_eq!(canonical.len(), 250);
         for entry in &canonical {
@@ -472,8 +489,8 @@ async fn legacy_wrong_server_key_fails_every_token_as_unauthorized() {
         assert!(c.balanced(), "{c:?}");
         assert_eq!((c.failures, c.retries), (50, 0));
         let failures = recorder
-            .reports
-            .family(crate::job::Family::Google)
+            .store
+            .lists(crate::job::Family::Google, crate::floor::DEFAULT_APP)
             .failures();
         assert!(
             failures

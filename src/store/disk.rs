@@ -23,6 +23,7 @@
 
 pub mod fault;
 pub mod format;
+mod resume;
 pub mod writer;
 
 use std::collections::HashMap;
@@ -34,9 +35,11 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
 use crate::books::{Counters, ListKind, Posting};
-use crate::floor::{lock, now_ms};
+use crate::floor::{lock, ms_since_epoch, now_ms};
 use crate::job::{Family, JobId, JobProgress, OutcomeKind};
 use crate::outcome::{Finished, Sink};
+use crate::queue::Admission;
+use crate::store::{AdmitError, Admitted, NewJob, Recovered, Store, StoreError, StoreFuture};
 
 use self::format::{JobRecord, JobState};
 use self::writer::{Op, WriterThread};
@@ -85,9 +88,10 @@ pub enum DiskError {
     },
 }
 
-/// A write the store could not commit.
+/// A write the store could not commit (cloned to every request of the
+/// commit that failed).
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum StoreError {
+pub enum WriteError {
     /// The disk (or its quota) is full.
     #[error("the disk holding queue.data_dir is full: {0}")]
     Full(String),
@@ -96,16 +100,16 @@ pub enum StoreError {
     Io(String),
 }
 
-impl StoreError {
+impl WriteError {
     fn from_redb(e: &redb::Error) -> Self {
         let full = match e {
             redb::Error::Io(io) => io.raw_os_error() == Some(28) || io.raw_os_error() == Some(122),
             _ => false,
         };
         if full {
-            StoreError::Full(e.to_string())
+            WriteError::Full(e.to_string())
         } else {
-            StoreError::Io(e.to_string())
+            WriteError::Io(e.to_string())
         }
     }
 }
@@ -160,9 +164,9 @@ pub(crate) struct Shared {
     healthy: AtomicBool,
 }
 
-/// What the file held at start.
+/// What the file held at start, as rows ([`resume`] turns them into jobs).
 #[derive(Debug, Default)]
-pub struct Recovered {
+pub struct Rows {
     /// Counters by `family/app`.
     pub counters: Vec<(String, Counters)>,
     /// Unfinished jobs, in admission order.
@@ -179,7 +183,7 @@ pub struct Recovered {
 fn open_and_read(
     path: &PathBuf,
     faults: &Option<PathBuf>,
-) -> Result<(redb::Database, Recovered), redb::DatabaseError> {
+) -> Result<(redb::Database, Rows), redb::DatabaseError> {
     let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let db = writer::open_db(path, faults)?;
         let recovered = writer::recover(&db).map_err(|e| {
@@ -216,6 +220,10 @@ pub struct DiskStore {
     ops: Mutex<Option<Sender<Op>>>,
     shared: Arc<Shared>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The bound on unfinished tokens (this gateway's alone).
+    admission: Arc<Admission>,
+    /// What the file held at start, until [`Store::recover`] takes it.
+    rows: Mutex<Option<Rows>>,
 }
 
 impl DiskStore {
@@ -228,7 +236,8 @@ impl DiskStore {
         dir: &Path,
         max_list: usize,
         max_jobs: usize,
-    ) -> Result<(Arc<Self>, Recovered), DiskError> {
+        admission: Arc<Admission>,
+    ) -> Result<Arc<Self>, DiskError> {
         std::fs::create_dir_all(dir).map_err(|source| DiskError::NotCreatable {
             dir: dir.to_owned(),
             source,
@@ -294,15 +303,14 @@ impl DiskStore {
                 dir: dir.to_owned(),
                 reason: format!("cannot start the writer thread: {e}"),
             })?;
-        Ok((
-            Arc::new(Self {
-                dir: dir.to_owned(),
-                ops: Mutex::new(Some(tx)),
-                shared,
-                thread: Mutex::new(Some(thread)),
-            }),
-            recovered,
-        ))
+        Ok(Arc::new(Self {
+            dir: dir.to_owned(),
+            ops: Mutex::new(Some(tx)),
+            shared,
+            thread: Mutex::new(Some(thread)),
+            admission,
+            rows: Mutex::new(Some(recovered)),
+        }))
     }
 
     /// `queue.data_dir`.
@@ -323,24 +331,24 @@ impl DiskStore {
 
     async fn ask<T>(
         &self,
-        op: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Op,
-    ) -> Result<T, StoreError> {
+        op: impl FnOnce(oneshot::Sender<Result<T, WriteError>>) -> Op,
+    ) -> Result<T, WriteError> {
         let (reply, answer) = oneshot::channel();
         if !self.send(op(reply)) {
-            return Err(StoreError::Io("the disk store is closed".into()));
+            return Err(WriteError::Io("the disk store is closed".into()));
         }
         answer
             .await
-            .unwrap_or_else(|_| Err(StoreError::Io("the disk store's writer stopped".into())))
+            .unwrap_or_else(|_| Err(WriteError::Io("the disk store's writer stopped".into())))
     }
 
     /// Stores a job (`record`: [`JobRecord::encode_parts`]) and counts it
     /// accepted; returns once that is on disk.
-    pub async fn admit(
+    async fn write_job(
         &self,
         record: Vec<u8>,
         progress: Arc<JobProgress>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), WriteError> {
         let id = progress.id;
         let state = Box::new(JobState {
             seq: 0,
@@ -368,7 +376,7 @@ impl DiskStore {
     /// Watches a recovered job's lease and stores the one it starts this
     /// run with (its `progress.lease()`). Safe before that is on disk: the
     /// stored lease is the last run's, which is higher.
-    pub fn attach(&self, id: JobId, progress: Arc<JobProgress>) {
+    fn attach(&self, id: JobId, progress: Arc<JobProgress>) {
         let lease = progress.lease();
         self.send(Op::Attach {
             id: id.as_u128(),
@@ -378,7 +386,7 @@ impl DiskStore {
     }
 
     /// Records a cancellation; returns once that is on disk.
-    pub async fn cancel(&self, id: JobId) -> Result<(), StoreError> {
+    async fn write_cancel(&self, id: JobId) -> Result<(), WriteError> {
         self.ask(|reply| Op::Cancel {
             id: id.as_u128(),
             reply,
@@ -388,13 +396,13 @@ impl DiskStore {
 
     /// A list's entries, oldest first, with what is buffered; with `drain`,
     /// emptied in the same commit.
-    pub async fn list(
+    async fn read_list(
         &self,
         family: Family,
         app: &str,
         list: ListKind,
         drain: bool,
-    ) -> Result<Vec<serde_json::Value>, StoreError> {
+    ) -> Result<Vec<serde_json::Value>, WriteError> {
         let key = list_key(family, app, list);
         let rows = self.ask(|reply| Op::List { key, drain, reply }).await?;
         Ok(rows
@@ -404,7 +412,7 @@ impl DiskStore {
     }
 
     /// A list's size and drops at the last commit.
-    pub fn list_stats(&self, family: Family, app: &str, list: ListKind) -> ListStats {
+    fn stats_of(&self, family: Family, app: &str, list: ListKind) -> ListStats {
         lock(&self.shared.lists)
             .get(&list_key(family, app, list))
             .copied()
@@ -412,12 +420,12 @@ impl DiskStore {
     }
 
     /// Commits what is buffered; returns once it is on disk.
-    pub async fn flush(&self) -> Result<(), StoreError> {
+    pub async fn flush(&self) -> Result<(), WriteError> {
         self.ask(|reply| Op::Flush { reply }).await
     }
 
     /// Commits what is left and stops the writer (at shutdown).
-    pub fn close(&self) {
+    fn shut(&self) {
         lock(&self.ops).take();
         if let Some(thread) = lock(&self.thread).take() {
             let _ = thread.join();
@@ -459,6 +467,138 @@ impl Sink for DiskStore {
 
 impl Drop for DiskStore {
     fn drop(&mut self) {
-        self.close();
+        self.shut();
+    }
+}
+
+impl WriteError {
+    /// As the seam's error: the client sees its code, the log its detail.
+    fn into_store(self) -> StoreError {
+        match self {
+            WriteError::Full(_) => StoreError::Full {
+                store: "disk",
+                source: Box::new(self),
+            },
+            WriteError::Io(_) => StoreError::Unavailable {
+                store: "disk",
+                source: Box::new(self),
+            },
+        }
+    }
+}
+
+impl Store for DiskStore {
+    fn name(&self) -> &'static str {
+        "disk"
+    }
+
+    fn fate(&self) -> &'static str {
+        "kept in queue.data_dir for the next start (backend disk)"
+    }
+
+    fn keeps_unsent(&self) -> bool {
+        true
+    }
+
+    fn problem(&self) -> Option<String> {
+        (!self.healthy()).then(|| {
+            format!(
+                "the disk store (queue.data_dir = {}) cannot write",
+                self.dir.display()
+            )
+        })
+    }
+
+    fn recover(&self) -> Recovered {
+        match lock(&self.rows).take() {
+            Some(rows) => self.resume(rows),
+            None => Recovered::default(),
+        }
+    }
+
+    fn admit<'a>(
+        &'a self,
+        id: JobId,
+        job: &'a NewJob,
+    ) -> StoreFuture<'a, Result<Admitted, AdmitError>> {
+        Box::pin(async move {
+            let total = job.tokens.len() as u64;
+            self.admission
+                .try_admit(total)
+                .map_err(|full| AdmitError::Full {
+                    pending: full.pending,
+                    capacity: full.capacity,
+                    wanted: full.wanted,
+                })?;
+            // Workers may take tokens only below the lease, which each commit
+            // raises ahead of them: a crash resends at most that far.
+            let progress = Arc::new(
+                JobProgress::for_app(id, job.platform, job.app.clone(), total)
+                    .with_notif_id(job.notif_id.clone())
+                    .with_lease(writer::LEASE_START),
+            );
+            let record = JobRecord::encode_parts(
+                job.platform.as_str(),
+                &job.app,
+                &job.fields,
+                job.expires_at.map(ms_since_epoch),
+                job.delay.map(|d| {
+                    now_ms().saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+                }),
+                &job.tokens,
+            );
+            if let Err(e) = self.write_job(record, progress.clone()).await {
+                self.admission.release(total);
+                return Err(e.into_store().into());
+            }
+            Ok(Admitted::Here(progress))
+        })
+    }
+
+    fn list<'a>(
+        &'a self,
+        family: Family,
+        app: &'a str,
+        list: ListKind,
+        drain: bool,
+    ) -> StoreFuture<'a, Result<Vec<serde_json::Value>, StoreError>> {
+        Box::pin(async move {
+            self.read_list(family, app, list, drain)
+                .await
+                .map_err(WriteError::into_store)
+        })
+    }
+
+    fn list_stats(&self, family: Family, app: &str, list: ListKind) -> (usize, u64) {
+        let s = self.stats_of(family, app, list);
+        (s.size, s.dropped)
+    }
+
+    fn cancel<'a>(
+        &'a self,
+        id: JobId,
+        local: Option<&'a JobProgress>,
+    ) -> StoreFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let Some(progress) = local else {
+                return Ok(false);
+            };
+            if progress.pending() > 0 {
+                // On disk first: a restart must not send what the sender cancelled.
+                self.write_cancel(id)
+                    .await
+                    .map_err(WriteError::into_store)?;
+            }
+            Ok(true)
+        })
+    }
+
+    fn close(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            if let Err(e) = self.flush().await {
+                tracing::error!(error = %e, "cannot write the last outcomes to the disk store; their tokens will be sent again at the next start");
+            }
+            self.shut();
+        })
     }
 }

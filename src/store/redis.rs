@@ -35,6 +35,7 @@
 //! [`link`] (URL, TLS, AUTH), [`window`] (chunks held, from round trips),
 //! [`credentials`] (the shared provider tokens), [`view`] (`GET /cluster`).
 
+mod accept;
 pub mod consume;
 pub mod flush;
 pub mod read;
@@ -45,20 +46,19 @@ pub mod wire;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
-use crate::delivery::Registry;
-use crate::floor::{lock, ms_since_epoch, now_ms};
-use crate::job::{Family, JobId, JobProgress, Platform};
-use crate::outcome::Recorder;
+use crate::books::{Counters, JobStatus, ListKind};
+use crate::floor::lock;
+use crate::job::{Family, JobId, JobProgress};
 use crate::shared::link::{self, RedisQueueConfig};
+use crate::store::{AdmitError, Admitted, Hand, NewJob, Store, StoreError, StoreFuture};
 
 use self::flush::Buffer;
-use self::wire::Chunk;
 
 /// Tokens per stream entry: large enough that a 100k-token job is 100
 /// entries, small enough that a reclaimed chunk is quick to re-read.
@@ -70,11 +70,6 @@ pub const CHUNKS_IN_FLIGHT: usize = window::MAX_WINDOW;
 /// Buffered outcomes are written at least this often (and at once when a
 /// chunk completes).
 pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
-/// Records a chunk's outcomes: KEYS = done set, stream; ARGV = max_list,
-/// entry id, then per token: token, report key, outcome field, attempt
-/// field, job key, job field, list key ('' = none), list entry. A token
-/// already in the done set, or any token of a chunk already acked and
-/// deleted, is skipped, so outcomes are counted once whatever the retries.
 /// How long a job's status is kept in Redis.
 const JOB_TTL_S: i64 = 7 * 24 * 3600;
 
@@ -89,27 +84,6 @@ pub struct RedisError {
     /// The client's error.
     #[source]
     pub source: redis::RedisError,
-}
-
-/// An accepted job, as [`RedisStore::accept`] writes it.
-#[derive(Debug)]
-pub struct ChunkedJob {
-    /// The id answered in the 202.
-    pub id: JobId,
-    /// The upstream.
-    pub platform: Platform,
-    /// The app (credential set).
-    pub app: Arc<str>,
-    /// The message as its platform stores it (JSON text).
-    pub fields: String,
-    /// The tokens, rendered as the sender wrote them.
-    pub tokens: Vec<String>,
-    /// After this nothing more is sent.
-    pub expires_at: Option<SystemTime>,
-    /// Hold the job this long first (`send_at` / `delay_seconds`).
-    pub delay: Option<Duration>,
-    /// The sender's correlation id (gorush `notif_id`), if any.
-    pub notif_id: Option<Arc<str>>,
 }
 
 /// A chunk this gateway is delivering.
@@ -129,6 +103,10 @@ struct InFlight {
 /// The shared queue: a handle on Redis, the chunks in flight here, and the
 /// buffered outcome writes.
 pub struct RedisStore {
+    /// This store, for the tasks [`Store::start`] spawns.
+    me: std::sync::Weak<Self>,
+    /// `queue.capacity`: tokens the stream may hold, cluster-wide.
+    capacity: u64,
     /// Set once the first connection is made (a gateway started while
     /// Redis is down waits for it in the background; see [`RedisStore::connect`]).
     conn: OnceLock<ConnectionManager>,
@@ -182,6 +160,7 @@ impl RedisStore {
     pub async fn connect(
         config: &RedisQueueConfig,
         max_list: usize,
+        capacity: u64,
     ) -> Result<Arc<Self>, RedisError> {
         let url = redact(&config.url);
         let err = |what| {
@@ -193,11 +172,13 @@ impl RedisStore {
         let mut config = config.clone();
         // Every key of the stream shares its hash tag (one Redis Cluster slot).
         config.stream = link::stream_key(&config.stream);
-        let cluster = Arc::new(Self {
+        let cluster = Arc::new_cyclic(|me| Self {
+            me: me.clone(),
             conn: OnceLock::new(),
             config,
             url,
             max_list,
+            capacity,
             buffer: Mutex::default(),
             chunks: Mutex::default(),
             entries: Mutex::default(),
@@ -365,10 +346,9 @@ impl RedisStore {
         self.key(format_args!("cancel:{id}"))
     }
 
-    /// Cancels a job on every gateway: each cancels its chunks of it within
-    /// half a second (a chunk read later, too, within half a second of being
-    /// read). False when Redis does not know the job.
-    pub async fn cancel(&self, id: &str) -> Result<bool, RedisError> {
+    /// Marks a job cancelled for every gateway. False when Redis does not
+    /// know the job.
+    async fn write_cancel(&self, id: &str) -> Result<bool, RedisError> {
         let mut conn = self.connection()?;
         let r: redis::RedisResult<bool> = conn.exists(self.job_key(id)).await;
         if !self.fail("EXISTS", r)? {
@@ -398,112 +378,17 @@ impl RedisStore {
         })
     }
 
-    // ===== accept =====
-
-    /// Chunks waiting in the stream (sent or not), counted by XLEN: acked
-    /// chunks are deleted, so this is the cluster's unfinished work.
-    pub async fn queued_chunks(&self) -> Result<u64, RedisError> {
-        let mut conn = self.connection()?;
-        let r = conn.xlen(&self.config.stream).await;
-        self.fail("XLEN", r)
-    }
-
-    /// Writes a job's chunks (to the stream, or to the delayed set when
-    /// `delay` is given) and counts it accepted, in one MULTI/EXEC: all of it
-    /// is in Redis before the caller answers 202, or none of it is.
-    pub async fn accept(&self, job: ChunkedJob) -> Result<(), RedisError> {
-        let ChunkedJob {
-            id,
-            platform,
-            app,
-            fields,
-            tokens,
-            expires_at,
-            delay,
-            notif_id,
-        } = job;
-        let app = app.as_ref();
-        let total = tokens.len() as i64;
-        let expires_at_ms = expires_at.map(ms_since_epoch);
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        let due = delay
-            .map(|d| now_ms().saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)));
-        let mut chunk = Chunk {
-            job: id.to_string(),
-            platform: platform.as_str().to_owned(),
-            app: app.to_owned(),
-            index: 0,
-            fields,
-            expires_at_ms,
-            tokens: Vec::new(),
-            notif_id: notif_id.as_deref().map(str::to_owned),
-        };
-        let mut rest = tokens;
-        while !rest.is_empty() {
-            let tail = rest.split_off(rest.len().min(CHUNK_TOKENS));
-            chunk.tokens = std::mem::replace(&mut rest, tail);
-            let body = serde_json::to_string(&chunk).unwrap_or_default();
-            match due {
-                Some(due) => pipe.zadd(self.delayed_key(), body, due).ignore(),
-                None => pipe.xadd(&self.config.stream, "*", &[("c", body)]).ignore(),
-            };
-            chunk.index += 1;
+    /// Writes the last outcomes at shutdown, retrying for a few seconds.
+    async fn flush_at_close(&self) {
+        for _ in 0..20 {
+            match self.flush().await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot write the last outcomes to Redis; retrying");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            }
         }
-        pipe.hincr(self.report_key(platform.family(), app), "accepted", total)
-            .ignore();
-        let job = self.job_key(&chunk.job);
-        pipe.hset_multiple(&job, &[("platform", platform.as_str()), ("app", app)])
-            .ignore()
-            .hincr(&job, "total", total)
-            .ignore()
-            .expire(&job, JOB_TTL_S)
-            .ignore();
-        if let Some(n) = notif_id.as_deref() {
-            pipe.hset(&job, "notif_id", n).ignore();
-        }
-        let mut conn = self.connection()?;
-        let r = pipe.query_async::<()>(&mut conn).await;
-        self.fail("XADD", r)?;
-        self.healthy.store(true, Ordering::Relaxed);
-        Ok(())
-    }
-
-    /// Starts the reader, the reclaimer, the delayed-chunk mover and the
-    /// flusher. Chunks go to the services of `registry`; their outcomes to
-    /// `recorder`, which must have this cluster among its sinks.
-    pub fn start(
-        self: &Arc<Self>,
-        recorder: Recorder,
-        registry: Registry,
-    ) -> Result<(), RedisError> {
-        let reader_client = link::client(&self.config).map_err(|e| RedisError {
-            what: "URL",
-            url: self.url.clone(),
-            source: e.source,
-        })?;
-        let consumer = consume::Consumer {
-            cluster: self.clone(),
-            recorder,
-            registry,
-        };
-        tokio::spawn(consumer.clone().read(reader_client));
-        tokio::spawn(consumer.clone().reclaim());
-        tokio::spawn(consumer.move_delayed());
-        tokio::spawn(self.clone().flush_loop());
-        Ok(())
-    }
-
-    /// Stops taking chunks. Chunks in flight keep going.
-    pub fn stop_reading(&self) {
-        self.stopping.store(true, Ordering::Release);
-        self.stop.notify_waiters();
-    }
-
-    /// From now on, tokens finished without an attempt (the shutdown sweep)
-    /// are left pending in Redis for another gateway to reclaim.
-    pub fn detach(&self) {
-        self.detached.store(true, Ordering::Release);
     }
 
     /// Tokens of chunks this gateway holds without an outcome.
@@ -512,6 +397,158 @@ impl RedisStore {
             .values()
             .map(|c| c.remaining.load(Ordering::Relaxed))
             .sum()
+    }
+}
+
+impl RedisError {
+    /// As the seam's error: the client sees its code, the log its detail.
+    fn into_store(self) -> StoreError {
+        StoreError::Unavailable {
+            store: "redis",
+            source: Box::new(self),
+        }
+    }
+}
+
+impl Store for RedisStore {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    fn fate(&self) -> &'static str {
+        "left in the shared stream for another gateway (backend redis)"
+    }
+
+    fn keeps_unsent(&self) -> bool {
+        true
+    }
+
+    fn problem(&self) -> Option<String> {
+        (!self.healthy()).then(|| "the shared queue (Redis) is unreachable".to_owned())
+    }
+
+    /// Starts the reader, the reclaimer, the delayed-chunk mover and the
+    /// flusher. Chunks go to the platforms through `hand`; their outcomes
+    /// reach this store as one of the recorder's sinks.
+    fn start(&self, hand: &Hand) -> Result<(), StoreError> {
+        let Some(me) = self.me.upgrade() else {
+            return Ok(());
+        };
+        let reader_client = link::client(&self.config).map_err(|e| {
+            RedisError {
+                what: "URL",
+                url: self.url.clone(),
+                source: e.source,
+            }
+            .into_store()
+        })?;
+        let consumer = consume::Consumer {
+            cluster: me.clone(),
+            hand: hand.clone(),
+        };
+        tokio::spawn(consumer.clone().read(reader_client));
+        tokio::spawn(consumer.clone().reclaim());
+        tokio::spawn(consumer.move_delayed());
+        tokio::spawn(me.flush_loop());
+        Ok(())
+    }
+
+    fn admit<'a>(
+        &'a self,
+        id: JobId,
+        job: &'a NewJob,
+    ) -> StoreFuture<'a, Result<Admitted, AdmitError>> {
+        Box::pin(async move {
+            self.accept(id, job).await.inspect_err(|e| {
+                if let AdmitError::Store(e) = e {
+                    tracing::warn!(error = %e.detail(), "send refused: the shared queue is unreachable");
+                }
+            })?;
+            Ok(Admitted::Shared)
+        })
+    }
+
+    fn counters<'a>(
+        &'a self,
+        family: Family,
+        app: &'a str,
+    ) -> Option<StoreFuture<'a, Result<Counters, StoreError>>> {
+        Some(Box::pin(async move {
+            self.read_counters(family, app)
+                .await
+                .map_err(RedisError::into_store)
+        }))
+    }
+
+    fn list<'a>(
+        &'a self,
+        family: Family,
+        app: &'a str,
+        list: ListKind,
+        drain: bool,
+    ) -> StoreFuture<'a, Result<Vec<serde_json::Value>, StoreError>> {
+        Box::pin(async move {
+            self.read_list(family, app, list.name(), drain)
+                .await
+                .map_err(RedisError::into_store)
+        })
+    }
+
+    /// Not counted here: the lists are trimmed in Redis by the flush script.
+    fn list_stats(&self, _family: Family, _app: &str, _list: ListKind) -> (usize, u64) {
+        (0, 0)
+    }
+
+    fn job<'a>(
+        &'a self,
+        id: JobId,
+    ) -> Option<StoreFuture<'a, Result<Option<JobStatus>, StoreError>>> {
+        Some(Box::pin(async move {
+            self.read_job(&id.to_string())
+                .await
+                .map_err(RedisError::into_store)
+        }))
+    }
+
+    /// Cancels a job on every gateway: each cancels its chunks of it within
+    /// half a second (a chunk read later, too, within half a second of being
+    /// read).
+    fn cancel<'a>(
+        &'a self,
+        id: JobId,
+        _local: Option<&'a JobProgress>,
+    ) -> StoreFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            self.write_cancel(&id.to_string())
+                .await
+                .map_err(RedisError::into_store)
+        })
+    }
+
+    /// Takes no more chunks; what is in the stream waits for the others.
+    fn stop_taking(&self) {
+        self.stopping.store(true, Ordering::Release);
+        self.stop.notify_waiters();
+    }
+
+    /// Unfinished tokens stay pending in the stream (another gateway
+    /// reclaims them after `claim_idle_ms`) instead of ending as expired.
+    fn detach(&self) {
+        self.detached.store(true, Ordering::Release);
+    }
+
+    fn close(&self) -> StoreFuture<'_, ()> {
+        Box::pin(self.flush_at_close())
+    }
+
+    fn cluster_view(&self) -> Option<StoreFuture<'_, Result<serde_json::Value, StoreError>>> {
+        Some(Box::pin(async move {
+            let view = view::read(self).await.map_err(RedisError::into_store)?;
+            serde_json::to_value(&view).map_err(|e| StoreError::Unavailable {
+                store: "redis",
+                source: Box::new(e),
+            })
+        }))
     }
 }
 

@@ -15,9 +15,9 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::api::{ApiError, AppState};
-use crate::backend::{AdmitError, NewJob};
 use crate::floor::DEFAULT_APP;
 use crate::job::{Platform, TokenList};
+use crate::store::{AdmitError, NewJob};
 
 pub use crate::api::rejections::{Rejected, Rejections};
 
@@ -184,8 +184,14 @@ pub async fn submit(state: &AppState, submission: Submission<'_>) -> Result<Resp
                 capacity, wanted, ..
             } if wanted > capacity => ApiError::job_too_large(wanted, capacity),
             AdmitError::Full { .. } => ApiError::unavailable("queue_full", e.to_string(), 1),
-            AdmitError::Unavailable(m) => ApiError::unavailable("queue_unavailable", m, 1),
-            AdmitError::StorageFull(m) => ApiError::unavailable("storage_full", m, 5),
+            AdmitError::Store(e) => {
+                tracing::warn!(error = %e.detail(), "send refused: the store cannot keep the job");
+                ApiError::unavailable(
+                    e.code(),
+                    "the queue backend cannot keep this job now; nothing was queued. Retry later",
+                    e.retry_after(),
+                )
+            }
         })?;
     tracing::info!(job = %id, platform = %platform, tokens = total, rejected = rejected.count(), delay_s = when.delay.map(|d| d.as_secs()), backend = state.backend.name(), "job accepted");
     for (reason, n) in rejected.by_reason() {

@@ -25,7 +25,7 @@ use tokio::sync::oneshot;
 
 use super::fault::FaultyFile;
 use super::format::{JobRecord, JobState, decode_counters, encode_counters};
-use super::{Buffer, ListStats, Shared, StoreError};
+use super::{Buffer, ListStats, Shared, WriteError};
 use crate::books::Counters;
 use crate::floor::lock;
 use crate::job::JobProgress;
@@ -60,7 +60,7 @@ pub(super) enum Op {
         state: Box<JobState>,
         progress: Arc<JobProgress>,
         counters_key: String,
-        reply: oneshot::Sender<Result<(), StoreError>>,
+        reply: oneshot::Sender<Result<(), WriteError>>,
     },
     /// Watch a recovered job's lease, and store the one it starts this run with.
     Attach {
@@ -71,17 +71,17 @@ pub(super) enum Op {
     /// Mark a job cancelled.
     Cancel {
         id: u128,
-        reply: oneshot::Sender<Result<(), StoreError>>,
+        reply: oneshot::Sender<Result<(), WriteError>>,
     },
     /// Read a list (and with `drain`, empty it in the same commit).
     List {
         key: String,
         drain: bool,
-        reply: oneshot::Sender<Result<Vec<Vec<u8>>, StoreError>>,
+        reply: oneshot::Sender<Result<Vec<Vec<u8>>, WriteError>>,
     },
     /// Commit whatever is buffered now.
     Flush {
-        reply: oneshot::Sender<Result<(), StoreError>>,
+        reply: oneshot::Sender<Result<(), WriteError>>,
     },
 }
 
@@ -295,16 +295,16 @@ impl WriterThread {
         }
     }
 
-    fn database(&mut self) -> Result<&Database, StoreError> {
+    fn database(&mut self) -> Result<&Database, WriteError> {
         if self.db.is_none() {
             let db =
-                open_db(&self.path, &self.faults).map_err(|e| StoreError::from_redb(&e.into()))?;
+                open_db(&self.path, &self.faults).map_err(|e| WriteError::from_redb(&e.into()))?;
             tracing::info!(data_dir = %self.path.display(), "disk store reopened");
             self.db = Some(db);
         }
         self.db
             .as_ref()
-            .ok_or_else(|| StoreError::Io("no database".into()))
+            .ok_or_else(|| WriteError::Io("no database".into()))
     }
 
     /// One write transaction for the turn; returns the rows each `List` read.
@@ -315,7 +315,7 @@ impl WriterThread {
         batch: &[Op],
         taken: &Buffer,
         leases: &[(u128, u32)],
-    ) -> Result<Vec<Vec<Vec<u8>>>, StoreError> {
+    ) -> Result<Vec<Vec<Vec<u8>>>, WriteError> {
         let (max_list, max_jobs) = (self.max_list as u64, self.max_jobs);
         let mut view = match self.view.take() {
             Some(v) => v,
@@ -456,14 +456,14 @@ impl WriterThread {
                 self.view = Some(view);
                 Ok(reads)
             }
-            Err(e) => Err(StoreError::from_redb(&e)),
+            Err(e) => Err(WriteError::from_redb(&e)),
         }
     }
 }
 
 /// Rebuilds the writer's view from the file.
-fn load_view(db: &Database) -> Result<View, StoreError> {
-    let err = |e: redb::Error| StoreError::from_redb(&e);
+fn load_view(db: &Database) -> Result<View, WriteError> {
+    let err = |e: redb::Error| WriteError::from_redb(&e);
     let txn = db.begin_read().map_err(|e| err(e.into()))?;
     let mut view = View::default();
     if let Ok(states) = txn.open_table(STATES) {
@@ -506,11 +506,11 @@ fn load_view(db: &Database) -> Result<View, StoreError> {
 }
 
 /// What the file holds at start, for the backend to rebuild its books.
-pub(super) fn recover(db: &Database) -> Result<super::Recovered, StoreError> {
-    let err = |e: redb::Error| StoreError::from_redb(&e);
+pub(super) fn recover(db: &Database) -> Result<super::Rows, WriteError> {
+    let err = |e: redb::Error| WriteError::from_redb(&e);
     let view = load_view(db)?;
     let txn = db.begin_read().map_err(|e| err(e.into()))?;
-    let mut out = super::Recovered::default();
+    let mut out = super::Rows::default();
     if let Ok(counters) = txn.open_table(COUNTERS) {
         for row in counters.iter().map_err(|e| err(e.into()))? {
             let (k, v) = row.map_err(|e| err(e.into()))?;

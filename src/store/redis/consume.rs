@@ -12,11 +12,12 @@ use redis::streams::StreamId;
 use redis::{AsyncCommands, Value};
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::config::RedisQueueConfig;
-use crate::delivery::{Handoff, Registry};
+use crate::delivery::Handoff;
 use crate::floor::{lock, now_ms};
-use crate::job::{JobId, JobProgress, Outcome, Platform, TokenList};
-use crate::outcome::{Arrival, Recorder};
+use crate::job::{JobId, JobProgress, Platform, TokenList};
+use crate::outcome::Arrival;
+use crate::shared::link::RedisQueueConfig;
+use crate::store::Hand;
 
 use super::wire::Chunk;
 use super::{InFlight, RedisStore, backoff, manager};
@@ -25,8 +26,7 @@ use super::{InFlight, RedisStore, backoff, manager};
 #[derive(Clone)]
 pub(super) struct Consumer {
     pub(super) cluster: Arc<RedisStore>,
-    pub(super) recorder: Recorder,
-    pub(super) registry: Registry,
+    pub(super) hand: Hand,
 }
 
 impl Consumer {
@@ -304,6 +304,7 @@ impl Consumer {
         let app: Arc<str> = Arc::from(chunk.app.as_str());
         let progress = Arc::new(
             JobProgress::for_app(id, platform, app.clone(), tokens.len() as u64)
+                .as_chunk()
                 .with_notif_id(chunk.notif_id.as_deref().map(Arc::from)),
         );
         // A job cancelled before this chunk was read (a delayed one, say)
@@ -325,11 +326,12 @@ impl Consumer {
         });
         lock(&self.cluster.entries).insert(entry.id.clone());
         lock(&self.cluster.chunks).insert(Arc::as_ptr(&progress) as usize, in_flight);
-        self.recorder.accepted(&progress, Arrival::Taken);
+        self.hand.recorder.accepted(&progress, Arrival::Taken);
         if resent {
             // These had no outcome when their gateway died: some may have
             // been delivered already. Counted, so the bound is visible.
-            self.recorder
+            self.hand
+                .recorder
                 .possible_duplicates(&progress, tokens.len() as u64);
         }
         let expires_at = chunk
@@ -350,24 +352,7 @@ impl Consumer {
             progress: progress.clone(),
             expires_at,
         };
-        let Err(refused) = self.registry.deliver(handoff) else {
-            return;
-        };
-        tracing::error!(entry = %entry.id, problem = %refused.error, "cannot deliver a queued chunk; its tokens are recorded as failed");
-        let reason: Arc<str> = Arc::from("NotConfigured");
-        for (index, t) in tokens.iter().enumerate() {
-            self.recorder.finish_shown(
-                &progress,
-                u32::try_from(index).unwrap_or(u32::MAX),
-                t,
-                Outcome::Failed {
-                    reason: reason.clone(),
-                    status: 0,
-                },
-                false,
-                None,
-            );
-        }
+        self.hand.deliver(handoff);
     }
 
     fn ack_now(&self, entry: String, permit: OwnedSemaphorePermit) {

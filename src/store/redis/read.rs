@@ -11,32 +11,22 @@ use super::{RedisError, RedisStore};
 
 impl RedisStore {
     /// The cluster-wide counters of one family's app.
-    pub async fn counters(&self, family: Family, app: &str) -> Result<Counters, RedisError> {
+    pub(super) async fn read_counters(
+        &self,
+        family: Family,
+        app: &str,
+    ) -> Result<Counters, RedisError> {
         let mut conn = self.connection()?;
         let r: redis::RedisResult<HashMap<String, i64>> =
             conn.hgetall(self.report_key(family, app)).await;
         let map = self.fail("HGETALL", r)?;
-        let get = |f: &str| u64::try_from(map.get(f).copied().unwrap_or(0)).unwrap_or(0);
-        let mut c = Counters {
-            accepted: get("accepted"),
-            attempts: get("attempts"),
-            retries: get("retries"),
-            pending: 0,
-            successes: get("successes"),
-            failures: get("failures"),
-            unregistered: get("unregistered"),
-            canonicals: get("canonicals"),
-            expired: get("expired"),
-            cancelled: get("cancelled"),
-            unattempted: get("unattempted"),
-            possible_duplicates: get("possible_duplicates"),
-        };
-        c.pending = c.accepted.saturating_sub(c.finished());
-        Ok(c)
+        Ok(Counters::from_fn(|c| {
+            u64::try_from(map.get(c.name()).copied().unwrap_or(0)).unwrap_or(0)
+        }))
     }
 
     /// A report list, oldest first; with `drain`, emptied in the same step.
-    pub async fn list(
+    pub(super) async fn read_list(
         &self,
         family: Family,
         app: &str,
@@ -60,7 +50,7 @@ impl RedisStore {
     }
 
     /// A job's status from Redis.
-    pub async fn job(&self, id: &str) -> Result<Option<JobStatus>, RedisError> {
+    pub(super) async fn read_job(&self, id: &str) -> Result<Option<JobStatus>, RedisError> {
         let mut conn = self.connection()?;
         let r: redis::RedisResult<HashMap<String, String>> = conn.hgetall(self.job_key(id)).await;
         let map = self.fail("HGETALL", r)?;

@@ -1,0 +1,307 @@
+//! The `memory` store: nothing outlives the process. Its lists are bounded
+//! in memory here; its counters and jobs are this gateway's own books
+//! ([`crate::report::Reports`]), so it reads none of its own.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde_json::Value;
+
+use super::{AdmitError, Admitted, NewJob, Store, StoreError, StoreFuture};
+use crate::books::{CanonicalEntry, FailureEntry, ListEntry, ListKind, UnregisteredEntry};
+use crate::floor::lock;
+use crate::job::{Family, JobId, JobProgress};
+use crate::outcome::{Finished, Sink};
+use crate::queue::Admission;
+
+/// A list with a size bound: oldest entries are dropped first, and counted.
+#[derive(Debug)]
+pub struct BoundedList<T> {
+    entries: Mutex<VecDeque<T>>,
+    max: usize,
+    dropped: AtomicU64,
+}
+
+impl<T> BoundedList<T> {
+    /// A list keeping at most `max` entries.
+    pub fn new(max: usize) -> Self {
+        Self {
+            entries: Mutex::new(VecDeque::new()),
+            max,
+            dropped: AtomicU64::new(0),
+        }
+    }
+
+    /// Appends, dropping the oldest entry when full. Returns true if one was dropped.
+    pub fn push(&self, entry: T) -> bool {
+        let mut entries = lock(&self.entries);
+        let dropped = if entries.len() >= self.max {
+            entries.pop_front();
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            true
+        } else {
+            false
+        };
+        if self.max > 0 {
+            entries.push_back(entry);
+        }
+        dropped
+    }
+
+    /// Takes every entry, leaving the list empty, in one step: nothing added
+    /// concurrently is lost, it lands in the next drain.
+    pub fn drain(&self) -> Vec<T> {
+        lock(&self.entries).drain(..).collect()
+    }
+
+    /// Entries dropped so far because the list was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Entries held now.
+    pub fn len(&self) -> usize {
+        lock(&self.entries).len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<T: Clone> BoundedList<T> {
+    /// A copy of the entries, oldest first.
+    pub fn snapshot(&self) -> Vec<T> {
+        lock(&self.entries).iter().cloned().collect()
+    }
+}
+
+/// One family's app's lists, in [`ListKind::ALL`] order.
+#[derive(Debug)]
+pub struct Lists([BoundedList<ListEntry>; 3]);
+
+impl Lists {
+    fn new(max: usize) -> Self {
+        Self(ListKind::ALL.map(|_| BoundedList::new(max)))
+    }
+
+    /// One of the lists.
+    pub fn get(&self, kind: ListKind) -> &BoundedList<ListEntry> {
+        &self.0[kind as usize]
+    }
+
+    /// A copy of the unregistered list, oldest first.
+    pub fn unregistered(&self) -> Vec<UnregisteredEntry> {
+        self.snapshot(ListKind::Unregistered, |e| match e {
+            ListEntry::Unregistered(u) => Some(u),
+            _ => None,
+        })
+    }
+
+    /// A copy of the failures list, oldest first.
+    pub fn failures(&self) -> Vec<FailureEntry> {
+        self.snapshot(ListKind::Failures, |e| match e {
+            ListEntry::Failure(f) => Some(f),
+            _ => None,
+        })
+    }
+
+    /// A copy of the canonical list, oldest first.
+    pub fn canonical(&self) -> Vec<CanonicalEntry> {
+        self.snapshot(ListKind::Canonical, |e| match e {
+            ListEntry::Canonical(c) => Some(c),
+            _ => None,
+        })
+    }
+
+    fn snapshot<T>(&self, kind: ListKind, pick: impl Fn(ListEntry) -> Option<T>) -> Vec<T> {
+        self.get(kind)
+            .snapshot()
+            .into_iter()
+            .filter_map(pick)
+            .collect()
+    }
+}
+
+/// A family's app.
+type AppKey = (Family, Arc<str>);
+
+/// The `memory` store.
+#[derive(Debug)]
+pub struct MemoryStore {
+    admission: Arc<Admission>,
+    max_list: usize,
+    lists: Mutex<HashMap<AppKey, Arc<Lists>>>,
+    list_dropped: Option<prometheus::IntCounterVec>,
+}
+
+impl MemoryStore {
+    /// A store bounded by `admission`, keeping `max_list` entries per list;
+    /// entries dropped because a list was full are counted in `list_dropped`
+    /// (labels: platform, outcome).
+    pub fn new(
+        admission: Arc<Admission>,
+        max_list: usize,
+        list_dropped: Option<prometheus::IntCounterVec>,
+    ) -> Self {
+        Self {
+            admission,
+            max_list,
+            lists: Mutex::default(),
+            list_dropped,
+        }
+    }
+
+    /// The lists of a family's app (empty ones if it never had an entry).
+    pub fn lists(&self, family: Family, app: &str) -> Arc<Lists> {
+        let mut lists = lock(&self.lists);
+        if let Some(l) = lists.get(&(family, Arc::from(app))) {
+            return l.clone();
+        }
+        let l = Arc::new(Lists::new(self.max_list));
+        lists.insert((family, Arc::from(app)), l.clone());
+        l
+    }
+}
+
+impl Sink for MemoryStore {
+    fn finished(&self, f: &Finished<'_>) {
+        let Some(entry) = f.posting().entry else {
+            return;
+        };
+        let lists = self.lists(f.progress.platform.family(), &f.progress.app);
+        if lists.get(entry.list()).push(entry)
+            && let Some(counter) = &self.list_dropped
+        {
+            counter
+                .with_label_values(&[f.progress.platform.as_str(), f.outcome.kind().as_str()])
+                .inc();
+        }
+    }
+}
+
+impl Store for MemoryStore {
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+
+    fn fate(&self) -> &'static str {
+        "dropped with this process (backend memory)"
+    }
+
+    fn keeps_unsent(&self) -> bool {
+        false
+    }
+
+    fn problem(&self) -> Option<String> {
+        None
+    }
+
+    fn admit<'a>(
+        &'a self,
+        id: JobId,
+        job: &'a NewJob,
+    ) -> StoreFuture<'a, Result<Admitted, AdmitError>> {
+        Box::pin(async move {
+            let total = job.tokens.len() as u64;
+            self.admission
+                .try_admit(total)
+                .map_err(|full| AdmitError::Full {
+                    pending: full.pending,
+                    capacity: full.capacity,
+                    wanted: full.wanted,
+                })?;
+            let progress = JobProgress::for_app(id, job.platform, job.app.clone(), total)
+                .with_notif_id(job.notif_id.clone());
+            Ok(Admitted::Here(Arc::new(progress)))
+        })
+    }
+
+    fn list<'a>(
+        &'a self,
+        family: Family,
+        app: &'a str,
+        list: ListKind,
+        drain: bool,
+    ) -> StoreFuture<'a, Result<Vec<Value>, StoreError>> {
+        Box::pin(async move {
+            let lists = self.lists(family, app);
+            let list = lists.get(list);
+            let taken = if drain { list.drain() } else { list.snapshot() };
+            Ok(taken
+                .into_iter()
+                .filter_map(|e| serde_json::to_value(e).ok())
+                .collect())
+        })
+    }
+
+    fn list_stats(&self, family: Family, app: &str, list: ListKind) -> (usize, u64) {
+        let lists = self.lists(family, app);
+        let list = lists.get(list);
+        (list.len(), list.dropped())
+    }
+
+    fn cancel<'a>(
+        &'a self,
+        _id: JobId,
+        local: Option<&'a JobProgress>,
+    ) -> StoreFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move { Ok(local.is_some()) })
+    }
+
+    fn close(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async {})
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::floor::DEFAULT_APP;
+    use crate::job::{Outcome, Platform};
+    use crate::outcome::Recorder;
+
+    #[test]
+    fn lists_keep_the_entries_the_books_map_outcomes_to() {
+        let store = Arc::new(MemoryStore::new(Arc::new(Admission::new(10)), 10, None));
+        let recorder = Recorder::new(vec![store.clone()]);
+        let p = JobProgress::new(JobId::new(), Platform::Gcm, 3);
+        recorder.finish_shown(&p, 0, "t0", Outcome::Success, true, None);
+        let gone = Outcome::Unregistered {
+            timestamp_ms: Some(7),
+        };
+        recorder.finish_shown(&p, 1, "t1", gone, true, None);
+        let failed = Outcome::Failed {
+            reason: "InvalidRegistration".into(),
+            status: 400,
+        };
+        recorder.finish_shown(&p, 2, "t2", failed, true, None);
+        let lists = store.lists(Family::Google, DEFAULT_APP);
+        assert_eq!(
+            lists.unregistered(),
+            vec![UnregisteredEntry {
+                token: "t1".into(),
+                timestamp: 7
+            }]
+        );
+        assert_eq!(lists.failures().len(), 1);
+        assert_eq!(lists.failures()[0].token, "t2");
+        assert_eq!(
+            store.list_stats(Family::Google, DEFAULT_APP, ListKind::Canonical),
+            (0, 0)
+        );
+    }
+
+    #[test]
+    fn bounded_list_drops_oldest_and_drains_atomically() {
+        let list = BoundedList::new(2);
+        assert!(!list.push(1));
+        assert!(!list.push(2));
+        assert!(list.push(3));
+        assert_eq!(list.dropped(), 1);
+        assert_eq!(list.drain(), vec![2, 3]);
+        assert!(list.is_empty());
+    }
+}
