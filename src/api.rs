@@ -36,10 +36,10 @@ use extract::Path;
 
 use crate::apns::ApnsService;
 use crate::backend::Backend;
-use crate::config::Secret;
 use crate::fcm::GoogleService;
 use crate::job::JobId;
 use crate::metrics::Metrics;
+use crate::settings::Secret;
 use crate::store::StoreError;
 
 /// What every handler can reach. Cheap to clone.
@@ -71,7 +71,7 @@ pub struct Inner {
     /// Set on SIGTERM: sends answer 503 while queued work drains.
     pub shutting_down: AtomicBool,
     /// `[gorush]`: the gorush-compatible routes.
-    pub gorush: crate::config::GorushSection,
+    pub gorush: gorush::GorushSection,
 }
 
 impl Deref for AppState {

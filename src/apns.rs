@@ -14,6 +14,7 @@
 pub mod auth;
 pub mod broadcast;
 pub mod channels;
+pub mod config;
 pub mod conn;
 pub mod message;
 pub mod pool;
@@ -28,7 +29,7 @@ use std::time::Duration;
 
 use prometheus::{Histogram, IntCounter, IntGauge};
 
-use crate::config::{ApnsAuth, ApnsConfig};
+use self::config::{ApnsAuth, ApnsConfig};
 use crate::delivery::{Deliver, Handoff, Refused};
 use crate::floor::now_ms;
 use crate::job::{Job, Platform};

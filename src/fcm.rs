@@ -15,6 +15,7 @@
 //! queue, the worker delivers them and records outcomes.
 
 pub mod auth;
+pub mod config;
 pub mod h2client;
 pub mod legacy;
 pub mod message;
@@ -34,7 +35,7 @@ use http::HeaderValue;
 use prometheus::{Histogram, IntCounter, IntGauge};
 use rustls::pki_types::CertificateDer;
 
-use crate::config::GoogleConfig;
+use self::config::GoogleConfig;
 use crate::delivery::{Deliver, Handoff, Refused};
 use crate::floor::now_ms;
 use crate::job::{Job, Platform};

@@ -15,8 +15,8 @@ use prometheus::IntCounterVec;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::config::Secret;
 use crate::retry::Backoff;
+use crate::settings::Secret;
 
 /// One outcome, as sent.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]

@@ -9,6 +9,7 @@
 //! them to the queue as a [`Deliver`] platform.
 
 pub mod client;
+pub mod config;
 pub mod ece;
 pub mod message;
 pub mod origin;
@@ -24,7 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use prometheus::{Histogram, IntGauge};
 
-use crate::config::WebPushConfig;
+use self::config::WebPushConfig;
 use crate::delivery::{Deliver, Handoff, Refused};
 use crate::floor::now_ms;
 use crate::job::Platform;

@@ -25,6 +25,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use self::fields::{Fields, NotificationError};
@@ -34,10 +35,32 @@ use super::send::intake::{Intake, Rejections, Submission, When, intake, pick_app
 use super::{ApiError, AppState};
 use crate::apns::ApnsMessage;
 use crate::apns::message::ApnsFields;
-use crate::config::GorushSection;
 use crate::fcm::{GoogleExtras, GoogleFields, GoogleMessage, Target};
 use crate::job::Platform;
 use crate::message::MessageError;
+
+/// `[gorush]`: `POST /api/push` and `GET /api/stat/*`, as gorush serves them.
+/// Also the validated form (nothing in it can be wrong but the prefix).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GorushSection {
+    /// Serve the gorush routes at all.
+    pub enabled: bool,
+    /// Mount them under this path (`""` = at the root, as gorush does).
+    pub path_prefix: String,
+    /// Notifications per `POST /api/push` (gorush's `core.max_notification`).
+    pub max_notifications: u32,
+}
+
+impl Default for GorushSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            path_prefix: String::new(),
+            max_notifications: 100,
+        }
+    }
+}
 
 /// gorush's platform numbers.
 const IOS: i64 = 1;

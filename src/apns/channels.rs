@@ -30,7 +30,7 @@ use serde::Deserialize;
 
 use super::auth::ProviderToken;
 use super::conn;
-use crate::config::Upstream;
+use crate::settings::Upstream;
 
 const APNS_CHANNEL_ID: HeaderName = HeaderName::from_static("apns-channel-id");
 const APNS_REQUEST_ID: HeaderName = HeaderName::from_static("apns-request-id");

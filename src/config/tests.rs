@@ -352,3 +352,113 @@ fn redis_tls_auth_keys_are_read_and_the_password_never_shown() {
     assert!(!text.contains("hunter2"), "{text}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `[webpush]` through the whole loader.
+mod webpush {
+    use crate::config::FileConfig;
+
+    fn dir() -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!(
+            "pushgate-webpush-config-{}-{}",
+            std::process::id(),
+            fastrand::u32(..)
+        ));
+        std::fs::create_dir_all(&d).expect("scratch dir");
+        d
+    }
+
+    fn errors_of(toml: &str) -> String {
+        let file =
+            FileConfig::parse(toml, "test.toml", Vec::<(String, String)>::new()).expect("parses");
+        match file.validate() {
+            Ok(_) => String::new(),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_good_section_validates_and_apps_inherit_the_subject() {
+        let d = dir();
+        let key = d.join("vapid.pem");
+        let pem = crate::webpush::vapid::VapidKey::generate()
+            .expect("key")
+            .to_pkcs8_pem()
+            .expect("pem");
+        std::fs::write(&key, pem).expect("write");
+        let other = d.join("other.pem");
+        std::fs::write(
+            &other,
+            crate::webpush::vapid::VapidKey::generate()
+                .expect("key")
+                .to_pkcs8_pem()
+                .expect("pem"),
+        )
+        .expect("write");
+        let toml = format!(
+            "[webpush]\nvapid_key_file = {key:?}\nsubject = \"mailto:ops@example.com\"\nallowed_origins = [\"https://push.example.com\"]\n[webpush.apps.shop]\nvapid_key_file = {other:?}\n"
+        );
+        let config = FileConfig::parse(&toml, "t", Vec::<(String, String)>::new())
+            .expect("parses")
+            .validate()
+            .expect("valid");
+        let main = config.webpush.expect("webpush on");
+        let shop = config.webpush_apps.get("shop").expect("app");
+        assert_ne!(
+            main.vapid.key().public_key_b64(),
+            shop.vapid.key().public_key_b64()
+        );
+        assert!(shop.policy.check("https://push.example.com/x").is_ok());
+        assert!(shop.policy.check("https://fcm.googleapis.com/x").is_err());
+    }
+
+    #[test]
+    fn missing_unreadable_and_wrong_curve_keys_are_refused_naming_the_key_and_fix() {
+        let e = errors_of("[webpush]\nsubject = \"mailto:a@b.c\"\n");
+        assert!(
+            e.contains("webpush.vapid_key_file") && e.contains("openssl ecparam"),
+            "{e}"
+        );
+        let e = errors_of(
+            "[webpush]\nvapid_key_file = \"/nonexistent/vapid.pem\"\nsubject = \"mailto:a@b.c\"\n",
+        );
+        assert!(
+            e.contains("webpush.vapid_key_file") && e.contains("cannot read"),
+            "{e}"
+        );
+        let d = dir();
+        let p384 = d.join("p384.pem");
+        std::fs::write(&p384, "-----BEGIN EC PRIVATE KEY-----\nMIGkAgEBBDAzLwKQrJbPHBwXaiqrQmpJrAumalziSrY0EI5WG/7/m96cfAx3LIGx\nJ4ssKaZvfBCgBwYFK4EEACKhZANiAATRq1u4lMKbWLtPk4UPzNGEQP4TkuJJvTaU\nzGteU6RicOFvddU9k3jgJeizSje46oUpwvGZBQO/lYXNpF/UAMhfIRc+sMJEdcjI\nBBvWFy3/+ut3eaDAs7QBvgCIu1aYtOU=\n-----END EC PRIVATE KEY-----\n").expect("write");
+        let e = errors_of(&format!(
+            "[webpush]\nvapid_key_file = {p384:?}\nsubject = \"mailto:a@b.c\"\n"
+        ));
+        assert!(
+            e.contains("not an EC P-256") && e.contains("prime256v1"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bad_subjects_and_origins_are_refused() {
+        let d = dir();
+        let key = d.join("vapid.pem");
+        std::fs::write(
+            &key,
+            crate::webpush::vapid::VapidKey::generate()
+                .expect("key")
+                .to_pkcs8_pem()
+                .expect("pem"),
+        )
+        .expect("write");
+        let e = errors_of(&format!(
+            "[webpush]\nvapid_key_file = {key:?}\nsubject = \"ops@example.com\"\n"
+        ));
+        assert!(
+            e.contains("webpush.subject") && e.contains("mailto:"),
+            "{e}"
+        );
+        let e = errors_of(&format!(
+            "[webpush]\nvapid_key_file = {key:?}\nsubject = \"https://example.com\"\nallowed_origins = [\"http://push.example.com\"]\n"
+        ));
+        assert!(e.contains("webpush.allowed_origins"), "{e}");
+    }
+}

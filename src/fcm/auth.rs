@@ -24,7 +24,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use prometheus::IntCounter;
 use serde::{Deserialize, Serialize};
 
-use crate::config::ServiceAccount;
+use super::config::ServiceAccount;
 
 /// The scope FCM v1 needs.
 pub const SCOPE: &str = "https://www.googleapis.com/auth/firebase.messaging";

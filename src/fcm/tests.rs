@@ -12,9 +12,9 @@ use std::time::{Duration, SystemTime};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject as _;
 
+use super::config::{FcmConfig, GcmConfig, ServiceAccount};
 use super::*;
 use crate::books::Counters;
-use crate::config::{FcmConfig, GcmConfig, Secret, ServiceAccount};
 use crate::job::{JobId, JobProgress, OutcomeKind, TokenList};
 use crate::metrics::Metrics;
 use crate::mock::MockHandle;
@@ -22,6 +22,7 @@ use crate::mock::fcm::{MockFcmOptions, ServiceAccountFixture};
 use crate::mock::tls::TestPki;
 use crate::queue::Admission;
 use crate::report::Reports;
+use crate::settings::Secret;
 
 const SERVER_KEY: &str = "AAAA-test-server-key";
 const PROJECT: &str = "pushgate-test";

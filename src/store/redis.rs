@@ -142,9 +142,9 @@ impl std::fmt::Debug for RedisStore {
     }
 }
 
-/// Never log the password: see [`crate::config::masked_url`].
+/// Never log the password: see [`link::masked_url`].
 fn redact(url: &str) -> String {
-    crate::config::masked_url(url)
+    link::masked_url(url)
 }
 
 async fn manager(client: redis::Client) -> redis::RedisResult<ConnectionManager> {
