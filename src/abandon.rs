@@ -7,7 +7,6 @@
 use std::collections::BTreeMap;
 
 use crate::api::AppState;
-use crate::job::Family;
 
 /// Unfinished tokens per platform at the moment of the second signal.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -24,11 +23,12 @@ pub fn log_abandoned(state: &AppState) -> Abandoned {
     let mut abandoned = Abandoned::default();
     let fate = state.backend.fate();
     let reports = state.backend.reports();
-    for family in Family::ALL {
-        let platform = match (family, &state.google) {
-            (Family::Google, Some(google)) => google.platform().as_str(),
-            _ => family.name(),
-        };
+    for family in reports.families() {
+        // The family's configured platform (`fcm` or `gcm` for Google).
+        let platform = state
+            .platforms
+            .of_family(family)
+            .map_or(family.name(), |r| r.platform.as_str());
         for app in reports.app_names(family) {
             let Some(report) = reports.app(family, app) else {
                 continue;

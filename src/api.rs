@@ -16,8 +16,6 @@ pub mod rejections;
 pub mod report;
 pub mod send;
 pub mod status;
-pub mod topic;
-pub mod webpush;
 
 use std::ops::Deref;
 use std::sync::Arc;
@@ -34,11 +32,10 @@ use serde_json::json;
 pub use error::ApiError;
 use extract::Path;
 
-use crate::apns::ApnsService;
 use crate::backend::Backend;
-use crate::fcm::GoogleService;
-use crate::job::JobId;
+use crate::job::{Catalog, Family, JobId};
 use crate::metrics::Metrics;
+use crate::platform::{Registered, Registry};
 use crate::settings::Secret;
 use crate::store::StoreError;
 
@@ -48,18 +45,11 @@ pub struct AppState(Arc<Inner>);
 
 /// The shared parts of [`AppState`].
 pub struct Inner {
-    /// APNs delivery, when configured.
-    pub apns: Option<ApnsService>,
-    /// Google delivery (FCM v1 or legacy), when configured.
-    pub google: Option<GoogleService>,
-    /// Named APNs apps beside the default.
-    pub apns_apps: std::collections::BTreeMap<String, ApnsService>,
-    /// Named Google apps beside the default.
-    pub google_apps: std::collections::BTreeMap<String, GoogleService>,
-    /// Web Push delivery, when `[webpush]` is configured.
-    pub webpush: Option<crate::webpush::WebPushService>,
-    /// Named Web Push apps beside the default.
-    pub webpush_apps: std::collections::BTreeMap<String, crate::webpush::WebPushService>,
+    /// The configured platforms, each with its apps.
+    pub platforms: Registry,
+    /// Every platform this build knows, configured or not: their routes
+    /// answer 404 naming the section that turns them on.
+    pub catalog: Catalog,
     /// Where work is kept: admission, reports, jobs, cancel, drain.
     pub backend: Backend,
     /// Metrics.
@@ -87,14 +77,13 @@ impl AppState {
         Self(Arc::new(inner))
     }
 
-    /// Every APNs service, default app first.
-    pub fn all_apns(&self) -> impl Iterator<Item = &ApnsService> {
-        self.apns.iter().chain(self.apns_apps.values())
-    }
-
-    /// Every Google service, default app first.
-    pub fn all_google(&self) -> impl Iterator<Item = &GoogleService> {
-        self.google.iter().chain(self.google_apps.values())
+    /// The configured platform of `family`, or the 404 that names the
+    /// section to add.
+    pub fn registered(&self, family: Family) -> Result<&Registered, ApiError> {
+        self.platforms.of_family(family).ok_or_else(|| {
+            let info = family.info();
+            ApiError::not_configured(info.label, info.section)
+        })
     }
 
     /// Starts refusing new sends (graceful drain).
@@ -115,50 +104,99 @@ impl AppState {
     }
 }
 
+/// Each known family's send and report routes: `POST /<word>/send` for each
+/// of its words, `GET /<family>/report`, `GET|DELETE /<family>/report/<list>`.
+fn platform_routes(catalog: Catalog) -> Router<AppState> {
+    let mut router = Router::new();
+    for family in catalog.families() {
+        let info = family.info();
+        for word in info.send_routes {
+            router = router.route(
+                &format!("/{word}/send"),
+                post(move |State(state): State<AppState>, body: send::Body| {
+                    send::send(state, family, body)
+                }),
+            );
+        }
+        router = router.route(
+            &format!("/{}/report", info.name),
+            get(move |state, query| report::totals(state, family, query)),
+        );
+        for list in info.lists {
+            let read =
+                move |state, method, query| report::entries(state, method, family, list, query);
+            router = router.route(
+                &format!("/{}/report/{}", info.name, list.path),
+                get(read).delete(read),
+            );
+        }
+    }
+    router
+}
+
+/// One route the API serves.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Route {
+    /// Its method, lower case (`get`, `post`, `delete`).
+    pub method: &'static str,
+    /// Its path, with `{id}` for a parameter.
+    pub path: String,
+}
+
+/// Every route [`router`] serves for a gateway of this build: what the docs
+/// and the OpenAPI document are checked against. Written beside the router
+/// from the same data (the catalog's families, gorush's prefix), and a unit
+/// test asks the router for each one.
+pub fn route_table(catalog: Catalog, gorush: &gorush::GorushSection) -> Vec<Route> {
+    let mut table = Vec::new();
+    let mut add = |method, path: String| table.push(Route { method, path });
+    for family in catalog.families() {
+        let info = family.info();
+        for word in info.send_routes {
+            add("post", format!("/{word}/send"));
+        }
+        add("get", format!("/{}/report", info.name));
+        for list in info.lists {
+            add("get", format!("/{}/report/{}", info.name, list.path));
+            add("delete", format!("/{}/report/{}", info.name, list.path));
+        }
+    }
+    for (method, path) in FIXED_ROUTES {
+        add(method, (*path).to_owned());
+    }
+    for (method, path) in gorush::paths(gorush) {
+        add(method, path);
+    }
+    table
+}
+
+/// The routes that are the same in every build (`route_table`'s rest).
+const FIXED_ROUTES: &[(&str, &str)] = &[
+    ("post", "/apns/channels"),
+    ("get", "/apns/channels"),
+    ("get", "/apns/channels/{id}"),
+    ("delete", "/apns/channels/{id}"),
+    ("post", "/apns/broadcast"),
+    ("get", "/jobs/{id}"),
+    ("delete", "/jobs/{id}"),
+    ("get", "/cluster"),
+    ("get", "/metrics"),
+    ("get", "/readyz"),
+    ("get", "/status.json"),
+    ("get", "/healthz"),
+    ("get", "/"),
+    ("get", "/openapi.json"),
+];
+
 /// The whole API.
 pub fn router(state: AppState) -> Router {
-    let protected = Router::new()
-        .route("/apns/send", post(send::apns))
+    let protected = platform_routes(state.catalog)
         .route("/apns/channels", post(channels::create).get(channels::list))
         .route(
             "/apns/channels/{id}",
             get(channels::read).delete(channels::delete),
         )
         .route("/apns/broadcast", post(channels::send_broadcast))
-        .route("/apns/report", get(report::apns_totals))
-        .route(
-            "/apns/report/unregistered",
-            get(report::apns_unregistered).delete(report::apns_unregistered),
-        )
-        .route(
-            "/apns/report/failures",
-            get(report::apns_failures).delete(report::apns_failures),
-        )
-        .route("/gcm/send", post(send::google))
-        .route("/fcm/send", post(send::google))
-        .route("/gcm/report", get(report::google_totals))
-        .route(
-            "/gcm/report/notregistered",
-            get(report::google_notregistered).delete(report::google_notregistered),
-        )
-        .route(
-            "/gcm/report/canonical",
-            get(report::google_canonical).delete(report::google_canonical),
-        )
-        .route(
-            "/gcm/report/failures",
-            get(report::google_failures).delete(report::google_failures),
-        )
-        .route("/webpush/send", post(send::webpush))
-        .route("/webpush/report", get(webpush::totals_route))
-        .route(
-            "/webpush/report/unregistered",
-            get(webpush::unregistered).delete(webpush::unregistered),
-        )
-        .route(
-            "/webpush/report/failures",
-            get(webpush::failures).delete(webpush::failures),
-        )
         .route("/jobs/{id}", get(job_status).delete(cancel_job))
         .route("/cluster", get(cluster::view))
         .route("/metrics", get(metrics))
@@ -213,33 +251,36 @@ async fn readyz(State(state): State<AppState>) -> Response {
     if state.shutting_down.load(Ordering::Acquire) {
         problems.push("shutting down".to_owned());
     }
-    let apns = state.apns.as_ref().map(|_| {
-        state
-            .all_apns()
-            .map(ApnsService::connected)
-            .collect::<Vec<_>>()
-    });
-    if apns.as_ref().is_some_and(|c| c.contains(&0)) {
-        problems.push("an APNs app has no open connection".to_owned());
-    }
-    // Every app must be connected; the answer reports the total.
-    let apns = apns.map(|per_app| per_app.iter().sum::<usize>());
-    let google = state
-        .google
-        .as_ref()
-        .map(|_| state.all_google().all(GoogleService::ready));
-    if google == Some(false) {
-        problems.push("Google delivery has not reached its upstream yet".to_owned());
+    let mut platforms = serde_json::Map::new();
+    for registered in state.platforms.platforms() {
+        let status = registered.front.status();
+        platforms.insert(
+            registered.platform.family().name().to_owned(),
+            json!({
+                "platform": registered.platform.as_str(),
+                "connections": status.connections,
+                "ready": status.problem.is_none(),
+            }),
+        );
+        problems.extend(status.problem);
     }
     if let Some(problem) = state.backend.problem() {
         problems.push(problem);
     }
-    if problems.is_empty() {
-        Json(json!({ "status": "ready", "apns_connections": apns, "google": google, "backend": state.backend.name() }))
-            .into_response()
-    } else {
-        ApiError::unavailable("not_ready", problems.join("; "), 1).into_response()
+    if !problems.is_empty() {
+        return ApiError::unavailable("not_ready", problems.join("; "), 1).into_response();
     }
+    // The first release's two fields, read from the families that had them.
+    let apns_connections = platforms.get("apns").map(|p| p["connections"].clone());
+    let google = platforms.get("gcm").map(|p| p["ready"].clone());
+    Json(json!({
+        "status": "ready",
+        "apns_connections": apns_connections,
+        "google": google,
+        "backend": state.backend.name(),
+        "platforms": platforms,
+    }))
+    .into_response()
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
@@ -305,15 +346,6 @@ async fn job_status(
     match state.backend.job(parsed).await.map_err(store_unavailable)? {
         Some(status) => Ok(Json(status.to_json())),
         None => Err(no_job(&id)),
-    }
-}
-
-/// 404 for reports of a platform that is not configured.
-fn require(configured: bool, platform: &str, section: &str) -> Result<(), ApiError> {
-    if configured {
-        Ok(())
-    } else {
-        Err(ApiError::not_configured(platform, section))
     }
 }
 

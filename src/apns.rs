@@ -16,6 +16,8 @@ pub mod broadcast;
 pub mod channels;
 pub mod config;
 pub mod conn;
+pub mod front;
+pub mod gorush;
 pub mod message;
 pub mod pool;
 pub mod request;
@@ -24,21 +26,79 @@ pub mod token;
 pub mod worker;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use prometheus::{Histogram, IntCounter, IntGauge};
 
 use self::config::{ApnsAuth, ApnsConfig};
-use crate::delivery::{Deliver, Handoff, Refused};
-use crate::floor::now_ms;
-use crate::job::{Job, Platform};
+use crate::floor::Throttle;
+use crate::job::{
+    Family, FamilyInfo, GorushPlatform, ListKind, ListRoute, Platform, PlatformInfo, TokenCodec,
+    Totals,
+};
 use crate::metrics::Metrics;
 use crate::outcome::Recorder;
-use crate::queue::{DispatchQueue, Work};
+use crate::platform::{Context, Deliver, Lane, LaneSettings, Registered};
 use crate::retry::Backoff;
+use crate::settings::Apps;
 
+pub use front::ApnsFront;
 pub use message::ApnsMessage;
+
+/// APNs' report family: `/apns/report*`.
+pub const FAMILY: Family = Family::new(&FamilyInfo {
+    name: "apns",
+    label: "APNs",
+    section: "[apns]",
+    send_routes: &["apns"],
+    totals: Totals::Plain,
+    lists: &[
+        ListRoute {
+            list: ListKind::Unregistered,
+            path: "unregistered",
+            key: "tokens",
+            bare_tokens: false,
+        },
+        ListRoute {
+            list: ListKind::Failures,
+            path: "failures",
+            key: "failures",
+            bare_tokens: false,
+        },
+    ],
+    token_key: "token",
+    gorush: Some(GorushPlatform {
+        number: 1,
+        word: "ios",
+        label: "iOS",
+    }),
+});
+
+/// Apple APNs, HTTP/2 provider API. Device tokens and broadcast channel ids
+/// are kept as the text they are sent as.
+pub const PLATFORM: Platform = Platform::new(&PlatformInfo {
+    name: "apns",
+    family: FAMILY,
+    codec: TokenCodec::Text,
+});
+
+/// Starts every APNs app (`[apns]` and its named apps) and registers them.
+pub async fn start(config: &Apps<ApnsConfig>, ctx: &Context) -> Result<Registered, StartError> {
+    let apps = config.try_map(|_, c| {
+        ApnsService::start(c, ctx.recorder.clone(), ctx.metrics.clone(), ctx.backoff)
+    })?;
+    if let Some(shared) = &ctx.credentials {
+        for service in apps.values() {
+            service.share_credentials(shared.clone()).await;
+        }
+    }
+    Ok(Registered {
+        platform: crate::apns::PLATFORM,
+        apps: apps.map(|_, s| s.deliver()),
+        front: Arc::new(ApnsFront::new(apps)),
+    })
+}
 
 /// Errors starting APNs delivery.
 #[derive(Debug, thiserror::Error)]
@@ -61,11 +121,9 @@ pub struct Shared {
     authority: http::uri::Authority,
     tls: Arc<rustls::ClientConfig>,
     signer: Option<Arc<auth::ProviderToken>>,
-    queue: Arc<DispatchQueue<ApnsMessage>>,
-    recorder: Recorder,
+    /// This app's queue, and how verdicts settle.
+    lane: Arc<Lane<ApnsMessage>>,
     metrics: Arc<crate::metrics::Metrics>,
-    backoff: Backoff,
-    max_retries: u32,
     request_timeout: Duration,
     /// Quiet time with streams in flight before a PING.
     ping_interval: Duration,
@@ -78,7 +136,7 @@ pub struct Shared {
     /// Sum of the open connections' stream limits (the peer's
     /// SETTINGS_MAX_CONCURRENT_STREAMS): what the pool can have in flight.
     stream_capacity: AtomicUsize,
-    last_credential_warning_ms: AtomicU64,
+    credential_warnings: Throttle,
     in_flight_gauge: IntGauge,
     connections_gauge: IntGauge,
     latency: Histogram,
@@ -90,14 +148,7 @@ impl Shared {
     /// Logs a credential refusal at error level, at most once per 10 s so a
     /// burst of 100k refusals is one line, not 100k.
     fn warn_credentials(&self, reason: &str, status: u16) {
-        let now = now_ms();
-        let last = self.last_credential_warning_ms.load(Ordering::Relaxed);
-        if now.saturating_sub(last) >= 10_000
-            && self
-                .last_credential_warning_ms
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
+        if self.credential_warnings.ready() {
             tracing::error!(
                 reason,
                 status,
@@ -127,6 +178,17 @@ impl ApnsService {
         metrics: Arc<Metrics>,
         backoff: Backoff,
     ) -> Result<Self, StartError> {
+        let default_topic = config.topic.clone();
+        let lane = Lane::new(LaneSettings {
+            platform: crate::apns::PLATFORM,
+            recorder,
+            backoff,
+            max_retries: config.max_retries,
+            deadline_reason: None,
+            rebuild: Box::new(move |stored| {
+                ApnsMessage::from_stored(stored, default_topic.as_deref())
+            }),
+        });
         let (signer, identity) = match &config.auth {
             ApnsAuth::Token {
                 key_pem,
@@ -163,17 +225,14 @@ impl ApnsService {
             authority,
             tls,
             signer,
-            queue: Arc::new(DispatchQueue::new()),
-            recorder,
-            backoff,
-            max_retries: config.max_retries,
+            lane,
             request_timeout: config.request_timeout,
             ping_interval: config.ping_interval,
             ping_timeout: config.ping_timeout,
             connected: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
             stream_capacity: AtomicUsize::new(0),
-            last_credential_warning_ms: AtomicU64::new(0),
+            credential_warnings: Throttle::new(Duration::from_secs(10)),
             in_flight_gauge: metrics.in_flight.with_label_values(&["apns"]),
             connections_gauge: metrics.connections.with_label_values(&["apns"]),
             latency: metrics.upstream_latency.with_label_values(&["apns"]),
@@ -197,20 +256,20 @@ impl ApnsService {
         })
     }
 
-    /// Queues a whole job. The caller has already admitted and recorded it.
-    pub fn enqueue(&self, job: Arc<Job<ApnsMessage>>) {
-        self.shared.queue.push(Work::whole(job));
-    }
-
     /// The bundle id broadcasts and channels of this app use: `apns.topic`
     /// without Apple's push-type suffixes.
     pub fn bundle(&self) -> Option<&str> {
         self.default_topic.as_deref().map(broadcast::bundle_of)
     }
 
+    /// This app's delivery, for the registry.
+    pub fn deliver(&self) -> Arc<dyn Deliver> {
+        self.shared.lane.clone()
+    }
+
     /// Tokens waiting (ready or scheduled for retry).
     pub fn queue_depth(&self) -> usize {
-        self.shared.queue.depth()
+        self.shared.lane.queue().depth()
     }
 
     /// Connections open now; `/readyz` wants at least one.
@@ -221,18 +280,6 @@ impl ApnsService {
     /// Streams in flight to APNs now, over all connections.
     pub fn in_flight(&self) -> usize {
         self.shared.in_flight.load(Ordering::Relaxed)
-    }
-
-    /// Stops the actors after their in-flight streams finish. Work still
-    /// queued stays queued (see [`ApnsService::abandon_queued`]).
-    pub fn close(&self) {
-        self.shared.queue.close();
-    }
-
-    /// Records everything still queued as expired (reason `Shutdown`), so the
-    /// books balance when the process exits with work left.
-    pub fn abandon_queued(&self) -> u64 {
-        self.shared.queue.abandon(&self.shared.recorder)
     }
 
     /// Token auth: uses the cluster's provider token (one per key for every
@@ -254,38 +301,5 @@ impl ApnsService {
                 }
             }
         });
-    }
-}
-
-impl Deliver for ApnsService {
-    fn platform(&self) -> Platform {
-        Platform::Apns
-    }
-
-    fn deliver(&self, handoff: Handoff) -> Result<(), Refused> {
-        let message = match ApnsMessage::from_stored(&handoff.fields, self.default_topic.as_deref())
-        {
-            Ok(m) => m,
-            Err(e) => return Err(Refused::message(e, handoff)),
-        };
-        let (job, send) = handoff.into_job(message);
-        self.shared.queue.push_ranges(&job, send);
-        Ok(())
-    }
-
-    fn queue_depth(&self) -> usize {
-        ApnsService::queue_depth(self)
-    }
-
-    fn close(&self) {
-        ApnsService::close(self);
-    }
-
-    fn abandon_queued(&self) -> u64 {
-        ApnsService::abandon_queued(self)
-    }
-
-    fn forget_queued(&self) -> u64 {
-        self.shared.queue.forget()
     }
 }

@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::books::{Counters, JobStatus, ListKind};
-use crate::delivery::{Handoff, Registry};
 use crate::job::{Family, JobId, Outcome, Platform};
 use crate::metrics::Metrics;
 use crate::outcome::{Arrival, Recorder};
+use crate::platform::{Handoff, Registry};
 use crate::queue::Admission;
 use crate::report::Reports;
 use crate::schedule::{Held, Scheduler};
@@ -449,7 +449,7 @@ impl Backend {
     }
 
     fn log_totals(&self) {
-        for family in Family::ALL {
+        for family in self.0.reports.families() {
             let c = self.0.reports.family(family).counters();
             if c.accepted > 0 {
                 tracing::info!(

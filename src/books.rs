@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::job::ListKind;
 use crate::job::{JobProgress, Outcome, OutcomeKind};
 
 /// Running totals for one family since the process started.
@@ -328,40 +329,6 @@ pub struct CanonicalEntry {
     pub original: String,
     /// The token to store instead.
     pub canonical: String,
-}
-
-/// A drainable report list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ListKind {
-    /// Tokens to purge (`/apns/report/unregistered`, `/gcm/report/notregistered`).
-    Unregistered,
-    /// Permanent failures.
-    Failures,
-    /// Canonical replacements (legacy GCM).
-    Canonical,
-}
-
-impl ListKind {
-    /// Every list.
-    pub const ALL: [ListKind; 3] = [
-        ListKind::Unregistered,
-        ListKind::Failures,
-        ListKind::Canonical,
-    ];
-
-    /// Its name in stored keys.
-    pub fn name(self) -> &'static str {
-        match self {
-            ListKind::Unregistered => "unregistered",
-            ListKind::Failures => "failures",
-            ListKind::Canonical => "canonical",
-        }
-    }
-
-    /// The list called `name`.
-    pub fn parse(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|l| l.name() == name)
-    }
 }
 
 /// A job's counts, as `GET /jobs/{id}` answers them, whichever backend holds them.

@@ -3,7 +3,6 @@
 //! front. A bad config is refused at start with the key, the value and the fix,
 //! all problems at once rather than one per restart.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -16,7 +15,7 @@ pub use crate::fcm::config::{
     FcmConfig, FcmSection, GcmConfig, GcmSection, GoogleConfig, ServiceAccount,
 };
 use crate::retry::Backoff;
-pub use crate::settings::{ConfigError, ConfigErrors, Secret, Upstream, invalid};
+pub use crate::settings::{Apps, ConfigError, ConfigErrors, Secret, Upstream, invalid};
 pub use crate::shared::link::{RedisQueueConfig, masked_url};
 pub use crate::webpush::config::{WebPushConfig, WebPushSection};
 
@@ -262,22 +261,50 @@ pub struct Config {
     pub max_jobs: usize,
     /// Backoff for every upstream.
     pub backoff: Backoff,
-    /// APNs, when configured: the `default` app.
-    pub apns: Option<ApnsConfig>,
-    /// Named APNs apps (`[apns.apps.<name>]`).
-    pub apns_apps: BTreeMap<String, ApnsConfig>,
-    /// Google delivery, when configured (FCM v1 or legacy, never both): the `default` app.
-    pub google: Option<GoogleConfig>,
-    /// Named Google apps (`[fcm.apps.<name>]` or `[gcm.apps.<name>]`).
-    pub google_apps: BTreeMap<String, GoogleConfig>,
+    /// APNs, when configured: `[apns]` and `[apns.apps.<name>]`.
+    pub apns: Option<Apps<ApnsConfig>>,
+    /// Google delivery, when configured (FCM v1 or legacy, never both).
+    pub google: Option<Apps<GoogleConfig>>,
     /// The outcome webhook, when configured.
     pub webhook: Option<crate::webhook::WebhookConfig>,
     /// `[gorush]`, validated.
     pub gorush: GorushSection,
-    /// Web Push, when configured: the `default` app.
-    pub webpush: Option<WebPushConfig>,
-    /// Named Web Push apps (`[webpush.apps.<name>]`).
-    pub webpush_apps: BTreeMap<String, WebPushConfig>,
+    /// Web Push, when configured.
+    pub webpush: Option<Apps<WebPushConfig>>,
+}
+
+impl Config {
+    /// Every configured platform with its app names, default first.
+    pub fn platforms(&self) -> Vec<(crate::job::Platform, Vec<String>)> {
+        fn names<T>(apps: &Apps<T>) -> Vec<String> {
+            apps.names().map(str::to_owned).collect()
+        }
+        let mut out = Vec::new();
+        if let Some(apps) = &self.apns {
+            out.push((crate::apns::PLATFORM, names(apps)));
+        }
+        if let Some(apps) = &self.google {
+            let platform = match apps.default_app() {
+                GoogleConfig::Fcm(_) => crate::fcm::FCM,
+                GoogleConfig::Gcm(_) => crate::fcm::GCM,
+            };
+            out.push((platform, names(apps)));
+        }
+        if let Some(apps) = &self.webpush {
+            out.push((crate::webpush::PLATFORM, names(apps)));
+        }
+        out
+    }
+
+    /// The app names of `family`'s configured platform, default first
+    /// (none when it is not configured).
+    pub fn app_names(&self, family: crate::job::Family) -> Vec<String> {
+        self.platforms()
+            .into_iter()
+            .find(|(p, _)| p.family() == family)
+            .map(|(_, names)| names)
+            .unwrap_or_default()
+    }
 }
 
 /// Validated `[server]`.

@@ -14,7 +14,6 @@ use serde_json::{Value, json};
 
 use crate::config::{ApnsSection, FileConfig};
 use crate::gateway::Gateway;
-use crate::job::Family;
 use crate::mock;
 
 mod webpush;
@@ -198,7 +197,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
 
     let reports = gateway.state.backend.reports();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while reports.family(Family::Apns).counters().pending > 0 && Instant::now() < deadline {
+    while reports.family(crate::apns::FAMILY).counters().pending > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let took = started.elapsed();
@@ -274,7 +273,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         google_tokens.len(),
         compact(&answer, 300)
     );
-    while reports.family(Family::Google).counters().pending > 0
+    while reports.family(crate::fcm::FAMILY).counters().pending > 0
         && Instant::now() < deadline + Duration::from_secs(60)
     {
         tokio::time::sleep(Duration::from_millis(20)).await;

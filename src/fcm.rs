@@ -16,6 +16,8 @@
 
 pub mod auth;
 pub mod config;
+pub mod front;
+pub mod gorush;
 pub mod h2client;
 pub mod legacy;
 pub mod message;
@@ -27,8 +29,9 @@ pub mod worker;
 #[cfg(test)]
 mod tests;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use http::HeaderValue;
@@ -36,15 +39,69 @@ use prometheus::{Histogram, IntCounter, IntGauge};
 use rustls::pki_types::CertificateDer;
 
 use self::config::GoogleConfig;
-use crate::delivery::{Deliver, Handoff, Refused};
-use crate::floor::now_ms;
-use crate::job::{Job, Platform};
+use crate::floor::Throttle;
+use crate::job::{
+    Family, FamilyInfo, GorushPlatform, ListKind, ListRoute, Platform, PlatformInfo, TokenCodec,
+    Totals,
+};
 use crate::metrics::Metrics;
 use crate::outcome::Recorder;
 use crate::pace;
-use crate::queue::{DispatchQueue, Work};
+use crate::platform::{Context, Deliver, Lane, LaneSettings, Registered};
 use crate::retry::Backoff;
+use crate::settings::Apps;
 
+pub use front::GoogleFront;
+
+/// Google's report family: `/gcm/report*`, GoCM's routes, for FCM v1 and
+/// legacy GCM alike (one of them is configured).
+pub const FAMILY: Family = Family::new(&FamilyInfo {
+    name: "gcm",
+    label: "Google (FCM/GCM)",
+    section: "[fcm] or [gcm]",
+    send_routes: &["gcm", "fcm"],
+    totals: Totals::GoCm,
+    lists: &[
+        ListRoute {
+            list: ListKind::Unregistered,
+            path: "notregistered",
+            key: "tokens",
+            bare_tokens: true,
+        },
+        ListRoute {
+            list: ListKind::Canonical,
+            path: "canonical",
+            key: "canonical_replacements",
+            bare_tokens: false,
+        },
+        ListRoute {
+            list: ListKind::Failures,
+            path: "failures",
+            key: "failures",
+            bare_tokens: false,
+        },
+    ],
+    token_key: "token",
+    gorush: Some(GorushPlatform {
+        number: 2,
+        word: "android",
+        label: "Android",
+    }),
+});
+
+/// Firebase Cloud Messaging HTTP v1.
+pub const FCM: Platform = Platform::new(&PlatformInfo {
+    name: "fcm",
+    family: FAMILY,
+    codec: TokenCodec::Text,
+});
+
+/// The legacy GCM-compatible multicast API.
+pub const GCM: Platform = Platform::new(&PlatformInfo {
+    name: "gcm",
+    family: FAMILY,
+    codec: TokenCodec::Text,
+});
 pub use message::{
     FieldError, GoogleExtras, GoogleFields, GoogleMessage, MessageError, PayloadTooLarge, Target,
 };
@@ -87,10 +144,8 @@ pub(crate) struct Shared {
     api: Api,
     platform: Platform,
     client: reqwest::Client,
-    queue: Arc<DispatchQueue<GoogleMessage>>,
-    recorder: Recorder,
-    backoff: Backoff,
-    max_retries: u32,
+    /// This app's queue, and how verdicts settle.
+    lane: Arc<Lane<GoogleMessage>>,
     concurrency: usize,
     /// The upstream answered at least one send request.
     answered: AtomicBool,
@@ -98,7 +153,7 @@ pub(crate) struct Shared {
     sent: AtomicBool,
     /// Connection failures in a row, for the requeue delay.
     connect_failures: AtomicU32,
-    last_loud_ms: AtomicU64,
+    loud: Throttle,
     in_flight: IntGauge,
     latency: Histogram,
     requeued: IntCounter,
@@ -122,14 +177,7 @@ impl Shared {
     /// fail on) at error level, at most once per 10 s so a burst of refusals is
     /// one line, not 100k.
     fn loud(&self, what: &str, reason: &str, status: u16) {
-        let now = now_ms();
-        let last = self.last_loud_ms.load(Ordering::Relaxed);
-        if now.saturating_sub(last) >= 10_000
-            && self
-                .last_loud_ms
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
+        if self.loud.ready() {
             tracing::error!(platform = %self.platform, reason, status, "{what}");
         }
     }
@@ -216,7 +264,7 @@ impl GoogleService {
                 let url = v1::send_url(&c.endpoint, &c.account.project_id);
                 (
                     Api::V1 { url, token },
-                    Platform::Fcm,
+                    crate::fcm::FCM,
                     client,
                     c.max_retries,
                     concurrency,
@@ -233,7 +281,7 @@ impl GoogleService {
                     key,
                     batch_size: c.batch_size.clamp(1, 1000) as usize,
                 };
-                (api, Platform::Gcm, client, c.max_retries, concurrency)
+                (api, crate::fcm::GCM, client, c.max_retries, concurrency)
             }
         };
         let label = [platform.as_str()];
@@ -255,19 +303,24 @@ impl GoogleService {
             (GoogleConfig::Fcm(c), _) => (None, c.request_timeout),
             (GoogleConfig::Gcm(c), _) => (None, c.request_timeout),
         };
+        let lane = Lane::new(LaneSettings {
+            platform,
+            recorder,
+            backoff,
+            max_retries,
+            deadline_reason: None,
+            rebuild: Box::new(GoogleMessage::from_stored),
+        });
         let shared = Arc::new(Shared {
             api,
             platform,
             client,
-            queue: Arc::new(DispatchQueue::new()),
-            recorder,
-            backoff,
-            max_retries,
+            lane,
             concurrency,
             answered: AtomicBool::new(false),
             sent: AtomicBool::new(false),
             connect_failures: AtomicU32::new(0),
-            last_loud_ms: AtomicU64::new(0),
+            loud: Throttle::new(Duration::from_secs(10)),
             in_flight: metrics.in_flight.with_label_values(&label),
             latency: metrics.upstream_latency.with_label_values(&label),
             requeued: metrics.requeued.with_label_values(&label),
@@ -287,9 +340,9 @@ impl GoogleService {
         self.shared.platform
     }
 
-    /// Queues a whole job. The caller has already admitted and recorded it.
-    pub fn enqueue(&self, job: Arc<Job<GoogleMessage>>) {
-        self.shared.queue.push(Work::whole(job));
+    /// This app's delivery, for the registry.
+    pub fn deliver(&self) -> Arc<dyn Deliver> {
+        self.shared.lane.clone()
     }
 
     /// HTTP/2 connections open to FCM now; `None` when requests go through
@@ -305,7 +358,7 @@ impl GoogleService {
 
     /// Tokens waiting (ready or scheduled for retry).
     pub fn queue_depth(&self) -> usize {
-        self.shared.queue.depth()
+        self.shared.lane.queue().depth()
     }
 
     /// For `/readyz`. v1: an access token was granted or FCM answered a send.
@@ -317,18 +370,6 @@ impl GoogleService {
             Api::V1 { token, .. } => answered || token.obtained(),
             Api::Legacy { .. } => answered || !self.shared.sent.load(Ordering::Relaxed),
         }
-    }
-
-    /// Stops the worker after its in-flight requests finish. Work still queued
-    /// stays queued (see [`GoogleService::abandon_queued`]).
-    pub fn close(&self) {
-        self.shared.queue.close();
-    }
-
-    /// Records everything still queued as expired (reason `Shutdown`), so the
-    /// books balance when the process exits with work left.
-    pub fn abandon_queued(&self) -> u64 {
-        self.shared.queue.abandon(&self.shared.recorder)
     }
 
     /// FCM v1: uses the cluster's access token (one per service account for
@@ -359,34 +400,125 @@ async fn warm_up(shared: Arc<Shared>) {
     }
 }
 
-impl Deliver for GoogleService {
-    fn platform(&self) -> Platform {
-        self.shared.platform
-    }
-
-    fn deliver(&self, handoff: Handoff) -> Result<(), Refused> {
-        let message = match GoogleMessage::from_stored(&handoff.fields) {
-            Ok(m) => m,
-            Err(e) => return Err(Refused::message(e, handoff)),
+/// Starts every Google app (`[fcm]` or `[gcm]`, and its named apps) and
+/// registers them. FCM apps of one Firebase project share one pace.
+pub fn start(config: &Apps<GoogleConfig>, ctx: &Context) -> Result<Registered, StartError> {
+    let paces = paces(config, ctx.quota.as_ref());
+    let apps = config.try_map(|name, c| {
+        let pace = match c {
+            GoogleConfig::Fcm(f) => paces.get(&f.account.project_id).cloned(),
+            GoogleConfig::Gcm(_) => None,
         };
-        let (job, send) = handoff.into_job(message);
-        self.shared.queue.push_ranges(&job, send);
-        Ok(())
+        // Named for its metrics (`fcm_paced_seconds_total{app}`), paced by its project.
+        GoogleService::start_for(
+            c,
+            ctx.recorder.clone(),
+            ctx.metrics.clone(),
+            ctx.backoff,
+            name,
+            pace,
+        )
+    })?;
+    if let Some(shared) = &ctx.credentials {
+        for service in apps.values() {
+            service.share_credentials(shared.clone());
+        }
     }
+    let platform = apps.default_app().platform();
+    Ok(Registered {
+        platform,
+        apps: apps.map(|_, s| s.deliver()),
+        front: Arc::new(GoogleFront::new(platform, apps)),
+    })
+}
 
-    fn queue_depth(&self) -> usize {
-        GoogleService::queue_depth(self)
+/// One FCM pace per Firebase project: Firebase counts `max_per_minute` per
+/// project, so the apps sending for one project share one bucket (at the
+/// smallest `max_per_minute` any of them asks for) and, when the cluster
+/// shares a quota store, every gateway leases from one bucket in it.
+fn paces(
+    config: &Apps<GoogleConfig>,
+    shared: Option<&Arc<dyn pace::shared::QuotaStore>>,
+) -> BTreeMap<String, Arc<dyn pace::Allowance>> {
+    let mut per_minute: BTreeMap<&str, u64> = BTreeMap::new();
+    for google in config.values() {
+        if let GoogleConfig::Fcm(c) = google {
+            let slot = per_minute
+                .entry(&c.account.project_id)
+                .or_insert(c.max_per_minute);
+            if *slot != c.max_per_minute {
+                tracing::warn!(
+                    project = %c.account.project_id,
+                    max_per_minute = (*slot).min(c.max_per_minute),
+                    "FCM apps of one project set different max_per_minute: the project's one bucket uses the smallest"
+                );
+            }
+            *slot = (*slot).min(c.max_per_minute);
+        }
     }
+    per_minute
+        .into_iter()
+        .map(|(project, max_per_minute)| {
+            let clock = Arc::new(pace::SystemClock::default());
+            let allowance: Arc<dyn pace::Allowance> = match shared {
+                Some(store) => {
+                    tracing::info!(
+                        project,
+                        max_per_minute,
+                        "FCM pace shared by the cluster (redis)"
+                    );
+                    pace::shared::SharedBucket::start(project, max_per_minute, store.clone(), clock)
+                }
+                None => Arc::new(pace::Bucket::new(max_per_minute, clock)),
+            };
+            (project.to_owned(), allowance)
+        })
+        .collect()
+}
 
-    fn close(&self) {
-        GoogleService::close(self);
-    }
+#[cfg(test)]
+mod pace_tests {
+    use super::*;
+    use crate::fcm::config::FcmSection;
+    use crate::mock::fcm::ServiceAccountFixture;
 
-    fn abandon_queued(&self) -> u64 {
-        GoogleService::abandon_queued(self)
-    }
-
-    fn forget_queued(&self) -> u64 {
-        self.shared.queue.forget()
+    /// Firebase counts the quota per project: `[fcm]` and an app of the same
+    /// project share one bucket (at the smaller `max_per_minute`); an app of
+    /// another project has its own.
+    #[tokio::test]
+    async fn apps_of_one_firebase_project_share_one_pace() {
+        let dir = std::env::temp_dir().join(format!("pushgate-paces-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        let app = |project: &str, max_per_minute: u64| {
+            let path = dir.join(format!("{project}.json"));
+            let fixture = ServiceAccountFixture::generate(project).expect("a key");
+            std::fs::write(&path, fixture.to_json("https://oauth2.example/token"))
+                .expect("written");
+            let section = FcmSection {
+                service_account_file: path.display().to_string(),
+                max_per_minute,
+                ..Default::default()
+            };
+            let mut errors = Vec::new();
+            let config = section.validate(&mut errors).expect("valid");
+            assert!(errors.is_empty(), "{errors:?}");
+            GoogleConfig::Fcm(config)
+        };
+        let apps = Apps::new(
+            app("project-one", 600_000),
+            BTreeMap::from([
+                ("same".to_owned(), app("project-one", 6_000)),
+                ("other".to_owned(), app("project-two", 60_000)),
+            ]),
+        );
+        let paces = paces(&apps, None);
+        assert_eq!(
+            paces.keys().map(String::as_str).collect::<Vec<_>>(),
+            ["project-one", "project-two"]
+        );
+        // A bucket holds a tenth of a second's worth.
+        assert_eq!(paces["project-one"].available(), 10.0);
+        assert_eq!(paces["project-two"].available(), 100.0);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -25,3 +25,47 @@ pub fn ms_since_epoch(t: SystemTime) -> u64 {
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+/// A rate limit for one kind of log line: [`Throttle::ready`] says yes at
+/// most once per period, so a burst of 100k identical refusals (bad
+/// credentials, a message every token fails on) logs one line, not 100k.
+#[derive(Debug)]
+pub struct Throttle {
+    every_ms: u64,
+    last_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Throttle {
+    /// At most one line per `every`.
+    pub const fn new(every: std::time::Duration) -> Self {
+        Self {
+            every_ms: every.as_millis() as u64,
+            last_ms: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// True when a line may go out now (and counts it).
+    pub fn ready(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        let now = now_ms();
+        let last = self.last_ms.load(Ordering::Relaxed);
+        now.saturating_sub(last) >= self.every_ms
+            && self
+                .last_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_throttle_lets_one_line_through_per_period() {
+        let t = Throttle::new(std::time::Duration::from_secs(3600));
+        assert!(t.ready());
+        assert!(!t.ready());
+        assert!(!t.ready());
+    }
+}

@@ -2,7 +2,6 @@
 //! again with a drain. `main`, `pushgate demo` and the tests all start the
 //! gateway through [`Gateway::start`], so they run the same code.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,25 +11,23 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::api::{self, AppState, Inner};
-use crate::apns::ApnsService;
 use crate::backend::{Backend, Parts};
-use crate::config::{Config, GoogleConfig};
-use crate::delivery::Registry;
-use crate::fcm::GoogleService;
-use crate::floor::DEFAULT_APP;
+use crate::config::Config;
 use crate::job::Family;
 use crate::metrics::Metrics;
 use crate::outcome::{Recorder, Sink};
-use crate::pace::shared::SharedBucket;
-use crate::pace::{self, Allowance, Bucket};
+use crate::pace::shared::QuotaStore;
+use crate::platform::Context;
+use crate::platforms;
 use crate::queue::Admission;
 use crate::report::Reports;
+use crate::shared::credentials::RedisCredentials;
 use crate::shared::quota::RedisQuota;
+use crate::shared_credential::{self, SharedCredentials};
 use crate::store::Store;
 use crate::store::disk::DiskStore;
 use crate::store::memory::MemoryStore;
 use crate::store::redis::RedisStore;
-use crate::webpush::WebPushService;
 
 pub use crate::backend::DrainReport;
 
@@ -52,13 +49,15 @@ impl Gateway {
     /// services holding the fan-out, the registry of services, and the
     /// backend over all of it; no part is patched after it is built.
     pub async fn start(config: &Config) -> anyhow::Result<Self> {
-        let metrics = Arc::new(Metrics::new()?);
+        let catalog = platforms::CATALOG;
+        let metrics = Arc::new(Metrics::with_catalog(catalog)?);
         let admission = Arc::new(Admission::new(config.queue_capacity));
         // The one place that knows which store it builds.
         let store: Arc<dyn Store> = match (&config.redis, &config.disk) {
             (Some(redis), _) => {
                 let store =
-                    RedisStore::connect(redis, config.max_list, config.queue_capacity).await?;
+                    RedisStore::connect(redis, config.max_list, config.queue_capacity, catalog)
+                        .await?;
                 tracing::info!(stream = %redis.stream, group = %redis.group, consumer = store.consumer(), "queue backend: redis (shared)");
                 store
             }
@@ -68,6 +67,7 @@ impl Gateway {
                     config.max_list,
                     config.max_jobs,
                     admission.clone(),
+                    catalog,
                 )?;
                 tracing::info!(data_dir = %disk.data_dir.display(), "queue backend: disk");
                 store
@@ -81,15 +81,12 @@ impl Gateway {
                 ))
             }
         };
-        let apps = vec![
-            (Family::Apns, config.apns_apps.keys().cloned().collect()),
-            (Family::Google, config.google_apps.keys().cloned().collect()),
-            (
-                Family::WebPush,
-                config.webpush_apps.keys().cloned().collect(),
-            ),
-        ];
-        let reports = Arc::new(Reports::with_apps(config.max_jobs, &apps));
+        let families: Vec<(Family, Vec<String>)> = catalog
+            .families()
+            .into_iter()
+            .map(|family| (family, config.app_names(family)))
+            .collect();
+        let reports = Arc::new(Reports::with_apps(config.max_jobs, &families));
         let mut sinks: Vec<Arc<dyn Sink>> =
             vec![reports.clone(), admission.clone(), metrics.clone()];
         if let Some(webhook) = &config.webhook {
@@ -97,96 +94,38 @@ impl Gateway {
         }
         sinks.push(store.clone());
         let recorder = Recorder::new(sinks);
-        let mut registry = Registry::new();
-        let start_apns =
-            |c| ApnsService::start(c, recorder.clone(), metrics.clone(), config.backoff);
-        let paces = fcm_paces(config)?;
-        // Named for its metrics (`fcm_paced_seconds_total{app}`), paced by its project.
-        let start_google = |c: &GoogleConfig, name: &str| {
-            let pace = match c {
-                GoogleConfig::Fcm(f) => paces.get(&f.account.project_id).cloned(),
-                GoogleConfig::Gcm(_) => None,
-            };
-            GoogleService::start_for(
-                c,
-                recorder.clone(),
-                metrics.clone(),
-                config.backoff,
-                name,
-                pace,
-            )
+        // With redis, the cluster shares one provider token per key and one
+        // pace per FCM project.
+        let (credentials, quota) = match &config.redis {
+            Some(redis) => {
+                let credentials = SharedCredentials::new(
+                    Arc::new(RedisCredentials::new(redis)?),
+                    Arc::new(shared_credential::SystemClock),
+                );
+                let quota: Arc<dyn QuotaStore> = Arc::new(RedisQuota::new(redis)?);
+                (Some(credentials), Some(quota))
+            }
+            None => (None, None),
         };
-        let apns = config.apns.as_ref().map(start_apns).transpose()?;
-        let google = config
-            .google
-            .as_ref()
-            .map(|c| start_google(c, DEFAULT_APP))
-            .transpose()?;
-        let mut apns_apps = std::collections::BTreeMap::new();
-        for (name, app) in &config.apns_apps {
-            apns_apps.insert(name.clone(), start_apns(app)?);
-        }
-        let mut google_apps = std::collections::BTreeMap::new();
-        for (name, app) in &config.google_apps {
-            google_apps.insert(name.clone(), start_google(app, name)?);
-        }
-        if let Some(redis) = &config.redis {
-            // One provider token per key for the whole cluster.
-            let store = crate::shared::credentials::RedisCredentials::new(redis)?;
-            let shared = crate::shared_credential::SharedCredentials::new(
-                Arc::new(store),
-                Arc::new(crate::shared_credential::SystemClock),
-            );
-            for service in apns.iter().chain(apns_apps.values()) {
-                service.share_credentials(shared.clone()).await;
-            }
-            for service in google.iter().chain(google_apps.values()) {
-                service.share_credentials(shared.clone());
-            }
-        }
-        let start_webpush =
-            |c| WebPushService::start(c, recorder.clone(), metrics.clone(), config.backoff);
-        let webpush = config.webpush.as_ref().map(start_webpush).transpose()?;
-        let mut webpush_apps = std::collections::BTreeMap::new();
-        for (name, app) in &config.webpush_apps {
-            webpush_apps.insert(name.clone(), start_webpush(app)?);
-        }
-        for (name, service) in webpush
-            .iter()
-            .map(|s| (DEFAULT_APP, s))
-            .chain(webpush_apps.iter().map(|(n, s)| (n.as_str(), s)))
-        {
-            registry.register(name, Arc::new(service.clone()));
-        }
-        for (name, service) in apns
-            .iter()
-            .map(|s| (DEFAULT_APP, s))
-            .chain(apns_apps.iter().map(|(n, s)| (n.as_str(), s)))
-        {
-            registry.register(name, Arc::new(service.clone()));
-        }
-        for (name, service) in google
-            .iter()
-            .map(|s| (DEFAULT_APP, s))
-            .chain(google_apps.iter().map(|(n, s)| (n.as_str(), s)))
-        {
-            registry.register(name, Arc::new(service.clone()));
-        }
+        let ctx = Context {
+            recorder: recorder.clone(),
+            metrics: metrics.clone(),
+            backoff: config.backoff,
+            credentials,
+            quota,
+        };
+        let registry = platforms::start(config, &ctx).await?;
         let backend = Backend::start(Parts {
             store,
             reports,
             admission,
             recorder,
-            registry,
+            registry: registry.clone(),
             metrics: metrics.clone(),
         })?;
         let state = AppState::new(Inner {
-            apns_apps,
-            google_apps,
-            apns,
-            google,
-            webpush,
-            webpush_apps,
+            platforms: registry,
+            catalog,
             backend,
             metrics,
             api_keys: config.server.api_keys.clone(),
@@ -210,7 +149,12 @@ impl Gateway {
             config.server.limits,
             stopped,
         ));
-        tracing::info!(%addr, https = config.server.tls.is_some(), apns = state.apns.is_some(), google = state.google.as_ref().map(|g| g.platform().as_str()), "pushgate listening");
+        let platforms: Vec<&str> = state
+            .platforms
+            .platforms()
+            .map(|r| r.platform.as_str())
+            .collect();
+        tracing::info!(%addr, https = config.server.tls.is_some(), ?platforms, "pushgate listening");
         Ok(Self {
             addr,
             state,
@@ -239,51 +183,6 @@ impl Gateway {
         let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.server).await;
         report
     }
-}
-
-/// One FCM pace per Firebase project: Firebase counts `max_per_minute` per
-/// project, so the apps sending for one project share one bucket (at the
-/// smallest `max_per_minute` any of them asks for) and, with the `redis`
-/// backend, every gateway of the cluster leases from one bucket in Redis.
-fn fcm_paces(config: &Config) -> anyhow::Result<BTreeMap<String, Arc<dyn Allowance>>> {
-    let mut per_minute: BTreeMap<&str, u64> = BTreeMap::new();
-    for google in config.google.iter().chain(config.google_apps.values()) {
-        if let GoogleConfig::Fcm(c) = google {
-            let slot = per_minute
-                .entry(&c.account.project_id)
-                .or_insert(c.max_per_minute);
-            if *slot != c.max_per_minute {
-                tracing::warn!(
-                    project = %c.account.project_id,
-                    max_per_minute = (*slot).min(c.max_per_minute),
-                    "FCM apps of one project set different max_per_minute: the project's one bucket uses the smallest"
-                );
-            }
-            *slot = (*slot).min(c.max_per_minute);
-        }
-    }
-    let shared = match &config.redis {
-        Some(redis) if !per_minute.is_empty() => Some(Arc::new(RedisQuota::new(redis)?)),
-        _ => None,
-    };
-    Ok(per_minute
-        .into_iter()
-        .map(|(project, max_per_minute)| {
-            let clock = Arc::new(pace::SystemClock::default());
-            let allowance: Arc<dyn Allowance> = match &shared {
-                Some(store) => {
-                    tracing::info!(
-                        project,
-                        max_per_minute,
-                        "FCM pace shared by the cluster (redis)"
-                    );
-                    SharedBucket::start(project, max_per_minute, store.clone(), clock)
-                }
-                None => Arc::new(Bucket::new(max_per_minute, clock)),
-            };
-            (project.to_owned(), allowance)
-        })
-        .collect())
 }
 
 /// SIGTERM and SIGINT listeners, registered once. Unlike calling
@@ -344,51 +243,5 @@ pub async fn wait_for_signal() {
         Err(_) => {
             let _ = tokio::signal::ctrl_c().await;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::{FcmSection, FileConfig};
-    use crate::mock::fcm::ServiceAccountFixture;
-
-    /// Firebase counts the quota per project: `[fcm]` and an app of the same
-    /// project share one bucket (at the smaller `max_per_minute`); an app of
-    /// another project has its own.
-    #[tokio::test]
-    async fn apps_of_one_firebase_project_share_one_pace() {
-        let dir = std::env::temp_dir().join(format!("pushgate-paces-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("scratch dir");
-        let account = |project: &str| {
-            let path = dir.join(format!("{project}.json"));
-            let fixture = ServiceAccountFixture::generate(project).expect("a key");
-            std::fs::write(&path, fixture.to_json("https://oauth2.example/token"))
-                .expect("written");
-            path.display().to_string()
-        };
-        let section = |file: String, max_per_minute: u64| FcmSection {
-            service_account_file: file,
-            max_per_minute,
-            ..Default::default()
-        };
-        let mut file = FileConfig::default();
-        file.queue.backend = "memory".into();
-        let mut fcm = section(account("project-one"), 600_000);
-        fcm.apps
-            .insert("same".into(), section(account("project-one"), 6_000));
-        fcm.apps
-            .insert("other".into(), section(account("project-two"), 60_000));
-        file.fcm = Some(fcm);
-        let config = file.validate().expect("valid");
-        let paces = fcm_paces(&config).expect("paces");
-        assert_eq!(
-            paces.keys().map(String::as_str).collect::<Vec<_>>(),
-            ["project-one", "project-two"]
-        );
-        // A bucket holds a tenth of a second's worth.
-        assert_eq!(paces["project-one"].available(), 10.0);
-        assert_eq!(paces["project-two"].available(), 100.0);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -8,114 +8,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::SystemTime;
 
+mod kind;
 mod token;
 
+#[cfg(test)]
+pub use kind::test;
+pub use kind::{
+    Catalog, Family, FamilyInfo, GorushPlatform, ListKind, ListRoute, Platform, PlatformInfo,
+    Totals,
+};
 pub use token::{SUBSCRIPTION_KEYS, TokenCodec, TokenList, decode_hex, hex_encode};
-
-/// The upstream a job is delivered through. Also the `platform` metrics label.
-///
-/// The platform words live here and nowhere else: a new platform adds its
-/// variant and one arm in each of [`Platform::as_str`], [`Platform::family`]
-/// and [`Platform::codec`], then registers its delivery
-/// ([`crate::delivery::Registry`]). Every other module iterates
-/// [`Platform::ALL`] / [`Family::ALL`] instead of matching.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Platform {
-    /// Apple APNs, HTTP/2 provider API.
-    Apns,
-    /// Firebase Cloud Messaging HTTP v1.
-    Fcm,
-    /// Legacy GCM-compatible multicast API.
-    Gcm,
-    /// Web Push (RFC 8030) to browsers, encrypted per subscription.
-    WebPush,
-}
-
-impl Platform {
-    /// Every platform.
-    pub const ALL: [Platform; 4] = [
-        Platform::Apns,
-        Platform::Fcm,
-        Platform::Gcm,
-        Platform::WebPush,
-    ];
-
-    /// The platform called `name` (its [`Platform::as_str`]).
-    pub fn parse(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|p| p.as_str() == name)
-    }
-
-    /// How its tokens are kept, shown and carried.
-    pub fn codec(self) -> TokenCodec {
-        match self {
-            Platform::Apns | Platform::Fcm | Platform::Gcm => TokenCodec::Text,
-            Platform::WebPush => TokenCodec::Subscription,
-        }
-    }
-
-    /// The lower-case name used in metrics labels and job answers.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Platform::Apns => "apns",
-            Platform::Fcm => "fcm",
-            Platform::Gcm => "gcm",
-            Platform::WebPush => "webpush",
-        }
-    }
-
-    /// Which report family (`/apns/report*` or `/gcm/report*`) this platform writes.
-    pub fn family(self) -> Family {
-        match self {
-            Platform::Apns => Family::Apns,
-            Platform::Fcm | Platform::Gcm => Family::Google,
-            Platform::WebPush => Family::WebPush,
-        }
-    }
-}
-
-impl fmt::Display for Platform {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A report family: FCM v1 and legacy GCM both report under `/gcm/report*`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Family {
-    /// `/apns/report*`.
-    Apns,
-    /// `/gcm/report*` (FCM v1 or legacy GCM, whichever is configured).
-    Google,
-    /// `/webpush/report*`.
-    WebPush,
-}
-
-impl Family {
-    /// Every family.
-    pub const ALL: [Family; 3] = [Family::Apns, Family::Google, Family::WebPush];
-
-    /// Its route prefix (`apns` for `/apns/report`, `gcm` for `/gcm/report`),
-    /// also its name in stored keys.
-    pub fn name(self) -> &'static str {
-        match self {
-            Family::Apns => "apns",
-            Family::Google => "gcm",
-            Family::WebPush => "webpush",
-        }
-    }
-
-    /// The family called `name`.
-    pub fn parse(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|f| f.name() == name)
-    }
-
-    /// The platforms reporting under it.
-    pub fn platforms(self) -> impl Iterator<Item = Platform> {
-        Platform::ALL
-            .into_iter()
-            .filter(move |p| p.family() == self)
-    }
-}
 
 /// A job's identifier: a random UUID, rendered without hyphens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -489,7 +391,7 @@ mod tests {
 
     #[test]
     fn job_progress_counts_pending() {
-        let p = JobProgress::new(JobId::new(), Platform::Apns, 3);
+        let p = JobProgress::new(JobId::new(), test::PLATFORM, 3);
         p.record(OutcomeKind::Success);
         p.record(OutcomeKind::Failed);
         assert_eq!(p.pending(), 1);

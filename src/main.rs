@@ -372,23 +372,22 @@ fn check_config(file: &std::path::Path) -> anyhow::Result<ExitCode> {
                 (None, Some(d)) => format!("disk (data_dir {})", d.data_dir.display()),
                 (None, None) => "memory (nothing survives a restart)".to_owned(),
             };
+            let platforms: Vec<String> = config
+                .platforms()
+                .into_iter()
+                .map(|(platform, apps)| format!("{platform} ({})", apps.join(", ")))
+                .collect();
             println!(
-                "# valid: listen {}, queue backend {backend}, APNs {}, Google {}",
+                "# valid: listen {}, queue backend {backend}, platforms {}",
                 config.server.listen,
-                if config.apns.is_some() { "on" } else { "off" },
-                match &config.google {
-                    Some(pushgate::config::GoogleConfig::Fcm(_)) => "FCM v1",
-                    Some(pushgate::config::GoogleConfig::Gcm(_)) => "legacy GCM",
-                    None => "off",
+                if platforms.is_empty() {
+                    "none".to_owned()
+                } else {
+                    platforms.join("; ")
                 }
             );
             // The site's JavaScript needs this as `applicationServerKey`.
-            for (app, w) in config
-                .webpush
-                .iter()
-                .map(|w| ("default", w))
-                .chain(config.webpush_apps.iter().map(|(n, w)| (n.as_str(), w)))
-            {
+            for (app, w) in config.webpush.iter().flat_map(|apps| apps.iter()) {
                 println!(
                     "# webpush app {app}: VAPID public key (applicationServerKey) {}",
                     w.vapid.key().public_key_b64()
@@ -405,9 +404,9 @@ fn check_config(file: &std::path::Path) -> anyhow::Result<ExitCode> {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let (_, config) = load(args.config.as_deref())?;
-    if config.apns.is_none() && config.google.is_none() {
+    if config.platforms().is_empty() {
         tracing::warn!(
-            "no [apns], [fcm] or [gcm] section: every send will answer 404 (try `pushgate demo`)"
+            "no platform section ([apns], [fcm], [gcm], [webpush], …): every send will answer 404 (try `pushgate demo`)"
         );
     }
     // Listening before the gateway starts: a signal during start-up is not lost,

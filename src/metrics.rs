@@ -7,7 +7,7 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::job::{OutcomeKind, Platform};
+use crate::job::{Catalog, OutcomeKind, Platform};
 
 /// Every metric the gateway exports.
 #[derive(Debug, Clone)]
@@ -21,9 +21,9 @@ pub struct Metrics {
     pub outcomes: IntCounterVec,
     /// Upstream answers received (one per token attempt), by platform.
     pub attempts: IntCounterVec,
-    /// `attempts` per platform, resolved once (indexed like [`Platform::ALL`]):
-    /// counted for every token, so no label lookup per token.
-    attempts_by_platform: [IntCounter; Platform::ALL.len()],
+    /// `attempts` per platform of the catalog, resolved once: counted for
+    /// every token, so no label lookup per token.
+    attempts_by_platform: Vec<(Platform, IntCounter)>,
     /// Attempts that will be retried, by platform and reason.
     pub retries: IntCounterVec,
     /// Work put back without counting an attempt (GOAWAY, refused streams).
@@ -73,6 +73,12 @@ pub struct Metrics {
 impl Metrics {
     /// Registers every metric in a fresh registry.
     pub fn new() -> Result<Self, prometheus::Error> {
+        Self::with_catalog(Catalog::new(&[]))
+    }
+
+    /// Registers every metric, with the per-token counters of `catalog`'s
+    /// platforms resolved up front.
+    pub fn with_catalog(catalog: Catalog) -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
         let counter =
             |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
@@ -226,7 +232,10 @@ impl Metrics {
             ]),
         )?;
         registry.register(Box::new(api_latency.clone()))?;
-        let attempts_by_platform = Platform::ALL.map(|p| attempts.with_label_values(&[p.as_str()]));
+        let attempts_by_platform = catalog
+            .platforms()
+            .map(|p| (p, attempts.with_label_values(&[p.as_str()])))
+            .collect();
         Ok(Self {
             registry,
             accepted,
@@ -266,9 +275,13 @@ impl Metrics {
     }
 
     fn attempted(&self, platform: Platform) {
-        let index = Platform::ALL.iter().position(|p| *p == platform);
-        if let Some(counter) = index.and_then(|i| self.attempts_by_platform.get(i)) {
-            counter.inc();
+        match self
+            .attempts_by_platform
+            .iter()
+            .find(|(p, _)| *p == platform)
+        {
+            Some((_, counter)) => counter.inc(),
+            None => self.attempts.with_label_values(&[platform.as_str()]).inc(),
         }
     }
 

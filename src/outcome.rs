@@ -176,7 +176,7 @@ impl Recorder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::job::{JobId, OutcomeKind, Platform};
+    use crate::job::{JobId, OutcomeKind};
     use std::sync::Mutex;
 
     #[derive(Default)]
@@ -192,7 +192,7 @@ mod tests {
     fn the_recorder_counts_the_job_before_any_sink_hears() {
         let log = Arc::new(Log::default());
         let recorder = Recorder::new(vec![log.clone()]);
-        let p = JobProgress::new(JobId::new(), Platform::Gcm, 2);
+        let p = JobProgress::new(JobId::new(), crate::job::test::PLATFORM, 2);
         recorder.finish_shown(&p, 0, "a", Outcome::Success, true, None);
         recorder.finish_shown(&p, 1, "b", Outcome::Cancelled, false, None);
         assert_eq!(*crate::floor::lock(&log.0), vec!["0:a:1", "1:b:2"]);

@@ -7,7 +7,7 @@
 //!
 //! Nothing here knows a platform, the reports or the API: stored jobs carry
 //! their message as the platform's own bytes, and the platforms registered
-//! in [`crate::delivery`] rebuild them. [`crate::backend`] puts these parts
+//! in [`crate::platform`] rebuild them. [`crate::backend`] puts these parts
 //! behind the one seam the API and the gateway use.
 
 pub mod admission;

@@ -77,35 +77,45 @@ pub struct Reports {
     families: Vec<(Family, AppReports)>,
     /// Recent jobs.
     pub jobs: JobTable,
+    /// What a family not reported here reads as.
+    unknown: FamilyReport,
 }
 
 impl Reports {
-    /// Empty reports for the default app of every family, `max_jobs` jobs
+    /// Empty reports for the default app of `families`, `max_jobs` jobs
     /// remembered.
-    pub fn new(max_jobs: usize) -> Self {
-        Self::with_apps(max_jobs, &[])
+    pub fn new(max_jobs: usize, families: &[Family]) -> Self {
+        let families: Vec<(Family, Vec<String>)> =
+            families.iter().map(|f| (*f, Vec::new())).collect();
+        Self::with_apps(max_jobs, &families)
     }
 
-    /// Empty reports for the default app of every family plus the named apps
-    /// given per family.
-    pub fn with_apps(max_jobs: usize, apps: &[(Family, Vec<String>)]) -> Self {
-        let families = Family::ALL
-            .into_iter()
-            .map(|family| {
-                let named = apps
+    /// The families reported.
+    pub fn families(&self) -> impl Iterator<Item = Family> + '_ {
+        self.families.iter().map(|(f, _)| *f)
+    }
+
+    /// Empty reports for `families`, each with its default app and the
+    /// named apps given.
+    pub fn with_apps(max_jobs: usize, families: &[(Family, Vec<String>)]) -> Self {
+        let families = families
+            .iter()
+            .map(|(family, names)| {
+                let named = names
                     .iter()
-                    .filter(|(f, _)| *f == family)
-                    .flat_map(|(_, names)| names.iter().map(String::as_str));
+                    .map(String::as_str)
+                    .filter(|n| *n != DEFAULT_APP);
                 let reports = std::iter::once(DEFAULT_APP)
                     .chain(named)
                     .map(|name| (Arc::from(name), FamilyReport::default()))
                     .collect();
-                (family, reports)
+                (*family, reports)
             })
             .collect();
         Self {
             families,
             jobs: JobTable::new(max_jobs),
+            unknown: FamilyReport::default(),
         }
     }
 
@@ -118,8 +128,11 @@ impl Reports {
 
     /// The default app's report of a family.
     pub fn family(&self, family: Family) -> &FamilyReport {
-        // `with_apps` builds every family, default app first.
-        &self.apps_of(family)[0].1
+        // `with_apps` builds every family it is given, default app first; a
+        // family it was not given reads (and counts) as an empty one.
+        self.apps_of(family)
+            .first()
+            .map_or(&self.unknown, |(_, r)| r)
     }
 
     /// One app's report, if the app exists. A linear scan: a gateway serves a
@@ -212,7 +225,7 @@ fn log_progress(progress: &JobProgress, done: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::job::{Job, Outcome, Platform, TokenList};
+    use crate::job::{Job, Outcome, TokenList};
     use crate::outcome::Recorder;
 
     fn job(n: u32) -> Job<()> {
@@ -226,14 +239,18 @@ mod tests {
             app: DEFAULT_APP.into(),
             message: (),
             tokens,
-            progress: Arc::new(JobProgress::new(id, Platform::Gcm, u64::from(n))),
+            progress: Arc::new(JobProgress::new(
+                id,
+                crate::job::test::PLATFORM,
+                u64::from(n),
+            )),
             expires_at: None,
         }
     }
 
     #[test]
     fn books_balance_through_every_kind_of_outcome() {
-        let reports = Arc::new(Reports::new(10));
+        let reports = Arc::new(Reports::new(10, &[crate::job::test::FAMILY]));
         let r = Recorder::new(vec![reports.clone()]);
         let j = job(6);
         let p = &j.progress;
@@ -265,7 +282,7 @@ mod tests {
             },
             false,
         );
-        let c = reports.family(Family::Google).counters();
+        let c = reports.family(crate::job::test::FAMILY).counters();
         assert!(c.balanced(), "{c:?}");
         assert_eq!((c.accepted, c.pending, c.attempts, c.retries), (6, 2, 4, 1));
         assert_eq!(p.pending(), 2);
@@ -276,7 +293,11 @@ mod tests {
         let table = JobTable::new(2);
         let ids: Vec<_> = (0..3)
             .map(|_| {
-                let p = Arc::new(JobProgress::new(JobId::new(), Platform::Gcm, 1));
+                let p = Arc::new(JobProgress::new(
+                    JobId::new(),
+                    crate::job::test::PLATFORM,
+                    1,
+                ));
                 table.insert(p.clone());
                 p.id
             })

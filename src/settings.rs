@@ -201,6 +201,18 @@ impl<T> Apps<T> {
         self.iter().map(|(_, app)| app)
     }
 
+    /// The same apps, each turned into something else.
+    pub fn map<U>(&self, mut f: impl FnMut(&str, &T) -> U) -> Apps<U> {
+        Apps {
+            default: f(DEFAULT_APP, &self.default),
+            named: self
+                .named
+                .iter()
+                .map(|(name, app)| (name.clone(), f(name, app)))
+                .collect(),
+        }
+    }
+
     /// The same apps, each turned into something else (built in name order,
     /// default first); the first error stops it.
     pub fn try_map<U, E>(&self, mut f: impl FnMut(&str, &T) -> Result<U, E>) -> Result<Apps<U>, E> {
@@ -214,6 +226,28 @@ impl<T> Apps<T> {
 }
 
 // ===== validation helpers =====
+
+/// Validates a platform's section and its named apps (`[<platform>.apps.<name>]`):
+/// `None` when the section is absent or its default app is invalid (the
+/// problems are in `errors`).
+pub fn validate_section<S, C>(
+    platform: &str,
+    section: Option<&S>,
+    apps_of: impl Fn(&S) -> &BTreeMap<String, S>,
+    validate: impl Fn(&S, &mut Vec<ConfigError>) -> Option<C>,
+    errors: &mut Vec<ConfigError>,
+) -> Option<Apps<C>> {
+    let section = section?;
+    let default = validate(section, errors);
+    let named = validate_apps(
+        platform,
+        apps_of(section),
+        |app| !apps_of(app).is_empty(),
+        &validate,
+        errors,
+    );
+    default.map(|default| Apps::new(default, named))
+}
 
 /// Validates named apps, reporting each problem under `<platform>.apps.<name>.<key>`.
 pub fn validate_apps<S, C>(

@@ -3,7 +3,7 @@
 //! gateway uses ([`credentials`], the Redis store of
 //! [`crate::shared_credential`]) and the FCM project quota ([`quota`], the
 //! Redis store of [`crate::pace::shared`]). The `redis` store
-//! ([`crate::store::redis`]) connects through [`link`] too.
+//! (the Redis store) connects through [`link`] too.
 
 pub mod credentials;
 pub mod link;

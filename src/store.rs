@@ -30,9 +30,9 @@ use std::time::{Duration, SystemTime};
 use serde_json::Value;
 
 use crate::books::{Counters, JobStatus, ListKind};
-use crate::delivery::{Handoff, Registry};
 use crate::job::{Family, JobId, JobProgress, Platform, TokenList};
 use crate::outcome::{Recorder, Sink};
+use crate::platform::{Handoff, Registry};
 
 /// A store's answer, later.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -44,7 +44,7 @@ pub struct NewJob {
     pub platform: Platform,
     /// Whose credentials.
     pub app: Arc<str>,
-    /// The message as its platform stores it ([`crate::delivery`]).
+    /// The message as its platform stores it ([`crate::platform`]).
     pub fields: Vec<u8>,
     /// The validated, deduplicated tokens (kept form).
     pub tokens: TokenList,

@@ -11,6 +11,7 @@
 pub mod client;
 pub mod config;
 pub mod ece;
+pub mod front;
 pub mod message;
 pub mod origin;
 pub mod response;
@@ -21,30 +22,63 @@ pub mod worker;
 mod tests;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use prometheus::{Histogram, IntGauge};
 
 use self::config::WebPushConfig;
-use crate::delivery::{Deliver, Handoff, Refused};
-use crate::floor::now_ms;
-use crate::job::Platform;
+use crate::floor::Throttle;
+use crate::job::{
+    Family, FamilyInfo, ListKind, ListRoute, Platform, PlatformInfo, TokenCodec, Totals,
+};
 use crate::metrics::Metrics;
 use crate::outcome::Recorder;
-use crate::queue::DispatchQueue;
+use crate::platform::{Context, Deliver, Lane, LaneSettings, Registered};
 use crate::retry::Backoff;
+use crate::settings::Apps;
 
 pub use client::WebPushMessage;
+pub use front::WebPushFront;
+
+/// Web Push's report family: `/webpush/report*`, a subscription shown as
+/// its endpoint.
+pub const FAMILY: Family = Family::new(&FamilyInfo {
+    name: "webpush",
+    label: "Web Push",
+    section: "[webpush]",
+    send_routes: &["webpush"],
+    totals: Totals::Plain,
+    lists: &[
+        ListRoute {
+            list: ListKind::Unregistered,
+            path: "unregistered",
+            key: "subscriptions",
+            bare_tokens: false,
+        },
+        ListRoute {
+            list: ListKind::Failures,
+            path: "failures",
+            key: "failures",
+            bare_tokens: false,
+        },
+    ],
+    token_key: "endpoint",
+    gorush: None,
+});
+
+/// Web Push (RFC 8030) to browsers, encrypted per subscription.
+pub const PLATFORM: Platform = Platform::new(&PlatformInfo {
+    name: "webpush",
+    family: FAMILY,
+    codec: TokenCodec::Subscription,
+});
 
 /// State shared by the worker and the handle.
 pub(crate) struct Shared {
     client: client::Client,
-    queue: Arc<DispatchQueue<WebPushMessage>>,
-    recorder: Recorder,
-    backoff: Backoff,
-    max_retries: u32,
+    /// This app's queue, and how verdicts settle.
+    lane: Arc<Lane<WebPushMessage>>,
     concurrency: usize,
-    last_loud_ms: AtomicU64,
+    loud: Throttle,
     in_flight: IntGauge,
     latency: Histogram,
 }
@@ -54,14 +88,7 @@ impl Shared {
     /// to it will fail the same way, so say so at error level, at most once
     /// per 10 s.
     fn loud(&self, origin: &str, status: u16, body: &[u8]) {
-        let now = now_ms();
-        let last = self.last_loud_ms.load(Ordering::Relaxed);
-        if now.saturating_sub(last) >= 10_000
-            && self
-                .last_loud_ms
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
+        if self.loud.ready() {
             let detail = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
             tracing::error!(
                 platform = "webpush",
@@ -105,15 +132,21 @@ impl WebPushService {
             config.request_timeout,
             concurrency,
         )?;
-        let label = [Platform::WebPush.as_str()];
-        let shared = Arc::new(Shared {
-            client,
-            queue: Arc::new(DispatchQueue::new()),
+        let label = [crate::webpush::PLATFORM.as_str()];
+        let lane = Lane::new(LaneSettings {
+            platform: crate::webpush::PLATFORM,
             recorder,
             backoff,
             max_retries: config.max_retries,
+            // A retry after the message's TTL would be refused: it ends unsent.
+            deadline_reason: Some("TtlExpired"),
+            rebuild: Box::new(message::decode_fields),
+        });
+        let shared = Arc::new(Shared {
+            client,
+            lane,
             concurrency,
-            last_loud_ms: AtomicU64::new(0),
+            loud: Throttle::new(std::time::Duration::from_secs(10)),
             in_flight: metrics.in_flight.with_label_values(&label),
             latency: metrics.upstream_latency.with_label_values(&label),
         });
@@ -136,48 +169,23 @@ impl WebPushService {
 
     /// Subscriptions waiting (ready or scheduled for retry).
     pub fn queue_depth(&self) -> usize {
-        self.shared.queue.depth()
+        self.shared.lane.queue().depth()
     }
 
-    /// Stops the worker after its in-flight requests finish.
-    pub fn close(&self) {
-        self.shared.queue.close();
-    }
-
-    /// Records everything still queued as expired (`Shutdown`).
-    pub fn abandon_queued(&self) -> u64 {
-        self.shared.queue.abandon(&self.shared.recorder)
+    /// This app's delivery, for the registry.
+    pub fn deliver(&self) -> Arc<dyn Deliver> {
+        self.shared.lane.clone()
     }
 }
 
-impl Deliver for WebPushService {
-    fn platform(&self) -> Platform {
-        Platform::WebPush
-    }
-
-    fn deliver(&self, handoff: Handoff) -> Result<(), Refused> {
-        let message = match message::decode_fields(&handoff.fields) {
-            Ok(m) => m,
-            Err(e) => return Err(Refused::message(e, handoff)),
-        };
-        let (job, send) = handoff.into_job(message);
-        self.shared.queue.push_ranges(&job, send);
-        Ok(())
-    }
-
-    fn queue_depth(&self) -> usize {
-        WebPushService::queue_depth(self)
-    }
-
-    fn close(&self) {
-        WebPushService::close(self);
-    }
-
-    fn abandon_queued(&self) -> u64 {
-        WebPushService::abandon_queued(self)
-    }
-
-    fn forget_queued(&self) -> u64 {
-        self.shared.queue.forget()
-    }
+/// Starts every Web Push app (`[webpush]` and its named apps) and registers them.
+pub fn start(config: &Apps<WebPushConfig>, ctx: &Context) -> Result<Registered, StartError> {
+    let apps = config.try_map(|_, c| {
+        WebPushService::start(c, ctx.recorder.clone(), ctx.metrics.clone(), ctx.backoff)
+    })?;
+    Ok(Registered {
+        platform: crate::webpush::PLATFORM,
+        apps: apps.map(|_, s| s.deliver()),
+        front: Arc::new(WebPushFront::new(apps)),
+    })
 }

@@ -8,7 +8,6 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::*;
-use pushgate::job::Family;
 use pushgate::mock::Faults;
 use serde_json::{Value, json};
 
@@ -47,7 +46,7 @@ async fn two_thousand_tokens_each_reach_exactly_one_outcome() {
         assert_eq!(answer["duplicates"], 1);
         assert_eq!(answer["rejected"], json!([{ "token": "zz-not-hex", "reason": "BadDeviceToken" }]));
 
-        let c = wait_done(&env.gateway, Family::Apns, 2400).await;
+        let c = wait_done(&env.gateway, pushgate::apns::FAMILY, 2400).await;
         let mut want: HashMap<&str, u64> = HashMap::new();
         for t in &tokens[..2400] {
             *want.entry(expected(t)).or_default() += 1;
@@ -111,7 +110,7 @@ async fn gocm_style_form_body_is_accepted() {
         assert_eq!(r.status(), 202);
         let answer: Value = r.json().await.unwrap();
         assert_eq!(answer["accepted"], 2);
-        let c = wait_done(&env.gateway, Family::Apns, 2).await;
+        let c = wait_done(&env.gateway, pushgate::apns::FAMILY, 2).await;
         assert_eq!((c.successes, c.unregistered), (1, 1));
         assert_eq!(env.mock.ledger.token(&a).deliveries, 1);
     })
@@ -136,7 +135,7 @@ async fn bad_input_is_refused_with_json_and_changes_nothing() {
             )
             .await;
         assert_eq!(status, 202);
-        wait_done(&env.gateway, Family::Apns, 1).await;
+        wait_done(&env.gateway, pushgate::apns::FAMILY, 1).await;
         let before = env.counters();
 
         let send = |body: String, content_type: &'static str| {
@@ -375,7 +374,7 @@ async fn delete_drains_a_list_atomically() {
             &json!({ "tokens": tokens, "payload": apns_payload() }),
         )
         .await;
-        wait_done(&env.gateway, Family::Apns, 30).await;
+        wait_done(&env.gateway, pushgate::apns::FAMILY, 30).await;
         let drained = env
             .client
             .delete(env.url("/apns/report/unregistered"))
@@ -421,7 +420,7 @@ async fn report_lists_are_bounded_and_count_what_they_drop() {
             &json!({ "tokens": tokens, "payload": apns_payload() }),
         )
         .await;
-        wait_done(&env.gateway, Family::Apns, 12).await;
+        wait_done(&env.gateway, pushgate::apns::FAMILY, 12).await;
         let (_, report) = env.get("/apns/report").await;
         assert_eq!(
             report["lists"]["unregistered"],
@@ -457,7 +456,7 @@ async fn full_queue_answers_503_with_retry_after_and_keeps_what_it_accepted() {
         assert_eq!(status, 503, "{answer}");
         assert_eq!(answer["error"], "queue_full");
         assert!(headers.get("retry-after").is_some());
-        let c = wait_done(&env.gateway, Family::Apns, 8).await;
+        let c = wait_done(&env.gateway, pushgate::apns::FAMILY, 8).await;
         assert_eq!((c.accepted, c.successes), (8, 8));
         for t in &first {
             assert_eq!(env.mock.ledger.token(t).deliveries, 1);
@@ -480,7 +479,7 @@ async fn certificate_auth_with_a_pem_pair_and_with_pkcs12() {
             .await;
             let tokens: Vec<String> = (0..50).map(|i| apns_token("abcd", i)).collect();
             env.send_apns(&tokens).await;
-            let c = wait_done(&env.gateway, Family::Apns, 50).await;
+            let c = wait_done(&env.gateway, pushgate::apns::FAMILY, 50).await;
             assert_eq!(c.successes, 50);
             assert_eq!(
                 env.mock.ledger.distinct_credentials(),
@@ -506,7 +505,7 @@ async fn expired_messages_are_never_sent() {
             )
             .await;
         assert_eq!(status, 202);
-        let c = wait_done(&env.gateway, Family::Apns, 20).await;
+        let c = wait_done(&env.gateway, pushgate::apns::FAMILY, 20).await;
         assert_eq!((c.expired, c.unattempted, c.attempts), (20, 20, 0));
         assert_eq!(env.mock.ledger.token(&tokens[0]).attempts, 0);
     })
@@ -528,7 +527,7 @@ async fn goaway_and_stream_limits_lose_and_duplicate_nothing() {
         .await;
         let tokens: Vec<String> = (0..1500).map(|i| apns_token("abcd", i)).collect();
         env.send_apns(&tokens).await;
-        let c = wait_done(&env.gateway, Family::Apns, 1500).await;
+        let c = wait_done(&env.gateway, pushgate::apns::FAMILY, 1500).await;
         assert_eq!(c.successes, 1500, "{c:?}");
         let ledger = &env.mock.ledger;
         assert!(pushgate::mock::Ledger::get(&ledger.goaways) >= 5);
@@ -565,7 +564,7 @@ async fn dropped_connections_resend_and_count_possible_duplicates() {
             &json!({ "tokens": tokens, "payload": apns_payload() }),
         )
         .await;
-        let c = wait_done(&env.gateway, Family::Apns, 1000).await;
+        let c = wait_done(&env.gateway, pushgate::apns::FAMILY, 1000).await;
         assert_eq!(c.successes + c.expired, 1000, "{c:?}");
         assert!(pushgate::mock::Ledger::get(&env.mock.ledger.drops) >= 1);
         let mut twice = 0;
@@ -637,7 +636,7 @@ async fn the_api_serves_https_when_given_a_certificate() {
                 .unwrap();
             assert_eq!(r.status(), 202, "http2={http2}");
         }
-        let c = wait_done(&env.gateway, Family::Apns, 2).await;
+        let c = wait_done(&env.gateway, pushgate::apns::FAMILY, 2).await;
         assert_eq!(c.successes, 2);
         // Plain HTTP to the TLS port gets no answer.
         let plain = format!("http://{}/healthz", env.gateway.addr);
@@ -665,7 +664,7 @@ async fn delayed_jobs_wait_then_deliver_and_can_be_cancelled() {
         assert_eq!(status_now["state"], "scheduled");
         assert_eq!(env.counters().pending, 10, "scheduled tokens are pending");
         assert_eq!(env.mock.ledger.token(&soon[0]).attempts, 0);
-        let c = wait_done(&env.gateway, Family::Apns, 10).await;
+        let c = wait_done(&env.gateway, pushgate::apns::FAMILY, 10).await;
         assert_eq!(c.successes, 10);
         let (_, done) = env.get(&format!("/jobs/{job}")).await;
         assert_eq!(done["state"], "done");
@@ -681,7 +680,7 @@ async fn delayed_jobs_wait_then_deliver_and_can_be_cancelled() {
         assert_eq!(cancelled["state"], "cancelled");
         assert_eq!(cancelled["cancelled"], 20);
         assert_eq!(cancelled["pending"], 0);
-        let c = wait_done(&env.gateway, Family::Apns, 30).await;
+        let c = wait_done(&env.gateway, pushgate::apns::FAMILY, 30).await;
         assert_eq!((c.cancelled, c.unattempted), (20, 20));
         assert_eq!(env.mock.ledger.token(&later[0]).attempts, 0);
 

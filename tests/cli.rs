@@ -122,7 +122,7 @@ fn check_config_prints_masked_config_or_fails_with_every_reason() {
     assert!(output.status.success());
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
-        stdout.contains("legacy GCM") && stdout.contains("********"),
+        stdout.contains("platforms gcm (default)") && stdout.contains("********"),
         "{stdout}"
     );
     assert!(

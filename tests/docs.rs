@@ -12,8 +12,7 @@
 //! What it leaves out: whether what the docs say about a name is right (a
 //! person reads that), and the defaults in the example config
 //! (`scripts/check-deploy` compares those with `check-config`'s output). The
-//! route reader sees only routes written as `.route("…"` or
-//! `.route(&format!("{prefix}…")` (see [`served_routes`]); the metric reader
+//! routes come from the API's route table (see [`served_routes`]); the metric reader
 //! sees names written whole as string literals under `src/`, checked against
 //! what a fresh registry renders (see [`metric_names`]).
 #![allow(clippy::unwrap_used)]
@@ -242,63 +241,17 @@ fn every_config_key_is_in_the_docs_and_the_annotated_example() {
 
 // ===== routes =====
 
-/// The `(METHOD, /path)` pairs the HTTP routers serve, read from the source
-/// text of `src/api.rs` and every file under `src/api/`: each `.route(` call
-/// whose first argument is a path literal (`"/apns/send"`) or a prefixed
-/// `format!` (`&format!("{p}/api/push")`, gorush's routes under
-/// `[gorush] path_prefix`, named at the default empty prefix), with the
-/// methods its handler chain names (`get(…).delete(…)`).
-///
-/// This is the one place that knows where routes are written. When the
-/// router can list its own routes at run time (a table the platforms
-/// register into), replace this body with a read of that table.
+/// Every route the API serves, from its route table
+/// (`pushgate::api::route_table`, which tests/openapi.rs checks against the
+/// running router), gorush's at the default prefix.
 fn served_routes() -> BTreeSet<(String, String)> {
-    const METHODS: [&str; 5] = ["get", "post", "put", "delete", "patch"];
-    let mut files = vec![root().join("src/api.rs")];
-    rust_files(&root().join("src/api"), &mut files);
-    let mut routes = BTreeSet::new();
-    for file in files {
-        let source = std::fs::read_to_string(&file).unwrap();
-        for chunk in source.split(".route(").skip(1) {
-            let chunk = chunk.trim_start();
-            let literal = chunk
-                .strip_prefix("&format!(\"")
-                .map(|c| match c.strip_prefix('{') {
-                    // `{prefix}` before the path: drop it.
-                    Some(rest) => rest.split_once('}').map_or(c, |(_, path)| path),
-                    None => c,
-                })
-                .or_else(|| chunk.strip_prefix('"'));
-            let Some((path, rest)) = literal.and_then(|l| l.split_once('"')) else {
-                continue;
-            };
-            // The handler chain runs to the `)` closing this `.route(`; a
-            // `format!(…)` closes first, so start one level deeper for it.
-            let rest = rest.strip_prefix(')').unwrap_or(rest);
-            let mut depth = 1;
-            let end = rest
-                .char_indices()
-                .find(|&(_, c)| {
-                    match c {
-                        '(' => depth += 1,
-                        ')' => depth -= 1,
-                        _ => {}
-                    }
-                    depth == 0
-                })
-                .map_or(rest.len(), |(i, _)| i);
-            let handlers = &rest[..end];
-            for m in METHODS {
-                let named = handlers.match_indices(&format!("{m}(")).any(|(i, _)| {
-                    !handlers[..i].ends_with(|c: char| c.is_alphanumeric() || c == '_')
-                });
-                if named {
-                    routes.insert((m.to_uppercase(), path.to_owned()));
-                }
-            }
-        }
-    }
-    routes
+    pushgate::api::route_table(
+        pushgate::platforms::CATALOG,
+        &pushgate::api::gorush::GorushSection::default(),
+    )
+    .into_iter()
+    .map(|r| (r.method.to_uppercase(), r.path))
+    .collect()
 }
 
 #[test]

@@ -7,7 +7,6 @@ mod common;
 use std::collections::HashSet;
 
 use common::*;
-use pushgate::job::Family;
 use pushgate::mock::Faults;
 use serde_json::{Value, json};
 
@@ -43,7 +42,7 @@ async fn gocm_run(api: GoogleApi) {
         answer["rejected"],
         json!([{ "token": "bad token with spaces", "reason": "InvalidRegistration" }])
     );
-    let c = wait_done(&env.gateway, Family::Google, 2500).await;
+    let c = wait_done(&env.gateway, pushgate::fcm::FAMILY, 2500).await;
     let count = |prefix: &str| {
         tokens[..2500]
             .iter()
@@ -190,7 +189,7 @@ async fn fcm_alias_and_json_body_work_with_options() {
             .await
             .unwrap();
         assert_eq!(r.status(), 202);
-        let c = wait_done(&env.gateway, Family::Google, 2).await;
+        let c = wait_done(&env.gateway, pushgate::fcm::FAMILY, 2).await;
         assert_eq!(c.successes, 2);
         let r: Value = env
             .client
@@ -219,7 +218,7 @@ async fn bad_google_input_is_refused_and_changes_nothing() {
             .state
             .backend
             .reports()
-            .family(Family::Google)
+            .family(pushgate::fcm::FAMILY)
             .counters();
         let big = format!(r#"{{"a":"{}"}}"#, "x".repeat(5000));
         /// tokens, payload, extra form fields, expected status, expected error code.
@@ -279,7 +278,7 @@ async fn bad_google_input_is_refused_and_changes_nothing() {
                 .state
                 .backend
                 .reports()
-                .family(Family::Google)
+                .family(pushgate::fcm::FAMILY)
                 .counters(),
             before
         );
@@ -352,7 +351,7 @@ async fn cancelling_a_running_job_stops_what_was_not_sent() {
             ["cancelling", "cancelled"].contains(&answer["state"].as_str().unwrap()),
             "{answer}"
         );
-        let c = wait_done(&env.gateway, Family::Google, 3000).await;
+        let c = wait_done(&env.gateway, pushgate::fcm::FAMILY, 3000).await;
         assert!(c.cancelled > 0, "{c:?}");
         assert_eq!(c.successes + c.cancelled, 3000, "{c:?}");
         let delivered: u64 = tokens

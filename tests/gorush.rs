@@ -12,7 +12,6 @@ mod common;
 
 use common::*;
 use pushgate::config::FileConfig;
-use pushgate::job::Family;
 use pushgate::mock::{self, Faults, MockHandle};
 use serde_json::{Value, json};
 
@@ -73,8 +72,8 @@ impl Both {
     }
 
     async fn done(&self, apple: u64, google: u64) {
-        wait_done(&self.apns.gateway, Family::Apns, apple).await;
-        wait_done(&self.apns.gateway, Family::Google, google).await;
+        wait_done(&self.apns.gateway, pushgate::apns::FAMILY, apple).await;
+        wait_done(&self.apns.gateway, pushgate::fcm::FAMILY, google).await;
     }
 
     fn apns_seen(&self, token: &str) -> pushgate::mock::ledger::SeenRequest {
@@ -629,7 +628,7 @@ async fn gcm_send_takes_a_topic_or_a_condition() {
                 )
                 .await;
             assert_eq!(status, 202, "{answer}");
-            let c = wait_done(&env.gateway, Family::Google, 3).await;
+            let c = wait_done(&env.gateway, pushgate::fcm::FAMILY, 3).await;
             assert_eq!(c.successes, 3, "{c:?}");
             let news = env.mock.ledger.request("/topics/news").unwrap().json();
             let cond = env.mock.ledger.request(condition).unwrap().json();

@@ -154,7 +154,7 @@ async fn a_body_of_bad_tokens_answers_a_bounded_list_with_counts_per_reason() {
             )),
             "{metrics}"
         );
-        wait_done(&env.gateway, pushgate::job::Family::Apns, 1).await;
+        wait_done(&env.gateway, pushgate::apns::FAMILY, 1).await;
     })
     .await
     .unwrap();
@@ -678,7 +678,7 @@ async fn topics_and_collapse_ids_outside_what_the_message_says_are_refused() {
         let (status, answer, _) = env.post_json("/apns/send", &body).await;
         assert_eq!(status, 202, "{answer}");
         // Only the valid request reached Apple.
-        wait_done(&env.gateway, pushgate::job::Family::Apns, 1).await;
+        wait_done(&env.gateway, pushgate::apns::FAMILY, 1).await;
         assert_eq!(env.mock.ledger.requests.load(std::sync::atomic::Ordering::Relaxed), 1);
     })
     .await

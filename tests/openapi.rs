@@ -1,8 +1,8 @@
 //! Keeps `/openapi.json` true to the router: every documented path and method
 //! answers on a running gateway (APNs and FCM v1 both configured against the
 //! mocks, so no route is 404 for want of a platform), no documented path takes
-//! a method the document leaves out, and every `.route(...)` in
-//! `src/api.rs` is documented. Request and response bodies are schemathesis'
+//! a method the document leaves out, and every route of the API's route
+//! table (`pushgate::api::route_table`) is documented. Request and response bodies are schemathesis'
 //! job (`scripts/check-openapi`); this test needs no Python.
 #![allow(clippy::unwrap_used)]
 
@@ -17,64 +17,17 @@ use serde_json::Value;
 
 const METHODS: [&str; 5] = ["get", "post", "put", "delete", "patch"];
 
-/// `(path, method)` pairs declared with `.route("PATH", get(..).delete(..))`
-/// in `src/api.rs`, and gorush's routes, declared in `src/api/gorush.rs`
-/// as `.route(&format!("{p}PATH"), ..)` under `[gorush] path_prefix`
-/// (documented at the default, empty prefix).
+/// `(path, method)` of every route the API serves, from its route table
+/// (gorush's at the default, empty prefix, as documented). The test below
+/// asks the running router for each, so the table cannot drift from it.
 fn router_routes() -> BTreeSet<(String, String)> {
-    let source = [
-        include_str!("../src/api.rs"),
-        include_str!("../src/api/gorush.rs"),
-    ]
-    .concat();
-    let mut routes = BTreeSet::new();
-    for chunk in source.split(".route(").skip(1) {
-        // `.route(` then the path literal, possibly on the next line.
-        let chunk = chunk.trim_start();
-        // gorush's `&format!("{p}PATH")`: the path, then the macro's `)`.
-        let (path, rest) = if let Some(c) = chunk.strip_prefix("&format!(\"{p}") {
-            let Some((path, rest)) = c.split_once("\")") else {
-                continue;
-            };
-            (path, rest)
-        } else {
-            let Some(chunk) = chunk.strip_prefix('"') else {
-                continue;
-            };
-            let Some((path, rest)) = chunk.split_once('"') else {
-                continue;
-            };
-            (path, rest)
-        };
-        // The handler list runs to the end of this `.route(...)` call.
-        let mut depth = 1;
-        let mut end = rest.len();
-        for (i, c) in rest.char_indices() {
-            match c {
-                '(' => depth += 1,
-                ')' => {
-                    depth -= 1;
-                    if depth == 0 {
-                        end = i;
-                        break;
-                    }
-                }
-                _ => {}
-            }
-        }
-        let handlers = &rest[..end];
-        for m in METHODS {
-            let call = format!("{m}(");
-            let found = handlers.match_indices(&call).any(|(i, _)| {
-                // `get(` at the start or after `.`; not `forget(`.
-                i == 0 || !handlers[..i].ends_with(|c: char| c.is_alphanumeric() || c == '_')
-            });
-            if found {
-                routes.insert((path.to_owned(), m.to_owned()));
-            }
-        }
-    }
-    routes
+    pushgate::api::route_table(
+        pushgate::platforms::CATALOG,
+        &pushgate::api::gorush::GorushSection::default(),
+    )
+    .into_iter()
+    .map(|r| (r.path, r.method.to_owned()))
+    .collect()
 }
 
 fn documented(doc: &Value) -> BTreeSet<(String, String)> {

@@ -59,7 +59,13 @@ async fn pool_grows_under_load_up_to_max_and_shrinks_back_to_min_when_idle() {
             ..ApnsSetup::default()
         })
         .await;
-        let apns = env.gateway.state.apns.clone().unwrap();
+        let front = env
+            .gateway
+            .state
+            .platforms
+            .front::<pushgate::apns::ApnsFront>()
+            .unwrap();
+        let apns = front.apps().default_app().clone();
         eventually("first connection", || apns.connected() == 1).await;
         let tokens: Vec<String> = (0..2000).map(|i| apns_token("abcd", i)).collect();
         env.send_apns(&tokens).await;
@@ -73,7 +79,7 @@ async fn pool_grows_under_load_up_to_max_and_shrinks_back_to_min_when_idle() {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let c = wait_done(&env.gateway, Family::Apns, 2000).await;
+        let c = wait_done(&env.gateway, pushgate::apns::FAMILY, 2000).await;
         assert_eq!(c.successes, 2000);
         assert_eq!(
             peak, 3,
@@ -144,7 +150,7 @@ async fn a_stalled_connection_is_found_by_ping_and_its_streams_resent() {
         let (status, report) = env.get("/apns/report").await;
         assert_eq!(status, 200, "{report}");
 
-        let c = wait_done(&env.gateway, Family::Apns, 300).await;
+        let c = wait_done(&env.gateway, pushgate::apns::FAMILY, 300).await;
         assert_eq!(c.successes, 300, "{c:?}");
         let ledger = &env.mock.ledger;
         assert!(get(&ledger.stalls) >= 2, "stalls: {}", get(&ledger.stalls));
@@ -201,12 +207,24 @@ async fn shutdown_records_and_exports_what_it_abandons() {
         )
         .await;
         eventually("work in flight", || {
-            env.gateway.state.apns.as_ref().unwrap().in_flight() > 0
+            env.gateway
+                .state
+                .platforms
+                .front::<pushgate::apns::ApnsFront>()
+                .unwrap()
+                .apps()
+                .default_app()
+                .in_flight()
+                > 0
         })
         .await;
         let state = env.gateway.state.clone();
         let report = env.gateway.shutdown(Duration::from_millis(300)).await;
-        let c = state.backend.reports().family(Family::Apns).counters();
+        let c = state
+            .backend
+            .reports()
+            .family(pushgate::apns::FAMILY)
+            .counters();
         assert!(c.balanced(), "{c:?}");
         assert!(report.abandoned > 0, "{report:?}");
         assert_eq!(report.still_pending, 0, "{report:?}");
@@ -414,7 +432,7 @@ async fn apns_100k_tokens_through_every_fault_at_once() {
         for chunk in tokens.chunks(10_000) {
             env.send_apns(chunk).await;
         }
-        let c = wait_done_within(&env.gateway, Family::Apns, TOTAL as u64, Duration::from_secs(540)).await;
+        let c = wait_done_within(&env.gateway, pushgate::apns::FAMILY, TOTAL as u64, Duration::from_secs(540)).await;
         let took = started.elapsed();
         let ledger = &env.mock.ledger;
         summary("APNs", &c, get(&ledger.connections), took);
@@ -540,7 +558,7 @@ async fn google_fault_run(kind: GoogleApi) {
     }
     let c = wait_done_within(
         &env.gateway,
-        Family::Google,
+        pushgate::fcm::FAMILY,
         TOTAL as u64,
         Duration::from_secs(540),
     )

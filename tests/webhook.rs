@@ -14,7 +14,6 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use common::*;
 use pushgate::config::{Secret, WebhookSection};
-use pushgate::job::Family;
 use serde_json::{Value, json};
 
 const SECRET: &str = "webhook-secret-0123456789";
@@ -90,7 +89,7 @@ async fn every_outcome_reaches_the_receiver_once_signed_even_after_failures() {
             )
             .await;
         assert_eq!(status, 202);
-        wait_done(&env.gateway, Family::Apns, 300).await;
+        wait_done(&env.gateway, pushgate::apns::FAMILY, 300).await;
 
         let deadline = Instant::now() + Duration::from_secs(60);
         while receiver.events.lock().unwrap().len() < 300 {

@@ -25,14 +25,14 @@ use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
 
-use super::send::body::bad_json;
-use super::send::intake::{Intake, Submission, parse_when, pick_app, submit};
+use super::send::intake::{Intake, Job, admit};
 use super::{ApiError, AppState};
-use crate::apns::ApnsService;
 use crate::apns::broadcast::{self, BroadcastFields};
 use crate::apns::channels::{ChannelError, MAX_CHANNELS, StoragePolicy};
 use crate::apns::message::broadcast_to_stored;
-use crate::job::{Platform, TokenList};
+use crate::apns::{ApnsFront, ApnsService};
+use crate::job::TokenList;
+use crate::platform::request::{bad_json, parse_when};
 
 /// `?app=` on the GET and DELETE routes.
 #[derive(Debug, Deserialize)]
@@ -69,15 +69,21 @@ struct BroadcastJson<'a> {
     delay_seconds: Option<i64>,
 }
 
+/// APNs, or the 404 naming `[apns]`.
+fn apns(state: &AppState) -> Result<&ApnsFront, ApiError> {
+    state.registered(crate::apns::FAMILY)?;
+    state
+        .platforms
+        .front::<ApnsFront>()
+        .ok_or_else(|| ApiError::not_configured("APNs", "[apns]"))
+}
+
 /// The app's service and bundle id.
 fn app_of<'a>(
     state: &'a AppState,
     app: Option<&str>,
 ) -> Result<(&'a ApnsService, Arc<str>, String), ApiError> {
-    let Some(service) = state.apns.as_ref() else {
-        return Err(ApiError::not_configured("APNs", "[apns]"));
-    };
-    let (service, name) = pick_app(service, &state.apns_apps, app)?;
+    let (service, name) = apns(state)?.pick(app)?;
     let bundle = service.bundle().filter(|b| !b.is_empty()).ok_or_else(|| {
         ApiError::bad_request(
             "no_bundle_id",
@@ -90,7 +96,7 @@ fn app_of<'a>(
 }
 
 fn body_json<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes).map_err(bad_json)
+    serde_json::from_slice(bytes).map_err(|e| bad_json(e).into())
 }
 
 /// Apple's answer as ours.
@@ -242,9 +248,7 @@ pub async fn send_broadcast(
     State(state): State<AppState>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    if state.apns.is_none() {
-        return Err(ApiError::not_configured("APNs", "[apns]"));
-    }
+    apns(&state)?;
     state.refuse_if_shutting_down()?;
     let json: BroadcastJson<'_> = body_json(&body)?;
     let channel_id = json.channel_id.as_deref().unwrap_or("");
@@ -279,18 +283,24 @@ pub async fn send_broadcast(
     let expires_at = (expiration > 0).then(|| UNIX_EPOCH + Duration::from_secs(expiration));
     let mut tokens = TokenList::with_capacity(1, channel_id.len());
     tokens.push(channel_id.as_bytes());
-    let submission = Submission {
-        platform: Platform::Apns,
+    let intake = Intake {
+        tokens,
+        rejected: Default::default(),
+        duplicates: 0,
+    };
+    let job = Job {
         app,
         fields: broadcast_to_stored(&fields, &bundle),
-        intake: Intake {
-            tokens,
-            rejected: Default::default(),
-            duplicates: 0,
-        },
         expires_at,
-        when,
+        delay: when.delay,
         notif_id: None,
     };
-    submit(&state, submission).await
+    admit(
+        &state,
+        crate::apns::FAMILY,
+        crate::apns::PLATFORM,
+        intake,
+        job,
+    )
+    .await
 }

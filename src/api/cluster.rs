@@ -1,5 +1,5 @@
 //! `GET /cluster`: the gateways sharing the `redis` backend, the chunks each
-//! holds, and the stream's length and lag (see [`crate::store::redis::view`]).
+//! holds, and the stream's length and lag (see the Redis store's view).
 //! `/metrics` stays per gateway; this is the cluster-wide picture.
 
 use axum::extract::State;

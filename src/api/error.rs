@@ -167,3 +167,17 @@ impl From<crate::message::MessageError> for ApiError {
         }
     }
 }
+
+impl From<crate::platform::RequestError> for ApiError {
+    fn from(e: crate::platform::RequestError) -> Self {
+        use crate::platform::request::Refusal;
+        let status = match e.refusal {
+            Refusal::BadRequest => StatusCode::BAD_REQUEST,
+            Refusal::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Refusal::UnsupportedMedia => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        };
+        let mut error = Self::new(status, e.code, e.message);
+        error.extra = e.extra;
+        error
+    }
+}

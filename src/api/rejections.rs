@@ -3,10 +3,11 @@
 //! reason. A body of a million bad tokens answers in a few kilobytes and its
 //! memory goes when the answer does.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 /// Refused tokens listed in an answer, at most.
 pub const MAX_LISTED: usize = 1000;
@@ -14,8 +15,8 @@ pub const MAX_LISTED: usize = 1000;
 /// One refused token in the answer.
 #[derive(Debug, Serialize)]
 pub struct Rejected<'a> {
-    /// The token as sent.
-    pub token: &'a str,
+    /// The token as sent (or as its platform shows it: a subscription's endpoint).
+    pub token: Cow<'a, str>,
     /// Why (the upstream's own word for it).
     pub reason: &'static str,
 }
@@ -30,7 +31,7 @@ pub struct Rejections<'a> {
 
 impl<'a> Rejections<'a> {
     /// Records a refused token (listed while fewer than [`MAX_LISTED`] are).
-    pub fn push(&mut self, token: &'a str, reason: &'static str) {
+    pub fn push(&mut self, token: Cow<'a, str>, reason: &'static str) {
         if self.listed.len() < MAX_LISTED {
             self.listed.push(Rejected { token, reason });
         }
@@ -58,11 +59,22 @@ impl<'a> Rejections<'a> {
         &self.by_reason
     }
 
-    /// The answer's fields: `rejected` (the listed ones), `rejected_count`,
+    /// The answer's fields: `rejected` (the listed ones, each token under
+    /// `key`: `token`, or `endpoint` for Web Push), `rejected_count`,
     /// `rejected_by_reason`, and `rejected_truncated` when not all are listed.
-    pub fn fields(&self) -> Value {
+    pub fn fields(&self, key: &str) -> Value {
+        let listed: Vec<Value> = self
+            .listed
+            .iter()
+            .map(|r| {
+                let mut entry = Map::new();
+                entry.insert(key.to_owned(), Value::from(&*r.token));
+                entry.insert("reason".to_owned(), Value::from(r.reason));
+                Value::Object(entry)
+            })
+            .collect();
         json!({
-            "rejected": self.listed,
+            "rejected": listed,
             "rejected_count": self.count,
             "rejected_by_reason": self.by_reason,
             "rejected_truncated": self.count > self.listed.len() as u64,
@@ -79,7 +91,7 @@ mod tests {
         let mut r = Rejections::default();
         for i in 0..2500 {
             r.push(
-                "zz",
+                "zz".into(),
                 if i % 5 == 0 {
                     "Other"
                 } else {
@@ -89,11 +101,19 @@ mod tests {
         }
         assert_eq!(r.count(), 2500);
         assert_eq!(r.listed().len(), MAX_LISTED);
-        let f = r.fields();
+        let f = r.fields("token");
+        assert_eq!(f["rejected"][0]["token"], "zz");
         assert_eq!(f["rejected_count"], 2500);
         assert_eq!(f["rejected_by_reason"]["BadDeviceToken"], 2000);
         assert_eq!(f["rejected_by_reason"]["Other"], 500);
         assert_eq!(f["rejected_truncated"], true);
         assert!(Rejections::default().is_empty());
+        // Web Push names a refused subscription by its endpoint.
+        let mut r = Rejections::default();
+        r.push("https://push.example/1".into(), "BadEndpoint");
+        assert_eq!(
+            r.fields("endpoint")["rejected"][0]["endpoint"],
+            "https://push.example/1"
+        );
     }
 }

@@ -1,22 +1,33 @@
-//! The send routes: read the body (JSON or form), validate every field and
-//! token, admit the job through the backend, answer 202. Nothing here waits
-//! on an upstream.
+//! The send routes: `POST /<platform>/send` for every platform this build
+//! knows. The body is read by the platform ([`crate::platform::Front::read`]:
+//! every field checked the way its upstream would), its tokens taken in, the
+//! job admitted through the backend, and 202 answered. Nothing here waits on
+//! an upstream, and nothing here knows a platform.
 //!
-//! - [`body`]: reading the body, the form parser, shared field helpers.
-//! - [`intake`]: token intake, `send_at`, `app`, and [`intake::submit`], the
-//!   one path from a validated request to the 202 for every platform.
-//! - [`apns`], [`google`]: one module per platform's fields.
+//! - [`body`]: reading the body (JSON or form) within the body limit.
+//! - [`intake`]: token intake and [`intake::submit`], the one path from a
+//!   read request to the 202.
 
-pub mod apns;
 pub mod body;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod google;
 pub mod intake;
-pub mod webpush;
 
-pub use apns::apns;
+use axum::response::Response;
+
 pub use body::Body;
-pub use google::google;
-pub use intake::{MAX_DELAY, When, parse_when};
-pub use webpush::webpush;
+
+use super::{ApiError, AppState};
+use crate::job::Family;
+
+/// `POST /<word>/send` for `family` (`/gcm/send` and `/fcm/send` are
+/// Google's): 404 when no platform of the family is configured.
+pub async fn send(state: AppState, family: Family, body: Body) -> Result<Response, ApiError> {
+    let timer = state.metrics.api_latency.start_timer();
+    let registered = state.registered(family)?;
+    state.refuse_if_shutting_down()?;
+    let request = registered.front.read(&body.0)?;
+    let answer = intake::submit(&state, family, request).await;
+    timer.observe_duration();
+    answer
+}

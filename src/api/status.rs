@@ -15,9 +15,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::{AppState, ok};
-use crate::books::{Counters, ListKind};
+use crate::books::Counters;
 use crate::floor::{DEFAULT_APP, now_ms};
-use crate::job::Family;
 
 /// The page: markup, style and script in one file.
 const PAGE: &str = include_str!("status.html");
@@ -57,85 +56,49 @@ fn counters(c: &Counters) -> Value {
     })
 }
 
-fn list(state: &AppState, family: Family, list: ListKind) -> Value {
-    let (size, dropped) = state.backend.list_stats(family, DEFAULT_APP, list);
-    json!({ "size": size, "dropped": dropped })
-}
-
 fn in_flight(state: &AppState, platform: &str) -> i64 {
     state.metrics.in_flight.with_label_values(&[platform]).get()
 }
 
-/// `GET /status.json`: one snapshot for the status page.
+/// `GET /status.json`: one snapshot for the status page: per known family,
+/// its configured platform's totals, queue, connections and lists (`null`
+/// when none is configured).
 pub async fn json(State(state): State<AppState>) -> Response {
-    // The backend's totals (cluster-wide with redis, as on `/…/report`); if
-    // they cannot be read, this gateway's own, rather than no page.
-    let totals = |family: Family| {
-        let state = state.clone();
-        async move {
-            let local = state.backend.reports().family(family).counters();
-            state
-                .backend
-                .counters(family, DEFAULT_APP)
-                .await
-                .unwrap_or(local)
-        }
-    };
-    let apple_totals = totals(Family::Apns).await;
-    let google_totals = totals(Family::Google).await;
-    let apns = state.apns.as_ref().map(|service| {
-        json!({
-            "platform": "apns",
-            "report": "/apns/report",
-            "queue_depth": service.queue_depth(),
-            "in_flight": in_flight(&state, "apns"),
-            "connections": service.connected(),
-            "counters": counters(&apple_totals),
-            "lists": {
-                "unregistered": list(&state, Family::Apns, ListKind::Unregistered),
-                "failures": list(&state, Family::Apns, ListKind::Failures),
-            },
-        })
-    });
-    let google = state.google.as_ref().map(|service| {
-        let platform = service.platform().as_str();
-        json!({
-            "platform": platform,
-            "report": "/gcm/report",
-            "queue_depth": service.queue_depth(),
-            "in_flight": in_flight(&state, platform),
-            // FCM v1 over our own HTTP/2 connections: counted. Legacy GCM
-            // (and FCM over HTTP/1.1) rides reqwest's pool, which does not
-            // expose a count: null, shown as "n/a".
-            "connections": state
-                .all_google()
-                .map(crate::fcm::GoogleService::connected)
-                .sum::<Option<usize>>(),
-            "ready": service.ready(),
-            "counters": counters(&google_totals),
-            "lists": {
-                "notregistered": list(&state, Family::Google, ListKind::Unregistered),
-                "canonical": list(&state, Family::Google, ListKind::Canonical),
-                "failures": list(&state, Family::Google, ListKind::Failures),
-            },
-        })
-    });
-    let webpush_totals = totals(Family::WebPush).await;
-    let webpush = state.webpush.as_ref().map(|service| {
-        json!({
-            "platform": "webpush",
-            "report": "/webpush/report",
-            "queue_depth": service.queue_depth(),
-            "in_flight": in_flight(&state, "webpush"),
-            // One HTTP pool per push service origin, inside reqwest: no count.
-            "connections": Value::Null,
-            "counters": counters(&webpush_totals),
-            "lists": {
-                "unregistered": list(&state, Family::WebPush, ListKind::Unregistered),
-                "failures": list(&state, Family::WebPush, ListKind::Failures),
-            },
-        })
-    });
+    let mut platforms = serde_json::Map::new();
+    for family in state.catalog.families() {
+        let info = family.info();
+        let Some(registered) = state.platforms.of_family(family) else {
+            platforms.insert(info.name.to_owned(), Value::Null);
+            continue;
+        };
+        // The backend's totals (cluster-wide with redis, as on `/…/report`);
+        // if they cannot be read, this gateway's own, rather than no page.
+        let local = state.backend.reports().family(family).counters();
+        let totals = state
+            .backend
+            .counters(family, DEFAULT_APP)
+            .await
+            .unwrap_or(local);
+        let platform = registered.platform.as_str();
+        let status = registered.front.status();
+        let queue_depth: usize = registered.apps.values().map(|d| d.queue_depth()).sum();
+        platforms.insert(
+            info.name.to_owned(),
+            json!({
+                "platform": platform,
+                "label": info.label,
+                "report": format!("/{}/report", info.name),
+                "queue_depth": queue_depth,
+                "in_flight": in_flight(&state, platform),
+                // Counted where the platform can (HTTP/2 pools); null where
+                // the connections live inside an HTTP client that does not say.
+                "connections": status.connections,
+                "ready": status.problem.is_none(),
+                "counters": counters(&totals),
+                "lists": super::report::list_stats(&state, family, DEFAULT_APP),
+            }),
+        );
+    }
     ok(json!({
         "time_ms": now_ms(),
         "version": env!("CARGO_PKG_VERSION"),
@@ -145,6 +108,6 @@ pub async fn json(State(state): State<AppState>) -> Response {
             "capacity": state.backend.capacity(),
             "backend": state.backend.name(),
         },
-        "platforms": { "apns": apns, "google": google, "webpush": webpush },
+        "platforms": platforms,
     }))
 }

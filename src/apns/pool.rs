@@ -146,7 +146,7 @@ pub async fn supervise(shared: Arc<Shared>, limits: Limits) {
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = shared.queue.closed() => return,
+            _ = shared.lane.queue().closed() => return,
         }
         // An actor only ends by itself when the queue closes or it was retired;
         // forget finished ones so the count is what really runs.
@@ -156,7 +156,7 @@ pub async fn supervise(shared: Arc<Shared>, limits: Limits) {
             connected: shared.connected.load(Ordering::Relaxed),
             capacity: shared.stream_capacity.load(Ordering::Relaxed),
             in_flight: shared.in_flight.load(Ordering::Relaxed),
-            ready: shared.queue.ready_depth(),
+            ready: shared.lane.queue().ready_depth(),
         };
         let now = Instant::now();
         let since = |on: bool, start: &mut Option<Instant>| {

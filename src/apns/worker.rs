@@ -20,8 +20,9 @@ use super::message::ApnsMessage;
 use super::request;
 use super::response;
 use crate::job::{Job, Outcome};
+use crate::platform::Settled;
 use crate::queue::Work;
-use crate::retry::{self, Backoff, Next, Verdict};
+use crate::retry::{self, Backoff, Verdict};
 
 /// Tokens taken from the queue at once: amortizes the queue lock without
 /// holding back much work from other connections.
@@ -81,7 +82,7 @@ async fn retired(retire: &mut watch::Receiver<bool>) {
 pub async fn run(shared: Arc<Shared>, id: usize, mut retire: watch::Receiver<bool>) {
     let mut failures = 0u32;
     loop {
-        if shared.queue.is_closed() || *retire.borrow() {
+        if shared.lane.queue().is_closed() || *retire.borrow() {
             return;
         }
         let tls = shared.tls.clone();
@@ -133,7 +134,7 @@ pub async fn run(shared: Arc<Shared>, id: usize, mut retire: watch::Receiver<boo
         );
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
-            _ = shared.queue.closed() => return,
+            _ = shared.lane.queue().closed() => return,
             _ = retired(&mut retire) => return,
         }
     }
@@ -292,7 +293,7 @@ async fn drive(
                     held = None;
                 }
                 if let Some(outcome) = job.hold() {
-                    shared.recorder.finish_unsent(&job, index..index + 1, &outcome);
+                    shared.lane.recorder().finish_unsent(&job, index..index + 1, &outcome);
                     continue;
                 }
                 match start(shared, &mut sender, job, index, attempts) {
@@ -308,12 +309,12 @@ async fn drive(
                     }
                     Err(work) => {
                         // The connection refused a new stream: it is going away.
-                        shared.queue.push_front(work);
+                        shared.lane.queue().push_front(work);
                         closing = true;
                     }
                 }
             }
-            work = shared.queue.pop(TAKE), if held.is_none() && !closing => match work {
+            work = shared.lane.queue().pop(TAKE), if held.is_none() && !closing => match work {
                 Some(work) => {
                     // The peer may have changed its limit with a SETTINGS frame.
                     capacity.set(sender.current_max_send_streams());
@@ -327,7 +328,7 @@ async fn drive(
         }
     }
     if let Some(work) = held {
-        shared.queue.push_front(work);
+        shared.lane.queue().push_front(work);
     }
     if stop {
         End::Stop
@@ -357,7 +358,7 @@ fn start(
                 reason: "ProviderTokenSigning".into(),
                 status: 0,
             };
-            shared.recorder.finish(&job, index, outcome, false);
+            shared.lane.recorder().finish(&job, index, outcome, false);
             return Ok(None);
         }
     };
@@ -386,7 +387,7 @@ fn start(
             reason: "BadRequest".into(),
             status: 0,
         };
-        shared.recorder.finish(&job, index, outcome, false);
+        shared.lane.recorder().finish(&job, index, outcome, false);
         return Ok(None);
     };
     let (response, mut body_tx) = match sender.send_request(req, false) {
@@ -488,58 +489,38 @@ fn settle(shared: &Arc<Shared>, done: Done) {
         }
         StreamResult::NotProcessed => {
             shared.requeued.inc();
-            shared.queue.push_front(Work::single(job, index, attempts));
+            shared
+                .lane
+                .queue()
+                .push_front(Work::single(job, index, attempts));
             return;
         }
         StreamResult::Lost(reason) => {
-            shared.recorder.possible_duplicates(&job.progress, 1);
+            shared.lane.recorder().possible_duplicates(&job.progress, 1);
             Verdict::Retry {
                 reason: reason.into(),
                 retry_after: None,
             }
         }
     };
-    let (reason, delay_hint) = match verdict {
-        Verdict::Done(outcome) => {
-            if job.message.broadcast.is_some() {
-                count_broadcast(shared, &job, outcome.kind().as_str());
-            }
-            shared
-                .recorder
-                .finish_noted(&job, index, outcome, true, unique.as_deref());
-            return;
-        }
-        Verdict::Retry {
-            reason,
-            retry_after,
-        } => (reason, retry_after),
-        Verdict::RefreshCredentials { reason } => {
-            if let (Some(signer), Some(auth)) = (shared.signer.as_ref(), auth.as_ref()) {
-                signer.invalidate(auth);
-                shared
-                    .metrics
-                    .credential_refreshes
-                    .with_label_values(&["apns"])
-                    .inc();
-            }
-            (reason, Some(Duration::ZERO))
-        }
-    };
-    let attempt = attempts + 1;
-    match retry::next(&shared.backoff, attempt, shared.max_retries, delay_hint) {
-        Next::RetryIn(delay) if !job.expires_within(delay) => {
-            shared.recorder.retry(&job.progress, &reason);
-            shared
-                .queue
-                .push_after(Work::single(job, index, attempt), delay);
-        }
-        _ => {
-            if job.message.broadcast.is_some() {
-                count_broadcast(shared, &job, "expired");
-            }
-            shared
-                .recorder
-                .finish(&job, index, Outcome::Expired { reason }, true)
+    if let (Verdict::RefreshCredentials { .. }, Some(signer), Some(auth)) =
+        (&verdict, shared.signer.as_ref(), auth.as_ref())
+    {
+        signer.invalidate(auth);
+        shared
+            .metrics
+            .credential_refreshes
+            .with_label_values(&["apns"])
+            .inc();
+    }
+    let settled = shared
+        .lane
+        .settle(&job, index..index + 1, attempts, verdict, unique.as_deref());
+    if job.message.broadcast.is_some() {
+        match settled {
+            Settled::Finished(kind) => count_broadcast(shared, &job, kind.as_str()),
+            Settled::Expired => count_broadcast(shared, &job, "expired"),
+            Settled::Retried => {}
         }
     }
 }

@@ -180,6 +180,7 @@ fn readable_credentials_validate() {
         .validate()
         .expect("valid");
     let apns = cfg.apns.expect("apns");
+    let apns = apns.default_app();
     assert_eq!(
         (apns.upstream.host.as_str(), apns.upstream.port),
         ("127.0.0.1", 4443)
@@ -401,8 +402,9 @@ mod webpush {
             .expect("parses")
             .validate()
             .expect("valid");
-        let main = config.webpush.expect("webpush on");
-        let shop = config.webpush_apps.get("shop").expect("app");
+        let apps = config.webpush.expect("webpush on");
+        let main = apps.default_app();
+        let shop = apps.get("shop").expect("app");
         assert_ne!(
             main.vapid.key().public_key_b64(),
             shop.vapid.key().public_key_b64()

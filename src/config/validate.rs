@@ -3,7 +3,7 @@
 //! with the key, the value and the fix.
 
 use super::*;
-use crate::settings::{parse_url, read_file, read_roots, validate_apps};
+use crate::settings::{parse_url, read_file, read_roots, validate_section};
 
 impl FileConfig {
     /// Validates and loads every referenced file.
@@ -28,33 +28,13 @@ impl FileConfig {
                 "e.g. base_ms = 200, cap_ms = 30000",
             ));
         }
-        let apns = self.apns.as_ref().and_then(|a| a.validate(&mut errors));
-        let apns_apps = self.apns.as_ref().map_or_else(BTreeMap::new, |a| {
-            validate_apps(
-                "apns",
-                &a.apps,
-                |app| !app.apps.is_empty(),
-                ApnsSection::validate,
-                &mut errors,
-            )
-        });
-        let google_apps = match (&self.fcm, &self.gcm) {
-            (Some(f), None) => validate_apps(
-                "fcm",
-                &f.apps,
-                |app| !app.apps.is_empty(),
-                |app, e| app.validate(e).map(GoogleConfig::Fcm),
-                &mut errors,
-            ),
-            (None, Some(g)) => validate_apps(
-                "gcm",
-                &g.apps,
-                |app| !app.apps.is_empty(),
-                |app, e| app.validate(e).map(GoogleConfig::Gcm),
-                &mut errors,
-            ),
-            _ => BTreeMap::new(),
-        };
+        let apns = validate_section(
+            "apns",
+            self.apns.as_ref(),
+            |a| &a.apps,
+            ApnsSection::validate,
+            &mut errors,
+        );
         let google = match (&self.fcm, &self.gcm) {
             (Some(_), Some(_)) => {
                 errors.push(invalid(
@@ -65,8 +45,20 @@ impl FileConfig {
                 ));
                 None
             }
-            (Some(f), None) => f.validate(&mut errors).map(GoogleConfig::Fcm),
-            (None, Some(g)) => g.validate(&mut errors).map(GoogleConfig::Gcm),
+            (Some(f), None) => validate_section(
+                "fcm",
+                Some(f),
+                |f| &f.apps,
+                |app, e| app.validate(e).map(GoogleConfig::Fcm),
+                &mut errors,
+            ),
+            (None, Some(g)) => validate_section(
+                "gcm",
+                Some(g),
+                |g| &g.apps,
+                |app, e| app.validate(e).map(GoogleConfig::Gcm),
+                &mut errors,
+            ),
             (None, None) => None,
         };
         let webhook = self
@@ -75,19 +67,13 @@ impl FileConfig {
             .filter(|w| !w.url.is_empty())
             .and_then(|w| validate_webhook(w, &mut errors));
         let gorush = validate_gorush(&self.gorush, &mut errors);
-        let webpush = self
-            .webpush
-            .as_ref()
-            .and_then(|w| crate::webpush::config::validate_webpush(w, &mut errors));
-        let webpush_apps = self.webpush.as_ref().map_or_else(BTreeMap::new, |w| {
-            validate_apps(
-                "webpush",
-                &w.apps,
-                |app| !app.apps.is_empty(),
-                crate::webpush::config::validate_webpush,
-                &mut errors,
-            )
-        });
+        let webpush = validate_section(
+            "webpush",
+            self.webpush.as_ref(),
+            |w| &w.apps,
+            crate::webpush::config::validate_webpush,
+            &mut errors,
+        );
         match server {
             Some(server) if errors.is_empty() => Ok(Config {
                 server,
@@ -103,13 +89,10 @@ impl FileConfig {
                     cap: Duration::from_millis(self.retry.cap_ms),
                 },
                 apns,
-                apns_apps,
                 google,
-                google_apps,
                 webhook,
                 gorush,
                 webpush,
-                webpush_apps,
             }),
             _ => Err(ConfigErrors(errors)),
         }

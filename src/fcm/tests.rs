@@ -14,14 +14,14 @@ use rustls::pki_types::pem::PemObject as _;
 
 use super::config::{FcmConfig, GcmConfig, ServiceAccount};
 use super::*;
-use crate::books::Counters;
+use crate::books::{CanonicalEntry, Counters, FailureEntry, ListEntry, Posting, UnregisteredEntry};
 use crate::job::{JobId, JobProgress, OutcomeKind, TokenList};
 use crate::metrics::Metrics;
 use crate::mock::MockHandle;
 use crate::mock::fcm::{MockFcmOptions, ServiceAccountFixture};
 use crate::mock::tls::TestPki;
+use crate::outcome::Sink;
 use crate::queue::Admission;
-use crate::report::Reports;
 use crate::settings::Secret;
 
 const SERVER_KEY: &str = "AAAA-test-server-key";
@@ -59,35 +59,80 @@ fn roots(mock: &MockHandle) -> Vec<CertificateDer<'static>> {
         .expect("CA PEM")
 }
 
+/// What a gateway's books keep of these tests' outcomes: the totals and
+/// the lists, through the same postings the stores apply.
+#[derive(Default)]
+struct Kept {
+    counters: std::sync::Mutex<Counters>,
+    entries: std::sync::Mutex<Vec<ListEntry>>,
+}
+
+impl Sink for Kept {
+    fn accepted(&self, progress: &Arc<crate::job::JobProgress>, _: crate::outcome::Arrival) {
+        crate::floor::lock(&self.counters).post(&Posting::accepted(progress.total));
+    }
+    fn retried(&self, _: &crate::job::JobProgress, _: &str) {
+        crate::floor::lock(&self.counters).post(&Posting::retried());
+    }
+    fn possible_duplicates(&self, _: &crate::job::JobProgress, n: u64) {
+        crate::floor::lock(&self.counters).post(&Posting::possible_duplicates(n));
+    }
+    fn finished(&self, f: &crate::outcome::Finished<'_>) {
+        let posting = f.posting();
+        crate::floor::lock(&self.counters).post(&posting);
+        if let Some(entry) = posting.entry {
+            crate::floor::lock(&self.entries).push(entry);
+        }
+    }
+}
+
+impl Kept {
+    fn counters(&self) -> Counters {
+        *crate::floor::lock(&self.counters)
+    }
+    fn unregistered(&self) -> Vec<UnregisteredEntry> {
+        self.pick(|e| match e {
+            ListEntry::Unregistered(u) => Some(u),
+            _ => None,
+        })
+    }
+    fn failures(&self) -> Vec<FailureEntry> {
+        self.pick(|e| match e {
+            ListEntry::Failure(f) => Some(f),
+            _ => None,
+        })
+    }
+    fn canonical(&self) -> Vec<CanonicalEntry> {
+        self.pick(|e| match e {
+            ListEntry::Canonical(c) => Some(c),
+            _ => None,
+        })
+    }
+    fn pick<T>(&self, f: impl Fn(ListEntry) -> Option<T>) -> Vec<T> {
+        crate::floor::lock(&self.entries)
+            .iter()
+            .cloned()
+            .filter_map(f)
+            .collect()
+    }
+}
+
 /// The books a gateway would give a service: the fan-out and its sinks.
 #[derive(Clone)]
 struct Books {
     recorder: Recorder,
-    reports: Arc<Reports>,
-    /// The memory store: the lists are its.
-    store: Arc<crate::store::memory::MemoryStore>,
+    kept: Arc<Kept>,
     admission: Arc<Admission>,
     metrics: Arc<Metrics>,
 }
 
 fn recorder() -> Books {
-    let reports = Arc::new(Reports::new(1000));
+    let kept = Arc::new(Kept::default());
     let admission = Arc::new(Admission::new(1_000_000));
     let metrics = Arc::new(Metrics::new().expect("metrics"));
-    let store = Arc::new(crate::store::memory::MemoryStore::new(
-        admission.clone(),
-        100_000,
-        None,
-    ));
     Books {
-        recorder: Recorder::new(vec![
-            reports.clone(),
-            admission.clone(),
-            metrics.clone(),
-            store.clone(),
-        ]),
-        reports,
-        store,
+        recorder: Recorder::new(vec![kept.clone(), admission.clone(), metrics.clone()]),
+        kept,
         admission,
         metrics,
     }
@@ -144,7 +189,7 @@ fn submit(
     message: GoogleMessage,
     tokens: &[String],
     expires_at: Option<SystemTime>,
-) -> Arc<Job<GoogleMessage>> {
+) -> Arc<crate::job::Job<GoogleMessage>> {
     let mut list = TokenList::default();
     for t in tokens {
         list.push(t.as_bytes());
@@ -162,7 +207,7 @@ fn submit(
     recorder
         .recorder
         .accepted(&progress, crate::outcome::Arrival::New);
-    let job = Arc::new(Job {
+    let job = Arc::new(crate::job::Job {
         id,
         app: "default".into(),
         message,
@@ -170,16 +215,17 @@ fn submit(
         progress,
         expires_at,
     });
-    service.enqueue(job.clone());
+    service
+        .shared
+        .lane
+        .queue()
+        .push(crate::queue::Work::whole(job.clone()));
     job
 }
 
 async fn settled(recorder: &Books) -> Counters {
     loop {
-        let c = recorder
-            .reports
-            .family(crate::job::Family::Google)
-            .counters();
+        let c = recorder.kept.counters();
         if c.pending == 0 {
             return c;
         }
@@ -233,7 +279,7 @@ async fn v1_delivers_mixed_tokens_with_one_oauth_grant() {
             backoff(),
         )
         .expect("start");
-        assert_eq!(service.platform(), Platform::Fcm);
+        assert_eq!(service.platform(), crate::fcm::FCM);
         let tokens = mixed_tokens();
         let job = submit(&service, &recorder, message(br#"{"k":"v"}"#), &tokens, None);
         let c = settled(&recorder).await;
@@ -253,9 +299,7 @@ async fn v1_delivers_mixed_tokens_with_one_oauth_grant() {
         assert_eq!(crate::mock::Ledger::get(&mock.ledger.grants), 1);
         assert_eq!(mock.ledger.distinct_credentials(), 1);
 
-        let google = recorder
-            .store
-            .lists(crate::job::Family::Google, crate::floor::DEFAULT_APP);
+        let google = recorder.kept;
         let unregistered: Vec<String> =
             google.unregistered().into_iter().map(|e| e.token).collect();
         let want: Vec<String> = tokens
@@ -276,7 +320,7 @@ async fn v1_delivers_mixed_tokens_with_one_oauth_grant() {
             .with_label_values(&["fcm"])
             .get();
         assert_eq!(refreshes, 1);
-        service.close();
+        service.deliver().close();
     })
     .await
     .expect("test timed out");
@@ -294,7 +338,7 @@ async fn legacy_delivers_mixed_tokens_in_batches_of_at_most_1000() {
             backoff(),
         )
         .expect("start");
-        assert_eq!(service.platform(), Platform::Gcm);
+        assert_eq!(service.platform(), crate::fcm::GCM);
         assert!(service.ready(), "nothing sent yet: ready");
         let tokens = mixed_tokens();
         submit(&service, &recorder, message(br#"{"k":"v"}"#), &tokens, None);
@@ -311,9 +355,7 @@ async fn legacy_delivers_mixed_tokens_in_batches_of_at_most_1000() {
         let largest = crate::mock::Ledger::get(&mock.ledger.largest_batch);
         assert!(largest <= 1000 && largest > 1, "{largest}");
 
-        let google = recorder
-            .store
-            .lists(crate::job::Family::Google, crate::floor::DEFAULT_APP);
+        let google = recorder.kept;
         let canonical = google.canonical();
         assert_eq!(canonical.len(), 250);
         for entry in &canonical {
@@ -335,7 +377,7 @@ async fn legacy_delivers_mixed_tokens_in_batches_of_at_most_1000() {
                 .all(|f| f.reason == "InvalidRegistration")
         );
         assert!(service.ready());
-        service.close();
+        service.deliver().close();
     })
     .await
     .expect("test timed out");
@@ -361,7 +403,7 @@ async fn v1_data_values_arrive_as_strings() {
         let c = settled(&recorder).await;
         assert_eq!((c.successes, c.failures), (20, 0), "{c:?}");
         assert_delivered_once(&mock, &tokens);
-        service.close();
+        service.deliver().close();
     })
     .await
     .expect("test timed out");
@@ -388,7 +430,7 @@ async fn both_apis_work_over_plain_http1() {
         let c = settled(&recorder).await;
         assert!(c.balanced(), "{c:?}");
         assert_eq!((c.successes, c.unregistered, c.failures), (240, 30, 30));
-        service.close();
+        service.deliver().close();
 
         // Fresh mock so attempt counts (flaky/quota) start over.
         let (mock, base) = start_mock(|o| o.tls = false).await;
@@ -408,7 +450,7 @@ async fn both_apis_work_over_plain_http1() {
             (210, 30, 30, 30)
         );
         assert_delivered_once(&mock, &tokens);
-        service.close();
+        service.deliver().close();
     })
     .await
     .expect("test timed out");
@@ -444,7 +486,7 @@ async fn throttled_runs_still_deliver_everything() {
         assert_eq!(c.expired, 0, "{c:?}");
         assert!(c.retries > 100, "throttling happened: {c:?}");
         assert_delivered_once(&mock, &tokens);
-        service.close();
+        service.deliver().close();
 
         let (mock, base) = start_mock(throttle).await;
         let recorder = recorder_fresh();
@@ -466,7 +508,7 @@ async fn throttled_runs_still_deliver_everything() {
         assert_eq!(c.expired, 0, "{c:?}");
         assert_delivered_once(&mock, &tokens);
         assert!(crate::mock::Ledger::get(&mock.ledger.largest_batch) <= 20);
-        service.close();
+        service.deliver().close();
     })
     .await
     .expect("test timed out");
@@ -489,16 +531,13 @@ async fn legacy_wrong_server_key_fails_every_token_as_unauthorized() {
         let c = settled(&recorder).await;
         assert!(c.balanced(), "{c:?}");
         assert_eq!((c.failures, c.retries), (50, 0));
-        let failures = recorder
-            .store
-            .lists(crate::job::Family::Google, crate::floor::DEFAULT_APP)
-            .failures();
+        let failures = recorder.kept.failures();
         assert!(
             failures
                 .iter()
                 .all(|f| f.reason == "Unauthorized" && f.status == 401)
         );
-        service.close();
+        service.deliver().close();
     })
     .await
     .expect("test timed out");
@@ -529,7 +568,7 @@ async fn expired_jobs_are_never_sent() {
         assert!(c.balanced(), "{c:?}");
         assert_eq!((c.expired, c.unattempted, c.attempts), (10, 10, 0));
         assert_eq!(crate::mock::Ledger::get(&mock.ledger.requests), 0);
-        service.close();
+        service.deliver().close();
     })
     .await
     .expect("test timed out");
@@ -561,7 +600,7 @@ async fn retries_run_out_as_expired() {
         for t in &tokens {
             assert_eq!(mock.ledger.token(t).attempts, 3);
         }
-        service.close();
+        service.deliver().close();
     })
     .await
     .expect("test timed out");
@@ -580,12 +619,12 @@ async fn abandon_queued_balances_the_books() {
             backoff(),
         )
         .expect("start");
-        service.close();
+        service.deliver().close();
         let tokens: Vec<String> = (0..30).map(|i| format!("device-{i}")).collect();
         submit(&service, &recorder, message(br#"{"k":"v"}"#), &tokens, None);
         // The worker may have taken some before seeing the close; the rest stay queued.
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let left = service.abandon_queued();
+        let left = service.deliver().abandon_queued();
         let c = settled(&recorder).await;
         assert!(c.balanced(), "{c:?}");
         assert_eq!(c.expired, left);
@@ -726,7 +765,7 @@ async fn dropped_connections_lose_nothing() {
         for t in &tokens {
             assert!(mock.ledger.token(t).deliveries >= 1, "{t}");
         }
-        service.close();
+        service.deliver().close();
 
         let (mock, base) = start_mock(|o| o.faults.goaway_after = Some(3)).await;
         let recorder = recorder_fresh();
@@ -749,7 +788,7 @@ async fn dropped_connections_lose_nothing() {
         for t in &tokens {
             assert!(mock.ledger.token(t).deliveries >= 1, "{t}");
         }
-        service.close();
+        service.deliver().close();
     })
     .await
     .expect("test timed out");
@@ -841,7 +880,7 @@ async fn v1_holds_max_per_minute_over_20_s_of_test_clock() {
             .with_label_values(&["default"])
             .get();
         assert!(paced > 15.0, "paced {paced} s of 20");
-        service.close();
+        service.deliver().close();
     })
     .await
     .expect("test timed out");
@@ -881,10 +920,7 @@ async fn v1_a_429_pauses_the_whole_project() {
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
             clock.advance(Duration::from_millis(500));
-            let c = recorder
-                .reports
-                .family(crate::job::Family::Google)
-                .counters();
+            let c = recorder.kept.counters();
             if c.pending == 0 {
                 assert_eq!(c.successes, 8, "{c:?}");
                 assert!(c.retries >= 1, "{c:?}");
@@ -894,7 +930,7 @@ async fn v1_a_429_pauses_the_whole_project() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert_delivered_once(&mock, &tokens);
-        service.close();
+        service.deliver().close();
     })
     .await
     .expect("test timed out");

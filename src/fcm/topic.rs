@@ -7,6 +7,11 @@
 //!   `'<topic>' in topics` terms with `&&`, `||`, `!` and parentheses, e.g.
 //!   `'stock-GOOG' in topics && ('news' in topics || 'sports' in topics)`.
 
+use std::borrow::Cow;
+
+use super::message::Target;
+use crate::platform::RequestError;
+
 /// Most topics one condition may name (FCM's limit).
 pub const MAX_CONDITION_TOPICS: usize = 5;
 
@@ -164,6 +169,41 @@ impl Parser {
             _ => Err(TopicError::BadCondition(
                 "an operator is missing its topic".into(),
             )),
+        }
+    }
+}
+
+/// Reads the target of a Google send: `None` for device tokens; for a topic
+/// or a condition its kind and the one "token" the job carries. Tokens,
+/// topic and condition are mutually exclusive (an empty one counts as absent).
+pub fn target<'a>(
+    topic: Option<&'a str>,
+    condition: Option<&'a str>,
+    tokens: &[Cow<'_, str>],
+) -> Result<Option<(Target, Cow<'a, str>)>, RequestError> {
+    let topic = topic.filter(|t| !t.is_empty());
+    let condition = condition.filter(|c| !c.trim().is_empty());
+    let bad = |field: &str, m: String| {
+        RequestError::bad("bad_field", m).with(serde_json::json!({ "field": field }))
+    };
+    match (topic, condition) {
+        (None, None) => Ok(None),
+        (Some(_), Some(_)) => Err(bad(
+            "topic",
+            "give either \"topic\" or \"condition\", not both".into(),
+        )),
+        (Some(_), None) | (None, Some(_)) if !tokens.is_empty() => Err(bad(
+            "tokens",
+            "a topic or condition send goes to the topic's subscribers: leave \"tokens\" out"
+                .into(),
+        )),
+        (Some(topic), None) => {
+            let bare = check_topic(topic).map_err(|e| bad("topic", e.to_string()))?;
+            Ok(Some((Target::Topic, Cow::Borrowed(bare))))
+        }
+        (None, Some(condition)) => {
+            check_condition(condition).map_err(|e| bad("condition", e.to_string()))?;
+            Ok(Some((Target::Condition, Cow::Borrowed(condition))))
         }
     }
 }

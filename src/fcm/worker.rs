@@ -4,7 +4,6 @@
 //! tokens when it ends: an outcome, a retry through the queue's timer heap (no
 //! task sleeps per token), or a requeue when the request never left.
 
-use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -18,7 +17,7 @@ use super::message::GoogleMessage;
 use super::{Api, Shared, h2client, legacy, v1};
 use crate::job::{Job, Outcome};
 use crate::queue::Work;
-use crate::retry::{self, Backoff, Next, Verdict};
+use crate::retry::{self, Backoff, Verdict};
 
 /// Tokens taken from the queue at once for v1: amortizes the queue lock.
 const TAKE: usize = 32;
@@ -64,7 +63,8 @@ async fn run_v1(shared: Arc<Shared>) {
                     held = None;
                 }
                 shared
-                    .recorder
+                    .lane
+                    .recorder()
                     .finish_unsent(&job, index..index + 1, &outcome);
                 continue;
             }
@@ -105,14 +105,14 @@ async fn run_v1(shared: Arc<Shared>) {
             Some(()) = futures_util::future::OptionFuture::from(paced.as_mut()), if paced.is_some() => {
                 paced = None;
             }
-            work = shared.queue.pop(TAKE), if can_take => match work {
+            work = shared.lane.queue().pop(TAKE), if can_take => match work {
                 Some(work) => held = Some(work),
                 None => break,
             },
         }
     }
     if let Some(work) = held {
-        shared.queue.push_front(work);
+        shared.lane.queue().push_front(work);
     }
     // Closed: let what is in flight finish and record its outcomes.
     while in_flight.next().await.is_some() {}
@@ -126,10 +126,10 @@ async fn run_legacy(shared: Arc<Shared>, batch_size: usize) {
             biased;
             Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
             // pop gives tokens of one job only, so a batch shares one message.
-            work = shared.queue.pop(batch_size), if can_take => match work {
+            work = shared.lane.queue().pop(batch_size), if can_take => match work {
                 Some(work) => {
                     if let Some(outcome) = work.job.hold() {
-                        shared.recorder.finish_unsent(&work.job, work.tokens.clone(), &outcome);
+                        shared.lane.recorder().finish_unsent(&work.job, work.tokens.clone(), &outcome);
                         continue;
                     }
                     shared.in_flight.inc();
@@ -210,7 +210,9 @@ async fn send_v1(shared: Arc<Shared>, job: Arc<Job<GoogleMessage>>, index: u32, 
                 reason: "AccessTokenRefused".into(),
                 retry_after: None,
             };
-            settle(&shared, &job, index..index + 1, attempts, verdict);
+            shared
+                .lane
+                .settle(&job, index..index + 1, attempts, verdict, None);
             shared.in_flight.dec();
             return;
         }
@@ -292,14 +294,16 @@ async fn send_v1(shared: Arc<Shared>, job: Arc<Job<GoogleMessage>>, index: u32, 
             return;
         }
         Attempt::Lost(reason) => {
-            shared.recorder.possible_duplicates(&job.progress, 1);
+            shared.lane.recorder().possible_duplicates(&job.progress, 1);
             Verdict::Retry {
                 reason: reason.into(),
                 retry_after: None,
             }
         }
     };
-    settle(&shared, &job, index..index + 1, attempts, verdict);
+    shared
+        .lane
+        .settle(&job, index..index + 1, attempts, verdict, None);
     shared.in_flight.dec();
 }
 
@@ -329,14 +333,18 @@ async fn send_batch(shared: Arc<Shared>, work: Work<GoogleMessage>) {
                     let mut retries = Vec::new();
                     for (index, entry) in range.zip(results) {
                         match legacy::classify_result(&entry, retry_after) {
-                            Verdict::Done(outcome) => finish(&shared, &job, index, outcome),
+                            Verdict::Done(outcome) => {
+                                shared.lane.finish(&job, index, outcome, None)
+                            }
                             Verdict::Retry { reason, .. }
                             | Verdict::RefreshCredentials { reason } => {
                                 retries.push((index, reason));
                             }
                         }
                     }
-                    retry(&shared, &job, retries, work.attempts, retry_after);
+                    if !retries.is_empty() {
+                        shared.lane.retry(&job, retries, work.attempts, retry_after);
+                    }
                 }
                 None => {
                     // Results that cannot be matched to the ids: try the batch
@@ -354,7 +362,9 @@ async fn send_batch(shared: Arc<Shared>, work: Work<GoogleMessage>) {
                         })
                     };
                     tracing::warn!(ids = count, "legacy answer does not match the batch");
-                    settle(&shared, &job, work.tokens, work.attempts, verdict);
+                    shared
+                        .lane
+                        .settle(&job, work.tokens, work.attempts, verdict, None);
                 }
             }
         }
@@ -373,18 +383,23 @@ async fn send_batch(shared: Arc<Shared>, work: Work<GoogleMessage>) {
                 };
                 shared.loud(what, "", status);
             }
-            settle(&shared, &job, work.tokens, work.attempts, batch.verdict);
+            shared
+                .lane
+                .settle(&job, work.tokens, work.attempts, batch.verdict, None);
         }
         Attempt::NotSent => requeue(&shared, work),
         Attempt::Lost(reason) => {
             shared
-                .recorder
+                .lane
+                .recorder()
                 .possible_duplicates(&job.progress, count as u64);
             let verdict = Verdict::Retry {
                 reason: reason.into(),
                 retry_after: None,
             };
-            settle(&shared, &job, work.tokens, work.attempts, verdict);
+            shared
+                .lane
+                .settle(&job, work.tokens, work.attempts, verdict, None);
         }
     }
     shared.in_flight.dec();
@@ -402,95 +417,7 @@ fn requeue(shared: &Shared, work: Work<GoogleMessage>) {
     let failures = shared.connect_failures.fetch_add(1, Ordering::Relaxed) + 1;
     shared.requeued.inc_by(work.tokens.len() as u64);
     shared
-        .queue
+        .lane
+        .queue()
         .push_after(work, REQUEUE.reconnect_delay(failures));
-}
-
-fn finish(shared: &Shared, job: &Arc<Job<GoogleMessage>>, index: u32, outcome: Outcome) {
-    shared.recorder.finish(job, index, outcome, true);
-}
-
-/// Applies one verdict to every token of `tokens`.
-fn settle(
-    shared: &Shared,
-    job: &Arc<Job<GoogleMessage>>,
-    tokens: Range<u32>,
-    attempts: u32,
-    verdict: Verdict,
-) {
-    match verdict {
-        Verdict::Done(outcome) => {
-            for index in tokens {
-                finish(shared, job, index, outcome.clone());
-            }
-        }
-        Verdict::Retry {
-            reason,
-            retry_after,
-        } => {
-            let entries = tokens.map(|i| (i, reason.clone())).collect();
-            retry(shared, job, entries, attempts, retry_after);
-        }
-        Verdict::RefreshCredentials { reason } => {
-            // The caller dropped the stale credential; go again straight away
-            // (the backoff still adds a little jitter).
-            let entries = tokens.map(|i| (i, reason.clone())).collect();
-            retry(shared, job, entries, attempts, Some(Duration::ZERO));
-        }
-    }
-}
-
-/// Schedules `entries` (index and retry reason, in ascending index order) for
-/// another attempt, or records them expired when out of retries or time.
-/// Consecutive indices travel as one piece of work.
-fn retry(
-    shared: &Shared,
-    job: &Arc<Job<GoogleMessage>>,
-    entries: Vec<(u32, Arc<str>)>,
-    attempts: u32,
-    retry_after: Option<Duration>,
-) {
-    if entries.is_empty() {
-        return;
-    }
-    let attempt = attempts + 1;
-    match retry::next(&shared.backoff, attempt, shared.max_retries, retry_after) {
-        Next::RetryIn(delay) if !job.expires_within(delay) => {
-            let mut run: Option<Range<u32>> = None;
-            for (index, reason) in &entries {
-                shared.recorder.retry(&job.progress, reason);
-                run = match run {
-                    Some(r) if r.end == *index => Some(r.start..index + 1),
-                    Some(r) => {
-                        push_retry(shared, job, r, attempt, delay);
-                        Some(*index..index + 1)
-                    }
-                    None => Some(*index..index + 1),
-                };
-            }
-            if let Some(r) = run {
-                push_retry(shared, job, r, attempt, delay);
-            }
-        }
-        _ => {
-            for (index, reason) in entries {
-                finish(shared, job, index, Outcome::Expired { reason });
-            }
-        }
-    }
-}
-
-fn push_retry(
-    shared: &Shared,
-    job: &Arc<Job<GoogleMessage>>,
-    tokens: Range<u32>,
-    attempts: u32,
-    delay: Duration,
-) {
-    let work = Work {
-        job: job.clone(),
-        tokens,
-        attempts,
-    };
-    shared.queue.push_after(work, delay);
 }

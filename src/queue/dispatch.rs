@@ -321,7 +321,7 @@ impl<M> DispatchQueue<M> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::job::{JobId, JobProgress, Platform, TokenList};
+    use crate::job::{JobId, JobProgress, TokenList};
 
     fn job(n: usize) -> Arc<Job<()>> {
         let mut tokens = TokenList::default();
@@ -334,7 +334,7 @@ mod tests {
             app: "default".into(),
             message: (),
             tokens,
-            progress: Arc::new(JobProgress::new(id, Platform::Apns, n as u64)),
+            progress: Arc::new(JobProgress::new(id, crate::job::test::PLATFORM, n as u64)),
             expires_at: None,
         })
     }

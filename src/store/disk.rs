@@ -36,7 +36,7 @@ use tokio::sync::oneshot;
 
 use crate::books::{Counters, ListKind, Posting};
 use crate::floor::{lock, ms_since_epoch, now_ms};
-use crate::job::{Family, JobId, JobProgress, OutcomeKind};
+use crate::job::{Catalog, Family, JobId, JobProgress, OutcomeKind};
 use crate::outcome::{Finished, Sink};
 use crate::queue::Admission;
 use crate::store::{AdmitError, Admitted, NewJob, Recovered, Store, StoreError, StoreFuture};
@@ -224,6 +224,8 @@ pub struct DiskStore {
     admission: Arc<Admission>,
     /// What the file held at start, until [`Store::recover`] takes it.
     rows: Mutex<Option<Rows>>,
+    /// How stored platform and family names are read back.
+    catalog: Catalog,
 }
 
 impl DiskStore {
@@ -237,6 +239,7 @@ impl DiskStore {
         max_list: usize,
         max_jobs: usize,
         admission: Arc<Admission>,
+        catalog: Catalog,
     ) -> Result<Arc<Self>, DiskError> {
         std::fs::create_dir_all(dir).map_err(|source| DiskError::NotCreatable {
             dir: dir.to_owned(),
@@ -310,6 +313,7 @@ impl DiskStore {
             thread: Mutex::new(Some(thread)),
             admission,
             rows: Mutex::new(Some(recovered)),
+            catalog,
         }))
     }
 

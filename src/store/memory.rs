@@ -260,14 +260,14 @@ impl Store for MemoryStore {
 mod tests {
     use super::*;
     use crate::floor::DEFAULT_APP;
-    use crate::job::{Outcome, Platform};
+    use crate::job::Outcome;
     use crate::outcome::Recorder;
 
     #[test]
     fn lists_keep_the_entries_the_books_map_outcomes_to() {
         let store = Arc::new(MemoryStore::new(Arc::new(Admission::new(10)), 10, None));
         let recorder = Recorder::new(vec![store.clone()]);
-        let p = JobProgress::new(JobId::new(), Platform::Gcm, 3);
+        let p = JobProgress::new(JobId::new(), crate::job::test::PLATFORM, 3);
         recorder.finish_shown(&p, 0, "t0", Outcome::Success, true, None);
         let gone = Outcome::Unregistered {
             timestamp_ms: Some(7),
@@ -278,7 +278,7 @@ mod tests {
             status: 400,
         };
         recorder.finish_shown(&p, 2, "t2", failed, true, None);
-        let lists = store.lists(Family::Google, DEFAULT_APP);
+        let lists = store.lists(crate::job::test::FAMILY, DEFAULT_APP);
         assert_eq!(
             lists.unregistered(),
             vec![UnregisteredEntry {
@@ -289,7 +289,7 @@ mod tests {
         assert_eq!(lists.failures().len(), 1);
         assert_eq!(lists.failures()[0].token, "t2");
         assert_eq!(
-            store.list_stats(Family::Google, DEFAULT_APP, ListKind::Canonical),
+            store.list_stats(crate::job::test::FAMILY, DEFAULT_APP, ListKind::Canonical),
             (0, 0)
         );
     }

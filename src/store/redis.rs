@@ -54,7 +54,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::books::{Counters, JobStatus, ListKind};
 use crate::floor::lock;
-use crate::job::{Family, JobId, JobProgress};
+use crate::job::{Catalog, Family, JobId, JobProgress};
 use crate::shared::link::{self, RedisQueueConfig};
 use crate::store::{AdmitError, Admitted, Hand, NewJob, Store, StoreError, StoreFuture};
 
@@ -107,6 +107,8 @@ pub struct RedisStore {
     me: std::sync::Weak<Self>,
     /// `queue.capacity`: tokens the stream may hold, cluster-wide.
     capacity: u64,
+    /// How chunks' platform names are read back.
+    catalog: Catalog,
     /// Set once the first connection is made (a gateway started while
     /// Redis is down waits for it in the background; see [`RedisStore::connect`]).
     conn: OnceLock<ConnectionManager>,
@@ -161,6 +163,7 @@ impl RedisStore {
         config: &RedisQueueConfig,
         max_list: usize,
         capacity: u64,
+        catalog: Catalog,
     ) -> Result<Arc<Self>, RedisError> {
         let url = redact(&config.url);
         let err = |what| {
@@ -179,6 +182,7 @@ impl RedisStore {
             url,
             max_list,
             capacity,
+            catalog,
             buffer: Mutex::default(),
             chunks: Mutex::default(),
             entries: Mutex::default(),

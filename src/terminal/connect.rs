@@ -79,13 +79,8 @@ async fn connect(path: &std::path::Path) -> Result<Exit, UsageError> {
             config
                 .webpush
                 .iter()
-                .map(|w| ("default".to_owned(), w.vapid.clone()))
-                .chain(
-                    config
-                        .webpush_apps
-                        .iter()
-                        .map(|(n, w)| (n.clone(), w.vapid.clone())),
-                )
+                .flat_map(|apps| apps.iter())
+                .map(|(n, w)| (n.to_owned(), w.vapid.clone()))
                 .collect()
         } else {
             Vec::new()

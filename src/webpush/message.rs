@@ -149,68 +149,59 @@ pub struct Checked {
     pub duplicates: usize,
 }
 
-/// Checks every subscription: shape, endpoint (https, allowed origin, no
-/// private address), `p256dh` a P-256 point, `auth` 16 bytes.
+/// Checks one subscription (its JSON text): shape, endpoint (https,
+/// allowed origin, no private address), `p256dh` a P-256 point, `auth` 16
+/// bytes. Returns its stored form, or the endpoint as sent (empty when there
+/// was none) with the reason it is refused.
+pub fn check_one(raw: &str, policy: &OriginPolicy) -> Result<Vec<u8>, Rejected> {
+    let sub: SubscriptionIn<'_> = match serde_json::from_str(raw) {
+        Ok(s) => s,
+        Err(_) => {
+            let endpoint = serde_json::from_str::<serde_json::Value>(raw)
+                .ok()
+                .and_then(|v| {
+                    v.get("endpoint")
+                        .and_then(|e| e.as_str())
+                        .map(str::to_owned)
+                })
+                .unwrap_or_default();
+            return Err(Rejected {
+                endpoint,
+                reason: "InvalidSubscription",
+            });
+        }
+    };
+    let endpoint = policy.check(&sub.endpoint).map_err(|e| Rejected {
+        endpoint: sub.endpoint.clone().into_owned(),
+        reason: e.as_str(),
+    })?;
+    let keys = UaKeys::parse(&sub.keys.p256dh, &sub.keys.auth).map_err(|e| Rejected {
+        endpoint: endpoint.url.clone(),
+        reason: match e {
+            ece::KeyError::Auth => "InvalidAuthSecret",
+            _ => "InvalidP256dh",
+        },
+    })?;
+    Ok(store(&Subscription { endpoint, keys }))
+}
+
+/// Checks every subscription ([`check_one`]), deduplicated by endpoint (the
+/// first one wins).
 pub fn check_subscriptions(raw: &[&RawValue], policy: &OriginPolicy) -> Checked {
     let mut out = Checked::default();
-    let mut seen: HashSet<&str> = HashSet::with_capacity(raw.len());
-    let mut owned_endpoints: Vec<String> = Vec::new();
+    let mut seen: HashSet<Vec<u8>> = HashSet::with_capacity(raw.len());
     for value in raw {
-        let sub: SubscriptionIn<'_> = match serde_json::from_str(value.get()) {
-            Ok(s) => s,
-            Err(_) => {
-                let endpoint = serde_json::from_str::<serde_json::Value>(value.get())
-                    .ok()
-                    .and_then(|v| {
-                        v.get("endpoint")
-                            .and_then(|e| e.as_str())
-                            .map(str::to_owned)
-                    })
-                    .unwrap_or_default();
-                out.rejected.push(Rejected {
-                    endpoint,
-                    reason: "InvalidSubscription",
-                });
-                continue;
+        match check_one(value.get(), policy) {
+            Ok(stored) => {
+                if seen.insert(stored[KEYS_LEN..].to_vec()) {
+                    out.stored.push(stored);
+                } else {
+                    out.duplicates += 1;
+                }
             }
-        };
-        let endpoint = match policy.check(&sub.endpoint) {
-            Ok(e) => e,
-            Err(e) => {
-                out.rejected.push(Rejected {
-                    endpoint: sub.endpoint.into_owned(),
-                    reason: e.as_str(),
-                });
-                continue;
-            }
-        };
-        let keys = match UaKeys::parse(&sub.keys.p256dh, &sub.keys.auth) {
-            Ok(k) => k,
-            Err(e) => {
-                out.rejected.push(Rejected {
-                    endpoint: endpoint.url,
-                    reason: match e {
-                        ece::KeyError::Auth => "InvalidAuthSecret",
-                        _ => "InvalidP256dh",
-                    },
-                });
-                continue;
-            }
-        };
-        owned_endpoints.push(endpoint.url.clone());
-        out.stored.push(store(&Subscription { endpoint, keys }));
-    }
-    // Deduplicate by endpoint (the first one wins), after parsing so that
-    // borrowed and unescaped endpoints compare alike.
-    let mut kept = Vec::with_capacity(out.stored.len());
-    for (stored, endpoint) in out.stored.drain(..).zip(owned_endpoints.iter()) {
-        if seen.insert(endpoint.as_str()) {
-            kept.push(stored);
-        } else {
-            out.duplicates += 1;
+            Err(rejected) => out.rejected.push(rejected),
         }
     }
-    out.stored = kept;
     out
 }
 

@@ -4,7 +4,7 @@
 //! outcome, or a retry through the queue's timer heap.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
@@ -15,7 +15,7 @@ use super::origin::RefusedAddress;
 use super::{message, response};
 use crate::job::{Job, Outcome};
 use crate::queue::Work;
-use crate::retry::{self, Next, Verdict};
+use crate::retry::Verdict;
 
 /// Subscriptions taken from the queue at once: amortizes the queue lock.
 const TAKE: usize = 32;
@@ -36,7 +36,8 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             }
             if let Some(outcome) = job.hold() {
                 shared
-                    .recorder
+                    .lane
+                    .recorder()
                     .finish_unsent(&job, index..index + 1, &outcome);
                 continue;
             }
@@ -47,14 +48,14 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         tokio::select! {
             biased;
             Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
-            work = shared.queue.pop(TAKE), if can_take => match work {
+            work = shared.lane.queue().pop(TAKE), if can_take => match work {
                 Some(work) => held = Some(work),
                 None => break,
             },
         }
     }
     if let Some(work) = held {
-        shared.queue.push_front(work);
+        shared.lane.queue().push_front(work);
     }
     while in_flight.next().await.is_some() {}
 }
@@ -73,7 +74,9 @@ pub(crate) fn refused_by_resolver(e: &(dyn std::error::Error + 'static)) -> bool
 
 async fn send_one(shared: Arc<Shared>, job: Arc<Job<WebPushMessage>>, index: u32, attempts: u32) {
     let verdict = attempt(&shared, &job, index).await;
-    settle(&shared, &job, index, attempts, verdict);
+    shared
+        .lane
+        .settle(&job, index..index + 1, attempts, verdict, None);
     shared.in_flight.dec();
 }
 
@@ -105,7 +108,7 @@ async fn attempt(shared: &Shared, job: &Job<WebPushMessage>, index: u32) -> Verd
             }
             tracing::debug!(%origin, error = %source, "Web Push request failed");
             if !source.is_connect() {
-                shared.recorder.possible_duplicates(&job.progress, 1);
+                shared.lane.recorder().possible_duplicates(&job.progress, 1);
             }
             response::transport_error()
         }
@@ -116,40 +119,5 @@ async fn attempt(shared: &Shared, job: &Job<WebPushMessage>, index: u32) -> Verd
                 status: 0,
             })
         }
-    }
-}
-
-fn finish(shared: &Shared, job: &Arc<Job<WebPushMessage>>, index: u32, outcome: Outcome) {
-    shared.recorder.finish(job, index, outcome, true);
-}
-
-fn settle(
-    shared: &Shared,
-    job: &Arc<Job<WebPushMessage>>,
-    index: u32,
-    attempts: u32,
-    verdict: Verdict,
-) {
-    let (reason, retry_after) = match verdict {
-        Verdict::Done(outcome) => return finish(shared, job, index, outcome),
-        Verdict::Retry {
-            reason,
-            retry_after,
-        } => (reason, retry_after),
-        Verdict::RefreshCredentials { reason } => (reason, Some(Duration::ZERO)),
-    };
-    let attempt = attempts + 1;
-    match retry::next(&shared.backoff, attempt, shared.max_retries, retry_after) {
-        Next::RetryIn(delay) if !job.expires_within(delay) => {
-            shared.recorder.retry(&job.progress, &reason);
-            let work = Work {
-                job: job.clone(),
-                tokens: index..index + 1,
-                attempts: attempt,
-            };
-            shared.queue.push_after(work, delay);
-        }
-        Next::RetryIn(_) => finish(shared, job, index, response::ttl_expired()),
-        Next::GiveUp => finish(shared, job, index, Outcome::Expired { reason }),
     }
 }

@@ -214,7 +214,7 @@ impl ApnsEnv {
             .state
             .backend
             .reports()
-            .family(Family::Apns)
+            .family(pushgate::apns::FAMILY)
             .counters()
     }
 }

@@ -11,7 +11,6 @@ use serde_json::json;
 
 use crate::api::{ApiError, AppState};
 use crate::books::Counters;
-use crate::job::Family;
 
 fn delivered(c: &Counters) -> u64 {
     c.successes + c.canonicals
@@ -25,23 +24,34 @@ fn not_delivered(c: &Counters) -> u64 {
 /// `queue_usage` of gorush releases before the golang-queue rewrite.
 pub async fn app(State(state): State<AppState>) -> Json<serde_json::Value> {
     let reports = state.backend.reports();
-    let ios = reports.family(Family::Apns).counters();
-    let android = reports.family(Family::Google).counters();
-    let admission = &state.backend;
-    let submitted = ios.accepted + android.accepted;
-    Json(json!({
+    let mut answer = json!({
         "version": concat!("pushgate-", env!("CARGO_PKG_VERSION")),
-        "busy_workers": ios.pending + android.pending,
-        "success_tasks": delivered(&ios) + delivered(&android),
-        "failure_tasks": not_delivered(&ios) + not_delivered(&android),
-        "submitted_tasks": submitted,
-        "total_count": submitted,
-        "queue_max": admission.capacity(),
-        "queue_usage": admission.pending(),
-        "ios": { "push_success": delivered(&ios), "push_error": not_delivered(&ios) },
-        "android": { "push_success": delivered(&android), "push_error": not_delivered(&android) },
+        "queue_max": state.backend.capacity(),
+        "queue_usage": state.backend.pending(),
+        // gorush always answers its three platforms.
+        "ios": { "push_success": 0, "push_error": 0 },
+        "android": { "push_success": 0, "push_error": 0 },
         "huawei": { "push_success": 0, "push_error": 0 },
-    }))
+    });
+    let (mut busy, mut success, mut failure, mut submitted) = (0, 0, 0, 0);
+    for family in state.catalog.families() {
+        let Some(gorush) = family.info().gorush.as_ref() else {
+            continue;
+        };
+        let c = reports.family(family).counters();
+        busy += c.pending;
+        success += delivered(&c);
+        failure += not_delivered(&c);
+        submitted += c.accepted;
+        answer[gorush.word] =
+            json!({ "push_success": delivered(&c), "push_error": not_delivered(&c) });
+    }
+    answer["busy_workers"] = json!(busy);
+    answer["success_tasks"] = json!(success);
+    answer["failure_tasks"] = json!(failure);
+    answer["submitted_tasks"] = json!(submitted);
+    answer["total_count"] = json!(submitted);
+    Json(answer)
 }
 
 /// `GET /api/stat/go`: there is no Go runtime, so no goroutines or GC

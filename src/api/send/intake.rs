@@ -1,13 +1,11 @@
-//! The platform-neutral half of a send: token intake (validate, fold
-//! duplicates), `send_at`, the `app` field, and the one path every platform
-//! takes to admit a job through the backend and answer 202.
+//! The platform-neutral half of a send: token intake (each token checked by
+//! its platform, duplicates folded by how the platform shows a token), and
+//! the one path every platform takes from a read [`Request`] to the 202.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, RandomState};
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -15,8 +13,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::api::{ApiError, AppState};
-use crate::floor::DEFAULT_APP;
-use crate::job::{Platform, TokenList};
+use crate::job::{Family, Platform, TokenList};
+use crate::platform::{Keep, Request};
 use crate::store::{AdmitError, NewJob};
 
 pub use crate::api::rejections::{Rejected, Rejections};
@@ -31,14 +29,10 @@ pub struct Intake<'a> {
     pub duplicates: usize,
 }
 
-/// Validates tokens with `keep` (which appends a token's kept form to the
-/// buffer, or names the upstream's reason for refusing it), dropping
-/// duplicates. A tight loop: no allocation per token.
-pub fn intake<'a>(
-    raw: &'a [Cow<'a, str>],
-    bytes_each: usize,
-    mut keep: impl FnMut(&str, &mut Vec<u8>) -> Result<(), &'static str>,
-) -> Intake<'a> {
+/// Checks tokens with `keep` (which appends a token's kept form to the
+/// buffer, or refuses it), dropping duplicates: two tokens are the same when
+/// they are kept alike. A tight loop: no allocation per accepted token.
+pub fn intake<'a>(raw: &'a [Cow<'a, str>], bytes_each: usize, keep: &Keep<'_>) -> Intake<'a> {
     let mut tokens = TokenList::with_capacity(raw.len(), bytes_each);
     let mut rejected = Rejections::default();
     let mut duplicates = 0;
@@ -48,9 +42,12 @@ pub fn intake<'a>(
     let mut seen: HashMap<u64, u32> = HashMap::with_capacity(raw.len());
     for token in raw {
         let start = tokens.buffer().len();
-        if let Err(reason) = keep(token, tokens.buffer()) {
+        if let Err(refused) = keep(token, tokens.buffer()) {
             tokens.buffer().truncate(start);
-            rejected.push(token, reason);
+            match refused.shown {
+                Some(shown) => rejected.push(Cow::Owned(shown), refused.reason),
+                None => rejected.push(Cow::Borrowed(token), refused.reason),
+            }
             continue;
         }
         let hash = hasher.hash_one(tokens.uncommitted());
@@ -75,125 +72,87 @@ pub fn intake<'a>(
     }
 }
 
-/// When a job should go out: now, or after a delay (`send_at` / `delay_seconds`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct When {
-    /// Hold the job this long first.
-    pub delay: Option<Duration>,
-}
-
-/// Longest a send may be delayed.
-pub const MAX_DELAY: Duration = Duration::from_secs(30 * 24 * 3600);
-
-/// Reads `send_at` (RFC 3339, any offset) or `delay_seconds`; a time in the
-/// past means now.
-pub fn parse_when(send_at: Option<&str>, delay_seconds: Option<i64>) -> Result<When, ApiError> {
-    let bad = |m: String| ApiError::bad_request("bad_field", m);
-    let delay = match (send_at.filter(|s| !s.is_empty()), delay_seconds) {
-        (Some(_), Some(_)) => {
-            return Err(bad("send_at and delay_seconds cannot both be given".into()));
-        }
-        (None, None) => return Ok(When::default()),
-        (None, Some(secs)) => {
-            let secs = u64::try_from(secs)
-                .map_err(|_| bad(format!("delay_seconds must be 0 or more, got {secs}")))?;
-            Duration::from_secs(secs)
-        }
-        (Some(at), None) => {
-            let at =
-                time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339)
-                    .map_err(|e| {
-                        bad(format!(
-                            "send_at must be an RFC 3339 time like 2026-11-23T18:00:00Z: {e}"
-                        ))
-                    })?;
-            let at = SystemTime::from(at);
-            at.duration_since(SystemTime::now())
-                .unwrap_or(Duration::ZERO)
-        }
-    };
-    if delay > MAX_DELAY {
-        return Err(bad(format!(
-            "a send may be delayed by at most {} days",
-            MAX_DELAY.as_secs() / 86_400
-        )));
-    }
-    Ok(When {
-        delay: (!delay.is_zero()).then_some(delay),
-    })
-}
-
-/// A validated send request, ready to be admitted.
-pub struct Submission<'a> {
-    /// Where it goes.
-    pub platform: Platform,
-    /// Whose credentials.
-    pub app: Arc<str>,
-    /// The message in its platform's stored form.
-    pub fields: Vec<u8>,
-    /// The validated tokens.
-    pub intake: Intake<'a>,
-    /// Nothing is sent after this.
-    pub expires_at: Option<SystemTime>,
-    /// Now, or after a delay.
-    pub when: When,
-    /// The sender's correlation id (gorush `notif_id`).
-    pub notif_id: Option<Arc<str>>,
-}
-
-/// Admits a validated request through the backend and builds the 202
-/// answer: the one path for every platform and every backend.
-pub async fn submit(state: &AppState, submission: Submission<'_>) -> Result<Response, ApiError> {
-    let Submission {
+/// Admits a read request through the backend and builds the 202 answer:
+/// the one path for every platform and every backend. `family` names
+/// refused tokens its way (`token`, or `endpoint` for Web Push).
+pub async fn submit(
+    state: &AppState,
+    family: Family,
+    request: Request<'_>,
+) -> Result<Response, ApiError> {
+    let Request {
         platform,
         app,
         fields,
-        intake,
         expires_at,
         when,
         notif_id,
-    } = submission;
+        tokens,
+        keep,
+        bytes_each,
+    } = request;
+    let intake = intake(&tokens, bytes_each, &keep);
+    let job = Job {
+        app,
+        fields,
+        expires_at,
+        delay: when.delay,
+        notif_id,
+    };
+    admit(state, family, platform, intake, job).await
+}
+
+/// What a job carries besides its tokens.
+pub struct Job {
+    /// Whose credentials.
+    pub app: std::sync::Arc<str>,
+    /// The message in its platform's stored form.
+    pub fields: Vec<u8>,
+    /// Nothing is sent after this.
+    pub expires_at: Option<std::time::SystemTime>,
+    /// Hold the job this long first.
+    pub delay: Option<std::time::Duration>,
+    /// The sender's correlation id (gorush `notif_id`).
+    pub notif_id: Option<std::sync::Arc<str>>,
+}
+
+/// Admits a job whose tokens are taken in.
+pub async fn admit(
+    state: &AppState,
+    family: Family,
+    platform: Platform,
+    intake: Intake<'_>,
+    job: Job,
+) -> Result<Response, ApiError> {
     let Intake {
         tokens,
         rejected,
         duplicates,
     } = intake;
+    let key = family.info().token_key;
     if tokens.is_empty() {
         return Err(ApiError::bad_request(
             "no_valid_tokens",
             "none of the tokens is valid; nothing was queued",
         )
-        .with(rejected.fields()));
+        .with(rejected.fields(key)));
     }
     let total = tokens.len() as u64;
+    let delay = job.delay;
     let id = state
         .backend
         .admit(NewJob {
             platform,
-            app,
-            fields,
+            app: job.app,
+            fields: job.fields,
             tokens,
-            expires_at,
-            delay: when.delay,
-            notif_id,
+            expires_at: job.expires_at,
+            delay,
+            notif_id: job.notif_id,
         })
         .await
-        .map_err(|e| match e {
-            // Could never fit, even in an empty queue: not "retry later".
-            AdmitError::Full {
-                capacity, wanted, ..
-            } if wanted > capacity => ApiError::job_too_large(wanted, capacity),
-            AdmitError::Full { .. } => ApiError::unavailable("queue_full", e.to_string(), 1),
-            AdmitError::Store(e) => {
-                tracing::warn!(error = %e.detail(), "send refused: the store cannot keep the job");
-                ApiError::unavailable(
-                    e.code(),
-                    "the queue backend cannot keep this job now; nothing was queued. Retry later",
-                    e.retry_after(),
-                )
-            }
-        })?;
-    tracing::info!(job = %id, platform = %platform, tokens = total, rejected = rejected.count(), delay_s = when.delay.map(|d| d.as_secs()), backend = state.backend.name(), "job accepted");
+        .map_err(admit_error)?;
+    tracing::info!(job = %id, platform = %platform, tokens = total, rejected = rejected.count(), delay_s = delay.map(|d| d.as_secs()), backend = state.backend.name(), "job accepted");
     for (reason, n) in rejected.by_reason() {
         state
             .metrics
@@ -203,37 +162,32 @@ pub async fn submit(state: &AppState, submission: Submission<'_>) -> Result<Resp
     }
     let mut body = json!({ "job": id.to_string(), "accepted": total, "duplicates": duplicates });
     if let (Some(map), serde_json::Value::Object(fields)) =
-        (body.as_object_mut(), rejected.fields())
+        (body.as_object_mut(), rejected.fields(key))
     {
         map.extend(fields);
     }
-    if let Some(delay) = when.delay {
+    if let Some(delay) = delay {
         body["scheduled_in_s"] = json!(delay.as_secs());
     }
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
 }
 
-/// Picks the service for the `app` field: absent, empty or `default` is the
-/// top-level section; an unknown name is a 400 listing the known ones.
-pub fn pick_app<'a, S>(
-    default: &'a S,
-    named: &'a BTreeMap<String, S>,
-    app: Option<&str>,
-) -> Result<(&'a S, Arc<str>), ApiError> {
-    match app {
-        None | Some("") | Some(DEFAULT_APP) => Ok((default, Arc::from(DEFAULT_APP))),
-        Some(name) => named
-            .get_key_value(name)
-            .map(|(k, s)| (s, Arc::from(k.as_str())))
-            .ok_or_else(|| {
-                let known: Vec<&str> = std::iter::once(DEFAULT_APP)
-                    .chain(named.keys().map(String::as_str))
-                    .collect();
-                ApiError::bad_request(
-                    "unknown_app",
-                    format!("unknown app {name:?}; known apps: {known:?}"),
-                )
-            }),
+/// Why the backend did not admit a job, as the client sees it.
+pub fn admit_error(e: AdmitError) -> ApiError {
+    match e {
+        // Could never fit, even in an empty queue: not "retry later".
+        AdmitError::Full {
+            capacity, wanted, ..
+        } if wanted > capacity => ApiError::job_too_large(wanted, capacity),
+        AdmitError::Full { .. } => ApiError::unavailable("queue_full", e.to_string(), 1),
+        AdmitError::Store(e) => {
+            tracing::warn!(error = %e.detail(), "send refused: the store cannot keep the job");
+            ApiError::unavailable(
+                e.code(),
+                "the queue backend cannot keep this job now; nothing was queued. Retry later",
+                e.retry_after(),
+            )
+        }
     }
 }
 
@@ -251,13 +205,15 @@ mod tests {
             upper.as_str().into(),
             "cd".repeat(32).into(),
         ];
-        let result = intake(&raw, 64, crate::apns::token::keep);
+        let keep: Keep<'_> =
+            Box::new(|raw, out| crate::apns::token::keep(raw, out).map_err(Into::into));
+        let result = intake(&raw, 64, &keep);
         assert_eq!(result.tokens.len(), 2);
         assert_eq!(result.duplicates, 1);
         assert_eq!(result.rejected.count(), 1);
         assert_eq!(
             (
-                result.rejected.listed()[0].token,
+                &*result.rejected.listed()[0].token,
                 result.rejected.listed()[0].reason
             ),
             ("zz", "BadDeviceToken")

@@ -10,9 +10,9 @@ use std::time::{Duration, UNIX_EPOCH};
 use super::format::JobState;
 use super::writer::LEASE_START;
 use super::{DiskStore, Rows};
-use crate::delivery::Handoff;
 use crate::floor::now_ms;
-use crate::job::{Family, JobId, JobProgress, Platform};
+use crate::job::{Catalog, JobId, JobProgress};
+use crate::platform::Handoff;
 use crate::store::{Recovered, Resumed};
 
 impl DiskStore {
@@ -24,17 +24,17 @@ impl DiskStore {
             let Some((family, app)) = key.split_once('/') else {
                 continue;
             };
-            if let Some(family) = Family::parse(family) {
+            if let Some(family) = self.catalog.family(family) {
                 out.counters.push((family, app.to_owned(), counters));
             }
         }
         for (id, state) in &rows.finished {
-            if let Some(p) = progress_of(*id, state) {
+            if let Some(p) = progress_of(self.catalog, *id, state) {
                 out.finished.push(Arc::new(p));
             }
         }
         for (id, state, record) in rows.jobs {
-            let Some(progress) = progress_of(id, &state) else {
+            let Some(progress) = progress_of(self.catalog, id, &state) else {
                 tracing::error!(job = %JobId::from_u128(id), platform = state.platform, "a stored job names an unknown platform; left on disk");
                 continue;
             };
@@ -73,8 +73,8 @@ impl DiskStore {
 }
 
 /// A stored job's progress as its row describes it.
-fn progress_of(id: u128, state: &JobState) -> Option<JobProgress> {
-    let platform = Platform::parse(&state.platform)?;
+fn progress_of(catalog: Catalog, id: u128, state: &JobState) -> Option<JobProgress> {
+    let platform = catalog.platform(&state.platform)?;
     let p = JobProgress::for_app(
         JobId::from_u128(id),
         platform,

@@ -12,10 +12,10 @@ use redis::streams::StreamId;
 use redis::{AsyncCommands, Value};
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::delivery::Handoff;
 use crate::floor::{lock, now_ms};
-use crate::job::{JobId, JobProgress, Platform, TokenList};
+use crate::job::{JobId, JobProgress, TokenList};
 use crate::outcome::Arrival;
+use crate::platform::Handoff;
 use crate::shared::link::RedisQueueConfig;
 use crate::store::Hand;
 
@@ -294,9 +294,10 @@ impl Consumer {
             self.ack_now(entry.id, permit);
             return;
         }
-        let (Some(platform), Some(id)) =
-            (Platform::parse(&chunk.platform), JobId::parse(&chunk.job))
-        else {
+        let (Some(platform), Some(id)) = (
+            self.cluster.catalog.platform(&chunk.platform),
+            JobId::parse(&chunk.job),
+        ) else {
             tracing::error!(entry = %entry.id, platform = chunk.platform, "queue entry names an unknown platform; dropping it");
             self.ack_now(entry.id, permit);
             return;

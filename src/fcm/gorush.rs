@@ -17,7 +17,7 @@ use std::borrow::Cow;
 
 use serde_json::{Map, Value};
 
-use super::fields::{Fields, NotificationError};
+use crate::platform::{Fields, NotificationError};
 
 /// The Google side of one notification.
 #[derive(Debug, Default)]

@@ -1,7 +1,67 @@
-//! Typed reads of one gorush notification (a JSON object), each failure
-//! naming the notification's index and the field, as the 400 answer must.
+//! gorush's `POST /api/push` as a platform sees it: a platform gorush has a
+//! number for maps one notification to its own [`Request`]
+//! ([`GorushMapping`]), reading the notification's fields through
+//! [`Fields`], whose every failure names the notification's index and the
+//! field, as gorush's 400 answer must.
 
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
+
+use super::request::{Request, RequestError};
+use crate::message::MessageError;
+
+/// How gorush's `/api/push` reaches a platform (its family's
+/// [`crate::job::GorushPlatform`] says which notifications are its).
+pub trait GorushMapping: Send + Sync {
+    /// One notification as this platform's request, tokens included.
+    fn read<'a>(&self, fields: &Fields<'a>) -> Result<Request<'a>, RequestError>;
+}
+
+impl From<NotificationError> for RequestError {
+    /// A 400 naming the notification's index and field.
+    fn from(e: NotificationError) -> Self {
+        RequestError::bad("bad_notification", e.to_string())
+            .with(json!({ "index": e.index, "field": e.field }))
+    }
+}
+
+impl Fields<'_> {
+    /// A request error about this notification (an unknown app, a bad
+    /// topic), its message prefixed with the notification and field it
+    /// names, and the index added to the answer.
+    pub fn retag(&self, mut e: RequestError) -> RequestError {
+        let field = e
+            .extra
+            .as_ref()
+            .and_then(|x| x["field"].as_str())
+            .map(|f| format!(".{f}"))
+            .unwrap_or_default();
+        e.message = format!("notifications[{}]{field}: {}", self.index, e.message);
+        let mut extra = e.extra.take().unwrap_or_else(|| json!({}));
+        extra["index"] = json!(self.index);
+        e.with(extra)
+    }
+
+    /// A message that does not build, as gorush's answer names it: a bad
+    /// field is a 400 naming the notification's index and the field in
+    /// gorush's words (`rename`: ours to gorush's), a message too large a 413.
+    pub fn message_error(&self, e: MessageError, rename: &[(&str, &str)]) -> RequestError {
+        let (field, problem, too_large) = match &e {
+            MessageError::Field(f) => (f.field, f.problem.clone(), false),
+            MessageError::TooLarge(t) => ("payload", t.to_string(), true),
+        };
+        let field = rename
+            .iter()
+            .find(|(ours, _)| *ours == field && !too_large)
+            .map_or(field, |(_, theirs)| theirs);
+        let error = self.error(field, problem);
+        if too_large {
+            RequestError::too_large(error.to_string())
+                .with(json!({ "index": self.index, "field": field }))
+        } else {
+            error.into()
+        }
+    }
+}
 
 /// A notification field that cannot be used as given.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -1,4 +1,4 @@
-//! A gorush iOS notification (`platform: 1`) as an APNs job: what gorush puts
+//! A gorush iOS notification (`platform: 1`) as an APNs request: what gorush puts
 //! in headers becomes our APNs header fields, what it puts in the payload
 //! becomes the JSON payload (the same keys gorush's payload builder writes).
 //!
@@ -17,7 +17,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::fields::{Fields, NotificationError};
+use crate::platform::{Fields, NotificationError};
 
 /// The APNs side of one notification: header fields and the payload.
 #[derive(Debug, Default)]

@@ -1,13 +1,5 @@
-//! The platform registry: how a backend hands stored work to a platform
-//! without knowing it.
-//!
-//! Each platform's service implements [`Deliver`] and is registered once per
-//! app at start ([`Registry::register`]). A backend keeps a job's message as
-//! the platform's own bytes ([`Handoff::fields`], written by the platform's
-//! API module); to send it, it looks up `(platform, app)` and calls
-//! [`Deliver::deliver`], which rebuilds the message and queues the tokens.
-//! A new platform implements the trait and registers itself: no backend,
-//! report or other platform changes.
+//! What a store hands a platform: a job (or a chunk of one) with the token
+//! ranges to send, and the one trait a platform's delivery implements.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -119,74 +111,4 @@ pub trait Deliver: Send + Sync + 'static {
     /// Drops everything still queued without an outcome (the backend keeps
     /// it for the next start); returns how many.
     fn forget_queued(&self) -> u64;
-}
-
-/// Every registered service, by platform and app.
-#[derive(Default, Clone)]
-pub struct Registry {
-    entries: Vec<(Platform, Arc<str>, Arc<dyn Deliver>)>,
-}
-
-impl std::fmt::Debug for Registry {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list()
-            .entries(self.entries.iter().map(|(p, a, _)| (p, a)))
-            .finish()
-    }
-}
-
-impl Registry {
-    /// An empty registry.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Registers `service` for `app` of its platform.
-    pub fn register(&mut self, app: &str, service: Arc<dyn Deliver>) {
-        self.entries
-            .push((service.platform(), Arc::from(app), service));
-    }
-
-    /// The service for `platform` and `app`.
-    pub fn get(&self, platform: Platform, app: &str) -> Option<&Arc<dyn Deliver>> {
-        self.entries
-            .iter()
-            .find(|(p, a, _)| *p == platform && &**a == app)
-            .map(|(_, _, s)| s)
-    }
-
-    /// Every service with its platform and app.
-    pub fn all(&self) -> impl Iterator<Item = (Platform, &str, &Arc<dyn Deliver>)> {
-        self.entries.iter().map(|(p, a, s)| (*p, &**a, s))
-    }
-
-    /// Hands a job to its platform's service; one that is not configured
-    /// (or whose stored message no longer builds) ends the job's tokens to
-    /// send as failed (`NotConfigured`), so the books still balance.
-    pub fn deliver_or_fail(&self, handoff: Handoff, recorder: &Recorder) {
-        let Err(Refused { error, handoff }) = self.deliver(handoff) else {
-            return;
-        };
-        tracing::error!(job = %handoff.id, problem = %error, "cannot deliver a job; its tokens are recorded as failed");
-        let outcome = Outcome::Failed {
-            reason: "NotConfigured".into(),
-            status: 0,
-        };
-        handoff.finish(&outcome, recorder);
-    }
-
-    /// Hands a job to its platform's service.
-    pub fn deliver(&self, handoff: Handoff) -> Result<(), Refused> {
-        let platform = handoff.progress.platform;
-        match self.get(platform, &handoff.app) {
-            Some(service) => service.deliver(handoff),
-            None => Err(Refused {
-                error: DeliverError::NotConfigured {
-                    platform,
-                    app: handoff.app.to_string(),
-                },
-                handoff: Box::new(handoff),
-            }),
-        }
-    }
 }

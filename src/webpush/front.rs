@@ -1,0 +1,88 @@
+//! Web Push as the API sees it: `POST /webpush/send` bodies (JSON only), the
+//! message checked as a whole (bad fields 400, a payload over one record
+//! 413), then each subscription against its app's allow-list (see
+//! [`super::message::check_one`]): refused ones are listed with the endpoint
+//! and a reason and never queued.
+
+use std::any::Any;
+use std::borrow::Cow;
+use std::time::{Duration, SystemTime};
+
+use super::WebPushService;
+use super::message::{self, MessageError, SendRequest};
+use crate::platform::request::{bad_json, parse_when};
+use crate::platform::{Front, Request, RequestError, SendBody, Status, TokenRefused};
+use crate::settings::Apps;
+
+/// The gateway's own deadline is never shorter than this, so a message with
+/// `ttl: 0` ("now or never" at the push service) still gets its tries.
+const MIN_QUEUE_LIFE: Duration = Duration::from_secs(60);
+
+/// Every Web Push app, and what the API asks of them.
+pub struct WebPushFront {
+    apps: Apps<WebPushService>,
+}
+
+impl WebPushFront {
+    /// The front over `apps`.
+    pub fn new(apps: Apps<WebPushService>) -> Self {
+        Self { apps }
+    }
+
+    /// Every app's service.
+    pub fn apps(&self) -> &Apps<WebPushService> {
+        &self.apps
+    }
+}
+
+impl Front for WebPushFront {
+    fn read<'a>(&self, body: &'a SendBody) -> Result<Request<'a>, RequestError> {
+        let Some(bytes) = body.json() else {
+            return Err(RequestError::json_only());
+        };
+        let req: SendRequest<'_> = serde_json::from_slice(bytes).map_err(bad_json)?;
+        let (service, app) = self
+            .apps
+            .pick(req.app.as_deref())
+            .map_err(|e| RequestError::bad("unknown_app", e.to_string()))?;
+        let msg = message::message(&req).map_err(|e| match e {
+            MessageError::TooLarge { .. } => RequestError::too_large(e.to_string()),
+            other => RequestError::bad(other.code(), other.to_string()),
+        })?;
+        let when = parse_when(req.send_at.as_deref(), req.delay_seconds)?;
+        let life = Duration::from_secs(u64::from(msg.ttl)).max(MIN_QUEUE_LIFE)
+            + when.delay.unwrap_or_default();
+        let policy = service.policy().clone();
+        Ok(Request {
+            platform: crate::webpush::PLATFORM,
+            app,
+            fields: message::encode_fields(&msg),
+            expires_at: Some(SystemTime::now() + life),
+            when,
+            notif_id: None,
+            tokens: req
+                .subscriptions
+                .iter()
+                .map(|s| Cow::Borrowed(s.get()))
+                .collect(),
+            keep: Box::new(move |raw, out| {
+                let stored = message::check_one(raw, &policy).map_err(|r| TokenRefused {
+                    shown: Some(r.endpoint),
+                    reason: r.reason,
+                })?;
+                out.extend_from_slice(&stored);
+                Ok(())
+            }),
+            bytes_each: 200,
+        })
+    }
+
+    /// Each push service's connections live inside its HTTP client: no count.
+    fn status(&self) -> Status {
+        Status::default()
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
