@@ -74,6 +74,8 @@ pub struct FileConfig {
     pub webpush: Option<WebPushSection>,
     /// `[gorush]`: the gorush-compatible routes (on by default).
     pub gorush: GorushSection,
+    /// `[grpc]`: the gRPC listener (off unless `listen` is set).
+    pub grpc: GrpcSection,
 }
 
 /// `[gorush]`: `POST /api/push` and `GET /api/stat/*`, as gorush serves them.
@@ -533,6 +535,8 @@ pub struct Config {
     pub webpush: Option<WebPushConfig>,
     /// Named Web Push apps (`[webpush.apps.<name>]`).
     pub webpush_apps: BTreeMap<String, WebPushConfig>,
+    /// The gRPC listener, when `[grpc] listen` is set.
+    pub grpc: Option<GrpcConfig>,
 }
 
 /// Validated `[server]`.
@@ -777,10 +781,12 @@ fn invalid(
     }
 }
 
+mod grpc;
 mod load;
 mod validate;
 mod webpush;
 
+pub use grpc::{GrpcConfig, GrpcSection};
 pub use webpush::{WebPushConfig, WebPushSection};
 
 #[cfg(test)]

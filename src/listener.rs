@@ -16,6 +16,8 @@
 //! - HTTP/2: `server.max_streams_per_connection` concurrent streams; a client
 //!   that cancels more than 200 requests and more than it lets be answered
 //!   (rapid reset, CVE-2023-44487: HEADERS then RST_STREAM) is disconnected.
+//! - HTTP/2 keepalive ([`Keepalive`], the gRPC listener's): a PING after a
+//!   quiet interval; a client that does not answer it in time is disconnected.
 //!
 //! The soft `RLIMIT_NOFILE` is raised to the hard limit at start
 //! ([`raise_fd_limit`]), and `max_connections` is held below it.
@@ -50,6 +52,19 @@ pub struct Limits {
     pub max_connections: usize,
     /// `server.max_streams_per_connection`.
     pub max_streams_per_connection: u32,
+    /// HTTP/2 keepalive PINGs; `None`: none (the HTTP API's listener).
+    pub keepalive: Option<Keepalive>,
+}
+
+/// HTTP/2 keepalive: a PING when nothing has arrived from the client for
+/// `interval`; no answer within `timeout` closes the connection. An answered
+/// PING is traffic, so it also keeps the connection from counting as idle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keepalive {
+    /// Quiet time before a PING.
+    pub interval: Duration,
+    /// How long the PING may go unanswered.
+    pub timeout: Duration,
 }
 
 impl Default for Limits {
@@ -60,6 +75,7 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(60),
             max_connections: 10_000,
             max_streams_per_connection: 128,
+            keepalive: None,
         }
     }
 }
@@ -139,7 +155,11 @@ pub async fn serve(
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(limits.max_streams_per_connection);
+        .max_concurrent_streams(limits.max_streams_per_connection)
+        .keep_alive_interval(limits.keepalive.map(|k| k.interval));
+    if let Some(k) = limits.keepalive {
+        builder.http2().keep_alive_timeout(k.timeout);
+    }
     let builder = Arc::new(builder);
     let (closing, closing_rx) = watch::channel(false);
     let mut refused_logged: Option<Instant> = None;

@@ -90,6 +90,13 @@ impl FileConfig {
                 &mut errors,
             )
         });
+        let grpc = super::grpc::validate_grpc(
+            &self.grpc,
+            &self.server,
+            server.as_ref().map(|s| s.limits),
+            server.as_ref().and_then(|s| s.tls.as_ref()),
+            &mut errors,
+        );
         match server {
             Some(server) if errors.is_empty() => Ok(Config {
                 server,
@@ -112,6 +119,7 @@ impl FileConfig {
                 gorush,
                 webpush,
                 webpush_apps,
+                grpc,
             }),
             _ => Err(ConfigErrors(errors)),
         }
@@ -344,6 +352,7 @@ impl FileConfig {
                 idle_timeout: Duration::from_secs(s.idle_timeout_s),
                 max_connections: usize::try_from(s.max_connections).unwrap_or(usize::MAX),
                 max_streams_per_connection: s.max_streams_per_connection,
+                keepalive: None,
             },
         })
     }
