@@ -8,7 +8,10 @@
 //! - `report` never imports `queue` or a platform;
 //! - platforms never import each other;
 //! - the mocks never import the clients (any platform);
-//! - `job.rs` imports nothing of ours but the shared floor (`floor`).
+//! - `job.rs` imports nothing of ours but the shared floor (`floor`);
+//! - the gRPC front (`grpc`) is a front over the HTTP API: it imports the
+//!   API, the listener and the metrics, never a store, the queue or a
+//!   platform.
 //!
 //! What it leaves out: paths written as `super::super::…` across top-level
 //! modules, and macros that expand to imports (neither is used here).
@@ -188,6 +191,15 @@ fn modules_import_only_downwards() {
     for m in job_imports.difference(&set(&["floor"])) {
         bad.push(format!(
             "src/job.rs imports crate::{m}: only the floor is allowed"
+        ));
+    }
+    let grpc_imports: BTreeSet<String> = c.modules["grpc"]
+        .iter()
+        .flat_map(|(_, i)| i.iter().cloned())
+        .collect();
+    for m in grpc_imports.difference(&set(&["grpc", "api", "listener", "metrics"])) {
+        bad.push(format!(
+            "src/grpc imports crate::{m}: the gRPC front may use only the API, the listener and the metrics"
         ));
     }
     assert!(
