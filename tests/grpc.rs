@@ -382,7 +382,7 @@ async fn watch_job_streams_until_the_job_is_done() {
             }
             all
         };
-        assert_eq!(again, [last.clone()]);
+        assert_eq!(again, std::slice::from_ref(last));
     })
     .await
     .unwrap();

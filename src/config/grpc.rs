@@ -242,9 +242,11 @@ mod tests {
         assert_eq!(own.settings.limits.keepalive, None);
     }
 
+    type Tweak = Box<dyn FnOnce(&mut FileConfig)>;
+
     #[test]
     fn each_bad_key_is_named_with_its_fix() {
-        let cases: [(&str, Box<dyn FnOnce(&mut FileConfig)>); 5] = [
+        let cases: [(&str, Tweak); 5] = [
             ("grpc.listen", Box::new(|f| f.grpc.listen = "9090".into())),
             (
                 "grpc.listen",
