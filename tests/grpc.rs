@@ -13,8 +13,8 @@
 //! `SendStream` against the real routes needs the NDJSON intake (issue 21
 //! part 2): those tests are ignored until it lands; `src/grpc/stream/tests.rs`
 //! checks the framing and back-pressure against a stand-in route meanwhile.
-//! What it leaves out: gRPC over TLS (the listener's TLS is the HTTP API's,
-//! tested there), and 409/422 (idempotency keys), whose mapping is
+//! Also gRPC over TLS, with `[server]`'s certificate and with `[grpc]`'s own.
+//! What it leaves out: 409/422 (idempotency keys), whose mapping is
 //! `src/grpc/status.rs`'s unit test. No timing asserts.
 #![allow(clippy::unwrap_used)]
 
@@ -612,6 +612,77 @@ async fn grpc_calls_are_counted_by_method_and_code() {
             r#"pushgate_grpc_requests_total{code="INVALID_ARGUMENT",method="pushgate.v1.Push/Send"} 1"#,
         ] {
             assert!(text.contains(series), "no {series} in:\n{text}");
+        }
+    })
+    .await
+    .unwrap();
+}
+
+/// `[grpc]` without its own certificate serves TLS with `[server]`'s; with
+/// `grpc.tls_cert` its own, while HTTP stays plain.
+#[tokio::test]
+async fn grpc_over_tls_with_the_servers_certificate_or_its_own() {
+    use tonic::transport::{Certificate, ClientTlsConfig};
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let dir = scratch("grpc-tls");
+        let pki = mock::tls::TestPki::generate().unwrap();
+        let (cert, key) = (dir.join("server.crt"), dir.join("server.key"));
+        std::fs::write(&cert, &pki.server.cert_pem).unwrap();
+        std::fs::write(&key, &pki.server.key_pem).unwrap();
+        let (cert, key) = (cert.display().to_string(), key.display().to_string());
+        for own in [false, true] {
+            let (cert, key) = (cert.clone(), key.clone());
+            let apns = apns_env(ApnsSetup {
+                tweak: Box::new(move |f: &mut FileConfig| {
+                    f.grpc.listen = "127.0.0.1:0".into();
+                    if own {
+                        (f.grpc.tls_cert, f.grpc.tls_key) = (cert, key);
+                    } else {
+                        (f.server.tls_cert, f.server.tls_key) = (cert, key);
+                    }
+                }),
+                ..ApnsSetup::default()
+            })
+            .await;
+            assert_eq!(apns.gateway.url().starts_with("https"), !own);
+            let grpc = apns.gateway.grpc.as_ref().unwrap();
+            assert!(grpc.url().starts_with("https://"), "{}", grpc.url());
+            let channel = Channel::from_shared(grpc.url())
+                .unwrap()
+                .tls_config(
+                    ClientTlsConfig::new()
+                        .ca_certificate(Certificate::from_pem(&pki.ca_pem))
+                        .domain_name("localhost"),
+                )
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
+            let token = apns_token("2f2f", usize::from(own));
+            let reply = PushClient::new(channel)
+                .send(send_request(
+                    "apns",
+                    apns_message(),
+                    std::slice::from_ref(&token),
+                ))
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(reply.accepted, 1);
+            wait_done(&apns.gateway, Family::Apns, 1).await;
+            assert_eq!(apns.mock.ledger.token(&token).deliveries, 1);
+            // Plain h2c to a TLS port gets nowhere.
+            let plain = Channel::from_shared(format!("http://{}", grpc.addr()))
+                .unwrap()
+                .connect()
+                .await;
+            if let Ok(plain) = plain {
+                let e = PushClient::new(plain)
+                    .send(send_request("apns", apns_message(), &[]))
+                    .await
+                    .unwrap_err();
+                assert_ne!(e.code(), Code::Ok);
+            }
         }
     })
     .await
