@@ -12,7 +12,9 @@
 //!   long fails with [`BodyTimedOut`] (the API answers 408 and, since the
 //!   body was not read to its end, the connection closes).
 //! - `server.idle_timeout_s`: a connection with no request in flight and no
-//!   byte either way for this long is closed (HTTP/2: GOAWAY first).
+//!   byte either way for this long is closed (HTTP/2: GOAWAY first). A
+//!   request is in flight until its answer's body is sent, so a quiet
+//!   streaming answer (gRPC `WatchJob`) is not idleness.
 //! - HTTP/2: `server.max_streams_per_connection` concurrent streams; a client
 //!   that cancels more than 200 requests and more than it lets be answered
 //!   (rapid reset, CVE-2023-44487: HEADERS then RST_STREAM) is disconnected.
@@ -263,9 +265,19 @@ impl Connection {
                 .map(|body| axum::body::Body::new(TimeoutBody::new(body, limits.body_timeout)));
             let answer = app.clone().oneshot(request);
             async move {
+                // In flight until its body is sent (or dropped): a
+                // streaming answer (gRPC's WatchJob) keeps the connection
+                // from counting as idle while it lasts.
                 let answer = answer.await;
-                in_flight.answered();
-                answer
+                let in_flight = in_flight.answered();
+                answer.map(|response| {
+                    response.map(|inner| {
+                        axum::body::Body::new(Answering {
+                            inner,
+                            _in_flight: in_flight,
+                        })
+                    })
+                })
             }
         });
         let conn = builder.serve_connection(TokioIo::new(io), service);
@@ -428,8 +440,37 @@ impl InFlight {
         }
     }
 
-    fn answered(mut self) {
+    /// Marks the request answered (its head is being sent): dropped from
+    /// now on, it counts as answered, not cancelled.
+    fn answered(mut self) -> Self {
         self.answered = true;
+        self
+    }
+}
+
+/// An answer's body, holding its request's [`InFlight`] until it is sent.
+struct Answering {
+    inner: axum::body::Body,
+    _in_flight: InFlight,
+}
+
+impl HttpBody for Answering {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 

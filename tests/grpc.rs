@@ -388,6 +388,53 @@ async fn watch_job_streams_until_the_job_is_done() {
     .unwrap();
 }
 
+/// A watched job that does not change for longer than
+/// `server.idle_timeout_s` keeps its stream: a call whose answer is still
+/// being sent is not an idle connection. (Waits 2.5 s for nothing to
+/// happen; a slow machine cannot make it fail, only pass more easily.)
+#[tokio::test]
+async fn a_quiet_watch_outlives_the_idle_timeout() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let env = env(|f| {
+            f.server.idle_timeout_s = 1;
+            f.grpc.keepalive_interval_s = 0;
+        })
+        .await;
+        let mut push = env.push();
+        let job = push
+            .send(send_request(
+                "apns",
+                json!({ "payload": apns_payload(), "delay_seconds": 3600 }),
+                &[apns_token("1d1d", 0)],
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .job;
+        let mut stream = push
+            .watch_job(WatchJobRequest { job: job.clone() })
+            .await
+            .unwrap()
+            .into_inner();
+        let first = stream.message().await.unwrap().unwrap();
+        assert_eq!(first.state, "scheduled");
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let r = env
+            .apns
+            .client
+            .delete(env.apns.url(&format!("/jobs/{job}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let last = stream.message().await.unwrap().unwrap();
+        assert_eq!((last.state.as_str(), last.cancelled), ("cancelled", 1));
+        assert!(stream.message().await.unwrap().is_none());
+    })
+    .await
+    .unwrap();
+}
+
 #[tokio::test]
 async fn gorush_send_and_health_check_answer_as_gorush_does() {
     tokio::time::timeout(TEST_TIMEOUT, async {
