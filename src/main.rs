@@ -373,14 +373,18 @@ fn check_config(file: &std::path::Path) -> anyhow::Result<ExitCode> {
                 (None, None) => "memory (nothing survives a restart)".to_owned(),
             };
             println!(
-                "# valid: listen {}, queue backend {backend}, APNs {}, Google {}",
+                "# valid: listen {}, queue backend {backend}, APNs {}, Google {}, gRPC {}",
                 config.server.listen,
                 if config.apns.is_some() { "on" } else { "off" },
                 match &config.google {
                     Some(pushgate::config::GoogleConfig::Fcm(_)) => "FCM v1",
                     Some(pushgate::config::GoogleConfig::Gcm(_)) => "legacy GCM",
                     None => "off",
-                }
+                },
+                config
+                    .grpc
+                    .as_ref()
+                    .map_or_else(|| "off".to_owned(), |g| g.listen.to_string()),
             );
             // The site's JavaScript needs this as `applicationServerKey`.
             for (app, w) in config
