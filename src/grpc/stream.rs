@@ -12,7 +12,10 @@
 //! A stream that breaks (the client cancels, the connection drops) or breaks
 //! the protocol (a second header) is passed to the route as a body error, so
 //! the route keeps what it admitted and marks the job truncated, as it does
-//! for a cut HTTP upload.
+//! for a cut HTTP upload. The body ends cleanly only on an explicit end: if
+//! the call itself is dropped (hyper drops a handler whose client reset the
+//! stream), the body fails too, and the HTTP request, which runs on its own
+//! task, still reaches its end.
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt as _};
@@ -36,7 +39,15 @@ pub const NDJSON: &str = "application/x-ndjson";
 #[error("the gRPC stream ended early: {0}")]
 pub struct StreamCut(String);
 
-type Line = Result<Bytes, StreamCut>;
+/// What the feeding side hands the body.
+enum Frame {
+    /// Lines to send.
+    Lines(Bytes),
+    /// The client's stream ended after its last chunk: the body ends.
+    End,
+    /// The client's stream broke: the body fails.
+    Cut(StreamCut),
+}
 
 /// Runs one `SendStream` call over `chunks` (tonic's `Streaming`, or any
 /// stream of chunks).
@@ -70,13 +81,26 @@ where
         first.push(convert::ndjson_tokens(route, &header.tokens));
     }
     let (lines, body) = channel_body();
-    let answer = adapter.post_streamed(route.path(), &forward, NDJSON, body);
+    // Its own task: the route reads the body to its end (or its break) even
+    // when this call is dropped.
+    let answer = tokio::spawn({
+        let adapter = adapter.clone();
+        async move {
+            adapter
+                .post_streamed(route.path(), &forward, NDJSON, body)
+                .await
+        }
+    });
     let feeding = feed(lines, first, route, chunks);
     tokio::pin!(answer, feeding);
     let mut fed: Option<Result<(), Status>> = None;
     loop {
         tokio::select! {
             answer = &mut answer => {
+                let answer = answer.map_err(|e| {
+                    tracing::warn!(error = %e, "a SendStream's HTTP request failed");
+                    Status::internal("the gateway's own request failed")
+                })?;
                 return match (fed, answer) {
                     (Some(Err(e)), _) => Err(e),
                     (_, answer) => answer.map(|a| convert::send_reply(&a)),
@@ -88,11 +112,19 @@ where
 }
 
 /// A body fed from a bounded channel: the sender waits while the reader
-/// does not read.
-fn channel_body() -> (mpsc::Sender<Line>, axum::body::Body) {
-    let (tx, rx) = mpsc::channel::<Line>(LINES_IN_FLIGHT);
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|line| (line, rx))
+/// does not read. It ends on [`Frame::End`] only; a sender gone without one
+/// is a cut.
+fn channel_body() -> (mpsc::Sender<Frame>, axum::body::Body) {
+    let (tx, rx) = mpsc::channel::<Frame>(LINES_IN_FLIGHT);
+    let stream = futures_util::stream::unfold(Some(rx), |rx| async move {
+        let mut rx = rx?;
+        let item = match rx.recv().await {
+            Some(Frame::Lines(bytes)) => return Some((Ok(bytes), Some(rx))),
+            Some(Frame::End) => return None,
+            Some(Frame::Cut(cut)) => cut,
+            None => StreamCut("the call ended before its stream did".into()),
+        };
+        Some((Err(item), None))
     });
     (tx, axum::body::Body::from_stream(stream))
 }
@@ -101,7 +133,7 @@ fn channel_body() -> (mpsc::Sender<Line>, axum::body::Body) {
 /// client's stream ends (the body ends with it), breaks (the body fails), or
 /// the route stops wanting the body (it has answered; its answer decides).
 async fn feed<S>(
-    lines: mpsc::Sender<Line>,
+    lines: mpsc::Sender<Frame>,
     first: Vec<Bytes>,
     route: Route,
     mut chunks: S,
@@ -110,19 +142,22 @@ where
     S: Stream<Item = Result<SendChunk, Status>> + Unpin + Send,
 {
     for line in first {
-        if lines.send(Ok(line)).await.is_err() {
+        if lines.send(Frame::Lines(line)).await.is_err() {
             return Ok(());
         }
     }
     loop {
         let (cut, status) = match chunks.next().await.transpose() {
-            Ok(None) => return Ok(()),
+            Ok(None) => {
+                let _ = lines.send(Frame::End).await;
+                return Ok(());
+            }
             Ok(Some(SendChunk {
                 part: Some(Part::Tokens(batch)),
             })) => {
                 if !batch.tokens.is_empty()
                     && lines
-                        .send(Ok(convert::ndjson_tokens(route, &batch.tokens)))
+                        .send(Frame::Lines(convert::ndjson_tokens(route, &batch.tokens)))
                         .await
                         .is_err()
                 {
@@ -141,7 +176,7 @@ where
             ),
             Err(status) => (status.message().to_owned(), status),
         };
-        let _ = lines.send(Err(StreamCut(cut))).await;
+        let _ = lines.send(Frame::Cut(StreamCut(cut))).await;
         return Err(status);
     }
 }

@@ -23,6 +23,7 @@ struct Seen {
     lines: Mutex<Vec<String>>,
     content_type: Mutex<String>,
     cut: Mutex<Option<String>>,
+    cut_seen: Notify,
 }
 
 /// `POST /apns/send` and `/webpush/send` reading NDJSON line by line, after
@@ -45,6 +46,7 @@ fn ndjson_route(seen: Arc<Seen>, gate: Arc<Notify>) -> axum::Router {
                     Ok(bytes) => pending.push_str(&String::from_utf8_lossy(&bytes)),
                     Err(e) => {
                         *seen.cut.lock().await = Some(e.to_string());
+                        seen.cut_seen.notify_one();
                         return (
                             StatusCode::ACCEPTED,
                             axum::Json(json!({"job": "j", "truncated": true})),
@@ -205,6 +207,25 @@ async fn a_broken_client_stream_cuts_the_body_and_the_call_fails() {
         .expect("the route saw the cut");
     assert!(cut.contains("client went away"), "{cut}");
     assert_eq!(*seen.lines.lock().await, [r#"{"app":"watch"}"#, r#""aa""#]);
+}
+
+/// hyper drops a handler whose client reset its stream: the route, on its
+/// own task, still sees the body break rather than end.
+#[tokio::test]
+async fn a_dropped_call_cuts_the_body_rather_than_ending_it() {
+    let seen = Arc::new(Seen::default());
+    let adapter = Adapter::new(ndjson_route(seen.clone(), open_gate()));
+    let chunks =
+        futures_util::stream::iter(vec![Ok(header("apns", &[])), Ok(batch(&["aa".into()]))])
+            .chain(futures_util::stream::pending());
+    let call = tokio::spawn(async move { send(&adapter, &MetadataMap::new(), chunks).await });
+    while seen.lines.lock().await.len() < 2 {
+        tokio::task::yield_now().await;
+    }
+    call.abort();
+    seen.cut_seen.notified().await;
+    let cut = seen.cut.lock().await.clone().expect("a cut");
+    assert!(cut.contains("ended before"), "{cut}");
 }
 
 #[tokio::test]
