@@ -18,7 +18,9 @@
 # Pinned to the crate's MSRV (Cargo.toml rust-version).
 FROM rust:1.88-bookworm AS builder
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
+COPY Cargo.toml Cargo.lock build.rs ./
+# The gRPC protos, compiled by build.rs in pure Rust (no protoc in the image).
+COPY proto ./proto
 COPY src ./src
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \

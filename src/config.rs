@@ -46,6 +46,8 @@ pub struct FileConfig {
     pub webpush: Option<WebPushSection>,
     /// `[gorush]`: the gorush-compatible routes (on by default).
     pub gorush: GorushSection,
+    /// `[grpc]`: the gRPC listener (off unless `listen` is set).
+    pub grpc: GrpcSection,
 }
 
 /// `[webhook]`.
@@ -271,6 +273,8 @@ pub struct Config {
     pub gorush: GorushSection,
     /// Web Push, when configured.
     pub webpush: Option<Apps<WebPushConfig>>,
+    /// The gRPC listener, when `[grpc] listen` is set.
+    pub grpc: Option<GrpcConfig>,
 }
 
 impl Config {
@@ -324,8 +328,11 @@ pub struct ServerConfig {
     pub limits: crate::listener::Limits,
 }
 
+mod grpc;
 mod load;
 mod validate;
+
+pub use grpc::{GrpcConfig, GrpcSection};
 
 #[cfg(test)]
 mod tests;

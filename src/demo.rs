@@ -33,6 +33,9 @@ pub struct DemoArgs {
     /// Which Google API the demo gateway uses: FCM HTTP v1 or the legacy multicast API.
     #[arg(long, value_enum, default_value_t = GoogleApi::Fcm)]
     pub google: GoogleApi,
+    /// Also serve gRPC here (`[grpc] listen`, e.g. 127.0.0.1:9090); off when not given.
+    #[arg(long)]
+    pub grpc_listen: Option<SocketAddr>,
 }
 
 /// The Google API of the demo.
@@ -136,6 +139,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
 
     let mut file = FileConfig::default();
     file.server.listen = args.listen.to_string();
+    if let Some(grpc) = args.grpc_listen {
+        file.grpc.listen = grpc.to_string();
+    }
     // The default disk backend, in the demo's own temporary directory
     // (removed at exit), so the demo never touches ./pushgate-data.
     file.queue.data_dir = dir.join("data").display().to_string();

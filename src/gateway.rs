@@ -40,6 +40,8 @@ pub struct Gateway {
     https: bool,
     stop_http: Option<oneshot::Sender<()>>,
     server: JoinHandle<std::io::Result<()>>,
+    /// The gRPC listener, when `[grpc] listen` is set.
+    pub grpc: Option<crate::grpc::GrpcServer>,
 }
 
 impl Gateway {
@@ -155,12 +157,17 @@ impl Gateway {
             .map(|r| r.platform.as_str())
             .collect();
         tracing::info!(%addr, https = config.server.tls.is_some(), ?platforms, "pushgate listening");
+        let grpc = match &config.grpc {
+            Some(grpc) => Some(start_grpc(grpc, config, &state).await?),
+            None => None,
+        };
         Ok(Self {
             addr,
             state,
             https: config.server.tls.is_some(),
             stop_http: Some(stop_http),
             server,
+            grpc,
         })
     }
 
@@ -181,8 +188,36 @@ impl Gateway {
             let _ = stop.send(());
         }
         let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.server).await;
+        if let Some(grpc) = self.grpc.take() {
+            grpc.stop().await;
+        }
         report
     }
+}
+
+/// The gRPC listener (`[grpc]`): a front over the same API router, so it
+/// needs only the router, the metrics, where gorush's `/api/push` is, and a
+/// key for its `/readyz` probe.
+async fn start_grpc(
+    grpc: &crate::config::GrpcConfig,
+    config: &Config,
+    state: &AppState,
+) -> anyhow::Result<crate::grpc::GrpcServer> {
+    let gorush = &config.gorush;
+    let parts = crate::grpc::Parts {
+        api: api::router(state.clone()),
+        metrics: state.metrics.clone(),
+        gorush_push: gorush
+            .enabled
+            .then(|| format!("{}/api/push", gorush.path_prefix)),
+        probe: config
+            .server
+            .api_keys
+            .first()
+            .map(|k| crate::grpc::adapter::Forward::bearer(k.expose()))
+            .unwrap_or_default(),
+    };
+    Ok(crate::grpc::GrpcServer::start(grpc.listen, grpc.settings.clone(), parts).await?)
 }
 
 /// SIGTERM and SIGINT listeners, registered once. Unlike calling

@@ -28,6 +28,7 @@ pub mod demo;
 pub mod fcm;
 pub mod floor;
 pub mod gateway;
+pub mod grpc;
 pub mod http2;
 pub mod job;
 pub mod listener;

@@ -12,10 +12,14 @@
 //!   long fails with [`BodyTimedOut`] (the API answers 408 and, since the
 //!   body was not read to its end, the connection closes).
 //! - `server.idle_timeout_s`: a connection with no request in flight and no
-//!   byte either way for this long is closed (HTTP/2: GOAWAY first).
+//!   byte either way for this long is closed (HTTP/2: GOAWAY first). A
+//!   request is in flight until its answer's body is sent, so a quiet
+//!   streaming answer (gRPC `WatchJob`) is not idleness.
 //! - HTTP/2: `server.max_streams_per_connection` concurrent streams; a client
 //!   that cancels more than 200 requests and more than it lets be answered
 //!   (rapid reset, CVE-2023-44487: HEADERS then RST_STREAM) is disconnected.
+//! - HTTP/2 keepalive ([`Keepalive`], the gRPC listener's): a PING after a
+//!   quiet interval; a client that does not answer it in time is disconnected.
 //!
 //! The soft `RLIMIT_NOFILE` is raised to the hard limit at start
 //! ([`raise_fd_limit`]), and `max_connections` is held below it.
@@ -50,6 +54,19 @@ pub struct Limits {
     pub max_connections: usize,
     /// `server.max_streams_per_connection`.
     pub max_streams_per_connection: u32,
+    /// HTTP/2 keepalive PINGs; `None`: none (the HTTP API's listener).
+    pub keepalive: Option<Keepalive>,
+}
+
+/// HTTP/2 keepalive: a PING when nothing has arrived from the client for
+/// `interval`; no answer within `timeout` closes the connection. An answered
+/// PING is traffic, so it also keeps the connection from counting as idle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keepalive {
+    /// Quiet time before a PING.
+    pub interval: Duration,
+    /// How long the PING may go unanswered.
+    pub timeout: Duration,
 }
 
 impl Default for Limits {
@@ -60,6 +77,7 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(60),
             max_connections: 10_000,
             max_streams_per_connection: 128,
+            keepalive: None,
         }
     }
 }
@@ -139,7 +157,11 @@ pub async fn serve(
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(limits.max_streams_per_connection);
+        .max_concurrent_streams(limits.max_streams_per_connection)
+        .keep_alive_interval(limits.keepalive.map(|k| k.interval));
+    if let Some(k) = limits.keepalive {
+        builder.http2().keep_alive_timeout(k.timeout);
+    }
     let builder = Arc::new(builder);
     let (closing, closing_rx) = watch::channel(false);
     let mut refused_logged: Option<Instant> = None;
@@ -243,9 +265,19 @@ impl Connection {
                 .map(|body| axum::body::Body::new(TimeoutBody::new(body, limits.body_timeout)));
             let answer = app.clone().oneshot(request);
             async move {
+                // In flight until its body is sent (or dropped): a
+                // streaming answer (gRPC's WatchJob) keeps the connection
+                // from counting as idle while it lasts.
                 let answer = answer.await;
-                in_flight.answered();
-                answer
+                let in_flight = in_flight.answered();
+                answer.map(|response| {
+                    response.map(|inner| {
+                        axum::body::Body::new(Answering {
+                            inner,
+                            _in_flight: in_flight,
+                        })
+                    })
+                })
             }
         });
         let conn = builder.serve_connection(TokioIo::new(io), service);
@@ -408,8 +440,37 @@ impl InFlight {
         }
     }
 
-    fn answered(mut self) {
+    /// Marks the request answered (its head is being sent): dropped from
+    /// now on, it counts as answered, not cancelled.
+    fn answered(mut self) -> Self {
         self.answered = true;
+        self
+    }
+}
+
+/// An answer's body, holding its request's [`InFlight`] until it is sent.
+struct Answering {
+    inner: axum::body::Body,
+    _in_flight: InFlight,
+}
+
+impl HttpBody for Answering {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -378,13 +378,17 @@ fn check_config(file: &std::path::Path) -> anyhow::Result<ExitCode> {
                 .map(|(platform, apps)| format!("{platform} ({})", apps.join(", ")))
                 .collect();
             println!(
-                "# valid: listen {}, queue backend {backend}, platforms {}",
+                "# valid: listen {}, queue backend {backend}, platforms {}, gRPC {}",
                 config.server.listen,
                 if platforms.is_empty() {
                     "none".to_owned()
                 } else {
                     platforms.join("; ")
-                }
+                },
+                config
+                    .grpc
+                    .as_ref()
+                    .map_or_else(|| "off".to_owned(), |g| g.listen.to_string()),
             );
             // The site's JavaScript needs this as `applicationServerKey`.
             for (app, w) in config.webpush.iter().flat_map(|apps| apps.iter()) {

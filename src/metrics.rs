@@ -68,6 +68,9 @@ pub struct Metrics {
     pub fcm_paced_seconds: prometheus::CounterVec,
     /// Messages the FCM pacer would let go at once now, by app.
     pub fcm_allowance: prometheus::GaugeVec,
+    /// gRPC calls answered, by method (`package.Service/Method`) and status
+    /// code (`OK`, `INVALID_ARGUMENT`, …).
+    pub grpc_requests: IntCounterVec,
 }
 
 impl Metrics {
@@ -232,6 +235,11 @@ impl Metrics {
             ]),
         )?;
         registry.register(Box::new(api_latency.clone()))?;
+        let grpc_requests = counter(
+            "pushgate_grpc_requests_total",
+            "gRPC calls answered, by method and status code",
+            &["method", "code"],
+        )?;
         let attempts_by_platform = catalog
             .platforms()
             .map(|p| (p, attempts.with_label_values(&[p.as_str()])))
@@ -264,6 +272,7 @@ impl Metrics {
             channel_requests,
             fcm_paced_seconds,
             fcm_allowance,
+            grpc_requests,
         })
     }
 

@@ -5,8 +5,9 @@
 use super::*;
 
 const ENV_PREFIX: &str = "PUSHGATE_";
-const SECTIONS: [&str; 10] = [
+const SECTIONS: [&str; 11] = [
     "server", "queue", "report", "retry", "apns", "fcm", "gcm", "webhook", "webpush", "gorush",
+    "grpc",
 ];
 
 impl FileConfig {

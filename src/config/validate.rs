@@ -74,6 +74,13 @@ impl FileConfig {
             crate::webpush::config::validate_webpush,
             &mut errors,
         );
+        let grpc = super::grpc::validate_grpc(
+            &self.grpc,
+            &self.server,
+            server.as_ref().map(|s| s.limits),
+            server.as_ref().and_then(|s| s.tls.as_ref()),
+            &mut errors,
+        );
         match server {
             Some(server) if errors.is_empty() => Ok(Config {
                 server,
@@ -93,6 +100,7 @@ impl FileConfig {
                 webhook,
                 gorush,
                 webpush,
+                grpc,
             }),
             _ => Err(ConfigErrors(errors)),
         }
@@ -325,6 +333,7 @@ impl FileConfig {
                 idle_timeout: Duration::from_secs(s.idle_timeout_s),
                 max_connections: usize::try_from(s.max_connections).unwrap_or(usize::MAX),
                 max_streams_per_connection: s.max_streams_per_connection,
+                keepalive: None,
             },
         })
     }
