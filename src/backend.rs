@@ -197,6 +197,7 @@ impl Backend {
                     id,
                     app: job.app,
                     fields: Arc::from(job.fields),
+                    built: job.message,
                     send: Handoff::all(&job.tokens),
                     tokens: job.tokens,
                     progress,

@@ -27,7 +27,7 @@ use crate::retry::Backoff;
 use crate::shared_credential::SharedCredentials;
 
 pub use gorush::{Fields, GorushMapping, NotificationError};
-pub use handoff::{Deliver, DeliverError, Handoff, Refused};
+pub use handoff::{Built, Deliver, DeliverError, Handoff, Refused};
 pub use lane::{Lane, LaneSettings, Settled};
 pub use registry::{Front, Registered, Registry, Status};
 pub use request::{Keep, Request, RequestError, SendBody, TokenRefused, When};

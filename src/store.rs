@@ -32,7 +32,7 @@ use serde_json::Value;
 use crate::books::{Counters, JobStatus, ListKind};
 use crate::job::{Family, JobId, JobProgress, Platform, TokenList};
 use crate::outcome::{Recorder, Sink};
-use crate::platform::{Handoff, Registry};
+use crate::platform::{Built, Handoff, Registry};
 
 /// A store's answer, later.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -46,6 +46,8 @@ pub struct NewJob {
     pub app: Arc<str>,
     /// The message as its platform stores it ([`crate::platform`]).
     pub fields: Vec<u8>,
+    /// The message as its platform built it, when delivered here.
+    pub message: Option<Built>,
     /// The validated, deduplicated tokens (kept form).
     pub tokens: TokenList,
     /// Nothing is sent after this.

@@ -291,6 +291,7 @@ pub async fn send_broadcast(
     let job = Job {
         app,
         fields: broadcast_to_stored(&fields, &bundle),
+        message: Some(crate::platform::Built::new(message)),
         expires_at,
         delay: when.delay,
         notif_id: None,

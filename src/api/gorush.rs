@@ -113,11 +113,16 @@ pub async fn push(State(state): State<AppState>, body: Body) -> Result<Response,
             ),
         ));
     }
-    let planned = notifications
+    let mut planned = notifications
         .iter()
         .enumerate()
         .map(|(i, n)| plan(&state, i, n))
         .collect::<Result<Vec<_>, ApiError>>()?;
+    // Taken out first: the intakes below borrow the requests' tokens.
+    let mut messages: Vec<_> = planned
+        .iter_mut()
+        .map(|p| p.request.message.take())
+        .collect();
     // Every notification checked and its tokens taken in before any is queued.
     let mut intakes: Vec<Intake<'_>> = Vec::with_capacity(planned.len());
     let mut total = 0u64;
@@ -154,10 +159,11 @@ pub async fn push(State(state): State<AppState>, body: Body) -> Result<Response,
     let mut jobs = Vec::with_capacity(planned.len());
     let mut logs = Vec::new();
     let mut counts = 0u64;
-    for (taken, p) in intakes.into_iter().zip(&planned) {
+    for ((taken, p), message) in intakes.into_iter().zip(&planned).zip(messages.drain(..)) {
         let job = Job {
             app: p.request.app.clone(),
             fields: p.request.fields.clone(),
+            message,
             expires_at: p.request.expires_at,
             delay: None,
             notif_id: p.request.notif_id.clone(),

@@ -17,7 +17,7 @@ use super::{ApnsService, token};
 use crate::message::MessageError;
 use crate::platform::request::{bad_json, form_int, parse_form, parse_when, unknown_form_field};
 use crate::platform::{
-    Fields, Front, GorushMapping, Request, RequestError, SendBody, Status, When,
+    Built, Fields, Front, GorushMapping, Request, RequestError, SendBody, Status, When,
 };
 use crate::settings::Apps;
 
@@ -102,11 +102,12 @@ impl ApnsFront {
             .filter(|&e| e > 0)
             .map(|e| UNIX_EPOCH + Duration::from_secs(e.unsigned_abs()));
         let stored = fields.to_stored();
-        ApnsMessage::new(fields, service.default_topic.as_deref())?;
+        let message = ApnsMessage::new(fields, service.default_topic.as_deref())?;
         Ok(Request {
             platform: crate::apns::PLATFORM,
             app,
             fields: stored,
+            message: Some(Built::new(message)),
             expires_at,
             when,
             notif_id: None,

@@ -18,7 +18,7 @@ use crate::job::Platform;
 use crate::message::MessageError;
 use crate::platform::request::{bad_json, form_int, parse_form, parse_when, unknown_form_field};
 use crate::platform::{
-    Fields, Front, GorushMapping, Keep, Request, RequestError, SendBody, Status, When,
+    Built, Fields, Front, GorushMapping, Keep, Request, RequestError, SendBody, Status, When,
 };
 use crate::settings::Apps;
 
@@ -122,6 +122,7 @@ impl GoogleFront {
             app,
             fields: stored,
             expires_at: message.expires_at(SystemTime::now()),
+            message: Some(Built::new(message)),
             when,
             notif_id: None,
             tokens,

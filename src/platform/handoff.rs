@@ -9,6 +9,29 @@ use crate::job::{JobId, JobProgress, Outcome, Platform, TokenList};
 use crate::message::MessageError;
 use crate::outcome::Recorder;
 
+/// A platform's message as its front built it from the request: handed to
+/// the platform's lane with the job, so a job admitted here is not built
+/// twice (a job read back from a store is rebuilt from its stored bytes).
+pub struct Built(Box<dyn std::any::Any + Send + Sync>);
+
+impl Built {
+    /// Wraps a built message.
+    pub fn new<M: Send + Sync + 'static>(message: M) -> Self {
+        Self(Box::new(message))
+    }
+
+    /// The message, if it is an `M`.
+    pub fn take<M: 'static>(self) -> Option<M> {
+        self.0.downcast::<M>().ok().map(|m| *m)
+    }
+}
+
+impl std::fmt::Debug for Built {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Built")
+    }
+}
+
 /// A job (or a chunk of one) handed to its platform.
 #[derive(Debug)]
 pub struct Handoff {
@@ -18,6 +41,8 @@ pub struct Handoff {
     pub app: Arc<str>,
     /// The message as the platform stored it at the API.
     pub fields: Arc<[u8]>,
+    /// The message itself, when the API just built it.
+    pub built: Option<Built>,
     /// The tokens, in stored form.
     pub tokens: TokenList,
     /// Which token ranges to send now (all of them for a fresh job; the

@@ -8,7 +8,7 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::handoff::{Deliver, Handoff, Refused};
+use super::handoff::{Built, Deliver, Handoff, Refused};
 use crate::job::{Job, Outcome, OutcomeKind, Platform};
 use crate::message::MessageError;
 use crate::outcome::Recorder;
@@ -204,8 +204,9 @@ impl<M: Send + Sync + 'static> Deliver for Lane<M> {
         self.platform
     }
 
-    fn deliver(&self, handoff: Handoff) -> Result<(), Refused> {
-        let message = match (self.rebuild)(&handoff.fields) {
+    fn deliver(&self, mut handoff: Handoff) -> Result<(), Refused> {
+        let built = handoff.built.take().and_then(Built::take::<M>);
+        let message = match built.map_or_else(|| (self.rebuild)(&handoff.fields), Ok) {
             Ok(m) => m,
             Err(e) => return Err(Refused::message(e, handoff)),
         };
@@ -228,5 +229,56 @@ impl<M: Send + Sync + 'static> Deliver for Lane<M> {
 
     fn forget_queued(&self) -> u64 {
         self.queue.forget()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::job::{JobId, JobProgress, TokenList, test};
+
+    fn handoff(built: Option<Built>) -> Handoff {
+        let mut tokens = TokenList::default();
+        tokens.push(b"t");
+        let id = JobId::new();
+        Handoff {
+            id,
+            app: "default".into(),
+            fields: Arc::from(&b"stored"[..]),
+            built,
+            send: Handoff::all(&tokens),
+            tokens,
+            progress: Arc::new(JobProgress::new(id, test::PLATFORM, 1)),
+            expires_at: None,
+        }
+    }
+
+    /// A job the API just built reaches the queue as built; only one read
+    /// back from a store is rebuilt from its stored bytes.
+    #[test]
+    fn a_built_message_is_not_built_again() {
+        let rebuilt = Arc::new(AtomicUsize::new(0));
+        let counter = rebuilt.clone();
+        let lane: Arc<Lane<String>> = Lane::new(LaneSettings {
+            platform: test::PLATFORM,
+            recorder: Recorder::new(Vec::new()),
+            backoff: Backoff::default(),
+            max_retries: 1,
+            deadline_reason: None,
+            rebuild: Box::new(move |stored| {
+                counter.fetch_add(1, Ordering::Relaxed);
+                Ok(String::from_utf8_lossy(stored).into_owned())
+            }),
+        });
+        lane.deliver(handoff(Some(Built::new("built".to_owned()))))
+            .expect("queued");
+        lane.deliver(handoff(None)).expect("queued");
+        assert_eq!(rebuilt.load(Ordering::Relaxed), 1);
+        let first = lane.queue().try_pop(10).expect("work");
+        assert_eq!(first.job.message, "built");
+        let second = lane.queue().try_pop(10).expect("work");
+        assert_eq!(second.job.message, "stored");
     }
 }

@@ -154,6 +154,9 @@ pub struct Request<'a> {
     pub app: Arc<str>,
     /// The message in its platform's stored form.
     pub fields: Vec<u8>,
+    /// The message as the platform built it (handed to its lane when the job
+    /// is delivered here, so it is not built again).
+    pub message: Option<super::Built>,
     /// Nothing is sent after this.
     pub expires_at: Option<SystemTime>,
     /// Now, or after a delay.

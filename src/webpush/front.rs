@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use super::WebPushService;
 use super::message::{self, MessageError, SendRequest};
 use crate::platform::request::{bad_json, parse_when};
-use crate::platform::{Front, Request, RequestError, SendBody, Status, TokenRefused};
+use crate::platform::{Built, Front, Request, RequestError, SendBody, Status, TokenRefused};
 use crate::settings::Apps;
 
 /// The gateway's own deadline is never shorter than this, so a message with
@@ -57,6 +57,7 @@ impl Front for WebPushFront {
             platform: crate::webpush::PLATFORM,
             app,
             fields: message::encode_fields(&msg),
+            message: Some(Built::new(msg)),
             expires_at: Some(SystemTime::now() + life),
             when,
             notif_id: None,

@@ -84,6 +84,7 @@ pub async fn submit(
         platform,
         app,
         fields,
+        message,
         expires_at,
         when,
         notif_id,
@@ -95,6 +96,7 @@ pub async fn submit(
     let job = Job {
         app,
         fields,
+        message,
         expires_at,
         delay: when.delay,
         notif_id,
@@ -108,6 +110,8 @@ pub struct Job {
     pub app: std::sync::Arc<str>,
     /// The message in its platform's stored form.
     pub fields: Vec<u8>,
+    /// The message as its platform built it.
+    pub message: Option<crate::platform::Built>,
     /// Nothing is sent after this.
     pub expires_at: Option<std::time::SystemTime>,
     /// Hold the job this long first.
@@ -145,6 +149,7 @@ pub async fn admit(
             platform,
             app: job.app,
             fields: job.fields,
+            message: job.message,
             tokens,
             expires_at: job.expires_at,
             delay,

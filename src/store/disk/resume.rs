@@ -57,6 +57,7 @@ impl DiskStore {
                     id: progress.id,
                     app: progress.app.clone(),
                     fields: Arc::from(record.fields),
+                    built: None,
                     tokens: record.tokens,
                     send,
                     progress,

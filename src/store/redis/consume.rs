@@ -348,6 +348,7 @@ impl Consumer {
             id,
             app,
             fields: Arc::from(chunk.fields.into_bytes()),
+            built: None,
             tokens: list,
             send,
             progress: progress.clone(),
