@@ -91,6 +91,11 @@ impl AppState {
         self.shutting_down.store(true, Ordering::Release);
     }
 
+    /// True once the gateway began to drain.
+    fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
+    }
+
     fn refuse_if_shutting_down(&self) -> Result<(), ApiError> {
         if self.shutting_down.load(Ordering::Acquire) {
             Err(ApiError::unavailable(

@@ -119,7 +119,10 @@ impl Backend {
         let (mut resumed, mut tokens, mut duplicates) = (0u64, 0u64, 0u64);
         for job in jobs {
             let progress = job.handoff.progress.clone();
-            inner.hand.recorder.accepted(&progress, Arrival::Recovered);
+            inner
+                .hand
+                .recorder
+                .accepted(&progress, progress.total(), Arrival::Recovered);
             if job.possible_duplicates > 0 {
                 inner
                     .hand
@@ -192,7 +195,10 @@ impl Backend {
         match self.0.store.admit(id, &job).await? {
             Admitted::Here(progress) => {
                 // Counted before it is queued, so no outcome can precede its acceptance.
-                self.0.hand.recorder.accepted(&progress, Arrival::New);
+                self.0
+                    .hand
+                    .recorder
+                    .accepted(&progress, progress.total(), Arrival::New);
                 let handoff = Handoff {
                     id,
                     app: job.app,
@@ -219,6 +225,28 @@ impl Backend {
             }
         }
         Ok(id)
+    }
+
+    /// Opens a job whose tokens arrive in parts (a stream): `job` carries no
+    /// tokens and no delay. Parts go through [`Stream::append`], each kept
+    /// before it is handed to its platform; [`Stream::close`] ends it.
+    pub async fn open_stream(&self, job: NewJob) -> Result<Stream, AdmitError> {
+        let id = JobId::new();
+        let admitted = self.0.store.open_stream(id, &job).await?;
+        let progress = match admitted {
+            Admitted::Here(progress) => {
+                self.0.hand.recorder.accepted(&progress, 0, Arrival::New);
+                Some(progress)
+            }
+            Admitted::Shared => None,
+        };
+        Ok(Stream {
+            backend: self.clone(),
+            id,
+            job,
+            progress,
+            next: 0,
+        })
     }
 
     /// Holds a job in the scheduler until `delay` has passed.
@@ -466,5 +494,87 @@ impl Backend {
                 );
             }
         }
+    }
+}
+
+/// A job whose tokens arrive in parts (see [`Backend::open_stream`]).
+pub struct Stream {
+    backend: Backend,
+    id: JobId,
+    /// What every part carries: platform, app, message (no tokens).
+    job: NewJob,
+    /// Its progress, when this gateway delivers it.
+    progress: Option<std::sync::Arc<crate::job::JobProgress>>,
+    /// The job's index of the next part's first token.
+    next: u32,
+}
+
+/// How long a part waits between asks for room in a full queue: the
+/// stream's reader waits with it, so the sender is paced by TCP.
+const ROOM_WAIT: Duration = Duration::from_millis(25);
+
+impl Stream {
+    /// The job's id.
+    pub fn id(&self) -> JobId {
+        self.id
+    }
+
+    /// Tokens appended so far.
+    pub fn total(&self) -> u64 {
+        u64::from(self.next)
+    }
+
+    /// Keeps one part (waiting while the queue is full: the caller stops
+    /// reading meanwhile, which paces its sender), then counts it and hands
+    /// it to its platform. A part that could never fit is refused.
+    pub async fn append(&mut self, tokens: crate::job::TokenList) -> Result<(), AdmitError> {
+        if tokens.is_empty() {
+            return Ok(());
+        }
+        let tokens = tokens.with_base(self.next);
+        let n = tokens.len() as u64;
+        let inner = &self.backend.0;
+        loop {
+            match inner.store.append(self.id, &self.job, &tokens).await {
+                Ok(()) => break,
+                Err(AdmitError::Full {
+                    capacity, wanted, ..
+                }) if wanted <= capacity => tokio::time::sleep(ROOM_WAIT).await,
+                Err(e) => return Err(e),
+            }
+        }
+        self.next = tokens.range().end;
+        match &self.progress {
+            Some(progress) => {
+                // Counted before it is queued, so no outcome precedes it.
+                progress.grow(n);
+                inner.hand.recorder.accepted(progress, n, Arrival::Grown);
+                inner.hand.deliver(Handoff {
+                    id: self.id,
+                    app: self.job.app.clone(),
+                    fields: Arc::from(self.job.fields.as_slice()),
+                    built: None,
+                    send: Handoff::all(&tokens),
+                    tokens,
+                    progress: progress.clone(),
+                    expires_at: self.job.expires_at,
+                });
+            }
+            None => inner
+                .metrics
+                .accepted
+                .with_label_values(&[self.job.platform.as_str(), &self.job.app])
+                .inc_by(n),
+        }
+        Ok(())
+    }
+
+    /// Ends the stream: no more parts (`truncated`: it was cut before its end).
+    pub async fn close(self, truncated: bool) -> Result<(), StoreError> {
+        let closed = self.backend.0.store.close_stream(self.id, truncated).await;
+        if let Some(progress) = &self.progress {
+            progress.close(truncated);
+        }
+        closed
     }
 }

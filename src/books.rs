@@ -348,6 +348,8 @@ pub struct JobStatus {
     pub notif_id: Option<String>,
     /// `apns-unique-id`s of deliveries (broadcasts, sandbox pushes), when kept.
     pub unique_ids: Vec<String>,
+    /// A streamed job whose stream was cut before its end.
+    pub truncated: bool,
 }
 
 impl JobStatus {
@@ -361,27 +363,17 @@ impl JobStatus {
         self.counts[kind as usize]
     }
 
-    /// The state word from the counts: what every backend answers.
-    pub fn state_of(pending: u64, cancelled: bool, scheduled: bool) -> &'static str {
-        match (pending, cancelled, scheduled) {
-            (0, true, _) => "cancelled",
-            (0, false, _) => "done",
-            (_, true, _) => "cancelling",
-            (_, false, true) => "scheduled",
-            (_, false, false) => "running",
-        }
-    }
-
     /// A live job's status.
     pub fn of(progress: &JobProgress) -> Self {
         Self {
             job: progress.id.to_string(),
             platform: progress.platform.as_str().to_owned(),
             state: progress.state(),
-            total: progress.total,
+            total: progress.total(),
             counts: OutcomeKind::ALL.map(|k| progress.count(k)),
             notif_id: progress.notif_id.as_deref().map(str::to_owned),
             unique_ids: progress.unique_ids(),
+            truncated: progress.is_truncated(),
         }
     }
 
@@ -405,6 +397,9 @@ impl JobStatus {
         }
         if !self.unique_ids.is_empty() {
             answer["apns_unique_ids"] = serde_json::json!(self.unique_ids);
+        }
+        if self.truncated {
+            answer["truncated"] = serde_json::Value::Bool(true);
         }
         answer
     }

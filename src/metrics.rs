@@ -306,12 +306,14 @@ impl crate::outcome::Sink for Metrics {
     fn accepted(
         &self,
         progress: &std::sync::Arc<crate::job::JobProgress>,
+        n: u64,
         arrival: crate::outcome::Arrival,
     ) {
-        if arrival == crate::outcome::Arrival::New {
+        use crate::outcome::Arrival;
+        if matches!(arrival, Arrival::New | Arrival::Grown) {
             self.accepted
                 .with_label_values(&[progress.platform.as_str(), &progress.app])
-                .inc_by(progress.total);
+                .inc_by(n);
         }
     }
 

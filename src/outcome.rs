@@ -26,6 +26,8 @@ pub enum Arrival {
     /// Reloaded from the gateway's own store at start (backend `disk`): the
     /// stored counters already hold it.
     Recovered,
+    /// More tokens of a job accepted here and still open (a stream's part).
+    Grown,
 }
 
 /// One token's terminal outcome.
@@ -58,8 +60,9 @@ impl Finished<'_> {
 /// Something that wants to hear about outcomes. Every method has a no-op
 /// default, so a sink implements only what it keeps.
 pub trait Sink: Send + Sync + 'static {
-    /// A job's tokens were counted as accepted (pending).
-    fn accepted(&self, _progress: &Arc<JobProgress>, _arrival: Arrival) {}
+    /// `n` tokens of a job were counted as accepted (pending): all of a whole
+    /// job's, or the part of a stream that just arrived.
+    fn accepted(&self, _progress: &Arc<JobProgress>, _n: u64, _arrival: Arrival) {}
     /// One attempt of one token will be retried.
     fn retried(&self, _progress: &JobProgress, _reason: &str) {}
     /// `n` tokens are being resent after their connection dropped mid-request.
@@ -92,9 +95,9 @@ impl Recorder {
 
     /// Counts a job's tokens as accepted: called before the job is queued,
     /// so no worker can finish a token that was not yet counted.
-    pub fn accepted(&self, progress: &Arc<JobProgress>, arrival: Arrival) {
+    pub fn accepted(&self, progress: &Arc<JobProgress>, n: u64, arrival: Arrival) {
         for s in self.sinks.iter() {
-            s.accepted(progress, arrival);
+            s.accepted(progress, n, arrival);
         }
     }
 

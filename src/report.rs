@@ -168,11 +168,11 @@ impl Reports {
 }
 
 impl Sink for Reports {
-    fn accepted(&self, progress: &Arc<JobProgress>, arrival: Arrival) {
+    fn accepted(&self, progress: &Arc<JobProgress>, n: u64, arrival: Arrival) {
         if arrival != Arrival::Recovered {
-            lock(&self.of(progress).counters).post(&Posting::accepted(progress.total));
+            lock(&self.of(progress).counters).post(&Posting::accepted(n));
         }
-        if arrival != Arrival::Taken {
+        if arrival == Arrival::New || arrival == Arrival::Recovered {
             // A chunk of a shared job is not the job: its status is the store's.
             self.jobs.insert(progress.clone());
         }
@@ -201,7 +201,11 @@ const PROGRESS_LOG_MIN_TOKENS: u64 = 1000;
 /// Logs a job's progress when `done` crosses a tenth of it, and its summary
 /// when it finishes: the operator's view of a large send without a metric query.
 fn log_progress(progress: &JobProgress, done: u64) {
-    let total = progress.total;
+    let total = progress.total();
+    if progress.is_open() {
+        // A stream still arriving: its total is not final.
+        return;
+    }
     if done == total {
         let secs = progress.accepted_at.elapsed().as_secs_f64();
         tracing::info!(
@@ -254,7 +258,7 @@ mod tests {
         let r = Recorder::new(vec![reports.clone()]);
         let j = job(6);
         let p = &j.progress;
-        r.accepted(p, Arrival::New);
+        r.accepted(p, p.total(), Arrival::New);
         r.retry(p, "ServiceUnavailable");
         r.finish(&j, 0, Outcome::Success, true);
         r.finish(

@@ -220,6 +220,29 @@ pub trait Store: Sink {
         job: &'a NewJob,
     ) -> StoreFuture<'a, Result<Admitted, AdmitError>>;
 
+    /// Opens a job whose tokens arrive in parts (a stream): `job` carries
+    /// none. `Admitted::Here` carries its progress, open.
+    fn open_stream<'a>(
+        &'a self,
+        id: JobId,
+        job: &'a NewJob,
+    ) -> StoreFuture<'a, Result<Admitted, AdmitError>>;
+
+    /// Keeps one part of an open stream (`tokens`, based at the job's index
+    /// of its first) as durably as the store can, within its bound; once
+    /// this returns, the part survives whatever the store survives.
+    /// `AdmitError::Full` means "not now": the caller waits and asks again.
+    fn append<'a>(
+        &'a self,
+        id: JobId,
+        job: &'a NewJob,
+        tokens: &'a TokenList,
+    ) -> StoreFuture<'a, Result<(), AdmitError>>;
+
+    /// Closes an open stream: no more parts come (`truncated`: its stream
+    /// was cut before its end).
+    fn close_stream(&self, id: JobId, truncated: bool) -> StoreFuture<'_, Result<(), StoreError>>;
+
     /// A family's app's counters when the store keeps its own; `None` when
     /// this gateway's books are the store's (restored into them at start).
     fn counters<'a>(

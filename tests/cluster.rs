@@ -751,3 +751,69 @@ async fn two_gateways_share_one_fcm_quota_through_redis() {
     .await
     .unwrap();
 }
+
+/// A streamed send through Redis: its parts are chunks any gateway takes,
+/// the job grows as one, and a cut stream shows truncated everywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_send_is_shared_through_redis_and_a_cut_one_shows_truncated() {
+    use common::upload::{Upload, header_line, token_lines};
+    tokio::time::timeout(CLUSTER_TIMEOUT, async {
+        let dir = scratch("cluster-stream");
+        let redis = RedisServer::start(&dir).await;
+        let (mock, apns) = apns_mock_for_process(&dir, Faults::default(), 100).await;
+        let client = reqwest::Client::new();
+        let gateways = start_gateways(&dir, &apns, &redis, &["s1", "s2"]).await;
+
+        let mut upload = Upload::start(&gateways[0].url, "/apns/send").await;
+        upload.send(&header_line()).await;
+        for start in (0..30_000).step_by(1000) {
+            upload.send(&token_lines("b7b7", start..start + 1000)).await;
+        }
+        let (status, answer) = upload.finish().await;
+        assert_eq!(status, 202, "{answer}");
+        assert_eq!(answer["accepted"], 30_000, "{answer}");
+        let job = answer["job"].as_str().unwrap().to_owned();
+        let all = tokens("b7b7", 30_000);
+        wait_delivered(&mock, &all, Duration::from_secs(300)).await;
+        assert_eq!(duplicates(&mock.ledger, &all), 0);
+        let (_, status) = post_get(&client, &gateways[1].url, &format!("/jobs/{job}")).await;
+        assert_eq!(status["total"], 30_000, "{status}");
+        assert!(
+            status.get("truncated").is_none_or(|t| t == false),
+            "{status}"
+        );
+        for g in &gateways {
+            assert!(
+                metric(&client, &g.url, "pushgate_outcomes_total").await > 0.0,
+                "a gateway took no part of the stream"
+            );
+        }
+
+        // Cut after 5,000 whole lines and half of one.
+        let mut upload = Upload::start(&gateways[1].url, "/apns/send").await;
+        upload.send(&header_line()).await;
+        upload.send(&token_lines("b8b8", 0..5000)).await;
+        upload.send(b"\"b8b8").await;
+        let cut = tokens("b8b8", 5000);
+        wait_delivered(&mock, &cut, Duration::from_secs(120)).await;
+        drop(upload);
+        let report = settled_report(&client, &gateways[0], 35_000).await;
+        assert_eq!(report["successes"], 35_000, "{report}");
+        let opened = gateways[1].logs("streamed job opened");
+        let cut_job = opened.last().unwrap()["fields"]["job"].as_str().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (_, status) =
+                post_get(&client, &gateways[0].url, &format!("/jobs/{cut_job}")).await;
+            if status["truncated"] == true {
+                assert_eq!(status["total"], 5000, "{status}");
+                assert_eq!(status["state"], "done", "{status}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "{status}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap();
+}

@@ -10,9 +10,9 @@
 //! - `grpc.health.v1.Health` and server reflection;
 //! - `pushgate_grpc_requests_total`.
 //!
-//! `SendStream` against the real routes needs the NDJSON intake (issue 21
-//! part 2): those tests are ignored until it lands; `src/grpc/stream/tests.rs`
-//! checks the framing and back-pressure against a stand-in route meanwhile.
+//! - `SendStream` through the real NDJSON intake: every token once, a
+//!   stream ten times the queue paced rather than refused, a bad header.
+//!
 //! Also gRPC over TLS, with `[server]`'s certificate and with `[grpc]`'s own.
 //! What it leaves out: 409/422 (idempotency keys), whose mapping is
 //! `src/grpc/status.rs`'s unit test. No timing asserts.
@@ -752,7 +752,6 @@ fn chunks(platform: &str, tokens: Vec<String>, per_batch: usize) -> Vec<SendChun
 }
 
 #[tokio::test]
-#[ignore = "needs NDJSON intake (issue 21 part 2)"]
 async fn send_stream_delivers_every_token_once() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let env = env(|_| {}).await;
@@ -780,7 +779,6 @@ async fn send_stream_delivers_every_token_once() {
 /// Ten times `queue.capacity` in one stream: back-pressure, not
 /// RESOURCE_EXHAUSTED.
 #[tokio::test]
-#[ignore = "needs NDJSON intake (issue 21 part 2)"]
 async fn send_stream_larger_than_the_queue_is_paced_not_refused() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let env = env(|f| f.queue.capacity = 200).await;
@@ -804,7 +802,6 @@ async fn send_stream_larger_than_the_queue_is_paced_not_refused() {
 }
 
 #[tokio::test]
-#[ignore = "needs NDJSON intake (issue 21 part 2)"]
 async fn send_stream_bad_header_is_invalid_argument_and_watch_job_sees_it_grow() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let env = env(|_| {}).await;

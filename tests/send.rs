@@ -341,6 +341,9 @@ async fn server_mode_posts_to_a_running_gateway_and_follows_the_job() {
                 "-",
                 "--alert",
                 "remote",
+                // More tokens than a chunk: one streamed (NDJSON) request.
+                "--chunk",
+                "20",
             ]),
             Some(tokens.join("\n")),
         )
@@ -355,6 +358,15 @@ async fn server_mode_posts_to_a_running_gateway_and_follows_the_job() {
         assert!(
             text(&out.stdout).contains("success                50"),
             "{}",
+            text(&out.stdout)
+        );
+        let jobs = text(&out.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("jobs: ").map(|j| j.split(' ').count()));
+        assert_eq!(
+            jobs,
+            Some(1),
+            "one job for the whole stream: {}",
             text(&out.stdout)
         );
         assert_eq!(env.counters().successes, 50);

@@ -79,6 +79,11 @@ pub async fn read_body(request: Request, limit: usize) -> Result<Bytes, ApiError
         .map_err(|e| classify_body_error(&e, too_large))
 }
 
+/// Why a body without a length limit could not be read (see [`read_body`]).
+pub fn body_error(e: &axum::Error) -> ApiError {
+    classify_body_error(e, || ApiError::too_large("the request body is too large"))
+}
+
 fn classify_body_error(e: &axum::Error, too_large: impl FnOnce() -> ApiError) -> ApiError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = source {

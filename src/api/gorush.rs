@@ -86,7 +86,7 @@ struct Planned<'a> {
 /// `POST /api/push`.
 pub async fn push(State(state): State<AppState>, body: Body) -> Result<Response, ApiError> {
     state.refuse_if_shutting_down()?;
-    let Body(SendBody::Json(bytes)) = body else {
+    let Body::Whole(SendBody::Json(bytes)) = body else {
         return Err(ApiError::unsupported_media_type());
     };
     let request: Value = serde_json::from_slice(&bytes).map_err(|e| ApiError::from(bad_json(e)))?;

@@ -39,6 +39,22 @@ impl<'a> Rejections<'a> {
         *self.by_reason.entry(reason).or_default() += 1;
     }
 
+    /// Records a token its platform refused; `token` (the token as sent) is
+    /// only asked for while the list has room.
+    pub fn refuse(
+        &mut self,
+        refused: crate::platform::TokenRefused,
+        token: impl FnOnce() -> Cow<'a, str>,
+    ) {
+        let listed = self.listed.len() < MAX_LISTED;
+        let shown = match refused.shown {
+            Some(shown) => Cow::Owned(shown),
+            None if listed => token(),
+            None => Cow::Borrowed(""),
+        };
+        self.push(shown, refused.reason);
+    }
+
     /// Every refused token, listed or not.
     pub fn count(&self) -> u64 {
         self.count

@@ -7,11 +7,15 @@
 //! - [`body`]: reading the body (JSON or form) within the body limit.
 //! - [`intake`]: token intake and [`intake::submit`], the one path from a
 //!   read request to the 202.
+//! - [`lines`] and [`stream`]: the streamed intake (NDJSON), its tokens
+//!   kept in parts as they arrive.
 
 pub mod body;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod intake;
+pub mod lines;
+pub mod stream;
 
 use axum::response::Response;
 
@@ -26,8 +30,13 @@ pub async fn send(state: AppState, family: Family, body: Body) -> Result<Respons
     let timer = state.metrics.api_latency.start_timer();
     let registered = state.registered(family)?;
     state.refuse_if_shutting_down()?;
-    let request = registered.front.read(&body.0)?;
-    let answer = intake::submit(&state, family, request).await;
+    let answer = match body {
+        Body::Whole(body) => {
+            let request = registered.front.read(&body)?;
+            intake::submit(&state, family, request).await
+        }
+        Body::Lines(body) => stream::send(&state, family, &*registered.front, body).await,
+    };
     timer.observe_duration();
     answer
 }

@@ -68,8 +68,8 @@ struct Kept {
 }
 
 impl Sink for Kept {
-    fn accepted(&self, progress: &Arc<crate::job::JobProgress>, _: crate::outcome::Arrival) {
-        crate::floor::lock(&self.counters).post(&Posting::accepted(progress.total));
+    fn accepted(&self, _: &Arc<crate::job::JobProgress>, n: u64, _: crate::outcome::Arrival) {
+        crate::floor::lock(&self.counters).post(&Posting::accepted(n));
     }
     fn retried(&self, _: &crate::job::JobProgress, _: &str) {
         crate::floor::lock(&self.counters).post(&Posting::retried());
@@ -206,7 +206,7 @@ fn submit(
         .expect("room");
     recorder
         .recorder
-        .accepted(&progress, crate::outcome::Arrival::New);
+        .accepted(&progress, tokens.len() as u64, crate::outcome::Arrival::New);
     let job = Arc::new(crate::job::Job {
         id,
         app: "default".into(),

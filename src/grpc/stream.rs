@@ -31,8 +31,7 @@ use super::proto::pushgate::{SendChunk, SendReply};
 /// Token batches written ahead of the route's reading.
 pub const LINES_IN_FLIGHT: usize = 4;
 
-/// The streamed intake's media type.
-pub const NDJSON: &str = "application/x-ndjson";
+use crate::api::send::body::NDJSON;
 
 /// Why a streamed body ended before its end.
 #[derive(Debug, thiserror::Error)]

@@ -108,10 +108,16 @@ pub fn hex_encode(bytes: &[u8]) -> String {
 
 /// A job's tokens in one contiguous buffer: no allocation per token, so a
 /// million queued tokens cost their bytes plus four bytes of offset each.
+///
+/// A list may hold a part of a job (a streamed job arrives in parts): its
+/// first token is then token `base` of the job, and every index it takes and
+/// gives is the job's, so outcomes, leases and request ids need no
+/// translation.
 #[derive(Debug, Default, Clone)]
 pub struct TokenList {
     bytes: Vec<u8>,
     ends: Vec<u32>,
+    base: u32,
 }
 
 impl TokenList {
@@ -120,6 +126,7 @@ impl TokenList {
         Self {
             bytes: Vec::with_capacity(tokens * bytes_each),
             ends: Vec::with_capacity(tokens),
+            base: 0,
         }
     }
 
@@ -153,14 +160,31 @@ impl TokenList {
         self.ends.len()
     }
 
+    /// The same tokens as a part of a job starting at the job's token `base`.
+    pub fn with_base(mut self, base: u32) -> Self {
+        self.base = base;
+        self
+    }
+
+    /// The job's index of this list's first token.
+    pub fn base(&self) -> u32 {
+        self.base
+    }
+
+    /// The job's indices of this list's tokens.
+    pub fn range(&self) -> std::ops::Range<u32> {
+        let len = u32::try_from(self.len()).unwrap_or(u32::MAX);
+        self.base..self.base.saturating_add(len)
+    }
+
     /// True when there are no tokens.
     pub fn is_empty(&self) -> bool {
         self.ends.is_empty()
     }
 
-    /// The bytes of token `index`.
+    /// The bytes of the job's token `index` (in [`TokenList::range`]).
     pub fn get(&self, index: u32) -> &[u8] {
-        let i = index as usize;
+        let i = index.saturating_sub(self.base) as usize;
         let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
         &self.bytes[start..self.ends[i] as usize]
     }
@@ -180,7 +204,11 @@ impl TokenList {
             }
             last = e;
         }
-        Some(Self { bytes, ends })
+        Some(Self {
+            bytes,
+            ends,
+            base: 0,
+        })
     }
 
     /// Heap bytes held, for memory accounting.
@@ -226,6 +254,16 @@ mod tests {
         assert_eq!(decode_hex("0g", &mut out), None);
         assert_eq!(decode_hex("abc", &mut out), None);
         assert_eq!(out, vec![9, 0x0a, 0xff]);
+    }
+
+    #[test]
+    fn a_part_of_a_job_takes_and_gives_the_jobs_indices() {
+        let mut part = TokenList::default();
+        part.push(b"a");
+        part.push(b"b");
+        let part = part.with_base(10);
+        assert_eq!(part.range(), 10..12);
+        assert_eq!(part.get(11), b"b");
     }
 
     #[test]

@@ -80,8 +80,7 @@ impl Handoff {
 
     /// Every token of `tokens`.
     pub fn all(tokens: &TokenList) -> Vec<Range<u32>> {
-        let all = 0..u32::try_from(tokens.len()).unwrap_or(u32::MAX);
-        vec![all]
+        vec![tokens.range()]
     }
 }
 

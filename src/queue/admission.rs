@@ -88,11 +88,14 @@ impl Admission {
 }
 
 impl Sink for Admission {
-    fn accepted(&self, progress: &Arc<JobProgress>, arrival: Arrival) {
-        // New jobs reserved their room in `try_admit` before being counted;
-        // a recovered job needs room for its unfinished tokens only.
-        if arrival != Arrival::New {
-            self.force_admit(progress.pending());
+    fn accepted(&self, progress: &Arc<JobProgress>, n: u64, arrival: Arrival) {
+        // Jobs accepted here (and streams' parts) reserved their room in
+        // `try_admit` before being counted; a recovered job needs room for
+        // its unfinished tokens only, a taken chunk for its tokens.
+        match arrival {
+            Arrival::New | Arrival::Grown => {}
+            Arrival::Recovered => self.force_admit(progress.pending()),
+            Arrival::Taken => self.force_admit(n),
         }
     }
 

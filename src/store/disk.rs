@@ -36,9 +36,10 @@ use tokio::sync::oneshot;
 
 use crate::books::{Counters, ListKind, Posting};
 use crate::floor::{lock, ms_since_epoch, now_ms};
-use crate::job::{Catalog, Family, JobId, JobProgress, OutcomeKind};
+use crate::job::{Catalog, Family, JobId, JobProgress, OutcomeKind, TokenList};
 use crate::outcome::{Finished, Sink};
 use crate::queue::Admission;
+use crate::store::memory::reserve;
 use crate::store::{AdmitError, Admitted, NewJob, Recovered, Store, StoreError, StoreFuture};
 
 use self::format::{JobRecord, JobState};
@@ -358,9 +359,11 @@ impl DiskStore {
             seq: 0,
             platform: progress.platform.as_str().to_owned(),
             app: progress.app.to_string(),
-            total: progress.total,
+            total: progress.total(),
             counts: [0; 6],
             cancelled: false,
+            open: progress.is_open(),
+            truncated: false,
             lease: progress.lease(),
             bits: Vec::new(),
             notif_id: progress.notif_id.as_deref().map(str::to_owned),
@@ -386,6 +389,15 @@ impl DiskStore {
             id: id.as_u128(),
             progress,
             lease,
+        });
+    }
+
+    /// Marks a stream the last run left open as cut (in the next commit).
+    fn close_cut(&self, id: u128) {
+        self.send(Op::Close {
+            id,
+            truncated: true,
+            reply: None,
         });
     }
 
@@ -527,13 +539,7 @@ impl Store for DiskStore {
     ) -> StoreFuture<'a, Result<Admitted, AdmitError>> {
         Box::pin(async move {
             let total = job.tokens.len() as u64;
-            self.admission
-                .try_admit(total)
-                .map_err(|full| AdmitError::Full {
-                    pending: full.pending,
-                    capacity: full.capacity,
-                    wanted: full.wanted,
-                })?;
+            reserve(&self.admission, total)?;
             // Workers may take tokens only below the lease, which each commit
             // raises ahead of them: a crash resends at most that far.
             let progress = Arc::new(
@@ -556,6 +562,73 @@ impl Store for DiskStore {
                 return Err(e.into_store().into());
             }
             Ok(Admitted::Here(progress))
+        })
+    }
+
+    fn open_stream<'a>(
+        &'a self,
+        id: JobId,
+        job: &'a NewJob,
+    ) -> StoreFuture<'a, Result<Admitted, AdmitError>> {
+        Box::pin(async move {
+            let progress = Arc::new(
+                JobProgress::for_app(id, job.platform, job.app.clone(), 0)
+                    .with_notif_id(job.notif_id.clone())
+                    .with_lease(writer::LEASE_START)
+                    .streaming(),
+            );
+            // The record holds the message; the tokens come as parts.
+            let record = JobRecord::encode_parts(
+                job.platform.as_str(),
+                &job.app,
+                &job.fields,
+                job.expires_at.map(ms_since_epoch),
+                None,
+                &TokenList::default(),
+            );
+            self.write_job(record, progress.clone())
+                .await
+                .map_err(|e| AdmitError::Store(e.into_store()))?;
+            Ok(Admitted::Here(progress))
+        })
+    }
+
+    fn append<'a>(
+        &'a self,
+        id: JobId,
+        job: &'a NewJob,
+        tokens: &'a TokenList,
+    ) -> StoreFuture<'a, Result<(), AdmitError>> {
+        Box::pin(async move {
+            let n = tokens.len() as u64;
+            reserve(&self.admission, n)?;
+            let written = self
+                .ask(|reply| Op::Append {
+                    id: id.as_u128(),
+                    base: tokens.base(),
+                    row: format::encode_tokens(tokens),
+                    n,
+                    counters_key: counters_key(job.platform.family(), &job.app),
+                    reply,
+                })
+                .await;
+            if let Err(e) = written {
+                self.admission.release(n);
+                return Err(e.into_store().into());
+            }
+            Ok(())
+        })
+    }
+
+    fn close_stream(&self, id: JobId, truncated: bool) -> StoreFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            self.ask(|reply| Op::Close {
+                id: id.as_u128(),
+                truncated,
+                reply: Some(reply),
+            })
+            .await
+            .map_err(WriteError::into_store)
         })
     }
 

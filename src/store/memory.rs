@@ -11,7 +11,7 @@ use serde_json::Value;
 use super::{AdmitError, Admitted, NewJob, Store, StoreError, StoreFuture};
 use crate::books::{CanonicalEntry, FailureEntry, ListEntry, ListKind, UnregisteredEntry};
 use crate::floor::lock;
-use crate::job::{Family, JobId, JobProgress};
+use crate::job::{Family, JobId, JobProgress, TokenList};
 use crate::outcome::{Finished, Sink};
 use crate::queue::Admission;
 
@@ -128,6 +128,15 @@ impl Lists {
 /// A family's app.
 type AppKey = (Family, Arc<str>);
 
+/// Room for `n` more tokens in this gateway's bound, all or nothing.
+pub(super) fn reserve(admission: &Admission, n: u64) -> Result<(), AdmitError> {
+    admission.try_admit(n).map_err(|full| AdmitError::Full {
+        pending: full.pending,
+        capacity: full.capacity,
+        wanted: full.wanted,
+    })
+}
+
 /// The `memory` store.
 #[derive(Debug)]
 pub struct MemoryStore {
@@ -206,17 +215,41 @@ impl Store for MemoryStore {
     ) -> StoreFuture<'a, Result<Admitted, AdmitError>> {
         Box::pin(async move {
             let total = job.tokens.len() as u64;
-            self.admission
-                .try_admit(total)
-                .map_err(|full| AdmitError::Full {
-                    pending: full.pending,
-                    capacity: full.capacity,
-                    wanted: full.wanted,
-                })?;
+            reserve(&self.admission, total)?;
             let progress = JobProgress::for_app(id, job.platform, job.app.clone(), total)
                 .with_notif_id(job.notif_id.clone());
             Ok(Admitted::Here(Arc::new(progress)))
         })
+    }
+
+    fn open_stream<'a>(
+        &'a self,
+        id: JobId,
+        job: &'a NewJob,
+    ) -> StoreFuture<'a, Result<Admitted, AdmitError>> {
+        Box::pin(async move {
+            let progress = JobProgress::for_app(id, job.platform, job.app.clone(), 0)
+                .with_notif_id(job.notif_id.clone())
+                .streaming();
+            Ok(Admitted::Here(Arc::new(progress)))
+        })
+    }
+
+    fn append<'a>(
+        &'a self,
+        _id: JobId,
+        _job: &'a NewJob,
+        tokens: &'a TokenList,
+    ) -> StoreFuture<'a, Result<(), AdmitError>> {
+        Box::pin(async move { reserve(&self.admission, tokens.len() as u64) })
+    }
+
+    fn close_stream(
+        &self,
+        _id: JobId,
+        _truncated: bool,
+    ) -> StoreFuture<'_, Result<(), StoreError>> {
+        Box::pin(async { Ok(()) })
     }
 
     fn list<'a>(

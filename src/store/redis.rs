@@ -54,7 +54,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::books::{Counters, JobStatus, ListKind};
 use crate::floor::lock;
-use crate::job::{Catalog, Family, JobId, JobProgress};
+use crate::job::{Catalog, Family, JobId, JobProgress, TokenList};
 use crate::shared::link::{self, RedisQueueConfig};
 use crate::store::{AdmitError, Admitted, Hand, NewJob, Store, StoreError, StoreFuture};
 
@@ -469,6 +469,50 @@ impl Store for RedisStore {
                 }
             })?;
             Ok(Admitted::Shared)
+        })
+    }
+
+    fn open_stream<'a>(
+        &'a self,
+        id: JobId,
+        job: &'a NewJob,
+    ) -> StoreFuture<'a, Result<Admitted, AdmitError>> {
+        Box::pin(async move {
+            self.open(id, job)
+                .await
+                .map_err(|e| AdmitError::Store(e.into_store()))?;
+            Ok(Admitted::Shared)
+        })
+    }
+
+    /// A part goes to the stream like a whole job's chunks (the job's total
+    /// grows by it), when the stream has room for it.
+    fn append<'a>(
+        &'a self,
+        id: JobId,
+        job: &'a NewJob,
+        tokens: &'a TokenList,
+    ) -> StoreFuture<'a, Result<(), AdmitError>> {
+        Box::pin(async move {
+            let part = NewJob {
+                platform: job.platform,
+                app: job.app.clone(),
+                fields: job.fields.clone(),
+                message: None,
+                tokens: tokens.clone(),
+                expires_at: job.expires_at,
+                delay: None,
+                notif_id: job.notif_id.clone(),
+            };
+            self.accept(id, &part).await
+        })
+    }
+
+    fn close_stream(&self, id: JobId, truncated: bool) -> StoreFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            self.close(id, truncated)
+                .await
+                .map_err(RedisError::into_store)
         })
     }
 

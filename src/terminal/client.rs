@@ -43,6 +43,32 @@ impl Client {
         Ok((status, r.json().await.unwrap_or(Value::Null)))
     }
 
+    /// POSTs a streamed send (NDJSON): `header` on line 1, then `lines`
+    /// (each one line, its `\n` included) as the gateway reads them; the
+    /// status and the JSON answer.
+    pub async fn post_lines(
+        &self,
+        path: &str,
+        header: &Value,
+        lines: Vec<bytes::Bytes>,
+    ) -> Result<(u16, Value), UsageError> {
+        let mut first = header.to_string().into_bytes();
+        first.push(b'\n');
+        let parts = std::iter::once(bytes::Bytes::from(first)).chain(lines);
+        let body = reqwest::Body::wrap_stream(futures_util::stream::iter(
+            parts.map(Ok::<_, std::io::Error>),
+        ));
+        let r = self
+            .auth(self.http.post(format!("{}{path}", self.base)))
+            .header(reqwest::header::CONTENT_TYPE, "application/x-ndjson")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| usage(format!("cannot reach the gateway at {}: {e}", self.base)))?;
+        let status = r.status().as_u16();
+        Ok((status, r.json().await.unwrap_or(Value::Null)))
+    }
+
     /// GETs JSON; fails unless 200.
     pub async fn get(&self, path: &str) -> Result<Value, UsageError> {
         let r = self

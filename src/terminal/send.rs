@@ -88,7 +88,8 @@ pub struct SendArgs {
     /// Write the tokens the upstream reported unregistered here, one per line.
     #[arg(long, value_name = "FILE")]
     pub unregistered_out: Option<PathBuf>,
-    /// Tokens per job (one request to the gateway each).
+    /// More tokens than this go as one streamed request (NDJSON) rather
+    /// than one JSON body.
     #[arg(long, default_value_t = 50_000)]
     pub chunk: usize,
     #[command(flatten)]
@@ -491,6 +492,62 @@ fn request_body(args: &SendArgs, m: &Message, targets: Value) -> Value {
     body
 }
 
+/// Sends the targets as one job: one JSON request, or (more than
+/// `--chunk` of them) one streamed NDJSON request. The gateway's answer.
+async fn post(
+    args: &SendArgs,
+    client: &Client,
+    path: &str,
+    targets: &Targets,
+    message: &Message,
+) -> Result<(u16, Value), UsageError> {
+    let lines = |items: &mut dyn Iterator<Item = String>| -> Vec<bytes::Bytes> {
+        let mut batches = Vec::new();
+        let mut batch = String::new();
+        for item in items {
+            batch.push_str(&item);
+            batch.push('\n');
+            if batch.len() >= 64 * 1024 {
+                batches.push(bytes::Bytes::from(std::mem::take(&mut batch)));
+            }
+        }
+        batches.push(bytes::Bytes::from(batch));
+        batches
+    };
+    let header = request_body(args, message, json!({}));
+    Ok(match targets {
+        Targets::Tokens(tokens) if tokens.len() > args.chunk => {
+            let mut items = tokens.iter().map(|t| Value::from(t.as_str()).to_string());
+            client.post_lines(path, &header, lines(&mut items)).await?
+        }
+        Targets::Subscriptions(subs) if subs.len() > args.chunk => {
+            let mut items = subs.iter().map(Value::to_string);
+            client.post_lines(path, &header, lines(&mut items)).await?
+        }
+        Targets::Tokens(tokens) => {
+            let body = request_body(args, message, json!({ "tokens": tokens }));
+            client.post(path, &body).await?
+        }
+        Targets::Subscriptions(subs) => {
+            let body = request_body(args, message, json!({ "subscriptions": subs }));
+            client.post(path, &body).await?
+        }
+        Targets::Topic(t) => {
+            client
+                .post(path, &request_body(args, message, json!({ "topic": t })))
+                .await?
+        }
+        Targets::Condition(c) => {
+            client
+                .post(
+                    path,
+                    &request_body(args, message, json!({ "condition": c })),
+                )
+                .await?
+        }
+    })
+}
+
 /// Totals over every job of the send.
 #[derive(Debug, Default, Clone, Copy)]
 struct Totals {
@@ -513,47 +570,27 @@ async fn deliver(
 ) -> Result<Exit, UsageError> {
     let google = matches!(args.platform, SendPlatform::Fcm | SendPlatform::Gcm);
     let webpush = args.platform == SendPlatform::Webpush;
-    let chunks: Vec<Value> = match targets {
-        Targets::Subscriptions(subs) => subs
-            .chunks(args.chunk.max(1))
-            .map(|c| json!({ "subscriptions": c }))
-            .collect(),
-        Targets::Tokens(tokens) => tokens
-            .chunks(args.chunk.max(1))
-            .map(|c| json!({ "tokens": c }))
-            .collect(),
-        Targets::Topic(t) => vec![json!({ "topic": t })],
-        Targets::Condition(c) => vec![json!({ "condition": c })],
-    };
+    let (status, answer) = post(args, client, path, targets, message).await?;
+    if status != 202 {
+        return Err(usage(format!(
+            "the gateway refused the send ({status} {}): {}",
+            answer["error"].as_str().unwrap_or(""),
+            answer["message"].as_str().unwrap_or("no message"),
+        )));
+    }
     let tty = std::io::stderr().is_terminal();
     let mut progress = Progress::new(targets.count() as u64, tty);
-    let mut jobs = Vec::new();
-    let mut rejected: BTreeMap<String, u64> = BTreeMap::new();
-    for chunk in chunks {
-        let body = request_body(args, message, chunk);
-        let (status, answer) = client.post(path, &body).await?;
-        if status != 202 {
-            progress.finish(0);
-            return Err(usage(format!(
-                "the gateway refused the send ({status} {}): {}{}",
-                answer["error"].as_str().unwrap_or(""),
-                answer["message"].as_str().unwrap_or("no message"),
-                if jobs.is_empty() {
-                    String::new()
-                } else {
-                    format!(" ({} earlier jobs were queued: {jobs:?})", jobs.len())
-                }
-            )));
-        }
-        for r in answer["rejected"].as_array().into_iter().flatten() {
-            *rejected
-                .entry(r["reason"].as_str().unwrap_or("rejected").to_owned())
-                .or_default() += 1;
-        }
-        if let Some(job) = answer["job"].as_str() {
-            jobs.push(job.to_owned());
-        }
-    }
+    let jobs: Vec<String> = answer["job"]
+        .as_str()
+        .map(str::to_owned)
+        .into_iter()
+        .collect();
+    let rejected: BTreeMap<String, u64> = answer["rejected_by_reason"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(reason, n)| (reason.clone(), n.as_u64().unwrap_or(0)))
+        .collect();
     let rejected_count: u64 = rejected.values().sum();
     let totals = loop {
         let mut t = Totals::default();

@@ -2,6 +2,8 @@
 //! over real sockets (TLS + HTTP/2 to the mock, HTTP/1.1 to the gateway).
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod upload;
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 

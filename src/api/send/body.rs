@@ -1,5 +1,6 @@
 //! Reading a send body: JSON or the GoCM form, within `server.max_body_bytes`,
-//! as the platform-neutral [`SendBody`] every platform reads.
+//! as the platform-neutral [`SendBody`] every platform reads; or NDJSON,
+//! left unread for the streamed intake.
 
 use axum::extract::{FromRequest, Request};
 use axum::http::header;
@@ -7,8 +8,16 @@ use axum::http::header;
 use crate::api::{ApiError, AppState};
 use crate::platform::SendBody;
 
-/// A request body, read within `server.max_body_bytes`.
-pub struct Body(pub SendBody);
+/// The streamed intake's media type.
+pub const NDJSON: &str = "application/x-ndjson";
+
+/// A send request's body.
+pub enum Body {
+    /// JSON or form, read whole within `server.max_body_bytes`.
+    Whole(SendBody),
+    /// NDJSON: read line by line as it arrives, without the body limit.
+    Lines(axum::body::Body),
+}
 
 impl FromRequest<AppState> for Body {
     type Rejection = ApiError;
@@ -28,10 +37,11 @@ impl FromRequest<AppState> for Body {
             "application/json" => false,
             // curl -d sends this by default; GoCM clients rely on it.
             "application/x-www-form-urlencoded" => true,
+            NDJSON => return Ok(Body::Lines(req.into_body())),
             _ => return Err(ApiError::unsupported_media_type()),
         };
         let bytes = crate::api::extract::read_body(req, state.max_body_bytes).await?;
-        Ok(Body(if is_form {
+        Ok(Body::Whole(if is_form {
             SendBody::Form(bytes)
         } else {
             SendBody::Json(bytes)

@@ -3,8 +3,8 @@
 //! the one path every platform takes from a read [`Request`] to the 202.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, RandomState};
 
 use axum::Json;
@@ -14,7 +14,7 @@ use serde_json::json;
 
 use crate::api::{ApiError, AppState};
 use crate::job::{Family, Platform, TokenList};
-use crate::platform::{Keep, Request};
+use crate::platform::{Keep, Request, TokenRefused};
 use crate::store::{AdmitError, NewJob};
 
 pub use crate::api::rejections::{Rejected, Rejections};
@@ -33,42 +33,96 @@ pub struct Intake<'a> {
 /// buffer, or refuses it), dropping duplicates: two tokens are the same when
 /// they are kept alike. A tight loop: no allocation per accepted token.
 pub fn intake<'a>(raw: &'a [Cow<'a, str>], bytes_each: usize, keep: &Keep<'_>) -> Intake<'a> {
-    let mut tokens = TokenList::with_capacity(raw.len(), bytes_each);
+    let mut taker = Taker::new(keep, raw.len(), bytes_each);
     let mut rejected = Rejections::default();
-    let mut duplicates = 0;
-    // Hash of token bytes -> index of the first token with that hash; an equal
-    // hash with different bytes (vanishingly rare) just skips the check.
-    let hasher = RandomState::new();
-    let mut seen: HashMap<u64, u32> = HashMap::with_capacity(raw.len());
     for token in raw {
-        let start = tokens.buffer().len();
-        if let Err(refused) = keep(token, tokens.buffer()) {
-            tokens.buffer().truncate(start);
-            match refused.shown {
-                Some(shown) => rejected.push(Cow::Owned(shown), refused.reason),
-                None => rejected.push(Cow::Borrowed(token), refused.reason),
-            }
-            continue;
+        if let Err(refused) = taker.take(token) {
+            rejected.refuse(refused, || Cow::Borrowed(token));
         }
-        let hash = hasher.hash_one(tokens.uncommitted());
-        let index = u32::try_from(tokens.len()).unwrap_or(u32::MAX);
-        match seen.entry(hash) {
-            Entry::Occupied(first) if tokens.get(*first.get()) == tokens.uncommitted() => {
-                tokens.buffer().truncate(start);
-                duplicates += 1;
-                continue;
-            }
-            Entry::Occupied(_) => {}
-            Entry::Vacant(slot) => {
-                slot.insert(index);
-            }
-        }
-        tokens.commit();
     }
     Intake {
-        tokens,
+        duplicates: taker.duplicates,
+        tokens: taker.tokens,
         rejected,
-        duplicates,
+    }
+}
+
+/// Takes tokens one at a time: each checked by its platform (kept in its
+/// platform's form, or refused), duplicates folded. The tokens it holds can
+/// be handed on in parts ([`Taker::take_part`], a streamed job); a token
+/// sent again after its part was handed on is still folded.
+pub struct Taker<'k> {
+    keep: &'k Keep<'k>,
+    bytes_each: usize,
+    /// The tokens held, not yet handed on.
+    tokens: TokenList,
+    hasher: RandomState,
+    /// Hash of a held token's kept bytes -> its index, checked byte for byte.
+    held: HashMap<u64, u32>,
+    /// Hashes of the tokens of parts handed on. Their bytes are gone, so a
+    /// match is taken on the 64-bit hash alone: at ten million tokens the
+    /// odds that a new token is wrongly folded are about one in 10^5 per
+    /// stream, and such a token is counted as a duplicate, never lost.
+    earlier: HashSet<u64>,
+    /// Tokens folded as duplicates so far.
+    pub duplicates: usize,
+}
+
+impl<'k> Taker<'k> {
+    /// A taker sized for about `tokens` tokens of `bytes_each` bytes.
+    pub fn new(keep: &'k Keep<'k>, tokens: usize, bytes_each: usize) -> Self {
+        Self {
+            keep,
+            bytes_each,
+            tokens: TokenList::with_capacity(tokens, bytes_each),
+            hasher: RandomState::new(),
+            held: HashMap::with_capacity(tokens),
+            earlier: HashSet::new(),
+            duplicates: 0,
+        }
+    }
+
+    /// Takes one raw token: kept (or folded as a duplicate), or refused.
+    pub fn take(&mut self, raw: &str) -> Result<(), TokenRefused> {
+        let start = self.tokens.buffer().len();
+        if let Err(refused) = (self.keep)(raw, self.tokens.buffer()) {
+            self.tokens.buffer().truncate(start);
+            return Err(refused);
+        }
+        let hash = self.hasher.hash_one(self.tokens.uncommitted());
+        let index = self.tokens.range().end;
+        let duplicate = match self.held.entry(hash) {
+            Entry::Occupied(first) => self.tokens.get(*first.get()) == self.tokens.uncommitted(),
+            Entry::Vacant(slot) => {
+                slot.insert(index);
+                self.earlier.contains(&hash)
+            }
+        };
+        if duplicate {
+            self.tokens.buffer().truncate(start);
+            self.duplicates += 1;
+        } else {
+            self.tokens.commit();
+        }
+        Ok(())
+    }
+
+    /// Tokens held, not yet handed on.
+    pub fn held(&self) -> usize {
+        self.tokens.len()
+    }
+
+    /// Hands on the tokens held, as the next part of the job (its indices
+    /// follow the previous part's).
+    pub fn take_part(&mut self) -> TokenList {
+        let next = self.tokens.range().end;
+        let capacity = self.tokens.len();
+        let part = std::mem::replace(
+            &mut self.tokens,
+            TokenList::with_capacity(capacity, self.bytes_each).with_base(next),
+        );
+        self.earlier.extend(self.held.drain().map(|(hash, _)| hash));
+        part
     }
 }
 
@@ -158,6 +212,30 @@ pub async fn admit(
         .await
         .map_err(admit_error)?;
     tracing::info!(job = %id, platform = %platform, tokens = total, rejected = rejected.count(), delay_s = delay.map(|d| d.as_secs()), backend = state.backend.name(), "job accepted");
+    let mut body = accepted_body(
+        state,
+        platform,
+        &id.to_string(),
+        total,
+        duplicates,
+        &rejected,
+    );
+    if let Some(delay) = delay {
+        body["scheduled_in_s"] = json!(delay.as_secs());
+    }
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+/// The answer's body for an accepted job (`job`, `accepted`, `duplicates`
+/// and the refused tokens), counting the refused ones in the metrics.
+pub fn accepted_body(
+    state: &AppState,
+    platform: Platform,
+    job: &str,
+    accepted: u64,
+    duplicates: usize,
+    rejected: &Rejections<'_>,
+) -> serde_json::Value {
     for (reason, n) in rejected.by_reason() {
         state
             .metrics
@@ -165,16 +243,14 @@ pub async fn admit(
             .with_label_values(&[platform.as_str(), reason])
             .inc_by(*n);
     }
-    let mut body = json!({ "job": id.to_string(), "accepted": total, "duplicates": duplicates });
-    if let (Some(map), serde_json::Value::Object(fields)) =
-        (body.as_object_mut(), rejected.fields(key))
-    {
+    let mut body = json!({ "job": job, "accepted": accepted, "duplicates": duplicates });
+    if let (Some(map), serde_json::Value::Object(fields)) = (
+        body.as_object_mut(),
+        rejected.fields(platform.family().info().token_key),
+    ) {
         map.extend(fields);
     }
-    if let Some(delay) = delay {
-        body["scheduled_in_s"] = json!(delay.as_secs());
-    }
-    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+    body
 }
 
 /// Why the backend did not admit a job, as the client sees it.

@@ -200,6 +200,11 @@ pub struct JobState {
     pub counts: [u64; 6],
     /// Cancelled by the sender.
     pub cancelled: bool,
+    /// A streamed job still receiving tokens (its parts are rows of
+    /// `TOKENS`); never finished while open.
+    pub open: bool,
+    /// A streamed job whose stream was cut before its end.
+    pub truncated: bool,
     /// Tokens below this index may have been handed to a worker.
     pub lease: u32,
     /// One bit per token with a persisted outcome; empty once finished.
@@ -215,9 +220,9 @@ impl JobState {
         self.counts.iter().sum()
     }
 
-    /// True once every token has an outcome.
+    /// True once every token has an outcome and no more can come.
     pub fn finished(&self) -> bool {
-        self.done() >= self.total
+        !self.open && self.done() >= self.total
     }
 
     /// Whether token `index` has a persisted outcome.
@@ -263,7 +268,10 @@ impl JobState {
         for c in self.counts {
             w.u64(c);
         }
-        w.u8(u8::from(self.cancelled))
+        // One byte of flags; a row of an older gateway has 0 or 1 (cancelled).
+        let flags =
+            u8::from(self.cancelled) | u8::from(self.open) << 1 | u8::from(self.truncated) << 2;
+        w.u8(flags)
             .u32(self.lease)
             .u32(u32::try_from(self.bits.len()).unwrap_or(u32::MAX));
         for &b in &self.bits {
@@ -289,7 +297,8 @@ impl JobState {
         for c in &mut counts {
             *c = r.u64()?;
         }
-        let cancelled = r.u8()? != 0;
+        let flags = r.u8()?;
+        let (cancelled, open, truncated) = (flags & 1 != 0, flags & 2 != 0, flags & 4 != 0);
         let lease = r.u32()?;
         let n = r.u32()? as usize;
         let mut bits = Vec::with_capacity(n.min(row.len() / 8));
@@ -308,11 +317,42 @@ impl JobState {
             total,
             counts,
             cancelled,
+            open,
+            truncated,
             lease,
             bits,
             notif_id,
         })
     }
+}
+
+/// One part of a streamed job's tokens (a `TOKENS` row): its tokens' bytes
+/// and ends, as [`TokenList::as_parts`] gives them.
+pub fn encode_tokens(tokens: &TokenList) -> Vec<u8> {
+    let (bytes, ends) = tokens.as_parts();
+    let mut w = Writer(Vec::with_capacity(16 + bytes.len() + ends.len() * 4));
+    w.u8(VERSION)
+        .bytes(bytes)
+        .u32(u32::try_from(ends.len()).unwrap_or(u32::MAX));
+    for &e in ends {
+        w.u32(e);
+    }
+    w.0
+}
+
+/// Reads a `TOKENS` row.
+pub fn decode_tokens(row: &[u8]) -> Option<TokenList> {
+    let mut r = Reader(row);
+    if r.u8()? != VERSION {
+        return None;
+    }
+    let bytes = r.bytes()?.to_vec();
+    let n = r.u32()? as usize;
+    let mut ends = Vec::with_capacity(n.min(row.len() / 4));
+    for _ in 0..n {
+        ends.push(r.u32()?);
+    }
+    TokenList::from_parts(bytes, ends)
 }
 
 /// The counters row of one family's app: every counter in [`Counter::ALL`]
@@ -367,6 +407,8 @@ mod tests {
             total: 130,
             counts: [1, 0, 0, 0, 0, 0],
             cancelled: true,
+            open: false,
+            truncated: true,
             lease: 70,
             bits: Vec::new(),
             notif_id: None,

@@ -38,6 +38,12 @@ impl DiskStore {
                 tracing::error!(job = %JobId::from_u128(id), platform = state.platform, "a stored job names an unknown platform; left on disk");
                 continue;
             };
+            if state.open {
+                // Its stream died with the process: what arrived is sent,
+                // nothing more will come.
+                progress.close(true);
+                self.close_cut(id);
+            }
             let send = state.unfinished();
             // This run's lease counts from the first token left to send.
             let first = send.first().map_or(0, |r| r.start);
@@ -86,6 +92,9 @@ fn progress_of(catalog: Catalog, id: u128, state: &JobState) -> Option<JobProgre
     p.restore(state.counts);
     if state.cancelled {
         p.cancel();
+    }
+    if state.truncated {
+        p.close(true);
     }
     Some(p)
 }

@@ -34,6 +34,9 @@ use crate::job::JobProgress;
 pub(super) const JOBS: TableDefinition<u128, &[u8]> = TableDefinition::new("jobs");
 /// Job progress (counts, bitmap, lease), kept after the job for `GET /jobs/{id}`.
 pub(super) const STATES: TableDefinition<u128, &[u8]> = TableDefinition::new("states");
+/// The parts of streamed jobs' tokens, by (job, the job's index of the
+/// part's first token), until their job finishes.
+pub(super) const TOKENS: TableDefinition<(u128, u32), &[u8]> = TableDefinition::new("tokens");
 /// Report counters by `family/app`.
 pub(super) const COUNTERS: TableDefinition<&str, &[u8]> = TableDefinition::new("counters");
 /// Report list entries by `(family/app/list, seq)`, JSON.
@@ -67,6 +70,24 @@ pub(super) enum Op {
         id: u128,
         progress: Arc<JobProgress>,
         lease: u32,
+    },
+    /// Keep one part of an open stream's tokens and count them accepted.
+    Append {
+        id: u128,
+        /// The job's index of the part's first token.
+        base: u32,
+        /// [`super::format::encode_tokens`] of the part.
+        row: Vec<u8>,
+        /// Tokens in the part.
+        n: u64,
+        counters_key: String,
+        reply: oneshot::Sender<Result<(), WriteError>>,
+    },
+    /// End a stream: no more parts (`truncated`: it was cut).
+    Close {
+        id: u128,
+        truncated: bool,
+        reply: Option<oneshot::Sender<Result<(), WriteError>>>,
     },
     /// Mark a job cancelled.
     Cancel {
@@ -129,8 +150,16 @@ pub(super) fn open_db(
         .truncate(false)
         .open(path)?;
     let backend = FaultyFile::new(file, faults.clone())?;
-    Database::builder().create_with_backend(backend)
+    Database::builder()
+        .set_cache_size(CACHE_BYTES)
+        .create_with_backend(backend)
 }
+
+/// redb's page cache. Its default (1 GiB) lets the gateway's memory grow
+/// with the file; pages past this are read back through the OS's page
+/// cache instead, which the writer rarely needs (it appends jobs and
+/// outcomes and reads back only at start).
+const CACHE_BYTES: usize = 16 * 1024 * 1024;
 
 impl WriterThread {
     pub(super) fn new(
@@ -213,8 +242,15 @@ impl WriterThread {
                             self.progress.insert(id, progress);
                             let _ = reply.send(Ok(()));
                         }
-                        Op::Cancel { reply, .. } | Op::Flush { reply } => {
+                        Op::Cancel { reply, .. }
+                        | Op::Flush { reply }
+                        | Op::Append { reply, .. } => {
                             let _ = reply.send(Ok(()));
+                        }
+                        Op::Close { reply, .. } => {
+                            if let Some(reply) = reply {
+                                let _ = reply.send(Ok(()));
+                            }
                         }
                         Op::List { reply, .. } => {
                             let _ = reply.send(Ok(lists.next().unwrap_or_default()));
@@ -244,8 +280,14 @@ impl WriterThread {
                     match op {
                         Op::Admit { reply, .. }
                         | Op::Cancel { reply, .. }
-                        | Op::Flush { reply } => {
+                        | Op::Flush { reply }
+                        | Op::Append { reply, .. } => {
                             let _ = reply.send(Err(e.clone()));
+                        }
+                        Op::Close { reply, .. } => {
+                            if let Some(reply) = reply {
+                                let _ = reply.send(Err(e.clone()));
+                            }
                         }
                         Op::List { reply, .. } => {
                             let _ = reply.send(Err(e.clone()));
@@ -328,6 +370,7 @@ impl WriterThread {
             let mut reads = Vec::new();
             {
                 let mut jobs = txn.open_table(JOBS)?;
+                let mut parts = txn.open_table(TOKENS)?;
                 let mut states = txn.open_table(STATES)?;
                 let mut counters = txn.open_table(COUNTERS)?;
                 let mut lists = txn.open_table(LISTS)?;
@@ -351,6 +394,34 @@ impl WriterThread {
                         deltas.entry(counters_key.clone()).or_default().accepted += state.total;
                         view.jobs.insert(*id, state);
                         touched.push(*id);
+                    }
+                }
+                // A stream's parts after its admission, before their outcomes.
+                for op in batch {
+                    match op {
+                        Op::Append {
+                            id,
+                            base,
+                            row,
+                            n,
+                            counters_key,
+                            ..
+                        } => {
+                            if let Some(state) = view.jobs.get_mut(id) {
+                                parts.insert((*id, *base), row.as_slice())?;
+                                state.total += n;
+                                deltas.entry(counters_key.clone()).or_default().accepted += n;
+                                touched.push(*id);
+                            }
+                        }
+                        Op::Close { id, truncated, .. } => {
+                            if let Some(state) = view.jobs.get_mut(id) {
+                                state.open = false;
+                                state.truncated |= *truncated;
+                                touched.push(*id);
+                            }
+                        }
+                        _ => {}
                     }
                 }
                 for (id, index, kind) in &taken.outcomes {
@@ -396,6 +467,7 @@ impl WriterThread {
                         // Its tokens and message go; a small status stays.
                         state.bits = Vec::new();
                         jobs.remove(id)?;
+                        parts.retain_in((id, 0)..=(id, u32::MAX), |_, _| false)?;
                         states.insert(id, state.encode().as_slice())?;
                         view.finished.push_back((state.seq, id));
                     } else if let Some(state) = view.jobs.get(&id) {
@@ -520,6 +592,7 @@ pub(super) fn recover(db: &Database) -> Result<super::Rows, WriteError> {
         }
     }
     let jobs = txn.open_table(JOBS).ok();
+    let parts = txn.open_table(TOKENS).ok();
     let mut skipped = 0usize;
     if let Ok(states) = txn.open_table(STATES) {
         out.rows = states.len().unwrap_or(0);
@@ -538,6 +611,14 @@ pub(super) fn recover(db: &Database) -> Result<super::Rows, WriteError> {
                 .as_ref()
                 .and_then(|t| t.get(id).ok().flatten())
                 .and_then(|v| JobRecord::decode(v.value()));
+            let record = match (record, &parts) {
+                // A streamed job's tokens are its record's, then its parts'.
+                (Some(mut record), Some(parts)) if state.total > record.tokens.len() as u64 => {
+                    append_parts(&mut record.tokens, parts, id).map_err(|e| err(e.into()))?;
+                    Some(record)
+                }
+                (record, _) => record,
+            };
             match record {
                 Some(record) => out.jobs.push((id, state, record)),
                 None => skipped += 1,
@@ -554,4 +635,21 @@ pub(super) fn recover(db: &Database) -> Result<super::Rows, WriteError> {
     out.jobs.sort_by_key(|(_, s, _)| s.seq);
     let _ = view;
     Ok(out)
+}
+
+/// Appends the parts of job `id` (rows of `TOKENS`, in order) to `tokens`.
+fn append_parts(
+    tokens: &mut crate::job::TokenList,
+    parts: &redb::ReadOnlyTable<(u128, u32), &[u8]>,
+    id: u128,
+) -> Result<(), redb::StorageError> {
+    for row in parts.range((id, 0)..=(id, u32::MAX))? {
+        let (_, v) = row?;
+        if let Some(part) = super::format::decode_tokens(v.value()) {
+            for i in part.range() {
+                tokens.push(part.get(i));
+            }
+        }
+    }
+    Ok(())
 }

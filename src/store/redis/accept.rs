@@ -44,6 +44,45 @@ impl RedisStore {
             .map_err(|e| RedisError::into_store(e).into())
     }
 
+    /// Opens a streamed job: its status in Redis, open, with no tokens yet.
+    pub(super) async fn open(&self, id: JobId, job: &NewJob) -> Result<(), RedisError> {
+        let key = self.job_key(&id.to_string());
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .hset_multiple(
+                &key,
+                &[
+                    ("platform", job.platform.as_str()),
+                    ("app", &job.app),
+                    ("open", "1"),
+                ],
+            )
+            .ignore()
+            .hincr(&key, "total", 0)
+            .ignore()
+            .expire(&key, JOB_TTL_S)
+            .ignore();
+        if let Some(n) = job.notif_id.as_deref() {
+            pipe.hset(&key, "notif_id", n).ignore();
+        }
+        let mut conn = self.connection()?;
+        let r = pipe.query_async::<()>(&mut conn).await;
+        self.fail("HSET", r)
+    }
+
+    /// Closes a streamed job (`truncated`: its stream was cut).
+    pub(super) async fn close(&self, id: JobId, truncated: bool) -> Result<(), RedisError> {
+        let key = self.job_key(&id.to_string());
+        let mut pipe = redis::pipe();
+        pipe.atomic().hset(&key, "open", "0").ignore();
+        if truncated {
+            pipe.hset(&key, "truncated", "1").ignore();
+        }
+        let mut conn = self.connection()?;
+        let r = pipe.query_async::<()>(&mut conn).await;
+        self.fail("HSET", r)
+    }
+
     async fn write_chunks(&self, id: JobId, job: &NewJob) -> Result<(), RedisError> {
         let (platform, app) = (job.platform, &*job.app);
         let codec = platform.codec();
@@ -62,10 +101,13 @@ impl RedisStore {
             tokens: Vec::new(),
             notif_id: job.notif_id.as_deref().map(str::to_owned),
         };
-        let total = u32::try_from(job.tokens.len()).unwrap_or(u32::MAX);
-        let mut start = 0u32;
-        while start < total {
-            let end = total.min(start.saturating_add(CHUNK_TOKENS as u32));
+        let all = job.tokens.range();
+        let total = all.end - all.start;
+        let mut start = all.start;
+        while start < all.end {
+            let end = all.end.min(start.saturating_add(CHUNK_TOKENS as u32));
+            // Unique per job whatever part of a streamed job it comes from.
+            chunk.index = start;
             chunk.tokens = (start..end)
                 .map(|i| codec.wire(job.tokens.get(i)).into_owned())
                 .collect();
@@ -74,7 +116,6 @@ impl RedisStore {
                 Some(due) => pipe.zadd(self.delayed_key(), body, due).ignore(),
                 None => pipe.xadd(&self.config.stream, "*", &[("c", body)]).ignore(),
             };
-            chunk.index += 1;
             start = end;
         }
         pipe.hincr(

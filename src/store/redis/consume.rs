@@ -327,7 +327,9 @@ impl Consumer {
         });
         lock(&self.cluster.entries).insert(entry.id.clone());
         lock(&self.cluster.chunks).insert(Arc::as_ptr(&progress) as usize, in_flight);
-        self.hand.recorder.accepted(&progress, Arrival::Taken);
+        self.hand
+            .recorder
+            .accepted(&progress, tokens.len() as u64, Arrival::Taken);
         if resent {
             // These had no outcome when their gateway died: some may have
             // been delivered already. Counted, so the bound is visible.

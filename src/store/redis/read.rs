@@ -64,11 +64,12 @@ impl RedisStore {
         Ok(Some(JobStatus {
             job: id.to_owned(),
             platform: map.get("platform").cloned().unwrap_or_default(),
-            state: JobStatus::state_of(pending, get("cancelled") > 0, false),
+            state: crate::job::state_of(pending, get("cancelled") > 0, false, get("open") > 0),
             total,
             counts,
             notif_id: map.get("notif_id").cloned(),
             unique_ids: Vec::new(),
+            truncated: get("truncated") > 0,
         }))
     }
 }

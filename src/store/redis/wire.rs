@@ -13,7 +13,7 @@ pub struct Chunk {
     pub platform: String,
     /// The app (credential set).
     pub app: String,
-    /// Index of this chunk within its job (makes delayed members unique).
+    /// The job's index of this chunk's first token (makes delayed members unique).
     pub index: u32,
     /// The message as its platform stores it (JSON text).
     pub fields: String,
