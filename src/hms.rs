@@ -217,6 +217,43 @@ async fn warm_up(shared: Arc<Shared>) {
     }
 }
 
+/// Why [`probe_access_token`] got no access token.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// The HTTP client could not be built.
+    #[error(transparent)]
+    Start(#[from] StartError),
+    /// The token endpoint refused or could not be reached.
+    #[error(transparent)]
+    Auth(#[from] auth::AuthError),
+    /// The probe's own counter could not be made.
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+impl ProbeError {
+    /// True when Huawei said no to the credentials (not a network problem).
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, ProbeError::Auth(e) if e.is_refusal())
+    }
+}
+
+/// Asks `config`'s token endpoint for one access token with its credentials,
+/// through the client a service would use (`check-config --connect`).
+pub async fn probe_access_token(config: &HmsConfig) -> Result<(), ProbeError> {
+    let client = http_client(config)?;
+    let grants = IntCounter::new("hms_probe_grants", "access tokens a probe obtained")?;
+    let token = auth::AccessToken::new(
+        &config.app_id,
+        config.client_secret.clone(),
+        &config.token_uri,
+        client,
+        grants,
+    );
+    token.header().await?;
+    Ok(())
+}
+
 /// Starts every HMS app (`[hms]` and its named apps) and registers them.
 pub fn start(config: &Apps<HmsConfig>, ctx: &Context) -> Result<Registered, StartError> {
     let apps = config.try_map(|_, c| HmsService::start(c, ctx))?;
