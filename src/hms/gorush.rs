@@ -16,8 +16,10 @@
 //! `badge` (Huawei's badge needs the app's launcher class: give
 //! `huawei_notification.badge`), `topic` and `condition` (not carried for
 //! Huawei), and FCM's or APNs' own objects (`notification`, `android`,
-//! `apns`, `webpush`, `fcm_options`). gorush's `app_id` / `app_secret` are
-//! refused too: credentials live in `[hms]` (name an app with `app`).
+//! `apns`, `webpush`). gorush's `app_id` / `app_secret` are refused too:
+//! credentials live in `[hms]` (name an app with `app`). Ignored, as on
+//! Android: `fcm_options` (an analytics label), `retry`, and the iOS-only
+//! fields.
 
 use std::borrow::Cow;
 
@@ -36,7 +38,7 @@ pub struct HmsPlan<'a> {
 }
 
 /// Fields gorush accepts for Huawei that this gateway cannot honour.
-const REFUSED: [(&str, &str); 10] = [
+const REFUSED: [(&str, &str); 9] = [
     (
         "badge",
         "a Huawei badge needs the app's launcher activity: send huawei_notification.badge {\"class\", \"set_num\" or \"add_num\"}",
@@ -53,7 +55,6 @@ const REFUSED: [(&str, &str); 10] = [
     ),
     ("apns", "an APNs override is not carried for Huawei"),
     ("webpush", "an FCM WebpushConfig is not carried for Huawei"),
-    ("fcm_options", "FCM options are not carried for Huawei"),
     (
         "app_id",
         "credentials live in the gateway's [hms] section; name one of its apps with \"app\"",
