@@ -7,7 +7,7 @@
 //! | `80000000` | success |
 //! | `80100000` (partial) | `msg` is a JSON text `{"success","failure","illegal_tokens":[…]}`: the illegal tokens are unregistered, the rest succeeded; a `msg` that cannot be read fails the batch (`80100000`), loud, never resent |
 //! | `80300007` (all tokens invalid, HTTP 400 or 200) | unregistered |
-//! | `80200001`, `80200003`, or HTTP 401 | renew the access token, then resend at once |
+//! | `80200001`, `80200003`, or HTTP 401 | renew the access token, then resend at once (loud unless `80200003`, the routine expiry) |
 //! | HTTP 503 (flow control) | retry with backoff, `Retry-After` honoured (`FlowControl`) |
 //! | HTTP 5xx, HTTP 429, or `81000001` | retry with backoff, `Retry-After` honoured |
 //! | HTTP 200 whose body has no code | success (Huawei's HTTP table: 200 is success) |
@@ -156,11 +156,13 @@ pub fn classify(status: u16, body: &[u8], retry_after: Option<Duration>) -> Clas
     };
     let code = answer.code.as_deref().and_then(Code::parse);
     match (code, status) {
+        // An expired token is routine; a rejected one (80200001) should not
+        // happen to a token Huawei just granted for this app id: say so.
         (Some(Code::AuthError | Code::TokenExpired), _) | (_, 401) => all(
             Verdict::RefreshCredentials {
                 reason: Arc::from(word.as_str()),
             },
-            false,
+            code != Some(Code::TokenExpired),
         ),
         (_, 503) => all(retry("FlowControl"), false),
         (Some(Code::InternalError), _) | (_, 429 | 500..=599) => all(retry(&word), false),
@@ -309,6 +311,7 @@ mod tests {
                     reason: code.into()
                 }
             );
+            assert_eq!(c.loud, code == "80200001", "{code}");
         }
         let c = classify(401, b"", None);
         assert_eq!(
