@@ -14,6 +14,7 @@ pub use crate::apns::config::{ApnsAuth, ApnsConfig, ApnsSection};
 pub use crate::fcm::config::{
     FcmConfig, FcmSection, GcmConfig, GcmSection, GoogleConfig, ServiceAccount,
 };
+pub use crate::hms::config::{HmsConfig, HmsSection};
 use crate::retry::Backoff;
 pub use crate::settings::{Apps, ConfigError, ConfigErrors, Secret, Upstream, invalid};
 pub use crate::shared::link::{RedisQueueConfig, masked_url};
@@ -48,6 +49,8 @@ pub struct FileConfig {
     pub gorush: GorushSection,
     /// `[grpc]`: the gRPC listener (off unless `listen` is set).
     pub grpc: GrpcSection,
+    /// `[hms]`; absent disables Huawei Push Kit.
+    pub hms: Option<HmsSection>,
 }
 
 /// `[webhook]`.
@@ -275,6 +278,8 @@ pub struct Config {
     pub webpush: Option<Apps<WebPushConfig>>,
     /// The gRPC listener, when `[grpc] listen` is set.
     pub grpc: Option<GrpcConfig>,
+    /// Huawei Push Kit, when configured: `[hms]` and `[hms.apps.<name>]`.
+    pub hms: Option<Apps<HmsConfig>>,
 }
 
 impl Config {
@@ -296,6 +301,9 @@ impl Config {
         }
         if let Some(apps) = &self.webpush {
             out.push((crate::webpush::PLATFORM, names(apps)));
+        }
+        if let Some(apps) = &self.hms {
+            out.push((crate::hms::PLATFORM, names(apps)));
         }
         out
     }

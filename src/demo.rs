@@ -16,6 +16,7 @@ use crate::config::{ApnsSection, FileConfig};
 use crate::gateway::Gateway;
 use crate::mock;
 
+mod hms;
 mod webpush;
 
 /// `pushgate demo` options.
@@ -173,6 +174,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let push_mock = webpush::setup(&dir, &pki, &ca_file, &mut file).await?;
+    let hms_mock = hms::setup(&dir, &pki, &ca_file, &mut file).await?;
     let config = file.validate()?;
     let gateway = Gateway::start(&config).await?;
     let base = gateway.url();
@@ -322,6 +324,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     );
 
     webpush::send_sample(&client, &base, &push_mock, args.tokens.min(1000)).await?;
+    hms::send_sample(&client, &base, &hms_mock, args.tokens).await?;
 
     if args.exit {
         gateway.shutdown(Duration::from_secs(5)).await;
@@ -336,6 +339,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     );
     println!("  curl -s {base}/apns/report");
     println!("  curl -s {base}/webpush/report");
+    println!(
+        "  curl -s -X POST {base}/hms/send -H 'content-type: application/json' -d '{{\"tokens\":[\"IQAAAACy0kYb\",\"illegal-1\"],\"data\":{{\"k\":\"v\"}}}}'"
+    );
+    println!("  curl -s {base}/hms/report/unregistered");
     println!("  curl -s -X DELETE {base}/apns/report/unregistered");
     println!(
         "  curl -s {base}/jobs/{}",

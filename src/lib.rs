@@ -29,6 +29,7 @@ pub mod fcm;
 pub mod floor;
 pub mod gateway;
 pub mod grpc;
+pub mod hms;
 pub mod http2;
 pub mod job;
 pub mod listener;

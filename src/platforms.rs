@@ -12,6 +12,7 @@ pub const ALL: &[Platform] = &[
     crate::fcm::FCM,
     crate::fcm::GCM,
     crate::webpush::PLATFORM,
+    crate::hms::PLATFORM,
 ];
 
 /// [`ALL`], for reading stored platform and family names back.
@@ -28,6 +29,9 @@ pub async fn start(config: &Config, ctx: &Context) -> anyhow::Result<Registry> {
     }
     if let Some(webpush) = &config.webpush {
         registered.push(crate::webpush::start(webpush, ctx)?);
+    }
+    if let Some(hms) = &config.hms {
+        registered.push(crate::hms::start(hms, ctx)?);
     }
     Ok(Registry::new(registered))
 }

@@ -2,8 +2,9 @@
 //! carry per-job progress, and check-config masks or explains.
 //!
 //! No secret reaches a log line or an answer: the real binary runs the demo
-//! (both Google APIs, token-auth APNs) with every crate logging at trace level,
-//! and its output is searched for keys, JWTs, access tokens and server keys.
+//! (both Google APIs, token-auth APNs, HMS) with every crate logging at trace
+//! level, and its output is searched for keys, JWTs, access tokens, server
+//! keys and client secrets.
 //! What it leaves out: secrets the demo does not use (PKCS#12 passwords,
 //! webhook secrets), which config tests cover through `Debug` and masking.
 #![allow(clippy::unwrap_used)]
@@ -45,6 +46,12 @@ fn trace_logs_and_output_carry_no_secret() {
             ("a JWT (alg first)", "eyJhbGci"),
             ("an OAuth access token", "ya29."),
             ("the legacy server key", "demo-server-key"),
+            ("an HMS access token in a header", "Bearer DgEAA"),
+            (
+                "an HMS access token in an answer",
+                "\"access_token\":\"DgEAA",
+            ),
+            ("the HMS client secret in a form", "client_secret="),
         ] {
             assert!(
                 !text.contains(needle),
@@ -92,8 +99,8 @@ fn json_logs_carry_job_progress_and_summary_lines() {
     let done: Vec<_> = lines.iter().filter(|v| message(v) == "job done").collect();
     assert_eq!(
         done.len(),
-        3,
-        "one summary per job (APNs, Android, Web Push)"
+        4,
+        "one summary per job (APNs, Android, Web Push, HMS)"
     );
     for d in done {
         // The demo's Web Push job has at most 1,000 subscriptions.

@@ -817,3 +817,108 @@ async fn a_streamed_send_is_shared_through_redis_and_a_cut_one_shows_truncated()
     .await
     .unwrap();
 }
+
+/// Huawei Push Kit on the shared queue: two `pushgate serve` processes on one
+/// Redis and one mock HMS, 6,000 tokens posted across both. Every valid
+/// token is delivered exactly once, both gateways did part of the work, the
+/// unregistered list (cluster-wide) is exactly the illegal tokens, and the
+/// two share one access token (one grant at the mock).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_deliver_hms_through_redis_each_token_once() {
+    tokio::time::timeout(CLUSTER_TIMEOUT, async {
+        let dir = scratch("cluster-hms");
+        let redis = RedisServer::start(&dir).await;
+        // A little latency so that both gateways hold work at once.
+        let (mock, mut hms) = hms_mock_for_process(&dir, |o| o.faults.latency_ms = 5).await;
+        hms.batch_size = 100;
+        let client = reqwest::Client::new();
+        let mut gateways = Vec::new();
+        for name in ["h1", "h2"] {
+            let mut file = FileConfig::default();
+            file.server.listen = "127.0.0.1:0".into();
+            file.server.shutdown_grace = 2;
+            file.queue.backend = "redis".into();
+            file.queue.redis_url = redis.url();
+            file.queue.consumer = name.into();
+            file.queue.claim_idle_ms = CLAIM_IDLE_MS;
+            file.hms = Some(hms.clone());
+            gateways.push(Served::start(&dir, name, &file).await);
+        }
+        let all: Vec<String> = (0..6_000)
+            .map(|i| {
+                if i % 40 == 3 {
+                    format!("illegal-{i}")
+                } else {
+                    format!("hms-{i}")
+                }
+            })
+            .collect();
+        let (illegal, valid): (Vec<String>, Vec<String>) =
+            all.iter().cloned().partition(|t| t.starts_with("illegal"));
+        for (i, batch) in all.chunks(500).enumerate() {
+            let g = &gateways[i % 2];
+            let (status, answer) = post_json_to(
+                &client,
+                &g.url,
+                "/hms/send",
+                &json!({"tokens": batch, "data": {"n": i}}),
+            )
+            .await;
+            assert_eq!(status, 202, "{answer}");
+        }
+        wait_delivered(&mock.handle, &valid, Duration::from_secs(120)).await;
+        assert_eq!(duplicates(&mock.handle.ledger, &valid), 0);
+        for g in &gateways {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let report = loop {
+                let (_, r) = post_get(&client, &g.url, "/hms/report").await;
+                if r["accepted"].as_u64() == Some(6_000) && r["pending"].as_u64() == Some(0) {
+                    break r;
+                }
+                assert!(Instant::now() < deadline, "never settled: {r}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            };
+            assert_eq!(
+                report["successes"].as_u64(),
+                Some(valid.len() as u64),
+                "{report}"
+            );
+            assert_eq!(
+                report["unregistered"].as_u64(),
+                Some(illegal.len() as u64),
+                "{report}"
+            );
+            let text = client
+                .get(format!("{}/metrics", g.url))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            let share: f64 = text
+                .lines()
+                .filter(|l| {
+                    l.starts_with("pushgate_outcomes_total") && l.contains("platform=\"hms\"")
+                })
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum();
+            assert!(share > 0.0, "a gateway took no HMS work");
+        }
+        let (_, list) = post_get(&client, &gateways[0].url, "/hms/report/unregistered").await;
+        let listed: std::collections::HashSet<&str> = list["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["token"].as_str())
+            .collect();
+        assert_eq!(listed, illegal.iter().map(String::as_str).collect());
+        assert_eq!(
+            Ledger::get(&mock.handle.ledger.grants),
+            1,
+            "the cluster shares one access token"
+        );
+    })
+    .await
+    .unwrap();
+}

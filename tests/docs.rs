@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use pushgate::config::{
-    ApnsSection, FcmSection, FileConfig, GcmSection, WebPushSection, WebhookSection,
+    ApnsSection, FcmSection, FileConfig, GcmSection, HmsSection, WebPushSection, WebhookSection,
 };
 
 /// What an app table is called in the docs and the derived key list.
@@ -100,6 +100,10 @@ fn config_keys() -> BTreeSet<String> {
         webpush: Some(WebPushSection {
             apps: one_app(),
             ..WebPushSection::default()
+        }),
+        hms: Some(HmsSection {
+            apps: one_app(),
+            ..HmsSection::default()
         }),
         webhook: Some(WebhookSection::default()),
         ..FileConfig::default()

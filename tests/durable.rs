@@ -20,7 +20,10 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{Served, TEST_TIMEOUT, apns_mock_for_process, apns_payload, apns_token, scratch};
+use common::{
+    Served, TEST_TIMEOUT, apns_mock_for_process, apns_payload, apns_token, hms_mock_for_process,
+    scratch,
+};
 use pushgate::config::{ApnsSection, FileConfig};
 use pushgate::mock::ledger::Ledger;
 use pushgate::mock::{Faults, MockHandle};
@@ -110,9 +113,14 @@ fn balanced(r: &Value) -> bool {
 
 /// Waits until the report has nothing pending and at least `accepted` accepted.
 async fn settled(client: &reqwest::Client, base: &str, accepted: u64) -> Value {
+    settled_at(client, base, "/apns/report", accepted).await
+}
+
+/// [`settled`] for the report at `path`.
+async fn settled_at(client: &reqwest::Client, base: &str, path: &str, accepted: u64) -> Value {
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
-        let (status, r) = get(client, base, "/apns/report").await;
+        let (status, r) = get(client, base, path).await;
         assert_eq!(status, 200, "{r}");
         assert!(balanced(&r), "books out of balance: {r}");
         if n(&r, "accepted") >= accepted && n(&r, "pending") == 0 {
@@ -451,6 +459,99 @@ async fn twenty_kill_9_at_random_moments_keep_the_books_after_every_restart() {
             "20 kill -9: {accepted} tokens accepted, lost 0, duplicates {dupes}, counted possible_duplicates {}",
             n(&r, "possible_duplicates")
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// Huawei Push Kit on the disk store: `kill -9` while batches are in flight
+/// at a slow mock HMS, then a restart on the same directory. Every valid
+/// token is delivered (duplicates no more than counted), every illegal one
+/// is in the unregistered list exactly once, and the books balance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hms_kill_9_mid_run_then_restart_loses_nothing() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let dir = scratch("disk-hms-kill9");
+        let data = dir.join("data");
+        // 20 ms per answer, two batches of 50 in flight: about 5k tokens/s,
+        // so the kill lands mid-run.
+        let (mock, mut hms) = hms_mock_for_process(&dir, |o| o.faults.latency_ms = 20).await;
+        hms.batch_size = 50;
+        hms.concurrency = 2;
+        let mut config = FileConfig::default();
+        config.server.listen = "127.0.0.1:0".into();
+        config.server.shutdown_grace = 10;
+        config.queue.data_dir = data.display().to_string();
+        config.retry.base_ms = 5;
+        config.retry.cap_ms = 50;
+        config.hms = Some(hms);
+        let client = reqwest::Client::new();
+        let all: Vec<String> = (0..20_000)
+            .map(|i| {
+                if i % 50 == 7 { format!("illegal-{i}") } else { format!("hms-{i}-device") }
+            })
+            .collect();
+        let mut gw = Served::start(&dir, "a", &config).await;
+        let (status, answer, _) = post(
+            &client,
+            &gw.url,
+            "/hms/send",
+            &json!({"tokens": all, "data": {"k": "v"}, "notification": {"title": "T", "body": "B"}}),
+        )
+        .await;
+        assert_eq!(status, 202, "{answer}");
+        let job = answer["job"].as_str().unwrap().to_owned();
+        wait_delivered(&mock.handle.ledger, 40).await;
+        gw.kill();
+        let sent_before = Ledger::get(&mock.handle.ledger.requests);
+        assert!(sent_before < 400, "the kill came too late to test anything: {sent_before} requests");
+
+        let mut gw = Served::start(&dir, "a", &config).await;
+        gw.wait_for_log("disk store recovered").await;
+        let r = settled_at(&client, &gw.url, "/hms/report", 20_000).await;
+        assert_eq!(n(&r, "accepted"), 20_000);
+        let illegal: HashSet<&str> =
+            all.iter().filter(|t| t.starts_with("illegal")).map(String::as_str).collect();
+        let (mut lost, mut dupes) = (0u64, 0u64);
+        for t in &all {
+            let record = mock.handle.ledger.token(t);
+            if t.starts_with("illegal") {
+                assert_eq!(record.deliveries, 0, "{t}");
+                lost += u64::from(record.attempts == 0);
+            } else {
+                lost += u64::from(record.deliveries == 0);
+                dupes += u64::from(record.deliveries.saturating_sub(1));
+            }
+        }
+        assert_eq!(lost, 0, "tokens never sent");
+        let possible = n(&r, "possible_duplicates");
+        assert!(dupes <= possible, "{dupes} duplicates but {possible} counted");
+        assert_eq!(n(&r, "successes"), (all.len() - illegal.len()) as u64, "{r}");
+        assert_eq!(n(&r, "unregistered"), illegal.len() as u64, "{r}");
+        assert_eq!((n(&r, "failures"), n(&r, "expired")), (0, 0), "{r}");
+        let drained = client
+            .delete(format!("{}/hms/report/unregistered", gw.url))
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap();
+        let listed: Vec<&str> = drained["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["token"].as_str())
+            .collect();
+        assert_eq!(listed.len(), illegal.len(), "an unregistered token listed twice");
+        assert_eq!(listed.into_iter().collect::<HashSet<_>>(), illegal);
+        let (_, status) = get(&client, &gw.url, &format!("/jobs/{job}")).await;
+        assert_eq!((status["state"].as_str(), n(&status, "pending")), (Some("done"), 0), "{status}");
+        println!(
+            "hms kill -9 after {sent_before} requests of 400: lost 0, duplicates {dupes}, counted possible_duplicates {possible}"
+        );
+        gw.terminate().await;
         let _ = std::fs::remove_dir_all(&dir);
     })
     .await

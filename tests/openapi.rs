@@ -1,6 +1,6 @@
 //! Keeps `/openapi.json` true to the router: every documented path and method
-//! answers on a running gateway (APNs and FCM v1 both configured against the
-//! mocks, so no route is 404 for want of a platform), no documented path takes
+//! answers on a running gateway (APNs, FCM v1 and HMS configured against the
+//! mocks, so none of their routes is 404 for want of a platform), no documented path takes
 //! a method the document leaves out, and every route of the API's route
 //! table (`pushgate::api::route_table`) is documented. Request and response bodies are schemathesis'
 //! job (`scripts/check-openapi`); this test needs no Python.
@@ -66,8 +66,13 @@ async fn openapi_document_matches_the_router_and_the_running_server() {
             ca_file: ca.display().to_string(),
             ..FcmSection::default()
         };
+        // And Huawei Push Kit against its mock.
+        let (_hms_mock, hms) = hms_mock_for_process(&dir, |_| {}).await;
         let env = apns_env(ApnsSetup {
-            tweak: Box::new(move |file| file.fcm = Some(section)),
+            tweak: Box::new(move |file| {
+                file.fcm = Some(section);
+                file.hms = Some(hms);
+            }),
             ..ApnsSetup::default()
         })
         .await;

@@ -701,3 +701,139 @@ async fn check_config_connect_signs_a_vapid_jwt_per_web_push_app_and_names_a_bad
     .await
     .unwrap();
 }
+
+/// `pushgate send hms` with the credentials as flags (no config file): tokens
+/// from a file, a data object and a title/body, illegal tokens written out
+/// as unregistered, exit 1 (not everything delivered); all valid is exit 0.
+#[tokio::test]
+async fn send_hms_with_flag_credentials_writes_the_illegal_tokens_out() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let dir = scratch("send-hms");
+        let (mock, hms) = hms_mock_for_process(&dir, |_| {}).await;
+        let mut tokens: Vec<String> = (0..250).map(|i| format!("hms-device-{i}")).collect();
+        tokens.extend((0..4).map(|i| format!("illegal-{i}")));
+        let file = tokens_file(&dir, &tokens);
+        let out_file = dir.join("unregistered.txt");
+        let flags = |file: &Path| {
+            vec![
+                "send".to_owned(),
+                "hms".into(),
+                "--app-id".into(),
+                hms.app_id.clone(),
+                "--client-secret-file".into(),
+                hms.client_secret_file.clone(),
+                "--endpoint".into(),
+                hms.endpoint.clone(),
+                "--token-uri".into(),
+                hms.token_uri.clone(),
+                "--ca-file".into(),
+                hms.ca_file.clone(),
+                "--tokens-file".into(),
+                file.display().to_string(),
+                "--title".into(),
+                "Hi".into(),
+                "--body".into(),
+                "there".into(),
+                "--payload".into(),
+                r#"{"order":"42"}"#.into(),
+            ]
+        };
+        let mut args = flags(&file);
+        args.extend([
+            "--unregistered-out".to_owned(),
+            out_file.display().to_string(),
+        ]);
+        let out = run(args, None).await;
+        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+        assert!(stdout.contains("success               250"), "{stdout}");
+        assert!(stdout.contains("unregistered            4"), "{stdout}");
+        let written = std::fs::read_to_string(&out_file).unwrap();
+        let mut listed: Vec<&str> = written.lines().collect();
+        listed.sort_unstable();
+        assert_eq!(listed, ["illegal-0", "illegal-1", "illegal-2", "illegal-3"]);
+        let got = mock.inbox.last("hms-device-7").unwrap();
+        assert_eq!(got.data.as_deref(), Some(r#"{"order":"42"}"#));
+        assert_eq!((got.title(), got.body()), (Some("Hi"), Some("there")));
+
+        let good = tokens_file(&dir, &tokens[..10]);
+        let out = run(flags(&good), None).await;
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        let mut topic = flags(&good);
+        topic.extend(["--topic".to_owned(), "news".into()]);
+        assert_eq!(run(topic, None).await.status.code(), Some(2));
+    })
+    .await
+    .unwrap();
+}
+
+/// `check-config --connect` with `[hms]`: an access token, then one
+/// `validate_only` message that delivers nothing; a wrong secret is named
+/// with Huawei's error and sub_error.
+#[tokio::test]
+async fn check_config_connect_proves_hms_credentials_and_names_a_wrong_secret() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let dir = scratch("connect-hms");
+        let (mock, hms) = hms_mock_for_process(&dir, |_| {}).await;
+        let write = |name: &str, hms: &pushgate::config::HmsSection| {
+            let path = dir.join(name);
+            let file = FileConfig {
+                hms: Some(hms.clone()),
+                ..FileConfig::default()
+            };
+            std::fs::write(&path, toml::to_string(&file).unwrap()).unwrap();
+            path
+        };
+        let good = write("good.toml", &hms);
+        let out = run(
+            s(&["check-config", "--connect", &good.display().to_string()]),
+            None,
+        )
+        .await;
+        let stdout = text(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+        assert!(
+            stdout.contains("✔ hms default: credentials accepted"),
+            "{stdout}"
+        );
+        assert_eq!(pushgate::mock::hms::Inbox::get(&mock.inbox.validated), 1);
+        assert_eq!(
+            mock.handle
+                .ledger
+                .token("pushgate-credential-check")
+                .deliveries,
+            0
+        );
+
+        let secret = dir.join("wrong.secret");
+        std::fs::write(&secret, "Wrong+Secret/0=").unwrap();
+        let bad = write(
+            "bad.toml",
+            &pushgate::config::HmsSection {
+                client_secret_file: secret.display().to_string(),
+                ..hms.clone()
+            },
+        );
+        let out = run(
+            s(&["check-config", "--connect", &bad.display().to_string()]),
+            None,
+        )
+        .await;
+        let stdout = text(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "{stdout}{}", text(&out.stderr));
+        assert!(
+            stdout.contains("✘ hms default: credentials refused"),
+            "{stdout}"
+        );
+        assert!(stdout.contains("sub_error 12304"), "{stdout}");
+        assert!(!stdout.contains("Wrong+Secret"), "{stdout}");
+    })
+    .await
+    .unwrap();
+}

@@ -5,9 +5,9 @@
 use super::*;
 
 const ENV_PREFIX: &str = "PUSHGATE_";
-const SECTIONS: [&str; 11] = [
+const SECTIONS: [&str; 12] = [
     "server", "queue", "report", "retry", "apns", "fcm", "gcm", "webhook", "webpush", "gorush",
-    "grpc",
+    "grpc", "hms",
 ];
 
 impl FileConfig {
@@ -76,6 +76,12 @@ impl FileConfig {
                 .values_mut()
                 .for_each(|app| mask(&mut app.server_key));
         }
+        if let Some(h) = masked.hms.as_mut() {
+            mask(&mut h.client_secret);
+            h.apps
+                .values_mut()
+                .for_each(|app| mask(&mut app.client_secret));
+        }
         if let Some(w) = masked.webhook.as_mut() {
             mask(&mut w.secret);
         }
@@ -86,7 +92,7 @@ impl FileConfig {
 
 /// Keys an app does not inherit once it names any of them: mixing the
 /// top-level token key with an app's certificate would be two auth modes.
-const AUTH_KEYS: [&str; 9] = [
+const AUTH_KEYS: [&str; 12] = [
     "key_file",
     "key_id",
     "team_id",
@@ -96,12 +102,15 @@ const AUTH_KEYS: [&str; 9] = [
     "pkcs12_password",
     "service_account_file",
     "server_key",
+    "app_id",
+    "client_secret_file",
+    "client_secret",
 ];
 
 /// Fills every `[<platform>.apps.<name>]` table with the keys it leaves unset,
 /// taken from `[<platform>]`, so an app states only what differs.
 fn inherit_app_keys(table: &mut toml::Table) -> Result<(), ConfigErrors> {
-    for platform in ["apns", "fcm", "gcm", "webpush"] {
+    for platform in ["apns", "fcm", "gcm", "webpush", "hms"] {
         let Some(toml::Value::Table(section)) = table.get_mut(platform) else {
             continue;
         };
@@ -221,7 +230,7 @@ fn apply_env(
 fn is_secret_key(key: &str) -> bool {
     matches!(
         key,
-        "api_keys" | "pkcs12_password" | "server_key" | "secret"
+        "api_keys" | "pkcs12_password" | "server_key" | "secret" | "client_secret"
     )
 }
 
@@ -233,6 +242,7 @@ fn template() -> toml::Table {
         gcm: Some(GcmSection::default()),
         webhook: Some(WebhookSection::default()),
         webpush: Some(WebPushSection::default()),
+        hms: Some(HmsSection::default()),
         ..FileConfig::default()
     };
     toml::Table::try_from(full).unwrap_or_default()

@@ -74,6 +74,13 @@ impl FileConfig {
             crate::webpush::config::validate_webpush,
             &mut errors,
         );
+        let hms = validate_section(
+            "hms",
+            self.hms.as_ref(),
+            |h| &h.apps,
+            HmsSection::validate,
+            &mut errors,
+        );
         let grpc = super::grpc::validate_grpc(
             &self.grpc,
             &self.server,
@@ -101,6 +108,7 @@ impl FileConfig {
                 gorush,
                 webpush,
                 grpc,
+                hms,
             }),
             _ => Err(ConfigErrors(errors)),
         }

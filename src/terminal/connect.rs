@@ -10,6 +10,10 @@
 //! - Legacy GCM: one `dry_run` message with the server key.
 //! - Web Push: the VAPID key signs a JWT, verified with its public key
 //!   ([`super::vapid_check`]); no request upstream.
+//! - HMS: an access token from the OAuth endpoint (asked directly, so a
+//!   refusal prints Huawei's `error`/`sub_error`), then one `validate_only`
+//!   message (nothing is delivered; Huawei answers a token no device has as
+//!   invalid, which proves the credentials as well as a delivery would).
 //!
 //! Prints ✔ or ✘ per app with the upstream's own reason.
 
@@ -85,9 +89,28 @@ async fn connect(path: &std::path::Path) -> Result<Exit, UsageError> {
         } else {
             Vec::new()
         };
-    if apns_apps.is_empty() && google_apps.is_empty() && webpush_apps.is_empty() {
+    let hms_apps: Vec<(String, crate::config::HmsConfig)> = if file.hms.is_some() {
+        let mut only = file.clone();
+        (only.apns, only.fcm, only.gcm, only.webpush) = (None, None, None, None);
+        let config = only
+            .validate()
+            .map_err(|e| usage(format!("{}: {e}", path.display())))?;
+        config
+            .hms
+            .iter()
+            .flat_map(|apps| apps.iter())
+            .map(|(n, h)| (n.to_owned(), h.clone()))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    if apns_apps.is_empty()
+        && google_apps.is_empty()
+        && webpush_apps.is_empty()
+        && hms_apps.is_empty()
+    {
         return Err(usage(
-            "no [apns], [fcm], [gcm] or [webpush] section: nothing to check",
+            "no [apns], [fcm], [gcm], [webpush] or [hms] section: nothing to check",
         ));
     }
     let mut all_ok = true;
@@ -96,21 +119,45 @@ async fn connect(path: &std::path::Path) -> Result<Exit, UsageError> {
         all_ok &= ok;
         println!("{} webpush {app}: {line}", mark(ok));
     }
-    if apns_apps.is_empty() && google_apps.is_empty() {
+    // An HMS app whose token endpoint refuses is not asked for a message.
+    let mut hms_send = Vec::new();
+    for (app, config) in &hms_apps {
+        match crate::hms::probe_access_token(config).await {
+            Ok(()) => hms_send.push(app.clone()),
+            Err(e) => {
+                all_ok = false;
+                let what = if e.is_refusal() {
+                    "credentials refused"
+                } else {
+                    "no access token"
+                };
+                println!("{} hms {app}: {what}: {e}", mark(false));
+            }
+        }
+    }
+    if apns_apps.is_empty() && google_apps.is_empty() && hms_send.is_empty() {
         return Ok(if all_ok { Exit::Ok } else { Exit::SomeFailed });
     }
     file.webpush = None;
+    if hms_send.is_empty() {
+        file.hms = None;
+    }
     let gateway = local::start(file).await?;
     let client = Client::new(&gateway.url, Some(gateway.api_key.clone()))?;
     for app in &apns_apps {
-        let (ok, line) = probe(&client, "apns", app).await;
+        let (ok, line) = probe(&client, Probe::Apns, app).await;
         all_ok &= ok;
         println!("{} apns {app}: {line}", mark(ok));
     }
     for app in &google_apps {
-        let (ok, line) = probe(&client, google_word, app).await;
+        let (ok, line) = probe(&client, Probe::Google, app).await;
         all_ok &= ok;
         println!("{} {google_word} {app}: {line}", mark(ok));
+    }
+    for app in &hms_send {
+        let (ok, line) = probe(&client, Probe::Hms, app).await;
+        all_ok &= ok;
+        println!("{} hms {app}: {line}", mark(ok));
     }
     gateway.stop().await;
     Ok(if all_ok { Exit::Ok } else { Exit::SomeFailed })
@@ -120,8 +167,53 @@ fn mark(ok: bool) -> &'static str {
     if ok { "✔" } else { "✘" }
 }
 
+/// Which upstream a probe goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Probe {
+    /// APNs: a push to the all-zero token.
+    Apns,
+    /// FCM v1 or legacy GCM: a `dry_run` message.
+    Google,
+    /// Huawei Push Kit: a `validate_only` message.
+    Hms,
+}
+
+impl Probe {
+    /// The gorush notification that makes the probe's job.
+    fn notification(self, app: &str) -> Value {
+        let message = "pushgate credential check";
+        match self {
+            Probe::Apns => {
+                json!({"platform": 1, "tokens": [ZERO_TOKEN], "message": message, "app": app})
+            }
+            Probe::Google => {
+                json!({"platform": 2, "tokens": [PROBE_TOKEN], "message": message, "dry_run": true, "app": app})
+            }
+            Probe::Hms => {
+                json!({"platform": 3, "tokens": [PROBE_TOKEN], "title": message, "message": message, "dry_run": true, "app": app})
+            }
+        }
+    }
+
+    /// The report family whose failures name the probe token.
+    fn family(self) -> &'static str {
+        match self {
+            Probe::Apns => "apns",
+            Probe::Google => "gcm",
+            Probe::Hms => "hms",
+        }
+    }
+
+    fn token(self) -> &'static str {
+        match self {
+            Probe::Apns => ZERO_TOKEN,
+            Probe::Google | Probe::Hms => PROBE_TOKEN,
+        }
+    }
+}
+
 /// One probe; `(credentials proven, what to print)`.
-async fn probe(client: &Client, platform: &str, app: &str) -> (bool, String) {
+async fn probe(client: &Client, platform: Probe, app: &str) -> (bool, String) {
     match try_probe(client, platform, app).await {
         Ok(r) => r,
         Err(e) => (false, e.to_string()),
@@ -130,15 +222,11 @@ async fn probe(client: &Client, platform: &str, app: &str) -> (bool, String) {
 
 async fn try_probe(
     client: &Client,
-    platform: &str,
+    platform: Probe,
     app: &str,
 ) -> Result<(bool, String), UsageError> {
-    let apple = platform == "apns";
-    let notification = if apple {
-        json!({"platform": 1, "tokens": [ZERO_TOKEN], "message": "pushgate credential check", "app": app})
-    } else {
-        json!({"platform": 2, "tokens": [PROBE_TOKEN], "message": "pushgate credential check", "dry_run": true, "app": app})
-    };
+    let apple = platform == Probe::Apns;
+    let notification = platform.notification(app);
     let (status, answer) = client
         .post("/api/push", &json!({ "notifications": [notification] }))
         .await?;
@@ -188,9 +276,9 @@ async fn try_probe(
             "the probe expired: the upstream kept answering with retryable errors".into(),
         ));
     }
-    let family = if apple { "apns" } else { "gcm" };
+    let family = platform.family();
     let failures = client.get(&format!("/{family}/report/failures")).await?;
-    let token = if apple { ZERO_TOKEN } else { PROBE_TOKEN };
+    let token = platform.token();
     let entry: Option<&Value> = failures["failures"]
         .as_array()
         .and_then(|l| l.iter().rev().find(|f| f["token"] == token));

@@ -1,4 +1,4 @@
-//! `pushgate send apns|fcm|gcm|webpush`: tokens from flags, a file or stdin;
+//! `pushgate send apns|fcm|gcm|webpush|hms`: tokens from flags, a file or stdin;
 //! one message; delivered through a gateway (in-process by default, or a
 //! running one with `--server`); a progress bar; a summary per outcome.
 
@@ -13,7 +13,10 @@ use serde_json::{Value, json};
 use super::client::Client;
 use super::progress::Progress;
 use super::{Exit, UsageError, local, usage};
-use crate::config::{ApnsSection, FcmSection, FileConfig, GcmSection, Secret};
+
+mod config;
+
+pub use config::CredentialArgs;
 
 /// Where `pushgate send` delivers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -26,6 +29,45 @@ pub enum SendPlatform {
     Gcm,
     /// Web Push (`[webpush]`): subscriptions as JSON (`PushSubscription.toJSON()`).
     Webpush,
+    /// Huawei Push Kit (`[hms]`).
+    Hms,
+}
+
+impl SendPlatform {
+    /// Its send route.
+    fn path(self) -> &'static str {
+        match self {
+            SendPlatform::Apns => "/apns/send",
+            SendPlatform::Fcm | SendPlatform::Gcm => "/gcm/send",
+            SendPlatform::Webpush => "/webpush/send",
+            SendPlatform::Hms => "/hms/send",
+        }
+    }
+
+    /// Its report family (`/<family>/report*`).
+    fn family(self) -> &'static str {
+        match self {
+            SendPlatform::Apns => "apns",
+            SendPlatform::Fcm | SendPlatform::Gcm => "gcm",
+            SendPlatform::Webpush => "webpush",
+            SendPlatform::Hms => "hms",
+        }
+    }
+
+    /// Its list of tokens to purge.
+    fn unregistered_path(self) -> &'static str {
+        match self {
+            SendPlatform::Fcm | SendPlatform::Gcm => "/gcm/report/notregistered",
+            SendPlatform::Apns => "/apns/report/unregistered",
+            SendPlatform::Webpush => "/webpush/report/unregistered",
+            SendPlatform::Hms => "/hms/report/unregistered",
+        }
+    }
+
+    /// True for FCM and legacy GCM.
+    fn google(self) -> bool {
+        matches!(self, SendPlatform::Fcm | SendPlatform::Gcm)
+    }
 }
 
 /// `pushgate send`.
@@ -52,7 +94,7 @@ pub struct SendArgs {
     /// Web Push: a file of subscriptions, one JSON object per line.
     #[arg(long, value_name = "FILE")]
     pub subscriptions_file: Option<PathBuf>,
-    /// The alert text (APNs `aps.alert`; FCM notification body).
+    /// The alert text (APNs `aps.alert`; FCM, HMS notification body).
     #[arg(long)]
     pub alert: Option<String>,
     /// Notification title.
@@ -61,7 +103,7 @@ pub struct SendArgs {
     /// Notification body.
     #[arg(long)]
     pub body: Option<String>,
-    /// The whole payload as JSON (APNs payload; FCM data object).
+    /// The whole payload as JSON (APNs payload; FCM data object; HMS data, an object or a string).
     #[arg(long, value_name = "JSON", conflicts_with = "payload_file")]
     pub payload: Option<String>,
     /// The payload from a file.
@@ -96,32 +138,6 @@ pub struct SendArgs {
     pub credentials: CredentialArgs,
 }
 
-/// Credentials given on the command line instead of (or over) a config file.
-#[derive(Debug, Args, Default)]
-pub struct CredentialArgs {
-    /// APNs `.p8` key (with --key-id and --team-id).
-    #[arg(long, value_name = "FILE")]
-    pub key_file: Option<PathBuf>,
-    /// APNs key id.
-    #[arg(long)]
-    pub key_id: Option<String>,
-    /// APNs team id.
-    #[arg(long)]
-    pub team_id: Option<String>,
-    /// FCM service account JSON.
-    #[arg(long, value_name = "FILE")]
-    pub service_account_file: Option<PathBuf>,
-    /// Legacy GCM server key.
-    #[arg(long, env = "PUSHGATE_GCM_SERVER_KEY", hide_env_values = true)]
-    pub server_key: Option<String>,
-    /// Upstream endpoint (APNs: production, sandbox or https://host:port; Google: a URL).
-    #[arg(long)]
-    pub endpoint: Option<String>,
-    /// Extra trusted root (PEM) for the upstream.
-    #[arg(long, value_name = "FILE")]
-    pub ca_file: Option<PathBuf>,
-}
-
 /// Runs `pushgate send`, printing the summary; returns the exit status.
 pub async fn run(args: SendArgs) -> Exit {
     match send(args).await {
@@ -134,23 +150,17 @@ pub async fn run(args: SendArgs) -> Exit {
 }
 
 async fn send(args: SendArgs) -> Result<Exit, UsageError> {
-    let webpush = args.platform == SendPlatform::Webpush;
-    let google = matches!(args.platform, SendPlatform::Fcm | SendPlatform::Gcm);
-    let targets = if webpush {
+    let targets = if args.platform == SendPlatform::Webpush {
         read_subscriptions(&args)?
     } else {
-        read_targets(&args, google)?
+        read_targets(&args)?
     };
     let payload = read_payload(&args)?;
-    let path = match args.platform {
-        SendPlatform::Apns => "/apns/send",
-        SendPlatform::Fcm | SendPlatform::Gcm => "/gcm/send",
-        SendPlatform::Webpush => "/webpush/send",
-    };
+    let path = args.platform.path();
 
     let local = match &args.server {
         Some(_) => None,
-        None => Some(local::start(in_process_config(&args)?).await?),
+        None => Some(local::start(config::in_process_config(&args)?).await?),
     };
     let client = match (&args.server, &local) {
         (Some(url), _) => Client::new(url, args.api_key.clone())?,
@@ -182,8 +192,13 @@ impl Targets {
     }
 }
 
-fn read_targets(args: &SendArgs, google: bool) -> Result<Targets, UsageError> {
-    if google {
+fn read_targets(args: &SendArgs) -> Result<Targets, UsageError> {
+    if args.platform == SendPlatform::Hms && args.topic.is_some() {
+        return Err(usage(
+            "--topic is for apns, fcm and gcm: HMS jobs go to tokens",
+        ));
+    }
+    if args.platform.google() {
         match (&args.topic, &args.condition) {
             (Some(_), Some(_)) => return Err(usage("give --topic or --condition, not both")),
             (Some(t), None) => return Ok(Targets::Topic(t.clone())),
@@ -323,135 +338,10 @@ fn read_payload(args: &SendArgs) -> Result<Message, UsageError> {
     Ok(m)
 }
 
-/// The operator's config (when given) with the command-line credentials on
-/// top, keeping only the section this platform needs.
-fn in_process_config(args: &SendArgs) -> Result<FileConfig, UsageError> {
-    let mut file = match &args.config {
-        Some(path) => FileConfig::load(Some(path), std::env::vars())
-            .map_err(|e| usage(format!("{}: {e}", path.display())))?,
-        None => FileConfig::load(None, std::env::vars()).map_err(|e| usage(e.to_string()))?,
-    };
-    let c = &args.credentials;
-    let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
-    match args.platform {
-        SendPlatform::Apns => {
-            let given = c.key_file.is_some() || c.endpoint.is_some() || c.ca_file.is_some();
-            if given && file.apns.is_none() {
-                file.apns = Some(ApnsSection::default());
-            }
-            if let Some(a) = file.apns.as_mut() {
-                if let Some(k) = path(&c.key_file) {
-                    a.key_file = k;
-                }
-                if let Some(k) = &c.key_id {
-                    a.key_id = k.clone();
-                }
-                if let Some(t) = &c.team_id {
-                    a.team_id = t.clone();
-                }
-                if let Some(e) = &c.endpoint {
-                    a.endpoint = e.clone();
-                }
-                if let Some(ca) = path(&c.ca_file) {
-                    a.ca_file = ca;
-                }
-                if let Some(topic) = &args.topic {
-                    a.topic = topic.clone();
-                }
-            }
-            if file.apns.is_none() {
-                return Err(usage(
-                    "no APNs credentials: give --config with an [apns] section, or --key-file/--key-id/--team-id",
-                ));
-            }
-            (file.fcm, file.gcm) = (None, None);
-        }
-        SendPlatform::Fcm => {
-            if c.service_account_file.is_some() && file.fcm.is_none() {
-                file.fcm = Some(FcmSection::default());
-            }
-            if let Some(f) = file.fcm.as_mut() {
-                if let Some(s) = path(&c.service_account_file) {
-                    f.service_account_file = s;
-                }
-                if let Some(e) = &c.endpoint {
-                    f.endpoint = e.clone();
-                }
-                if let Some(ca) = path(&c.ca_file) {
-                    f.ca_file = ca;
-                }
-            }
-            if file.fcm.is_none() {
-                return Err(usage(
-                    "no FCM credentials: give --config with an [fcm] section, or --service-account-file",
-                ));
-            }
-            (file.apns, file.gcm) = (None, None);
-        }
-        SendPlatform::Gcm => {
-            if c.server_key.is_some() && file.gcm.is_none() {
-                file.gcm = Some(GcmSection::default());
-            }
-            if let Some(g) = file.gcm.as_mut() {
-                if let Some(k) = &c.server_key {
-                    g.server_key = Secret::new(k.clone());
-                }
-                if let Some(e) = &c.endpoint {
-                    g.endpoint = e.clone();
-                }
-                if let Some(ca) = path(&c.ca_file) {
-                    g.ca_file = ca;
-                }
-            }
-            if file.gcm.is_none() {
-                return Err(usage(
-                    "no GCM credentials: give --config with a [gcm] section, or --server-key",
-                ));
-            }
-            (file.apns, file.fcm) = (None, None);
-        }
-        SendPlatform::Webpush => {
-            if file.webpush.is_none() {
-                return Err(usage(
-                    "no Web Push credentials: give --config with a [webpush] section (vapid_key_file, subject)",
-                ));
-            }
-            if let Some(w) = file.webpush.as_mut()
-                && let Some(ca) = path(&c.ca_file)
-            {
-                w.ca_file = ca;
-            }
-            (file.apns, file.fcm, file.gcm) = (None, None, None);
-        }
-    }
-    Ok(file)
-}
-
 /// One request body for `tokens` (or the topic/condition).
 fn request_body(args: &SendArgs, m: &Message, targets: Value) -> Value {
     let mut body = targets;
-    let google = matches!(args.platform, SendPlatform::Fcm | SendPlatform::Gcm);
-    if args.platform == SendPlatform::Webpush {
-        body["payload"] = match &m.payload {
-            Some(p) => p.clone(),
-            None => {
-                let mut n = serde_json::Map::new();
-                if let Some(t) = &m.title {
-                    n.insert("title".into(), t.clone().into());
-                }
-                if let Some(b) = m.body.as_ref().or(m.alert.as_ref()) {
-                    n.insert("body".into(), b.clone().into());
-                }
-                Value::Object(n)
-            }
-        };
-        if let Some(t) = &args.topic {
-            body["topic"] = t.clone().into();
-        }
-    } else if google {
-        if let Some(p) = &m.payload {
-            body["payload"] = p.clone();
-        }
+    let notification = || {
         let mut n = serde_json::Map::new();
         if let Some(t) = &m.title {
             n.insert("title".into(), t.clone().into());
@@ -459,6 +349,29 @@ fn request_body(args: &SendArgs, m: &Message, targets: Value) -> Value {
         if let Some(b) = m.body.as_ref().or(m.alert.as_ref()) {
             n.insert("body".into(), b.clone().into());
         }
+        n
+    };
+    if args.platform == SendPlatform::Hms {
+        if let Some(p) = &m.payload {
+            body["data"] = p.clone();
+        }
+        let n = notification();
+        if !n.is_empty() {
+            body["notification"] = Value::Object(n);
+        }
+    } else if args.platform == SendPlatform::Webpush {
+        body["payload"] = match &m.payload {
+            Some(p) => p.clone(),
+            None => Value::Object(notification()),
+        };
+        if let Some(t) = &args.topic {
+            body["topic"] = t.clone().into();
+        }
+    } else if args.platform.google() {
+        if let Some(p) = &m.payload {
+            body["payload"] = p.clone();
+        }
+        let n = notification();
         if !n.is_empty() {
             body["notification"] = Value::Object(n);
         }
@@ -568,8 +481,6 @@ async fn deliver(
     targets: &Targets,
     message: &Message,
 ) -> Result<Exit, UsageError> {
-    let google = matches!(args.platform, SendPlatform::Fcm | SendPlatform::Gcm);
-    let webpush = args.platform == SendPlatform::Webpush;
     let (status, answer) = post(args, client, path, targets, message).await?;
     if status != 202 {
         return Err(usage(format!(
@@ -620,10 +531,11 @@ async fn deliver(
             tokens
                 .iter()
                 .map(|t| {
-                    if google {
-                        t.clone()
-                    } else {
+                    // APNs tokens are hex, kept lower-case; the others as written.
+                    if args.platform == SendPlatform::Apns {
                         t.to_ascii_lowercase()
+                    } else {
+                        t.clone()
                     }
                 })
                 .collect(),
@@ -635,11 +547,7 @@ async fn deliver(
         ),
         _ => None,
     };
-    let family = match args.platform {
-        SendPlatform::Apns => "apns",
-        SendPlatform::Fcm | SendPlatform::Gcm => "gcm",
-        SendPlatform::Webpush => "webpush",
-    };
+    let family = args.platform.family();
     let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
     let mut credential_failures = 0u64;
     if totals.failures > 0 {
@@ -660,13 +568,7 @@ async fn deliver(
     }
     let mut unregistered_tokens = Vec::new();
     if totals.unregistered > 0 {
-        let list = if webpush {
-            client.get("/webpush/report/unregistered").await?
-        } else if google {
-            client.get("/gcm/report/notregistered").await?
-        } else {
-            client.get("/apns/report/unregistered").await?
-        };
+        let list = client.get(args.platform.unregistered_path()).await?;
         let entries = list["tokens"]
             .as_array()
             .or(list["subscriptions"].as_array());

@@ -584,3 +584,30 @@ pub async fn events_for(events: &std::sync::Mutex<Vec<Value>>, n: usize) -> Vec<
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// A mock HMS (adjusted by `options`) plus the files a `pushgate serve`
+/// process needs to reach it: returns the mock and an `[hms]` section (the
+/// mock's app, its secret in a file, CA, endpoints) written under `dir`.
+pub async fn hms_mock_for_process(
+    dir: &std::path::Path,
+    options: impl FnOnce(&mut mock::hms::MockHmsOptions),
+) -> (mock::hms::MockHms, pushgate::config::HmsSection) {
+    init();
+    let pki = mock::tls::TestPki::generate().unwrap();
+    let ca_file = dir.join("hms-ca.pem");
+    std::fs::write(&ca_file, &pki.ca_pem).unwrap();
+    let mut opts = mock::hms::MockHmsOptions::new(&pki);
+    options(&mut opts);
+    let mock = mock::hms::start(opts).await.unwrap();
+    let secret_file = dir.join("hms.secret");
+    std::fs::write(&secret_file, mock.client_secret()).unwrap();
+    let section = pushgate::config::HmsSection {
+        app_id: mock.app_id().to_owned(),
+        client_secret_file: secret_file.display().to_string(),
+        endpoint: mock.endpoint(),
+        token_uri: mock.token_uri(),
+        ca_file: ca_file.display().to_string(),
+        ..Default::default()
+    };
+    (mock, section)
+}
