@@ -348,6 +348,10 @@ pub struct JobStatus {
     pub notif_id: Option<String>,
     /// `apns-unique-id`s of deliveries (broadcasts, sandbox pushes), when kept.
     pub unique_ids: Vec<String>,
+    /// When it was accepted, ms since the epoch, when the keeper knows.
+    pub accepted_at: Option<u64>,
+    /// When its last token finished, ms since the epoch, once it has.
+    pub finished_at: Option<u64>,
 }
 
 impl JobStatus {
@@ -382,6 +386,8 @@ impl JobStatus {
             counts: OutcomeKind::ALL.map(|k| progress.count(k)),
             notif_id: progress.notif_id.as_deref().map(str::to_owned),
             unique_ids: progress.unique_ids(),
+            accepted_at: Some(progress.accepted_ms()),
+            finished_at: progress.finished_ms(),
         }
     }
 
@@ -406,6 +412,48 @@ impl JobStatus {
         if !self.unique_ids.is_empty() {
             answer["apns_unique_ids"] = serde_json::json!(self.unique_ids);
         }
+        if let Some(at) = self.accepted_at {
+            answer["accepted_at"] = serde_json::Value::from(at);
+        }
+        if let Some(at) = self.finished_at {
+            answer["finished_at"] = serde_json::Value::from(at);
+        }
         answer
+    }
+}
+
+/// Which jobs `GET /jobs` lists, by the state words of [`JobStatus::state`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JobFilter {
+    /// Every job: unfinished ones first, then finished ones.
+    All,
+    /// Tokens pending and due: `running`, and `cancelling` (cancelled, its
+    /// in-flight tokens still finishing).
+    Running,
+    /// Held until its `send_at`: `scheduled`.
+    Scheduled,
+    /// Nothing pending: `done` and `cancelled`.
+    Done,
+}
+
+impl JobFilter {
+    /// The filter a `state` query value names; `None` for another word.
+    pub fn parse(word: &str) -> Option<Self> {
+        match word {
+            "running" => Some(JobFilter::Running),
+            "scheduled" => Some(JobFilter::Scheduled),
+            "done" => Some(JobFilter::Done),
+            _ => None,
+        }
+    }
+
+    /// True when a job in `state` (a [`JobStatus::state`] word) is listed.
+    pub fn admits(self, state: &str) -> bool {
+        match self {
+            JobFilter::All => true,
+            JobFilter::Running => matches!(state, "running" | "cancelling"),
+            JobFilter::Scheduled => state == "scheduled",
+            JobFilter::Done => matches!(state, "done" | "cancelled"),
+        }
     }
 }

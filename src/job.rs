@@ -211,6 +211,15 @@ pub struct JobProgress {
     pub total: u64,
     /// When the job was accepted (for tokens/s in the summary line).
     pub accepted_at: std::time::Instant,
+    /// When it was accepted, ms since the epoch (for `GET /jobs`' order and
+    /// the status page's rates).
+    accepted_ms: u64,
+    /// When it was last released to its platform (ms since the epoch): its
+    /// acceptance, or the end of its `send_at` wait. What a pending token's
+    /// age counts from.
+    running_since_ms: AtomicU64,
+    /// When its last token finished (ms since the epoch); 0 until then.
+    finished_ms: AtomicU64,
     outcomes: [AtomicU64; 6],
     finished: AtomicU64,
     /// Held by the scheduler until its `send_at`.
@@ -246,6 +255,9 @@ impl JobProgress {
             app,
             total,
             accepted_at: std::time::Instant::now(),
+            accepted_ms: crate::floor::now_ms(),
+            running_since_ms: AtomicU64::new(crate::floor::now_ms()),
+            finished_ms: AtomicU64::new(0),
             outcomes: Default::default(),
             finished: AtomicU64::new(0),
             scheduled: Default::default(),
@@ -287,7 +299,42 @@ impl JobProgress {
         for (slot, n) in self.outcomes.iter().zip(counts) {
             slot.store(n, Ordering::Relaxed);
         }
-        self.finished.store(counts.iter().sum(), Ordering::Release);
+        let done: u64 = counts.iter().sum();
+        self.finished.store(done, Ordering::Release);
+        if done >= self.total {
+            // Kept when the store said when (`finished_at`).
+            let _ = self.finished_ms.compare_exchange(
+                0,
+                crate::floor::now_ms().max(1),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+        }
+    }
+
+    /// The same job, finished at `ms` (ms since the epoch), as a store kept it.
+    pub fn finished_at(self, ms: u64) -> Self {
+        self.finished_ms.store(ms, Ordering::Release);
+        self
+    }
+
+    /// When it was accepted, ms since the epoch.
+    pub fn accepted_ms(&self) -> u64 {
+        self.accepted_ms
+    }
+
+    /// When its last token finished, ms since the epoch; `None` while it runs.
+    pub fn finished_ms(&self) -> Option<u64> {
+        match self.finished_ms.load(Ordering::Acquire) {
+            0 => None,
+            ms => Some(ms),
+        }
+    }
+
+    /// Since when its pending tokens have been due (ms since the epoch): its
+    /// acceptance, or the end of its `send_at` wait.
+    pub fn running_since_ms(&self) -> u64 {
+        self.running_since_ms.load(Ordering::Acquire)
     }
 
     /// The hand-out bound (see the field).
@@ -330,8 +377,13 @@ impl JobProgress {
             .collect()
     }
 
-    /// Marks the job as held by the scheduler (or released from it).
+    /// Marks the job as held by the scheduler (or released from it: its
+    /// tokens are due from now).
     pub fn set_scheduled(&self, scheduled: bool) {
+        if !scheduled && self.scheduled.load(Ordering::Acquire) {
+            self.running_since_ms
+                .store(crate::floor::now_ms(), Ordering::Release);
+        }
         self.scheduled.store(scheduled, Ordering::Release);
     }
 
@@ -368,9 +420,15 @@ impl JobProgress {
     }
 
     /// Counts one terminal outcome; returns how many tokens are finished now.
+    /// The last one stamps the job's finish time.
     pub fn record(&self, kind: OutcomeKind) -> u64 {
         self.outcomes[kind.index()].fetch_add(1, Ordering::Relaxed);
-        self.finished.fetch_add(1, Ordering::AcqRel) + 1
+        let done = self.finished.fetch_add(1, Ordering::AcqRel) + 1;
+        if done == self.total {
+            self.finished_ms
+                .store(crate::floor::now_ms().max(1), Ordering::Release);
+        }
+        done
     }
 
     /// Tokens that have reached `kind`.
