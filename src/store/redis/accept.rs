@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use redis::AsyncCommands;
 
 use super::wire::Chunk;
-use super::{CHUNK_TOKENS, JOB_TTL_S, RedisError, RedisStore};
+use super::{CHUNK_TOKENS, RedisError, RedisStore};
 use crate::floor::{ms_since_epoch, now_ms};
 use crate::job::JobId;
 use crate::store::{AdmitError, NewJob};
@@ -84,15 +84,31 @@ impl RedisStore {
         )
         .ignore();
         let key = self.job_key(&chunk.job);
+        let now = now_ms();
         pipe.hset_multiple(&key, &[("platform", platform.as_str()), ("app", app)])
+            .ignore()
+            .hset(&key, "accepted_at", now)
             .ignore()
             .hincr(&key, "total", i64::from(total))
             .ignore()
-            .expire(&key, JOB_TTL_S)
+            // Restarted when the job finishes: kept that long after it.
+            .expire(&key, self.retention_s())
             .ignore();
         if let Some(n) = job.notif_id.as_deref() {
             pipe.hset(&key, "notif_id", n).ignore();
         }
+        if let Some(due) = due {
+            pipe.hset(&key, "due", due).ignore();
+        }
+        // Listed (GET /jobs) from now; the sets are trimmed by score here
+        // too, so a cluster that only accepts still expires old entries.
+        let cutoff = format!("({}", self.cutoff());
+        pipe.zadd(self.live_key(), &chunk.job, now)
+            .ignore()
+            .zrembyscore(self.live_key(), "-inf", &cutoff)
+            .ignore()
+            .zrembyscore(self.done_jobs_key(), "-inf", &cutoff)
+            .ignore();
         let mut conn = self.connection()?;
         let r = pipe.query_async::<()>(&mut conn).await;
         self.fail("XADD", r)?;
