@@ -202,11 +202,15 @@ impl WriterThread {
 
     /// True when the next commit has finished jobs to index or to expire.
     fn upkeep_due(&self) -> bool {
-        // Without a view (at start, or after a failed commit) nothing is
-        // known: the next commit another request needs loads it.
-        self.view.as_ref().is_some_and(|v| {
-            !v.unindexed.is_empty() || v.oldest_finished.is_some_and(|t| t < self.cutoff())
-        })
+        match &self.view {
+            Some(v) => {
+                !v.unindexed.is_empty() || v.oldest_finished.is_some_and(|t| t < self.cutoff())
+            }
+            // At start the view is loaded at once, so an idle gateway still
+            // expires what it holds. After a failed commit (no database)
+            // the next commit a request needs reloads it: no retry loop.
+            None => self.db.is_some(),
+        }
     }
 
     fn turn(&mut self, batch: Vec<Op>) {
