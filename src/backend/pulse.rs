@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use std::sync::{Mutex, Weak};
 use std::time::Duration;
 
-use crate::books::Counters;
+use crate::books::{Counter, Counters};
 use crate::floor::{lock, now_ms};
 use crate::job::{Family, OutcomeKind};
 
@@ -134,6 +134,41 @@ fn sample(inner: &Inner) -> Sample {
     }
 }
 
+/// One platform's minute, as the summary line shows it.
+#[derive(Debug, Clone, PartialEq)]
+struct PlatformMinute {
+    name: String,
+    /// What changed in its totals over the minute.
+    delta: Counters,
+    queue_depth: usize,
+    connections: Option<usize>,
+}
+
+/// The summary line's per-platform text (`apns 120.0/s success 7200
+/// failed 12 queue 0 conns 2; …`), and the minute's totals over all of them.
+fn summary_text(minutes: &[PlatformMinute], secs: f64) -> (String, Counters) {
+    let mut total = Counters::default();
+    let mut text = String::new();
+    for m in minutes {
+        total.add_all(&m.delta);
+        if !text.is_empty() {
+            text.push_str("; ");
+        }
+        let _ = write!(text, "{} {:.1}/s", m.name, m.delta.finished() as f64 / secs);
+        for kind in OutcomeKind::ALL {
+            let n = m.delta.get(Counter::of(kind));
+            if n > 0 {
+                let _ = write!(text, " {} {n}", kind.as_str());
+            }
+        }
+        let _ = write!(text, " queue {}", m.queue_depth);
+        if let Some(c) = m.connections {
+            let _ = write!(text, " conns {c}");
+        }
+    }
+    (text, total)
+}
+
 /// Logs the summary of the last `back` samples, unless nothing happened.
 fn summarize(inner: &Inner, back: usize) {
     let Some((before, after)) = history_span(inner, back) else {
@@ -141,44 +176,28 @@ fn summarize(inner: &Inner, back: usize) {
     };
     let secs = (after.at_ms.saturating_sub(before.at_ms) as f64 / 1000.0).max(1e-3);
     let pending = inner.admission.pending();
-    let mut minute = Counters::default();
-    let (mut queue_depth, mut connections) = (0usize, 0usize);
-    let mut platforms = String::new();
-    for registered in inner.hand.registry.platforms() {
-        let family = registered.platform.family();
-        let of = |s: &Sample| {
-            s.totals
-                .iter()
-                .find(|(f, _)| *f == family)
-                .map(|(_, c)| *c)
-                .unwrap_or_default()
-        };
-        let delta = difference(&of(&after), &of(&before));
-        minute.add_all(&delta);
-        let depth: usize = registered.apps.values().map(|d| d.queue_depth()).sum();
-        queue_depth += depth;
-        let conns = registered.front.status().connections;
-        connections += conns.unwrap_or(0);
-        if !platforms.is_empty() {
-            platforms.push_str("; ");
-        }
-        let _ = write!(
-            platforms,
-            "{} {:.1}/s",
-            registered.platform,
-            delta.finished() as f64 / secs
-        );
-        for kind in OutcomeKind::ALL {
-            let n = delta.get(crate::books::Counter::of(kind));
-            if n > 0 {
-                let _ = write!(platforms, " {} {n}", kind.as_str());
+    let minutes: Vec<PlatformMinute> = inner
+        .hand
+        .registry
+        .platforms()
+        .map(|registered| {
+            let family = registered.platform.family();
+            let of = |s: &Sample| {
+                s.totals
+                    .iter()
+                    .find(|(f, _)| *f == family)
+                    .map(|(_, c)| *c)
+                    .unwrap_or_default()
+            };
+            PlatformMinute {
+                name: registered.platform.as_str().to_owned(),
+                delta: difference(&of(&after), &of(&before)),
+                queue_depth: registered.apps.values().map(|d| d.queue_depth()).sum(),
+                connections: registered.front.status().connections,
             }
-        }
-        let _ = write!(platforms, " queue {depth}");
-        if let Some(c) = conns {
-            let _ = write!(platforms, " conns {c}");
-        }
-    }
+        })
+        .collect();
+    let (platforms, minute) = summary_text(&minutes, secs);
     if minute.finished() == 0 && minute.accepted == 0 && pending == 0 {
         return;
     }
@@ -193,8 +212,8 @@ fn summarize(inner: &Inner, back: usize) {
         cancelled = minute.cancelled,
         retries = minute.retries,
         pending,
-        queue_depth,
-        connections,
+        queue_depth = minutes.iter().map(|m| m.queue_depth).sum::<usize>(),
+        connections = minutes.iter().filter_map(|m| m.connections).sum::<usize>(),
         window_s = secs.round(),
         platforms = %platforms,
         "summary"
@@ -245,5 +264,40 @@ mod tests {
         let rates = history.rates();
         assert_eq!(rates.time_ms.len(), SAMPLES - 1);
         assert_eq!(rates.tokens_per_s[0].1.last(), Some(&0.2));
+    }
+
+    #[test]
+    fn the_summary_names_each_platform_its_rate_outcomes_queue_and_connections() {
+        let minute = |successes, failures| Counters {
+            accepted: successes + failures,
+            successes,
+            failures,
+            ..Counters::default()
+        };
+        let (text, total) = summary_text(
+            &[
+                PlatformMinute {
+                    name: "apns".into(),
+                    delta: minute(600, 6),
+                    queue_depth: 12,
+                    connections: Some(2),
+                },
+                PlatformMinute {
+                    name: "webpush".into(),
+                    delta: minute(0, 0),
+                    queue_depth: 0,
+                    connections: None,
+                },
+            ],
+            60.0,
+        );
+        assert_eq!(
+            text,
+            "apns 10.1/s success 600 failed 6 queue 12 conns 2; webpush 0.0/s queue 0"
+        );
+        assert_eq!(
+            (total.successes, total.failures, total.accepted),
+            (600, 6, 606)
+        );
     }
 }
