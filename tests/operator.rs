@@ -496,6 +496,33 @@ async fn redis_lists_the_clusters_jobs_by_time_and_expires_finished_ones() {
             ttl > 0 && ttl <= 3600,
             "the job hash expires with the retention: {ttl}"
         );
+
+        // Cancelled, a scheduled job ends now rather than at its send time.
+        let cancelled: Value = c
+            .delete(format!("{base}/jobs/{s}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(cancelled["job"].as_str(), Some(s.as_str()), "{cancelled}");
+        let gone = wait_for(&c, &base, &format!("/jobs/{s}"), "cancelled", |_, b| {
+            b["state"] == "cancelled"
+        })
+        .await;
+        assert_eq!(gone["cancelled"].as_u64(), Some(2), "{gone}");
+        let (_, scheduled) = get(&c, &base, "/jobs?state=scheduled").await;
+        assert!(ids(&scheduled).is_empty(), "{scheduled}");
+        let done = wait_for(
+            &c,
+            &base,
+            "/jobs?state=done",
+            "the cancelled job listed",
+            |_, b| b["jobs"].as_array().is_some_and(|j| j.len() == 3),
+        )
+        .await;
+        assert_eq!(ids(&done)[0], s, "{done}");
         gateway.shutdown(Duration::from_secs(2)).await;
 
         // A second's retention: the finished job's hash expires in Redis, and

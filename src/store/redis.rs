@@ -367,6 +367,19 @@ impl RedisStore {
         let ttl = u64::try_from(self.retention_s()).unwrap_or(u64::MAX);
         let r: redis::RedisResult<()> = conn.set_ex(self.cancel_key(id), 1, ttl).await;
         self.fail("SET", r)?;
+        // A job still waiting for its send_at ends now, not at its send
+        // time: its delayed chunks go to the stream, where whichever gateway
+        // reads them finds the cancel and records every token cancelled.
+        let r: redis::RedisResult<i64> = redis::cmd("EVAL")
+            .arg(jobs::RELEASE_CANCELLED_SCRIPT)
+            .arg(3)
+            .arg(self.job_key(id))
+            .arg(self.delayed_key())
+            .arg(&self.config.stream)
+            .arg(id)
+            .query_async(&mut conn)
+            .await;
+        self.fail("EVAL (cancel delayed)", r)?;
         Ok(true)
     }
 

@@ -220,7 +220,12 @@ impl WriterThread {
         self.turn_writes(batch);
         for op in reads {
             if let Op::Finished { limit, reply } = op {
-                let read = self.database().and_then(|db| finished::newest(db, limit));
+                // The file as the last commit left it; after a failed commit
+                // the next commit reopens it, not a read.
+                let read = match &self.db {
+                    Some(db) => finished::newest(db, limit),
+                    None => Err(WriteError::Io("the disk store cannot be read now".into())),
+                };
                 let _ = reply.send(read);
             }
         }

@@ -53,8 +53,35 @@ redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[3])
 return {total, counts[1], counts[2], counts[3], counts[4], counts[5], counts[6], f[9] or '', f[10] or '', tonumber(f[11]) or 0}
 ";
 
-/// A job's status from its hash (`None` for an empty one: expired or unknown).
-pub(super) fn status_of(id: &str, map: &HashMap<String, String>, now: u64) -> Option<JobStatus> {
+/// Moves a cancelled job's delayed chunks to the stream at once: KEYS =
+/// the job's hash, the delayed set, the stream; ARGV = the job id. Its
+/// chunks share its due time (the hash's `due`), so only that score is
+/// read. Returns how many chunks moved.
+pub(super) const RELEASE_CANCELLED_SCRIPT: &str = r"
+local due = redis.call('HGET', KEYS[1], 'due')
+if not due then return 0 end
+local moved = 0
+for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], due, due)) do
+  local ok, c = pcall(cjson.decode, m)
+  if ok and c.job == ARGV[1] then
+    redis.call('XADD', KEYS[3], '*', 'c', m)
+    redis.call('ZREM', KEYS[2], m)
+    moved = moved + 1
+  end
+end
+if moved > 0 then redis.call('HDEL', KEYS[1], 'due') end
+return moved
+";
+
+/// A job's status from its hash (`None` for an empty one: expired or
+/// unknown); `cancel` when its cancel key is set (`DELETE /jobs/{id}` on any
+/// gateway), though no token has reached `cancelled` yet.
+pub(super) fn status_of(
+    id: &str,
+    map: &HashMap<String, String>,
+    cancel: bool,
+    now: u64,
+) -> Option<JobStatus> {
     if map.is_empty() {
         return None;
     }
@@ -68,7 +95,12 @@ pub(super) fn status_of(id: &str, map: &HashMap<String, String>, now: u64) -> Op
     Some(JobStatus {
         job: id.to_owned(),
         platform: map.get("platform").cloned().unwrap_or_default(),
-        state: JobStatus::state_of(pending, get("cancelled") > 0, scheduled),
+        // A cancel after the last outcome changes nothing: the job is done.
+        state: JobStatus::state_of(
+            pending,
+            (cancel && pending > 0) || get("cancelled") > 0,
+            scheduled,
+        ),
         total,
         counts,
         notif_id: map.get("notif_id").cloned(),
@@ -137,22 +169,23 @@ impl RedisStore {
     }
 
     /// The statuses of `ids`, in their order, skipping expired ones.
-    async fn statuses(&self, ids: &[String]) -> Result<Vec<JobStatus>, RedisError> {
+    pub(super) async fn statuses(&self, ids: &[String]) -> Result<Vec<JobStatus>, RedisError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
         let mut pipe = redis::pipe();
         for id in ids {
-            pipe.hgetall(self.job_key(id));
+            pipe.hgetall(self.job_key(id)).exists(self.cancel_key(id));
         }
         let mut conn = self.connection()?;
-        let r: redis::RedisResult<Vec<HashMap<String, String>>> = pipe.query_async(&mut conn).await;
-        let maps = self.fail("HGETALL (jobs)", r)?;
+        let r: redis::RedisResult<Vec<(HashMap<String, String>, bool)>> =
+            pipe.query_async(&mut conn).await;
+        let rows = self.fail("HGETALL (jobs)", r)?;
         let now = now_ms();
         Ok(ids
             .iter()
-            .zip(maps)
-            .filter_map(|(id, map)| status_of(id, &map, now))
+            .zip(rows)
+            .filter_map(|(id, (map, cancel))| status_of(id, &map, cancel, now))
             .collect())
     }
 

@@ -51,9 +51,6 @@ impl RedisStore {
 
     /// A job's status from Redis.
     pub(super) async fn read_job(&self, id: &str) -> Result<Option<JobStatus>, RedisError> {
-        let mut conn = self.connection()?;
-        let r: redis::RedisResult<HashMap<String, String>> = conn.hgetall(self.job_key(id)).await;
-        let map = self.fail("HGETALL", r)?;
-        Ok(super::jobs::status_of(id, &map, crate::floor::now_ms()))
+        Ok(self.statuses(&[id.to_owned()]).await?.pop())
     }
 }
