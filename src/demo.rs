@@ -14,12 +14,10 @@ use serde_json::{Value, json};
 
 use crate::config::{ApnsSection, FileConfig};
 use crate::gateway::Gateway;
+use crate::logging::SetLogFilter;
 use crate::mock;
 
 mod webpush;
-
-/// Changes the log filter (an `EnvFilter` directive such as `info`).
-pub type SetLogFilter = Box<dyn Fn(&str) + Send + Sync>;
 
 /// `pushgate demo` options.
 #[derive(Debug, Clone, clap::Args)]

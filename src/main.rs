@@ -305,10 +305,8 @@ struct MockHmsArgs {
     flaky: Option<PathBuf>,
 }
 
-/// The log format: `--log-format`, else `[log] format` of the config file
-/// `serve` reads (with PUSHGATE_LOG_FORMAT applied over it, as every key's
-/// variable is), else PUSHGATE_LOG_FORMAT alone, else text. A file that does
-/// not load is reported by `serve` itself, after logging starts.
+/// The log format: `--log-format`, else what [`pushgate::logging::format_from`]
+/// finds for this command (`serve` reads its config file's `[log] format`).
 fn log_format(cli: &Cli) -> LogFormat {
     if let Some(format) = cli.log_format {
         return format.into();
@@ -317,40 +315,7 @@ fn log_format(cli: &Cli) -> LogFormat {
         Some(Command::Serve(args)) => args.config.clone(),
         _ => None,
     };
-    FileConfig::load(file.as_deref(), std::env::vars())
-        .ok()
-        .and_then(|f| LogFormat::parse(&f.log.format))
-        .or_else(|| {
-            std::env::var("PUSHGATE_LOG_FORMAT")
-                .ok()
-                .and_then(|v| LogFormat::parse(&v))
-        })
-        .unwrap_or_default()
-}
-
-/// Starts logging to stderr. The filter is PUSHGATE_LOG (or RUST_LOG), else
-/// `default_level`; returns a way to change the filter later when neither
-/// variable was set (the demo quiets the gateway it embeds while it talks).
-fn init_logging(format: LogFormat, default_level: &str) -> Option<pushgate::demo::SetLogFilter> {
-    use tracing_subscriber::layer::SubscriberExt as _;
-    use tracing_subscriber::util::SubscriberInitExt as _;
-    let chosen = tracing_subscriber::EnvFilter::try_from_env("PUSHGATE_LOG")
-        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
-        .ok();
-    let explicit = chosen.is_some();
-    let filter = chosen.unwrap_or_else(|| tracing_subscriber::EnvFilter::new(default_level));
-    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
-    let registry = tracing_subscriber::registry().with(filter);
-    let stderr = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => registry.with(stderr).init(),
-        LogFormat::Json => registry.with(stderr.json()).init(),
-    }
-    (!explicit).then(|| -> pushgate::demo::SetLogFilter {
-        Box::new(move |directive: &str| {
-            let _ = handle.reload(tracing_subscriber::EnvFilter::new(directive));
-        })
-    })
+    pushgate::logging::format_from(file.as_deref())
 }
 
 fn main() -> ExitCode {
@@ -364,7 +329,7 @@ fn main() -> ExitCode {
     // The demo talks on stdout: its gateway logs warnings only until the
     // narrative is over (unless PUSHGATE_LOG asks for more).
     let demo = matches!(cli.command, Some(Command::Demo(_)));
-    let set_filter = init_logging(
+    let set_filter = pushgate::logging::init(
         log_format(&cli),
         if terminal || demo { "warn" } else { "info" },
     );
