@@ -28,8 +28,9 @@ pub struct ListQuery {
 impl ListQuery {
     /// The filter and the limit, or the 400 that names the bad one.
     pub fn parse(&self) -> Result<(JobFilter, usize), ApiError> {
+        // Present but empty (`?state=`) is a mistake, not "all": refused.
         let filter = match self.state.as_deref() {
-            None | Some("") => JobFilter::All,
+            None => JobFilter::All,
             Some(word) => JobFilter::parse(word).ok_or_else(|| {
                 ApiError::bad_request(
                     "bad_state",
@@ -38,7 +39,7 @@ impl ListQuery {
             })?,
         };
         let limit = match self.limit.as_deref() {
-            None | Some("") => DEFAULT_LIMIT,
+            None => DEFAULT_LIMIT,
             Some(text) => text
                 .parse::<usize>()
                 .ok()
@@ -131,6 +132,8 @@ mod tests {
         );
         for (state, limit, code) in [
             (Some("finished"), None, "bad_state"),
+            (Some(""), None, "bad_state"),
+            (None, Some(""), "bad_limit"),
             (None, Some("0"), "bad_limit"),
             (None, Some("1001"), "bad_limit"),
             (None, Some("ten"), "bad_limit"),
