@@ -129,3 +129,64 @@ pub(super) fn newest(db: &redb::Database, limit: usize) -> Result<Vec<FinishedJo
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(total: u64) -> JobState {
+        JobState {
+            seq: 0,
+            platform: "apns".into(),
+            app: "default".into(),
+            total,
+            counts: [total, 0, 0, 0, 0, 0],
+            cancelled: false,
+            lease: 0,
+            bits: Vec::new(),
+            notif_id: None,
+        }
+    }
+
+    /// 1,200 finished jobs, one a millisecond from `t = 1`: a list reads the
+    /// newest, the count bound pops the oldest, and an expiry takes at most
+    /// a batch per call, oldest first.
+    #[test]
+    fn the_index_lists_trims_and_purges_from_its_ends() {
+        let dir = std::env::temp_dir().join(format!(
+            "pushgate-finished-{}-{}",
+            std::process::id(),
+            fastrand::u32(..)
+        ));
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        let db = redb::Database::create(dir.join("t.redb")).expect("db");
+        let txn = db.begin_write().expect("txn");
+        {
+            let mut done = txn.open_table(FINISHED).expect("table");
+            let mut states = txn.open_table(STATES).expect("table");
+            for i in 0..1200u128 {
+                states
+                    .insert(i, state(1).encode().as_slice())
+                    .expect("state");
+                index(&mut done, 1 + i as u64, i).expect("index");
+            }
+            trim(&mut done, &mut states, 1100).expect("trim");
+            assert_eq!(oldest(&done).expect("oldest"), Some(101));
+            assert_eq!(
+                purge(&mut done, &mut states, 1000).expect("purge"),
+                PURGE_BATCH
+            );
+            assert_eq!(oldest(&done).expect("oldest"), Some(601));
+            assert_eq!(purge(&mut done, &mut states, 1000).expect("purge"), 399);
+            assert_eq!(purge(&mut done, &mut states, 1000).expect("purge"), 0);
+            assert_eq!(done.len().expect("len"), 201);
+            assert_eq!(states.len().expect("len"), 201);
+        }
+        txn.commit().expect("commit");
+        let newest = newest(&db, 3).expect("read");
+        let seen: Vec<(u64, u128)> = newest.iter().map(|(at, id, _)| (*at, *id)).collect();
+        assert_eq!(seen, vec![(1200, 1199), (1199, 1198), (1198, 1197)]);
+        drop(db);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
