@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod error;
 pub mod extract;
 pub mod gorush;
+pub mod jobs;
 pub mod openapi;
 pub mod rejections;
 pub mod report;
@@ -30,10 +31,9 @@ use axum::{Json, Router};
 use serde_json::json;
 
 pub use error::ApiError;
-use extract::Path;
 
 use crate::backend::Backend;
-use crate::job::{Catalog, Family, JobId};
+use crate::job::{Catalog, Family};
 use crate::metrics::Metrics;
 use crate::platform::{Registered, Registry};
 use crate::settings::Secret;
@@ -182,6 +182,7 @@ const FIXED_ROUTES: &[(&str, &str)] = &[
     ("get", "/apns/channels/{id}"),
     ("delete", "/apns/channels/{id}"),
     ("post", "/apns/broadcast"),
+    ("get", "/jobs"),
     ("get", "/jobs/{id}"),
     ("delete", "/jobs/{id}"),
     ("get", "/cluster"),
@@ -202,7 +203,8 @@ pub fn router(state: AppState) -> Router {
             get(channels::read).delete(channels::delete),
         )
         .route("/apns/broadcast", post(channels::send_broadcast))
-        .route("/jobs/{id}", get(job_status).delete(cancel_job))
+        .route("/jobs", get(jobs::list))
+        .route("/jobs/{id}", get(jobs::status).delete(jobs::cancel))
         .route("/cluster", get(cluster::view))
         .route("/metrics", get(metrics))
         .route("/readyz", get(readyz))
@@ -297,21 +299,16 @@ async fn metrics(State(state): State<AppState>) -> Response {
             .set(depth as i64);
     }
     m.pending.set(state.backend.pending() as i64);
+    m.queue_capacity
+        .set(i64::try_from(state.backend.capacity()).unwrap_or(i64::MAX));
+    let oldest = state.backend.oldest_pending_since().map_or(0.0, |since| {
+        crate::floor::now_ms().saturating_sub(since) as f64 / 1000.0
+    });
+    m.oldest_pending_seconds.set(oldest);
     match m.render() {
         Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
         Err(e) => ApiError::internal(e).into_response(),
     }
-}
-
-fn parse_job_id(id: &str) -> Result<JobId, ApiError> {
-    JobId::parse(id)
-        .ok_or_else(|| ApiError::bad_request("bad_job_id", format!("{id:?} is not a job id")))
-}
-
-fn no_job(id: &str) -> ApiError {
-    ApiError::not_found(format!(
-        "no job {id} (unknown, or older than the last report.max_jobs jobs)"
-    ))
 }
 
 /// A read the store could not answer: 503 with the store's stable code;
@@ -323,35 +320,6 @@ pub(crate) fn store_unavailable(e: StoreError) -> ApiError {
         "the queue backend cannot be read now. Retry later",
         e.retry_after(),
     )
-}
-
-/// `DELETE /jobs/{id}`: tokens not yet sent end as `cancelled`; a scheduled
-/// job is cancelled whole at once, a running one as workers reach its tokens.
-async fn cancel_job(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let parsed = parse_job_id(&id)?;
-    match state
-        .backend
-        .cancel(parsed)
-        .await
-        .map_err(store_unavailable)?
-    {
-        Some(status) => Ok(Json(status.to_json())),
-        None => Err(no_job(&id)),
-    }
-}
-
-async fn job_status(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let parsed = parse_job_id(&id)?;
-    match state.backend.job(parsed).await.map_err(store_unavailable)? {
-        Some(status) => Ok(Json(status.to_json())),
-        None => Err(no_job(&id)),
-    }
 }
 
 /// Answers `StatusCode::OK` JSON.

@@ -8,12 +8,14 @@
 //! ([`Reports`]) and the drain. What differs is the store's (see
 //! [`crate::store`]); the backend never asks which store it has.
 
+mod pulse;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::books::{Counters, JobStatus, ListKind};
+use crate::books::{Counters, JobFilter, JobStatus, ListKind};
 use crate::job::{Family, JobId, Outcome, Platform};
 use crate::metrics::Metrics;
 use crate::outcome::{Arrival, Recorder};
@@ -22,6 +24,8 @@ use crate::queue::Admission;
 use crate::report::Reports;
 use crate::schedule::{Held, Scheduler};
 use crate::store::{AdmitError, Admitted, Hand, NewJob, Recovered, Store, StoreError};
+
+pub use pulse::Rates;
 
 /// The parts a backend is built from, bottom-up, in one pass.
 pub struct Parts {
@@ -50,6 +54,8 @@ struct Inner {
     scheduler: Arc<Scheduler>,
     hand: Hand,
     metrics: Arc<Metrics>,
+    /// The platforms' totals over the last minutes ([`pulse`]).
+    history: pulse::History,
 }
 
 /// What a drain left behind.
@@ -94,9 +100,13 @@ impl Backend {
             scheduler: Scheduler::start(),
             hand,
             metrics,
+            history: pulse::History::default(),
         }));
         backend.resume(backend.0.store.recover());
         backend.0.store.start(&backend.0.hand)?;
+        if tokio::runtime::Handle::try_current().is_ok() {
+            tokio::spawn(pulse::run(Arc::downgrade(&backend.0)));
+        }
         Ok(backend)
     }
 
@@ -331,6 +341,46 @@ impl Backend {
         Ok(self.0.reports.jobs.get(&id).map(|p| JobStatus::of(&p)))
     }
 
+    /// Up to `limit` jobs `filter` admits, newest first: unfinished ones
+    /// by admission, then finished ones by finish time (`GET /jobs`). The
+    /// store answers what it lists itself (finished jobs on disk; every job
+    /// with redis), this gateway's job table the rest.
+    pub async fn jobs(
+        &self,
+        filter: JobFilter,
+        limit: usize,
+    ) -> Result<Vec<JobStatus>, StoreError> {
+        if let Some(read) = self.0.store.jobs(filter, limit) {
+            return read.await;
+        }
+        let table = &self.0.reports.jobs;
+        let of = |jobs: Vec<Arc<crate::job::JobProgress>>| -> Vec<JobStatus> {
+            jobs.iter().map(|p| JobStatus::of(p)).collect()
+        };
+        if filter != JobFilter::All {
+            return Ok(of(table.list(filter, limit)));
+        }
+        // Unfinished jobs are this gateway's; finished ones may be the store's.
+        let mut out: Vec<JobStatus> = of(table.list(JobFilter::All, limit))
+            .into_iter()
+            .filter(|s| s.pending() > 0)
+            .collect();
+        let rest = limit.saturating_sub(out.len());
+        if rest > 0 {
+            match self.0.store.jobs(JobFilter::Done, rest) {
+                Some(read) => out.extend(read.await?),
+                None => out.extend(of(table.list(JobFilter::Done, rest))),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Since when (ms since the epoch) the oldest unfinished token this
+    /// gateway holds has been due; `None` when none is pending.
+    pub fn oldest_pending_since(&self) -> Option<u64> {
+        self.0.reports.jobs.oldest_pending_since()
+    }
+
     /// Cancels a job: tokens not yet sent end as `cancelled` (a scheduled
     /// job at once, a running one as workers reach its tokens). `None` when
     /// the job is unknown.
@@ -347,6 +397,17 @@ impl Backend {
             None => {}
         }
         self.job(id).await
+    }
+
+    /// Each registered platform's finished tokens per second over the
+    /// last [`pulse::WINDOW`], one point per [`pulse::SAMPLE_EVERY`].
+    pub fn rates(&self) -> Rates {
+        self.0.history.rates()
+    }
+
+    /// How often [`Backend::rates`] has a point, and how far back it reaches.
+    pub fn rate_window(&self) -> (Duration, Duration) {
+        (pulse::SAMPLE_EVERY, pulse::WINDOW)
     }
 
     /// Tokens admitted here and not yet finished.
@@ -573,7 +634,7 @@ impl Stream {
     pub async fn close(self, truncated: bool) -> Result<(), StoreError> {
         let closed = self.backend.0.store.close_stream(self.id, truncated).await;
         if let Some(progress) = &self.progress {
-            progress.close(truncated);
+            self.backend.0.hand.recorder.close(progress, truncated);
         }
         closed
     }

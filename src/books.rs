@@ -350,6 +350,10 @@ pub struct JobStatus {
     pub unique_ids: Vec<String>,
     /// A streamed job whose stream was cut before its end.
     pub truncated: bool,
+    /// When it was accepted, ms since the epoch, when the keeper knows.
+    pub accepted_at: Option<u64>,
+    /// When its last token finished, ms since the epoch, once it has.
+    pub finished_at: Option<u64>,
 }
 
 impl JobStatus {
@@ -374,6 +378,8 @@ impl JobStatus {
             notif_id: progress.notif_id.as_deref().map(str::to_owned),
             unique_ids: progress.unique_ids(),
             truncated: progress.is_truncated(),
+            accepted_at: Some(progress.accepted_ms()),
+            finished_at: progress.finished_ms(),
         }
     }
 
@@ -401,6 +407,48 @@ impl JobStatus {
         if self.truncated {
             answer["truncated"] = serde_json::Value::Bool(true);
         }
+        if let Some(at) = self.accepted_at {
+            answer["accepted_at"] = serde_json::Value::from(at);
+        }
+        if let Some(at) = self.finished_at {
+            answer["finished_at"] = serde_json::Value::from(at);
+        }
         answer
+    }
+}
+
+/// Which jobs `GET /jobs` lists, by the state words of [`JobStatus::state`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JobFilter {
+    /// Every job: unfinished ones first, then finished ones.
+    All,
+    /// Tokens pending and due: `running`, and `cancelling` (cancelled, its
+    /// in-flight tokens still finishing).
+    Running,
+    /// Held until its `send_at`: `scheduled`.
+    Scheduled,
+    /// Nothing pending: `done` and `cancelled`.
+    Done,
+}
+
+impl JobFilter {
+    /// The filter a `state` query value names; `None` for another word.
+    pub fn parse(word: &str) -> Option<Self> {
+        match word {
+            "running" => Some(JobFilter::Running),
+            "scheduled" => Some(JobFilter::Scheduled),
+            "done" => Some(JobFilter::Done),
+            _ => None,
+        }
+    }
+
+    /// True when a job in `state` (a [`JobStatus::state`] word) is listed.
+    pub fn admits(self, state: &str) -> bool {
+        match self {
+            JobFilter::All => true,
+            JobFilter::Running => matches!(state, "running" | "cancelling"),
+            JobFilter::Scheduled => state == "scheduled",
+            JobFilter::Done => matches!(state, "done" | "cancelled"),
+        }
     }
 }

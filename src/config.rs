@@ -51,6 +51,47 @@ pub struct FileConfig {
     pub grpc: GrpcSection,
     /// `[hms]`; absent disables Huawei Push Kit.
     pub hms: Option<HmsSection>,
+    /// `[log]`: how log lines are written.
+    pub log: LogSection,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// `text` (one readable line per event) or `json` (one JSON object per
+    /// line, for log shippers). `--log-format` wins over it.
+    pub format: String,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        Self {
+            format: "text".into(),
+        }
+    }
+}
+
+/// How log lines are written (`[log] format`, `--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// One readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl LogFormat {
+    /// The format a `[log] format` value names (`human` is `text`, as the
+    /// command line first called it); `None` for another word.
+    pub fn parse(word: &str) -> Option<Self> {
+        match word.trim().to_ascii_lowercase().as_str() {
+            "text" | "human" => Some(LogFormat::Text),
+            "json" => Some(LogFormat::Json),
+            _ => None,
+        }
+    }
 }
 
 /// `[webhook]`.
@@ -122,6 +163,9 @@ pub struct ServerSection {
     pub max_connections: u64,
     /// HTTP/2: concurrent streams per client connection.
     pub max_streams_per_connection: u32,
+    /// Seconds a finished job stays readable (`GET /jobs/{id}`, `GET
+    /// /jobs`) before it expires, on every backend.
+    pub job_retention_s: u64,
 }
 
 impl Default for ServerSection {
@@ -138,6 +182,7 @@ impl Default for ServerSection {
             idle_timeout_s: 60,
             max_connections: 10_000,
             max_streams_per_connection: 128,
+            job_retention_s: 7 * 24 * 3600,
         }
     }
 }
@@ -264,6 +309,10 @@ pub struct Config {
     pub max_list: usize,
     /// `report.max_jobs`.
     pub max_jobs: usize,
+    /// `server.job_retention_s`: how long a finished job is kept.
+    pub job_retention: Duration,
+    /// `[log] format`.
+    pub log_format: LogFormat,
     /// Backoff for every upstream.
     pub backoff: Backoff,
     /// APNs, when configured: `[apns]` and `[apns.apps.<name>]`.

@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 
 use crate::config::{ApnsSection, FileConfig};
 use crate::gateway::Gateway;
+use crate::logging::SetLogFilter;
 use crate::mock;
 
 mod hms;
@@ -108,8 +109,10 @@ pub(crate) fn private_file(path: &std::path::Path, contents: &str) -> std::io::R
     file.write_all(contents.as_bytes())
 }
 
-/// Runs the demo.
-pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
+/// Runs the demo. `set_filter`, when given, raises the log filter to `info`
+/// once the narrative is told (its lines are not interleaved with log
+/// lines; the curl calls that follow are logged as a gateway logs them).
+pub async fn run(args: DemoArgs, set_filter: Option<SetLogFilter>) -> anyhow::Result<ExitCode> {
     let dir = std::env::temp_dir().join(format!("pushgate-demo-{}", std::process::id()));
     private_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let pki = mock::tls::TestPki::generate()?;
@@ -349,6 +352,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         answer["job"].as_str().unwrap_or("<job>")
     );
     println!("  curl -s {base}/metrics | grep pushgate_");
+    println!("  open {base}/ for the status page");
+    if let Some(set) = set_filter {
+        println!("\nThe gateway logs at info from here on.");
+        set("info");
+    }
     crate::gateway::wait_for_signal().await;
     gateway.shutdown(Duration::from_secs(5)).await;
     let _ = std::fs::remove_dir_all(&dir);

@@ -57,9 +57,14 @@ impl Gateway {
         // The one place that knows which store it builds.
         let store: Arc<dyn Store> = match (&config.redis, &config.disk) {
             (Some(redis), _) => {
-                let store =
-                    RedisStore::connect(redis, config.max_list, config.queue_capacity, catalog)
-                        .await?;
+                let store = RedisStore::connect(
+                    redis,
+                    config.max_list,
+                    config.queue_capacity,
+                    config.job_retention,
+                    catalog,
+                )
+                .await?;
                 tracing::info!(stream = %redis.stream, group = %redis.group, consumer = store.consumer(), "queue backend: redis (shared)");
                 store
             }
@@ -68,6 +73,7 @@ impl Gateway {
                     &disk.data_dir,
                     config.max_list,
                     config.max_jobs,
+                    config.job_retention,
                     admission.clone(),
                     catalog,
                 )?;
@@ -88,7 +94,10 @@ impl Gateway {
             .into_iter()
             .map(|family| (family, config.app_names(family)))
             .collect();
-        let reports = Arc::new(Reports::with_apps(config.max_jobs, &families));
+        let reports = Arc::new(
+            Reports::with_apps(config.max_jobs, &families)
+                .retaining(config.max_jobs, config.job_retention),
+        );
         let mut sinks: Vec<Arc<dyn Sink>> =
             vec![reports.clone(), admission.clone(), metrics.clone()];
         if let Some(webhook) = &config.webhook {

@@ -16,7 +16,8 @@
 //! admission, the stores), [`retry`] (backoff, platform-agnostic),
 //! [`shared_credential`] (one provider token for a cluster), [`tls`].
 //! `tests/layering.rs` checks the import rules.
-//! [`terminal`] (`pushgate send`, `check-config --connect`) drives a gateway over HTTP.
+//! [`terminal`] (`pushgate send`, `check-config --connect`) drives a gateway over HTTP;
+//! [`logging`] sets up the log lines of every command.
 
 pub mod abandon;
 pub mod api;
@@ -33,6 +34,7 @@ pub mod hms;
 pub mod http2;
 pub mod job;
 pub mod listener;
+pub mod logging;
 pub mod message;
 pub mod metrics;
 pub mod mock;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use pushgate::config::FileConfig;
+use pushgate::config::{FileConfig, LogFormat};
 use pushgate::gateway::Gateway;
 use pushgate::mock::{self, Faults};
 
@@ -36,17 +36,28 @@ fn purge_in_background() {
     about = "HTTP push gateway for APNs and FCM"
 )]
 struct Cli {
-    /// Log format: human-readable lines or one JSON object per line.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human, env = "PUSHGATE_LOG_FORMAT")]
-    log_format: LogFormat,
+    /// Log format: readable lines (`text`, also called `human`) or one JSON
+    /// object per line. Wins over `[log] format` and PUSHGATE_LOG_FORMAT.
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormatArg>,
     #[command(subcommand)]
     command: Option<Command>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Human,
+enum LogFormatArg {
+    #[value(alias = "human")]
+    Text,
     Json,
+}
+
+impl From<LogFormatArg> for LogFormat {
+    fn from(arg: LogFormatArg) -> Self {
+        match arg {
+            LogFormatArg::Text => LogFormat::Text,
+            LogFormatArg::Json => LogFormat::Json,
+        }
+    }
 }
 
 // Parsed once at start; boxing variants would only obscure the clap derive.
@@ -294,17 +305,17 @@ struct MockHmsArgs {
     flaky: Option<PathBuf>,
 }
 
-fn init_logging(format: LogFormat, default_level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PUSHGATE_LOG")
-        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Human => builder.init(),
-        LogFormat::Json => builder.json().init(),
+/// The log format: `--log-format`, else what [`pushgate::logging::format_from`]
+/// finds for this command (`serve` reads its config file's `[log] format`).
+fn log_format(cli: &Cli) -> LogFormat {
+    if let Some(format) = cli.log_format {
+        return format.into();
     }
+    let file = match &cli.command {
+        Some(Command::Serve(args)) => args.config.clone(),
+        _ => None,
+    };
+    pushgate::logging::format_from(file.as_deref())
 }
 
 fn main() -> ExitCode {
@@ -315,7 +326,13 @@ fn main() -> ExitCode {
         cli.command,
         Some(Command::Send(_)) | Some(Command::CheckConfig { connect: true, .. })
     );
-    init_logging(cli.log_format, if terminal { "warn" } else { "info" });
+    // The demo talks on stdout: its gateway logs warnings only until the
+    // narrative is over (unless PUSHGATE_LOG asks for more).
+    let demo = matches!(cli.command, Some(Command::Demo(_)));
+    let set_filter = pushgate::logging::init(
+        log_format(&cli),
+        if terminal || demo { "warn" } else { "info" },
+    );
     purge_in_background();
     // One process-wide crypto provider; reqwest and rustls builders use it.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
@@ -345,7 +362,7 @@ fn main() -> ExitCode {
             Command::Mock(MockCommand::Fcm(args)) => mock_fcm(args).await,
             Command::Mock(MockCommand::Webpush(args)) => mock_webpush(args).await,
             Command::Mock(MockCommand::Hms(args)) => mock_hms(args).await,
-            Command::Demo(args) => pushgate::demo::run(args).await,
+            Command::Demo(args) => pushgate::demo::run(args, set_filter).await,
         }
     });
     match result {

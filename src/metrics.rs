@@ -44,6 +44,10 @@ pub struct Metrics {
     pub queue_depth: IntGaugeVec,
     /// Tokens accepted and not yet in a terminal outcome, all platforms.
     pub pending: IntGauge,
+    /// `queue.capacity`: what `pending` may reach.
+    pub queue_capacity: IntGauge,
+    /// Seconds the oldest unfinished token here has been due (0 when none).
+    pub oldest_pending_seconds: prometheus::Gauge,
     /// Report list entries dropped because the list was full.
     pub list_dropped: IntCounterVec,
     /// Credential refreshes (APNs provider token, OAuth access token).
@@ -214,6 +218,16 @@ impl Metrics {
             "Tokens accepted and not yet in a terminal outcome",
         )?;
         registry.register(Box::new(pending.clone()))?;
+        let queue_capacity = IntGauge::new(
+            "pushgate_queue_capacity",
+            "queue.capacity: the tokens pending may reach before sends answer 503",
+        )?;
+        registry.register(Box::new(queue_capacity.clone()))?;
+        let oldest_pending_seconds = prometheus::Gauge::new(
+            "pushgate_oldest_pending_seconds",
+            "Age of the oldest unfinished accepted job or chunk here (scheduled ones count from their send time); 0 when none",
+        )?;
+        registry.register(Box::new(oldest_pending_seconds.clone()))?;
         let upstream_latency = HistogramVec::new(
             HistogramOpts::new(
                 "pushgate_upstream_latency_seconds",
@@ -261,6 +275,8 @@ impl Metrics {
             in_flight,
             queue_depth,
             pending,
+            queue_capacity,
+            oldest_pending_seconds,
             list_dropped,
             credential_refreshes,
             api_latency,

@@ -69,6 +69,9 @@ pub trait Sink: Send + Sync + 'static {
     fn possible_duplicates(&self, _progress: &JobProgress, _n: u64) {}
     /// A token reached its terminal outcome.
     fn finished(&self, _finished: &Finished<'_>) {}
+    /// A job (or a shared job's chunk) is done: every token it took has
+    /// finished and no more come. Told once, after the last `finished`.
+    fn job_done(&self, _progress: &JobProgress) {}
 }
 
 /// The fan-out every worker holds: cheap to clone.
@@ -161,6 +164,7 @@ impl Recorder {
             progress.note_unique_id(id);
         }
         let done = progress.record(outcome.kind());
+        let job_done = done >= progress.total() && progress.try_finish();
         let finished = Finished {
             progress,
             index,
@@ -172,6 +176,25 @@ impl Recorder {
         };
         for s in self.sinks.iter() {
             s.finished(&finished);
+        }
+        if job_done {
+            self.job_done(progress);
+        }
+    }
+
+    /// Ends a streamed job: no more tokens come (`truncated`: its stream was
+    /// cut before its end). When every token it took has finished already,
+    /// the job is done now.
+    pub fn close(&self, progress: &JobProgress, truncated: bool) {
+        progress.close(truncated);
+        if progress.try_finish() {
+            self.job_done(progress);
+        }
+    }
+
+    fn job_done(&self, progress: &JobProgress) {
+        for s in self.sinks.iter() {
+            s.job_done(progress);
         }
     }
 }

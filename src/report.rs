@@ -6,14 +6,17 @@
 //! outcome goes through it, which is what keeps `accepted = pending + Σ outcomes`
 //! and `attempts = retries + attempted outcomes` true at every instant.
 
-use std::collections::{HashMap, VecDeque};
+mod jobs;
+
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use crate::books::Posting;
 pub use crate::books::{CanonicalEntry, Counters, FailureEntry, UnregisteredEntry};
 use crate::floor::{DEFAULT_APP, lock};
-use crate::job::{Family, JobId, JobProgress, OutcomeKind};
+use crate::job::{Family, JobProgress, OutcomeKind};
 use crate::outcome::{Arrival, Finished, Sink};
+pub use jobs::JobTable;
 
 /// One family's app's totals.
 #[derive(Debug, Default)]
@@ -28,44 +31,8 @@ impl FamilyReport {
     }
 }
 
-/// The job table: recent jobs' progress, bounded (oldest forgotten first).
-#[derive(Debug)]
-pub struct JobTable {
-    inner: Mutex<JobTableInner>,
-    max: usize,
-}
-
-#[derive(Debug, Default)]
-struct JobTableInner {
-    by_id: HashMap<JobId, Arc<JobProgress>>,
-    order: VecDeque<JobId>,
-}
-
-impl JobTable {
-    fn new(max: usize) -> Self {
-        Self {
-            inner: Mutex::new(JobTableInner::default()),
-            max: max.max(1),
-        }
-    }
-
-    /// Remembers a job.
-    pub fn insert(&self, progress: Arc<JobProgress>) {
-        let mut inner = lock(&self.inner);
-        if inner.order.len() >= self.max
-            && let Some(oldest) = inner.order.pop_front()
-        {
-            inner.by_id.remove(&oldest);
-        }
-        inner.order.push_back(progress.id);
-        inner.by_id.insert(progress.id, progress);
-    }
-
-    /// A job's progress, if still remembered.
-    pub fn get(&self, id: &JobId) -> Option<Arc<JobProgress>> {
-        lock(&self.inner).by_id.get(id).cloned()
-    }
-}
+/// How long finished jobs are kept unless told otherwise: a week.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// One family's reports, by app, default first.
 type AppReports = Vec<(Arc<str>, FamilyReport)>;
@@ -114,9 +81,25 @@ impl Reports {
             .collect();
         Self {
             families,
-            jobs: JobTable::new(max_jobs),
+            jobs: JobTable::new(max_jobs, DEFAULT_RETENTION),
             unknown: FamilyReport::default(),
         }
+    }
+
+    /// The same books, keeping finished jobs for `retention`
+    /// (`server.job_retention_s`) instead of the default week.
+    pub fn retaining(mut self, max_jobs: usize, retention: Duration) -> Self {
+        self.jobs = JobTable::new(max_jobs, retention);
+        self
+    }
+
+    /// A family's totals over all its apps.
+    pub fn family_total(&self, family: Family) -> Counters {
+        let mut total = Counters::default();
+        for (_, report) in self.apps_of(family) {
+            total.add_all(&report.counters());
+        }
+        total
     }
 
     fn apps_of(&self, family: Family) -> &[(Arc<str>, FamilyReport)] {
@@ -172,9 +155,13 @@ impl Sink for Reports {
         if arrival != Arrival::Recovered {
             lock(&self.of(progress).counters).post(&Posting::accepted(n));
         }
-        if arrival == Arrival::New || arrival == Arrival::Recovered {
-            // A chunk of a shared job is not the job: its status is the store's.
-            self.jobs.insert(progress.clone());
+        match arrival {
+            // A chunk of a shared job is not the job: its status is the
+            // store's. Held here only for the age of what is pending.
+            Arrival::Taken => self.jobs.hold_chunk(progress),
+            Arrival::New | Arrival::Recovered => self.jobs.insert(progress.clone()),
+            // A stream's part: the job is in the table since it opened.
+            Arrival::Grown => {}
         }
     }
 
@@ -189,28 +176,46 @@ impl Sink for Reports {
     fn finished(&self, f: &Finished<'_>) {
         lock(&self.of(f.progress).counters).post(&f.posting());
         if !f.progress.is_chunk() {
-            // A chunk's progress is not its job's (the store's is).
             log_progress(f.progress, f.done);
+        }
+    }
+
+    fn job_done(&self, progress: &JobProgress) {
+        if progress.is_chunk() {
+            // A chunk's progress is not its job's (the store's is).
+            self.jobs.release_chunk(progress);
+        } else {
+            self.jobs.finished(progress);
+            log_done(progress);
         }
     }
 }
 
-/// Jobs at least this large log a line every 10% of the way.
+/// Jobs at least this large log a line (at debug) every 10% of the way.
 const PROGRESS_LOG_MIN_TOKENS: u64 = 1000;
 
-/// Logs a job's progress when `done` crosses a tenth of it, and its summary
-/// when it finishes: the operator's view of a large send without a metric query.
+/// Logs a job's progress at debug when `done` crosses a tenth of it: info
+/// has one line when a job is accepted and one when it is done, so a busy
+/// gateway's log stays readable.
 fn log_progress(progress: &JobProgress, done: u64) {
     let total = progress.total();
-    if progress.is_open() {
-        // A stream still arriving: its total is not final.
-        return;
+    if total >= PROGRESS_LOG_MIN_TOKENS
+        && done < total
+        && done * 10 / total != (done - 1) * 10 / total
+    {
+        tracing::debug!(job = %progress.id, platform = %progress.platform, done, total, percent = done * 100 / total, "job progress");
     }
-    if done == total {
-        let secs = progress.accepted_at.elapsed().as_secs_f64();
-        tracing::info!(
+}
+
+/// Logs a finished job's totals at info: the operator's view of a send
+/// without a metric query.
+fn log_done(progress: &JobProgress) {
+    let total = progress.total();
+    let secs = progress.accepted_at.elapsed().as_secs_f64();
+    tracing::info!(
             job = %progress.id,
             platform = %progress.platform,
+            app = %progress.app,
             total,
             successes = progress.count(OutcomeKind::Success),
             failures = progress.count(OutcomeKind::Failed),
@@ -220,16 +225,13 @@ fn log_progress(progress: &JobProgress, done: u64) {
             cancelled = progress.count(OutcomeKind::Cancelled),
             tokens_per_s = (total as f64 / secs.max(1e-6)).round(),
             "job done"
-        );
-    } else if total >= PROGRESS_LOG_MIN_TOKENS && done * 10 / total != (done - 1) * 10 / total {
-        tracing::info!(job = %progress.id, platform = %progress.platform, done, total, percent = done * 100 / total, "job progress");
-    }
+    );
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::job::{Job, Outcome, TokenList};
+    use crate::job::{Job, JobId, Outcome, TokenList};
     use crate::outcome::Recorder;
 
     fn job(n: u32) -> Job<()> {
@@ -290,23 +292,5 @@ mod tests {
         assert!(c.balanced(), "{c:?}");
         assert_eq!((c.accepted, c.pending, c.attempts, c.retries), (6, 2, 4, 1));
         assert_eq!(p.pending(), 2);
-    }
-
-    #[test]
-    fn job_table_forgets_oldest() {
-        let table = JobTable::new(2);
-        let ids: Vec<_> = (0..3)
-            .map(|_| {
-                let p = Arc::new(JobProgress::new(
-                    JobId::new(),
-                    crate::job::test::PLATFORM,
-                    1,
-                ));
-                table.insert(p.clone());
-                p.id
-            })
-            .collect();
-        assert!(table.get(&ids[0]).is_none());
-        assert!(table.get(&ids[2]).is_some());
     }
 }

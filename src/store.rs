@@ -29,7 +29,7 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
-use crate::books::{Counters, JobStatus, ListKind};
+use crate::books::{Counters, JobFilter, JobStatus, ListKind};
 use crate::job::{Family, JobId, JobProgress, Platform, TokenList};
 use crate::outcome::{Recorder, Sink};
 use crate::platform::{Built, Handoff, Registry};
@@ -272,6 +272,20 @@ pub trait Store: Sink {
         &'a self,
         _id: JobId,
     ) -> Option<StoreFuture<'a, Result<Option<JobStatus>, StoreError>>> {
+        None
+    }
+
+    /// Up to `limit` jobs `filter` admits, newest first (unfinished ones by
+    /// admission, then finished ones by finish time), when the store lists
+    /// them itself; `None`: this gateway's job table answers. A store that
+    /// lists finished jobs keeps them indexed by finish time, so a list
+    /// reads `limit` of them, never all. `server.job_retention_s` bounds
+    /// how long a finished job stays listed (and readable).
+    fn jobs<'a>(
+        &'a self,
+        _filter: JobFilter,
+        _limit: usize,
+    ) -> Option<StoreFuture<'a, Result<Vec<JobStatus>, StoreError>>> {
         None
     }
 

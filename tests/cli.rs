@@ -74,7 +74,8 @@ fn json_logs_carry_job_progress_and_summary_lines() {
             "--tokens",
             "2500",
         ])
-        .env("PUSHGATE_LOG", "info")
+        // Info, and the job table's progress lines (debug) too.
+        .env("PUSHGATE_LOG", "info,pushgate::report=debug")
         .output()
         .unwrap();
     assert!(output.status.success());
@@ -88,13 +89,18 @@ fn json_logs_carry_job_progress_and_summary_lines() {
         lines.iter().any(|v| message(v) == "job accepted"),
         "{stderr}"
     );
-    let progress = lines
+    let progress: Vec<_> = lines
         .iter()
         .filter(|v| message(v) == "job progress")
-        .count();
+        .collect();
     assert!(
-        progress >= 9,
-        "a line per 10% of a 2,500-token job: saw {progress}"
+        progress.len() >= 9,
+        "a line per 10% of a 2,500-token job: saw {}",
+        progress.len()
+    );
+    assert!(
+        progress.iter().all(|v| v["level"] == "DEBUG"),
+        "progress is at debug: info keeps one line per job accepted and one when done"
     );
     let done: Vec<_> = lines.iter().filter(|v| message(v) == "job done").collect();
     assert_eq!(
@@ -162,4 +168,39 @@ fn check_config_prints_masked_config_or_fails_with_every_reason() {
         .unwrap();
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("PUSHGATE_QUEUE_CAPACITY"));
+}
+
+/// `pushgate demo` tells its story on stdout with no log line in between:
+/// its gateway logs at warn until the sample jobs are reported (unless
+/// PUSHGATE_LOG asks for more), and the format comes from
+/// PUSHGATE_LOG_FORMAT when no flag is given.
+#[test]
+fn the_demo_narrative_has_no_log_lines_between_its_steps() {
+    let output = Command::new(env!("CARGO_BIN_EXE_pushgate"))
+        .args([
+            "demo",
+            "--exit",
+            "--listen",
+            "127.0.0.1:0",
+            "--tokens",
+            "300",
+        ])
+        .env_remove("PUSHGATE_LOG")
+        .env_remove("RUST_LOG")
+        .env("PUSHGATE_LOG_FORMAT", "json")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let info: Vec<&str> = stderr
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))["level"]
+                == "INFO"
+        })
+        .collect();
+    assert!(info.is_empty(), "info lines during the demo: {info:#?}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("GET /apns/report ->"), "{stdout}");
 }

@@ -20,7 +20,8 @@
 //!   front over the HTTP API (it imports the API, the listener and the
 //!   metrics, never a store, the queue or a platform);
 //! - the process: `config`, `platforms` (the registration list),
-//!   `gateway`, `demo`, `abandon`, `terminal`: nothing below imports them.
+//!   `gateway`, `demo`, `abandon`, `terminal`, `logging`: nothing below
+//!   imports them.
 //!
 //! Also: the mocks never import a client; only the stores and the gateway
 //! name a store's module (`store::disk`, `store::redis`, `store::memory`);
@@ -189,6 +190,7 @@ const PROCESS: &[&str] = &[
     "demo",
     "abandon",
     "terminal",
+    "logging",
 ];
 
 fn union(parts: &[&[&str]]) -> BTreeSet<String> {

@@ -153,6 +153,15 @@ async fn a_cut_stream_keeps_what_it_took_and_shows_truncated() {
             let status = get(&format!("{}/jobs/{job}", served.url)).await;
             if status["total"] == 30_000 {
                 assert_eq!(status["state"], "running", "{status}");
+                let running = get(&format!("{}/jobs?state=running", served.url)).await;
+                assert!(
+                    running["jobs"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|j| j["job"] == job.as_str()),
+                    "an open stream is listed as running: {running}"
+                );
                 break;
             }
             assert!(Instant::now() < deadline, "{status}");

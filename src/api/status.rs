@@ -1,8 +1,10 @@
 //! The status page: `GET /` serves one static HTML file (markup, style and
 //! script inline, no CDN) embedded in the binary; it polls `GET /status.json`
 //! every second. `/status.json` gathers, per platform, what an operator looks
-//! at first (totals, queue depth, in flight, connections, list sizes) so the
-//! page needs one request per tick instead of one per report.
+//! at first (totals, queue depth, in flight, connections, list sizes), the
+//! running and scheduled jobs, and each platform's tokens/s over the last ten
+//! minutes (sampled by the backend, so the chart is full on the first load),
+//! so the page needs one request per tick instead of one per report.
 //!
 //! The page itself holds no data, so it is served without an API key; the
 //! JSON it reads sits behind the key like every other report.
@@ -15,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::{AppState, ok};
-use crate::books::Counters;
+use crate::books::{Counters, JobFilter};
 use crate::floor::{DEFAULT_APP, now_ms};
 
 /// The page: markup, style and script in one file.
@@ -60,9 +62,13 @@ fn in_flight(state: &AppState, platform: &str) -> i64 {
     state.metrics.in_flight.with_label_values(&[platform]).get()
 }
 
+/// Running jobs, then scheduled ones, shown at most (each).
+pub const JOBS_SHOWN: usize = 20;
+
 /// `GET /status.json`: one snapshot for the status page: per known family,
 /// its configured platform's totals, queue, connections and lists (`null`
-/// when none is configured).
+/// when none is configured); the running and scheduled jobs; the tokens/s
+/// history of every registered platform.
 pub async fn json(State(state): State<AppState>) -> Response {
     let mut platforms = serde_json::Map::new();
     for family in state.catalog.families() {
@@ -99,8 +105,17 @@ pub async fn json(State(state): State<AppState>) -> Response {
             }),
         );
     }
+    // A store that cannot be read leaves the list empty rather than the page.
+    let mut jobs = Vec::new();
+    for filter in [JobFilter::Running, JobFilter::Scheduled] {
+        if let Ok(found) = state.backend.jobs(filter, JOBS_SHOWN).await {
+            jobs.extend(found.iter().map(|s| s.to_json()));
+        }
+    }
     ok(json!({
         "time_ms": now_ms(),
+        "jobs": jobs,
+        "history": history(&state),
         "version": env!("CARGO_PKG_VERSION"),
         "shutting_down": state.shutting_down.load(Ordering::Acquire),
         "queue": {
@@ -110,4 +125,22 @@ pub async fn json(State(state): State<AppState>) -> Response {
         },
         "platforms": platforms,
     }))
+}
+
+/// The tokens/s chart's data: one point per sample interval, per registered
+/// platform (keyed by family, as `platforms` is).
+fn history(state: &AppState) -> Value {
+    let (every, window) = state.backend.rate_window();
+    let rates = state.backend.rates();
+    let series: serde_json::Map<String, Value> = rates
+        .tokens_per_s
+        .into_iter()
+        .map(|(family, points)| (family.name().to_owned(), json!(points)))
+        .collect();
+    json!({
+        "interval_s": every.as_secs(),
+        "window_s": window.as_secs(),
+        "time_ms": rates.time_ms,
+        "tokens_per_s": series,
+    })
 }

@@ -5,9 +5,9 @@
 use super::*;
 
 const ENV_PREFIX: &str = "PUSHGATE_";
-const SECTIONS: [&str; 12] = [
+const SECTIONS: [&str; 13] = [
     "server", "queue", "report", "retry", "apns", "fcm", "gcm", "webhook", "webpush", "gorush",
-    "grpc", "hms",
+    "grpc", "hms", "log",
 ];
 
 impl FileConfig {

@@ -88,6 +88,23 @@ impl FileConfig {
             server.as_ref().and_then(|s| s.tls.as_ref()),
             &mut errors,
         );
+        let log_format = LogFormat::parse(&self.log.format).unwrap_or_else(|| {
+            errors.push(invalid(
+                "log.format",
+                &self.log.format,
+                "unknown log format",
+                "use \"text\" (readable lines) or \"json\" (one JSON object per line, for log shippers)",
+            ));
+            LogFormat::Text
+        });
+        if self.server.job_retention_s == 0 {
+            errors.push(invalid(
+                "server.job_retention_s",
+                self.server.job_retention_s,
+                "a finished job would be forgotten as it finishes",
+                "keep finished jobs at least a second; the default is 604800 (7 days)",
+            ));
+        }
         match server {
             Some(server) if errors.is_empty() => Ok(Config {
                 server,
@@ -98,6 +115,8 @@ impl FileConfig {
                 max_jobs: usize::try_from(self.report.max_jobs)
                     .unwrap_or(usize::MAX)
                     .max(1),
+                job_retention: Duration::from_secs(self.server.job_retention_s),
+                log_format,
                 backoff: Backoff {
                     base: Duration::from_millis(self.retry.base_ms),
                     cap: Duration::from_millis(self.retry.cap_ms),

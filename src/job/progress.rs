@@ -24,6 +24,15 @@ pub struct JobProgress {
     truncated: AtomicBool,
     /// When the job was accepted (for tokens/s in the summary line).
     pub accepted_at: std::time::Instant,
+    /// When it was accepted, ms since the epoch (for `GET /jobs`' order and
+    /// the status page's rates).
+    accepted_ms: u64,
+    /// When it was last released to its platform (ms since the epoch): its
+    /// acceptance, or the end of its `send_at` wait. What a pending token's
+    /// age counts from.
+    running_since_ms: AtomicU64,
+    /// When its last token finished (ms since the epoch); 0 until then.
+    finished_ms: AtomicU64,
     outcomes: [AtomicU64; 6],
     finished: AtomicU64,
     /// Held by the scheduler until its `send_at`.
@@ -61,6 +70,9 @@ impl JobProgress {
             open: AtomicBool::new(false),
             truncated: AtomicBool::new(false),
             accepted_at: std::time::Instant::now(),
+            accepted_ms: crate::floor::now_ms(),
+            running_since_ms: AtomicU64::new(crate::floor::now_ms()),
+            finished_ms: AtomicU64::new(0),
             outcomes: Default::default(),
             finished: AtomicU64::new(0),
             scheduled: Default::default(),
@@ -96,12 +108,23 @@ impl JobProgress {
         if truncated {
             self.truncated.store(true, Ordering::Release);
         }
-        self.open.store(false, Ordering::Release);
+        // SeqCst with `record` and `try_finish`: whichever of the last
+        // outcome and the close comes second sees the other.
+        self.open.store(false, Ordering::SeqCst);
+    }
+
+    /// True once, for the call that finds the job done (closed, every token
+    /// finished): it stamps the finish time. The last outcome and a
+    /// stream's close both ask; only one of them gets true.
+    pub fn try_finish(&self) -> bool {
+        !self.open.load(Ordering::SeqCst)
+            && self.finished.load(Ordering::SeqCst) >= self.total()
+            && self.stamp_finished()
     }
 
     /// True while a streamed job receives tokens.
     pub fn is_open(&self) -> bool {
-        self.open.load(Ordering::Acquire)
+        self.open.load(Ordering::SeqCst)
     }
 
     /// True when a streamed job's stream was cut before its end.
@@ -138,7 +161,49 @@ impl JobProgress {
         for (slot, n) in self.outcomes.iter().zip(counts) {
             slot.store(n, Ordering::Relaxed);
         }
-        self.finished.store(counts.iter().sum(), Ordering::Release);
+        let done: u64 = counts.iter().sum();
+        self.finished.store(done, Ordering::Release);
+        if done >= self.total() && !self.is_open() {
+            self.stamp_finished();
+        }
+    }
+
+    /// Stamps the finish time, unless it is stamped already (or a store
+    /// said when); true when this call stamped it.
+    fn stamp_finished(&self) -> bool {
+        self.finished_ms
+            .compare_exchange(
+                0,
+                crate::floor::now_ms().max(1),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok()
+    }
+
+    /// The same job, finished at `ms` (ms since the epoch), as a store kept it.
+    pub fn finished_at(self, ms: u64) -> Self {
+        self.finished_ms.store(ms, Ordering::Release);
+        self
+    }
+
+    /// When it was accepted, ms since the epoch.
+    pub fn accepted_ms(&self) -> u64 {
+        self.accepted_ms
+    }
+
+    /// When its last token finished, ms since the epoch; `None` while it runs.
+    pub fn finished_ms(&self) -> Option<u64> {
+        match self.finished_ms.load(Ordering::Acquire) {
+            0 => None,
+            ms => Some(ms),
+        }
+    }
+
+    /// Since when its pending tokens have been due (ms since the epoch): its
+    /// acceptance, or the end of its `send_at` wait.
+    pub fn running_since_ms(&self) -> u64 {
+        self.running_since_ms.load(Ordering::Acquire)
     }
 
     /// The hand-out bound (see the field).
@@ -181,8 +246,13 @@ impl JobProgress {
             .collect()
     }
 
-    /// Marks the job as held by the scheduler (or released from it).
+    /// Marks the job as held by the scheduler (or released from it: its
+    /// tokens are due from now).
     pub fn set_scheduled(&self, scheduled: bool) {
+        if !scheduled && self.scheduled.load(Ordering::Acquire) {
+            self.running_since_ms
+                .store(crate::floor::now_ms(), Ordering::Release);
+        }
         self.scheduled.store(scheduled, Ordering::Release);
     }
 
@@ -217,10 +287,11 @@ impl JobProgress {
         OutcomeKind::ALL.map(|k| self.count(k))
     }
 
-    /// Counts one terminal outcome; returns how many tokens are finished now.
+    /// Counts one terminal outcome; returns how many tokens are finished
+    /// now (then ask [`JobProgress::try_finish`]).
     pub fn record(&self, kind: OutcomeKind) -> u64 {
         self.outcomes[kind.index()].fetch_add(1, Ordering::Relaxed);
-        self.finished.fetch_add(1, Ordering::AcqRel) + 1
+        self.finished.fetch_add(1, Ordering::SeqCst) + 1
     }
 
     /// Tokens that have reached `kind`.

@@ -14,14 +14,20 @@
 //!   which each commit raises ahead of the workers. After a crash, the
 //!   unfinished tokens below the lease are the ones that may have been in
 //!   flight: they are resent and counted in `possible_duplicates`.
-//! - A finished job's rows go (a small status stays for `GET /jobs/{id}`,
-//!   `report.max_jobs` of them), and redb reuses the freed pages.
+//! - A finished job's rows go (a small status stays for `GET /jobs/{id}`
+//!   and `GET /jobs`, indexed by finish time in [`finished`]: the newest
+//!   `report.max_jobs` of them, none older than `server.job_retention_s`),
+//!   and redb reuses the freed pages.
 //! - The file is locked (redb's flock): a second gateway on the same
 //!   directory is refused at start.
 //!
-//! [`format`] holds the row formats, [`fault`] the disk-full test hook.
+//! [`format`] holds the row formats, [`finished`] the finish-time index,
+//! [`fault`] the disk-full test hook.
 
 pub mod fault;
+// redb's own error type, on the rare path: not worth boxing (as in the writer).
+#[allow(clippy::result_large_err)]
+mod finished;
 pub mod format;
 mod resume;
 pub mod writer;
@@ -34,7 +40,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
 
-use crate::books::{Counters, ListKind, Posting};
+use crate::books::{Counters, JobFilter, JobStatus, ListKind, Posting};
 use crate::floor::{lock, ms_since_epoch, now_ms};
 use crate::job::{Catalog, Family, JobId, JobProgress, OutcomeKind, TokenList};
 use crate::outcome::{Finished, Sink};
@@ -172,8 +178,8 @@ pub struct Rows {
     pub counters: Vec<(String, Counters)>,
     /// Unfinished jobs, in admission order.
     pub jobs: Vec<(u128, JobState, JobRecord)>,
-    /// Finished jobs' statuses, oldest first.
-    pub finished: Vec<(u128, JobState)>,
+    /// Finished jobs' statuses with when they finished (ms), oldest first.
+    pub finished: Vec<(u128, JobState, u64)>,
     /// Job status rows found.
     pub rows: u64,
 }
@@ -235,10 +241,13 @@ impl DiskStore {
     /// another gateway holds. A file that cannot be opened (torn or
     /// corrupted beyond redb's own repair) is moved aside, named in the
     /// log, and a fresh one started: a bad file never becomes a crash loop.
+    /// Finished jobs are kept (`GET /jobs`, `GET /jobs/{id}`) for
+    /// `retention`, `max_jobs` of them at most.
     pub fn open(
         dir: &Path,
         max_list: usize,
         max_jobs: usize,
+        retention: std::time::Duration,
         admission: Arc<Admission>,
         catalog: Catalog,
     ) -> Result<Arc<Self>, DiskError> {
@@ -299,7 +308,15 @@ impl DiskStore {
             ..Shared::default()
         });
         let (tx, rx) = channel();
-        let writer = WriterThread::new(path, faults, db, max_list, max_jobs, shared.clone());
+        let writer = WriterThread::new(
+            path,
+            faults,
+            db,
+            max_list,
+            max_jobs,
+            retention,
+            shared.clone(),
+        );
         let thread = std::thread::Builder::new()
             .name("pushgate-disk".into())
             .spawn(move || writer.run(rx))
@@ -424,6 +441,26 @@ impl DiskStore {
         Ok(rows
             .iter()
             .filter_map(|r| serde_json::from_slice(r).ok())
+            .collect())
+    }
+
+    /// The newest `limit` finished jobs on disk, newest first.
+    async fn read_finished(&self, limit: usize) -> Result<Vec<JobStatus>, WriteError> {
+        let rows = self.ask(|reply| Op::Finished { limit, reply }).await?;
+        Ok(rows
+            .into_iter()
+            .map(|(at, id, state)| JobStatus {
+                job: JobId::from_u128(id).to_string(),
+                platform: state.platform,
+                state: crate::job::state_of(0, state.cancelled, false, false),
+                total: state.total,
+                counts: state.counts,
+                notif_id: state.notif_id,
+                unique_ids: Vec::new(),
+                truncated: state.truncated,
+                accepted_at: None,
+                finished_at: Some(at),
+            })
             .collect())
     }
 
@@ -649,6 +686,22 @@ impl Store for DiskStore {
     fn list_stats(&self, family: Family, app: &str, list: ListKind) -> (usize, u64) {
         let s = self.stats_of(family, app, list);
         (s.size, s.dropped)
+    }
+
+    /// Finished jobs from the finish-time index; unfinished ones are this
+    /// gateway's own (its job table).
+    fn jobs<'a>(
+        &'a self,
+        filter: JobFilter,
+        limit: usize,
+    ) -> Option<StoreFuture<'a, Result<Vec<JobStatus>, StoreError>>> {
+        (filter == JobFilter::Done).then(|| -> StoreFuture<'a, _> {
+            Box::pin(async move {
+                self.read_finished(limit)
+                    .await
+                    .map_err(WriteError::into_store)
+            })
+        })
     }
 
     fn cancel<'a>(

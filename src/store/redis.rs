@@ -10,7 +10,10 @@
 //! - `S:report:<family>:<app>`: the cluster-wide report counters (a hash).
 //! - `S:list:<family>:<app>:<list>`: the report lists, newest first, trimmed
 //!   to `report.max_list`.
-//! - `S:job:<id>`: the job's total and outcome counts, for `GET /jobs/{id}`.
+//! - `S:job:<id>`: the job's total and outcome counts, for `GET /jobs/{id}`;
+//!   it expires `server.job_retention_s` after the job finished.
+//! - `S:jobs:live`, `S:jobs:done`: unfinished jobs by acceptance and
+//!   finished ones by finish time, for `GET /jobs` ([`jobs`]).
 //! - `S:delayed`: delayed chunks, scored by due time (ms), moved to the stream
 //!   when due.
 //! - `S:cred:<key>` and `S:cred:<key>:lock`: the cluster's shared provider
@@ -38,6 +41,7 @@
 mod accept;
 pub mod consume;
 pub mod flush;
+mod jobs;
 pub mod read;
 pub mod view;
 pub mod window;
@@ -52,7 +56,7 @@ use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
-use crate::books::{Counters, JobStatus, ListKind};
+use crate::books::{Counters, JobFilter, JobStatus, ListKind};
 use crate::floor::lock;
 use crate::job::{Catalog, Family, JobId, JobProgress, TokenList};
 use crate::shared::link::{self, RedisQueueConfig};
@@ -70,8 +74,6 @@ pub const CHUNKS_IN_FLIGHT: usize = window::MAX_WINDOW;
 /// Buffered outcomes are written at least this often (and at once when a
 /// chunk completes).
 pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
-/// How long a job's status is kept in Redis.
-const JOB_TTL_S: i64 = 7 * 24 * 3600;
 
 /// Redis could not be reached or refused a command.
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +117,8 @@ pub struct RedisStore {
     config: RedisQueueConfig,
     url: String,
     max_list: usize,
+    /// `server.job_retention_s`: how long a finished job's status is kept.
+    retention: Duration,
     buffer: Mutex<Buffer>,
     /// Chunks in flight here, by the address of their `JobProgress`.
     chunks: Mutex<HashMap<usize, Arc<InFlight>>>,
@@ -163,6 +167,7 @@ impl RedisStore {
         config: &RedisQueueConfig,
         max_list: usize,
         capacity: u64,
+        retention: Duration,
         catalog: Catalog,
     ) -> Result<Arc<Self>, RedisError> {
         let url = redact(&config.url);
@@ -181,6 +186,7 @@ impl RedisStore {
             config,
             url,
             max_list,
+            retention,
             capacity,
             catalog,
             buffer: Mutex::default(),
@@ -358,8 +364,22 @@ impl RedisStore {
         if !self.fail("EXISTS", r)? {
             return Ok(false);
         }
-        let r: redis::RedisResult<()> = conn.set_ex(self.cancel_key(id), 1, JOB_TTL_S as u64).await;
+        let ttl = u64::try_from(self.retention_s()).unwrap_or(u64::MAX);
+        let r: redis::RedisResult<()> = conn.set_ex(self.cancel_key(id), 1, ttl).await;
         self.fail("SET", r)?;
+        // A job still waiting for its send_at ends now, not at its send
+        // time: its delayed chunks go to the stream, where whichever gateway
+        // reads them finds the cancel and records every token cancelled.
+        let r: redis::RedisResult<i64> = redis::cmd("EVAL")
+            .arg(jobs::RELEASE_CANCELLED_SCRIPT)
+            .arg(3)
+            .arg(self.job_key(id))
+            .arg(self.delayed_key())
+            .arg(&self.config.stream)
+            .arg(id)
+            .query_async(&mut conn)
+            .await;
+        self.fail("EVAL (cancel delayed)", r)?;
         Ok(true)
     }
 
@@ -553,6 +573,19 @@ impl Store for RedisStore {
     ) -> Option<StoreFuture<'a, Result<Option<JobStatus>, StoreError>>> {
         Some(Box::pin(async move {
             self.read_job(&id.to_string())
+                .await
+                .map_err(RedisError::into_store)
+        }))
+    }
+
+    /// Every job of the cluster, from the time-ordered sets ([`jobs`]).
+    fn jobs<'a>(
+        &'a self,
+        filter: JobFilter,
+        limit: usize,
+    ) -> Option<StoreFuture<'a, Result<Vec<JobStatus>, StoreError>>> {
+        Some(Box::pin(async move {
+            self.list_jobs(filter, limit)
                 .await
                 .map_err(RedisError::into_store)
         }))

@@ -28,9 +28,9 @@ impl DiskStore {
                 out.counters.push((family, app.to_owned(), counters));
             }
         }
-        for (id, state) in &rows.finished {
+        for (id, state, at) in &rows.finished {
             if let Some(p) = progress_of(self.catalog, *id, state) {
-                out.finished.push(Arc::new(p));
+                out.finished.push(Arc::new(p.finished_at(*at)));
             }
         }
         for (id, state, record) in rows.jobs {

@@ -13,7 +13,7 @@
 //! answers the requests with the error, and on the next turn reopens the
 //! file and reloads its view from what is there.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -24,15 +24,17 @@ use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefi
 use tokio::sync::oneshot;
 
 use super::fault::FaultyFile;
+use super::finished::{self, FINISHED};
 use super::format::{JobRecord, JobState, decode_counters, encode_counters};
 use super::{Buffer, ListStats, Shared, WriteError};
 use crate::books::Counters;
-use crate::floor::lock;
+use crate::floor::{lock, now_ms};
 use crate::job::JobProgress;
 
 /// Jobs as admitted (tokens and message), until their last token finishes.
 pub(super) const JOBS: TableDefinition<u128, &[u8]> = TableDefinition::new("jobs");
-/// Job progress (counts, bitmap, lease), kept after the job for `GET /jobs/{id}`.
+/// Job progress (counts, bitmap, lease), kept after the job for `GET /jobs/{id}`
+/// (indexed by finish time in [`FINISHED`]).
 pub(super) const STATES: TableDefinition<u128, &[u8]> = TableDefinition::new("states");
 /// The parts of streamed jobs' tokens, by (job, the job's index of the
 /// part's first token), until their job finishes.
@@ -104,6 +106,11 @@ pub(super) enum Op {
     Flush {
         reply: oneshot::Sender<Result<(), WriteError>>,
     },
+    /// Read the newest finished jobs (no commit needed).
+    Finished {
+        limit: usize,
+        reply: oneshot::Sender<Result<Vec<finished::FinishedJob>, WriteError>>,
+    },
 }
 
 /// One list's bookkeeping: rows `first..next`, `dropped` since the start.
@@ -119,8 +126,11 @@ struct ListMeta {
 struct View {
     /// Unfinished jobs.
     jobs: HashMap<u128, JobState>,
-    /// Finished jobs kept for their status, oldest first.
-    finished: VecDeque<(u64, u128)>,
+    /// Finished jobs an older gateway left without a key in [`FINISHED`]:
+    /// indexed (as finished now) by the next commit.
+    unindexed: Vec<u128>,
+    /// When the oldest indexed finished job finished, as of the last commit.
+    oldest_finished: Option<u64>,
     lists: HashMap<String, ListMeta>,
     next_seq: u64,
 }
@@ -131,6 +141,8 @@ pub(super) struct WriterThread {
     pub db: Option<Database>,
     pub max_list: usize,
     pub max_jobs: usize,
+    /// `server.job_retention_s`, in ms.
+    pub retention_ms: u64,
     pub shared: Arc<Shared>,
     view: Option<View>,
     /// Live jobs' progress, for leases.
@@ -168,6 +180,7 @@ impl WriterThread {
         db: Database,
         max_list: usize,
         max_jobs: usize,
+        retention: Duration,
         shared: Arc<Shared>,
     ) -> Self {
         Self {
@@ -176,6 +189,7 @@ impl WriterThread {
             db: Some(db),
             max_list: max_list.max(1),
             max_jobs: max_jobs.max(1),
+            retention_ms: u64::try_from(retention.as_millis()).unwrap_or(u64::MAX),
             shared,
             view: None,
             progress: HashMap::new(),
@@ -210,7 +224,43 @@ impl WriterThread {
         }
     }
 
+    /// Finished jobs that finished before this (ms) have expired.
+    fn cutoff(&self) -> u64 {
+        now_ms().saturating_sub(self.retention_ms)
+    }
+
+    /// True when the next commit has finished jobs to index or to expire.
+    fn upkeep_due(&self) -> bool {
+        match &self.view {
+            Some(v) => {
+                !v.unindexed.is_empty() || v.oldest_finished.is_some_and(|t| t < self.cutoff())
+            }
+            // At start the view is loaded at once, so an idle gateway still
+            // expires what it holds. After a failed commit (no database)
+            // the next commit a request needs reloads it: no retry loop.
+            None => self.db.is_some(),
+        }
+    }
+
     fn turn(&mut self, batch: Vec<Op>) {
+        let (reads, batch): (Vec<Op>, Vec<Op>) = batch
+            .into_iter()
+            .partition(|op| matches!(op, Op::Finished { .. }));
+        self.turn_writes(batch);
+        for op in reads {
+            if let Op::Finished { limit, reply } = op {
+                // The file as the last commit left it; after a failed commit
+                // the next commit reopens it, not a read.
+                let read = match &self.db {
+                    Some(db) => finished::newest(db, limit),
+                    None => Err(WriteError::Io("the disk store cannot be read now".into())),
+                };
+                let _ = reply.send(read);
+            }
+        }
+    }
+
+    fn turn_writes(&mut self, batch: Vec<Op>) {
         for op in &batch {
             if let Op::Attach { id, progress, .. } = op {
                 self.progress.insert(*id, progress.clone());
@@ -218,7 +268,8 @@ impl WriterThread {
         }
         let taken = std::mem::take(&mut *lock(&self.shared.buffer));
         let leases = self.leases_due();
-        let needed = !batch.is_empty() || !taken.is_empty() || !leases.is_empty();
+        let needed =
+            !batch.is_empty() || !taken.is_empty() || !leases.is_empty() || self.upkeep_due();
         if !needed {
             return;
         }
@@ -255,7 +306,7 @@ impl WriterThread {
                         Op::List { reply, .. } => {
                             let _ = reply.send(Ok(lists.next().unwrap_or_default()));
                         }
-                        Op::Attach { .. } => {}
+                        Op::Attach { .. } | Op::Finished { .. } => {}
                     }
                 }
                 self.forget_finished();
@@ -292,7 +343,7 @@ impl WriterThread {
                         Op::List { reply, .. } => {
                             let _ = reply.send(Err(e.clone()));
                         }
-                        Op::Attach { .. } => {}
+                        Op::Attach { .. } | Op::Finished { .. } => {}
                     }
                 }
             }
@@ -358,7 +409,8 @@ impl WriterThread {
         taken: &Buffer,
         leases: &[(u128, u32)],
     ) -> Result<Vec<Vec<Vec<u8>>>, WriteError> {
-        let (max_list, max_jobs) = (self.max_list as u64, self.max_jobs);
+        let (max_list, max_jobs) = (self.max_list as u64, self.max_jobs as u64);
+        let (now, cutoff) = (now_ms(), self.cutoff());
         let mut view = match self.view.take() {
             Some(v) => v,
             None => load_view(self.database()?)?,
@@ -375,6 +427,7 @@ impl WriterThread {
                 let mut counters = txn.open_table(COUNTERS)?;
                 let mut lists = txn.open_table(LISTS)?;
                 let mut dropped = txn.open_table(DROPPED)?;
+                let mut done = txn.open_table(FINISHED)?;
                 let mut touched: Vec<u128> = Vec::new();
                 let mut deltas: HashMap<String, Counters> = taken.counters.clone();
                 // Admissions first: a job and its acceptance in one commit.
@@ -464,21 +517,25 @@ impl WriterThread {
                         continue;
                     };
                     if finished && let Some(mut state) = view.jobs.remove(&id) {
-                        // Its tokens and message go; a small status stays.
+                        // Its tokens and message go; a small status stays,
+                        // indexed by when it finished.
                         state.bits = Vec::new();
                         jobs.remove(id)?;
                         parts.retain_in((id, 0)..=(id, u32::MAX), |_, _| false)?;
                         states.insert(id, state.encode().as_slice())?;
-                        view.finished.push_back((state.seq, id));
+                        finished::index(&mut done, now, id)?;
                     } else if let Some(state) = view.jobs.get(&id) {
                         states.insert(id, state.encode().as_slice())?;
                     }
                 }
-                while view.finished.len() > max_jobs {
-                    if let Some((_, id)) = view.finished.pop_front() {
-                        states.remove(id)?;
-                    }
+                for id in std::mem::take(&mut view.unindexed) {
+                    finished::index(&mut done, now, id)?;
                 }
+                finished::trim(&mut done, &mut states, max_jobs)?;
+                if view.oldest_finished.is_some_and(|t| t < cutoff) {
+                    finished::purge(&mut done, &mut states, cutoff)?;
+                }
+                view.oldest_finished = finished::oldest(&done)?;
                 for (key, delta) in &deltas {
                     let mut c = counters
                         .get(key.as_str())?
@@ -538,22 +595,22 @@ fn load_view(db: &Database) -> Result<View, WriteError> {
     let err = |e: redb::Error| WriteError::from_redb(&e);
     let txn = db.begin_read().map_err(|e| err(e.into()))?;
     let mut view = View::default();
+    let indexed = finished::all(&txn)?;
+    view.oldest_finished = indexed.first().map(|(at, _)| *at);
+    let indexed = finished::ids(&indexed);
     if let Ok(states) = txn.open_table(STATES) {
-        let mut finished = Vec::new();
         for row in states.iter().map_err(|e| err(e.into()))? {
             let (k, v) = row.map_err(|e| err(e.into()))?;
             let Some(state) = JobState::decode(v.value()) else {
                 continue;
             };
             view.next_seq = view.next_seq.max(state.seq + 1);
-            if state.finished() {
-                finished.push((state.seq, k.value()));
-            } else {
+            if !state.finished() {
                 view.jobs.insert(k.value(), state);
+            } else if !indexed.contains(&k.value()) {
+                view.unindexed.push(k.value());
             }
         }
-        finished.sort_unstable();
-        view.finished = finished.into();
     }
     if let Ok(lists) = txn.open_table(LISTS) {
         for row in lists.iter().map_err(|e| err(e.into()))? {
@@ -594,6 +651,12 @@ pub(super) fn recover(db: &Database) -> Result<super::Rows, WriteError> {
     let jobs = txn.open_table(JOBS).ok();
     let parts = txn.open_table(TOKENS).ok();
     let mut skipped = 0usize;
+    // Finished jobs by finish time; ones an older gateway left unindexed
+    // count as finished now (the next commit indexes them so).
+    let finished_at: HashMap<u128, u64> = finished::all(&txn)?
+        .into_iter()
+        .map(|(at, id)| (id, at))
+        .collect();
     if let Ok(states) = txn.open_table(STATES) {
         out.rows = states.len().unwrap_or(0);
         for row in states.iter().map_err(|e| err(e.into()))? {
@@ -604,7 +667,8 @@ pub(super) fn recover(db: &Database) -> Result<super::Rows, WriteError> {
                 continue;
             };
             if state.finished() {
-                out.finished.push((id, state));
+                let at = finished_at.get(&id).copied().unwrap_or_else(now_ms);
+                out.finished.push((id, state, at));
                 continue;
             }
             let record = jobs
@@ -631,7 +695,7 @@ pub(super) fn recover(db: &Database) -> Result<super::Rows, WriteError> {
             "stored jobs that cannot be read (written by another version?) were skipped"
         );
     }
-    out.finished.sort_by_key(|(_, s)| s.seq);
+    out.finished.sort_by_key(|(id, _, at)| (*at, *id));
     out.jobs.sort_by_key(|(_, s, _)| s.seq);
     let _ = view;
     Ok(out)

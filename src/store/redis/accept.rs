@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use redis::AsyncCommands;
 
 use super::wire::Chunk;
-use super::{CHUNK_TOKENS, JOB_TTL_S, RedisError, RedisStore};
+use super::{CHUNK_TOKENS, RedisError, RedisStore};
 use crate::floor::{ms_since_epoch, now_ms};
 use crate::job::JobId;
 use crate::store::{AdmitError, NewJob};
@@ -46,7 +46,9 @@ impl RedisStore {
 
     /// Opens a streamed job: its status in Redis, open, with no tokens yet.
     pub(super) async fn open(&self, id: JobId, job: &NewJob) -> Result<(), RedisError> {
-        let key = self.job_key(&id.to_string());
+        let id = id.to_string();
+        let key = self.job_key(&id);
+        let now = now_ms();
         let mut pipe = redis::pipe();
         pipe.atomic()
             .hset_multiple(
@@ -58,9 +60,14 @@ impl RedisStore {
                 ],
             )
             .ignore()
+            .hset(&key, "accepted_at", now)
+            .ignore()
             .hincr(&key, "total", 0)
             .ignore()
-            .expire(&key, JOB_TTL_S)
+            .expire(&key, self.retention_s())
+            .ignore()
+            // Listed (GET /jobs) as running while it grows.
+            .zadd(self.live_key(), &id, now)
             .ignore();
         if let Some(n) = job.notif_id.as_deref() {
             pipe.hset(&key, "notif_id", n).ignore();
@@ -71,16 +78,32 @@ impl RedisStore {
     }
 
     /// Closes a streamed job (`truncated`: its stream was cut).
+    /// Its outcomes may all be in already: then it is done now.
     pub(super) async fn close(&self, id: JobId, truncated: bool) -> Result<(), RedisError> {
-        let key = self.job_key(&id.to_string());
+        let id = id.to_string();
+        let key = self.job_key(&id);
         let mut pipe = redis::pipe();
         pipe.atomic().hset(&key, "open", "0").ignore();
         if truncated {
             pipe.hset(&key, "truncated", "1").ignore();
         }
+        pipe.cmd("EVAL")
+            .arg(super::jobs::DONE_SCRIPT)
+            .arg(3)
+            .arg(&key)
+            .arg(self.live_key())
+            .arg(self.done_jobs_key())
+            .arg(&id)
+            .arg(now_ms())
+            .arg(self.cutoff())
+            .arg(self.retention_s());
         let mut conn = self.connection()?;
-        let r = pipe.query_async::<()>(&mut conn).await;
-        self.fail("HSET", r)
+        let r = pipe.query_async::<Vec<redis::Value>>(&mut conn).await;
+        let answers = self.fail("HSET", r)?;
+        if let Some(answer) = answers.last() {
+            super::jobs::log_done(&id, answer);
+        }
+        Ok(())
     }
 
     async fn write_chunks(&self, id: JobId, job: &NewJob) -> Result<(), RedisError> {
@@ -125,15 +148,36 @@ impl RedisStore {
         )
         .ignore();
         let key = self.job_key(&chunk.job);
+        let now = now_ms();
         pipe.hset_multiple(&key, &[("platform", platform.as_str()), ("app", app)])
+            .ignore()
+            // A streamed job's later parts keep its first time.
+            .hset_nx(&key, "accepted_at", now)
             .ignore()
             .hincr(&key, "total", i64::from(total))
             .ignore()
-            .expire(&key, JOB_TTL_S)
+            // Restarted when the job finishes: kept that long after it.
+            .expire(&key, self.retention_s())
             .ignore();
         if let Some(n) = job.notif_id.as_deref() {
             pipe.hset(&key, "notif_id", n).ignore();
         }
+        if let Some(due) = due {
+            pipe.hset(&key, "due", due).ignore();
+        }
+        // Listed (GET /jobs) from now; the sets are trimmed by score here
+        // too, so a cluster that only accepts still expires old entries.
+        let cutoff = format!("({}", self.cutoff());
+        pipe.cmd("ZADD")
+            .arg(self.live_key())
+            .arg("NX")
+            .arg(now)
+            .arg(&chunk.job)
+            .ignore()
+            .zrembyscore(self.live_key(), "-inf", &cutoff)
+            .ignore()
+            .zrembyscore(self.done_jobs_key(), "-inf", &cutoff)
+            .ignore();
         let mut conn = self.connection()?;
         let r = pipe.query_async::<()>(&mut conn).await;
         self.fail("XADD", r)?;

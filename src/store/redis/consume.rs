@@ -233,7 +233,7 @@ impl Consumer {
                 .query_async(&mut conn)
                 .await;
             match moved {
-                Ok(n) if n > 0 => tracing::info!(chunks = n, "delayed chunks are due: queued"),
+                Ok(n) if n > 0 => tracing::debug!(chunks = n, "delayed chunks are due: queued"),
                 Ok(_) => {}
                 Err(e) => tracing::debug!(error = %e, "cannot move delayed chunks"),
             }

@@ -84,6 +84,8 @@ pub(super) struct Buffer {
     pub(super) lists: HashMap<String, Vec<String>>,
     pub(super) acks: Vec<String>,
     pub(super) finished: Vec<Arc<InFlight>>,
+    /// Jobs with outcomes in this buffer: each may finish with them.
+    pub(super) touched: HashSet<String>,
 }
 
 impl Buffer {
@@ -141,6 +143,7 @@ impl Buffer {
         let mut finished = older.finished;
         finished.append(&mut self.finished);
         self.finished = finished;
+        self.touched.extend(older.touched);
     }
 }
 
@@ -167,6 +170,7 @@ impl Sink for RedisStore {
             )
         });
         let mut buffer = lock(&self.buffer);
+        buffer.touched.insert(progress.id.to_string());
         let Some(chunk) = in_flight else {
             // Not a chunk of the shared queue: count it as it comes.
             let report = self.report_key(family, &progress.app);
@@ -294,12 +298,32 @@ impl RedisStore {
                 pipe.del(self.done_key(entry)).ignore();
             }
         }
+        // Last, after their outcomes: the jobs those finish move to the
+        // finished set (and each gets its one "job done" line, here).
+        let touched: Vec<&String> = taken.touched.iter().collect();
+        let (live, done) = (self.live_key(), self.done_jobs_key());
+        let (now, cutoff, ttl) = (crate::floor::now_ms(), self.cutoff(), self.retention_s());
+        for id in &touched {
+            pipe.cmd("EVAL")
+                .arg(super::jobs::DONE_SCRIPT)
+                .arg(3)
+                .arg(self.job_key(id))
+                .arg(&live)
+                .arg(&done)
+                .arg(id.as_str())
+                .arg(now)
+                .arg(cutoff)
+                .arg(ttl);
+        }
         let sent = match self.link() {
-            Ok(mut conn) => pipe.query_async::<()>(&mut conn).await,
+            Ok(mut conn) => pipe.query_async::<Vec<redis::Value>>(&mut conn).await,
             Err(e) => Err(e),
         };
         match sent {
-            Ok(()) => {
+            Ok(answers) => {
+                for (id, answer) in touched.iter().zip(&answers) {
+                    super::jobs::log_done(id, answer);
+                }
                 self.healthy.store(true, Ordering::Relaxed);
                 let now = Instant::now();
                 let mut entries = lock(&self.entries);

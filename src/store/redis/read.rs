@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use redis::AsyncCommands;
 
 use crate::books::{Counters, JobStatus};
-use crate::job::{Family, OutcomeKind};
+use crate::job::Family;
 
 use super::{RedisError, RedisStore};
 
@@ -51,25 +51,6 @@ impl RedisStore {
 
     /// A job's status from Redis.
     pub(super) async fn read_job(&self, id: &str) -> Result<Option<JobStatus>, RedisError> {
-        let mut conn = self.connection()?;
-        let r: redis::RedisResult<HashMap<String, String>> = conn.hgetall(self.job_key(id)).await;
-        let map = self.fail("HGETALL", r)?;
-        if map.is_empty() {
-            return Ok(None);
-        }
-        let get = |f: &str| map.get(f).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        let total = get("total");
-        let counts = OutcomeKind::ALL.map(|k| get(k.as_str()));
-        let pending = total.saturating_sub(counts.iter().sum());
-        Ok(Some(JobStatus {
-            job: id.to_owned(),
-            platform: map.get("platform").cloned().unwrap_or_default(),
-            state: crate::job::state_of(pending, get("cancelled") > 0, false, get("open") > 0),
-            total,
-            counts,
-            notif_id: map.get("notif_id").cloned(),
-            unique_ids: Vec::new(),
-            truncated: get("truncated") > 0,
-        }))
+        Ok(self.statuses(&[id.to_owned()]).await?.pop())
     }
 }
