@@ -82,11 +82,14 @@ impl Gateway {
             }
             (None, None) => {
                 tracing::info!("queue backend: memory (nothing survives a restart)");
-                Arc::new(MemoryStore::new(
-                    admission.clone(),
-                    config.max_list,
-                    Some(metrics.list_dropped.clone()),
-                ))
+                Arc::new(
+                    MemoryStore::new(
+                        admission.clone(),
+                        config.max_list,
+                        Some(metrics.list_dropped.clone()),
+                    )
+                    .retaining(config.job_retention),
+                )
             }
         };
         let families: Vec<(Family, Vec<String>)> = catalog

@@ -261,6 +261,10 @@ pub fn admit_error(e: AdmitError) -> ApiError {
             capacity, wanted, ..
         } if wanted > capacity => ApiError::job_too_large(wanted, capacity),
         AdmitError::Full { .. } => ApiError::unavailable("queue_full", e.to_string(), 1),
+        // Answered before this by the idempotency layer; only a key taken by
+        // another request between its reservation and this admission
+        // (a shared store's lapsed reservation) gets here.
+        AdmitError::KeyTaken(_) => ApiError::key_in_progress(),
         AdmitError::Store(e) => {
             tracing::warn!(error = %e.detail(), "send refused: the store cannot keep the job");
             ApiError::unavailable(

@@ -25,7 +25,7 @@ use super::lines::{Line, Lines, MAX_LINE};
 use crate::api::extract::body_error;
 use crate::api::{ApiError, AppState};
 use crate::backend::Stream;
-use crate::job::{Family, Platform};
+use crate::job::{Family, JobId, Platform};
 use crate::platform::{Front, SendBody, TokenRefused};
 use crate::store::NewJob;
 
@@ -185,7 +185,7 @@ impl StreamIntake<'_, '_> {
         }
         let part = self.taker.take_part();
         if let Some(job) = self.job.take() {
-            let opened = self.state.backend.open_stream(job);
+            let opened = self.state.backend.open_stream(JobId::new(), job, None);
             let opened = opened.await.map_err(admit_error)?;
             tracing::info!(job = %opened.id(), platform = %self.platform, "streamed job opened");
             self.stream = Some(opened);

@@ -1,6 +1,10 @@
-//! Admission into the shared stream: a job's chunks are in Redis before the
-//! 202 goes out. `queue.capacity` bounds the tokens waiting in the stream,
-//! counted in whole chunks (XLEN × chunk size), cluster-wide.
+//! Admission into the shared stream: a submission's chunks are in Redis
+//! before the 202 goes out. `queue.capacity` bounds the tokens waiting in
+//! the stream, counted in whole chunks (XLEN × chunk size), cluster-wide.
+//!
+//! A submission is one write: its jobs' chunks, counters and statuses, its
+//! group and its idempotency key go in one MULTI/EXEC, or, with a key, in
+//! one script that first checks the key ([`super::keys`]).
 
 use std::sync::atomic::Ordering;
 
@@ -10,7 +14,8 @@ use super::wire::Chunk;
 use super::{CHUNK_TOKENS, RedisError, RedisStore};
 use crate::floor::{ms_since_epoch, now_ms};
 use crate::job::JobId;
-use crate::store::{AdmitError, NewJob};
+use crate::store::keys::Claim;
+use crate::store::{AdmitError, NewJob, Submission};
 
 impl RedisStore {
     /// Chunks waiting in the stream (sent or not), counted by XLEN: acked
@@ -21,12 +26,42 @@ impl RedisStore {
         self.fail("XLEN", r)
     }
 
-    /// Admits a job if the stream has room for it: its chunks are written
-    /// (to the stream, or to the delayed set when it has a delay) and it is
-    /// counted accepted, in one MULTI/EXEC: all of it is in Redis before the
-    /// caller answers 202, or none of it is.
-    pub(super) async fn accept(&self, id: JobId, job: &NewJob) -> Result<(), AdmitError> {
-        let total = job.tokens.len() as u64;
+    /// Admits a submission if the stream has room for it: its jobs' chunks
+    /// are written (to the stream, or to the delayed set when a job has a
+    /// delay) and counted accepted, with its group and its claim, in one
+    /// write: all of it is in Redis before the caller answers 202, or none.
+    pub(super) async fn accept(&self, submission: &Submission) -> Result<(), AdmitError> {
+        self.room_for(submission.tokens()).await?;
+        let mut pipe = redis::pipe();
+        for planned in submission.jobs() {
+            self.add_job(&mut pipe, planned.id, &planned.job, submission.is_watched());
+        }
+        if let Some(group) = submission.group_id() {
+            let jobs: Vec<String> = submission.jobs().iter().map(|p| p.id.to_string()).collect();
+            let key = self.group_key(&group.to_string());
+            let keep = self.retention + submission.longest_delay();
+            pipe.hset(&key, "jobs", jobs.join(" "))
+                .ignore()
+                .expire(
+                    &key,
+                    i64::try_from(keep.as_secs().max(1)).unwrap_or(i64::MAX),
+                )
+                .ignore();
+        }
+        self.write(pipe, submission.claim()).await
+    }
+
+    /// Admits one part of a streamed job (no claim: the stream's was kept
+    /// when it opened).
+    pub(super) async fn accept_part(&self, id: JobId, part: &NewJob) -> Result<(), AdmitError> {
+        self.room_for(part.tokens.len() as u64).await?;
+        let mut pipe = redis::pipe();
+        self.add_job(&mut pipe, id, part, false);
+        self.write(pipe, None).await
+    }
+
+    /// Refuses `total` more tokens when the stream has no room for them.
+    async fn room_for(&self, total: u64) -> Result<(), AdmitError> {
         let queued = self
             .queued_chunks()
             .await
@@ -39,42 +74,70 @@ impl RedisStore {
                 wanted: total,
             });
         }
-        self.write_chunks(id, job)
-            .await
-            .map_err(|e| RedisError::into_store(e).into())
+        Ok(())
     }
 
-    /// Opens a streamed job: its status in Redis, open, with no tokens yet.
-    pub(super) async fn open(&self, id: JobId, job: &NewJob) -> Result<(), RedisError> {
+    /// Writes `pipe` in one MULTI/EXEC, or with a claim in one script that
+    /// writes nothing when the claim's key is taken.
+    async fn write(
+        &self,
+        mut pipe: redis::Pipeline,
+        claim: Option<&Claim>,
+    ) -> Result<(), AdmitError> {
+        let Some(claim) = claim else {
+            let mut conn = self.connection().map_err(RedisError::into_store)?;
+            let r = pipe.atomic().query_async::<()>(&mut conn).await;
+            self.fail("XADD", r).map_err(RedisError::into_store)?;
+            self.healthy.store(true, Ordering::Relaxed);
+            return Ok(());
+        };
+        match self
+            .guarded(&pipe, claim)
+            .await
+            .map_err(RedisError::into_store)?
+        {
+            None => {
+                self.healthy.store(true, Ordering::Relaxed);
+                Ok(())
+            }
+            Some(taken) => Err(AdmitError::KeyTaken(taken)),
+        }
+    }
+
+    /// Opens a streamed job: its status in Redis, open, with no tokens yet
+    /// (and its claim, in the same write).
+    pub(super) async fn open(
+        &self,
+        id: JobId,
+        job: &NewJob,
+        claim: Option<&Claim>,
+    ) -> Result<(), AdmitError> {
         let id = id.to_string();
         let key = self.job_key(&id);
         let now = now_ms();
         let mut pipe = redis::pipe();
-        pipe.atomic()
-            .hset_multiple(
-                &key,
-                &[
-                    ("platform", job.platform.as_str()),
-                    ("app", &job.app),
-                    ("open", "1"),
-                ],
-            )
-            .ignore()
-            .hset(&key, "accepted_at", now)
-            .ignore()
-            .hincr(&key, "total", 0)
-            .ignore()
-            .expire(&key, self.retention_s())
-            .ignore()
-            // Listed (GET /jobs) as running while it grows.
-            .zadd(self.live_key(), &id, now)
-            .ignore();
+        pipe.hset_multiple(
+            &key,
+            &[
+                ("platform", job.platform.as_str()),
+                ("app", &job.app),
+                ("open", "1"),
+            ],
+        )
+        .ignore()
+        .hset(&key, "accepted_at", now)
+        .ignore()
+        .hincr(&key, "total", 0)
+        .ignore()
+        .expire(&key, self.retention_s())
+        .ignore()
+        // Listed (GET /jobs) as running while it grows.
+        .zadd(self.live_key(), &id, now)
+        .ignore();
         if let Some(n) = job.notif_id.as_deref() {
             pipe.hset(&key, "notif_id", n).ignore();
         }
-        let mut conn = self.connection()?;
-        let r = pipe.query_async::<()>(&mut conn).await;
-        self.fail("HSET", r)
+        self.write(pipe, claim).await
     }
 
     /// Closes a streamed job (`truncated`: its stream was cut).
@@ -106,11 +169,13 @@ impl RedisStore {
         Ok(())
     }
 
-    async fn write_chunks(&self, id: JobId, job: &NewJob) -> Result<(), RedisError> {
+    /// Adds a job's writes to `pipe`: its chunks, its acceptance, its
+    /// status and its place in `GET /jobs`. `watched`: someone waits for
+    /// its per-token results (the chunk says so to whichever gateway reads
+    /// it).
+    fn add_job(&self, pipe: &mut redis::Pipeline, id: JobId, job: &NewJob, watched: bool) {
         let (platform, app) = (job.platform, &*job.app);
         let codec = platform.codec();
-        let mut pipe = redis::pipe();
-        pipe.atomic();
         let due = job
             .delay
             .map(|d| now_ms().saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)));
@@ -178,10 +243,6 @@ impl RedisStore {
             .ignore()
             .zrembyscore(self.done_jobs_key(), "-inf", &cutoff)
             .ignore();
-        let mut conn = self.connection()?;
-        let r = pipe.query_async::<()>(&mut conn).await;
-        self.fail("XADD", r)?;
-        self.healthy.store(true, Ordering::Relaxed);
-        Ok(())
+        let _ = watched;
     }
 }
