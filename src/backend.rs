@@ -11,6 +11,7 @@
 mod admit;
 mod groups;
 mod pulse;
+mod window;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -44,6 +45,9 @@ pub struct Parts {
     pub registry: Registry,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Queued tokens held in memory at most, when the store keeps every
+    /// token (`queue.window`); ignored otherwise.
+    pub window: u64,
 }
 
 /// The seam. Cheap to clone.
@@ -56,6 +60,8 @@ struct Inner {
     admission: Arc<Admission>,
     scheduler: Arc<Scheduler>,
     hand: Hand,
+    /// Memory's share of the queue, when the store keeps all of it.
+    window: Option<window::Window>,
     metrics: Arc<Metrics>,
     /// The platforms' totals over the last minutes ([`pulse`]).
     history: pulse::History,
@@ -94,14 +100,19 @@ impl Backend {
             recorder,
             registry,
             metrics,
+            window,
         } = parts;
         let hand = Hand { registry, recorder };
+        let window = store
+            .reloads()
+            .then(|| window::Window::start(window, store.clone(), hand.clone()));
         let backend = Self(Arc::new(Inner {
             store,
             reports,
             admission,
             scheduler: Scheduler::start(),
             hand,
+            window,
             metrics,
             history: pulse::History::default(),
         }));
@@ -147,7 +158,7 @@ impl Backend {
             duplicates += job.possible_duplicates;
             match job.wait {
                 Some(wait) => self.hold(job.handoff, wait),
-                None => inner.hand.deliver(job.handoff),
+                None => self.offer(job.handoff),
             }
         }
         if resumed > 0 {
@@ -389,6 +400,12 @@ impl Backend {
         }
         inner.store.detach();
         let (mut abandoned, mut kept) = (0, 0);
+        if let Some(window) = &inner.window {
+            // What waits in the store for room stays there for the next start.
+            let left = window.close();
+            admission.release(left);
+            kept += left;
+        }
         let settle_deadline = Instant::now() + SETTLE;
         loop {
             for (platform, _, service) in inner.hand.registry.all() {

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::Backend;
+use super::{Backend, Inner};
 use crate::job::{JobId, JobProgress, Outcome, TokenList};
 use crate::outcome::Arrival;
 use crate::platform::Handoff;
@@ -57,7 +57,7 @@ impl Backend {
                 };
                 match job.delay {
                     Some(delay) => self.hold(handoff, delay),
-                    None => self.0.hand.deliver(handoff),
+                    None => self.offer(handoff),
                 }
             }
             Admitted::Shared => {
@@ -99,13 +99,38 @@ impl Backend {
         })
     }
 
+    /// Hands a job to its platform: through the window when memory holds
+    /// only a window of the queue (it may wait in the store for room).
+    pub(super) fn offer(&self, handoff: Handoff) {
+        Self::offer_to(&self.0, handoff);
+    }
+
+    fn offer_to(inner: &Inner, handoff: Handoff) {
+        let now = match &inner.window {
+            Some(window) => window.offer(handoff),
+            None => Some(handoff),
+        };
+        if let Some(handoff) = now {
+            inner.hand.deliver(handoff);
+        }
+    }
+
+    /// Queued tokens in memory, the most memory holds, and tokens waiting
+    /// in the store for room; `None` when memory holds the whole queue.
+    pub fn window(&self) -> Option<(u64, u64, u64)> {
+        self.0.window.as_ref().map(|w| {
+            let (held, limit) = w.held();
+            (held, limit, w.parked())
+        })
+    }
+
     /// Holds a job in the scheduler until `delay` has passed.
     pub(super) fn hold(&self, handoff: Handoff, delay: Duration) {
         let id = handoff.id;
         handoff.progress.set_scheduled(true);
         let handoff = Arc::new(std::sync::Mutex::new(Some(handoff)));
         let (release, cancel) = (handoff.clone(), handoff);
-        let (hand_r, hand_c) = (self.0.hand.clone(), self.0.hand.clone());
+        let (backend, hand_c) = (Arc::downgrade(&self.0), self.0.hand.clone());
         self.0.scheduler.hold(
             id,
             delay,
@@ -113,7 +138,9 @@ impl Backend {
                 release: Box::new(move || {
                     if let Some(h) = crate::floor::lock(&release).take() {
                         h.progress.set_scheduled(false);
-                        hand_r.deliver(h);
+                        if let Some(inner) = backend.upgrade() {
+                            Self::offer_to(&inner, h);
+                        }
                     }
                 }),
                 cancel: Box::new(move |outcome: Outcome| {
@@ -182,16 +209,19 @@ impl Stream {
                 // Counted before it is queued, so no outcome precedes it.
                 progress.grow(n);
                 inner.hand.recorder.accepted(progress, n, Arrival::Grown);
-                inner.hand.deliver(Handoff {
-                    id: self.id,
-                    app: self.job.app.clone(),
-                    fields: Arc::from(self.job.fields.as_slice()),
-                    built: None,
-                    send: Handoff::all(&tokens),
-                    tokens,
-                    progress: progress.clone(),
-                    expires_at: self.job.expires_at,
-                });
+                Backend::offer_to(
+                    inner,
+                    Handoff {
+                        id: self.id,
+                        app: self.job.app.clone(),
+                        fields: Arc::from(self.job.fields.as_slice()),
+                        built: None,
+                        send: Handoff::all(&tokens),
+                        tokens,
+                        progress: progress.clone(),
+                        expires_at: self.job.expires_at,
+                    },
+                );
             }
             None => inner
                 .metrics
