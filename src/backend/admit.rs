@@ -10,7 +10,10 @@ use crate::job::{JobId, JobProgress, Outcome, TokenList};
 use crate::outcome::Arrival;
 use crate::platform::Handoff;
 use crate::schedule::Held;
-use crate::store::{AdmitError, Admitted, Claim, NewJob, Planned, StoreError, Submission};
+use crate::store::{
+    AdmitError, Admitted, Claim, Found, IdemKey, KeepIf, Kept, NewJob, Owner, Planned, StoreError,
+    Submission,
+};
 
 impl Backend {
     /// Admits one job (a submission of one, without a claim). Returns its
@@ -97,6 +100,22 @@ impl Backend {
             progress,
             next: 0,
         })
+    }
+
+    /// Reads an idempotency key and, when it is free, reserves it for
+    /// `owner` (see [`crate::store::Store::reserve`]).
+    pub async fn reserve(&self, key: &IdemKey, owner: Owner) -> Result<Found, StoreError> {
+        self.0.store.reserve(key, owner).await
+    }
+
+    /// Keeps an answer under `key` when `when` allows; returns whether it did.
+    pub async fn keep(&self, key: &IdemKey, kept: &Kept, when: KeepIf) -> Result<bool, StoreError> {
+        self.0.store.keep(key, kept, when).await
+    }
+
+    /// Ends `owner`'s reservation of `key` without an answer.
+    pub async fn release(&self, key: &IdemKey, owner: Owner) {
+        self.0.store.release(key, owner).await;
     }
 
     /// Hands a job to its platform: through the window when memory holds

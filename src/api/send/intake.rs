@@ -12,10 +12,12 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::api::idempotency::{Guard, KeptWithJob};
+use crate::api::wait::{Ask, result_json};
 use crate::api::{ApiError, AppState};
-use crate::job::{Family, Platform, TokenList};
+use crate::job::{Family, JobId, Platform, TokenList};
 use crate::platform::{Keep, Request, TokenRefused};
-use crate::store::{AdmitError, NewJob};
+use crate::store::{AdmitError, KeepIf, NewJob, Submission};
 
 pub use crate::api::rejections::{Rejected, Rejections};
 
@@ -133,6 +135,7 @@ pub async fn submit(
     state: &AppState,
     family: Family,
     request: Request<'_>,
+    ask: &Ask,
 ) -> Result<Response, ApiError> {
     let Request {
         platform,
@@ -155,7 +158,7 @@ pub async fn submit(
         delay: when.delay,
         notif_id,
     };
-    admit(state, family, platform, intake, job).await
+    admit(state, family, platform, intake, job, ask).await
 }
 
 /// What a job carries besides its tokens.
@@ -174,13 +177,15 @@ pub struct Job {
     pub notif_id: Option<std::sync::Arc<str>>,
 }
 
-/// Admits a job whose tokens are taken in.
+/// Admits a job whose tokens are taken in, as `ask` asks: its answer kept
+/// with it under its idempotency key, and waited for.
 pub async fn admit(
     state: &AppState,
     family: Family,
     platform: Platform,
     intake: Intake<'_>,
     job: Job,
+    ask: &Ask,
 ) -> Result<Response, ApiError> {
     let Intake {
         tokens,
@@ -197,21 +202,8 @@ pub async fn admit(
     }
     let total = tokens.len() as u64;
     let delay = job.delay;
-    let id = state
-        .backend
-        .admit(NewJob {
-            platform,
-            app: job.app,
-            fields: job.fields,
-            message: job.message,
-            tokens,
-            expires_at: job.expires_at,
-            delay,
-            notif_id: job.notif_id,
-        })
-        .await
-        .map_err(admit_error)?;
-    tracing::info!(job = %id, platform = %platform, tokens = total, rejected = rejected.count(), delay_s = delay.map(|d| d.as_secs()), backend = state.backend.name(), "job accepted");
+    ask.check(total, delay.is_some())?;
+    let id = JobId::new();
     let mut body = accepted_body(
         state,
         platform,
@@ -223,7 +215,66 @@ pub async fn admit(
     if let Some(delay) = delay {
         body["scheduled_in_s"] = json!(delay.as_secs());
     }
-    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+    if ask.wait.is_some() {
+        body["state"] = json!("running");
+    }
+    let mut submission = Submission::one(
+        id,
+        NewJob {
+            platform,
+            app: job.app,
+            fields: job.fields,
+            message: job.message,
+            tokens,
+            expires_at: job.expires_at,
+            delay,
+            notif_id: job.notif_id,
+        },
+    );
+    if let Some(guard) = &ask.guard {
+        submission = submission.with_claim(guard.claim(202, &body, id));
+    }
+    // Watched before it is admitted, so no outcome comes first.
+    let waiter = ask.wait.map(|within| (state.watch.watch(id), within));
+    if waiter.is_some() {
+        submission = submission.watched();
+    }
+    state
+        .backend
+        .submit(submission)
+        .await
+        .map_err(admit_error)?;
+    tracing::info!(job = %id, platform = %platform, tokens = total, rejected = rejected.count(), delay_s = delay.map(|d| d.as_secs()), backend = state.backend.name(), "job accepted");
+    let mut status = StatusCode::ACCEPTED;
+    if let Some((waiter, within)) = waiter
+        && let Some(results) = waiter.wait(within).await
+    {
+        status = StatusCode::OK;
+        body["state"] = json!("done");
+        body["results"] = results.iter().map(|r| result_json(family, r)).collect();
+        if let Some(guard) = &ask.guard {
+            keep_final(state, guard, &body, id).await;
+        }
+    }
+    let mut response = (status, Json(body)).into_response();
+    if ask.guard.is_some() {
+        response.extensions_mut().insert(KeptWithJob);
+    }
+    Ok(response)
+}
+
+/// Replaces the answer kept with job `id` (its 202) by its final one (a
+/// waited-for 200). Not kept, a retry still gets the 202: logged, not
+/// refused.
+pub async fn keep_final(state: &AppState, guard: &Guard, body: &serde_json::Value, id: JobId) {
+    let kept = guard.kept(200, body, Some(id));
+    if let Err(e) = state
+        .backend
+        .keep(&guard.key, &kept, KeepIf::Bound(id))
+        .await
+    {
+        tracing::warn!(error = %e.detail(), job = %id, "the final answer could not be kept under its Idempotency-Key; a retry gets the 202");
+    }
 }
 
 /// The answer's body for an accepted job (`job`, `accepted`, `duplicates`
