@@ -962,10 +962,16 @@ async fn an_idempotency_key_used_on_one_gateway_replays_on_another() {
         assert_eq!((status, replayed), (202, false), "{answer}");
         let (status, again, replayed) = post_keyed(&client, &b.url, "order-1", &body).await;
         assert_eq!((status, replayed), (202, true), "{again}");
-        assert_eq!((&again["job"], &again["replayed"]), (&answer["job"], &json!(true)));
+        assert_eq!(
+            (&again["job"], &again["replayed"]),
+            (&answer["job"], &json!(true))
+        );
         let other = json!({ "tokens": tokens("e4e4", 1), "payload": apns_payload() });
         let (status, reused, _) = post_keyed(&client, &b.url, "order-1", &other).await;
-        assert_eq!((status, reused["error"].as_str()), (422, Some("idempotency_key_reused")));
+        assert_eq!(
+            (status, reused["error"].as_str()),
+            (422, Some("idempotency_key_reused"))
+        );
 
         // One key to both gateways at once, a few times over: one job.
         let second = tokens("e5e5", 200);

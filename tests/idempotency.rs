@@ -418,3 +418,88 @@ async fn gorush_sync_lists_failed_tokens_in_logs() {
     .await
     .unwrap();
 }
+
+/// Tokens per second for `n` fresh tokens sent as one job (until done).
+async fn bulk_rate(env: &ApnsEnv, prefix: &str, n: usize, accepted_before: u64) -> f64 {
+    let tokens: Vec<String> = (0..n).map(|i| apns_token(prefix, i)).collect();
+    let started = Instant::now();
+    env.send_apns(&tokens).await;
+    wait_done(
+        &env.gateway,
+        pushgate::apns::FAMILY,
+        accepted_before + n as u64,
+    )
+    .await;
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+/// 200 requests waiting at once hold no worker: a bulk job sent meanwhile
+/// is delivered in full, and every waiter gets its outcome. The waiters'
+/// tokens are refused once by the mock (503) and retried three seconds later,
+/// so they are still waiting while the bulk job starts. Prints the p50
+/// and p99 of a one-token `wait` and the bulk rate with and without the
+/// waiters (`-- --nocapture`); asserts no speed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_waiters_hold_no_worker() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let env = apns_env(ApnsSetup {
+            tweak: Box::new(|f| {
+                f.retry.base_ms = 3_000;
+                f.retry.cap_ms = 3_000;
+            }),
+            ..ApnsSetup::default()
+        })
+        .await;
+        // One token, waited for: p50 and p99 over 200 in a row.
+        let mut took = Vec::new();
+        for i in 0..200 {
+            let started = Instant::now();
+            let (status, answer, _) = post_keyed(
+                &env,
+                "/apns/send?wait=10",
+                None,
+                &body(&[apns_token("a5a5", i)]),
+            )
+            .await;
+            took.push(started.elapsed());
+            assert_eq!((status, &answer["results"][0]["outcome"]), (200, &json!("success")));
+        }
+        took.sort();
+        eprintln!(
+            "wait, one token against the mock: p50 {:?}, p99 {:?}",
+            took[took.len() / 2],
+            took[took.len() * 99 / 100]
+        );
+        let alone = bulk_rate(&env, "a6a6", 5_000, 200).await;
+        let waiters: Vec<_> = (0..200)
+            .map(|i| {
+                let client = env.client.clone();
+                let url = env.url("/apns/send?wait=30");
+                let b = body(&[apns_token("f1a0", i)]);
+                tokio::spawn(async move {
+                    let r = client.post(url).json(&b).send().await.unwrap();
+                    (r.status().as_u16(), r.json::<Value>().await.unwrap())
+                })
+            })
+            .collect();
+        // Every waiter's job admitted (each watched before its admission).
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while env.counters().accepted < 5_400 {
+            assert!(Instant::now() < deadline, "the waiters' jobs were never all admitted");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let waiting = env.gateway.state.watch.watched();
+        let beside = bulk_rate(&env, "a7a7", 5_000, 5_400).await;
+        eprintln!(
+            "bulk job of 5,000 tokens: {alone:.0} tokens/s alone, {beside:.0} tokens/s beside {waiting} waiters"
+        );
+        for waiter in waiters {
+            let (status, answer) = waiter.await.unwrap();
+            assert_eq!(status, 200, "{answer}");
+            assert_eq!(answer["results"][0]["outcome"], "success", "{answer}");
+        }
+        assert_eq!(env.gateway.state.watch.watched(), 0);
+    })
+    .await
+    .unwrap();
+}
