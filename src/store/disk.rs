@@ -36,6 +36,8 @@ mod load;
 mod ops;
 mod resume;
 mod seam;
+#[cfg(test)]
+mod tests;
 pub mod writer;
 
 use std::collections::HashMap;
