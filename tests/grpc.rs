@@ -861,7 +861,10 @@ async fn a_send_retried_with_its_idempotency_key_replays_the_first_reply() {
         let first = push.send(keyed(&tokens)).await.unwrap().into_inner();
         assert!(!first.replayed);
         let again = push.send(keyed(&tokens)).await.unwrap().into_inner();
-        assert_eq!((&again.job, again.accepted, again.replayed), (&first.job, 3, true));
+        assert_eq!(
+            (&again.job, again.accepted, again.replayed),
+            (&first.job, 3, true)
+        );
         let e = push.send(keyed(&tokens[..1])).await.unwrap_err();
         assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
         wait_done(&env.apns.gateway, pushgate::apns::FAMILY, 3).await;
