@@ -27,6 +27,7 @@ use super::send::intake::{Intake, accepted_body, admit_error, intake, keep_final
 use super::wait::{Ask, result_json};
 use super::{ApiError, AppState};
 use crate::job::{Family, JobId, Outcome};
+use crate::outcome::watch::Waiter;
 use crate::platform::request::bad_json;
 use crate::platform::{Fields, NotificationError, Registered, Request, SendBody};
 use crate::store::{NewJob, Planned as Admitted, Submission};
@@ -270,38 +271,12 @@ pub async fn push(
         None => Vec::new(),
     };
     backend.submit(submission).await.map_err(admit_error)?;
-    if let Some(within) = ask.wait {
-        let deadline = tokio::time::Instant::now() + within;
-        let mut done = true;
-        for (waiter, (_, family, notif_id)) in waiters.into_iter().zip(&waited) {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let Some(results) = waiter.wait(left).await else {
-                done = false;
-                continue;
-            };
-            let word = family.info().gorush.as_ref().map_or("", |g| g.word);
-            for r in results
-                .iter()
-                .filter(|r| !matches!(r.outcome, Outcome::Success))
-            {
-                let shown = result_json(*family, r);
-                if let Some(logs) = body["logs"].as_array_mut() {
-                    logs.push(json!({
-                        "type": "failed-push",
-                        "platform": word,
-                        "token": r.token,
-                        "message": format!("{} by the upstream", r.outcome.kind().as_str()),
-                        "error": shown.get("reason").cloned().unwrap_or_else(|| json!(r.outcome.kind().as_str())),
-                        "notif_id": notif_id.as_deref(),
-                    }));
-                }
-            }
-        }
-        if done {
-            body["state"] = json!("done");
-            if let Some(guard) = &ask.guard {
-                keep_final(&state, guard, &body, first_id).await;
-            }
+    if let Some(within) = ask.wait
+        && sync_logs(waiters, &waited, within, &mut body).await
+    {
+        body["state"] = json!("done");
+        if let Some(guard) = &ask.guard {
+            keep_final(&state, guard, &body, first_id).await;
         }
     }
     let mut response = Json(body).into_response();
@@ -309,6 +284,45 @@ pub async fn push(
         response.extensions_mut().insert(KeptWithJob);
     }
     Ok(response)
+}
+
+/// Waits (at most `within` for all) for the jobs of a synchronous
+/// `/api/push` and lists each token that did not succeed in `body`'s
+/// `logs` as gorush does. Returns whether every job finished.
+async fn sync_logs(
+    waiters: Vec<Waiter>,
+    waited: &[(JobId, Family, Option<std::sync::Arc<str>>)],
+    within: Duration,
+    body: &mut Value,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut done = true;
+    for (waiter, (_, family, notif_id)) in waiters.into_iter().zip(waited) {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let Some(results) = waiter.wait(left).await else {
+            done = false;
+            continue;
+        };
+        let word = family.info().gorush.as_ref().map_or("", |g| g.word);
+        for r in results
+            .iter()
+            .filter(|r| !matches!(r.outcome, Outcome::Success))
+        {
+            let shown = result_json(*family, r);
+            let kind = r.outcome.kind().as_str();
+            if let Some(logs) = body["logs"].as_array_mut() {
+                logs.push(json!({
+                    "type": "failed-push",
+                    "platform": word,
+                    "token": r.token,
+                    "message": format!("{kind} by the upstream"),
+                    "error": shown.get("reason").cloned().unwrap_or_else(|| json!(kind)),
+                    "notif_id": notif_id.as_deref(),
+                }));
+            }
+        }
+    }
+    done
 }
 
 /// Reads one notification: its platform (gorush's number), then the
