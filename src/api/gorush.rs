@@ -23,7 +23,9 @@ use serde_json::{Value, json};
 
 use super::idempotency::KeptWithJob;
 use super::send::Body;
-use super::send::intake::{Intake, accepted_body, admit_error, intake, keep_final};
+use super::send::intake::{
+    Intake, accepted_fields, admit_error, count_rejected, intake, keep_final,
+};
 use super::wait::{Ask, result_json};
 use super::{ApiError, AppState};
 use crate::job::{Family, JobId, Outcome};
@@ -195,6 +197,7 @@ pub async fn push(
     let mut logs = Vec::new();
     let mut counts = 0u64;
     let mut submitted = Vec::with_capacity(planned.len());
+    let mut refused = Vec::with_capacity(planned.len());
     for ((taken, p), message) in intakes.into_iter().zip(&planned).zip(messages.drain(..)) {
         let id = JobId::new();
         let Intake {
@@ -203,14 +206,14 @@ pub async fn push(
             duplicates,
         } = taken;
         let platform = p.request.platform;
-        let answer = accepted_body(
-            &state,
+        let answer = accepted_fields(
             platform,
             &id.to_string(),
             tokens.len() as u64,
             duplicates,
             &rejected,
         );
+        refused.push((platform, rejected));
         counts += tokens.len() as u64;
         let word = p.family.info().gorush.as_ref().map_or("", |g| g.word);
         let key = p.family.info().token_key;
@@ -271,6 +274,9 @@ pub async fn push(
         None => Vec::new(),
     };
     backend.submit(submission).await.map_err(admit_error)?;
+    for (platform, rejected) in &refused {
+        count_rejected(&state, *platform, rejected);
+    }
     if let Some(within) = ask.wait
         && sync_logs(waiters, &waited, within, &mut body).await
     {

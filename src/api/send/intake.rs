@@ -204,14 +204,7 @@ pub async fn admit(
     let delay = job.delay;
     ask.check(total, delay.is_some())?;
     let id = JobId::new();
-    let mut body = accepted_body(
-        state,
-        platform,
-        &id.to_string(),
-        total,
-        duplicates,
-        &rejected,
-    );
+    let mut body = accepted_fields(platform, &id.to_string(), total, duplicates, &rejected);
     if let Some(delay) = delay {
         body["scheduled_in_s"] = json!(delay.as_secs());
     }
@@ -244,6 +237,7 @@ pub async fn admit(
         .submit(submission)
         .await
         .map_err(admit_error)?;
+    count_rejected(state, platform, &rejected);
     tracing::info!(job = %id, platform = %platform, tokens = total, rejected = rejected.count(), delay_s = delay.map(|d| d.as_secs()), backend = state.backend.name(), "job accepted");
     let mut status = StatusCode::ACCEPTED;
     if let Some((waiter, within)) = waiter
@@ -287,6 +281,13 @@ pub fn accepted_body(
     duplicates: usize,
     rejected: &Rejections<'_>,
 ) -> serde_json::Value {
+    count_rejected(state, platform, rejected);
+    accepted_fields(platform, job, accepted, duplicates, rejected)
+}
+
+/// Counts a request's refused tokens in the metrics (once its job is
+/// admitted: a request refused whole, then retried, counts them once).
+pub fn count_rejected(state: &AppState, platform: Platform, rejected: &Rejections<'_>) {
     for (reason, n) in rejected.by_reason() {
         state
             .metrics
@@ -294,6 +295,17 @@ pub fn accepted_body(
             .with_label_values(&[platform.as_str(), reason])
             .inc_by(*n);
     }
+}
+
+/// [`accepted_body`] without the counting: the answer is built before the
+/// job is admitted (it is kept with it under an idempotency key).
+pub fn accepted_fields(
+    platform: Platform,
+    job: &str,
+    accepted: u64,
+    duplicates: usize,
+    rejected: &Rejections<'_>,
+) -> serde_json::Value {
     let mut body = json!({ "job": job, "accepted": accepted, "duplicates": duplicates });
     if let (Some(map), serde_json::Value::Object(fields)) = (
         body.as_object_mut(),
