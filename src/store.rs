@@ -227,8 +227,8 @@ pub trait Store: Sink {
     }
 
     /// Reads back job `id`'s tokens `range` (a list based at
-    /// `range.start`; fewer when the job has fewer). Only asked of a store
-    /// that [`Store::reloads`].
+    /// `range.start`); an error when the store does not hold them all. Only
+    /// asked of a store that [`Store::reloads`].
     fn reload(
         &self,
         _id: JobId,

@@ -2,9 +2,10 @@
 //! single gateway survives `kill -9`, OOM kills and deploys with no
 //! external service.
 //!
-//! - A job is one row (its message bytes and every token in one blob), its
-//!   progress another (counts, one bit per token, a lease); never one row
-//!   per token. Written before the 202, in a commit shared with every send
+//! - A job is one row (its message), its tokens rows of 256 KiB (read back
+//!   a part at a time: memory holds a window of the queue, not all of it),
+//!   its progress another row (counts, one bit per token, a lease); never
+//!   one row per token. Written before the 202, in a commit shared with every send
 //!   that arrived meanwhile ([`writer`]: group commit, one fsync).
 //! - Outcomes are buffered by the store's outcome sink and written every
 //!   [`writer::FLUSH_EVERY`] with the counters and list entries they change,
@@ -380,8 +381,9 @@ impl DiskStore {
             .unwrap_or_else(|_| Err(WriteError::Io("the disk store's writer stopped".into())))
     }
 
-    /// A job's row for the writer (`record`: [`JobRecord::encode_parts`]).
-    fn new_row(record: Vec<u8>, progress: Arc<JobProgress>) -> NewRow {
+    /// A job's row for the writer (`record`: [`JobRecord::encode_parts`],
+    /// without its tokens; `parts`: its tokens as rows).
+    fn new_row(record: Vec<u8>, parts: Vec<(u32, Vec<u8>)>, progress: Arc<JobProgress>) -> NewRow {
         let state = Box::new(JobState {
             seq: 0,
             platform: progress.platform.as_str().to_owned(),
@@ -399,6 +401,7 @@ impl DiskStore {
             id: progress.id.as_u128(),
             counters_key: counters_key(progress.platform.family(), &progress.app),
             record,
+            parts,
             state,
             progress,
         }

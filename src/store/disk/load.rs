@@ -2,6 +2,7 @@
 //! start), and what the file holds for the backend to resume at start.
 
 use std::collections::HashMap;
+use std::ops::Range;
 
 use redb::{Database, ReadableTable, ReadableTableMetadata};
 
@@ -10,6 +11,7 @@ use super::finished;
 use super::format::{JobRecord, JobState, decode_counters};
 use super::writer::{COUNTERS, DROPPED, JOBS, LISTS, ListMeta, STATES, TOKENS, View};
 use crate::floor::now_ms;
+use crate::job::TokenList;
 
 /// Rebuilds the writer's view from the file.
 pub(super) fn load_view(db: &Database) -> Result<View, WriteError> {
@@ -70,8 +72,9 @@ pub(super) fn recover(db: &Database) -> Result<super::Rows, WriteError> {
             }
         }
     }
+    // Only the jobs' records: their tokens stay on disk until the queue's
+    // window reads them back (an older gateway's records hold theirs).
     let jobs = txn.open_table(JOBS).ok();
-    let parts = txn.open_table(TOKENS).ok();
     let mut skipped = 0usize;
     // Finished jobs by finish time; ones an older gateway left unindexed
     // count as finished now (the next commit indexes them so).
@@ -97,14 +100,6 @@ pub(super) fn recover(db: &Database) -> Result<super::Rows, WriteError> {
                 .as_ref()
                 .and_then(|t| t.get(id).ok().flatten())
                 .and_then(|v| JobRecord::decode(v.value()));
-            let record = match (record, &parts) {
-                // A streamed job's tokens are its record's, then its parts'.
-                (Some(mut record), Some(parts)) if state.total > record.tokens.len() as u64 => {
-                    append_parts(&mut record.tokens, parts, id).map_err(|e| err(e.into()))?;
-                    Some(record)
-                }
-                (record, _) => record,
-            };
             match record {
                 Some(record) => out.jobs.push((id, state, record)),
                 None => skipped += 1,
@@ -123,19 +118,62 @@ pub(super) fn recover(db: &Database) -> Result<super::Rows, WriteError> {
     Ok(out)
 }
 
-/// Appends the parts of job `id` (rows of `TOKENS`, in order) to `tokens`.
-fn append_parts(
-    tokens: &mut crate::job::TokenList,
-    parts: &redb::ReadOnlyTable<(u128, u32), &[u8]>,
+/// Job `id`'s tokens `range`, from its `TOKENS` rows (the row holding the
+/// first and the ones after it) or, for a job an older gateway admitted,
+/// its record.
+pub(super) fn read_tokens(
+    db: &Database,
     id: u128,
-) -> Result<(), redb::StorageError> {
-    for row in parts.range((id, 0)..=(id, u32::MAX))? {
-        let (_, v) = row?;
-        if let Some(part) = super::format::decode_tokens(v.value()) {
-            for i in part.range() {
-                tokens.push(part.get(i));
+    range: Range<u32>,
+) -> Result<TokenList, WriteError> {
+    let err = |e: redb::Error| WriteError::from_redb(&e);
+    let txn = db.begin_read().map_err(|e| err(e.into()))?;
+    let mut out = TokenList::with_capacity(range.len(), 64).with_base(range.start);
+    let mut next = range.start;
+    if let Ok(parts) = txn.open_table(TOKENS) {
+        // The row holding token `range.start` starts at or before it.
+        let first = parts
+            .range((id, 0)..=(id, range.start))
+            .map_err(|e| err(e.into()))?
+            .next_back()
+            .transpose()
+            .map_err(|e| err(e.into()))?
+            .map_or(range.start, |(k, _)| k.value().1);
+        let rows = parts
+            .range((id, first)..(id, range.end))
+            .map_err(|e| err(e.into()))?;
+        for row in rows {
+            let (k, v) = row.map_err(|e| err(e.into()))?;
+            let Some(part) = super::format::decode_tokens(v.value()) else {
+                continue;
+            };
+            let part = part.with_base(k.value().1);
+            let stop = range.end.min(part.range().end);
+            while next < stop && next >= part.base() {
+                out.push(part.get(next));
+                next += 1;
             }
         }
     }
-    Ok(())
+    if next < range.end
+        && let Some(record) = txn
+            .open_table(JOBS)
+            .ok()
+            .and_then(|t| t.get(id).ok().flatten())
+            .and_then(|v| JobRecord::decode(v.value()))
+        && record.tokens.range().end >= range.end
+    {
+        while next < range.end {
+            out.push(record.tokens.get(next));
+            next += 1;
+        }
+    }
+    if next < range.end {
+        return Err(WriteError::Io(format!(
+            "job {}: tokens {next}..{} are not in the store",
+            crate::job::JobId::from_u128(id),
+            range.end
+        )));
+    }
+    Ok(out)
 }

@@ -1,5 +1,6 @@
 //! What the writer thread is asked ([`Op`]), and what it answers.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use tokio::sync::oneshot;
@@ -7,14 +8,18 @@ use tokio::sync::oneshot;
 use super::WriteError;
 use super::finished;
 use super::format::JobState;
-use crate::job::{JobId, JobProgress};
+use crate::job::{JobId, JobProgress, TokenList};
 use crate::store::keys::{KeepIf, Kept, Taken};
 
 /// One job of an admission, as the writer stores it.
 pub(super) struct NewRow {
     pub id: u128,
-    /// [`super::format::JobRecord::encode_parts`] of the job.
+    /// [`super::format::JobRecord::encode_parts`] of the job (its message
+    /// and settings; the tokens are in `parts`).
     pub record: Vec<u8>,
+    /// The tokens as `TOKENS` rows: (the job's index of the row's first
+    /// token, [`super::format::encode_tokens`] of the row).
+    pub parts: Vec<(u32, Vec<u8>)>,
     /// Boxed: with its `notif_id` it is large.
     pub state: Box<JobState>,
     pub progress: Arc<JobProgress>,
@@ -51,10 +56,8 @@ pub(super) enum Op {
     /// Keep one part of an open stream's tokens and count them accepted.
     Append {
         id: u128,
-        /// The job's index of the part's first token.
-        base: u32,
-        /// [`super::format::encode_tokens`] of the part.
-        row: Vec<u8>,
+        /// The part as `TOKENS` rows ([`super::format::token_rows`]).
+        rows: Vec<(u32, Vec<u8>)>,
         /// Tokens in the part.
         n: u64,
         counters_key: String,
@@ -103,6 +106,12 @@ pub(super) enum Op {
         id: u128,
         reply: oneshot::Sender<Result<Option<Vec<JobId>>, WriteError>>,
     },
+    /// Read back a job's tokens `range` (no commit needed).
+    Tokens {
+        id: u128,
+        range: Range<u32>,
+        reply: oneshot::Sender<Result<TokenList, WriteError>>,
+    },
 }
 
 impl Op {
@@ -111,7 +120,7 @@ impl Op {
     pub(super) fn is_read(&self) -> bool {
         matches!(
             self,
-            Op::Finished { .. } | Op::Answer { .. } | Op::Group { .. }
+            Op::Finished { .. } | Op::Answer { .. } | Op::Group { .. } | Op::Tokens { .. }
         )
     }
 
@@ -132,6 +141,12 @@ impl Op {
             Op::Group { id, reply } => {
                 let _ = reply
                     .send(db.map_or_else(|| Err(closed()), |db| super::keys::read_group(db, id)));
+            }
+            Op::Tokens { id, range, reply } => {
+                let _ = reply.send(db.map_or_else(
+                    || Err(closed()),
+                    |db| super::load::read_tokens(db, id, range),
+                ));
             }
             _ => {}
         }
@@ -157,7 +172,11 @@ impl Op {
             Op::Keep { reply, .. } => {
                 let _ = reply.send(Err(e.clone()));
             }
-            Op::Attach { .. } | Op::Finished { .. } | Op::Answer { .. } | Op::Group { .. } => {}
+            Op::Attach { .. }
+            | Op::Finished { .. }
+            | Op::Answer { .. }
+            | Op::Group { .. }
+            | Op::Tokens { .. } => {}
         }
     }
 }

@@ -41,6 +41,26 @@ impl Store for DiskStore {
         true
     }
 
+    fn reloads(&self) -> bool {
+        true
+    }
+
+    fn reload(
+        &self,
+        id: JobId,
+        range: std::ops::Range<u32>,
+    ) -> StoreFuture<'_, Result<TokenList, StoreError>> {
+        Box::pin(async move {
+            self.ask(|reply| Op::Tokens {
+                id: id.as_u128(),
+                range,
+                reply,
+            })
+            .await
+            .map_err(WriteError::into_store)
+        })
+    }
+
     fn problem(&self) -> Option<String> {
         (!self.healthy()).then(|| {
             format!(
@@ -85,9 +105,12 @@ impl Store for DiskStore {
                     &job.fields,
                     job.expires_at.map(ms_since_epoch),
                     job.delay.map(|d| now_ms().saturating_add(millis(d))),
-                    &job.tokens,
+                    &TokenList::default(),
                 );
-                rows.push(Self::new_row(record, progress.clone()));
+                // The record holds the message; the tokens go in rows the
+                // queue's window reads back a part at a time.
+                let parts = format::token_rows(&job.tokens);
+                rows.push(Self::new_row(record, parts, progress.clone()));
                 admitted.push(Admitted::Here(progress));
             }
             let group = submission.group_id().map(|g| {
@@ -130,7 +153,7 @@ impl Store for DiskStore {
                 None,
                 &TokenList::default(),
             );
-            let row = Self::new_row(record, progress.clone());
+            let row = Self::new_row(record, Vec::new(), progress.clone());
             self.write_admission(vec![row], None, claim)
                 .await
                 .map_err(Refused::into_admit)?;
@@ -223,8 +246,7 @@ impl Store for DiskStore {
             let written = self
                 .ask(|reply| Op::Append {
                     id: id.as_u128(),
-                    base: tokens.base(),
-                    row: format::encode_tokens(tokens),
+                    rows: format::token_rows(tokens),
                     n,
                     counters_key: counters_key(job.platform.family(), &job.app),
                     reply,

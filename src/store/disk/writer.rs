@@ -34,13 +34,15 @@ use crate::floor::{lock, now_ms};
 use crate::job::JobProgress;
 use crate::store::keys::Taken;
 
-/// Jobs as admitted (tokens and message), until their last token finishes.
+/// Jobs as admitted (message and settings; an older gateway's rows hold the
+/// tokens too), until their last token finishes.
 pub(super) const JOBS: TableDefinition<u128, &[u8]> = TableDefinition::new("jobs");
 /// Job progress (counts, bitmap, lease), kept after the job for `GET /jobs/{id}`
 /// (indexed by finish time in [`FINISHED`]).
 pub(super) const STATES: TableDefinition<u128, &[u8]> = TableDefinition::new("states");
-/// The parts of streamed jobs' tokens, by (job, the job's index of the
-/// part's first token), until their job finishes.
+/// Jobs' tokens in rows of about [`super::format::ROW_BYTES`], by (job, the
+/// job's index of the row's first token), until their job finishes: the
+/// queue is read back from here a part at a time.
 pub(super) const TOKENS: TableDefinition<(u128, u32), &[u8]> = TableDefinition::new("tokens");
 /// Report counters by `family/app`.
 pub(super) const COUNTERS: TableDefinition<&str, &[u8]> = TableDefinition::new("counters");
@@ -278,7 +280,8 @@ impl WriterThread {
                         Op::Attach { .. }
                         | Op::Finished { .. }
                         | Op::Answer { .. }
-                        | Op::Group { .. } => {}
+                        | Op::Group { .. }
+                        | Op::Tokens { .. } => {}
                     }
                 }
                 self.forget_finished();
@@ -414,6 +417,9 @@ impl WriterThread {
                     }
                     for row in rows {
                         jobs.insert(row.id, row.record.as_slice())?;
+                        for (base, part) in &row.parts {
+                            parts.insert((row.id, *base), part.as_slice())?;
+                        }
                         let mut state = JobState::clone(&row.state);
                         state.seq = view.next_seq;
                         view.next_seq += 1;
@@ -449,14 +455,15 @@ impl WriterThread {
                     match op {
                         Op::Append {
                             id,
-                            base,
-                            row,
+                            rows,
                             n,
                             counters_key,
                             ..
                         } => {
                             if let Some(state) = view.jobs.get_mut(id) {
-                                parts.insert((*id, *base), row.as_slice())?;
+                                for (base, row) in rows {
+                                    parts.insert((*id, *base), row.as_slice())?;
+                                }
                                 state.total += n;
                                 deltas.entry(counters_key.clone()).or_default().accepted += n;
                                 touched.push(*id);
