@@ -126,8 +126,9 @@ impl RedisStore {
         };
         let all = job.tokens.range();
         let total = all.end - all.start;
+        let report = self.report_key(platform.family(), app);
         // Waiting for replicas: staged, not readable, until they hold it.
-        let stage = self.stage_for(id, all.start);
+        let stage = self.stage_for(id, all.start, &report, u64::from(total));
         let mut start = all.start;
         while start < all.end {
             let end = all.end.min(start.saturating_add(CHUNK_TOKENS as u32));
@@ -144,7 +145,6 @@ impl RedisStore {
             };
             start = end;
         }
-        let report = self.report_key(platform.family(), app);
         pipe.hincr(&report, "accepted", i64::from(total)).ignore();
         let key = self.job_key(&chunk.job);
         let now = now_ms();
@@ -178,9 +178,7 @@ impl RedisStore {
             .zrembyscore(self.done_jobs_key(), "-inf", &cutoff)
             .ignore();
         if let Some(stage) = stage {
-            return self
-                .commit_staged(pipe, stage, &report, u64::from(total))
-                .await;
+            return self.commit_staged(pipe, &[stage]).await;
         }
         let mut conn = self.connection().map_err(RedisError::into_store)?;
         let r = pipe.query_async::<()>(&mut conn).await;

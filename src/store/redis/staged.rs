@@ -88,15 +88,19 @@ pub const WITHDRAW: &str = "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 
     end \
     return 1";
 
-/// One admission's staged list.
+/// One admission's staged list: one job's tokens (a streamed job's part).
 #[derive(Debug)]
 pub struct Stage {
     /// `<job>/<first token index>`: unique per admission, parts of a
     /// streamed job included.
     name: String,
-    /// `S:staged:<name>`.
+    /// `S:staged:<name>`: where the admission's chunks go.
     pub list: String,
     job: String,
+    /// The job's report key (its `accepted` counter).
+    report: String,
+    /// The admission's tokens.
+    tokens: u64,
 }
 
 /// Why a staged admission was not published.
@@ -105,14 +109,21 @@ pub struct Stage {
 pub struct Unreplicated {
     /// What `WAIT` answered.
     pub shortfall: Shortfall,
-    /// What became of the staged job.
+    /// What became of the staged jobs.
     pub fate: &'static str,
 }
 
 impl RedisStore {
-    /// The staged list for the admission of `id`'s tokens from `first` on,
-    /// when admissions wait for replicas.
-    pub(super) fn stage_for(&self, id: JobId, first: u32) -> Option<Stage> {
+    /// The staged list for the admission of `id`'s `tokens` tokens from
+    /// `first` on, counted under `report`, when admissions wait for
+    /// replicas.
+    pub(super) fn stage_for(
+        &self,
+        id: JobId,
+        first: u32,
+        report: &str,
+        tokens: u64,
+    ) -> Option<Stage> {
         if !self.config.replicas.wanted() {
             return None;
         }
@@ -122,6 +133,8 @@ impl RedisStore {
             list: self.key(format_args!("staged:{name}")),
             name,
             job,
+            report: report.to_owned(),
+            tokens,
         })
     }
 
@@ -129,25 +142,25 @@ impl RedisStore {
         self.key(format_args!("staged"))
     }
 
-    /// Writes `pipe` (the admission, its chunks in `stage.list`) and waits
-    /// for the replicas, then publishes it, or withdraws it when too few
-    /// acknowledged. `report`: the job's report key; `tokens`: the
-    /// admission's. See the module documentation.
+    /// Writes `pipe` (an admission of one job or several, each job's chunks
+    /// in its stage's list) and waits for the replicas, then publishes the
+    /// stages, or withdraws them all when too few acknowledged. See the
+    /// module documentation.
     pub(super) async fn commit_staged(
         &self,
         mut pipe: redis::Pipeline,
-        stage: Stage,
-        report: &str,
-        tokens: u64,
+        stages: &[Stage],
     ) -> Result<(), StoreError> {
         let acks = self.config.replicas;
         let grace = STAGE_GRACE + acks.timeout;
-        pipe.cmd("EVAL")
-            .arg(format!("{NOW}{NOTE}"))
-            .arg(1)
-            .arg(self.staged_key())
-            .arg(&stage.name)
-            .arg(u64::try_from(grace.as_millis()).unwrap_or(u64::MAX));
+        for stage in stages {
+            pipe.cmd("EVAL")
+                .arg(format!("{NOW}{NOTE}"))
+                .arg(1)
+                .arg(self.staged_key())
+                .arg(&stage.name)
+                .arg(u64::try_from(grace.as_millis()).unwrap_or(u64::MAX));
+        }
         let mut conn = self
             .admission_link()
             .map_err(|e| self.failed("connect", e).into_store())?;
@@ -157,33 +170,38 @@ impl RedisStore {
         self.healthy
             .store(true, std::sync::atomic::Ordering::Relaxed);
         let Some(shortfall) = written.shortfall else {
-            // On enough replicas: it is published now, or by whichever
-            // gateway finds it overdue.
-            let r = self.publish(&mut conn, Some(&stage.name)).await;
-            if let Err(e) = r {
-                tracing::warn!(job = %stage.job, error = %e, "admitted on enough replicas, not published yet: another gateway publishes it after {} s", grace.as_secs());
+            // On enough replicas: published now, or by whichever gateway
+            // finds them overdue.
+            let names: Vec<&str> = stages.iter().map(|s| s.name.as_str()).collect();
+            if let Err(e) = self.publish(&mut conn, Some(&names)).await {
+                tracing::warn!(stages = ?names, error = %e, "admitted on enough replicas, not published yet: another gateway publishes it after {} s", grace.as_secs());
             }
             return Ok(());
         };
         self.ack_failures.record("job");
-        let withdrawn: redis::RedisResult<i64> = redis::cmd("EVAL")
-            .arg(WITHDRAW)
-            .arg(5)
-            .arg(&stage.list)
-            .arg(self.staged_key())
-            .arg(report)
-            .arg(self.job_key(&stage.job))
-            .arg(self.live_key())
-            .arg(&stage.name)
-            .arg(&stage.job)
-            .arg(tokens)
-            .query_async(&mut conn)
-            .await;
+        let mut withdraw = redis::pipe();
+        for stage in stages {
+            withdraw
+                .cmd("EVAL")
+                .arg(WITHDRAW)
+                .arg(5)
+                .arg(&stage.list)
+                .arg(self.staged_key())
+                .arg(&stage.report)
+                .arg(self.job_key(&stage.job))
+                .arg(self.live_key())
+                .arg(&stage.name)
+                .arg(&stage.job)
+                .arg(stage.tokens);
+        }
+        let withdrawn: redis::RedisResult<Vec<i64>> = withdraw.query_async(&mut conn).await;
         let fate = match withdrawn {
-            Ok(1) => "withdrawn: nothing of it was sent or counted as accepted",
+            Ok(w) if w.iter().all(|n| *n == 1) => {
+                "withdrawn: nothing of it was sent or counted as accepted"
+            }
             Ok(_) => "already published by another gateway: it will be delivered",
             Err(e) => {
-                tracing::warn!(job = %stage.job, error = %e, "cannot withdraw a job too few replicas acknowledged");
+                tracing::warn!(error = %e, "cannot withdraw an admission too few replicas acknowledged");
                 "not withdrawn (Redis did not answer): it may still be delivered"
             }
         };
@@ -198,7 +216,7 @@ impl RedisStore {
     async fn publish(
         &self,
         conn: &mut crate::shared::primary::Conn,
-        names: Option<&str>,
+        names: Option<&[&str]>,
     ) -> redis::RedisResult<u64> {
         let mut cmd = redis::cmd("EVAL");
         cmd.arg(format!("{NOW}{PUBLISH}"))
@@ -207,8 +225,8 @@ impl RedisStore {
             .arg(&self.config.stream)
             .arg(self.delayed_key())
             .arg(self.key(format_args!("")));
-        if let Some(name) = names {
-            cmd.arg(name);
+        for name in names.unwrap_or_default() {
+            cmd.arg(*name);
         }
         cmd.query_async(conn).await
     }
