@@ -111,12 +111,21 @@ impl Node {
             ),
         )
         .unwrap();
-        let child = Command::new("redis-sentinel")
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
+        // `redis-sentinel` (Debian package redis-sentinel), else the same
+        // program as `redis-server --sentinel`.
+        let spawn = |program: &str, sentinel_flag: bool| {
+            let mut cmd = Command::new(program);
+            cmd.arg(&conf);
+            if sentinel_flag {
+                cmd.arg("--sentinel");
+            }
+            cmd.stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+        };
+        let child = spawn("redis-sentinel", false)
+            .or_else(|_| spawn("redis-server", true))
             .expect("redis-sentinel (Debian package redis-sentinel; scripts/test installs it)");
         let node = Self {
             child: Some(child),
