@@ -4,12 +4,16 @@
 //!
 //! A submission is one write: its jobs' chunks, counters and statuses, its
 //! group and its idempotency key go in one MULTI/EXEC, or, with a key, in
-//! one script that first checks the key ([`super::keys`]).
+//! one script that first checks the key ([`super::keys`]). With
+//! `queue.redis_min_replicas`, the chunks are staged and published once
+//! enough replicas hold them ([`super::staged`]); the key is then written
+//! in the staging MULTI, guarded by its reservation only.
 
 use std::sync::atomic::Ordering;
 
 use redis::AsyncCommands;
 
+use super::staged::Stage;
 use super::wire::Chunk;
 use super::{CHUNK_TOKENS, RedisError, RedisStore};
 use crate::floor::{ms_since_epoch, now_ms};
@@ -33,8 +37,14 @@ impl RedisStore {
     pub(super) async fn accept(&self, submission: &Submission) -> Result<(), AdmitError> {
         self.room_for(submission.tokens()).await?;
         let mut pipe = redis::pipe();
+        let mut stages = Vec::new();
         for planned in submission.jobs() {
-            self.add_job(&mut pipe, planned.id, &planned.job, submission.is_watched());
+            stages.extend(self.add_job(
+                &mut pipe,
+                planned.id,
+                &planned.job,
+                submission.is_watched(),
+            ));
         }
         if let Some(group) = submission.group_id() {
             let jobs: Vec<String> = submission.jobs().iter().map(|p| p.id.to_string()).collect();
@@ -48,7 +58,37 @@ impl RedisStore {
                 )
                 .ignore();
         }
+        if !stages.is_empty() {
+            return self.write_staged(pipe, &stages, submission.claim()).await;
+        }
         self.write(pipe, submission.claim()).await
+    }
+
+    /// Writes a staged admission (`queue.redis_min_replicas`): its chunks in
+    /// their stages' lists and its claim's answer in one MULTI, then waits
+    /// for the replicas (see [`super::staged`]). The key is guarded by its
+    /// reservation here, not by a script (the staging MULTI cannot hold
+    /// one); an admission withdrawn for too few replicas lets its key go.
+    async fn write_staged(
+        &self,
+        mut pipe: redis::Pipeline,
+        stages: &[Stage],
+        claim: Option<&Claim>,
+    ) -> Result<(), AdmitError> {
+        let kept = claim.map(|c| (self.idem_key(&c.key), super::keys::kept_record(&c.kept)));
+        if let Some((key, (value, px))) = &kept {
+            pipe.cmd("SET")
+                .arg(key)
+                .arg(value)
+                .arg("PX")
+                .arg(*px)
+                .ignore();
+        }
+        let written = self.commit_staged(pipe, stages).await;
+        if let (Err(_), Some((key, (value, _)))) = (&written, &kept) {
+            self.release_value(key, value).await;
+        }
+        written.map_err(AdmitError::Store)
     }
 
     /// Admits one part of a streamed job (no claim: the stream's was kept
@@ -56,7 +96,9 @@ impl RedisStore {
     pub(super) async fn accept_part(&self, id: JobId, part: &NewJob) -> Result<(), AdmitError> {
         self.room_for(part.tokens.len() as u64).await?;
         let mut pipe = redis::pipe();
-        self.add_job(&mut pipe, id, part, false);
+        if let Some(stage) = self.add_job(&mut pipe, id, part, false) {
+            return self.write_staged(pipe, &[stage], None).await;
+        }
         self.write(pipe, None).await
     }
 
@@ -172,8 +214,15 @@ impl RedisStore {
     /// Adds a job's writes to `pipe`: its chunks, its acceptance, its
     /// status and its place in `GET /jobs`. `watched`: someone waits for
     /// its per-token results (the chunk says so to whichever gateway reads
-    /// it).
-    fn add_job(&self, pipe: &mut redis::Pipeline, id: JobId, job: &NewJob, watched: bool) {
+    /// it). Returns its stage when admissions wait for replicas: its chunks
+    /// are then in the stage's list, not the stream.
+    fn add_job(
+        &self,
+        pipe: &mut redis::Pipeline,
+        id: JobId,
+        job: &NewJob,
+        watched: bool,
+    ) -> Option<Stage> {
         let (platform, app) = (job.platform, &*job.app);
         let codec = platform.codec();
         let due = job
@@ -191,6 +240,9 @@ impl RedisStore {
         };
         let all = job.tokens.range();
         let total = all.end - all.start;
+        let report = self.report_key(platform.family(), app);
+        // Waiting for replicas: staged, not readable, until they hold it.
+        let stage = self.stage_for(id, all.start, &report, u64::from(total));
         let mut start = all.start;
         while start < all.end {
             let end = all.end.min(start.saturating_add(CHUNK_TOKENS as u32));
@@ -200,18 +252,14 @@ impl RedisStore {
                 .map(|i| codec.wire(job.tokens.get(i)).into_owned())
                 .collect();
             let body = serde_json::to_string(&chunk).unwrap_or_default();
-            match due {
-                Some(due) => pipe.zadd(self.delayed_key(), body, due).ignore(),
-                None => pipe.xadd(&self.config.stream, "*", &[("c", body)]).ignore(),
+            match (&stage, due) {
+                (Some(stage), _) => pipe.rpush(&stage.list, body).ignore(),
+                (None, Some(due)) => pipe.zadd(self.delayed_key(), body, due).ignore(),
+                (None, None) => pipe.xadd(&self.config.stream, "*", &[("c", body)]).ignore(),
             };
             start = end;
         }
-        pipe.hincr(
-            self.report_key(platform.family(), app),
-            "accepted",
-            i64::from(total),
-        )
-        .ignore();
+        pipe.hincr(&report, "accepted", i64::from(total)).ignore();
         let key = self.job_key(&chunk.job);
         let now = now_ms();
         pipe.hset_multiple(&key, &[("platform", platform.as_str()), ("app", app)])
@@ -244,5 +292,6 @@ impl RedisStore {
             .zrembyscore(self.done_jobs_key(), "-inf", &cutoff)
             .ignore();
         let _ = watched;
+        stage
     }
 }

@@ -71,6 +71,11 @@ fn flight(owner: Owner) -> String {
 }
 
 /// The stored value of a kept answer, and its PX (at least 1 ms).
+pub(super) fn kept_record(kept: &Kept) -> (String, u64) {
+    kept_value(kept)
+}
+
+/// [`kept_record`], for this module.
 fn kept_value(kept: &Kept) -> (String, u64) {
     let value = serde_json::to_string(&Record::Kept(kept.clone())).unwrap_or_default();
     (value, kept.expires_at_ms.saturating_sub(now_ms()).max(1))
@@ -204,6 +209,24 @@ impl RedisStore {
             .query_async(&mut conn)
             .await;
         self.fail("EVAL (release a key)", r).map(drop)
+    }
+
+    /// Deletes `key` (stored form) when it still holds `value`: an answer
+    /// kept with an admission that was withdrawn. Best effort, logged.
+    pub(super) async fn release_value(&self, key: &str, value: &str) {
+        let Ok(mut conn) = self.connection() else {
+            return;
+        };
+        let r: redis::RedisResult<i64> = redis::cmd("EVAL")
+            .arg(RELEASE_SCRIPT)
+            .arg(1)
+            .arg(key)
+            .arg(value)
+            .query_async(&mut conn)
+            .await;
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "the key of a withdrawn admission could not be let go; a retry gets its 202 until it expires");
+        }
     }
 
     /// A group's jobs.
