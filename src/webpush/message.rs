@@ -186,12 +186,14 @@ pub const MIN_QUEUE_LIFE: Duration = Duration::from_secs(60);
 
 /// The `TTL` to send at `now`: what is left of the message's `ttl` before
 /// `expires_at` (the instant [`queue_life`] set when the job was accepted),
-/// in whole seconds rounded down, so the push service never keeps a message
-/// longer than the sender asked. Never more than `ttl`, 0 once past it.
+/// in whole seconds rounded up, so a message sent at once carries the TTL
+/// it was given and one that waited loses every whole second it waited.
+/// Never more than `ttl`, 0 once past it.
 pub fn ttl_left(ttl: u32, expires_at: Option<SystemTime>, now: SystemTime) -> u32 {
     let Some(at) = expires_at else { return ttl };
-    let left = at.duration_since(now).unwrap_or_default().as_secs();
-    u32::try_from(left).unwrap_or(u32::MAX).min(ttl)
+    let left = at.duration_since(now).unwrap_or_default();
+    let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+    u32::try_from(secs).unwrap_or(u32::MAX).min(ttl)
 }
 
 /// One refused subscription in the 202 answer.
@@ -470,7 +472,8 @@ mod tests {
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
         let at = Some(t0 + queue_life(3600));
         assert_eq!(ttl_left(3600, at, t0), 3600);
-        assert_eq!(ttl_left(3600, at, t0 + Duration::from_millis(1500)), 3598);
+        assert_eq!(ttl_left(3600, at, t0 + Duration::from_millis(20)), 3600);
+        assert_eq!(ttl_left(3600, at, t0 + Duration::from_millis(1500)), 3599);
         assert_eq!(ttl_left(3600, at, t0 + Duration::from_secs(600)), 3000);
         assert_eq!(ttl_left(3600, at, t0 + Duration::from_secs(3600)), 0);
         assert_eq!(ttl_left(3600, at, t0 + Duration::from_secs(9000)), 0);
