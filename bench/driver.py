@@ -506,7 +506,7 @@ def deliver(args, tag, section, route, report_path, bodies, platform, mock, prof
 
 
 def apns_deliver(args, bodies, profile=False, backend="memory"):
-    tag = "apns-profile" if profile else "apns" if backend == "memory" else f"apns-{backend}"
+    tag = f"apns-profile-{backend}" if profile else "apns" if backend == "memory" else f"apns-{backend}"
     mock, port, ca = start_mock_apns(args, tag)
     try:
         return deliver(args, tag, apns_section(args, port, ca), "/apns/send", "/apns/report", bodies,
@@ -870,6 +870,8 @@ def main():
                     help="run only these platforms (repeatable; default all)")
     ap.add_argument("--profile", action="store_true",
                     help="after the measured runs, repeat the APNs run under `perf record` and write bench/out/profile.txt")
+    ap.add_argument("--profile-backend", choices=["disk", "memory"], default="disk",
+                    help="the queue backend of the profiled APNs run (default disk, the default backend)")
     ap.add_argument("--profile-tokens", type=int, default=300_000,
                     help="tokens in the profiled APNs run (default 300000: perf's DWARF stacks are large)")
     ap.add_argument("--settle", type=float, default=1.0, help="seconds to let RSS settle before reading it")
@@ -989,14 +991,14 @@ def main():
         print("bench: APNs again under perf record (figures above are from the run without it)", file=sys.stderr)
         prof_job = args.profile_tokens // args.jobs
         bodies = [send_body(apns_tokens(prof_job), APNS_PAYLOAD)] * args.jobs
-        prof = apns_deliver(args, bodies, profile=True)
-        data = os.path.join(OUT, "apns-profile-perf.data")
+        prof = apns_deliver(args, bodies, profile=True, backend=args.profile_backend)
+        data = os.path.join(OUT, f"apns-profile-{args.profile_backend}-perf.data")
         flat = perf_table(["perf", "report", "-i", data, "--no-children", "--sort", "sym,dso",
                            "-F", "overhead,sym,dso", "--stdio", "--percent-limit", "0.7", "-g", "none"])
         tree = perf_table(["perf", "report", "-i", data, "--children", "--sort", "sym",
                            "--stdio", "--percent-limit", "4", "-g", "none"])
         with open(os.path.join(OUT, "profile.txt"), "w") as f:
-            f.write(f"# APNs run under perf (cpu-clock, 250 Hz, DWARF stacks): {prof['tokens']} tokens, "
+            f.write(f"# APNs run under perf (cpu-clock, 250 Hz, DWARF stacks), {args.profile_backend} backend: {prof['tokens']} tokens, "
                     f"{prof['tokens_per_s']:.0f} tokens/s, peak RSS {prof['peak_rss_mb']:.0f} MB\n# self time\n{flat}\n"
                     f"# with children (inclusive)\n{tree}")
         results["apns_profile_run_tokens_per_s"] = prof["tokens_per_s"]

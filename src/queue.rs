@@ -1,14 +1,12 @@
-//! The queue: where accepted work waits, and the backends that keep it.
+//! The queue: where work waits in this process.
 //!
 //! - [`dispatch`]: one upstream's in-process FIFO of token ranges, with retries.
 //! - [`admission`]: the gateway-wide bound on unfinished tokens.
-//! - [`redis`]: the `redis` backend's store (a Redis stream several gateways share).
-//! - [`disk`]: the `disk` backend's store (an embedded redb file).
 //!
-//! Nothing here knows a platform, the reports or the API: stored jobs carry
-//! their message as the platform's own bytes, and the platforms registered
-//! in [`crate::platform`] rebuild them. [`crate::backend`] puts these parts
-//! behind the one seam the API and the gateway use.
+//! Nothing here knows a platform, the reports or the API; where accepted
+//! work is kept (memory, disk, Redis) is [`crate::store`]'s, and
+//! [`crate::backend`] puts both behind the one seam the API and the gateway
+//! use.
 
 pub mod admission;
 pub mod dispatch;

@@ -215,7 +215,7 @@ fn outside(c: &Crate, module: &str, allowed: &BTreeSet<String>) -> Vec<String> {
 #[test]
 fn platforms_are_found() {
     let c = read_crate();
-    for expected in ["apns", "fcm", "webpush"] {
+    for expected in ["apns", "fcm", "webpush", "hms"] {
         assert!(c.platforms.contains(expected), "{:?}", c.platforms);
     }
 }
