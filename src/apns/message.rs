@@ -308,6 +308,9 @@ impl ApnsMessage {
             }
             .into());
         }
+        if push_type == PushType::LiveActivity {
+            super::live_activity::check(payload, super::live_activity::Via::Device)?;
+        }
         let topic = fields
             .topic
             .filter(|t| !t.is_empty())
