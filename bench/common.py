@@ -22,7 +22,9 @@ import threading
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-OUT = os.path.join(HERE, "out")  # logs, keys, configs, data dirs; ignored by git
+# Logs, keys, configs, data dirs; ignored by git. BENCH_OUT moves it, so two
+# runs (a smoke run beside a long one) do not delete each other's data dirs.
+OUT = os.environ.get("BENCH_OUT") or os.path.join(HERE, "out")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 

@@ -124,7 +124,7 @@ def parse_args():
     g.add_argument("--node-webpush-tokens", type=int, default=20_000,
                    help="subscriptions for node web-push and the gateway beside it (default 20000)")
     g.add_argument("--no-node-install", action="store_true",
-                   help="use bench/out/node_modules as it is; never run npm install")
+                   help="use the node cache (~/.cache/pushgate-bench/node, $BENCH_NODE_DIR) as it is; never run npm install")
     g = ap.add_argument_group("process and output")
     g.add_argument("--bin", required=True, help="the release pushgate binary (bench/run passes it)")
     g.add_argument("--crypto-bin", default=None, help="the release examples/webpush_crypto binary")

@@ -8,10 +8,12 @@
                     one POST, to a fresh nginx.
   web-push          node web-push sends to N subscriptions of the mock Web
                     Push service, `--webpush-concurrency` requests in flight
-                    over keep-alive HTTPS; beside it the gateway delivers the
-                    same N subscriptions, one POST, to a fresh mock.
+                    over keep-alive HTTPS; beside it the gateway (disk, the
+                    default) delivers the same N subscriptions, one POST, to
+                    a fresh mock.
 
-Both packages are installed with npm into bench/out/node/ (never globally);
+Both packages are installed with npm, at pinned versions, into a cache
+directory (~/.cache/pushgate-bench/node, or $BENCH_NODE_DIR; never globally);
 without node or npm, or when the install fails, the table says so and the
 rest of the run goes on. Each round runs node first, then the gateway.
 """
@@ -28,8 +30,12 @@ import platforms
 from common import (APNS_PAYLOAD, APNS_TOPIC, GOOGLE_PAYLOAD, KEY_ID, OUT, TEAM_ID, apns_section, apns_tokens, deliver,
                     median_fields, provider_key, send_body, stop)
 
-NODE_DIR = os.path.join(OUT, "node")
-PACKAGES = {"apn": "@parse/node-apn", "webpush": "web-push"}
+# npm installs into a cache outside the tree (BENCH_NODE_DIR moves it): one
+# install serves every clone and worktree and survives `git clean`.
+NODE_DIR = os.environ.get("BENCH_NODE_DIR") or os.path.join(
+    os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "pushgate-bench", "node")
+# Pinned, so runs months apart compare the same baselines (the version goes in the results).
+PACKAGES = {"apn": ("@parse/node-apn", "8.1.0"), "webpush": ("web-push", "3.6.7")}
 
 APN_JS = r"""
 // written by bench/node_step.py: @parse/node-apn against the bench's nginx
@@ -99,11 +105,12 @@ def installed_version(package):
 
 
 def install(args):
-    """{key: version or None}; installs what is missing into bench/out/node/ unless told not to."""
+    """{key: version or None}; installs what is missing into NODE_DIR unless told not to;
+    None without node or npm."""
     if not shutil.which("node") or not shutil.which("npm"):
         return None
     os.makedirs(NODE_DIR, exist_ok=True)
-    missing = [p for p in PACKAGES.values() if installed_version(p) is None]
+    missing = [f"{name}@{version}" for name, version in PACKAGES.values() if installed_version(name) != version]
     if missing and not args.no_node_install:
         print(f"bench: npm install {' '.join(missing)} into {NODE_DIR}", file=sys.stderr)
         log = os.path.join(OUT, "node-npm-install.log")
@@ -113,7 +120,7 @@ def install(args):
                                   stdin=subprocess.DEVNULL, timeout=600)
         if done.returncode != 0:
             print(f"bench: npm install failed (see {log}); node baselines not measured", file=sys.stderr)
-    return {k: installed_version(p) for k, p in PACKAGES.items()}
+    return {k: installed_version(name) for k, (name, _) in PACKAGES.items()}
 
 
 def run_node(script_name, script, argv, env=None):
@@ -199,7 +206,7 @@ def compare(args, label, node_round, gateway_round, n, version):
 def run(args):
     versions = install(args)
     if versions is None:
-        why = "not installed (no node/npm on this machine)"
+        why = "skipped: node and npm not found on PATH (install Node.js to measure this baseline)"
         print(f"bench: node baselines: {why}", file=sys.stderr)
         return {"apn": {"status": why}, "webpush": {"status": why}}
     out = {}
@@ -216,13 +223,13 @@ def run(args):
             out["apn"] = compare(args, "@parse/node-apn", lambda: node_apn_round(args, tokens_file, n),
                                  lambda: gateway_apn_round(args, body), n, versions["apn"])
     else:
-        out["apn"] = {"status": "not installed (npm install @parse/node-apn failed)"}
+        out["apn"] = {"status": f"skipped: npm install @parse/node-apn failed (see {OUT}/node-npm-install.log)"}
     if versions["webpush"]:
         n = args.node_webpush_tokens
         subs, subs_port = platforms.webpush_subscriptions(args, n)
         body = platforms.webpush_body(subs)
         out["webpush"] = compare(args, "node web-push", lambda: node_webpush_round(args, subs, subs_port),
-                                 lambda: platforms.webpush_deliver(args, [body], subs_port), n, versions["webpush"])
+                                 lambda: platforms.webpush_deliver(args, [body], subs_port, "disk"), n, versions["webpush"])
     else:
-        out["webpush"] = {"status": "not installed (npm install web-push failed)"}
+        out["webpush"] = {"status": f"skipped: npm install web-push failed (see {OUT}/node-npm-install.log)"}
     return out

@@ -332,7 +332,7 @@ def webpush_h2load(args, total):
     return result
 
 
-def webpush_deliver(args, bodies, subs_port):
+def webpush_deliver(args, bodies, subs_port, backend="memory"):
     mock, port, ca, _ = start_mock_webpush(args, "webpush")
     # Keys derive from the endpoint path alone: point the subscriptions at this mock.
     bodies = [b.replace(f"127.0.0.1:{subs_port}/".encode(), f"127.0.0.1:{port}/".encode()) for b in bodies]
@@ -344,7 +344,8 @@ allowed_origins = ["https://127.0.0.1:{port}"]
 concurrency = {args.webpush_concurrency}
 """
     try:
-        return deliver(args, "webpush", section, "/webpush/send", "/webpush/report", bodies, "webpush", mock)
+        return deliver(args, "webpush", section, "/webpush/send", "/webpush/report", bodies, "webpush", mock,
+                       backend=backend)
     finally:
         stop(mock)
 
