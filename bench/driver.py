@@ -4,7 +4,7 @@
 Every figure comes from processes this script starts and stops itself, and
 every figure is the median of `--rounds` rounds (default 3) whose steps are
 interleaved, so a burst of other work on the machine hits every side alike.
-Steps (`--only STEP`, repeatable; default all but `backends`):
+Steps (`--only STEP`, repeatable; default all):
 
 apns     h2load against a fresh `pushgate mock apns --auth none` with the
          gateway's connections, streams, headers, payload and tokens (the
@@ -27,7 +27,8 @@ nginx    nginx HTTP/2 + TLS answering 200 on /3/device/ as the upstream:
 node     baselines where node and npm exist: @parse/node-apn against the
          same nginx and node web-push against the same mock Web Push, each
          beside the gateway with the same tokens. See node_step.py.
-backends memory x1, redis x1, redis x2 gateways on APNs (`--backends`).
+backends memory x1, disk x1, redis x1, redis x2 gateways on APNs, mock upstream
+         (redis only where redis-server is installed).
 
 Results go to bench/results.json and to the generated section of
 BENCHMARKS.md (between its `bench:results` markers), with the load average
@@ -50,7 +51,7 @@ import stream
 from common import (APNS_PAYLOAD, GOOGLE_PAYLOAD, HERE, OUT, ROOT, apns_tokens, google_tokens, latency,
                     load_average, machine, median_fields, send_body)
 
-STEPS = ["apns", "gcm", "fcm", "webpush", "stream", "nginx", "node"]
+STEPS = ["apns", "gcm", "fcm", "webpush", "stream", "nginx", "node", "backends"]
 
 # --quick: the defaults of a smoke run (any size given on the command line wins).
 QUICK = dict(rounds=1, tokens=20_000, webpush_tokens=2_000, backend_tokens=20_000, profile_tokens=20_000,
@@ -67,13 +68,14 @@ def parse_args():
     g.add_argument("--rounds", type=int, default=3,
                    help="rounds of every step, their runs interleaved; every figure is the median (default 3)")
     g.add_argument("--backends", action="store_true",
-                   help="also compare queue backends on APNs: memory x1, redis x1, redis x2 (starts its own redis-server)")
+                   help="add the backends step to --only (kept for `--only none --backends`)")
     g.add_argument("--quick", action="store_true",
                    help="a smoke run that the harness works, not a measurement: 1 round (unless --rounds), "
                         "every size shrunk (explicit sizes still win), results to bench/out/results-quick.json, "
                         "BENCHMARKS.md left alone; a few minutes once built")
     g.add_argument("--profile", action="store_true",
-                   help="after the measured runs, repeat the APNs run under `perf record` and write bench/out/profile.txt")
+                   help="after the measured runs, an APNs run on the disk default under `perf record`: bench/out/profile.txt, "
+                        "its top entries in the results and BENCHMARKS.md")
     g = ap.add_argument_group("sizes")
     g.add_argument("--tokens", type=int, default=1_000_000, help="tokens per platform (default 1000000)")
     g.add_argument("--jobs", type=int, default=10, help="POSTs the tokens are split over (default 10)")
@@ -231,10 +233,11 @@ def webpush_step(args, results):
 
 
 def profile_step(args, results):
-    print("bench: APNs again under perf record (figures above are from the run without it)", file=sys.stderr)
+    print("bench: APNs on the disk default again, under perf record (figures above are from the runs without it)",
+          file=sys.stderr)
     prof_job = args.profile_tokens // args.jobs
     bodies = [send_body(apns_tokens(prof_job), APNS_PAYLOAD)] * args.jobs
-    prof = platforms.apns_deliver(args, bodies, profile=True)
+    prof = platforms.apns_deliver(args, bodies, profile=True, backend="disk")
     data = os.path.join(OUT, "apns-profile-perf.data")
     flat = common.perf_table(["perf", "report", "-i", data, "--no-children", "--sort", "sym,dso",
                                  "-F", "overhead,sym,dso", "--stdio", "--percent-limit", "0.7", "-g", "none"])
@@ -244,7 +247,8 @@ def profile_step(args, results):
         f.write(f"# APNs run under perf (cpu-clock, 250 Hz, DWARF stacks): {prof['tokens']} tokens, "
                 f"{prof['tokens_per_s']:.0f} tokens/s, peak RSS {prof['peak_rss_mb']:.0f} MB\n# self time\n{flat}\n"
                 f"# with children (inclusive)\n{tree}")
-    results["apns_profile_run_tokens_per_s"] = prof["tokens_per_s"]
+    results["profile"] = {"backend": "disk", "tokens": prof["tokens"], "tokens_per_s": prof["tokens_per_s"],
+                          "self_top": [" ".join(line.split()) for line in flat.splitlines()[:15]]}
     print(f"bench: profile in {OUT}/profile.txt", file=sys.stderr)
 
 
@@ -254,6 +258,8 @@ def main():
         raise SystemExit("bench: --profile needs perf (Debian: apt-get install linux-perf)")
     os.makedirs(OUT, exist_ok=True)
     steps = [s for s in (args.only or STEPS) if s != "none"]
+    if args.backends and "backends" not in steps:
+        steps.append("backends")
     argv, skip = [], False
     for a in sys.argv[1:]:
         if skip:
@@ -263,7 +269,7 @@ def main():
         elif not a.startswith(("--bin=", "--crypto-bin=")):
             argv.append(a)
     results = {"command": " ".join(["bench/run"] + argv), "machine": machine(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-               "load_average_start": load_average(), "steps": steps,
+               "load_average_start": load_average(), "steps": steps + (["profile"] if args.profile else []),
                "parameters": {k: v for k, v in vars(args).items() if k not in ("bin", "out", "crypto_bin")}}
     print(f"bench: {results['machine']['cores']} cores, {results['machine']['cpu_model']}; "
           f"steps {', '.join(steps) or 'none'}; {args.rounds} rounds; logs in {OUT}", file=sys.stderr)
@@ -285,10 +291,9 @@ def main():
         results["nginx"] = nginx_step.run(args)
     if "node" in steps:
         results["node"] = node_step.run(args)
-    if args.backends:
-        print("bench: queue backends: memory x1, redis x1, redis x2 (APNs)", file=sys.stderr)
+    if "backends" in steps:
         results["backends"] = platforms.backends(args)
-    if args.profile and "apns" in steps:
+    if args.profile:
         profile_step(args, results)
 
     results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")

@@ -15,7 +15,7 @@ import urllib.request
 
 from common import (APNS_PAYLOAD, Api, FCM_PROJECT, FCM_SCOPE, GCM_SERVER_KEY, GOOGLE_PAYLOAD, OUT, apns_section,
                     apns_h2load_headers, apns_tokens, child_env, cpu_seconds, data_dir, deliver, dir_bytes, free_port,
-                    h2load, median_run,
+                    h2load, median_fields,
                     memory_mb, port_open, send_body, spawn, start_gateway, start_mock_apns, start_mock_fcm, stop,
                     upstream_connections, wait_until)
 
@@ -105,7 +105,7 @@ def start_redis(args, tag):
 
 
 def deliver_backend(args, tag, backend, gateways, bodies):
-    """One APNs run with `gateways` gateways on `backend` ("memory" or "redis"),
+    """One APNs run with `gateways` gateways on `backend` ("memory", "disk" or "redis"),
     one fresh mock, the POSTs spread round-robin over the gateways; timed from
     the first POST to `pending == 0` (cluster-wide with redis). With redis,
     Redis's own CPU seconds (utime + stime from /proc) are recorded too."""
@@ -170,21 +170,29 @@ def deliver_backend(args, tag, backend, gateways, bodies):
         stop(mock)
 
 
-BACKEND_SETUPS = (("memory", 1), ("redis", 1), ("redis", 2))
+BACKEND_SETUPS = (("memory", 1), ("disk", 1), ("redis", 1), ("redis", 2))
 
 
 def backends(args):
-    """memory ×1, redis ×1, redis ×2, interleaved per round, medians reported."""
+    """memory ×1, disk ×1, redis ×1, redis ×2, interleaved per round, medians
+    reported; the redis setups only where redis-server is installed."""
+    setups = BACKEND_SETUPS
+    if shutil.which("redis-server") is None:
+        setups = [s for s in setups if s[0] != "redis"]
+        print("bench: backends: redis-server not found (Debian: apt-get install redis-server); "
+              "memory and disk only", file=sys.stderr)
+    print("bench: queue backends: " + ", ".join(f"{b} x{n}" for b, n in setups) + " (APNs, mock upstream)",
+          file=sys.stderr)
     per_job = args.backend_tokens // args.jobs
     bodies = [send_body(apns_tokens(per_job), APNS_PAYLOAD)] * args.jobs
-    runs = {f"{b}x{n}": [] for b, n in BACKEND_SETUPS}
+    runs = {f"{b}x{n}": [] for b, n in setups}
     for r in range(args.rounds):
-        for backend, n in BACKEND_SETUPS:
+        for backend, n in setups:
             key = f"{backend}x{n}"
             runs[key].append(deliver_backend(args, f"backend-{key}", backend, n, bodies))
         print(f"bench: backends round {r + 1}/{args.rounds}: " + ", ".join(
             f"{k} {v[-1]['tokens_per_s']:.0f} tokens/s" for k, v in runs.items()), file=sys.stderr)
-    out = {k: median_run(v, "tokens_per_s") for k, v in runs.items()}
+    out = {k: median_fields(v, "tokens_per_s") for k, v in runs.items()}
     base = out["memoryx1"]["tokens_per_s"]
     for k, v in out.items():
         v["vs_memory"] = v["tokens_per_s"] / base

@@ -139,6 +139,19 @@ def target_rows(r):
                      ratio_text(d["gateway"]["tokens_per_s"], a["gateway"]["tokens_per_s"]),
                      per_round([x["ratio"] for x in d["rounds"]], lambda v: f"{v:.2f}"), "≥ 0.95",
                      budget(d["ratio_to_memory"] >= 0.95)))
+    bk = r.get("backends", {})
+    if "diskx1" in bk and "memoryx1" in bk:
+        d, m = bk["diskx1"], bk["memoryx1"]
+        rows.append((f"disk vs memory backend, mock APNs upstream, {d['tokens']:,.0f} tokens (backends step)",
+                     ratio_text(d["tokens_per_s"], m["tokens_per_s"]),
+                     per_round([a / b for a, b in zip(d["rounds_tokens_per_s"], m["rounds_tokens_per_s"])],
+                               lambda v: f"{v:.2f}"), "≥ 0.95", budget(d["vs_memory"] >= 0.95)))
+    for key in ("redisx1", "redisx2"):
+        if key in bk:
+            b = bk[key]
+            rows.append((f"redis backend x{b['gateways']} gateway(s) vs memory x1, same run",
+                         ratio_text(b["tokens_per_s"], bk["memoryx1"]["tokens_per_s"]),
+                         per_round(b["rounds_tokens_per_s"], lambda v: f"{v:,.0f}"), "", ""))
     node = r.get("node")
     if node:
         apn = node.get("apn", {})
@@ -244,6 +257,10 @@ def text_table(r):
             if target:
                 line += f" | target {target}" + (f": {verdict}" if verdict else "")
             out.append(line)
+    prof = r.get("profile")
+    if prof:
+        out += ["", f"perf, APNs on {prof['backend']} ({prof['tokens']:,} tokens, {prof['tokens_per_s']:,.0f} tokens/s "
+                    f"under perf), self time:"] + prof["self_top"]
     la0, la1 = r.get("load_average_start", {}), r.get("load_average_end", {})
     if la0:
         out += ["", f"load average (1m/5m/15m): start {la0['1m']:.2f}/{la0['5m']:.2f}/{la0['15m']:.2f}, "
@@ -281,6 +298,11 @@ def markdown(r):
         lines += ["<details><summary>Every figure of the run</summary>", "", "| figure | value | notes |", "|---|---|---|"]
         lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
         lines += ["", "</details>", ""]
+    prof = r.get("profile")
+    if prof:
+        lines += [f"Profile (`--profile`): APNs on {prof['backend']}, {prof['tokens']:,} tokens at "
+                  f"{prof['tokens_per_s']:,.0f} tokens/s under perf; self time, top entries:", "", "```"]
+        lines += prof["self_top"] + ["```", ""]
     lines.append(END)
     return "\n".join(lines)
 
