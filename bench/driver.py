@@ -252,6 +252,18 @@ def profile_step(args, results):
     print(f"bench: profile in {OUT}/profile.txt", file=sys.stderr)
 
 
+def write_results(args, results):
+    for section in ("apns", "apns_disk", "gcm", "fcm", "webpush"):
+        if section in results:
+            results[section]["gateway"].pop("post_s", None)
+            results[section].get("memory", {}).pop("post_s", None)
+    tmp = args.out + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(results, f, indent=2, sort_keys=False)
+        f.write("\n")
+    os.replace(tmp, args.out)
+
+
 def main():
     args = parse_args()
     if args.profile and shutil.which("perf") is None:
@@ -277,34 +289,42 @@ def main():
         print(f"bench: warning: load average {os.getloadavg()[0]:.1f}: other work on this machine skews every figure",
               file=sys.stderr)
 
-    if "apns" in steps:
-        apns_step(args, results)
-    for kind in ("gcm", "fcm"):
-        if kind in steps:
-            google_step(args, results, kind)
-    if "webpush" in steps:
-        webpush_step(args, results)
-    if "stream" in steps:
+    def stream_step(args, results):
         print("bench: streamed intake: " + ", ".join(args.stream_variants) + " (APNs, mock upstream)", file=sys.stderr)
         results["stream"] = stream.run(args)
-    if "nginx" in steps:
-        results["nginx"] = nginx_step.run(args)
-    if "node" in steps:
-        results["node"] = node_step.run(args)
-    if "backends" in steps:
-        results["backends"] = platforms.backends(args)
-    if args.profile:
-        profile_step(args, results)
 
+    plan = {
+        "apns": apns_step,
+        "gcm": lambda a, r: google_step(a, r, "gcm"),
+        "fcm": lambda a, r: google_step(a, r, "fcm"),
+        "webpush": webpush_step,
+        "stream": stream_step,
+        "nginx": lambda a, r: r.update(nginx=nginx_step.run(a)),
+        "node": lambda a, r: r.update(node=node_step.run(a)),
+        "backends": lambda a, r: r.update(backends=platforms.backends(a)),
+        "profile": profile_step,
+    }
+    results["errors"], results["step_seconds"] = {}, {}
+    run_started = time.perf_counter()
+    for name in results["steps"]:
+        started = time.perf_counter()
+        try:
+            plan[name](args, results)
+        except SystemExit as e:
+            if not isinstance(e.code, str):
+                raise  # a signal or a plain exit: stop the whole run
+            # One step failing (a process that would not start, a run that
+            # timed out) costs that step's figures, not the whole run's.
+            results["errors"][name] = e.code
+            print(f"{e.code}\nbench: step {name} failed; going on with the others", file=sys.stderr)
+            common.kill_all()
+        results["step_seconds"][name] = round(time.perf_counter() - started, 1)
+        print(f"bench: step {name} took {results['step_seconds'][name]:.0f} s", file=sys.stderr)
+        write_results(args, results)  # after every step: a run cut short keeps what it measured
+    results["seconds"] = round(time.perf_counter() - run_started, 1)
     results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     results["load_average_end"] = load_average()
-    for section in ("apns", "apns_disk", "gcm", "fcm", "webpush"):
-        if section in results:
-            results[section]["gateway"].pop("post_s", None)
-            results[section].get("memory", {}).pop("post_s", None)
-    with open(args.out, "w") as f:
-        json.dump(results, f, indent=2, sort_keys=False)
-        f.write("\n")
+    write_results(args, results)
     print(report.text_table(results))
     print(f"\nwrote {os.path.relpath(args.out)}")
     if not args.no_markdown:

@@ -239,6 +239,17 @@ def target_rows(r):
     return rows
 
 
+def notes(r):
+    """Lines about the run itself: failed steps, too few rounds, how long it took."""
+    lines = [f"step {k} FAILED: {v}" for k, v in r.get("errors", {}).items()]
+    if r["parameters"]["rounds"] < 3:
+        lines.append(f"{r['parameters']['rounds']} round(s): issue 23 asks for medians of at least 3")
+    if r.get("step_seconds"):
+        total = r.get("seconds", sum(r["step_seconds"].values()))
+        lines.append(f"took {total / 60:.1f} min: " + ", ".join(f"{k} {v:.0f} s" for k, v in r["step_seconds"].items()))
+    return lines
+
+
 def text_table(r):
     out = []
     rows = platform_rows(r)
@@ -257,6 +268,7 @@ def text_table(r):
             if target:
                 line += f" | target {target}" + (f": {verdict}" if verdict else "")
             out.append(line)
+    out += [""] + notes(r)
     prof = r.get("profile")
     if prof:
         out += ["", f"perf, APNs on {prof['backend']} ({prof['tokens']:,} tokens, {prof['tokens_per_s']:,.0f} tokens/s "
@@ -287,6 +299,7 @@ def markdown(r):
     ]
     if la0["1m"] > 0.5 or la1["1m"] > 0.5:
         lines += ["The machine was not idle (load above 0.5): read every figure as noisy.", ""]
+    lines += [f"- {n}" for n in notes(r)] + [""]
     targets = target_rows(r)
     if targets:
         lines += ["| figure | median | rounds | target | |", "|---|---|---|---|---|"]
