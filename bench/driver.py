@@ -74,7 +74,7 @@ def parse_args():
                         "every size shrunk (explicit sizes still win), results to bench/out/results-quick.json, "
                         "BENCHMARKS.md left alone; a few minutes once built")
     g.add_argument("--profile", action="store_true",
-                   help="after the measured runs, an APNs run on the disk default under `perf record`: bench/out/profile.txt, "
+                   help="after the measured runs, an APNs run (--profile-backend, default disk) under `perf record`: bench/out/profile.txt, "
                         "its top entries in the results and BENCHMARKS.md")
     g = ap.add_argument_group("sizes")
     g.add_argument("--tokens", type=int, default=1_000_000, help="tokens per platform (default 1000000)")
@@ -83,6 +83,8 @@ def parse_args():
     g.add_argument("--webpush-tokens", type=int, default=100_000,
                    help="Web Push subscriptions (default 100000: each one costs an ECDH on both sides)")
     g.add_argument("--backend-tokens", type=int, default=200_000, help="tokens per --backends run (default 200000)")
+    g.add_argument("--profile-backend", choices=["disk", "memory"], default="disk",
+                   help="the queue backend of the profiled APNs run (default disk, the default backend)")
     g.add_argument("--profile-tokens", type=int, default=300_000,
                    help="tokens in the profiled APNs run (default 300000: perf's DWARF stacks are large)")
     g = ap.add_argument_group("APNs, GCM, FCM v1, Web Push")
@@ -233,21 +235,22 @@ def webpush_step(args, results):
 
 
 def profile_step(args, results):
-    print("bench: APNs on the disk default again, under perf record (figures above are from the runs without it)",
-          file=sys.stderr)
+    print(f"bench: APNs on {args.profile_backend} again, under perf record (figures above are from the runs "
+          "without it)", file=sys.stderr)
     prof_job = args.profile_tokens // args.jobs
     bodies = [send_body(apns_tokens(prof_job), APNS_PAYLOAD)] * args.jobs
-    prof = platforms.apns_deliver(args, bodies, profile=True, backend="disk")
-    data = os.path.join(OUT, "apns-profile-perf.data")
+    prof = platforms.apns_deliver(args, bodies, profile=True, backend=args.profile_backend)
+    data = os.path.join(OUT, f"apns-profile-{args.profile_backend}-perf.data")
     flat = common.perf_table(["perf", "report", "-i", data, "--no-children", "--sort", "sym,dso",
                                  "-F", "overhead,sym,dso", "--stdio", "--percent-limit", "0.7", "-g", "none"])
     tree = common.perf_table(["perf", "report", "-i", data, "--children", "--sort", "sym",
                                  "--stdio", "--percent-limit", "4", "-g", "none"])
     with open(os.path.join(OUT, "profile.txt"), "w") as f:
-        f.write(f"# APNs run under perf (cpu-clock, 250 Hz, DWARF stacks): {prof['tokens']} tokens, "
+        f.write(f"# APNs run under perf (cpu-clock, 250 Hz, DWARF stacks), {args.profile_backend} backend: "
+                f"{prof['tokens']} tokens, "
                 f"{prof['tokens_per_s']:.0f} tokens/s, peak RSS {prof['peak_rss_mb']:.0f} MB\n# self time\n{flat}\n"
                 f"# with children (inclusive)\n{tree}")
-    results["profile"] = {"backend": "disk", "tokens": prof["tokens"], "tokens_per_s": prof["tokens_per_s"],
+    results["profile"] = {"backend": args.profile_backend, "tokens": prof["tokens"], "tokens_per_s": prof["tokens_per_s"],
                           "self_top": [" ".join(line.split()) for line in flat.splitlines()[:15]]}
     print(f"bench: profile in {OUT}/profile.txt", file=sys.stderr)
 

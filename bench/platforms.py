@@ -76,7 +76,7 @@ def apns_memory(args, bodies, backend="memory"):
 
 
 def apns_deliver(args, bodies, profile=False, backend="memory"):
-    tag = "apns-profile" if profile else "apns" if backend == "memory" else f"apns-{backend}"
+    tag = f"apns-profile-{backend}" if profile else "apns" if backend == "memory" else f"apns-{backend}"
     mock, port, ca = start_mock_apns(args, tag)
     try:
         return deliver(args, tag, apns_section(args, port, ca), "/apns/send", "/apns/report", bodies,

@@ -305,6 +305,11 @@ async fn metrics(State(state): State<AppState>) -> Response {
         crate::floor::now_ms().saturating_sub(since) as f64 / 1000.0
     });
     m.oldest_pending_seconds.set(oldest);
+    if let Some((held, _, parked)) = state.backend.window() {
+        m.window_tokens.set(i64::try_from(held).unwrap_or(i64::MAX));
+        m.stored_tokens
+            .set(i64::try_from(parked).unwrap_or(i64::MAX));
+    }
     match m.render() {
         Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
         Err(e) => ApiError::internal(e).into_response(),

@@ -9,6 +9,7 @@
 //! [`crate::store`]); the backend never asks which store it has.
 
 mod pulse;
+mod window;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -41,6 +42,9 @@ pub struct Parts {
     pub registry: Registry,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Queued tokens held in memory at most, when the store keeps every
+    /// token (`queue.window`); ignored otherwise.
+    pub window: u64,
 }
 
 /// The seam. Cheap to clone.
@@ -53,6 +57,8 @@ struct Inner {
     admission: Arc<Admission>,
     scheduler: Arc<Scheduler>,
     hand: Hand,
+    /// Memory's share of the queue, when the store keeps all of it.
+    window: Option<window::Window>,
     metrics: Arc<Metrics>,
     /// The platforms' totals over the last minutes ([`pulse`]).
     history: pulse::History,
@@ -91,14 +97,19 @@ impl Backend {
             recorder,
             registry,
             metrics,
+            window,
         } = parts;
         let hand = Hand { registry, recorder };
+        let window = store
+            .reloads()
+            .then(|| window::Window::start(window, store.clone(), hand.clone()));
         let backend = Self(Arc::new(Inner {
             store,
             reports,
             admission,
             scheduler: Scheduler::start(),
             hand,
+            window,
             metrics,
             history: pulse::History::default(),
         }));
@@ -144,7 +155,7 @@ impl Backend {
             duplicates += job.possible_duplicates;
             match job.wait {
                 Some(wait) => self.hold(job.handoff, wait),
-                None => inner.hand.deliver(job.handoff),
+                None => self.offer(job.handoff),
             }
         }
         if resumed > 0 {
@@ -221,7 +232,7 @@ impl Backend {
                 };
                 match job.delay {
                     Some(delay) => self.hold(handoff, delay),
-                    None => self.0.hand.deliver(handoff),
+                    None => self.offer(handoff),
                 }
             }
             Admitted::Shared => {
@@ -259,13 +270,38 @@ impl Backend {
         })
     }
 
+    /// Hands a job to its platform: through the window when memory holds
+    /// only a window of the queue (it may wait in the store for room).
+    fn offer(&self, handoff: Handoff) {
+        Self::offer_to(&self.0, handoff);
+    }
+
+    fn offer_to(inner: &Inner, handoff: Handoff) {
+        let now = match &inner.window {
+            Some(window) => window.offer(handoff),
+            None => Some(handoff),
+        };
+        if let Some(handoff) = now {
+            inner.hand.deliver(handoff);
+        }
+    }
+
+    /// Queued tokens in memory, the most memory holds, and tokens waiting
+    /// in the store for room; `None` when memory holds the whole queue.
+    pub fn window(&self) -> Option<(u64, u64, u64)> {
+        self.0.window.as_ref().map(|w| {
+            let (held, limit) = w.held();
+            (held, limit, w.parked())
+        })
+    }
+
     /// Holds a job in the scheduler until `delay` has passed.
     fn hold(&self, handoff: Handoff, delay: Duration) {
         let id = handoff.id;
         handoff.progress.set_scheduled(true);
         let handoff = Arc::new(std::sync::Mutex::new(Some(handoff)));
         let (release, cancel) = (handoff.clone(), handoff);
-        let (hand_r, hand_c) = (self.0.hand.clone(), self.0.hand.clone());
+        let (backend, hand_c) = (Arc::downgrade(&self.0), self.0.hand.clone());
         self.0.scheduler.hold(
             id,
             delay,
@@ -273,7 +309,9 @@ impl Backend {
                 release: Box::new(move || {
                     if let Some(h) = crate::floor::lock(&release).take() {
                         h.progress.set_scheduled(false);
-                        hand_r.deliver(h);
+                        if let Some(inner) = backend.upgrade() {
+                            Self::offer_to(&inner, h);
+                        }
                     }
                 }),
                 cancel: Box::new(move |outcome: Outcome| {
@@ -481,6 +519,12 @@ impl Backend {
         }
         inner.store.detach();
         let (mut abandoned, mut kept) = (0, 0);
+        if let Some(window) = &inner.window {
+            // What waits in the store for room stays there for the next start.
+            let left = window.close();
+            admission.release(left);
+            kept += left;
+        }
         let settle_deadline = Instant::now() + SETTLE;
         loop {
             for (platform, _, service) in inner.hand.registry.all() {
@@ -610,16 +654,19 @@ impl Stream {
                 // Counted before it is queued, so no outcome precedes it.
                 progress.grow(n);
                 inner.hand.recorder.accepted(progress, n, Arrival::Grown);
-                inner.hand.deliver(Handoff {
-                    id: self.id,
-                    app: self.job.app.clone(),
-                    fields: Arc::from(self.job.fields.as_slice()),
-                    built: None,
-                    send: Handoff::all(&tokens),
-                    tokens,
-                    progress: progress.clone(),
-                    expires_at: self.job.expires_at,
-                });
+                Backend::offer_to(
+                    inner,
+                    Handoff {
+                        id: self.id,
+                        app: self.job.app.clone(),
+                        fields: Arc::from(self.job.fields.as_slice()),
+                        built: None,
+                        send: Handoff::all(&tokens),
+                        tokens,
+                        progress: progress.clone(),
+                        expires_at: self.job.expires_at,
+                    },
+                );
             }
             None => inner
                 .metrics

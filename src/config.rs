@@ -200,6 +200,9 @@ pub struct QueueSection {
     /// The `disk` backend's directory, relative to the working directory
     /// unless absolute. One gateway per directory (it is locked).
     pub data_dir: String,
+    /// The `disk` backend: queued tokens held in memory at most; the rest
+    /// wait on disk and are read back as workers drain the queue.
+    pub window: u64,
     /// `redis://[user:password@]host:port[/db]` of the shared queue (backend
     /// `redis`); `rediss://` for TLS (rustls, aws-lc-rs).
     pub redis_url: String,
@@ -224,6 +227,7 @@ impl Default for QueueSection {
             capacity: 1_000_000,
             backend: "disk".into(),
             data_dir: "pushgate-data".into(),
+            window: 100_000,
             redis_url: "redis://127.0.0.1:6379".into(),
             redis_password_file: String::new(),
             redis_ca_file: String::new(),
@@ -240,6 +244,8 @@ impl Default for QueueSection {
 pub struct DiskQueueConfig {
     /// `queue.data_dir`.
     pub data_dir: std::path::PathBuf,
+    /// `queue.window`.
+    pub window: u64,
 }
 
 /// `hostname-pid`: unique per process on a host, readable in `XINFO CONSUMERS`.

@@ -133,6 +133,7 @@ impl Gateway {
             recorder,
             registry: registry.clone(),
             metrics: metrics.clone(),
+            window: config.disk.as_ref().map_or(u64::MAX, |d| d.window),
         })?;
         let state = AppState::new(Inner {
             platforms: registry,

@@ -19,7 +19,7 @@ pub use kind::{
     Catalog, Family, FamilyInfo, GorushPlatform, ListKind, ListRoute, Platform, PlatformInfo,
     Totals,
 };
-pub use token::{SUBSCRIPTION_KEYS, TokenCodec, TokenList, decode_hex, hex_encode};
+pub use token::{Lease, SUBSCRIPTION_KEYS, TokenCodec, TokenList, decode_hex, hex_encode};
 
 /// The state word of a job from its counts: what every store answers.
 /// A streamed job still receiving tokens is running whatever its counts.

@@ -48,6 +48,10 @@ pub struct Metrics {
     pub queue_capacity: IntGauge,
     /// Seconds the oldest unfinished token here has been due (0 when none).
     pub oldest_pending_seconds: prometheus::Gauge,
+    /// Queued tokens held in memory (the disk store's window of its queue).
+    pub window_tokens: IntGauge,
+    /// Queued tokens waiting in the disk store for room in the window.
+    pub stored_tokens: IntGauge,
     /// Report list entries dropped because the list was full.
     pub list_dropped: IntCounterVec,
     /// Credential refreshes (APNs provider token, OAuth access token).
@@ -228,6 +232,16 @@ impl Metrics {
             "Age of the oldest unfinished accepted job or chunk here (scheduled ones count from their send time); 0 when none",
         )?;
         registry.register(Box::new(oldest_pending_seconds.clone()))?;
+        let window_tokens = IntGauge::new(
+            "pushgate_queue_window_tokens",
+            "Queued tokens held in memory: with the disk store, a window of its queue of at most queue.window",
+        )?;
+        registry.register(Box::new(window_tokens.clone()))?;
+        let stored_tokens = IntGauge::new(
+            "pushgate_queue_stored_tokens",
+            "Queued tokens waiting in the disk store for room in the window (read back as workers drain it)",
+        )?;
+        registry.register(Box::new(stored_tokens.clone()))?;
         let upstream_latency = HistogramVec::new(
             HistogramOpts::new(
                 "pushgate_upstream_latency_seconds",
@@ -277,6 +291,8 @@ impl Metrics {
             pending,
             queue_capacity,
             oldest_pending_seconds,
+            window_tokens,
+            stored_tokens,
             list_dropped,
             credential_refreshes,
             api_latency,

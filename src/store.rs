@@ -23,6 +23,7 @@ pub mod memory;
 pub mod redis;
 
 use std::future::Future;
+use std::ops::Range;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -146,7 +147,9 @@ pub enum AdmitError {
 /// A job a store held at start, ready to resume.
 #[derive(Debug)]
 pub struct Resumed {
-    /// The job, with the token ranges still to send.
+    /// The job, with the token ranges still to send. Its tokens are empty
+    /// when they stayed in the store, to be read back as there is room
+    /// ([`Store::reload`]).
     pub handoff: Handoff,
     /// Still to wait before it is due (`send_at`), if any.
     pub wait: Option<Duration>,
@@ -204,6 +207,29 @@ pub trait Store: Sink {
     /// What the store held at start (asked once).
     fn recover(&self) -> Recovered {
         Recovered::default()
+    }
+
+    /// True when the store keeps every token it admitted where
+    /// [`Store::reload`] reads it back: memory then holds only a window of
+    /// the queue.
+    fn reloads(&self) -> bool {
+        false
+    }
+
+    /// Reads back job `id`'s tokens `range` (a list based at
+    /// `range.start`); an error when the store does not hold them all. Only
+    /// asked of a store that [`Store::reloads`].
+    fn reload(
+        &self,
+        _id: JobId,
+        _range: Range<u32>,
+    ) -> StoreFuture<'_, Result<TokenList, StoreError>> {
+        Box::pin(async {
+            Err(StoreError::Unavailable {
+                store: self.name(),
+                source: "this store does not keep tokens to read back".into(),
+            })
+        })
     }
 
     /// Starts the store's own loops; work it takes from elsewhere goes

@@ -557,3 +557,60 @@ async fn hms_kill_9_mid_run_then_restart_loses_nothing() {
     .await
     .expect("test timed out");
 }
+
+/// A gauge's value in a Prometheus text page.
+fn gauge(page: &str, name: &str) -> u64 {
+    page.lines()
+        .find_map(|l| {
+            l.strip_prefix(name)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no {name} in the metrics")) as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_six_times_the_window_waits_on_disk_and_survives_kill_9_once_each() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let dir = scratch("disk-window");
+        let data = dir.join("data");
+        let (mock, apns) = slow_mock(&dir).await;
+        let mut config = disk_config(&apns, &data, 10);
+        config.queue.window = 10_000;
+        let client = reqwest::Client::new();
+        let mut gw = Served::start(&dir, "a", &config).await;
+        let jobs: Vec<Vec<String>> = (0..4).map(|i| tokens(10 + i, 15_000)).collect();
+        for job in &jobs {
+            send(&client, &gw.url, job, json!({})).await;
+        }
+        // Memory holds the window; the rest waits on disk, read back as
+        // workers drain it.
+        let page = client.get(format!("{}/metrics", gw.url)).send().await.unwrap().text().await.unwrap();
+        let (held, stored) = (gauge(&page, "pushgate_queue_window_tokens"), gauge(&page, "pushgate_queue_stored_tokens"));
+        assert!(held <= 10_000, "{held} tokens in memory, window 10,000");
+        assert!(stored > 0, "nothing waits on disk with 60,000 queued: held {held}");
+        wait_delivered(&mock.ledger, 15_000).await;
+        gw.kill();
+        let sent_before = Ledger::get(&mock.ledger.requests);
+        assert!(sent_before < 60_000, "the kill came too late to test anything: {sent_before}");
+
+        // The restart reads back only what it hands out: the rest stays on disk.
+        let mut gw = Served::start(&dir, "a", &config).await;
+        gw.wait_for_log("disk store recovered").await;
+        let page = client.get(format!("{}/metrics", gw.url)).send().await.unwrap().text().await.unwrap();
+        assert!(gauge(&page, "pushgate_queue_window_tokens") <= 10_000, "{page}");
+        let r = settled(&client, &gw.url, 60_000).await;
+        let all: Vec<String> = jobs.concat();
+        let (dupes, lost) = duplicates_and_lost(&mock.ledger, &all);
+        assert_eq!(lost, 0, "tokens never sent");
+        let possible = n(&r, "possible_duplicates");
+        assert!(dupes <= possible, "{dupes} duplicates but {possible} counted");
+        assert_eq!((n(&r, "accepted"), n(&r, "pending")), (60_000, 0), "{r}");
+        println!("window 10,000 over 60,000 queued: {stored} waited on disk; kill -9 after {sent_before}: lost {lost}, duplicates {dupes} (counted {possible})");
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await
+    .expect("test timed out");
+}

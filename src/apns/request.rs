@@ -73,7 +73,7 @@ pub fn build(
     message: &ApnsMessage,
     token: &str,
     authorization: Option<&HeaderValue>,
-    apns_id: &str,
+    apns_id: HeaderValue,
 ) -> Result<Request<()>, http::Error> {
     let mut path = String::with_capacity(DEVICE_PATH.len() + token.len());
     path.push_str(DEVICE_PATH);
@@ -92,7 +92,7 @@ pub fn build(
         APNS_PUSH_TYPE,
         HeaderValue::from_static(message.push_type.as_str()),
     );
-    headers.insert(APNS_ID, never_indexed(apns_id)?);
+    headers.insert(APNS_ID, apns_id);
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     headers.insert(CONTENT_LENGTH, HeaderValue::from(message.payload.len()));
     if let Some(auth) = authorization {
@@ -119,20 +119,21 @@ fn never_indexed(value: &str) -> Result<HeaderValue, http::Error> {
     Ok(value)
 }
 
-/// A canonical UUID for `apns-id`, derived from the job id and the token's
-/// index, so one notification keeps one id across retries and can be traced.
-pub fn apns_id(job: &crate::job::JobId, index: u32) -> String {
-    let mut s = job.to_string(); // 32 hex digits
-    s.truncate(24);
-    s.push_str(&format!("{index:08x}"));
-    format!(
-        "{}-{}-{}-{}-{}",
-        &s[0..8],
-        &s[8..12],
-        &s[12..16],
-        &s[16..20],
-        &s[20..32]
-    )
+/// A canonical UUID for `apns-id`: the job id's first 12 bytes and the
+/// token's index, so one notification keeps one id across retries and can
+/// be traced. Written on the stack (this runs once per request), and sent
+/// as a never-indexed literal.
+pub fn apns_id(job: &crate::job::JobId, index: u32) -> HeaderValue {
+    let mut bytes = job.as_u128().to_be_bytes();
+    bytes[12..].copy_from_slice(&index.to_be_bytes());
+    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let text = uuid::Uuid::from_bytes(bytes)
+        .hyphenated()
+        .encode_lower(&mut text);
+    let mut value = HeaderValue::from_str(text)
+        .unwrap_or_else(|_| HeaderValue::from_static("00000000-0000-0000-0000-000000000000"));
+    value.set_sensitive(true);
+    value
 }
 
 #[cfg(test)]
@@ -160,7 +161,7 @@ mod tests {
             &msg,
             "00ff",
             Some(&auth),
-            "123e4567-e89b-12d3-a456-426614174000",
+            HeaderValue::from_static("123e4567-e89b-12d3-a456-426614174000"),
         )
         .expect("request");
         assert_eq!(req.method(), Method::POST);
@@ -195,7 +196,7 @@ mod tests {
             &msg,
             "00",
             None,
-            "00000000-0000-0000-0000-000000000000",
+            HeaderValue::from_static("00000000-0000-0000-0000-000000000000"),
         )
         .expect("request");
         for absent in [
@@ -212,8 +213,14 @@ mod tests {
     fn apns_id_is_a_uuid_unique_per_token() {
         let job = crate::job::JobId::new();
         let a = apns_id(&job, 0);
-        let b = apns_id(&job, 1);
+        let b = apns_id(&job, 0x0102_0304);
         assert_ne!(a, b);
-        assert!(uuid::Uuid::try_parse(&a).is_ok(), "{a}");
+        let a = a.to_str().expect("ascii");
+        let b = b.to_str().expect("ascii");
+        assert!(uuid::Uuid::try_parse(a).is_ok(), "{a}");
+        // The job's first 12 bytes, then the index: one id across retries.
+        let job = job.to_string();
+        assert_eq!(a.replace('-', "")[..24], job[..24]);
+        assert!(b.ends_with("01020304"), "{b}");
     }
 }

@@ -371,7 +371,7 @@ fn start(
             &job.message,
             &token,
             auth.as_ref(),
-            &apns_id,
+            apns_id,
         ),
         Some(path) => request::build_broadcast(
             &shared.authority,
@@ -379,7 +379,7 @@ fn start(
             path,
             &token,
             auth.as_ref(),
-            &apns_id,
+            apns_id.to_str().unwrap_or_default(),
         ),
     };
     let Ok(req) = built else {

@@ -5,6 +5,10 @@
 use super::*;
 use crate::settings::{parse_url, read_file, read_roots, validate_section};
 
+/// The smallest `queue.window`: enough for every stream of a few upstream
+/// connections at once.
+const MIN_WINDOW: u64 = 10_000;
+
 impl FileConfig {
     /// Validates and loads every referenced file.
     pub fn validate(&self) -> Result<Config, ConfigErrors> {
@@ -147,8 +151,17 @@ impl FileConfig {
             ));
             return None;
         }
+        if q.window < MIN_WINDOW {
+            errors.push(invalid(
+                "queue.window",
+                q.window,
+                format!("must be at least {MIN_WINDOW}: every connection needs work in memory"),
+                "keep the default, 100000, unless memory is very tight",
+            ));
+        }
         Some(DiskQueueConfig {
             data_dir: std::path::PathBuf::from(&q.data_dir),
+            window: q.window,
         })
     }
 

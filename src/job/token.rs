@@ -8,6 +8,7 @@
 //! no two places can render one differently.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 /// How a platform keeps, shows and carries its tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -118,6 +119,36 @@ pub struct TokenList {
     bytes: Vec<u8>,
     ends: Vec<u32>,
     base: u32,
+    /// The share of a memory budget these tokens hold, given back when the
+    /// last clone of the list is dropped (see [`Lease`]).
+    lease: Option<Arc<Lease>>,
+}
+
+/// A share of a bounded budget (tokens held in memory), given back when
+/// dropped: a list that carries one returns it the moment its memory goes,
+/// however long its job's workers held it.
+pub struct Lease {
+    n: u64,
+    give_back: Box<dyn Fn(u64) + Send + Sync>,
+}
+
+impl Lease {
+    /// `n` of a budget that `give_back(n)` returns.
+    pub fn new(n: u64, give_back: Box<dyn Fn(u64) + Send + Sync>) -> Self {
+        Self { n, give_back }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        (self.give_back)(self.n);
+    }
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease").field("n", &self.n).finish()
+    }
 }
 
 impl TokenList {
@@ -127,6 +158,7 @@ impl TokenList {
             bytes: Vec::with_capacity(tokens * bytes_each),
             ends: Vec::with_capacity(tokens),
             base: 0,
+            lease: None,
         }
     }
 
@@ -164,6 +196,40 @@ impl TokenList {
     pub fn with_base(mut self, base: u32) -> Self {
         self.base = base;
         self
+    }
+
+    /// The same tokens, holding `lease` until the list (and every clone of
+    /// it) is dropped.
+    pub fn with_lease(mut self, lease: Lease) -> Self {
+        self.lease = Some(Arc::new(lease));
+        self
+    }
+
+    /// A copy of the job's tokens `range` (within [`TokenList::range`]) as
+    /// a list of its own, based at `range.start`.
+    pub fn slice(&self, range: std::ops::Range<u32>) -> Self {
+        let (from, bytes, ends) = self.slice_parts(range.clone());
+        Self {
+            bytes: bytes.to_vec(),
+            ends: ends.iter().map(|&e| e - from).collect(),
+            base: range.start.max(self.base),
+            lease: None,
+        }
+    }
+
+    /// The job's tokens `range` without copying: the offset of their first
+    /// byte in this list's buffer, their bytes, and their end offsets (into
+    /// this list's buffer).
+    pub fn slice_parts(&self, range: std::ops::Range<u32>) -> (u32, &[u8], &[u32]) {
+        let last = (range.end.saturating_sub(self.base) as usize).min(self.ends.len());
+        let first = (range.start.saturating_sub(self.base) as usize).min(last);
+        let start = if first == 0 { 0 } else { self.ends[first - 1] };
+        let end = if last == 0 { 0 } else { self.ends[last - 1] }.max(start);
+        (
+            start,
+            &self.bytes[start as usize..end as usize],
+            &self.ends[first..last],
+        )
     }
 
     /// The job's index of this list's first token.
@@ -208,6 +274,7 @@ impl TokenList {
             bytes,
             ends,
             base: 0,
+            lease: None,
         })
     }
 
@@ -220,6 +287,37 @@ impl TokenList {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_slice_is_the_job_s_tokens_in_its_range_and_a_lease_returns_once_dropped() {
+        let mut list = TokenList::default();
+        for t in ["a", "bb", "ccc", "dddd", "eeeee"] {
+            list.push(t.as_bytes());
+        }
+        let list = list.with_base(10);
+        let part = list.slice(11..14);
+        assert_eq!(part.range(), 11..14);
+        assert_eq!(
+            [part.get(11), part.get(12), part.get(13)],
+            [&b"bb"[..], b"ccc", b"dddd"]
+        );
+        let of_part = part.slice(13..20);
+        assert_eq!(of_part.range(), 13..14);
+        assert_eq!(of_part.get(13), b"dddd");
+        let back = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let seen = back.clone();
+        let held = part.with_lease(Lease::new(
+            3,
+            Box::new(move |n| {
+                seen.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            }),
+        ));
+        let clone = held.clone();
+        drop(held);
+        assert_eq!(back.load(std::sync::atomic::Ordering::Relaxed), 0);
+        drop(clone);
+        assert_eq!(back.load(std::sync::atomic::Ordering::Relaxed), 3);
+    }
 
     #[test]
     fn text_is_kept_shown_and_carried_as_itself() {

@@ -2,9 +2,10 @@
 //! single gateway survives `kill -9`, OOM kills and deploys with no
 //! external service.
 //!
-//! - A job is one row (its message bytes and every token in one blob), its
-//!   progress another (counts, one bit per token, a lease); never one row
-//!   per token. Written before the 202, in a commit shared with every send
+//! - A job is one row (its message), its tokens rows of 8,192 (read back
+//!   a part at a time: memory holds a window of the queue, not all of it),
+//!   its progress another row (counts, one bit per token, a lease); never
+//!   one row per token. Written before the 202, in a commit shared with every send
 //!   that arrived meanwhile ([`writer`]: group commit, one fsync).
 //! - Outcomes are buffered by the store's outcome sink and written every
 //!   [`writer::FLUSH_EVERY`] with the counters and list entries they change,
@@ -364,11 +365,13 @@ impl DiskStore {
             .unwrap_or_else(|_| Err(WriteError::Io("the disk store's writer stopped".into())))
     }
 
-    /// Stores a job (`record`: [`JobRecord::encode_parts`]) and counts it
-    /// accepted; returns once that is on disk.
+    /// Stores a job (`record`: [`JobRecord::encode_parts`], without its
+    /// tokens; `parts`: its tokens as rows) and counts it accepted; returns
+    /// once that is on disk.
     async fn write_job(
         &self,
         record: Vec<u8>,
+        parts: Vec<(u32, Vec<u8>)>,
         progress: Arc<JobProgress>,
     ) -> Result<(), WriteError> {
         let id = progress.id;
@@ -389,6 +392,7 @@ impl DiskStore {
         self.ask(|reply| Op::Admit {
             id: id.as_u128(),
             record,
+            parts,
             state,
             progress,
             counters_key,
@@ -553,6 +557,26 @@ impl Store for DiskStore {
         true
     }
 
+    fn reloads(&self) -> bool {
+        true
+    }
+
+    fn reload(
+        &self,
+        id: JobId,
+        range: std::ops::Range<u32>,
+    ) -> StoreFuture<'_, Result<TokenList, StoreError>> {
+        Box::pin(async move {
+            self.ask(|reply| Op::Tokens {
+                id: id.as_u128(),
+                range,
+                reply,
+            })
+            .await
+            .map_err(WriteError::into_store)
+        })
+    }
+
     fn problem(&self) -> Option<String> {
         (!self.healthy()).then(|| {
             format!(
@@ -584,6 +608,8 @@ impl Store for DiskStore {
                     .with_notif_id(job.notif_id.clone())
                     .with_lease(writer::LEASE_START),
             );
+            // The record holds the message; the tokens go in rows the
+            // queue's window reads back a part at a time.
             let record = JobRecord::encode_parts(
                 job.platform.as_str(),
                 &job.app,
@@ -592,9 +618,17 @@ impl Store for DiskStore {
                 job.delay.map(|d| {
                     now_ms().saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
                 }),
-                &job.tokens,
+                &TokenList::default(),
             );
-            if let Err(e) = self.write_job(record, progress.clone()).await {
+            let range = job.tokens.range();
+            let parts = (range.start..range.end)
+                .step_by(writer::TOKENS_PER_ROW as usize)
+                .map(|base| {
+                    let end = base.saturating_add(writer::TOKENS_PER_ROW).min(range.end);
+                    (base, format::encode_tokens(&job.tokens, base..end))
+                })
+                .collect();
+            if let Err(e) = self.write_job(record, parts, progress.clone()).await {
                 self.admission.release(total);
                 return Err(e.into_store().into());
             }
@@ -623,7 +657,7 @@ impl Store for DiskStore {
                 None,
                 &TokenList::default(),
             );
-            self.write_job(record, progress.clone())
+            self.write_job(record, Vec::new(), progress.clone())
                 .await
                 .map_err(|e| AdmitError::Store(e.into_store()))?;
             Ok(Admitted::Here(progress))
@@ -643,7 +677,7 @@ impl Store for DiskStore {
                 .ask(|reply| Op::Append {
                     id: id.as_u128(),
                     base: tokens.base(),
-                    row: format::encode_tokens(tokens),
+                    row: format::encode_tokens(tokens, tokens.range()),
                     n,
                     counters_key: counters_key(job.platform.family(), &job.app),
                     reply,

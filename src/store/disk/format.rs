@@ -326,16 +326,16 @@ impl JobState {
     }
 }
 
-/// One part of a streamed job's tokens (a `TOKENS` row): its tokens' bytes
-/// and ends, as [`TokenList::as_parts`] gives them.
-pub fn encode_tokens(tokens: &TokenList) -> Vec<u8> {
-    let (bytes, ends) = tokens.as_parts();
+/// One part of a job's tokens (a `TOKENS` row): the job's tokens `range`
+/// of `tokens`, their bytes and ends, written without copying them first.
+pub fn encode_tokens(tokens: &TokenList, range: std::ops::Range<u32>) -> Vec<u8> {
+    let (from, bytes, ends) = tokens.slice_parts(range);
     let mut w = Writer(Vec::with_capacity(16 + bytes.len() + ends.len() * 4));
     w.u8(VERSION)
         .bytes(bytes)
         .u32(u32::try_from(ends.len()).unwrap_or(u32::MAX));
     for &e in ends {
-        w.u32(e);
+        w.u32(e - from);
     }
     w.0
 }

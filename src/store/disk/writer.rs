@@ -14,6 +14,7 @@
 //! file and reloads its view from what is there.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -29,15 +30,17 @@ use super::format::{JobRecord, JobState, decode_counters, encode_counters};
 use super::{Buffer, ListStats, Shared, WriteError};
 use crate::books::Counters;
 use crate::floor::{lock, now_ms};
-use crate::job::JobProgress;
+use crate::job::{JobProgress, TokenList};
 
-/// Jobs as admitted (tokens and message), until their last token finishes.
+/// Jobs as admitted (message and settings; an older gateway's rows hold the
+/// tokens too), until their last token finishes.
 pub(super) const JOBS: TableDefinition<u128, &[u8]> = TableDefinition::new("jobs");
 /// Job progress (counts, bitmap, lease), kept after the job for `GET /jobs/{id}`
 /// (indexed by finish time in [`FINISHED`]).
 pub(super) const STATES: TableDefinition<u128, &[u8]> = TableDefinition::new("states");
-/// The parts of streamed jobs' tokens, by (job, the job's index of the
-/// part's first token), until their job finishes.
+/// Jobs' tokens in rows of up to [`TOKENS_PER_ROW`] (a stream's parts as
+/// they came), by (job, the job's index of the row's first token), until
+/// their job finishes: the queue is read back from here a part at a time.
 pub(super) const TOKENS: TableDefinition<(u128, u32), &[u8]> = TableDefinition::new("tokens");
 /// Report counters by `family/app`.
 pub(super) const COUNTERS: TableDefinition<&str, &[u8]> = TableDefinition::new("counters");
@@ -45,6 +48,10 @@ pub(super) const COUNTERS: TableDefinition<&str, &[u8]> = TableDefinition::new("
 pub(super) const LISTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("lists");
 /// Entries each list dropped because it was full, by `family/app/list`.
 pub(super) const DROPPED: TableDefinition<&str, u64> = TableDefinition::new("dropped");
+
+/// Tokens per `TOKENS` row of an admitted job: what the queue's window reads
+/// back at a time.
+pub const TOKENS_PER_ROW: u32 = 8192;
 
 /// How often buffered outcomes are written when nothing else asks.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(50);
@@ -60,7 +67,11 @@ pub(super) enum Op {
     /// Store a job and count it accepted.
     Admit {
         id: u128,
+        /// The message and its settings; the tokens are in `parts`.
         record: Vec<u8>,
+        /// The tokens as `TOKENS` rows: (the job's index of the row's first
+        /// token, [`super::format::encode_tokens`] of the row).
+        parts: Vec<(u32, Vec<u8>)>,
         /// Boxed: with its `notif_id` it is the largest variant by far.
         state: Box<JobState>,
         progress: Arc<JobProgress>,
@@ -110,6 +121,12 @@ pub(super) enum Op {
     Finished {
         limit: usize,
         reply: oneshot::Sender<Result<Vec<finished::FinishedJob>, WriteError>>,
+    },
+    /// Read back a job's tokens `range` (no commit needed).
+    Tokens {
+        id: u128,
+        range: Range<u32>,
+        reply: oneshot::Sender<Result<TokenList, WriteError>>,
     },
 }
 
@@ -245,17 +262,28 @@ impl WriterThread {
     fn turn(&mut self, batch: Vec<Op>) {
         let (reads, batch): (Vec<Op>, Vec<Op>) = batch
             .into_iter()
-            .partition(|op| matches!(op, Op::Finished { .. }));
+            .partition(|op| matches!(op, Op::Finished { .. } | Op::Tokens { .. }));
         self.turn_writes(batch);
+        // The file as the last commit left it; after a failed commit the
+        // next commit reopens it, not a read.
+        let unreadable = || WriteError::Io("the disk store cannot be read now".into());
         for op in reads {
-            if let Op::Finished { limit, reply } = op {
-                // The file as the last commit left it; after a failed commit
-                // the next commit reopens it, not a read.
-                let read = match &self.db {
-                    Some(db) => finished::newest(db, limit),
-                    None => Err(WriteError::Io("the disk store cannot be read now".into())),
-                };
-                let _ = reply.send(read);
+            match op {
+                Op::Finished { limit, reply } => {
+                    let read = match &self.db {
+                        Some(db) => finished::newest(db, limit),
+                        None => Err(unreadable()),
+                    };
+                    let _ = reply.send(read);
+                }
+                Op::Tokens { id, range, reply } => {
+                    let read = match &self.db {
+                        Some(db) => read_tokens(db, id, range),
+                        None => Err(unreadable()),
+                    };
+                    let _ = reply.send(read);
+                }
+                _ => {}
             }
         }
     }
@@ -306,7 +334,7 @@ impl WriterThread {
                         Op::List { reply, .. } => {
                             let _ = reply.send(Ok(lists.next().unwrap_or_default()));
                         }
-                        Op::Attach { .. } | Op::Finished { .. } => {}
+                        Op::Attach { .. } | Op::Finished { .. } | Op::Tokens { .. } => {}
                     }
                 }
                 self.forget_finished();
@@ -343,7 +371,7 @@ impl WriterThread {
                         Op::List { reply, .. } => {
                             let _ = reply.send(Err(e.clone()));
                         }
-                        Op::Attach { .. } | Op::Finished { .. } => {}
+                        Op::Attach { .. } | Op::Finished { .. } | Op::Tokens { .. } => {}
                     }
                 }
             }
@@ -435,12 +463,16 @@ impl WriterThread {
                     if let Op::Admit {
                         id,
                         record,
+                        parts: rows,
                         state,
                         counters_key,
                         ..
                     } = op
                     {
                         jobs.insert(*id, record.as_slice())?;
+                        for (base, row) in rows {
+                            parts.insert((*id, *base), row.as_slice())?;
+                        }
                         let mut state = JobState::clone(state);
                         state.seq = view.next_seq;
                         view.next_seq += 1;
@@ -648,8 +680,9 @@ pub(super) fn recover(db: &Database) -> Result<super::Rows, WriteError> {
             }
         }
     }
+    // Only the jobs' records: their tokens stay on disk until the queue's
+    // window reads them back (an older gateway's records hold theirs).
     let jobs = txn.open_table(JOBS).ok();
-    let parts = txn.open_table(TOKENS).ok();
     let mut skipped = 0usize;
     // Finished jobs by finish time; ones an older gateway left unindexed
     // count as finished now (the next commit indexes them so).
@@ -675,14 +708,6 @@ pub(super) fn recover(db: &Database) -> Result<super::Rows, WriteError> {
                 .as_ref()
                 .and_then(|t| t.get(id).ok().flatten())
                 .and_then(|v| JobRecord::decode(v.value()));
-            let record = match (record, &parts) {
-                // A streamed job's tokens are its record's, then its parts'.
-                (Some(mut record), Some(parts)) if state.total > record.tokens.len() as u64 => {
-                    append_parts(&mut record.tokens, parts, id).map_err(|e| err(e.into()))?;
-                    Some(record)
-                }
-                (record, _) => record,
-            };
             match record {
                 Some(record) => out.jobs.push((id, state, record)),
                 None => skipped += 1,
@@ -701,19 +726,58 @@ pub(super) fn recover(db: &Database) -> Result<super::Rows, WriteError> {
     Ok(out)
 }
 
-/// Appends the parts of job `id` (rows of `TOKENS`, in order) to `tokens`.
-fn append_parts(
-    tokens: &mut crate::job::TokenList,
-    parts: &redb::ReadOnlyTable<(u128, u32), &[u8]>,
-    id: u128,
-) -> Result<(), redb::StorageError> {
-    for row in parts.range((id, 0)..=(id, u32::MAX))? {
-        let (_, v) = row?;
-        if let Some(part) = super::format::decode_tokens(v.value()) {
-            for i in part.range() {
-                tokens.push(part.get(i));
+/// Job `id`'s tokens `range`, from its `TOKENS` rows (the row holding the
+/// first and the ones after it) or, for a job an older gateway admitted,
+/// its record.
+fn read_tokens(db: &Database, id: u128, range: Range<u32>) -> Result<TokenList, WriteError> {
+    let err = |e: redb::Error| WriteError::from_redb(&e);
+    let txn = db.begin_read().map_err(|e| err(e.into()))?;
+    let mut out = TokenList::with_capacity(range.len(), 64).with_base(range.start);
+    let mut next = range.start;
+    if let Ok(parts) = txn.open_table(TOKENS) {
+        // The row holding token `range.start` starts at or before it.
+        let first = parts
+            .range((id, 0)..=(id, range.start))
+            .map_err(|e| err(e.into()))?
+            .next_back()
+            .transpose()
+            .map_err(|e| err(e.into()))?
+            .map_or(range.start, |(k, _)| k.value().1);
+        let rows = parts
+            .range((id, first)..(id, range.end))
+            .map_err(|e| err(e.into()))?;
+        for row in rows {
+            let (k, v) = row.map_err(|e| err(e.into()))?;
+            let Some(part) = super::format::decode_tokens(v.value()) else {
+                continue;
+            };
+            let part = part.with_base(k.value().1);
+            let stop = range.end.min(part.range().end);
+            while next < stop && next >= part.base() {
+                out.push(part.get(next));
+                next += 1;
             }
         }
     }
-    Ok(())
+    if next < range.end
+        && let Some(record) = txn
+            .open_table(JOBS)
+            .ok()
+            .and_then(|t| t.get(id).ok().flatten())
+            .and_then(|v| JobRecord::decode(v.value()))
+        && record.tokens.range().end >= range.end
+    {
+        while next < range.end {
+            out.push(record.tokens.get(next));
+            next += 1;
+        }
+    }
+    if next < range.end {
+        return Err(WriteError::Io(format!(
+            "job {}: tokens {next}..{} are not in the store",
+            crate::job::JobId::from_u128(id),
+            range.end
+        )));
+    }
+    Ok(out)
 }
