@@ -41,6 +41,7 @@ import os
 import shutil
 import sys
 import time
+import traceback
 
 import common
 import node_step
@@ -313,13 +314,18 @@ def main():
         started = time.perf_counter()
         try:
             plan[name](args, results)
-        except SystemExit as e:
-            if not isinstance(e.code, str):
+        except (SystemExit, Exception) as e:
+            if isinstance(e, SystemExit) and not isinstance(e.code, str):
                 raise  # a signal or a plain exit: stop the whole run
             # One step failing (a process that would not start, a run that
-            # timed out) costs that step's figures, not the whole run's.
-            results["errors"][name] = e.code
-            print(f"{e.code}\nbench: step {name} failed; going on with the others", file=sys.stderr)
+            # timed out, a bug in the step) costs that step's figures, not the
+            # whole run's.
+            if isinstance(e, SystemExit):
+                results["errors"][name] = e.code
+            else:
+                traceback.print_exc()
+                results["errors"][name] = f"{type(e).__name__}: {e}"
+            print(f"{results['errors'][name]}\nbench: step {name} failed; going on with the others", file=sys.stderr)
             common.kill_all()
         results["step_seconds"][name] = round(time.perf_counter() - started, 1)
         print(f"bench: step {name} took {results['step_seconds'][name]:.0f} s", file=sys.stderr)

@@ -3,7 +3,10 @@
   @parse/node-apn   a MultiProvider with `--connections` clients sends the
                     same notification to N distinct tokens against a fresh
                     nginx (bench/nginx_step.py), one warm-up push first so the
-                    connections are open, as the gateway's are; beside it the
+                    connections are open, as the gateway's are; send() takes
+                    100 tokens at a time, connections x streams in flight
+                    (all N at once overflow node's http2 session memory and
+                    most fail with ENHANCE_YOUR_CALM); beside it the
                     gateway (disk, the default) delivers the same N tokens,
                     one POST, to a fresh nginx.
   web-push          node web-push sends to N subscriptions of the mock Web
@@ -41,7 +44,7 @@ APN_JS = r"""
 // written by bench/node_step.py: @parse/node-apn against the bench's nginx
 const apn = require('@parse/node-apn');
 const fs = require('fs');
-const [address, port, ca, key, keyId, teamId, topic, tokensFile, payloadFile, clients] = process.argv.slice(2);
+const [address, port, ca, key, keyId, teamId, topic, tokensFile, payloadFile, clients, inflight] = process.argv.slice(2);
 const tokens = fs.readFileSync(tokensFile, 'utf8').split('\n').filter(Boolean);
 const provider = new apn.MultiProvider({
   token: { key, keyId, teamId }, address: `${address}:${port}`, port: +port, ca: [fs.readFileSync(ca)],
@@ -54,12 +57,27 @@ note.pushType = 'alert';
 (async () => {
   // Warm up every client's connection (the gateway's are open before its clock starts).
   await Promise.all(Array.from({ length: +clients }, () => provider.send(note, tokens[0])));
+  // All N in one send() opens N streams at once: past node's maxSessionMemory
+  // the session refuses them (ENHANCE_YOUR_CALM). Send as a careful user
+  // would: slices of CHUNK, at most `inflight` tokens (clients x streams) out.
+  const CHUNK = 100;
+  let next = 0, sent = 0, failed = 0, firstFailure = null;
+  async function worker() {
+    while (next < tokens.length) {
+      const slice = tokens.slice(next, next += CHUNK);
+      const res = await provider.send(note, slice);
+      sent += res.sent.length;
+      failed += res.failed.length;
+      if (!firstFailure && res.failed[0]) {
+        firstFailure = String(res.failed[0].error || JSON.stringify(res.failed[0].response));
+      }
+    }
+  }
   const t0 = process.hrtime.bigint();
-  const res = await provider.send(note, tokens);
+  await Promise.all(Array.from({ length: Math.max(1, Math.floor(+inflight / CHUNK)) }, worker));
   const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
   const cpu = process.cpuUsage();
-  console.log(JSON.stringify({ sent: res.sent.length, failed: res.failed.length, seconds,
-    first_failure: res.failed[0] ? String(res.failed[0].error || JSON.stringify(res.failed[0].response)) : null,
+  console.log(JSON.stringify({ sent, failed, seconds, first_failure: firstFailure,
     cpu_s: (cpu.user + cpu.system) / 1e6 }));
   provider.shutdown();
   process.exit(0);
@@ -149,7 +167,8 @@ def node_apn_round(args, tokens_file, n):
         with open(payload, "wb") as f:
             f.write(APNS_PAYLOAD)
         return run_node("apn-bench.js", APN_JS, ["127.0.0.1", str(port), ca, provider_key(), KEY_ID, TEAM_ID,
-                                                 APNS_TOPIC, tokens_file, payload, str(args.connections)])
+                                                 APNS_TOPIC, tokens_file, payload, str(args.connections),
+                                                 str(args.connections * args.streams)])
     finally:
         stop(nginx)
 

@@ -320,9 +320,22 @@ def start_mock_webpush(args, tag, subscriptions=0, sample=None):
 
 def webpush_subscriptions(args, n):
     mock, port, _ca, subs = start_mock_webpush(args, "webpush-subs", subscriptions=n)
-    stop(mock)
-    with open(subs) as f:
-        return json.load(f), port
+    loaded = []
+
+    def parsed():
+        # The mock writes the file while we wait: not empty is not complete
+        # (20k subscriptions are past one 4 MiB write).
+        try:
+            with open(subs) as f:
+                loaded.append(json.load(f))
+            return True
+        except ValueError:
+            return False
+    try:
+        wait_until("the mock's subscriptions file", parsed, timeout=120, proc=mock)
+    finally:
+        stop(mock)
+    return loaded[0], port
 
 
 def webpush_h2load(args, total):
