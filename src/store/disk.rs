@@ -2,7 +2,7 @@
 //! single gateway survives `kill -9`, OOM kills and deploys with no
 //! external service.
 //!
-//! - A job is one row (its message), its tokens rows of 8,192 (read back
+//! - A job is one row (its message), its tokens rows of 256 KiB (read back
 //!   a part at a time: memory holds a window of the queue, not all of it),
 //!   its progress another row (counts, one bit per token, a lease); never
 //!   one row per token. Written before the 202, in a commit shared with every send
@@ -620,14 +620,7 @@ impl Store for DiskStore {
                 }),
                 &TokenList::default(),
             );
-            let range = job.tokens.range();
-            let parts = (range.start..range.end)
-                .step_by(writer::TOKENS_PER_ROW as usize)
-                .map(|base| {
-                    let end = base.saturating_add(writer::TOKENS_PER_ROW).min(range.end);
-                    (base, format::encode_tokens(&job.tokens, base..end))
-                })
-                .collect();
+            let parts = format::token_rows(&job.tokens);
             if let Err(e) = self.write_job(record, parts, progress.clone()).await {
                 self.admission.release(total);
                 return Err(e.into_store().into());
@@ -676,8 +669,7 @@ impl Store for DiskStore {
             let written = self
                 .ask(|reply| Op::Append {
                     id: id.as_u128(),
-                    base: tokens.base(),
-                    row: format::encode_tokens(tokens, tokens.range()),
+                    rows: format::token_rows(tokens),
                     n,
                     counters_key: counters_key(job.platform.family(), &job.app),
                     reply,

@@ -326,6 +326,32 @@ impl JobState {
     }
 }
 
+/// Bytes of a `TOKENS` row at most (one longer token may pass it): just
+/// under 256 KiB, because redb keeps a large value in a run of pages sized
+/// to a power of two, and a row just over one would take twice its size.
+pub const ROW_BYTES: usize = 256 * 1024 - 2048;
+
+/// A job's tokens (or a stream's part of them) as `TOKENS` rows of about
+/// [`ROW_BYTES`]: (the job's index of the row's first token, the row).
+pub fn token_rows(tokens: &TokenList) -> Vec<(u32, Vec<u8>)> {
+    let range = tokens.range();
+    let mut rows = Vec::new();
+    let (mut first, mut size) = (range.start, 0usize);
+    for i in range.clone() {
+        // A token costs its bytes and its four-byte end.
+        let cost = tokens.get(i).len() + 4;
+        if size + cost > ROW_BYTES && i > first {
+            rows.push((first, encode_tokens(tokens, first..i)));
+            (first, size) = (i, 0);
+        }
+        size += cost;
+    }
+    if first < range.end {
+        rows.push((first, encode_tokens(tokens, first..range.end)));
+    }
+    rows
+}
+
 /// One part of a job's tokens (a `TOKENS` row): the job's tokens `range`
 /// of `tokens`, their bytes and ends, written without copying them first.
 pub fn encode_tokens(tokens: &TokenList, range: std::ops::Range<u32>) -> Vec<u8> {
@@ -383,6 +409,29 @@ pub fn decode_counters(row: &[u8]) -> Option<Counters> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn token_rows_stay_under_the_row_size_and_cover_the_tokens_in_order() {
+        let mut tokens = TokenList::default();
+        for i in 0..20_000u32 {
+            tokens.push(format!("{i:064x}").as_bytes());
+        }
+        let tokens = tokens.with_base(100);
+        let rows = token_rows(&tokens);
+        assert!(
+            rows.len() > 1,
+            "20,000 tokens of 64 bytes fit no single row"
+        );
+        let mut next = 100;
+        for (base, row) in &rows {
+            assert!(row.len() <= ROW_BYTES + 16, "{} bytes", row.len());
+            assert_eq!(*base, next);
+            let part = decode_tokens(row).expect("decodes").with_base(*base);
+            assert_eq!(part.get(*base), tokens.get(*base));
+            next = part.range().end;
+        }
+        assert_eq!(next, 20_100);
+    }
 
     #[test]
     fn rows_round_trip() {

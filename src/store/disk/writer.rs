@@ -38,9 +38,9 @@ pub(super) const JOBS: TableDefinition<u128, &[u8]> = TableDefinition::new("jobs
 /// Job progress (counts, bitmap, lease), kept after the job for `GET /jobs/{id}`
 /// (indexed by finish time in [`FINISHED`]).
 pub(super) const STATES: TableDefinition<u128, &[u8]> = TableDefinition::new("states");
-/// Jobs' tokens in rows of up to [`TOKENS_PER_ROW`] (a stream's parts as
-/// they came), by (job, the job's index of the row's first token), until
-/// their job finishes: the queue is read back from here a part at a time.
+/// Jobs' tokens in rows of about [`super::format::ROW_BYTES`], by (job, the
+/// job's index of the row's first token), until their job finishes: the
+/// queue is read back from here a part at a time.
 pub(super) const TOKENS: TableDefinition<(u128, u32), &[u8]> = TableDefinition::new("tokens");
 /// Report counters by `family/app`.
 pub(super) const COUNTERS: TableDefinition<&str, &[u8]> = TableDefinition::new("counters");
@@ -48,10 +48,6 @@ pub(super) const COUNTERS: TableDefinition<&str, &[u8]> = TableDefinition::new("
 pub(super) const LISTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("lists");
 /// Entries each list dropped because it was full, by `family/app/list`.
 pub(super) const DROPPED: TableDefinition<&str, u64> = TableDefinition::new("dropped");
-
-/// Tokens per `TOKENS` row of an admitted job: what the queue's window reads
-/// back at a time.
-pub const TOKENS_PER_ROW: u32 = 8192;
 
 /// How often buffered outcomes are written when nothing else asks.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(50);
@@ -87,10 +83,8 @@ pub(super) enum Op {
     /// Keep one part of an open stream's tokens and count them accepted.
     Append {
         id: u128,
-        /// The job's index of the part's first token.
-        base: u32,
-        /// [`super::format::encode_tokens`] of the part.
-        row: Vec<u8>,
+        /// The part as `TOKENS` rows ([`super::format::token_rows`]).
+        rows: Vec<(u32, Vec<u8>)>,
         /// Tokens in the part.
         n: u64,
         counters_key: String,
@@ -486,14 +480,15 @@ impl WriterThread {
                     match op {
                         Op::Append {
                             id,
-                            base,
-                            row,
+                            rows,
                             n,
                             counters_key,
                             ..
                         } => {
                             if let Some(state) = view.jobs.get_mut(id) {
-                                parts.insert((*id, *base), row.as_slice())?;
+                                for (base, row) in rows {
+                                    parts.insert((*id, *base), row.as_slice())?;
+                                }
                                 state.total += n;
                                 deltas.entry(counters_key.clone()).or_default().accepted += n;
                                 touched.push(*id);
