@@ -17,7 +17,8 @@ pub use crate::fcm::config::{
 pub use crate::hms::config::{HmsConfig, HmsSection};
 use crate::retry::Backoff;
 pub use crate::settings::{Apps, ConfigError, ConfigErrors, Secret, Upstream, invalid};
-pub use crate::shared::link::{RedisQueueConfig, masked_url};
+pub use crate::shared::link::{RedisQueueConfig, SentinelConfig, masked_url};
+pub use crate::shared::replicas::ReplicaAcks;
 pub use crate::webpush::config::{WebPushConfig, WebPushSection};
 
 // ===== file format =====
@@ -211,6 +212,19 @@ pub struct QueueSection {
     /// A PEM file with the CA that signed a `rediss://` server's certificate
     /// (a private CA); "" = the system's roots.
     pub redis_ca_file: String,
+    /// `host:port` of each Redis Sentinel; when set, the primary is asked of
+    /// them (and asked again after a failover) instead of taken from
+    /// `redis_url`, whose user, password, database and TLS still apply.
+    pub redis_sentinels: Vec<String>,
+    /// The name the Sentinels monitor (required with `redis_sentinels`).
+    pub redis_master: String,
+    /// A file holding the Sentinels' own password (their `requirepass`);
+    /// "" = none.
+    pub redis_sentinel_password_file: String,
+    /// Replicas that must hold a job before its 202 (`WAIT`); 0 = do not wait.
+    pub redis_min_replicas: u32,
+    /// How long the 202 waits for those replicas before the answer is 503.
+    pub redis_replica_timeout_ms: u64,
     /// Stream key; every other key of the cluster starts with it.
     pub stream: String,
     /// Consumer group shared by every gateway of the cluster.
@@ -231,6 +245,11 @@ impl Default for QueueSection {
             redis_url: "redis://127.0.0.1:6379".into(),
             redis_password_file: String::new(),
             redis_ca_file: String::new(),
+            redis_sentinels: Vec::new(),
+            redis_master: String::new(),
+            redis_sentinel_password_file: String::new(),
+            redis_min_replicas: 0,
+            redis_replica_timeout_ms: 500,
             stream: "pushgate".into(),
             group: "pushgate".into(),
             consumer: String::new(),

@@ -23,6 +23,7 @@ use crate::queue::Admission;
 use crate::report::Reports;
 use crate::shared::credentials::RedisCredentials;
 use crate::shared::quota::RedisQuota;
+use crate::shared::replicas::AckFailures;
 use crate::shared_credential::{self, SharedCredentials};
 use crate::store::Store;
 use crate::store::disk::DiskStore;
@@ -63,9 +64,10 @@ impl Gateway {
                     config.queue_capacity,
                     config.job_retention,
                     catalog,
+                    AckFailures::new(metrics.redis_replica_ack_failures.clone()),
                 )
                 .await?;
-                tracing::info!(stream = %redis.stream, group = %redis.group, consumer = store.consumer(), "queue backend: redis (shared)");
+                tracing::info!(stream = %redis.stream, group = %redis.group, consumer = store.consumer(), sentinel = ?redis.sentinel.as_ref().map(|s| s.describe()), min_replicas = redis.replicas.min, "queue backend: redis (shared)");
                 store
             }
             (None, Some(disk)) => {
@@ -109,11 +111,12 @@ impl Gateway {
         // pace per FCM project.
         let (credentials, quota) = match &config.redis {
             Some(redis) => {
+                let acks = AckFailures::new(metrics.redis_replica_ack_failures.clone());
                 let credentials = SharedCredentials::new(
-                    Arc::new(RedisCredentials::new(redis)?),
+                    Arc::new(RedisCredentials::new(redis)?.counting(acks.clone())),
                     Arc::new(shared_credential::SystemClock),
                 );
-                let quota: Arc<dyn QuotaStore> = Arc::new(RedisQuota::new(redis)?);
+                let quota: Arc<dyn QuotaStore> = Arc::new(RedisQuota::new(redis)?.counting(acks));
                 (Some(credentials), Some(quota))
             }
             None => (None, None),

@@ -79,6 +79,10 @@ pub struct Metrics {
     /// gRPC calls answered, by method (`package.Service/Method`) and status
     /// code (`OK`, `INVALID_ARGUMENT`, …).
     pub grpc_requests: IntCounterVec,
+    /// Redis writes too few replicas acknowledged (`queue.redis_min_replicas`),
+    /// by what was written: `job` (the send answered 503), `credential`,
+    /// `quota` (kept all the same).
+    pub redis_replica_ack_failures: IntCounterVec,
 }
 
 impl Metrics {
@@ -165,6 +169,11 @@ impl Metrics {
             "pushgate_credential_refreshes_total",
             "Provider or access token refreshes",
             &["platform"],
+        )?;
+        let redis_replica_ack_failures = counter(
+            "pushgate_redis_replica_ack_failures_total",
+            "Redis writes too few replicas acknowledged in time (queue.redis_min_replicas)",
+            &["write"],
         )?;
         let stalled = counter(
             "pushgate_upstream_stalled_total",
@@ -305,6 +314,7 @@ impl Metrics {
             fcm_paced_seconds,
             fcm_allowance,
             grpc_requests,
+            redis_replica_ack_failures,
         })
     }
 

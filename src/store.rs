@@ -92,6 +92,16 @@ pub enum StoreError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// Too few replicas acknowledged the job in time
+    /// (`queue.redis_min_replicas`); it was taken back, not accepted.
+    #[error("the {store} store could not copy the job to enough replicas in time")]
+    Unreplicated {
+        /// The store's name.
+        store: &'static str,
+        /// What the replicas answered and what became of the job.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 impl StoreError {
@@ -100,6 +110,7 @@ impl StoreError {
         match self {
             StoreError::Full { .. } => "storage_full",
             StoreError::Unavailable { .. } => "queue_unavailable",
+            StoreError::Unreplicated { .. } => "queue_unreplicated",
         }
     }
 
@@ -107,7 +118,19 @@ impl StoreError {
     pub fn retry_after(&self) -> u64 {
         match self {
             StoreError::Full { .. } => 5,
-            StoreError::Unavailable { .. } => 1,
+            StoreError::Unavailable { .. } | StoreError::Unreplicated { .. } => 1,
+        }
+    }
+
+    /// The sentence a client sees (no detail of the store's).
+    pub fn client_message(&self) -> &'static str {
+        match self {
+            StoreError::Full { .. } | StoreError::Unavailable { .. } => {
+                "the queue backend cannot keep this job now; nothing was queued. Retry later"
+            }
+            StoreError::Unreplicated { .. } => {
+                "too few Redis replicas acknowledged this job in time (queue.redis_min_replicas); it was not accepted. Retry later"
+            }
         }
     }
 

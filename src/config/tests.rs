@@ -464,3 +464,90 @@ mod webpush {
         assert!(e.contains("webpush.allowed_origins"), "{e}");
     }
 }
+
+#[test]
+fn redis_sentinel_and_replica_keys_go_together_or_are_refused() {
+    let cfg = FileConfig::parse(
+        "[queue]\nbackend = \"redis\"\nredis_url = \"redis://app:pw@ignored:1/2\"\n\
+         redis_sentinels = [\"10.0.0.5:26379\", \"[::1]:26380\"]\nredis_master = \"pushgate\"\n\
+         redis_min_replicas = 1\n",
+        "t",
+        env(&[("PUSHGATE_QUEUE_REDIS_REPLICA_TIMEOUT_MS", "250")]),
+    )
+    .expect("parse")
+    .validate()
+    .expect("valid");
+    let redis = cfg.redis.expect("redis backend");
+    let sentinel = redis.sentinel.expect("sentinel");
+    assert_eq!(
+        sentinel.sentinels,
+        vec![("10.0.0.5".to_owned(), 26379), ("::1".to_owned(), 26380)]
+    );
+    assert_eq!(sentinel.describe(), "pushgate@10.0.0.5:26379,::1:26380");
+    assert_eq!(
+        (redis.replicas.min, redis.replicas.timeout),
+        (1, Duration::from_millis(250))
+    );
+
+    // Sentinels from the environment, as a comma-separated list.
+    let cfg = FileConfig::parse(
+        "[queue]\nbackend = \"redis\"\nredis_master = \"m\"\n",
+        "t",
+        env(&[("PUSHGATE_QUEUE_REDIS_SENTINELS", "a:1,b:2")]),
+    )
+    .expect("parse")
+    .validate()
+    .expect("valid");
+    let sentinel = cfg.redis.and_then(|r| r.sentinel).expect("sentinel");
+    assert_eq!(sentinel.sentinels.len(), 2);
+
+    // A plain URL stays a plain URL, waiting for no replica.
+    let plain = FileConfig::parse("[queue]\nbackend = \"redis\"\n", "t", env(&[]))
+        .expect("parse")
+        .validate()
+        .expect("valid")
+        .redis
+        .expect("redis");
+    assert!(plain.sentinel.is_none());
+    assert!(!plain.replicas.wanted());
+
+    for (text, key) in [
+        ("redis_sentinels = [\"h:1\"]\n", "queue.redis_master"),
+        ("redis_master = \"m\"\n", "queue.redis_master"),
+        (
+            "redis_sentinels = [\"no-port\"]\nredis_master = \"m\"\n",
+            "queue.redis_sentinels",
+        ),
+        (
+            "redis_sentinels = [\"h:0\"]\nredis_master = \"m\"\n",
+            "queue.redis_sentinels",
+        ),
+        (
+            "redis_sentinel_password_file = \"/x\"\n",
+            "queue.redis_sentinel_password_file",
+        ),
+        (
+            "redis_replica_timeout_ms = 0\n",
+            "queue.redis_replica_timeout_ms",
+        ),
+        (
+            "redis_replica_timeout_ms = 60000\n",
+            "queue.redis_replica_timeout_ms",
+        ),
+    ] {
+        let err = FileConfig::parse(
+            &format!("[queue]\nbackend = \"redis\"\n{text}"),
+            "t",
+            env(&[]),
+        )
+        .expect("parse")
+        .validate()
+        .map(drop)
+        .expect_err(text);
+        let messages = messages(err);
+        assert!(
+            messages.contains(key),
+            "{key} not named for {text}: {messages}"
+        );
+    }
+}

@@ -192,32 +192,7 @@ impl FileConfig {
                 "e.g. \"redis://127.0.0.1:6379\", \"rediss://user:password@host:6380/0\" (TLS)",
             ));
         }
-        let password = if q.redis_password_file.is_empty() {
-            None
-        } else {
-            read_file(
-                "queue.redis_password_file",
-                &q.redis_password_file,
-                "the Redis password file",
-                "point it at a file holding the password alone, or set it to \"\"",
-                errors,
-            )
-            .and_then(|raw| match String::from_utf8(raw) {
-                // A trailing newline is the editor's, not the password's.
-                Ok(text) if !text.trim_end_matches(['\r', '\n']).is_empty() => Some(
-                    crate::config::Secret::new(text.trim_end_matches(['\r', '\n'])),
-                ),
-                _ => {
-                    errors.push(invalid(
-                        "queue.redis_password_file",
-                        &q.redis_password_file,
-                        "empty or not UTF-8",
-                        "write the password alone into the file",
-                    ));
-                    None
-                }
-            })
-        };
+        let password = read_password("queue.redis_password_file", &q.redis_password_file, errors);
         let ca_pem = if q.redis_ca_file.is_empty() {
             None
         } else if !tls {
@@ -252,6 +227,15 @@ impl FileConfig {
                 "e.g. claim_idle_ms = 30000",
             ));
         }
+        let sentinel = self.validate_sentinel(errors);
+        if !(1..=MAX_REPLICA_TIMEOUT_MS).contains(&q.redis_replica_timeout_ms) {
+            errors.push(invalid(
+                "queue.redis_replica_timeout_ms",
+                q.redis_replica_timeout_ms,
+                format!("must be 1 to {MAX_REPLICA_TIMEOUT_MS}: a send waits this long for replicas before it answers"),
+                "e.g. redis_replica_timeout_ms = 500",
+            ));
+        }
         (errors.len() == before).then(|| RedisQueueConfig {
             url: q.redis_url.clone(),
             password,
@@ -264,6 +248,67 @@ impl FileConfig {
                 q.consumer.clone()
             },
             claim_idle: Duration::from_millis(q.claim_idle_ms),
+            sentinel,
+            replicas: ReplicaAcks {
+                min: q.redis_min_replicas,
+                timeout: Duration::from_millis(q.redis_replica_timeout_ms),
+            },
+        })
+    }
+
+    /// `queue.redis_sentinels`, `queue.redis_master` and
+    /// `queue.redis_sentinel_password_file`, together or not at all.
+    fn validate_sentinel(&self, errors: &mut Vec<ConfigError>) -> Option<SentinelConfig> {
+        let q = &self.queue;
+        if q.redis_sentinels.is_empty() {
+            for (key, value) in [
+                ("queue.redis_master", &q.redis_master),
+                (
+                    "queue.redis_sentinel_password_file",
+                    &q.redis_sentinel_password_file,
+                ),
+            ] {
+                if !value.is_empty() {
+                    errors.push(invalid(
+                        key,
+                        value,
+                        "only used with queue.redis_sentinels",
+                        "list the Sentinels in redis_sentinels = [\"host:26379\", ...], or remove it",
+                    ));
+                }
+            }
+            return None;
+        }
+        let before = errors.len();
+        let mut sentinels = Vec::new();
+        for entry in &q.redis_sentinels {
+            match sentinel_address(entry) {
+                Some(address) => sentinels.push(address),
+                None => errors.push(invalid(
+                    "queue.redis_sentinels",
+                    entry,
+                    "not a host:port address",
+                    "e.g. redis_sentinels = [\"10.0.0.5:26379\", \"10.0.0.6:26379\"]",
+                )),
+            }
+        }
+        if q.redis_master.trim().is_empty() || q.redis_master.contains(char::is_whitespace) {
+            errors.push(invalid(
+                "queue.redis_master",
+                &q.redis_master,
+                "required with queue.redis_sentinels: the name the Sentinels monitor",
+                "e.g. redis_master = \"pushgate\" (as in sentinel.conf's `sentinel monitor pushgate ...`)",
+            ));
+        }
+        let password = read_password(
+            "queue.redis_sentinel_password_file",
+            &q.redis_sentinel_password_file,
+            errors,
+        );
+        (errors.len() == before).then(|| SentinelConfig {
+            sentinels,
+            master: q.redis_master.clone(),
+            password,
         })
     }
 
@@ -441,4 +486,45 @@ fn validate_webhook(
         max_attempts: w.max_attempts,
         extra_roots,
     })
+}
+
+/// The longest `queue.redis_replica_timeout_ms`: a send never waits longer
+/// for replicas.
+const MAX_REPLICA_TIMEOUT_MS: u64 = 5000;
+
+/// `host:port` (`[v6]:port` too) with a port above 0.
+fn sentinel_address(entry: &str) -> Option<(String, u16)> {
+    let (host, port) = entry.trim().rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port = port.parse::<u16>().ok().filter(|p| *p > 0)?;
+    (!host.is_empty() && !host.contains(char::is_whitespace)).then(|| (host.to_owned(), port))
+}
+
+/// A password file's text, without the editor's trailing newline; `None`
+/// when `path` is empty (or unreadable, which is recorded in `errors`).
+fn read_password(key: &str, path: &str, errors: &mut Vec<ConfigError>) -> Option<Secret> {
+    if path.is_empty() {
+        return None;
+    }
+    let raw = read_file(
+        key,
+        path,
+        "the password file",
+        "point it at a file holding the password alone, or set it to \"\"",
+        errors,
+    )?;
+    match String::from_utf8(raw) {
+        Ok(text) if !text.trim_end_matches(['\r', '\n']).is_empty() => {
+            Some(Secret::new(text.trim_end_matches(['\r', '\n'])))
+        }
+        _ => {
+            errors.push(invalid(
+                key,
+                path,
+                "empty or not UTF-8",
+                "write the password alone into the file",
+            ));
+            None
+        }
+    }
 }

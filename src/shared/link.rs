@@ -9,12 +9,18 @@
 //!   alone, from `queue.redis_password_file` (which wins over the URL's).
 //! - Every URL that is logged or shown goes through
 //!   [`masked_url`]: the password is never printed.
+//! - Sentinel (`queue.redis_sentinels` + `queue.redis_master`): the primary's
+//!   address is asked of the Sentinels ([`sentinel_client`]); the URL's user,
+//!   password, database and TLS apply to it as they would to the URL's host.
+//!   [`super::primary`] follows it across failovers.
 
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, ConnectionAddr, IntoConnectionInfo};
+use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
+use redis::{Client, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, TlsCertificates, TlsMode};
 
+use super::replicas::ReplicaAcks;
 use crate::settings::Secret;
 
 /// The URL could not be turned into a client.
@@ -31,25 +37,87 @@ pub struct LinkError {
 /// A client for `config`: its URL, with the password file applied and, for
 /// `rediss://` with a CA file, that CA as the only root.
 pub fn client(config: &RedisQueueConfig) -> Result<Client, LinkError> {
+    let info = connection_info(config)?;
     let err = |source| LinkError {
         url: masked_url(&config.url),
         source,
     };
-    let mut info = config.url.as_str().into_connection_info().map_err(err)?;
+    match (&info.addr, &config.ca_pem) {
+        (ConnectionAddr::TcpTls { .. }, Some(pem)) => {
+            Client::build_with_tls(info, private_ca(pem)).map_err(err)
+        }
+        _ => Client::open(info).map_err(err),
+    }
+}
+
+/// `config.url` with the password file applied.
+fn connection_info(config: &RedisQueueConfig) -> Result<ConnectionInfo, LinkError> {
+    let mut info = config
+        .url
+        .as_str()
+        .into_connection_info()
+        .map_err(|source| LinkError {
+            url: masked_url(&config.url),
+            source,
+        })?;
     if let Some(password) = &config.password {
         info.redis.password = Some(password.expose().to_owned());
     }
-    match (&info.addr, &config.ca_pem) {
-        (ConnectionAddr::TcpTls { .. }, Some(pem)) => Client::build_with_tls(
-            info,
-            redis::TlsCertificates {
-                client_tls: None,
-                root_cert: Some(pem.clone()),
-            },
-        )
-        .map_err(err),
-        _ => Client::open(info).map_err(err),
+    Ok(info)
+}
+
+fn private_ca(pem: &[u8]) -> TlsCertificates {
+    TlsCertificates {
+        client_tls: None,
+        root_cert: Some(pem.to_vec()),
     }
+}
+
+/// A client that asks `sentinel`'s Sentinels for the primary of its master
+/// name, and connects to it with `config.url`'s user, password, database
+/// and TLS (the URL's host and port are not used).
+pub fn sentinel_client(
+    config: &RedisQueueConfig,
+    sentinel: &SentinelConfig,
+) -> Result<SentinelClient, LinkError> {
+    let info = connection_info(config)?;
+    let err = |source| LinkError {
+        url: format!("sentinel {}", sentinel.describe()),
+        source,
+    };
+    let sentinels = sentinel
+        .sentinels
+        .iter()
+        .map(|(host, port)| ConnectionAddr::Tcp(host.clone(), *port));
+    let mut builder = SentinelClientBuilder::new(
+        sentinels,
+        sentinel.master.clone(),
+        SentinelServerType::Master,
+    )
+    .map_err(err)?
+    .set_client_to_redis_db(info.redis.db)
+    .set_client_to_redis_protocol(info.redis.protocol);
+    if let Some(user) = info.redis.username {
+        builder = builder.set_client_to_redis_username(user);
+    }
+    if let Some(password) = info.redis.password {
+        builder = builder.set_client_to_redis_password(password);
+    }
+    if let ConnectionAddr::TcpTls { insecure, .. } = info.addr {
+        let mode = if insecure {
+            TlsMode::Insecure
+        } else {
+            TlsMode::Secure
+        };
+        builder = builder.set_client_to_redis_tls_mode(mode);
+        if let Some(pem) = &config.ca_pem {
+            builder = builder.set_client_to_redis_certificates(private_ca(pem));
+        }
+    }
+    if let Some(password) = &sentinel.password {
+        builder = builder.set_client_to_sentinel_password(password.expose().to_owned());
+    }
+    builder.build().map_err(err)
 }
 
 /// The stream's key: `queue.stream` as a hash tag, `{<stream>}`, which every
@@ -68,50 +136,22 @@ pub fn stream_key(stream: &str) -> String {
 /// so a send answers 503 rather than hang while Redis is gone.
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A self-reconnecting connection to `client`: connects within 2 s, fails a
-/// command after `response_timeout`, and reconnects on the next command.
+/// How long connecting may take before it fails.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A self-reconnecting connection to `client`: connects within
+/// [`CONNECT_TIMEOUT`], fails a command after `response_timeout`, and
+/// reconnects on the next command.
 pub async fn manager(
     client: Client,
     response_timeout: Duration,
 ) -> redis::RedisResult<ConnectionManager> {
     let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Duration::from_secs(2))
+        .set_connection_timeout(CONNECT_TIMEOUT)
         .set_response_timeout(response_timeout)
         .set_number_of_retries(1)
         .set_max_delay(1000);
     ConnectionManager::new_with_config(client, config).await
-}
-
-/// A connection of its own, made on first use (so a gateway started while
-/// Redis is down still starts) and kept: the shared credentials' and the FCM
-/// quota's.
-pub struct LazyConnection {
-    client: Client,
-    response_timeout: Duration,
-    conn: tokio::sync::Mutex<Option<ConnectionManager>>,
-}
-
-impl LazyConnection {
-    /// Nothing is connected until [`LazyConnection::get`].
-    pub fn new(client: Client, response_timeout: Duration) -> Self {
-        Self {
-            client,
-            response_timeout,
-            conn: tokio::sync::Mutex::new(None),
-        }
-    }
-
-    /// The connection, made now if it is the first use (or the first one
-    /// failed).
-    pub async fn get(&self) -> redis::RedisResult<ConnectionManager> {
-        let mut slot = self.conn.lock().await;
-        if let Some(c) = slot.as_ref() {
-            return Ok(c.clone());
-        }
-        let c = manager(self.client.clone(), self.response_timeout).await?;
-        *slot = Some(c.clone());
-        Ok(c)
-    }
 }
 
 /// True when the URL asks for TLS.
@@ -139,6 +179,34 @@ pub struct RedisQueueConfig {
     pub consumer: String,
     /// `queue.claim_idle_ms`.
     pub claim_idle: Duration,
+    /// `queue.redis_sentinels` and `queue.redis_master`, when set.
+    pub sentinel: Option<SentinelConfig>,
+    /// `queue.redis_min_replicas` and `queue.redis_replica_timeout_ms`.
+    pub replicas: ReplicaAcks,
+}
+
+/// Validated `queue.redis_sentinels`, `queue.redis_master` and
+/// `queue.redis_sentinel_password_file`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentinelConfig {
+    /// Each Sentinel's host and port.
+    pub sentinels: Vec<(String, u16)>,
+    /// The name they monitor.
+    pub master: String,
+    /// The Sentinels' own password, if they ask for one.
+    pub password: Option<Secret>,
+}
+
+impl SentinelConfig {
+    /// `master@host:port,host:port`, for logs and errors.
+    pub fn describe(&self) -> String {
+        let hosts: Vec<String> = self
+            .sentinels
+            .iter()
+            .map(|(h, p)| format!("{h}:{p}"))
+            .collect();
+        format!("{}@{}", self.master, hosts.join(","))
+    }
 }
 
 /// `redis://user:secret@host` → `redis://user:********@host`: a URL as it
@@ -180,6 +248,8 @@ mod tests {
             group: "g".into(),
             consumer: "c".into(),
             claim_idle: Duration::from_secs(30),
+            sentinel: None,
+            replicas: ReplicaAcks::default(),
         }
     }
 

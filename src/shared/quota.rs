@@ -6,14 +6,21 @@
 //! Time is the Redis server's (`TIME`): one clock for the whole cluster, so
 //! gateways whose clocks disagree still share one rate. Tests may hand in a
 //! clock of their own ([`RedisQuota::with_clock`]).
+//!
+//! With `queue.redis_min_replicas`, each lease and pause waits for that many
+//! replicas (`WAIT`), so a failover does not hand out again what was leased.
+//! Too few acknowledgements are counted and logged, and the lease is used
+//! all the same: the tokens are taken on the primary either way, and
+//! refusing them would only have this gateway pace alone at the full quota.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use redis::aio::ConnectionManager;
 
 use super::link::RedisQueueConfig;
+use super::primary::{Conn, Primary};
+use super::replicas::{self, AckFailures, ReplicaAcks, Shortfall};
 use crate::pace::burst;
 use crate::pace::shared::{Lease, QuotaError, QuotaStore};
 use crate::shared_credential::Clock;
@@ -76,8 +83,10 @@ const QUOTA_RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// a gateway started while Redis is down still starts).
 pub struct RedisQuota {
     prefix: String,
-    conn: super::link::LazyConnection,
+    conn: Primary,
     clock: Option<Arc<dyn Clock>>,
+    acks: ReplicaAcks,
+    failures: AckFailures,
 }
 
 impl std::fmt::Debug for RedisQuota {
@@ -101,13 +110,29 @@ impl RedisQuota {
     /// the server's clock.
     pub fn new(config: &RedisQueueConfig) -> Result<Self, super::link::LinkError> {
         Ok(Self {
-            conn: super::link::LazyConnection::new(
-                super::link::client(config)?,
-                QUOTA_RESPONSE_TIMEOUT,
-            ),
+            conn: Primary::new(
+                config,
+                "quota",
+                QUOTA_RESPONSE_TIMEOUT + config.replicas.timeout,
+            )?,
             prefix: format!("{}:pace:", super::link::stream_key(&config.stream)),
             clock: None,
+            acks: config.replicas,
+            failures: AckFailures::default(),
         })
+    }
+
+    /// The same buckets, counting writes too few replicas acknowledged.
+    pub fn counting(mut self, failures: AckFailures) -> Self {
+        self.failures = failures;
+        self
+    }
+
+    fn note(&self, what: &str, shortfall: Option<Shortfall>) {
+        if let Some(e) = shortfall {
+            self.failures.record("quota");
+            tracing::debug!(error = %e, "FCM quota {what}: used, but not on enough replicas");
+        }
     }
 
     /// The same buckets on `clock` instead of the server's (tests).
@@ -116,8 +141,11 @@ impl RedisQuota {
         self
     }
 
-    async fn conn(&self) -> Result<ConnectionManager, QuotaError> {
-        self.conn.get().await.map_err(|e| quota_error("connect", e))
+    async fn conn(&self) -> Result<Conn, QuotaError> {
+        self.conn
+            .connect()
+            .await
+            .map_err(|e| quota_error("connect", e))
     }
 
     fn script(&self, body: &str, key: &str) -> redis::Cmd {
@@ -151,10 +179,13 @@ impl QuotaStore for RedisQuota {
                 .arg(burst(max_per_minute))
                 .arg(want.max(1));
             self.now_arg(&mut cmd);
-            let (granted, wait_ms, paused): (u64, u64, u64) = cmd
-                .query_async(&mut conn)
+            let written = replicas::query(&mut conn, &cmd, self.acks)
                 .await
                 .map_err(|e| quota_error("EVAL lease", e))?;
+            self.note("lease", written.shortfall);
+            let (granted, wait_ms, paused): (u64, u64, u64) =
+                redis::from_owned_redis_value(written.value)
+                    .map_err(|e| quota_error("EVAL lease", e))?;
             let wait = Duration::from_millis(wait_ms);
             Ok(match (granted, paused) {
                 (0, 0) => Lease::Empty(wait),
@@ -170,9 +201,11 @@ impl QuotaStore for RedisQuota {
             let mut cmd = self.script(PAUSE, key);
             cmd.arg(ms(d));
             self.now_arg(&mut cmd);
-            cmd.query_async::<()>(&mut conn)
+            let written = replicas::query(&mut conn, &cmd, self.acks)
                 .await
-                .map_err(|e| quota_error("EVAL pause", e))
+                .map_err(|e| quota_error("EVAL pause", e))?;
+            self.note("pause", written.shortfall);
+            Ok(())
         })
     }
 }

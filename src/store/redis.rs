@@ -36,13 +36,18 @@
 //! (the reader, reclaimer and delayed-chunk loops), [`flush`] (buffered
 //! outcomes, written in batches), [`read`] (report counters, lists, jobs),
 //! [`link`] (URL, TLS, AUTH), [`window`] (chunks held, from round trips),
-//! [`credentials`] (the shared provider tokens), [`view`] (`GET /cluster`).
+//! [`credentials`] (the shared provider tokens), [`view`] (`GET /cluster`),
+//! [`staged`] (admission that waits for replicas: `queue.redis_min_replicas`).
+//!
+//! Every connection follows the primary ([`crate::shared::primary`]): the
+//! URL's host, or the one the Sentinels name, found again after a failover.
 
 mod accept;
 pub mod consume;
 pub mod flush;
 mod jobs;
 pub mod read;
+pub mod staged;
 pub mod view;
 pub mod window;
 pub mod wire;
@@ -53,13 +58,14 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::books::{Counters, JobFilter, JobStatus, ListKind};
 use crate::floor::lock;
 use crate::job::{Catalog, Family, JobId, JobProgress, TokenList};
 use crate::shared::link::{self, RedisQueueConfig};
+use crate::shared::primary::{Conn, Primary};
+use crate::shared::replicas::AckFailures;
 use crate::store::{AdmitError, Admitted, Hand, NewJob, Store, StoreError, StoreFuture};
 
 use self::flush::Buffer;
@@ -111,9 +117,16 @@ pub struct RedisStore {
     capacity: u64,
     /// How chunks' platform names are read back.
     catalog: Catalog,
-    /// Set once the first connection is made (a gateway started while
-    /// Redis is down waits for it in the background; see [`RedisStore::connect`]).
-    conn: OnceLock<ConnectionManager>,
+    /// The connection most commands share (a gateway started while Redis
+    /// is down waits for it in the background; see [`RedisStore::connect`]).
+    primary: Primary,
+    /// Connections of their own for admissions that wait for replicas
+    /// (`WAIT` holds up every other command of its connection); none
+    /// without `queue.redis_min_replicas`.
+    admission: Vec<Primary>,
+    next_admission: AtomicUsize,
+    /// Admissions too few replicas acknowledged are counted here.
+    ack_failures: AckFailures,
     config: RedisQueueConfig,
     url: String,
     max_list: usize,
@@ -153,9 +166,17 @@ fn redact(url: &str) -> String {
     link::masked_url(url)
 }
 
-async fn manager(client: redis::Client) -> redis::RedisResult<ConnectionManager> {
-    link::manager(client, link::RESPONSE_TIMEOUT).await
+/// Where the primary is, for logs and errors: the URL without its password,
+/// or the Sentinels' master name and addresses.
+fn describe(config: &RedisQueueConfig) -> String {
+    match &config.sentinel {
+        Some(sentinel) => format!("sentinel {}", sentinel.describe()),
+        None => redact(&config.url),
+    }
 }
+
+/// Admissions that wait for replicas share this many connections.
+const ADMISSION_CONNECTIONS: usize = 4;
 
 impl RedisStore {
     /// Connects to Redis and creates the consumer group if it does not exist.
@@ -169,20 +190,43 @@ impl RedisStore {
         capacity: u64,
         retention: Duration,
         catalog: Catalog,
+        ack_failures: AckFailures,
     ) -> Result<Arc<Self>, RedisError> {
-        let url = redact(&config.url);
+        let url = describe(config);
         let err = |what| {
-            let url = redact(&config.url);
+            let url = describe(config);
             move |source| RedisError { what, url, source }
         };
-        let client = link::client(config).map_err(|e| err("URL")(e.source))?;
-        let first = manager(client.clone()).await;
+        let primary = Primary::new(config, "queue", link::RESPONSE_TIMEOUT)
+            .map_err(|e| err("URL")(e.source))?;
+        let admission = if config.replicas.wanted() {
+            (0..ADMISSION_CONNECTIONS)
+                .map(|_| {
+                    Primary::new(
+                        config,
+                        "admission",
+                        link::RESPONSE_TIMEOUT + config.replicas.timeout,
+                    )
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| err("URL")(e.source))?
+        } else {
+            Vec::new()
+        };
+        // Found in the background from now, so the first sends find them.
+        for link in &admission {
+            let _ = link.get();
+        }
+        let first = primary.connect().await;
         let mut config = config.clone();
         // Every key of the stream shares its hash tag (one Redis Cluster slot).
         config.stream = link::stream_key(&config.stream);
         let cluster = Arc::new_cyclic(|me| Self {
             me: me.clone(),
-            conn: OnceLock::new(),
+            primary,
+            admission,
+            next_admission: AtomicUsize::new(0),
+            ack_failures,
             config,
             url,
             max_list,
@@ -204,27 +248,25 @@ impl RedisStore {
             stop: Notify::new(),
         });
         match first {
-            Ok(conn) => {
-                let _ = cluster.conn.set(conn);
+            Ok(_) => {
                 cluster.ensure_group().await.map_err(err("XGROUP CREATE"))?;
             }
             Err(e) => {
                 cluster.healthy.store(false, Ordering::Relaxed);
                 tracing::warn!(url = %cluster.url, error = %e, "waiting for Redis: the gateway serves, /readyz answers 503 until it is reached");
-                tokio::spawn(cluster.clone().wait_for_redis(client));
+                tokio::spawn(cluster.clone().wait_for_redis());
             }
         }
         Ok(cluster)
     }
 
     /// Retries the first connection until it succeeds, then creates the group.
-    async fn wait_for_redis(self: Arc<Self>, client: redis::Client) {
+    async fn wait_for_redis(self: Arc<Self>) {
         let mut failures = 1u32;
         loop {
             tokio::time::sleep(backoff(failures)).await;
-            match manager(client.clone()).await {
-                Ok(conn) => {
-                    let _ = self.conn.set(conn);
+            match self.primary.connect().await {
+                Ok(_) => {
                     match self.ensure_group().await {
                         Ok(()) => {
                             self.healthy.store(true, Ordering::Relaxed);
@@ -247,11 +289,20 @@ impl RedisStore {
         }
     }
 
-    /// The shared connection, once made.
-    fn link(&self) -> redis::RedisResult<ConnectionManager> {
-        self.conn.get().cloned().ok_or_else(|| {
-            redis::RedisError::from((redis::ErrorKind::IoError, "not connected to Redis yet"))
-        })
+    /// The shared connection to the primary; an error at once while the
+    /// primary is not known (not reached yet, or being found again).
+    fn link(&self) -> redis::RedisResult<Conn> {
+        self.primary.get()
+    }
+
+    /// A connection for one admission: one of its own when admissions wait
+    /// for replicas, else the shared one.
+    fn admission_link(&self) -> redis::RedisResult<Conn> {
+        if self.admission.is_empty() {
+            return self.link();
+        }
+        let i = self.next_admission.fetch_add(1, Ordering::Relaxed) % self.admission.len();
+        self.admission[i].get()
     }
 
     async fn ensure_group(&self) -> redis::RedisResult<()> {
@@ -277,7 +328,7 @@ impl RedisStore {
     }
 
     /// A handle on the shared connection (for read-only views).
-    pub fn connection(&self) -> Result<ConnectionManager, RedisError> {
+    pub fn connection(&self) -> Result<Conn, RedisError> {
         self.link().map_err(|e| self.failed("connect", e))
     }
 
@@ -458,7 +509,9 @@ impl Store for RedisStore {
         let Some(me) = self.me.upgrade() else {
             return Ok(());
         };
-        let reader_client = link::client(&self.config).map_err(|e| {
+        // A connection of its own: a blocking read would hold up every
+        // other command on a shared one.
+        let reader = Primary::new(&self.config, "reader", link::RESPONSE_TIMEOUT).map_err(|e| {
             RedisError {
                 what: "URL",
                 url: self.url.clone(),
@@ -470,7 +523,7 @@ impl Store for RedisStore {
             cluster: me.clone(),
             hand: hand.clone(),
         };
-        tokio::spawn(consumer.clone().read(reader_client));
+        tokio::spawn(consumer.clone().read(reader));
         tokio::spawn(consumer.clone().reclaim());
         tokio::spawn(consumer.move_delayed());
         tokio::spawn(me.flush_loop());
@@ -485,7 +538,7 @@ impl Store for RedisStore {
         Box::pin(async move {
             self.accept(id, job).await.inspect_err(|e| {
                 if let AdmitError::Store(e) = e {
-                    tracing::warn!(error = %e.detail(), "send refused: the shared queue is unreachable");
+                    tracing::warn!(error = %e.detail(), "send refused by the shared queue");
                 }
             })?;
             Ok(Admitted::Shared)

@@ -263,11 +263,7 @@ pub fn admit_error(e: AdmitError) -> ApiError {
         AdmitError::Full { .. } => ApiError::unavailable("queue_full", e.to_string(), 1),
         AdmitError::Store(e) => {
             tracing::warn!(error = %e.detail(), "send refused: the store cannot keep the job");
-            ApiError::unavailable(
-                e.code(),
-                "the queue backend cannot keep this job now; nothing was queued. Retry later",
-                e.retry_after(),
-            )
+            ApiError::unavailable(e.code(), e.client_message(), e.retry_after())
         }
     }
 }

@@ -1,6 +1,8 @@
 //! Admission into the shared stream: a job's chunks are in Redis before the
 //! 202 goes out. `queue.capacity` bounds the tokens waiting in the stream,
-//! counted in whole chunks (XLEN × chunk size), cluster-wide.
+//! counted in whole chunks (XLEN × chunk size), cluster-wide. With
+//! `queue.redis_min_replicas`, they are staged and published once enough
+//! replicas hold them ([`super::staged`]).
 
 use std::sync::atomic::Ordering;
 
@@ -10,7 +12,7 @@ use super::wire::Chunk;
 use super::{CHUNK_TOKENS, RedisError, RedisStore};
 use crate::floor::{ms_since_epoch, now_ms};
 use crate::job::JobId;
-use crate::store::{AdmitError, NewJob};
+use crate::store::{AdmitError, NewJob, StoreError};
 
 impl RedisStore {
     /// Chunks waiting in the stream (sent or not), counted by XLEN: acked
@@ -39,9 +41,7 @@ impl RedisStore {
                 wanted: total,
             });
         }
-        self.write_chunks(id, job)
-            .await
-            .map_err(|e| RedisError::into_store(e).into())
+        self.write_chunks(id, job).await.map_err(AdmitError::Store)
     }
 
     /// Opens a streamed job: its status in Redis, open, with no tokens yet.
@@ -106,7 +106,7 @@ impl RedisStore {
         Ok(())
     }
 
-    async fn write_chunks(&self, id: JobId, job: &NewJob) -> Result<(), RedisError> {
+    async fn write_chunks(&self, id: JobId, job: &NewJob) -> Result<(), StoreError> {
         let (platform, app) = (job.platform, &*job.app);
         let codec = platform.codec();
         let mut pipe = redis::pipe();
@@ -126,6 +126,9 @@ impl RedisStore {
         };
         let all = job.tokens.range();
         let total = all.end - all.start;
+        let report = self.report_key(platform.family(), app);
+        // Waiting for replicas: staged, not readable, until they hold it.
+        let stage = self.stage_for(id, all.start, &report, u64::from(total));
         let mut start = all.start;
         while start < all.end {
             let end = all.end.min(start.saturating_add(CHUNK_TOKENS as u32));
@@ -135,18 +138,14 @@ impl RedisStore {
                 .map(|i| codec.wire(job.tokens.get(i)).into_owned())
                 .collect();
             let body = serde_json::to_string(&chunk).unwrap_or_default();
-            match due {
-                Some(due) => pipe.zadd(self.delayed_key(), body, due).ignore(),
-                None => pipe.xadd(&self.config.stream, "*", &[("c", body)]).ignore(),
+            match (&stage, due) {
+                (Some(stage), _) => pipe.rpush(&stage.list, body).ignore(),
+                (None, Some(due)) => pipe.zadd(self.delayed_key(), body, due).ignore(),
+                (None, None) => pipe.xadd(&self.config.stream, "*", &[("c", body)]).ignore(),
             };
             start = end;
         }
-        pipe.hincr(
-            self.report_key(platform.family(), app),
-            "accepted",
-            i64::from(total),
-        )
-        .ignore();
+        pipe.hincr(&report, "accepted", i64::from(total)).ignore();
         let key = self.job_key(&chunk.job);
         let now = now_ms();
         pipe.hset_multiple(&key, &[("platform", platform.as_str()), ("app", app)])
@@ -178,9 +177,12 @@ impl RedisStore {
             .ignore()
             .zrembyscore(self.done_jobs_key(), "-inf", &cutoff)
             .ignore();
-        let mut conn = self.connection()?;
+        if let Some(stage) = stage {
+            return self.commit_staged(pipe, &[stage]).await;
+        }
+        let mut conn = self.connection().map_err(RedisError::into_store)?;
         let r = pipe.query_async::<()>(&mut conn).await;
-        self.fail("XADD", r)?;
+        self.fail("XADD", r).map_err(RedisError::into_store)?;
         self.healthy.store(true, Ordering::Relaxed);
         Ok(())
     }

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, UNIX_EPOCH};
 
-use redis::aio::ConnectionManager;
 use redis::streams::StreamId;
 use redis::{AsyncCommands, Value};
 use tokio::sync::OwnedSemaphorePermit;
@@ -17,10 +16,11 @@ use crate::job::{JobId, JobProgress, TokenList};
 use crate::outcome::Arrival;
 use crate::platform::Handoff;
 use crate::shared::link::RedisQueueConfig;
+use crate::shared::primary::Primary;
 use crate::store::Hand;
 
 use super::wire::Chunk;
-use super::{InFlight, RedisStore, backoff, manager};
+use super::{InFlight, RedisStore, backoff};
 
 /// The consuming side: turns stream entries into local jobs.
 #[derive(Clone)]
@@ -36,9 +36,8 @@ impl Consumer {
 
     /// XREADGROUP one chunk per free slot, on a connection of its own: a
     /// blocking read would hold up every other command on a shared one.
-    pub(super) async fn read(self, client: redis::Client) {
+    pub(super) async fn read(self, reader: Primary) {
         let mut failures = 0u32;
-        let mut conn: Option<ConnectionManager> = None;
         loop {
             let permit = tokio::select! {
                 p = self.cluster.slots.clone().acquire_owned() => match p {
@@ -62,25 +61,18 @@ impl Consumer {
                 }
                 continue;
             }
-            let c = match &conn {
-                Some(c) => c.clone(),
-                None => match manager(client.clone()).await {
-                    Ok(c) => {
-                        conn = Some(c.clone());
-                        c
+            let mut c = match reader.connect().await {
+                Ok(c) => c,
+                Err(e) => {
+                    failures += 1;
+                    self.cluster.healthy.store(false, Ordering::Relaxed);
+                    if failures == 1 || failures.is_multiple_of(20) {
+                        tracing::warn!(error = %e, "cannot connect to Redis to read the queue; retrying");
                     }
-                    Err(e) => {
-                        failures += 1;
-                        self.cluster.healthy.store(false, Ordering::Relaxed);
-                        if failures == 1 || failures.is_multiple_of(20) {
-                            tracing::warn!(error = %e, "cannot connect to Redis to read the queue; retrying");
-                        }
-                        tokio::time::sleep(backoff(failures)).await;
-                        continue;
-                    }
-                },
+                    tokio::time::sleep(backoff(failures)).await;
+                    continue;
+                }
             };
-            let mut c = c;
             let options = redis::streams::StreamReadOptions::default()
                 .group(&self.config().group, &self.config().consumer)
                 .count(1)
@@ -124,11 +116,13 @@ impl Consumer {
     pub(super) async fn reclaim(self) {
         let idle = self.config().claim_idle;
         let every = (idle / 3).max(Duration::from_millis(100));
+        // Failovers already looked at (see `heartbeat`).
+        let mut moves = self.cluster.primary.moves();
         // Runs until the process exits, shutdown included: chunks still being
         // finished during the drain must not look abandoned to the others.
         loop {
             tokio::time::sleep(every).await;
-            if let Err(e) = self.heartbeat().await {
+            if let Err(e) = self.heartbeat(&mut moves).await {
                 tracing::debug!(error = %e, "cannot refresh our chunks' idle time");
                 continue;
             }
@@ -144,10 +138,14 @@ impl Consumer {
 
     /// Resets the idle time of the chunks this gateway still owns. Only
     /// those: a chunk another gateway took over (we were cut off for longer
-    /// than `claim_idle_ms`) is not taken back.
-    async fn heartbeat(&self) -> redis::RedisResult<()> {
+    /// than `claim_idle_ms`) is not taken back. After a failover (`moves`
+    /// behind the primary's), also counts the chunks the new primary
+    /// forgot we read ([`Consumer::count_forgotten`]).
+    async fn heartbeat(&self, moves: &mut u64) -> redis::RedisResult<()> {
+        let moved = self.cluster.primary.moves();
         let ours: HashSet<String> = lock(&self.cluster.entries).iter().cloned().collect();
         if ours.is_empty() {
+            *moves = moved;
             return Ok(());
         }
         let mut conn = self.cluster.link()?;
@@ -165,6 +163,10 @@ impl Consumer {
             .map(|(id, ..)| id)
             .filter(|id| ours.contains(*id))
             .collect();
+        if moved != *moves {
+            self.count_forgotten(&ours, &ids);
+            *moves = moved;
+        }
         if ids.is_empty() {
             return Ok(());
         }
@@ -178,6 +180,25 @@ impl Consumer {
             .query_async::<Value>(&mut conn)
             .await
             .map(drop)
+    }
+
+    /// After a failover: chunks this gateway holds that the new primary
+    /// does not list as ours were read on the old one, and the read never
+    /// reached the replica. For the new primary they are new work, which any
+    /// gateway may read again and send whole, while this one finishes them:
+    /// every token of theirs is counted in `possible_duplicates`.
+    fn count_forgotten(&self, ours: &HashSet<String>, still_ours: &[&String]) {
+        let kept: HashSet<&str> = still_ours.iter().map(|s| s.as_str()).collect();
+        let forgotten: Vec<Arc<InFlight>> = lock(&self.cluster.chunks)
+            .values()
+            .filter(|c| ours.contains(&c.entry) && !kept.contains(c.entry.as_str()))
+            .cloned()
+            .collect();
+        for chunk in forgotten {
+            let n = chunk.progress.total();
+            tracing::warn!(entry = %chunk.entry, tokens = n, "the new Redis primary does not know this gateway holds a chunk: another may send it too (counted as possible duplicates)");
+            self.hand.recorder.possible_duplicates(&chunk.progress, n);
+        }
     }
 
     /// Claims one idle chunk; false when there is none.
@@ -211,7 +232,8 @@ impl Consumer {
     }
 
     /// Moves due delayed chunks to the stream, atomically (a Lua script), so
-    /// two gateways never move the same chunk twice.
+    /// two gateways never move the same chunk twice; publishes staged jobs
+    /// whose gateway did not ([`super::staged`]).
     pub(super) async fn move_delayed(self) {
         const SCRIPT: &str = "local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 100) \
             for _, m in ipairs(due) do redis.call('XADD', KEYS[2], '*', 'c', m); redis.call('ZREM', KEYS[1], m) end \
@@ -236,6 +258,9 @@ impl Consumer {
                 Ok(n) if n > 0 => tracing::debug!(chunks = n, "delayed chunks are due: queued"),
                 Ok(_) => {}
                 Err(e) => tracing::debug!(error = %e, "cannot move delayed chunks"),
+            }
+            if let Err(e) = self.cluster.publish_overdue().await {
+                tracing::debug!(error = %e, "cannot publish overdue staged jobs");
             }
             if let Err(e) = self.apply_cancellations().await {
                 tracing::debug!(error = %e, "cannot read cancellations");
