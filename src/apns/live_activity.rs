@@ -64,10 +64,10 @@ fn check_aps(aps: &Map<String, Value>, via: Via) -> Result<(), FieldError> {
     }
     let start = event == Some("start");
     if start {
-        if !aps
+        if aps
             .get("attributes-type")
             .and_then(Value::as_str)
-            .is_some_and(|t| !t.is_empty())
+            .is_none_or(str::is_empty)
         {
             return Err(bad(
                 "aps.attributes-type must name the app's ActivityAttributes type for a start",
@@ -92,7 +92,7 @@ fn check_aps(aps: &Map<String, Value>, via: Via) -> Result<(), FieldError> {
     }
     if aps
         .get("input-push-channel")
-        .is_some_and(|v| !v.as_str().is_some_and(|c| !c.is_empty()))
+        .is_some_and(|v| v.as_str().is_none_or(str::is_empty))
     {
         return Err(bad(
             "aps.input-push-channel must be a channel id (base64, as APNs returned it)",
