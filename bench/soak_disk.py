@@ -9,7 +9,7 @@ tokens, keeping at most `--window` tokens pending (so the store holds a
 working set, not the whole run), samples the data dir's size after every
 job, and prints the largest size seen, the size at the end, and the
 throughput. Not part of CI (minutes of full load); its figures go in the
-README. Reuses bench/driver.py's process helpers.
+README. Reuses bench/common.py's process helpers.
 """
 
 import argparse
@@ -18,7 +18,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import driver  # noqa: E402
+import common  # noqa: E402
 
 
 def main():
@@ -32,13 +32,12 @@ def main():
     args = ap.parse_args()
     args.tokens_total = args.tokens
     args.tokens = max(args.window, args.job)  # what gateway_config sizes capacity from
-    driver.OUT = os.path.join(driver.HERE, "out")
-    os.makedirs(driver.OUT, exist_ok=True)
-    mock, port, ca = driver.start_mock_apns(args, "soak")
-    gw, gport = driver.start_gateway(args, "soak", driver.apns_section(args, port, ca), "disk")
-    data = driver.data_dir("soak")
-    api = driver.Api(gport)
-    body = driver.send_body(driver.apns_tokens(args.job), driver.APNS_PAYLOAD)
+    os.makedirs(common.OUT, exist_ok=True)
+    mock, port, ca = common.start_mock_apns(args, "soak")
+    gw, gport = common.start_gateway(args, "soak", common.apns_section(args, port, ca), "disk")
+    data = common.data_dir("soak")
+    api = common.Api(gport)
+    body = common.send_body(common.apns_tokens(args.job), common.APNS_PAYLOAD)
     sent, biggest, samples = 0, 0, []
     started = time.perf_counter()
     while sent < args.tokens_total:
@@ -46,7 +45,7 @@ def main():
             time.sleep(0.05)
         _, accepted = api.post("/apns/send", body)
         sent += accepted
-        size = driver.dir_bytes(data)
+        size = common.dir_bytes(data)
         biggest = max(biggest, size)
         samples.append((sent, size))
         if len(samples) % 10 == 0:
@@ -56,10 +55,10 @@ def main():
         time.sleep(0.1)
     took = time.perf_counter() - started
     time.sleep(1.0)
-    final = driver.dir_bytes(data)
+    final = common.dir_bytes(data)
     report = api.report("/apns/report")
-    driver.stop(gw)
-    driver.stop(mock)
+    common.stop(gw)
+    common.stop(mock)
     first_half = max(s for n, s in samples[: len(samples) // 2]) if len(samples) > 1 else biggest
     second_half = max(s for n, s in samples[len(samples) // 2:]) if samples else biggest
     print(f"soak: {sent:,} tokens in {took:.0f} s ({sent / took:,.0f} tokens/s), window {args.window:,} pending")

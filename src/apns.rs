@@ -18,6 +18,7 @@ pub mod config;
 pub mod conn;
 pub mod front;
 pub mod gorush;
+pub mod live_activity;
 pub mod message;
 pub mod pool;
 pub mod request;

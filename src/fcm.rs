@@ -15,6 +15,7 @@
 //! queue, the worker delivers them and records outcomes.
 
 pub mod auth;
+pub mod blocks;
 pub mod config;
 pub mod front;
 pub mod gorush;

@@ -116,6 +116,9 @@ struct FaultArgs {
     /// Seconds in Retry-After on throttled answers.
     #[arg(long, default_value_t = 1)]
     retry_after: u64,
+    /// Send Retry-After as an HTTP date (that many seconds ahead) instead of seconds.
+    #[arg(long)]
+    retry_after_date: bool,
     /// Send GOAWAY after N streams on a connection.
     #[arg(long)]
     goaway_after: Option<u64>,
@@ -139,6 +142,7 @@ impl FaultArgs {
             error_rate: self.error_rate,
             throttle_every: self.throttle_every,
             retry_after_s: self.retry_after,
+            retry_after_date: self.retry_after_date,
             goaway_after: self.goaway_after,
             drop_after: self.drop_after,
             stall_after: self.stall_after,

@@ -1,20 +1,23 @@
 //! Validation errors shared by every platform's message type: a bad field is
 //! a 400 naming the field, an oversized payload a 413 naming the limit.
 
-/// A field of a send request that cannot be used as given (answered 400).
+use std::borrow::Cow;
+
+/// A field of a send request that cannot be used as given (answered 400,
+/// naming the field in the message and as `field`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {problem}")]
 pub struct FieldError {
-    /// The request field.
-    pub field: &'static str,
+    /// The request field, dotted for a nested one (`android.notification.color`).
+    pub field: Cow<'static, str>,
     /// What is wrong with it.
     pub problem: String,
 }
 
 /// Builds a [`FieldError`].
-pub fn field_error(field: &'static str, problem: impl Into<String>) -> FieldError {
+pub fn field_error(field: impl Into<Cow<'static, str>>, problem: impl Into<String>) -> FieldError {
     FieldError {
-        field,
+        field: field.into(),
         problem: problem.into(),
     }
 }

@@ -3,7 +3,7 @@
 //! `fcm/` classify answers; this module only says when to try again, or that
 //! the token has run out of tries.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// Backoff settings (`[retry] base_ms`, `cap_ms`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,18 +79,38 @@ pub fn next(
     }
 }
 
-/// Parses a `Retry-After` header value given in seconds (the form APNs and
-/// Google use). HTTP dates are not used by either and are ignored.
-pub fn parse_retry_after(value: &str) -> Option<Duration> {
-    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+/// Longest wait a `Retry-After` may ask for; a longer one (or a later date)
+/// is read as this, so one bogus header cannot park a token for days.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// Parses a `Retry-After` value (RFC 9110 §10.2.3) as a wait from `now`:
+/// delay-seconds, or an HTTP date in any of the three forms RFC 9110 tells
+/// recipients to accept (IMF-fixdate, RFC 850, asctime). A date in the past
+/// is zero; every wait is at most [`MAX_RETRY_AFTER`]. APNs and Google send
+/// seconds today, Huawei and some push services dates; one reader serves all.
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    let wait = match value.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => httpdate::parse_http_date(value)
+            .ok()?
+            .duration_since(now)
+            .unwrap_or(Duration::ZERO),
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
 }
 
-/// An answer's `Retry-After`, when it has one in seconds.
-pub fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
+/// An answer's `Retry-After`, read at `now` ([`parse_retry_after`]).
+pub fn retry_after_at(headers: &http::HeaderMap, now: SystemTime) -> Option<Duration> {
     headers
         .get(http::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
-        .and_then(parse_retry_after)
+        .and_then(|v| parse_retry_after(v, now))
+}
+
+/// An answer's `Retry-After`, read now.
+pub fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
+    retry_after_at(headers, SystemTime::now())
 }
 
 #[cfg(test)]
@@ -145,9 +165,37 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_parses_seconds_only() {
-        assert_eq!(parse_retry_after(" 5 "), Some(Duration::from_secs(5)));
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+    fn retry_after_is_seconds_or_an_http_date_in_any_form() {
+        // 2015-10-21T07:28:00Z is 10 s after `now`.
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_445_412_470);
+        let ten = Some(Duration::from_secs(10));
+        assert_eq!(parse_retry_after(" 5 ", now), Some(Duration::from_secs(5)));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now), ten);
+        assert_eq!(
+            parse_retry_after("Wednesday, 21-Oct-15 07:28:00 GMT", now),
+            ten
+        );
+        assert_eq!(parse_retry_after("Wed Oct 21 07:28:00 2015", now), ten);
+        let later = now + Duration::from_secs(60);
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", later),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("999999", now), Some(MAX_RETRY_AFTER));
+        assert_eq!(
+            parse_retry_after("Sat, 01 Jan 2050 00:00:00 GMT", now),
+            Some(MAX_RETRY_AFTER)
+        );
+        for bad in ["soon", "-1", "1.5", ""] {
+            assert_eq!(parse_retry_after(bad, now), None, "{bad:?}");
+        }
+        let mut headers = http::HeaderMap::new();
+        assert_eq!(retry_after_at(&headers, now), None);
+        headers.insert(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+        );
+        assert_eq!(retry_after_at(&headers, now), ten);
     }
 }
 

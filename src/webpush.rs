@@ -10,6 +10,7 @@
 
 pub mod client;
 pub mod config;
+pub mod declarative;
 pub mod ece;
 pub mod front;
 pub mod message;

@@ -189,6 +189,16 @@ async fn bad_input_is_refused_with_json_and_changes_nothing() {
                 "bad_field",
             ),
             (
+                // A Live Activity start without its attributes: ActivityKit
+                // would drop it silently, so it is refused here.
+                json!({ "tokens": [good], "push_type": "liveactivity", "payload": {"aps": {
+                    "event": "start", "timestamp": 1767225600, "content-state": {"eta": 5}}} })
+                    .to_string(),
+                json_ct,
+                400,
+                "bad_field",
+            ),
+            (
                 json!({ "tokens": [good], "payload": apns_payload(), "collapse_id": "c".repeat(65) })
                     .to_string(),
                 json_ct,

@@ -366,3 +366,82 @@ async fn cancelling_a_running_job_stops_what_was_not_sent() {
     .await
     .unwrap();
 }
+
+/// The FCM v1 blocks of issue 22 reach the mock as sent, `android` merged
+/// over what the GoCM fields put there; a bad member is a 400 naming it, and
+/// legacy GCM refuses a block instead of dropping it. Leaves out `/send`.
+#[tokio::test]
+async fn fcm_v1_blocks_reach_the_upstream_as_sent() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let env = google_env(GoogleApi::V1, Faults::default(), |_| {}).await;
+        let android = json!({
+            "direct_boot_ok": true, "bandwidth_constrained_ok": true, "restricted_satellite_ok": false,
+            "ttl": "120s",
+            "notification": {"channel_id": "news", "color": "#ff0000", "visibility": "PUBLIC"}
+        });
+        let apns = json!({
+            "live_activity_token": "la-token-1",
+            "headers": {"apns-priority": "10", "apns-push-type": "liveactivity"},
+            "payload": {"aps": {"event": "update", "timestamp": 1_800_000_000u64,
+                                "content-state": {"score": "2-1"}}}
+        });
+        let webpush = json!({
+            "headers": {"Urgency": "high", "TTL": "60"},
+            "fcm_options": {"link": "https://example.com/news"}
+        });
+        let body = json!({
+            "tokens": ["dev-blocks-1"],
+            "notification": {"title": "hello"},
+            "priority": "high",
+            "android": android, "apns": apns, "webpush": webpush,
+            "fcm_options": {"analytics_label": "spring-2026"}
+        });
+        let r = env.client.post(env.url("/fcm/send")).json(&body).send().await.unwrap();
+        assert_eq!(r.status(), 202);
+        let c = wait_done(&env.gateway, pushgate::fcm::FAMILY, 1).await;
+        assert_eq!(c.successes, 1);
+        let sent = env.mock.ledger.request("dev-blocks-1").expect("seen").json();
+        let message = &sent["message"];
+        assert_eq!(message["notification"]["title"], "hello");
+        assert_eq!(message["android"]["priority"], "HIGH");
+        assert_eq!(message["android"]["direct_boot_ok"], true);
+        assert_eq!(message["android"]["bandwidth_constrained_ok"], true);
+        assert_eq!(message["android"]["restricted_satellite_ok"], false);
+        assert_eq!(message["android"]["ttl"], "120s");
+        assert_eq!(message["android"]["notification"]["channel_id"], "news");
+        assert_eq!(message["android"]["notification"]["color"], "#ff0000");
+        assert_eq!(message["apns"], apns);
+        assert_eq!(message["webpush"], webpush);
+        assert_eq!(message["fcm_options"]["analytics_label"], "spring-2026");
+
+        for (block, value, field) in [
+            ("android", json!({"priority": "urgent"}), "android.priority"),
+            ("android", json!({"notification": {"color": "red"}}), "android.notification.color"),
+            ("apns", json!({"live_activity_token": "t"}), "apns.payload"),
+            ("webpush", json!({"fcm_options": {"link": "http://x"}}), "webpush.fcm_options.link"),
+            ("fcm_options", json!({"analytics_label": "a b"}), "fcm_options.analytics_label"),
+        ] {
+            let mut bad = json!({"tokens": ["dev-blocks-2"], "payload": {"k": "v"}});
+            bad[block] = value;
+            let r = env.client.post(env.url("/fcm/send")).json(&bad).send().await.unwrap();
+            assert_eq!(r.status(), 400, "{bad}");
+            let answer: Value = r.json().await.unwrap();
+            assert_eq!(answer["field"], field, "{answer}");
+        }
+        assert!(env.mock.ledger.request("dev-blocks-2").is_none());
+
+        let legacy = google_env(GoogleApi::Legacy, Faults::default(), |_| {}).await;
+        let r = legacy
+            .client
+            .post(legacy.url("/gcm/send"))
+            .json(&json!({"tokens": ["dev-3"], "payload": {"k": "v"}, "android": {"direct_boot_ok": true}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400);
+        let answer: Value = r.json().await.unwrap();
+        assert_eq!(answer["field"], "android", "{answer}");
+    })
+    .await
+    .unwrap();
+}

@@ -216,7 +216,11 @@ async fn three_thousand_subscriptions_every_live_one_gets_exactly_one_decryptabl
         let plaintext = serde_json::to_vec(&payload).unwrap();
         assert_eq!(e.mock.inbox.count(&plaintext), 2800);
         assert_eq!(e.mock.inbox.total(), 2800);
-        assert_eq!(e.mock.inbox.header_count("ttl=3600"), 2800);
+        // Each carries what is left of its hour after its time in the queue.
+        let ttls: u64 = (3000..=3600)
+            .map(|t| e.mock.inbox.header_count(&format!("ttl={t}")))
+            .sum();
+        assert_eq!(ttls, 2800);
         assert_eq!(e.mock.inbox.header_count("urgency=high"), 2800);
         assert_eq!(e.mock.inbox.header_count("topic=sale"), 2800);
         // One VAPID JWT for the one origin, cached; HTTP/2 multiplexes the
@@ -582,6 +586,112 @@ async fn a_webpush_job_kept_on_disk_is_delivered_after_a_restart() {
         }
         assert_eq!(mock.inbox.count(br#"{"kept":true}"#), 50);
         second.shutdown(Duration::from_secs(1)).await;
+    })
+    .await
+    .unwrap();
+}
+
+/// Declarative Web Push end to end: `"declarative": true` wraps the
+/// notification, a payload already in that shape goes as it is, and each
+/// decrypts at the mock to exactly that JSON; a bad one is a 400 naming the
+/// member, nothing queued. Leaves out a real Safari (the mock only decrypts).
+#[tokio::test]
+async fn declarative_web_push_reaches_the_push_service_and_bad_ones_are_refused() {
+    tokio::time::timeout(TIMEOUT, async {
+        let e = env(listed).await;
+        let (status, answer) = e
+            .post(&json!({
+                "subscriptions": [e.mock.subscription("ok", "decl-1")],
+                "declarative": true,
+                "payload": {"title": "Order shipped", "body": "On its way",
+                            "navigate": "https://shop.example/orders/42", "app_badge": 2}
+            }))
+            .await;
+        assert_eq!(status, 202, "{answer}");
+        let given = json!({"web_push": 8030, "mutable": true,
+                           "notification": {"title": "Sale", "navigate": "https://shop.example/sale"}});
+        let (status, answer) = e
+            .post(&json!({"subscriptions": [e.mock.subscription("ok", "decl-2")], "payload": given}))
+            .await;
+        assert_eq!(status, 202, "{answer}");
+        e.wait_done().await;
+        let mut wrapped = serde_json::Map::new();
+        wrapped.insert("web_push".into(), json!(8030));
+        wrapped.insert(
+            "notification".into(),
+            json!({"title": "Order shipped", "body": "On its way",
+                   "navigate": "https://shop.example/orders/42"}),
+        );
+        wrapped.insert("app_badge".into(), json!(2));
+        let wrapped = serde_json::to_vec(&wrapped).unwrap();
+        assert_eq!(e.mock.inbox.count(&wrapped), 1, "{}", String::from_utf8_lossy(&wrapped));
+        assert_eq!(e.mock.inbox.count(given.to_string().as_bytes()), 1);
+
+        for (body, field) in [
+            (json!({"declarative": true, "payload": {"title": "no link"}}), "payload.notification.navigate"),
+            (json!({"declarative": true, "payload": {"navigate": "https://a.example/"}}), "payload.notification.title"),
+            (json!({"declarative": true, "payload": "text"}), "payload"),
+            (json!({"payload": {"web_push": 8031, "notification": {"title": "t", "navigate": "https://a.example/"}}}), "payload.web_push"),
+            (json!({"payload": {"web_push": 8030, "notification": {"title": "t", "navigate": "/relative"}}}), "payload.notification.navigate"),
+        ] {
+            let mut body = body;
+            body["subscriptions"] = json!([e.mock.subscription("ok", "decl-bad")]);
+            let (status, answer) = e.post(&body).await;
+            assert_eq!(status, 400, "{body}: {answer}");
+            assert_eq!(answer["field"], field, "{body}: {answer}");
+        }
+        assert_eq!(e.mock.inbox.total(), 2);
+    })
+    .await
+    .unwrap();
+}
+
+/// The `TTL` header carries what is left after the message's time in the
+/// queue: a message held back a second by a 429 `Retry-After: 1` goes with
+/// less than it was given, and one whose TTL ran out while it waited expires
+/// unsent and is counted as expired. Uses the real clock (the wait is the
+/// mock's one-second `Retry-After`); `webpush::message` tests the
+/// arithmetic with fixed instants.
+#[tokio::test]
+async fn the_ttl_sent_shrinks_with_queue_time_and_a_message_past_it_expires() {
+    tokio::time::timeout(TIMEOUT, async {
+        let e = env(listed).await;
+        let (status, answer) = e
+            .post(
+                &json!({"subscriptions": [e.mock.subscription("throttle", "ttl-60")],
+                          "payload": "late", "ttl": 60}),
+            )
+            .await;
+        assert_eq!(status, 202, "{answer}");
+        let report = e.wait_done().await;
+        assert_eq!(report["successes"], 1, "{report}");
+        assert_eq!(e.mock.inbox.header_count("ttl=60"), 0);
+        assert_eq!(
+            e.mock.inbox.header_count("ttl=59") + e.mock.inbox.header_count("ttl=58"),
+            1
+        );
+
+        let (status, answer) = e
+            .post(
+                &json!({"subscriptions": [e.mock.subscription("throttle", "ttl-1")],
+                          "payload": "too late", "ttl": 1}),
+            )
+            .await;
+        assert_eq!(status, 202, "{answer}");
+        let job = answer["job"].as_str().unwrap().to_owned();
+        let deadline = Instant::now() + TIMEOUT;
+        let status = loop {
+            let s = e.get(&format!("/jobs/{job}")).await;
+            if s["pending"] == 0 {
+                break s;
+            }
+            assert!(Instant::now() < deadline, "not done: {s}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(status["expired"], 1, "{status}");
+        assert_eq!(e.mock.inbox.count(b"too late"), 0);
+        let report = e.get("/webpush/report").await;
+        assert_eq!(report["expired"], 1, "{report}");
     })
     .await
     .unwrap();

@@ -4,11 +4,9 @@
 //! [`ApnsMessage`]; the connection actors send it like a device push of one
 //! "token" (the channel id), to `POST /4/broadcasts/apps/<bundle>`.
 
-use bytes::Bytes;
-use serde_json::Value;
-
 use super::message::{ApnsMessage, Priority, PushType};
 use crate::message::{FieldError, MessageError, PayloadTooLarge, field_error};
+use bytes::Bytes;
 
 /// Apple's limit on a broadcast payload, in bytes.
 pub const MAX_PAYLOAD: usize = 5120;
@@ -84,7 +82,7 @@ pub fn message(fields: BroadcastFields<'_>, bundle: &str) -> Result<ApnsMessage,
         }
         .into());
     }
-    check_payload(payload)?;
+    super::live_activity::check(payload, super::live_activity::Via::Channel)?;
     let priority = match fields.priority {
         None => Priority::Immediate,
         Some(n) => Priority::from_number(n)
@@ -114,29 +112,6 @@ pub fn message(fields: BroadcastFields<'_>, bundle: &str) -> Result<ApnsMessage,
         collapse_id: None,
         broadcast: Some(Bytes::from(path)),
     })
-}
-
-fn check_payload(payload: &[u8]) -> Result<(), FieldError> {
-    let bad = |problem: &str| field_error("payload", problem.to_owned());
-    let value: Value = serde_json::from_slice(payload)
-        .map_err(|e| field_error("payload", format!("not valid JSON ({e})")))?;
-    let aps = value
-        .as_object()
-        .ok_or_else(|| bad("must be a JSON object"))?
-        .get("aps")
-        .and_then(Value::as_object)
-        .ok_or_else(|| bad("must hold an \"aps\" object"))?;
-    match aps.get("event").and_then(Value::as_str) {
-        Some("update" | "end") => {}
-        _ => return Err(bad("aps.event must be \"update\" or \"end\"")),
-    }
-    if !aps.get("timestamp").is_some_and(Value::is_u64) {
-        return Err(bad("aps.timestamp must be a UNIX time in seconds"));
-    }
-    if !aps.get("content-state").is_some_and(Value::is_object) {
-        return Err(bad("aps.content-state must be an object"));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

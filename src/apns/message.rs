@@ -308,6 +308,9 @@ impl ApnsMessage {
             }
             .into());
         }
+        if push_type == PushType::LiveActivity {
+            super::live_activity::check(payload, super::live_activity::Via::Device)?;
+        }
         let topic = fields
             .topic
             .filter(|t| !t.is_empty())
@@ -471,7 +474,7 @@ mod tests {
         }
         assert!(matches!(
             ApnsMessage::new(fields(b"{}"), None),
-            Err(MessageError::Field(FieldError { field: "topic", .. }))
+            Err(MessageError::Field(FieldError { field, .. })) if field == "topic"
         ));
     }
 

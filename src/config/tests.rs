@@ -463,6 +463,39 @@ mod webpush {
         ));
         assert!(e.contains("webpush.allowed_origins"), "{e}");
     }
+
+    /// Apple's push service refuses a VAPID `sub` naming a host that does
+    /// not resolve: refused at start whenever web.push.apple.com is allowed
+    /// (the default list, or named), accepted when it is not.
+    #[test]
+    fn an_apple_endpoint_refuses_an_unreachable_subject_at_start() {
+        let d = dir();
+        let key = d.join("vapid.pem");
+        std::fs::write(
+            &key,
+            crate::webpush::vapid::VapidKey::generate()
+                .expect("key")
+                .to_pkcs8_pem()
+                .expect("pem"),
+        )
+        .expect("write");
+        for origins in ["[]", "[\"https://web.push.apple.com\"]"] {
+            let e = errors_of(&format!(
+                "[webpush]\nvapid_key_file = {key:?}\nsubject = \"mailto:ops@localhost\"\nallowed_origins = {origins}\n"
+            ));
+            assert!(
+                e.contains("webpush.subject") && e.contains("web.push.apple.com"),
+                "{origins}: {e}"
+            );
+        }
+        let only_mozilla = format!(
+            "[webpush]\nvapid_key_file = {key:?}\nsubject = \"mailto:ops@localhost\"\nallowed_origins = [\"https://updates.push.services.mozilla.com\"]\n"
+        );
+        assert_eq!(errors_of(&only_mozilla), "");
+        let real =
+            format!("[webpush]\nvapid_key_file = {key:?}\nsubject = \"mailto:ops@example.com\"\n");
+        assert_eq!(errors_of(&real), "");
+    }
 }
 
 #[test]

@@ -12,6 +12,7 @@ use std::time::SystemTime;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use super::blocks::{BlockFields, legacy_refusal};
 use super::message::{GoogleExtras, GoogleFields, GoogleMessage, Target};
 use super::{GoogleService, gorush, token, topic};
 use crate::job::Platform;
@@ -44,6 +45,14 @@ struct GoogleJson<'a> {
     #[serde(default)]
     time_to_live: Option<i64>,
     #[serde(borrow, default)]
+    android: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    apns: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    webpush: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    fcm_options: Option<&'a RawValue>,
+    #[serde(borrow, default)]
     topic: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     condition: Option<Cow<'a, str>>,
@@ -65,8 +74,21 @@ impl GoogleJson<'_> {
             collapse_key: self.collapse_key.as_deref(),
             priority: self.priority.as_deref(),
             time_to_live: self.time_to_live,
+            blocks: BlockFields {
+                android: raw(self.android),
+                apns: raw(self.apns),
+                webpush: raw(self.webpush),
+                fcm_options: raw(self.fcm_options),
+            },
         }
     }
+}
+
+/// A block's JSON text; `null` counts as absent.
+fn raw(value: Option<&RawValue>) -> Option<&[u8]> {
+    value
+        .map(|v| v.get().as_bytes())
+        .filter(|text| *text != b"null")
 }
 
 /// Registration tokens checked as FCM does; a topic or condition (already
@@ -115,6 +137,12 @@ impl GoogleFront {
         tokens: Vec<Cow<'a, str>>,
         when: When,
     ) -> Result<Request<'a>, MessageError> {
+        // Legacy GCM has no blocks: refused, never dropped unseen.
+        if self.platform == super::GCM
+            && let Some(block) = fields.blocks.first_given()
+        {
+            return Err(legacy_refusal(block).into());
+        }
         let stored = fields.to_stored_with(extras);
         let message = GoogleMessage::with_extras(fields, extras)?;
         Ok(Request {
@@ -253,6 +281,7 @@ impl GorushMapping for GoogleFront {
             collapse_key: plan.collapse_key,
             priority: plan.priority,
             time_to_live: plan.time_to_live,
+            blocks: BlockFields::default(),
         };
         let extras = GoogleExtras {
             target,

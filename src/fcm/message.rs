@@ -12,13 +12,30 @@
 //! become their compact JSON serialization (`{"a":1}` → `"{\"a\":1}"`). The
 //! legacy API gets the same strings, which is also what the device would have
 //! seen from it.
+//!
+//! # FCM v1's blocks
+//!
+//! `android`, `apns`, `webpush` and `fcm_options` ([`crate::fcm::blocks`])
+//! ride in the v1 message as given, `android` over what the GoCM fields put
+//! there; legacy GCM has none, and refuses a request that carries one.
+//!
+//! Split by concern: [`content`] checks what the message says, `wire`
+//! writes the two bodies.
+
+mod content;
+mod wire;
+
+use std::borrow::Cow;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use serde_json::{Map, Value};
 
+use self::content::{check_notification, stringify_data};
+use self::wire::{Parts, push_json_string};
+use super::blocks::{BlockFields, parse_object};
 use crate::message::field_error;
 pub use crate::message::{FieldError, MessageError, PayloadTooLarge};
-use serde_json::{Map, Value};
-use std::time::{Duration, SystemTime};
 
 /// Longest `time_to_live` Google accepts: 28 days, in seconds.
 pub const MAX_TIME_TO_LIVE: i64 = 2_419_200;
@@ -76,6 +93,8 @@ pub struct GoogleFields<'a> {
     pub priority: Option<&'a str>,
     /// `time_to_live` in seconds, 0..=2419200.
     pub time_to_live: Option<i64>,
+    /// FCM v1's `android`, `apns`, `webpush` and `fcm_options` blocks.
+    pub blocks: BlockFields<'a>,
 }
 
 /// Who a Google job's "tokens" are. A topic or condition job has exactly one
@@ -123,6 +142,16 @@ struct Stored<'a> {
     dry_run: bool,
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
     restricted_package_name: Option<std::borrow::Cow<'a, str>>,
+    /// FCM v1's blocks, each the JSON text of an object (absent in what
+    /// older versions stored).
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    android: Option<Cow<'a, str>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    apns: Option<Cow<'a, str>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    webpush: Option<Cow<'a, str>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    fcm_options: Option<Cow<'a, str>>,
 }
 
 fn is_tokens(t: &Target) -> bool {
@@ -146,6 +175,10 @@ impl GoogleFields<'_> {
             collapse_key: self.collapse_key.map(Into::into),
             priority: self.priority.map(Into::into),
             time_to_live: self.time_to_live,
+            android: self.blocks.android.map(String::from_utf8_lossy),
+            apns: self.blocks.apns.map(String::from_utf8_lossy),
+            webpush: self.blocks.webpush.map(String::from_utf8_lossy),
+            fcm_options: self.blocks.fcm_options.map(String::from_utf8_lossy),
         };
         serde_json::to_vec(&stored).unwrap_or_default()
     }
@@ -160,7 +193,9 @@ pub struct GoogleMessage {
     pub collapse_key: Option<String>,
     /// `priority`, when given.
     pub priority: Option<Priority>,
-    /// `time_to_live` in seconds, when given.
+    /// How long FCM keeps the message, in seconds, when given:
+    /// `android.ttl` (whole seconds) when the block has one, else
+    /// `time_to_live`.
     pub time_to_live: Option<u32>,
     /// Serialized data (after string conversion) plus notification, in bytes.
     pub payload_size: usize,
@@ -168,31 +203,6 @@ pub struct GoogleMessage {
     v1_tail: Bytes,
     /// Legacy: everything of `{"registration_ids":[...]` that follows the list.
     legacy_tail: Bytes,
-}
-
-/// Notification keys sent as given to the legacy API, and where v1 puts them.
-const NOTIFICATION_KEYS: [(&str, V1Place); 13] = [
-    ("title", V1Place::Notification("title")),
-    ("body", V1Place::Notification("body")),
-    ("image", V1Place::Notification("image")),
-    ("icon", V1Place::Android("icon")),
-    ("color", V1Place::Android("color")),
-    ("sound", V1Place::Android("sound")),
-    ("tag", V1Place::Android("tag")),
-    ("click_action", V1Place::Android("click_action")),
-    ("body_loc_key", V1Place::Android("body_loc_key")),
-    ("body_loc_args", V1Place::Android("body_loc_args")),
-    ("title_loc_key", V1Place::Android("title_loc_key")),
-    ("title_loc_args", V1Place::Android("title_loc_args")),
-    ("android_channel_id", V1Place::Android("channel_id")),
-];
-
-#[derive(Debug, Clone, Copy)]
-enum V1Place {
-    /// `message.notification.<name>`.
-    Notification(&'static str),
-    /// `message.android.notification.<name>`.
-    Android(&'static str),
 }
 
 impl GoogleMessage {
@@ -207,6 +217,12 @@ impl GoogleMessage {
                 collapse_key: s.collapse_key.as_deref(),
                 priority: s.priority.as_deref(),
                 time_to_live: s.time_to_live,
+                blocks: BlockFields {
+                    android: s.android.as_deref().map(str::as_bytes),
+                    apns: s.apns.as_deref().map(str::as_bytes),
+                    webpush: s.webpush.as_deref().map(str::as_bytes),
+                    fcm_options: s.fcm_options.as_deref().map(str::as_bytes),
+                },
             },
             GoogleExtras {
                 target: s.target,
@@ -231,6 +247,7 @@ impl GoogleMessage {
             None => Map::new(),
             Some(bytes) => stringify_data(parse_object("payload", bytes)?)?,
         };
+        let blocks = fields.blocks.parse()?;
         let notification = match fields.notification {
             None => None,
             Some(bytes) => {
@@ -239,10 +256,10 @@ impl GoogleMessage {
                 (!object.is_empty()).then_some(object)
             }
         };
-        if data.is_empty() && notification.is_none() {
+        if data.is_empty() && notification.is_none() && !blocks.carries_content() {
             return Err(field_error(
                 "payload",
-                "nothing to send: give a payload (data object) or a notification",
+                "nothing to send: give a payload (data object), a notification, or an android, apns or webpush block",
             )
             .into());
         }
@@ -290,25 +307,25 @@ impl GoogleMessage {
                 .into());
             }
         };
-        let v1_tail = v1_tail(
-            &data_json,
-            notification_json.as_ref(),
-            collapse_key.as_deref(),
+        let parts = Parts {
+            data: data_json.as_ref(),
+            notification: notification_json.as_ref(),
+            collapse_key: collapse_key.as_deref(),
             priority,
             time_to_live,
-            package,
-            extras.dry_run,
-        );
-        let mut legacy_tail = legacy_tail(
-            data_json,
-            notification_json,
-            collapse_key.as_deref(),
-            priority,
-            time_to_live,
-        );
-        if package.is_some() || extras.dry_run {
-            legacy_tail = legacy_extras(&legacy_tail, package, extras.dry_run);
-        }
+            restricted_package_name: package,
+            dry_run: extras.dry_run,
+            blocks: &blocks,
+        };
+        let v1_tail = wire::v1_tail(&parts);
+        let legacy_tail = wire::legacy_tail(&parts);
+        // The gateway stops trying when FCM would drop the message:
+        // `android.ttl` when the block gives one (it is what goes on the
+        // wire), else `time_to_live`.
+        let time_to_live = match blocks.android_ttl() {
+            Some(ttl) => Some(u32::try_from(ttl.as_secs()).unwrap_or(u32::MAX)),
+            None => time_to_live,
+        };
         Ok(Self {
             target: extras.target,
             collapse_key,
@@ -379,198 +396,8 @@ impl GoogleMessage {
     }
 }
 
-fn push_json_string(out: &mut Vec<u8>, s: &str) {
-    // Writing a &str into a Vec cannot fail; the fallback keeps the body valid JSON anyway.
-    if serde_json::to_writer(&mut *out, s).is_err() {
-        out.extend_from_slice(b"\"\"");
-    }
-}
-
 fn json_len(value: &Option<Value>) -> usize {
     value.as_ref().map_or(0, |v| v.to_string().len())
-}
-
-fn parse_object(field: &'static str, bytes: &[u8]) -> Result<Map<String, Value>, FieldError> {
-    match serde_json::from_slice::<Value>(bytes) {
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(field_error(field, "must be a JSON object")),
-        Err(e) => Err(field_error(field, format!("not valid JSON ({e})"))),
-    }
-}
-
-/// Applies the string conversion of the module docs and refuses the keys FCM
-/// reserves, which it would refuse for every token.
-fn stringify_data(data: Map<String, Value>) -> Result<Map<String, Value>, FieldError> {
-    let mut out = Map::new();
-    for (key, value) in data {
-        if key.is_empty()
-            || key == "from"
-            || key == "message_type"
-            || key.starts_with("google.")
-            || key.starts_with("gcm.")
-        {
-            return Err(field_error(
-                "payload",
-                format!("key {key:?} is reserved by FCM (from, message_type, google.*, gcm.*)"),
-            ));
-        }
-        let text = match value {
-            Value::String(s) => s,
-            other => other.to_string(),
-        };
-        out.insert(key, Value::String(text));
-    }
-    Ok(out)
-}
-
-/// Accepts only keys both APIs can carry, with the types v1 expects, so a job
-/// is never refused token by token at the upstream.
-fn check_notification(object: &Map<String, Value>) -> Result<(), FieldError> {
-    for (key, value) in object {
-        if !NOTIFICATION_KEYS.iter().any(|(k, _)| k == key) {
-            let known: Vec<&str> = NOTIFICATION_KEYS.iter().map(|(k, _)| *k).collect();
-            return Err(field_error(
-                "notification",
-                format!("unsupported key {key:?}; use {}", known.join(", ")),
-            ));
-        }
-        let ok = if key.ends_with("_loc_args") {
-            value
-                .as_array()
-                .is_some_and(|a| a.iter().all(Value::is_string))
-        } else {
-            value.is_string()
-        };
-        if !ok {
-            let want = if key.ends_with("_loc_args") {
-                "an array of strings"
-            } else {
-                "a string"
-            };
-            return Err(field_error(
-                "notification",
-                format!("notification.{key} must be {want}"),
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Serializes an object's members without the braces: `,"k":v,...` followed by
-/// `close`, or just `close` when empty.
-fn tail(object: Map<String, Value>, close: &[u8]) -> Bytes {
-    let mut out = Vec::new();
-    if !object.is_empty() {
-        let text = Value::Object(object).to_string();
-        // `text` is `{...}`: keep the members, put a comma in front.
-        out.push(b',');
-        out.extend_from_slice(&text.as_bytes()[1..text.len() - 1]);
-    }
-    out.extend_from_slice(close);
-    out.into()
-}
-
-fn v1_tail(
-    data: &Option<Value>,
-    notification: Option<&Value>,
-    collapse_key: Option<&str>,
-    priority: Option<Priority>,
-    time_to_live: Option<u32>,
-    restricted_package_name: Option<&str>,
-    validate_only: bool,
-) -> Bytes {
-    let mut message = Map::new();
-    if let Some(data) = data {
-        message.insert("data".into(), data.clone());
-    }
-    let mut top = Map::new();
-    let mut android_notification = Map::new();
-    if let Some(Value::Object(n)) = notification {
-        for (key, value) in n {
-            let place = NOTIFICATION_KEYS
-                .iter()
-                .find(|(k, _)| k == key)
-                .map(|(_, p)| *p);
-            match place {
-                Some(V1Place::Notification(name)) => {
-                    top.insert(name.into(), value.clone());
-                }
-                Some(V1Place::Android(name)) => {
-                    android_notification.insert(name.into(), value.clone());
-                }
-                // check_notification refused every other key.
-                None => {}
-            }
-        }
-    }
-    if !top.is_empty() {
-        message.insert("notification".into(), Value::Object(top));
-    }
-    let mut android = Map::new();
-    if let Some(key) = collapse_key {
-        android.insert("collapse_key".into(), key.into());
-    }
-    if let Some(p) = priority {
-        android.insert("priority".into(), p.v1().into());
-    }
-    if let Some(ttl) = time_to_live {
-        // v1 takes a protobuf Duration: decimal seconds with an `s` suffix.
-        android.insert("ttl".into(), format!("{ttl}s").into());
-    }
-    if !android_notification.is_empty() {
-        android.insert("notification".into(), Value::Object(android_notification));
-    }
-    if let Some(package) = restricted_package_name {
-        android.insert("restricted_package_name".into(), package.into());
-    }
-    if !android.is_empty() {
-        message.insert("android".into(), Value::Object(android));
-    }
-    if validate_only {
-        tail(message, br#"},"validate_only":true}"#)
-    } else {
-        tail(message, b"}}")
-    }
-}
-
-/// Adds `restricted_package_name` and `dry_run` to a legacy tail (`,...}`).
-fn legacy_extras(tail: &[u8], package: Option<&str>, dry_run: bool) -> Bytes {
-    let mut out = tail.strip_suffix(b"}").unwrap_or(tail).to_vec();
-    if let Some(package) = package {
-        out.extend_from_slice(br#","restricted_package_name":"#);
-        push_json_string(&mut out, package);
-    }
-    if dry_run {
-        out.extend_from_slice(br#","dry_run":true"#);
-    }
-    out.push(b'}');
-    out.into()
-}
-
-fn legacy_tail(
-    data: Option<Value>,
-    notification: Option<Value>,
-    collapse_key: Option<&str>,
-    priority: Option<Priority>,
-    time_to_live: Option<u32>,
-) -> Bytes {
-    let mut rest = Map::new();
-    if let Some(data) = data {
-        rest.insert("data".into(), data);
-    }
-    if let Some(notification) = notification {
-        rest.insert("notification".into(), notification);
-    }
-    if let Some(key) = collapse_key {
-        rest.insert("collapse_key".into(), key.into());
-    }
-    if let Some(p) = priority {
-        rest.insert("priority".into(), p.legacy().into());
-    }
-    if let Some(ttl) = time_to_live {
-        rest.insert("time_to_live".into(), ttl.into());
-    }
-    tail(rest, b"}")
 }
 
 #[cfg(test)]

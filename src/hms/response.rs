@@ -20,7 +20,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -194,32 +194,6 @@ fn partial(msg: Option<&str>) -> Option<HashSet<String>> {
                 .collect(),
         ),
     }
-}
-
-/// Longest wait a `Retry-After` may ask for; a later date is read as this.
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
-
-/// An answer's `Retry-After`: seconds, or an HTTP date (IMF-fixdate, the
-/// obsolete RFC 850 and asctime forms are not read); at most
-/// [`MAX_RETRY_AFTER`]. A date in the past is zero.
-pub fn retry_after(headers: &http::HeaderMap, now: SystemTime) -> Option<Duration> {
-    let value = headers
-        .get(http::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim();
-    let wait = match value.parse::<u64>() {
-        Ok(secs) => Duration::from_secs(secs),
-        Err(_) => {
-            let at =
-                time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc2822)
-                    .ok()?;
-            SystemTime::from(at)
-                .duration_since(now)
-                .unwrap_or(Duration::ZERO)
-        }
-    };
-    Some(wait.min(MAX_RETRY_AFTER))
 }
 
 #[cfg(test)]
@@ -398,35 +372,5 @@ mod tests {
         // A number is read as a code too.
         let c = classify(200, br#"{"code":80000000}"#, None);
         assert_eq!(verdict(&c), &Verdict::Done(Outcome::Success));
-    }
-
-    #[test]
-    fn retry_after_is_seconds_or_an_http_date() {
-        let mut headers = http::HeaderMap::new();
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_445_412_470);
-        assert_eq!(retry_after(&headers, now), None);
-        headers.insert(
-            http::header::RETRY_AFTER,
-            http::HeaderValue::from_static(" 7 "),
-        );
-        assert_eq!(retry_after(&headers, now), Some(Duration::from_secs(7)));
-        // 2015-10-21T07:28:00Z is 10 s after `now`.
-        headers.insert(
-            http::header::RETRY_AFTER,
-            http::HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
-        );
-        assert_eq!(retry_after(&headers, now), Some(Duration::from_secs(10)));
-        let later = now + Duration::from_secs(60);
-        assert_eq!(retry_after(&headers, later), Some(Duration::ZERO));
-        headers.insert(
-            http::header::RETRY_AFTER,
-            http::HeaderValue::from_static("999999"),
-        );
-        assert_eq!(retry_after(&headers, now), Some(MAX_RETRY_AFTER));
-        headers.insert(
-            http::header::RETRY_AFTER,
-            http::HeaderValue::from_static("soon"),
-        );
-        assert_eq!(retry_after(&headers, now), None);
     }
 }

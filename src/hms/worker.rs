@@ -9,7 +9,7 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -91,7 +91,7 @@ async fn post(shared: &Shared, request: http::Request<Bytes>) -> Attempt {
         }
     };
     let status = response.status().as_u16();
-    let retry_after = response::retry_after(response.headers(), SystemTime::now());
+    let retry_after = crate::retry::retry_after(response.headers());
     match response.bytes().await {
         Ok(body) => Attempt::Answer {
             status,

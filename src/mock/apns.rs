@@ -352,7 +352,7 @@ reasons! {
 enum Answer {
     Delivered,
     Error(Reason),
-    Throttled { retry_after_s: u64 },
+    Throttled { retry_after: HeaderValue },
     Unregistered,
 }
 
@@ -715,7 +715,9 @@ async fn decide(
     );
     let attempt = ledger.record_attempt(&token);
     let answer = match server.clock.next(&server.faults) {
-        Injected::Throttle { retry_after_s } => Answer::Throttled { retry_after_s },
+        Injected::Throttle { retry_after_s } => Answer::Throttled {
+            retry_after: server.faults.retry_after(retry_after_s),
+        },
         Injected::ServerError => Answer::Error(Reason::ServiceUnavailable),
         Injected::None if attempt == 1 && server.faults.flaky.contains(token.as_ref()) => {
             Answer::Error(Reason::ServiceUnavailable)
@@ -801,11 +803,9 @@ fn send_answer(
             *response.status_mut() = reason.status();
             Bytes::from_static(reason.body().as_bytes())
         }
-        Answer::Throttled { retry_after_s } => {
+        Answer::Throttled { retry_after } => {
             *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
-            response
-                .headers_mut()
-                .insert(RETRY_AFTER, HeaderValue::from(retry_after_s));
+            response.headers_mut().insert(RETRY_AFTER, retry_after);
             Bytes::from_static(Reason::TooManyRequests.body().as_bytes())
         }
         Answer::Unregistered => {

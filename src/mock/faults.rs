@@ -13,6 +13,10 @@ pub struct Faults {
     pub throttle_every: Option<u64>,
     /// Seconds sent in `Retry-After` on a throttled answer.
     pub retry_after_s: u64,
+    /// Send `Retry-After` as an HTTP date (IMF-fixdate, that many seconds
+    /// ahead) instead of seconds, as Huawei and some push services do; every
+    /// client must read both (RFC 9110 §10.2.3).
+    pub retry_after_date: bool,
     /// Send GOAWAY on a connection after it has carried this many streams.
     pub goaway_after: Option<u64>,
     /// Close the TCP connection abruptly after this many streams (in-flight ones
@@ -31,6 +35,18 @@ pub struct Faults {
 }
 
 impl Faults {
+    /// The `Retry-After` value a throttled answer of `seconds` carries:
+    /// seconds, or the HTTP date that far ahead with `retry_after_date`.
+    pub fn retry_after(&self, seconds: u64) -> http::HeaderValue {
+        if self.retry_after_date {
+            let at = std::time::SystemTime::now() + std::time::Duration::from_secs(seconds);
+            if let Ok(v) = http::HeaderValue::try_from(httpdate::fmt_http_date(at)) {
+                return v;
+            }
+        }
+        http::HeaderValue::from(seconds)
+    }
+
     /// Reads a flaky-token file: one token per line, blank lines and `#` comments skipped.
     pub fn load_flaky(path: &std::path::Path) -> std::io::Result<HashSet<String>> {
         let text = std::fs::read_to_string(path)?;

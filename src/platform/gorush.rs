@@ -46,13 +46,13 @@ impl Fields<'_> {
     /// gorush's words (`rename`: ours to gorush's), a message too large a 413.
     pub fn message_error(&self, e: MessageError, rename: &[(&str, &str)]) -> RequestError {
         let (field, problem, too_large) = match &e {
-            MessageError::Field(f) => (f.field, f.problem.clone(), false),
+            MessageError::Field(f) => (&*f.field, f.problem.clone(), false),
             MessageError::TooLarge(t) => ("payload", t.to_string(), true),
         };
         let field = rename
             .iter()
             .find(|(ours, _)| *ours == field && !too_large)
-            .map_or(field, |(_, theirs)| theirs);
+            .map_or(field, |(_, theirs)| *theirs);
         let error = self.error(field, problem);
         if too_large {
             RequestError::too_large(error.to_string())

@@ -108,7 +108,9 @@ impl RequestError {
 impl From<MessageError> for RequestError {
     fn from(e: MessageError) -> Self {
         match e {
-            MessageError::Field(f) => Self::bad("bad_field", f.to_string()),
+            MessageError::Field(f) => {
+                Self::bad("bad_field", f.to_string()).with(serde_json::json!({ "field": f.field }))
+            }
             MessageError::TooLarge(t) => Self::too_large(t.to_string()),
         }
     }

@@ -81,10 +81,11 @@ pub struct Subscription {
     pub keys: UaKeys,
 }
 
-/// The headers of one push request (pure: tested without a network).
-pub fn headers(msg: &WebPushMessage, authorization: HeaderValue) -> HeaderMap {
+/// The headers of one push request (pure: tested without a network). `ttl`
+/// is what is left of the message's `TTL` when it is sent ([`ttl_left`]).
+pub fn headers(msg: &WebPushMessage, ttl: u32, authorization: HeaderValue) -> HeaderMap {
     let mut h = HeaderMap::with_capacity(6);
-    h.insert("ttl", HeaderValue::from(msg.ttl));
+    h.insert("ttl", HeaderValue::from(ttl));
     if let Some(u) = msg.urgency {
         h.insert("urgency", HeaderValue::from_static(u.as_str()));
     }
@@ -203,6 +204,7 @@ impl Client {
         &self,
         sub: &Subscription,
         msg: &WebPushMessage,
+        ttl: u32,
     ) -> Result<Answer, SendError> {
         let origin = &sub.endpoint.origin;
         let body = ece::encrypt(&msg.payload, &sub.keys).map_err(|source| SendError::Encrypt {
@@ -228,7 +230,7 @@ impl Client {
         let sent = self
             .http
             .post(&sub.endpoint.url)
-            .headers(headers(msg, auth))
+            .headers(headers(msg, ttl, auth))
             .body(body)
             .send()
             .await;
@@ -273,7 +275,11 @@ mod tests {
             urgency: Some(Urgency::High),
             topic: Some(Arc::from("news")),
         };
-        let h = headers(&msg, HeaderValue::from_static("vapid t=a.b.c, k=BK"));
+        let h = headers(
+            &msg,
+            msg.ttl,
+            HeaderValue::from_static("vapid t=a.b.c, k=BK"),
+        );
         assert_eq!(h["ttl"], "3600");
         assert_eq!(h["urgency"], "high");
         assert_eq!(h["topic"], "news");
@@ -285,9 +291,11 @@ mod tests {
                 topic: None,
                 ..msg
             },
+            60,
             HeaderValue::from_static("x"),
         );
         assert!(bare.get("urgency").is_none() && bare.get("topic").is_none());
+        assert_eq!(bare["ttl"], "60", "the TTL left, not the message's own");
     }
 
     #[test]

@@ -9,7 +9,9 @@ use rustls::pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
 
 use super::origin::OriginPolicy;
-use super::vapid::{Vapid, VapidError, VapidKey, check_subject};
+use super::vapid::{
+    APPLE_PUSH_ORIGIN, Vapid, VapidError, VapidKey, apple_refuses_subject, check_subject,
+};
 use crate::settings::ConfigError;
 
 /// `[webpush]` as written.
@@ -117,7 +119,24 @@ pub fn validate_webpush(
         ));
     }
     let policy = match OriginPolicy::new(&w.allowed_origins) {
-        Ok(p) => Some(p),
+        Ok(p) => {
+            // Apple checks `sub` more strictly than the others: refused here,
+            // at start, rather than as a 403 on every Safari subscription.
+            if p.check(&format!("{APPLE_PUSH_ORIGIN}/")).is_ok()
+                && check_subject(&w.subject).is_ok()
+                && let Some(host) = apple_refuses_subject(&w.subject)
+            {
+                errors.push(crate::settings::invalid(
+                    "webpush.subject",
+                    &w.subject,
+                    format!(
+                        "names {host:?}, a host that does not resolve publicly; Apple's push service (web.push.apple.com, allowed here) refuses such a VAPID subject with 403 BadJwtToken"
+                    ),
+                    "use a real contact: subject = \"mailto:ops@your-domain.com\" or \"https://your-domain.com\"",
+                ));
+            }
+            Some(p)
+        }
         Err(e) => {
             errors.push(crate::settings::invalid(
                 "webpush.allowed_origins",

@@ -6,17 +6,13 @@
 
 use std::any::Any;
 use std::borrow::Cow;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use super::WebPushService;
 use super::message::{self, MessageError, SendRequest};
 use crate::platform::request::{bad_json, parse_when};
 use crate::platform::{Built, Front, Request, RequestError, SendBody, Status, TokenRefused};
 use crate::settings::Apps;
-
-/// The gateway's own deadline is never shorter than this, so a message with
-/// `ttl: 0` ("now or never" at the push service) still gets its tries.
-const MIN_QUEUE_LIFE: Duration = Duration::from_secs(60);
 
 /// Every Web Push app, and what the API asks of them.
 pub struct WebPushFront {
@@ -47,11 +43,20 @@ impl Front for WebPushFront {
             .map_err(|e| RequestError::bad("unknown_app", e.to_string()))?;
         let msg = message::message(&req).map_err(|e| match e {
             MessageError::TooLarge { .. } => RequestError::too_large(e.to_string()),
-            other => RequestError::bad(other.code(), other.to_string()),
+            other => {
+                let field = other.field().map(|f| serde_json::json!({ "field": f }));
+                let error = RequestError::bad(other.code(), other.to_string());
+                match field {
+                    Some(f) => error.with(f),
+                    None => error,
+                }
+            }
         })?;
         let when = parse_when(req.send_at.as_deref(), req.delay_seconds)?;
-        let life = Duration::from_secs(u64::from(msg.ttl)).max(MIN_QUEUE_LIFE)
-            + when.delay.unwrap_or_default();
+        // The TTL counts from when the message is due: one that waits past
+        // it (a backlog, retries) expires unsent, and each send carries what
+        // is left of it (`message::ttl_left`).
+        let life = message::queue_life(msg.ttl) + when.delay.unwrap_or_default();
         let policy = service.policy().clone();
         Ok(Request {
             platform: crate::webpush::PLATFORM,

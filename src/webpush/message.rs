@@ -8,11 +8,13 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::client::{Subscription, Urgency, WebPushMessage, valid_topic};
+use super::declarative;
 use super::ece::{self, AUTH_LEN, PUBLIC_KEY_LEN, UaKeys};
 use super::origin::{Endpoint, OriginPolicy};
 
@@ -39,6 +41,11 @@ pub struct SendRequest<'a> {
     pub urgency: Option<String>,
     /// Replaces an undelivered message with the same topic.
     pub topic: Option<String>,
+    /// Declarative Web Push: `payload` is the notification (`title`,
+    /// `navigate`, …) or already a declarative message
+    /// ([`super::declarative::build`]).
+    #[serde(default)]
+    pub declarative: bool,
     /// Which `[webpush.apps.<name>]`.
     pub app: Option<String>,
     /// RFC 3339 time to send at.
@@ -83,9 +90,23 @@ pub enum MessageError {
     /// Not a valid topic.
     #[error("topic must be 1 to 32 characters of A-Z a-z 0-9 - _")]
     Topic,
+    /// A declarative push message the browser would not show.
+    #[error("{0}")]
+    Declarative(crate::message::FieldError),
 }
 
 impl MessageError {
+    /// The request field at fault, for the 400 answer's `field`.
+    pub fn field(&self) -> Option<std::borrow::Cow<'_, str>> {
+        match self {
+            MessageError::Payload | MessageError::TooLarge { .. } => Some("payload".into()),
+            MessageError::Ttl => Some("ttl".into()),
+            MessageError::Urgency => Some("urgency".into()),
+            MessageError::Topic => Some("topic".into()),
+            MessageError::Declarative(e) => Some(e.field.as_ref().into()),
+        }
+    }
+
     /// The API error code.
     pub fn code(&self) -> &'static str {
         match self {
@@ -99,7 +120,26 @@ impl MessageError {
 pub fn message(req: &SendRequest<'_>) -> Result<WebPushMessage, MessageError> {
     let raw = req.payload.ok_or(MessageError::Payload)?;
     let payload: Vec<u8> = match raw.get().trim_start().as_bytes().first() {
-        Some(b'{') => raw.get().as_bytes().to_vec(),
+        Some(b'{') => {
+            let object: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_str(raw.get()).map_err(|_| MessageError::Payload)?;
+            if req.declarative {
+                let built = declarative::build(object).map_err(MessageError::Declarative)?;
+                serde_json::to_vec(&built).map_err(|_| MessageError::Payload)?
+            } else {
+                // A payload already in the declarative shape is checked as one.
+                if declarative::is_declarative(&object) {
+                    declarative::check(&object).map_err(MessageError::Declarative)?;
+                }
+                raw.get().as_bytes().to_vec()
+            }
+        }
+        Some(b'"') if req.declarative => {
+            return Err(MessageError::Declarative(crate::message::field_error(
+                "payload",
+                "must be an object with title and navigate when declarative is true",
+            )));
+        }
         Some(b'"') => serde_json::from_str::<String>(raw.get())
             .map_err(|_| MessageError::Payload)?
             .into_bytes(),
@@ -127,6 +167,33 @@ pub fn message(req: &SendRequest<'_>) -> Result<WebPushMessage, MessageError> {
         urgency,
         topic,
     })
+}
+
+/// How long the gateway keeps trying a message of `ttl` seconds, counted
+/// from when it is due (accepted, or its `send_at`): its TTL, so a message
+/// that waited past it in the queue expires unsent; a TTL of 0 ("now or
+/// never" at the push service) still gets [`MIN_QUEUE_LIFE`] of tries, each
+/// sent with `TTL: 0`.
+pub fn queue_life(ttl: u32) -> Duration {
+    match ttl {
+        0 => MIN_QUEUE_LIFE,
+        s => Duration::from_secs(u64::from(s)),
+    }
+}
+
+/// The gateway's own deadline for a message with `TTL: 0`.
+pub const MIN_QUEUE_LIFE: Duration = Duration::from_secs(60);
+
+/// The `TTL` to send at `now`: what is left of the message's `ttl` before
+/// `expires_at` (the instant [`queue_life`] set when the job was accepted),
+/// in whole seconds rounded up, so a message sent at once carries the TTL
+/// it was given and one that waited loses every whole second it waited.
+/// Never more than `ttl`, 0 once past it.
+pub fn ttl_left(ttl: u32, expires_at: Option<SystemTime>, now: SystemTime) -> u32 {
+    let Some(at) = expires_at else { return ttl };
+    let left = at.duration_since(now).unwrap_or_default();
+    let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+    u32::try_from(secs).unwrap_or(u32::MAX).min(ttl)
 }
 
 /// One refused subscription in the 202 answer.
@@ -398,6 +465,27 @@ mod tests {
         let auth = "tBHItJI5svbpez7KI4CCXg";
         assert!(readme.contains(p256dh) && readme.contains(auth));
         assert!(UaKeys::parse(p256dh, auth).is_ok());
+    }
+
+    #[test]
+    fn the_ttl_sent_is_what_the_queue_left_of_it() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let at = Some(t0 + queue_life(3600));
+        assert_eq!(ttl_left(3600, at, t0), 3600);
+        assert_eq!(ttl_left(3600, at, t0 + Duration::from_millis(20)), 3600);
+        assert_eq!(ttl_left(3600, at, t0 + Duration::from_millis(1500)), 3599);
+        assert_eq!(ttl_left(3600, at, t0 + Duration::from_secs(600)), 3000);
+        assert_eq!(ttl_left(3600, at, t0 + Duration::from_secs(3600)), 0);
+        assert_eq!(ttl_left(3600, at, t0 + Duration::from_secs(9000)), 0);
+        // TTL 0 keeps its minute of tries, each sent as 0.
+        let at = Some(t0 + queue_life(0));
+        assert_eq!(queue_life(0), MIN_QUEUE_LIFE);
+        assert_eq!(ttl_left(0, at, t0), 0);
+        // A scheduled job's deadline counts from its send time.
+        let at = Some(t0 + Duration::from_secs(7200) + queue_life(60));
+        assert_eq!(ttl_left(60, at, t0), 60);
+        assert_eq!(ttl_left(60, at, t0 + Duration::from_secs(7230)), 30);
+        assert_eq!(ttl_left(60, None, t0), 60);
     }
 
     #[test]

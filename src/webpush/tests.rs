@@ -72,7 +72,7 @@ async fn a_message_is_decrypted_to_its_plaintext_and_the_path_picks_the_outcome(
     let e = env(|_| {}).await;
     let ok = e
         .client
-        .send(&e.sub("ok", "1"), &msg("hello"))
+        .send(&e.sub("ok", "1"), &msg("hello"), 60)
         .await
         .expect("answer");
     assert_eq!(ok.status, 201);
@@ -89,28 +89,40 @@ async fn a_message_is_decrypted_to_its_plaintext_and_the_path_picks_the_outcome(
     ] {
         let a = e
             .client
-            .send(&e.sub(kind, "1"), &msg("x"))
+            .send(&e.sub(kind, "1"), &msg("x"), 60)
             .await
             .expect("answer");
         assert_eq!(a.status, status, "{kind}");
     }
     let flaky = e.sub("flaky", "1");
     assert_eq!(
-        e.client.send(&flaky, &msg("f")).await.expect("a").status,
+        e.client
+            .send(&flaky, &msg("f"), 60)
+            .await
+            .expect("a")
+            .status,
         503
     );
     assert_eq!(
-        e.client.send(&flaky, &msg("f")).await.expect("a").status,
+        e.client
+            .send(&flaky, &msg("f"), 60)
+            .await
+            .expect("a")
+            .status,
         201
     );
     let throttle = e.sub("throttle", "1");
-    let first = e.client.send(&throttle, &msg("t")).await.expect("a");
+    let first = e.client.send(&throttle, &msg("t"), 60).await.expect("a");
     assert_eq!(
         (first.status, first.retry_after),
         (429, Some(Duration::from_secs(1)))
     );
     assert_eq!(
-        e.client.send(&throttle, &msg("t")).await.expect("a").status,
+        e.client
+            .send(&throttle, &msg("t"), 60)
+            .await
+            .expect("a")
+            .status,
         201
     );
     assert_eq!(e.mock.handle.ledger.token("ok/1").deliveries, 1);
@@ -123,7 +135,11 @@ async fn keys_of_another_subscription_do_not_decrypt() {
     let e = env(|_| {}).await;
     let mut sub = e.sub("ok", "1");
     sub.keys = e.sub("ok", "2").keys;
-    let a = e.client.send(&sub, &msg("hello")).await.expect("answer");
+    let a = e
+        .client
+        .send(&sub, &msg("hello"), 60)
+        .await
+        .expect("answer");
     assert_eq!(a.status, 400);
     assert_eq!(
         std::str::from_utf8(&a.body).expect("utf8"),
@@ -137,7 +153,7 @@ async fn a_different_vapid_key_than_expected_is_refused() {
     let e = env(|o| o.expected_key = Some("BNotTheKey".into())).await;
     let a = e
         .client
-        .send(&e.sub("ok", "1"), &msg("x"))
+        .send(&e.sub("ok", "1"), &msg("x"), 60)
         .await
         .expect("answer");
     assert_eq!(a.status, 403);
@@ -218,7 +234,7 @@ async fn a_name_resolving_to_loopback_is_refused_at_connect_unless_named() {
     let wildcard = OriginPolicy::new(&["https://*.example.com".to_string()]).expect("policy");
     let refusing =
         Client::new(vapid(), &wildcard, &pki_roots, Duration::from_secs(10), 4).expect("client");
-    match refusing.send(&sub, &msg("x")).await {
+    match refusing.send(&sub, &msg("x"), 60).await {
         Err(crate::webpush::client::SendError::Transport { source, .. }) => {
             assert!(
                 crate::webpush::worker::refused_by_resolver(&source),
@@ -234,7 +250,10 @@ async fn a_name_resolving_to_loopback_is_refused_at_connect_unless_named() {
     let named = OriginPolicy::new(&[format!("https://localhost:{port}")]).expect("policy");
     let allowed =
         Client::new(vapid(), &named, &pki_roots, Duration::from_secs(10), 4).expect("client");
-    let answer = allowed.send(&sub, &msg("by name")).await.expect("answer");
+    let answer = allowed
+        .send(&sub, &msg("by name"), 60)
+        .await
+        .expect("answer");
     assert_eq!(answer.status, 201);
     assert_eq!(e.mock.inbox.count(b"by name"), 1);
 }

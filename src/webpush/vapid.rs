@@ -17,8 +17,15 @@ use rustls::pki_types::pem::PemObject;
 
 use super::ece::b64_encode;
 
-/// How long a JWT is valid (RFC 8292 §2: no more than 24 hours).
+/// How long a JWT is valid (RFC 8292 §2: no more than 24 hours; Apple's
+/// push service refuses an `exp` more than a day ahead with `BadJwtToken`).
 pub const TOKEN_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+
+// The rule above, held at build time: no setting changes the lifetime.
+const _: () = assert!(TOKEN_LIFETIME.as_secs() <= 24 * 3600);
+
+/// Apple's push service (`web.push.apple.com`).
+pub const APPLE_PUSH_ORIGIN: &str = "https://web.push.apple.com";
 /// A cached JWT is replaced once it has less than this left.
 pub const RENEW_BEFORE: Duration = Duration::from_secs(3600);
 
@@ -130,6 +137,27 @@ pub fn check_subject(subject: &str) -> Result<(), VapidError> {
     } else {
         Err(VapidError::Subject(subject.to_owned()))
     }
+}
+
+/// The subject's host when Apple's push service would refuse the JWT for
+/// it: Apple answers `403 BadJwtToken` when `sub` names a host that cannot
+/// be reached (`mailto:ops@localhost`, `mailto:x@host.invalid`, a `.local`
+/// name), where other push services accept it. Names under the special-use
+/// domains of RFC 6761 and RFC 6762 never resolve publicly.
+pub fn apple_refuses_subject(subject: &str) -> Option<String> {
+    let host = if let Some(rest) = subject.strip_prefix("mailto:") {
+        rest.rsplit_once('@').map(|(_, h)| h)?.to_owned()
+    } else {
+        url::Url::parse(subject).ok()?.host_str()?.to_owned()
+    };
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    let last = host.rsplit('.').next().unwrap_or_default();
+    let unreachable = !host.contains('.')
+        || matches!(
+            last,
+            "localhost" | "local" | "invalid" | "test" | "example" | "internal"
+        );
+    unreachable.then_some(host)
 }
 
 struct Cached {
@@ -276,6 +304,27 @@ BBvWFy3/+ut3eaDAs7QBvgCIu1aYtOU=
             .expect("signature verifies");
         let claims = serde_json::from_slice(&b64_decode(c).expect("b64")).expect("json");
         (claims, k.to_owned(), jwt.to_owned())
+    }
+
+    #[test]
+    fn apple_refuses_subjects_naming_unreachable_hosts() {
+        for bad in [
+            "mailto:ops@localhost",
+            "mailto:ops@gateway.local",
+            "mailto:security@app.invalid",
+            "https://localhost/contact",
+            "https://push.test",
+            "mailto:ops@intranet",
+        ] {
+            assert!(apple_refuses_subject(bad).is_some(), "{bad}");
+        }
+        for good in [
+            "mailto:ops@example.com",
+            "https://example.org/contact",
+            "mailto:a@b.co.uk",
+        ] {
+            assert_eq!(apple_refuses_subject(good), None, "{good}");
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! outcome, or a retry through the queue's timer heap.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
@@ -87,8 +87,11 @@ async fn attempt(shared: &Shared, job: &Job<WebPushMessage>, index: u32) -> Verd
             status: 0,
         });
     };
+    // The push service keeps the message only for what is left of its TTL
+    // after its time in our queue (RFC 8030 §5.2 counts from the push).
+    let ttl = message::ttl_left(job.message.ttl, job.expires_at, SystemTime::now());
     let started = Instant::now();
-    match shared.client.send(&sub, &job.message).await {
+    match shared.client.send(&sub, &job.message, ttl).await {
         Ok(answer) => {
             shared.latency.observe(started.elapsed().as_secs_f64());
             let classified = response::classify(answer.status, &answer.body, answer.retry_after);

@@ -49,6 +49,7 @@ fn options_land_where_each_api_wants_them() {
         collapse_key: Some("c1"),
         priority: Some("HIGH"),
         time_to_live: Some(3600),
+        ..Default::default()
     })
     .expect("valid");
     let v1 = parse(&m.v1_body("t"));
@@ -182,4 +183,62 @@ fn expiry_follows_time_to_live() {
     );
     assert_eq!(with(Some(0)).expires_at(at), None);
     assert_eq!(with(None).expires_at(at), None);
+}
+
+/// FCM v1's blocks ride in the v1 body (`android` over the GoCM fields), keep
+/// through the stored form, and `android.ttl` becomes the deadline.
+#[test]
+fn blocks_land_in_v1_and_survive_the_stored_form() {
+    let fields = GoogleFields {
+        notification: Some(br##"{"title":"T","color":"#000000"}"##),
+        priority: Some("high"),
+        time_to_live: Some(60),
+        blocks: crate::fcm::blocks::BlockFields {
+            android: Some(
+                br#"{"ttl":"7200s","direct_boot_ok":true,"bandwidth_constrained_ok":true,
+                     "restricted_satellite_ok":true,"notification":{"visibility":"PRIVATE"}}"#,
+            ),
+            apns: Some(
+                br#"{"live_activity_token":"la1","headers":{"apns-priority":"10"},
+                     "payload":{"aps":{"event":"update","timestamp":1700000000,"content-state":{}}}}"#,
+            ),
+            webpush: Some(br#"{"fcm_options":{"link":"https://example.com/o/1"}}"#),
+            fcm_options: Some(br#"{"analytics_label":"spring"}"#),
+        },
+        ..Default::default()
+    };
+    let m = GoogleMessage::new(fields.clone()).expect("valid");
+    let v1 = parse(&m.v1_body("t"));
+    assert_eq!(
+        v1["message"]["android"],
+        json!({"priority":"HIGH","ttl":"7200s","direct_boot_ok":true,"bandwidth_constrained_ok":true,
+               "restricted_satellite_ok":true,
+               "notification":{"color":"#000000","visibility":"PRIVATE"}})
+    );
+    assert_eq!(v1["message"]["apns"]["live_activity_token"], "la1");
+    assert_eq!(
+        v1["message"]["webpush"]["fcm_options"]["link"],
+        "https://example.com/o/1"
+    );
+    assert_eq!(v1["message"]["fcm_options"]["analytics_label"], "spring");
+    assert_eq!(m.time_to_live, Some(7200));
+    let rebuilt = GoogleMessage::from_stored(&fields.to_stored()).expect("rebuilds");
+    assert_eq!(rebuilt.v1_body("t"), m.v1_body("t"));
+    // An iOS-only message: the apns block alone is something to send.
+    let ios = GoogleFields {
+        blocks: crate::fcm::blocks::BlockFields {
+            apns: Some(br#"{"payload":{"aps":{"alert":"hi"}}}"#),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    assert!(GoogleMessage::new(ios).is_ok());
+    let only_options = GoogleFields {
+        blocks: crate::fcm::blocks::BlockFields {
+            fcm_options: Some(br#"{"analytics_label":"x"}"#),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    assert!(GoogleMessage::new(only_options).is_err());
 }

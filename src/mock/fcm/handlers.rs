@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use subtle::ConstantTimeEq as _;
 
 use super::Shared;
-use crate::mock::faults::Injected;
+use crate::mock::faults::{Faults, Injected};
 
 const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 const FCM_SCOPE: &str = "https://www.googleapis.com/auth/firebase.messaging";
@@ -90,10 +90,8 @@ fn json_response(status: StatusCode, value: &Value) -> Response {
     respond(status, "application/json; charset=UTF-8", value.to_string())
 }
 
-fn with_retry_after(mut response: Response, seconds: u64) -> Response {
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+fn with_retry_after(mut response: Response, value: HeaderValue) -> Response {
+    response.headers_mut().insert(header::RETRY_AFTER, value);
     response
 }
 
@@ -155,14 +153,14 @@ fn unauthenticated() -> Response {
     response
 }
 
-fn quota_exceeded(retry_after_s: u64) -> Response {
+fn quota_exceeded(retry_after: HeaderValue) -> Response {
     with_retry_after(
         google_error(
             StatusCode::TOO_MANY_REQUESTS,
             "Quota exceeded for sending messages.",
             vec![fcm_detail("QUOTA_EXCEEDED")],
         ),
-        retry_after_s,
+        retry_after,
     )
 }
 
@@ -174,7 +172,7 @@ fn unavailable() -> Response {
     )
 }
 
-fn v1_failure(outcome: Outcome) -> Response {
+fn v1_failure(outcome: Outcome, faults: &Faults) -> Response {
     match outcome {
         Outcome::Unregistered => google_error(
             StatusCode::NOT_FOUND,
@@ -189,7 +187,7 @@ fn v1_failure(outcome: Outcome) -> Response {
         ),
         Outcome::Unavailable => unavailable(),
         // The token rule's Retry-After is fixed at one second (see the module table).
-        Outcome::Quota => quota_exceeded(1),
+        Outcome::Quota => quota_exceeded(faults.retry_after(1)),
         Outcome::Internal | Outcome::Delivered | Outcome::Canonical => google_error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "Internal error encountered.",
@@ -522,7 +520,9 @@ pub(super) async fn send_v1(
 
     match shared.clock.next(&shared.faults) {
         Injected::None => {}
-        Injected::Throttle { retry_after_s } => return quota_exceeded(retry_after_s),
+        Injected::Throttle { retry_after_s } => {
+            return quota_exceeded(shared.faults.retry_after(retry_after_s));
+        }
         Injected::ServerError => return unavailable(),
     }
 
@@ -541,7 +541,7 @@ pub(super) async fn send_v1(
                 &json!({ "name": format!("projects/{}/messages/{id}", shared.project_id) }),
             )
         }
-        failure => v1_failure(failure),
+        failure => v1_failure(failure, &shared.faults),
     }
 }
 
@@ -695,7 +695,7 @@ pub(super) async fn send_legacy(
         Injected::Throttle { retry_after_s } => {
             return with_retry_after(
                 legacy_text(StatusCode::SERVICE_UNAVAILABLE, String::new()),
-                retry_after_s,
+                shared.faults.retry_after(retry_after_s),
             );
         }
         Injected::ServerError => {

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::response::Response;
-use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http::{HeaderMap, StatusCode, header};
 
 use super::codes::Code;
 use super::inbox::ReceivedMessage;
@@ -72,9 +72,10 @@ fn flow_control(shared: &Shared, retry_after_s: u64, request_id: &str) -> Respon
         request_id,
     );
     if retry_after_s > 0 {
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s));
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            shared.faults.retry_after(retry_after_s),
+        );
     }
     response
 }
@@ -253,7 +254,10 @@ mod tests {
     fn headers(pairs: &[(header::HeaderName, &str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
         for (name, value) in pairs {
-            map.insert(name.clone(), HeaderValue::from_str(value).expect("header"));
+            map.insert(
+                name.clone(),
+                http::HeaderValue::from_str(value).expect("header"),
+            );
         }
         map
     }

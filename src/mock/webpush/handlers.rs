@@ -149,9 +149,10 @@ pub(crate) async fn push(
         Injected::None => {}
         Injected::Throttle { retry_after_s } => {
             let mut r = refuse(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests");
-            if let Ok(v) = http::HeaderValue::try_from(retry_after_s.to_string()) {
-                r.headers_mut().insert(http::header::RETRY_AFTER, v);
-            }
+            r.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                shared.faults.retry_after(retry_after_s),
+            );
             return r;
         }
         Injected::ServerError => {
