@@ -11,12 +11,14 @@ pub mod cluster;
 pub mod error;
 pub mod extract;
 pub mod gorush;
+pub mod idempotency;
 pub mod jobs;
 pub mod openapi;
 pub mod rejections;
 pub mod report;
 pub mod send;
 pub mod status;
+pub mod wait;
 
 use std::ops::Deref;
 use std::sync::Arc;
@@ -62,6 +64,11 @@ pub struct Inner {
     pub shutting_down: AtomicBool,
     /// `[gorush]`: the gorush-compatible routes.
     pub gorush: gorush::GorushSection,
+    /// `server.idempotency_ttl_s`.
+    pub idempotency_ttl: std::time::Duration,
+    /// The jobs someone waits for (`?wait`, gorush's sync mode); one of the
+    /// recorder's sinks.
+    pub watch: Arc<crate::outcome::watch::Watch>,
 }
 
 impl Deref for AppState {
@@ -111,16 +118,23 @@ impl AppState {
 
 /// Each known family's send and report routes: `POST /<word>/send` for each
 /// of its words, `GET /<family>/report`, `GET|DELETE /<family>/report/<list>`.
-fn platform_routes(catalog: Catalog) -> Router<AppState> {
+fn platform_routes(state: &AppState) -> Router<AppState> {
+    let catalog = state.catalog;
     let mut router = Router::new();
     for family in catalog.families() {
         let info = family.info();
         for word in info.send_routes {
             router = router.route(
                 &format!("/{word}/send"),
-                post(move |State(state): State<AppState>, body: send::Body| {
-                    send::send(state, family, body)
-                }),
+                post(
+                    move |State(state): State<AppState>, ask: wait::Ask, body: send::Body| {
+                        send::send(state, family, ask, body)
+                    },
+                )
+                .layer(middleware::from_fn_with_state(
+                    state.clone(),
+                    idempotency::guard,
+                )),
             );
         }
         router = router.route(
@@ -196,20 +210,26 @@ const FIXED_ROUTES: &[(&str, &str)] = &[
 
 /// The whole API.
 pub fn router(state: AppState) -> Router {
-    let protected = platform_routes(state.catalog)
+    let protected = platform_routes(&state)
         .route("/apns/channels", post(channels::create).get(channels::list))
         .route(
             "/apns/channels/{id}",
             get(channels::read).delete(channels::delete),
         )
-        .route("/apns/broadcast", post(channels::send_broadcast))
+        .route(
+            "/apns/broadcast",
+            post(channels::send_broadcast).layer(middleware::from_fn_with_state(
+                state.clone(),
+                idempotency::guard,
+            )),
+        )
         .route("/jobs", get(jobs::list))
         .route("/jobs/{id}", get(jobs::status).delete(jobs::cancel))
         .route("/cluster", get(cluster::view))
         .route("/metrics", get(metrics))
         .route("/readyz", get(readyz))
         .route("/status.json", get(status::json))
-        .merge(gorush::routes(&state.gorush))
+        .merge(gorush::routes(&state))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_key,

@@ -417,6 +417,86 @@ impl JobStatus {
     }
 }
 
+/// A group's status (one message to several platforms): its jobs' counts
+/// summed, and each platform's own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupStatus {
+    /// The group's id.
+    pub group: String,
+    /// Its jobs still known, in the group's order.
+    pub jobs: Vec<JobStatus>,
+}
+
+impl GroupStatus {
+    /// The status of group `group` with `jobs`.
+    pub fn of(group: String, jobs: Vec<JobStatus>) -> Self {
+        Self { group, jobs }
+    }
+
+    /// The state word over the jobs: `done`/`cancelled` once nothing is
+    /// pending; else `cancelling` if any is, `scheduled` if every job with
+    /// tokens pending is, else `running`.
+    pub fn state(&self) -> &'static str {
+        let pending: u64 = self.jobs.iter().map(JobStatus::pending).sum();
+        let any = |words: &[&str]| self.jobs.iter().any(|j| words.contains(&j.state));
+        if pending == 0 {
+            return if any(&["cancelled", "cancelling"]) {
+                "cancelled"
+            } else {
+                "done"
+            };
+        }
+        if any(&["cancelling"]) {
+            "cancelling"
+        } else if self
+            .jobs
+            .iter()
+            .filter(|j| j.pending() > 0)
+            .all(|j| j.state == "scheduled")
+        {
+            "scheduled"
+        } else {
+            "running"
+        }
+    }
+
+    /// The `GET /jobs/{id}` body of a group: the summed counts, the jobs'
+    /// ids and `by_platform` (each platform's counts, as a job's body).
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut sum = JobStatus {
+            job: self.group.clone(),
+            platform: "multi".into(),
+            state: self.state(),
+            total: 0,
+            counts: [0; 6],
+            notif_id: None,
+            unique_ids: Vec::new(),
+            truncated: false,
+            accepted_at: self.jobs.iter().filter_map(|j| j.accepted_at).min(),
+            finished_at: None,
+        };
+        let mut by_platform = serde_json::Map::new();
+        for job in &self.jobs {
+            sum.total += job.total;
+            for (s, c) in sum.counts.iter_mut().zip(job.counts) {
+                *s += c;
+            }
+            let mut one = job.to_json();
+            if let Some(map) = one.as_object_mut() {
+                map.remove("platform");
+            }
+            by_platform.insert(job.platform.clone(), one);
+        }
+        if sum.pending() == 0 {
+            sum.finished_at = self.jobs.iter().filter_map(|j| j.finished_at).max();
+        }
+        let mut answer = sum.to_json();
+        answer["jobs"] = serde_json::json!(self.jobs.iter().map(|j| &j.job).collect::<Vec<_>>());
+        answer["by_platform"] = serde_json::Value::Object(by_platform);
+        answer
+    }
+}
+
 /// Which jobs `GET /jobs` lists, by the state words of [`JobStatus::state`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum JobFilter {

@@ -167,6 +167,9 @@ pub struct ServerSection {
     /// Seconds a finished job stays readable (`GET /jobs/{id}`, `GET
     /// /jobs`) before it expires, on every backend.
     pub job_retention_s: u64,
+    /// Seconds the first answer to a request with an `Idempotency-Key` is
+    /// kept (per API key) and replayed to a retry with the same key.
+    pub idempotency_ttl_s: u64,
 }
 
 impl Default for ServerSection {
@@ -184,6 +187,7 @@ impl Default for ServerSection {
             max_connections: 10_000,
             max_streams_per_connection: 128,
             job_retention_s: 7 * 24 * 3600,
+            idempotency_ttl_s: 24 * 3600,
         }
     }
 }
@@ -408,6 +412,8 @@ pub struct ServerConfig {
     pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     /// Timeouts and connection limits of the listener.
     pub limits: crate::listener::Limits,
+    /// `server.idempotency_ttl_s`: how long a first answer is kept.
+    pub idempotency_ttl: Duration,
 }
 
 mod grpc;

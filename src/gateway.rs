@@ -84,11 +84,14 @@ impl Gateway {
             }
             (None, None) => {
                 tracing::info!("queue backend: memory (nothing survives a restart)");
-                Arc::new(MemoryStore::new(
-                    admission.clone(),
-                    config.max_list,
-                    Some(metrics.list_dropped.clone()),
-                ))
+                Arc::new(
+                    MemoryStore::new(
+                        admission.clone(),
+                        config.max_list,
+                        Some(metrics.list_dropped.clone()),
+                    )
+                    .retaining(config.job_retention),
+                )
             }
         };
         let families: Vec<(Family, Vec<String>)> = catalog
@@ -106,6 +109,9 @@ impl Gateway {
             sinks.push(Arc::new(crate::webhook::start(webhook.clone(), &metrics)?));
         }
         sinks.push(store.clone());
+        // Last: a waiter woken by a job's end finds its books written.
+        let watch = Arc::new(crate::outcome::watch::Watch::default());
+        sinks.push(watch.clone());
         let recorder = Recorder::new(sinks);
         // With redis, the cluster shares one provider token per key and one
         // pace per FCM project.
@@ -147,6 +153,8 @@ impl Gateway {
             max_body_bytes: config.server.max_body_bytes,
             shutting_down: Default::default(),
             gorush: config.gorush.clone(),
+            idempotency_ttl: config.server.idempotency_ttl,
+            watch,
         });
         let listener = TcpListener::bind(config.server.listen).await.map_err(|e| {
             anyhow::anyhow!(

@@ -8,6 +8,8 @@
 //! buffer the sink flushes on its own schedule), which is what keeps
 //! `accepted = pending + Σ outcomes` true at every instant.
 
+pub mod watch;
+
 use std::ops::Range;
 use std::sync::Arc;
 

@@ -19,8 +19,11 @@
 //! long arms; boxed futures cost one allocation per request, none per token.
 
 pub mod disk;
+mod flights;
+pub mod keys;
 pub mod memory;
 pub mod redis;
+pub mod submission;
 
 use std::future::Future;
 use std::ops::Range;
@@ -34,6 +37,9 @@ use crate::books::{Counters, JobFilter, JobStatus, ListKind};
 use crate::job::{Family, JobId, JobProgress, Platform, TokenList};
 use crate::outcome::{Recorder, Sink};
 use crate::platform::{Built, Handoff, Registry};
+
+pub use keys::{Claim, Fingerprint, Found, IdemKey, KeepIf, Kept, Owner, Taken};
+pub use submission::{Planned, Submission};
 
 /// A store's answer, later.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -165,6 +171,10 @@ pub enum AdmitError {
     /// The store refused the write or cannot be reached.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The submission's idempotency key holds another request's answer (or
+    /// another request holds it): nothing was written.
+    #[error("the idempotency key is taken by another request")]
+    KeyTaken(Taken),
 }
 
 /// A job a store held at start, ready to resume.
@@ -261,21 +271,54 @@ pub trait Store: Sink {
         Ok(())
     }
 
-    /// Keeps a job as durably as the store can, within its bound; once this
-    /// returns, the job survives whatever the store survives.
+    /// Keeps a submission's jobs, their group and their idempotency claim
+    /// as durably as the store can, within its bound, in one write: all of
+    /// it or none. Once this returns, they survive whatever the store
+    /// survives. One [`Admitted`] per job, in order. A claim whose key
+    /// already holds an answer (or, with a shared store, another request's
+    /// reservation) writes nothing: [`AdmitError::KeyTaken`].
     fn admit<'a>(
         &'a self,
-        id: JobId,
-        job: &'a NewJob,
-    ) -> StoreFuture<'a, Result<Admitted, AdmitError>>;
+        submission: &'a Submission,
+    ) -> StoreFuture<'a, Result<Vec<Admitted>, AdmitError>>;
 
     /// Opens a job whose tokens arrive in parts (a stream): `job` carries
-    /// none. `Admitted::Here` carries its progress, open.
+    /// none. `Admitted::Here` carries its progress, open. A claim is
+    /// written with it, as with [`Store::admit`].
     fn open_stream<'a>(
         &'a self,
         id: JobId,
         job: &'a NewJob,
+        claim: Option<&'a Claim>,
     ) -> StoreFuture<'a, Result<Admitted, AdmitError>>;
+
+    /// The jobs of group `id` (see [`Submission::group`]), when the store
+    /// knows it: it keeps a group `server.job_retention_s` past its last
+    /// job's send time.
+    fn group(&self, id: JobId) -> StoreFuture<'_, Result<Option<Vec<JobId>>, StoreError>>;
+
+    /// Reads an idempotency key and, when it is free, reserves it for
+    /// `owner` (in flight: [`Found::Reserved`]) until the owner's answer is
+    /// kept ([`Store::admit`], [`Store::keep`]) or let go
+    /// ([`Store::release`]).
+    fn reserve<'a>(
+        &'a self,
+        key: &'a IdemKey,
+        owner: Owner,
+    ) -> StoreFuture<'a, Result<Found, StoreError>>;
+
+    /// Keeps an answer under `key` when `when` allows; returns whether it
+    /// did. Expired answers count as absent.
+    fn keep<'a>(
+        &'a self,
+        key: &'a IdemKey,
+        kept: &'a Kept,
+        when: KeepIf,
+    ) -> StoreFuture<'a, Result<bool, StoreError>>;
+
+    /// Ends `owner`'s reservation of `key` without an answer (the request
+    /// failed with a 5xx, or went away); a kept answer is left alone.
+    fn release<'a>(&'a self, key: &'a IdemKey, owner: Owner) -> StoreFuture<'a, ()>;
 
     /// Keeps one part of an open stream (`tokens`, based at the job's index
     /// of its first) as durably as the store can, within its bound; once

@@ -922,3 +922,83 @@ async fn two_gateways_deliver_hms_through_redis_each_token_once() {
     .await
     .unwrap();
 }
+
+/// POSTs `body` to `base`'s `/apns/send` with `Idempotency-Key: key`: the
+/// status, the answer and whether it was a replay.
+async fn post_keyed(
+    client: &reqwest::Client,
+    base: &str,
+    key: &str,
+    body: &Value,
+) -> (u16, Value, bool) {
+    let r = client
+        .post(format!("{base}/apns/send"))
+        .header("idempotency-key", key)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let replayed = r.headers().get("idempotency-replayed").is_some();
+    (status, r.json().await.unwrap_or(Value::Null), replayed)
+}
+
+/// Keys live in Redis, shared by every gateway: a key used on one gateway
+/// replays on the other; another body is 422 there; the same key sent to
+/// both at once makes one job; each token reaches the mock once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_key_used_on_one_gateway_replays_on_another() {
+    tokio::time::timeout(CLUSTER_TIMEOUT, async {
+        let dir = scratch("cluster-idem");
+        let redis = RedisServer::start(&dir).await;
+        let (mock, apns) = apns_mock_for_process(&dir, Faults::default(), 100).await;
+        let client = reqwest::Client::new();
+        let gateways = start_gateways(&dir, &apns, &redis, &["a", "b"]).await;
+        let (a, b) = (&gateways[0], &gateways[1]);
+
+        let first = tokens("e3e3", 300);
+        let body = json!({ "tokens": first, "payload": apns_payload() });
+        let (status, answer, replayed) = post_keyed(&client, &a.url, "order-1", &body).await;
+        assert_eq!((status, replayed), (202, false), "{answer}");
+        let (status, again, replayed) = post_keyed(&client, &b.url, "order-1", &body).await;
+        assert_eq!((status, replayed), (202, true), "{again}");
+        assert_eq!(
+            (&again["job"], &again["replayed"]),
+            (&answer["job"], &json!(true))
+        );
+        let other = json!({ "tokens": tokens("e4e4", 1), "payload": apns_payload() });
+        let (status, reused, _) = post_keyed(&client, &b.url, "order-1", &other).await;
+        assert_eq!(
+            (status, reused["error"].as_str()),
+            (422, Some("idempotency_key_reused"))
+        );
+
+        // One key to both gateways at once, a few times over: one job.
+        let second = tokens("e5e5", 200);
+        let body2 = json!({ "tokens": second, "payload": apns_payload() });
+        let answers = futures_util::future::join_all((0..8).map(|i| {
+            let base = if i % 2 == 0 { &a.url } else { &b.url };
+            post_keyed(&client, base, "order-2", &body2)
+        }))
+        .await;
+        let mut jobs = std::collections::HashSet::new();
+        for (status, answer, _) in &answers {
+            match status {
+                202 => {
+                    jobs.insert(answer["job"].as_str().unwrap().to_owned());
+                }
+                409 => assert_eq!(answer["error"], "idempotency_key_in_progress"),
+                other => panic!("{other}: {answer}"),
+            }
+        }
+        assert_eq!(jobs.len(), 1, "{answers:?}");
+
+        let all: Vec<String> = first.iter().chain(&second).cloned().collect();
+        wait_delivered(&mock, &all, Duration::from_secs(60)).await;
+        let report = settled_report(&client, a, 500).await;
+        assert_eq!(report["accepted"], 500, "one job per key: {report}");
+        assert_eq!(duplicates(&mock.ledger, &all), 0);
+    })
+    .await
+    .expect("test timed out");
+}

@@ -558,6 +558,97 @@ async fn hms_kill_9_mid_run_then_restart_loses_nothing() {
     .expect("test timed out");
 }
 
+/// POSTs `body` to `/apns/send` with `Idempotency-Key: key`; the status,
+/// the answer and whether it was a replay.
+async fn post_keyed(
+    client: &reqwest::Client,
+    base: &str,
+    key: &str,
+    body: &Value,
+) -> (u16, Value, bool) {
+    let r = client
+        .post(format!("{base}/apns/send"))
+        .header("idempotency-key", key)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let replayed = r.headers().get("idempotency-replayed").is_some();
+    (status, r.json().await.unwrap_or(Value::Null), replayed)
+}
+
+/// The key is kept in the commit that keeps the job: `kill -9` right after
+/// the 202 and a restart still replay it (one job, not two), and a commit
+/// the disk refuses keeps neither the job nor the key, so the retry that
+/// follows makes the one job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_key_survives_kill_9_and_a_refused_commit_keeps_neither_job_nor_key() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let dir = scratch("disk-idem");
+        let data = dir.join("data");
+        let switch = dir.join("disk-full");
+        let (mock, apns) = slow_mock(&dir).await;
+        let config = disk_config(&apns, &data, 10);
+        let client = reqwest::Client::new();
+        let env = [("PUSHGATE_DISK_FAULTS", switch.as_os_str())];
+        let mut gw = Served::start_with_env(&dir, "a", &config, &env).await;
+        let first = tokens(7, 2_000);
+        let body = json!({ "tokens": first, "payload": apns_payload(), "topic": "com.example.test" });
+        let (status, answer, replayed) = post_keyed(&client, &gw.url, "order-7", &body).await;
+        assert_eq!((status, replayed), (202, false), "{answer}");
+        let job = answer["job"].clone();
+        gw.kill();
+
+        let mut gw = Served::start_with_env(&dir, "a", &config, &env).await;
+        gw.wait_for_log("disk store recovered").await;
+        let (status, again, replayed) = post_keyed(&client, &gw.url, "order-7", &body).await;
+        assert_eq!((status, replayed), (202, true), "{again}");
+        assert_eq!((&again["job"], &again["replayed"]), (&job, &json!(true)));
+        let other = json!({ "tokens": tokens(8, 1), "payload": apns_payload(), "topic": "com.example.test" });
+        let (status, reused, _) = post_keyed(&client, &gw.url, "order-7", &other).await;
+        assert_eq!((status, reused["error"].as_str()), (422, Some("idempotency_key_reused")));
+
+        // The disk refuses every commit: a 503 (`storage_full`, or
+        // `queue_unavailable` when the key's read is refused first), and
+        // neither job nor key.
+        std::fs::write(&switch, b"full").unwrap();
+        let second = tokens(9, 100);
+        let body2 = json!({ "tokens": second, "payload": apns_payload(), "topic": "com.example.test" });
+        let (status, refused, _) = post_keyed(&client, &gw.url, "order-9", &body2).await;
+        assert_eq!(status, 503, "{refused}");
+        assert!(
+            ["storage_full", "queue_unavailable"].contains(&refused["error"].as_str().unwrap_or("")),
+            "{refused}"
+        );
+        std::fs::remove_file(&switch).unwrap();
+        // Retried as a sender would: 503s (the store reopening its file)
+        // are never kept, so the key stays free until a job is made.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let (status, made, replayed) = loop {
+            let answer = post_keyed(&client, &gw.url, "order-9", &body2).await;
+            if answer.0 != 503 || Instant::now() > deadline {
+                break answer;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!((status, replayed), (202, false), "the refused commit left the key: {made}");
+        let (status, kept, replayed) = post_keyed(&client, &gw.url, "order-9", &body2).await;
+        assert_eq!((status, replayed, &kept["job"]), (202, true, &made["job"]));
+
+        let r = settled(&client, &gw.url, 2_100).await;
+        assert_eq!(n(&r, "accepted"), 2_100, "one job per key: {r}");
+        let all: Vec<String> = first.iter().chain(&second).cloned().collect();
+        let (dupes, lost) = duplicates_and_lost(&mock.ledger, &all);
+        assert_eq!(lost, 0, "tokens never sent");
+        assert!(dupes <= n(&r, "possible_duplicates"), "{dupes} duplicates: {r}");
+        gw.kill();
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await
+    .expect("test timed out");
+}
+
 /// A gauge's value in a Prometheus text page.
 fn gauge(page: &str, name: &str) -> u64 {
     page.lines()

@@ -638,3 +638,103 @@ async fn without_a_replica_a_send_answers_503_and_nothing_is_accepted() {
     .await
     .unwrap();
 }
+
+/// An `Idempotency-Key` with `redis_min_replicas = 1`: a send too few
+/// replicas acknowledged (503, withdrawn) leaves its key free, so the
+/// retry once a replica is attached makes the one job; the retry after
+/// that replays it, and each token is delivered once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_withdrawn_admission_lets_its_idempotency_key_go() {
+    tokio::time::timeout(TIMEOUT, async {
+        let dir = scratch("failover-idem");
+        let primary = Node::redis(&dir, None).await;
+        let (mock, apns) = apns_mock_for_process(&dir, Faults::default(), 100).await;
+        let mut file = FileConfig::default();
+        file.server.listen = "127.0.0.1:0".into();
+        file.apns = Some(apns);
+        file.queue.backend = "redis".into();
+        file.queue.redis_url = primary.url();
+        file.queue.redis_min_replicas = 1;
+        file.queue.redis_replica_timeout_ms = 500;
+        file.queue.consumer = "idem".into();
+        let g = Served::start(&dir, "idem", &file).await;
+        let client = reqwest::Client::new();
+        let tokens: Vec<String> = (0..300).map(|i| apns_token("a11e", i)).collect();
+        let body = json!({ "tokens": tokens, "payload": apns_payload() });
+        let post = || {
+            client
+                .post(format!("{}/apns/send", g.url))
+                .header("idempotency-key", "order-r1")
+                .json(&body)
+                .send()
+        };
+        let r = post().await.unwrap();
+        assert_eq!(r.status().as_u16(), 503);
+        let refused: Value = r.json().await.unwrap();
+        assert_eq!(refused["error"], "queue_unreplicated", "{refused}");
+        // The key's answer went with the withdrawn admission.
+        let mut conn = primary.conn().await;
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg("*idem*")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        for key in &keys {
+            let value: Option<String> = redis::cmd("GET")
+                .arg(key)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            assert!(
+                !value.unwrap_or_default().contains("\"kept\""),
+                "{key} still holds an answer"
+            );
+        }
+
+        let replica = Node::redis(&dir, Some(primary.port)).await;
+        wait_replicas(&primary, 1).await;
+        let mut tries = 0;
+        let first: Value = loop {
+            let r = post().await.unwrap();
+            let status = r.status().as_u16();
+            let replayed = r.headers().get("idempotency-replayed").is_some();
+            let answer: Value = r.json().await.unwrap();
+            if status == 202 {
+                assert!(
+                    !replayed,
+                    "the withdrawn admission's answer was replayed: {answer}"
+                );
+                break answer;
+            }
+            tries += 1;
+            assert!(status == 503 && tries < 20, "{status} {answer}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        let r = post().await.unwrap();
+        assert_eq!(r.status().as_u16(), 202);
+        let again: Value = r.json().await.unwrap();
+        assert_eq!(
+            (&again["job"], &again["replayed"]),
+            (&first["job"], &json!(true))
+        );
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let r = report(&client, &g.url).await;
+            if r["successes"].as_u64() == Some(300) {
+                assert_eq!(r["accepted"].as_u64(), Some(300), "one job: {r}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "never delivered: {r}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let ledger = mock.ledger.tokens();
+        assert!(
+            tokens
+                .iter()
+                .all(|t| ledger.get(t).is_some_and(|r| r.deliveries == 1))
+        );
+        drop(replica);
+    })
+    .await
+    .unwrap();
+}

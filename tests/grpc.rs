@@ -844,3 +844,34 @@ async fn send_stream_bad_header_is_invalid_argument_and_watch_job_sees_it_grow()
     .await
     .unwrap();
 }
+
+/// `idempotency_key` is the HTTP route's `Idempotency-Key`: a retried Send
+/// replays the first reply (the same job, `replayed`), another message with
+/// the key is `FAILED_PRECONDITION`, and each token reaches the mock once.
+#[tokio::test]
+async fn a_send_retried_with_its_idempotency_key_replays_the_first_reply() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let env = env(|_| {}).await;
+        let mut push = env.push();
+        let tokens: Vec<String> = (0..3).map(|i| apns_token("6c6c", i)).collect();
+        let keyed = |tokens: &[String]| SendRequest {
+            idempotency_key: "grpc-order-1".into(),
+            ..send_request("apns", apns_message(), tokens)
+        };
+        let first = push.send(keyed(&tokens)).await.unwrap().into_inner();
+        assert!(!first.replayed);
+        let again = push.send(keyed(&tokens)).await.unwrap().into_inner();
+        assert_eq!(
+            (&again.job, again.accepted, again.replayed),
+            (&first.job, 3, true)
+        );
+        let e = push.send(keyed(&tokens[..1])).await.unwrap_err();
+        assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+        wait_done(&env.apns.gateway, pushgate::apns::FAMILY, 3).await;
+        for t in &tokens {
+            assert_eq!(env.apns.mock.ledger.token(t).deliveries, 1, "{t}");
+        }
+    })
+    .await
+    .unwrap();
+}

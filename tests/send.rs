@@ -837,3 +837,49 @@ async fn check_config_connect_proves_hms_credentials_and_names_a_wrong_secret() 
     .await
     .unwrap();
 }
+
+/// `--idempotency-key`: running the same send twice with one key makes one
+/// job; the second run follows the first's job and nothing is sent twice.
+#[tokio::test]
+async fn a_send_run_again_with_its_idempotency_key_sends_nothing_twice() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let env = apns_env(ApnsSetup::default()).await;
+        let tokens: Vec<String> = (0..5).map(|i| apns_token("e2e2", i)).collect();
+        let url = env.gateway.url();
+        let args = [
+            "send",
+            "apns",
+            "--server",
+            &url,
+            "-",
+            "--alert",
+            "once",
+            "--idempotency-key",
+            "cli-order-1",
+        ];
+        let mut jobs = Vec::new();
+        for _ in 0..2 {
+            let out = run(s(&args), Some(tokens.join("\n"))).await;
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "{}\n{}",
+                text(&out.stdout),
+                text(&out.stderr)
+            );
+            jobs.push(
+                text(&out.stdout)
+                    .lines()
+                    .find_map(|l| l.strip_prefix("jobs: ").map(str::to_owned))
+                    .unwrap_or_else(|| panic!("no jobs line: {}", text(&out.stdout))),
+            );
+        }
+        assert_eq!(jobs[0], jobs[1], "the second run follows the first job");
+        assert_eq!(env.counters().accepted, 5);
+        for t in &tokens {
+            assert_eq!(env.mock.ledger.token(t).deliveries, 1, "{t}");
+        }
+    })
+    .await
+    .unwrap();
+}

@@ -246,6 +246,7 @@ pub async fn delete(
 /// queued as a job of one token.
 pub async fn send_broadcast(
     State(state): State<AppState>,
+    ask: super::wait::Ask,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     apns(&state)?;
@@ -302,6 +303,7 @@ pub async fn send_broadcast(
         crate::apns::PLATFORM,
         intake,
         job,
+        &ask,
     )
     .await
 }

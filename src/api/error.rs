@@ -111,6 +111,28 @@ impl ApiError {
         )
     }
 
+    /// 409 `idempotency_key_in_progress` with `Retry-After: 1`: the first
+    /// request with this key is still being answered.
+    pub fn key_in_progress() -> Self {
+        Self {
+            retry_after: Some(1),
+            ..Self::new(
+                StatusCode::CONFLICT,
+                "idempotency_key_in_progress",
+                "a request with this Idempotency-Key is still being answered; retry in a second to get its answer",
+            )
+        }
+    }
+
+    /// 422 `idempotency_key_reused`: the key was used for another request.
+    pub fn key_reused() -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency_key_reused",
+            "this Idempotency-Key was used for another request (another route, app or body); use a new key for a new request",
+        )
+    }
+
     /// 503 with `Retry-After`.
     pub fn unavailable(code: &'static str, message: impl Into<String>, retry_after: u64) -> Self {
         Self {

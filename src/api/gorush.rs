@@ -21,12 +21,19 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::idempotency::KeptWithJob;
 use super::send::Body;
-use super::send::intake::{Intake, Job, admit, intake};
+use super::send::intake::{
+    Intake, accepted_fields, admit_error, count_rejected, intake, keep_final,
+};
+use super::wait::{Ask, result_json};
 use super::{ApiError, AppState};
-use crate::job::Family;
+use crate::job::{Family, JobId, Outcome};
+use crate::outcome::watch::Waiter;
 use crate::platform::request::bad_json;
 use crate::platform::{Fields, NotificationError, Registered, Request, SendBody};
+use crate::store::{NewJob, Planned as Admitted, Submission};
+use std::time::Duration;
 
 /// `[gorush]`: `POST /api/push` and `GET /api/stat/*`, as gorush serves them.
 /// Also the validated form (nothing in it can be wrong but the prefix).
@@ -39,6 +46,13 @@ pub struct GorushSection {
     pub path_prefix: String,
     /// Notifications per `POST /api/push` (gorush's `core.max_notification`).
     pub max_notifications: u32,
+    /// Answer `/api/push` once its jobs finished (gorush's `core.sync`),
+    /// listing failed tokens in `logs`; a body's `"sync": true` asks the
+    /// same for one request.
+    pub sync: bool,
+    /// Seconds a synchronous `/api/push` waits at most (1–30); then it
+    /// answers with what finished so far.
+    pub sync_timeout_s: u64,
 }
 
 impl Default for GorushSection {
@@ -47,6 +61,8 @@ impl Default for GorushSection {
             enabled: true,
             path_prefix: String::new(),
             max_notifications: 100,
+            sync: false,
+            sync_timeout_s: 10,
         }
     }
 }
@@ -65,13 +81,20 @@ pub fn paths(config: &GorushSection) -> Vec<(&'static str, String)> {
 }
 
 /// The gorush routes under `path_prefix`, or none when disabled.
-pub fn routes(config: &GorushSection) -> Router<AppState> {
+pub fn routes(state: &AppState) -> Router<AppState> {
+    let config = &state.gorush;
     if !config.enabled {
         return Router::new();
     }
     let p = &config.path_prefix;
     Router::new()
-        .route(&format!("{p}/api/push"), post(push))
+        .route(
+            &format!("{p}/api/push"),
+            post(push).layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                super::idempotency::guard,
+            )),
+        )
         .route(&format!("{p}/api/stat/app"), get(stat::app))
         .route(&format!("{p}/api/stat/go"), get(stat::go))
 }
@@ -84,7 +107,11 @@ struct Planned<'a> {
 }
 
 /// `POST /api/push`.
-pub async fn push(State(state): State<AppState>, body: Body) -> Result<Response, ApiError> {
+pub async fn push(
+    State(state): State<AppState>,
+    ask: Ask,
+    body: Body,
+) -> Result<Response, ApiError> {
     state.refuse_if_shutting_down()?;
     let Body::Whole(SendBody::Json(bytes)) = body else {
         return Err(ApiError::unsupported_media_type());
@@ -156,24 +183,38 @@ pub async fn push(State(state): State<AppState>, body: Body) -> Result<Response,
             1,
         ));
     }
+    // gorush's `core.sync`, or this request's `"sync": true`; `?wait` too.
+    let sync = state.gorush.sync || request.get("sync") == Some(&Value::Bool(true));
+    let wait = ask
+        .wait
+        .or_else(|| sync.then(|| Duration::from_secs(state.gorush.sync_timeout_s)));
+    let ask = Ask {
+        guard: ask.guard,
+        wait,
+    };
+    ask.check(total, false)?;
     let mut jobs = Vec::with_capacity(planned.len());
     let mut logs = Vec::new();
     let mut counts = 0u64;
+    let mut submitted = Vec::with_capacity(planned.len());
+    let mut refused = Vec::with_capacity(planned.len());
     for ((taken, p), message) in intakes.into_iter().zip(&planned).zip(messages.drain(..)) {
-        let job = Job {
-            app: p.request.app.clone(),
-            fields: p.request.fields.clone(),
-            message,
-            expires_at: p.request.expires_at,
-            delay: None,
-            notif_id: p.request.notif_id.clone(),
-        };
-        let answer = match admit(&state, p.family, p.request.platform, taken, job).await {
-            Ok(answer) => read_answer(answer).await?,
-            // Only a race with other senders for the last queue room gets here.
-            Err(e) => return Err(e.with(json!({ "queued_jobs": jobs }))),
-        };
-        counts += answer["accepted"].as_u64().unwrap_or(0);
+        let id = JobId::new();
+        let Intake {
+            tokens,
+            rejected,
+            duplicates,
+        } = taken;
+        let platform = p.request.platform;
+        let answer = accepted_fields(
+            platform,
+            &id.to_string(),
+            tokens.len() as u64,
+            duplicates,
+            &rejected,
+        );
+        refused.push((platform, rejected));
+        counts += tokens.len() as u64;
         let word = p.family.info().gorush.as_ref().map_or("", |g| g.word);
         let key = p.family.info().token_key;
         for rejected in answer["rejected"].as_array().into_iter().flatten() {
@@ -186,23 +227,108 @@ pub async fn push(State(state): State<AppState>, body: Body) -> Result<Response,
                 "notif_id": p.request.notif_id.as_deref(),
             }));
         }
-        jobs.push(answer["job"].clone());
+        jobs.push(json!(id.to_string()));
+        submitted.push(Admitted {
+            id,
+            job: NewJob {
+                platform,
+                app: p.request.app.clone(),
+                fields: p.request.fields.clone(),
+                message,
+                tokens,
+                expires_at: p.request.expires_at,
+                delay: None,
+                notif_id: p.request.notif_id.clone(),
+            },
+        });
     }
-    Ok(Json(json!({
+    let mut body = json!({
         "counts": counts,
         "logs": logs,
         "success": "ok",
         "jobs": jobs,
-    }))
-    .into_response())
+    });
+    if ask.wait.is_some() {
+        body["state"] = json!("running");
+    }
+    let waited: Vec<_> = submitted
+        .iter()
+        .zip(&planned)
+        .map(|(s, p)| (s.id, p.family, p.request.notif_id.clone()))
+        .collect();
+    let first = submitted.remove(0);
+    let first_id = first.id;
+    let mut submission = Submission::apart(first, submitted);
+    if let Some(guard) = &ask.guard {
+        submission = submission.with_claim(guard.claim(200, &body, first_id));
+    }
+    // Watched before they are admitted, so no outcome comes first.
+    let waiters: Vec<_> = match ask.wait {
+        Some(_) => {
+            submission = submission.watched();
+            waited
+                .iter()
+                .map(|(id, _, _)| state.watch.watch(*id))
+                .collect()
+        }
+        None => Vec::new(),
+    };
+    backend.submit(submission).await.map_err(admit_error)?;
+    for (platform, rejected) in &refused {
+        count_rejected(&state, *platform, rejected);
+    }
+    if let Some(within) = ask.wait
+        && sync_logs(waiters, &waited, within, &mut body).await
+    {
+        body["state"] = json!("done");
+        if let Some(guard) = &ask.guard {
+            keep_final(&state, guard, &body, first_id).await;
+        }
+    }
+    let mut response = Json(body).into_response();
+    if ask.guard.is_some() {
+        response.extensions_mut().insert(KeptWithJob);
+    }
+    Ok(response)
 }
 
-/// The JSON of a 202 answer from [`admit`].
-async fn read_answer(response: Response) -> Result<Value, ApiError> {
-    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-        .await
-        .map_err(ApiError::internal)?;
-    serde_json::from_slice(&bytes).map_err(ApiError::internal)
+/// Waits (at most `within` for all) for the jobs of a synchronous
+/// `/api/push` and lists each token that did not succeed in `body`'s
+/// `logs` as gorush does. Returns whether every job finished.
+async fn sync_logs(
+    waiters: Vec<Waiter>,
+    waited: &[(JobId, Family, Option<std::sync::Arc<str>>)],
+    within: Duration,
+    body: &mut Value,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut done = true;
+    for (waiter, (_, family, notif_id)) in waiters.into_iter().zip(waited) {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let Some(results) = waiter.wait(left).await else {
+            done = false;
+            continue;
+        };
+        let word = family.info().gorush.as_ref().map_or("", |g| g.word);
+        for r in results
+            .iter()
+            .filter(|r| !matches!(r.outcome, Outcome::Success))
+        {
+            let shown = result_json(*family, r);
+            let kind = r.outcome.kind().as_str();
+            if let Some(logs) = body["logs"].as_array_mut() {
+                logs.push(json!({
+                    "type": "failed-push",
+                    "platform": word,
+                    "token": r.token,
+                    "message": format!("{kind} by the upstream"),
+                    "error": shown.get("reason").cloned().unwrap_or_else(|| json!(kind)),
+                    "notif_id": notif_id.as_deref(),
+                }));
+            }
+        }
+    }
+    done
 }
 
 /// Reads one notification: its platform (gorush's number), then the

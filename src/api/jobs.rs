@@ -84,30 +84,39 @@ fn no_job(id: &str) -> ApiError {
 
 /// `DELETE /jobs/{id}`: tokens not yet sent end as `cancelled`; a scheduled
 /// job is cancelled whole at once, a running one as workers reach its tokens.
+/// A group's id cancels each of its jobs.
 pub async fn cancel(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let parsed = parse_job_id(&id)?;
-    match state
-        .backend
-        .cancel(parsed)
+    let backend = &state.backend;
+    if let Some(status) = backend.cancel(parsed).await.map_err(store_unavailable)? {
+        return Ok(Json(status.to_json()));
+    }
+    match backend
+        .cancel_group(parsed)
         .await
         .map_err(store_unavailable)?
     {
-        Some(status) => Ok(Json(status.to_json())),
+        Some(group) => Ok(Json(group.to_json())),
         None => Err(no_job(&id)),
     }
 }
 
-/// `GET /jobs/{id}`: one job's progress.
+/// `GET /jobs/{id}`: one job's progress, or a group's (its jobs summed,
+/// with `by_platform`).
 pub async fn status(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let parsed = parse_job_id(&id)?;
-    match state.backend.job(parsed).await.map_err(store_unavailable)? {
-        Some(status) => Ok(Json(status.to_json())),
+    let backend = &state.backend;
+    if let Some(status) = backend.job(parsed).await.map_err(store_unavailable)? {
+        return Ok(Json(status.to_json()));
+    }
+    match backend.group(parsed).await.map_err(store_unavailable)? {
+        Some(group) => Ok(Json(group.to_json())),
         None => Err(no_job(&id)),
     }
 }

@@ -21,21 +21,27 @@ use axum::response::Response;
 
 pub use body::Body;
 
+use super::wait::Ask;
 use super::{ApiError, AppState};
 use crate::job::Family;
 
 /// `POST /<word>/send` for `family` (`/gcm/send` and `/fcm/send` are
 /// Google's): 404 when no platform of the family is configured.
-pub async fn send(state: AppState, family: Family, body: Body) -> Result<Response, ApiError> {
+pub async fn send(
+    state: AppState,
+    family: Family,
+    ask: Ask,
+    body: Body,
+) -> Result<Response, ApiError> {
     let timer = state.metrics.api_latency.start_timer();
     let registered = state.registered(family)?;
     state.refuse_if_shutting_down()?;
     let answer = match body {
         Body::Whole(body) => {
             let request = registered.front.read(&body)?;
-            intake::submit(&state, family, request).await
+            intake::submit(&state, family, request, &ask).await
         }
-        Body::Lines(body) => stream::send(&state, family, &*registered.front, body).await,
+        Body::Lines(body) => stream::send(&state, family, &*registered.front, body, &ask).await,
     };
     timer.observe_duration();
     answer

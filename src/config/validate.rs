@@ -101,6 +101,14 @@ impl FileConfig {
             ));
             LogFormat::Text
         });
+        if self.server.idempotency_ttl_s == 0 {
+            errors.push(invalid(
+                "server.idempotency_ttl_s",
+                self.server.idempotency_ttl_s,
+                "an answer would be forgotten as it is given, so a retry would send twice",
+                "keep answers at least a second; the default is 86400 (a day)",
+            ));
+        }
         if self.server.job_retention_s == 0 {
             errors.push(invalid(
                 "server.job_retention_s",
@@ -420,6 +428,7 @@ impl FileConfig {
                 max_streams_per_connection: s.max_streams_per_connection,
                 keepalive: None,
             },
+            idempotency_ttl: Duration::from_secs(s.idempotency_ttl_s),
         })
     }
 }
@@ -446,6 +455,14 @@ fn validate_gorush(g: &GorushSection, errors: &mut Vec<ConfigError>) -> GorushSe
             g.max_notifications,
             "no request could ever be served",
             "use gorush's default, 100",
+        ));
+    }
+    if !(1..=30).contains(&g.sync_timeout_s) {
+        errors.push(invalid(
+            "gorush.sync_timeout_s",
+            g.sync_timeout_s,
+            "a synchronous /api/push waits 1 to 30 seconds",
+            "use the default, 10",
         ));
     }
     g.clone()

@@ -30,7 +30,15 @@ pub mod fault;
 #[allow(clippy::result_large_err)]
 mod finished;
 pub mod format;
+#[allow(clippy::result_large_err)]
+mod keys;
+#[allow(clippy::result_large_err)]
+mod load;
+mod ops;
 mod resume;
+mod seam;
+#[cfg(test)]
+mod tests;
 pub mod writer;
 
 use std::collections::HashMap;
@@ -41,16 +49,18 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
 
-use crate::books::{Counters, JobFilter, JobStatus, ListKind, Posting};
-use crate::floor::{lock, ms_since_epoch, now_ms};
-use crate::job::{Catalog, Family, JobId, JobProgress, OutcomeKind, TokenList};
+use crate::books::{Counters, JobStatus, ListKind, Posting};
+use crate::floor::{lock, now_ms};
+use crate::job::{Catalog, Family, JobId, JobProgress, OutcomeKind};
 use crate::outcome::{Finished, Sink};
 use crate::queue::Admission;
-use crate::store::memory::reserve;
-use crate::store::{AdmitError, Admitted, NewJob, Recovered, Store, StoreError, StoreFuture};
+use crate::store::StoreError;
+use crate::store::flights::Flights;
+use crate::store::keys::Claim;
 
 use self::format::{JobRecord, JobState};
-use self::writer::{Op, WriterThread};
+use self::ops::{NewRow, Op, Refused};
+use self::writer::WriterThread;
 
 /// The store's file inside `queue.data_dir`.
 pub const FILE_NAME: &str = "pushgate.redb";
@@ -194,7 +204,7 @@ fn open_and_read(
 ) -> Result<(redb::Database, Rows), redb::DatabaseError> {
     let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let db = writer::open_db(path, faults)?;
-        let recovered = writer::recover(&db).map_err(|e| {
+        let recovered = load::recover(&db).map_err(|e| {
             redb::DatabaseError::Storage(redb::StorageError::Corrupted(e.to_string()))
         })?;
         Ok((db, recovered))
@@ -234,6 +244,10 @@ pub struct DiskStore {
     rows: Mutex<Option<Rows>>,
     /// How stored platform and family names are read back.
     catalog: Catalog,
+    /// `server.job_retention_s`: how long a group outlives its send time.
+    retention: std::time::Duration,
+    /// Idempotency keys reserved by requests of this process.
+    flights: Flights,
 }
 
 impl DiskStore {
@@ -333,6 +347,8 @@ impl DiskStore {
             admission,
             rows: Mutex::new(Some(recovered)),
             catalog,
+            retention,
+            flights: Flights::default(),
         }))
     }
 
@@ -365,16 +381,9 @@ impl DiskStore {
             .unwrap_or_else(|_| Err(WriteError::Io("the disk store's writer stopped".into())))
     }
 
-    /// Stores a job (`record`: [`JobRecord::encode_parts`], without its
-    /// tokens; `parts`: its tokens as rows) and counts it accepted; returns
-    /// once that is on disk.
-    async fn write_job(
-        &self,
-        record: Vec<u8>,
-        parts: Vec<(u32, Vec<u8>)>,
-        progress: Arc<JobProgress>,
-    ) -> Result<(), WriteError> {
-        let id = progress.id;
+    /// A job's row for the writer (`record`: [`JobRecord::encode_parts`],
+    /// without its tokens; `parts`: its tokens as rows).
+    fn new_row(record: Vec<u8>, parts: Vec<(u32, Vec<u8>)>, progress: Arc<JobProgress>) -> NewRow {
         let state = Box::new(JobState {
             seq: 0,
             platform: progress.platform.as_str().to_owned(),
@@ -388,17 +397,42 @@ impl DiskStore {
             bits: Vec::new(),
             notif_id: progress.notif_id.as_deref().map(str::to_owned),
         });
-        let counters_key = counters_key(progress.platform.family(), &progress.app);
-        self.ask(|reply| Op::Admit {
-            id: id.as_u128(),
+        NewRow {
+            id: progress.id.as_u128(),
+            counters_key: counters_key(progress.platform.family(), &progress.app),
             record,
             parts,
             state,
             progress,
-            counters_key,
+        }
+    }
+
+    /// Stores jobs (counted accepted), their group and their claim in one
+    /// commit; returns once that is on disk, or why nothing was written.
+    async fn write_admission(
+        &self,
+        jobs: Vec<NewRow>,
+        group: Option<(u128, Vec<u128>, u64)>,
+        claim: Option<&Claim>,
+    ) -> Result<(), Refused> {
+        let (reply, answer) = oneshot::channel();
+        let claim = claim.map(|c| (c.key.stored().to_owned(), c.kept.clone()));
+        let op = Op::Admit {
+            jobs,
+            group,
+            claim,
             reply,
+        };
+        if !self.send(op) {
+            return Err(Refused::Write(WriteError::Io(
+                "the disk store is closed".into(),
+            )));
+        }
+        answer.await.unwrap_or_else(|_| {
+            Err(Refused::Write(WriteError::Io(
+                "the disk store's writer stopped".into(),
+            )))
         })
-        .await
     }
 
     /// Watches a recovered job's lease and stores the one it starts this
@@ -541,220 +575,5 @@ impl WriteError {
                 source: Box::new(self),
             },
         }
-    }
-}
-
-impl Store for DiskStore {
-    fn name(&self) -> &'static str {
-        "disk"
-    }
-
-    fn fate(&self) -> &'static str {
-        "kept in queue.data_dir for the next start (backend disk)"
-    }
-
-    fn keeps_unsent(&self) -> bool {
-        true
-    }
-
-    fn reloads(&self) -> bool {
-        true
-    }
-
-    fn reload(
-        &self,
-        id: JobId,
-        range: std::ops::Range<u32>,
-    ) -> StoreFuture<'_, Result<TokenList, StoreError>> {
-        Box::pin(async move {
-            self.ask(|reply| Op::Tokens {
-                id: id.as_u128(),
-                range,
-                reply,
-            })
-            .await
-            .map_err(WriteError::into_store)
-        })
-    }
-
-    fn problem(&self) -> Option<String> {
-        (!self.healthy()).then(|| {
-            format!(
-                "the disk store (queue.data_dir = {}) cannot write",
-                self.dir.display()
-            )
-        })
-    }
-
-    fn recover(&self) -> Recovered {
-        match lock(&self.rows).take() {
-            Some(rows) => self.resume(rows),
-            None => Recovered::default(),
-        }
-    }
-
-    fn admit<'a>(
-        &'a self,
-        id: JobId,
-        job: &'a NewJob,
-    ) -> StoreFuture<'a, Result<Admitted, AdmitError>> {
-        Box::pin(async move {
-            let total = job.tokens.len() as u64;
-            reserve(&self.admission, total)?;
-            // Workers may take tokens only below the lease, which each commit
-            // raises ahead of them: a crash resends at most that far.
-            let progress = Arc::new(
-                JobProgress::for_app(id, job.platform, job.app.clone(), total)
-                    .with_notif_id(job.notif_id.clone())
-                    .with_lease(writer::LEASE_START),
-            );
-            // The record holds the message; the tokens go in rows the
-            // queue's window reads back a part at a time.
-            let record = JobRecord::encode_parts(
-                job.platform.as_str(),
-                &job.app,
-                &job.fields,
-                job.expires_at.map(ms_since_epoch),
-                job.delay.map(|d| {
-                    now_ms().saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-                }),
-                &TokenList::default(),
-            );
-            let parts = format::token_rows(&job.tokens);
-            if let Err(e) = self.write_job(record, parts, progress.clone()).await {
-                self.admission.release(total);
-                return Err(e.into_store().into());
-            }
-            Ok(Admitted::Here(progress))
-        })
-    }
-
-    fn open_stream<'a>(
-        &'a self,
-        id: JobId,
-        job: &'a NewJob,
-    ) -> StoreFuture<'a, Result<Admitted, AdmitError>> {
-        Box::pin(async move {
-            let progress = Arc::new(
-                JobProgress::for_app(id, job.platform, job.app.clone(), 0)
-                    .with_notif_id(job.notif_id.clone())
-                    .with_lease(writer::LEASE_START)
-                    .streaming(),
-            );
-            // The record holds the message; the tokens come as parts.
-            let record = JobRecord::encode_parts(
-                job.platform.as_str(),
-                &job.app,
-                &job.fields,
-                job.expires_at.map(ms_since_epoch),
-                None,
-                &TokenList::default(),
-            );
-            self.write_job(record, Vec::new(), progress.clone())
-                .await
-                .map_err(|e| AdmitError::Store(e.into_store()))?;
-            Ok(Admitted::Here(progress))
-        })
-    }
-
-    fn append<'a>(
-        &'a self,
-        id: JobId,
-        job: &'a NewJob,
-        tokens: &'a TokenList,
-    ) -> StoreFuture<'a, Result<(), AdmitError>> {
-        Box::pin(async move {
-            let n = tokens.len() as u64;
-            reserve(&self.admission, n)?;
-            let written = self
-                .ask(|reply| Op::Append {
-                    id: id.as_u128(),
-                    rows: format::token_rows(tokens),
-                    n,
-                    counters_key: counters_key(job.platform.family(), &job.app),
-                    reply,
-                })
-                .await;
-            if let Err(e) = written {
-                self.admission.release(n);
-                return Err(e.into_store().into());
-            }
-            Ok(())
-        })
-    }
-
-    fn close_stream(&self, id: JobId, truncated: bool) -> StoreFuture<'_, Result<(), StoreError>> {
-        Box::pin(async move {
-            self.ask(|reply| Op::Close {
-                id: id.as_u128(),
-                truncated,
-                reply: Some(reply),
-            })
-            .await
-            .map_err(WriteError::into_store)
-        })
-    }
-
-    fn list<'a>(
-        &'a self,
-        family: Family,
-        app: &'a str,
-        list: ListKind,
-        drain: bool,
-    ) -> StoreFuture<'a, Result<Vec<serde_json::Value>, StoreError>> {
-        Box::pin(async move {
-            self.read_list(family, app, list, drain)
-                .await
-                .map_err(WriteError::into_store)
-        })
-    }
-
-    fn list_stats(&self, family: Family, app: &str, list: ListKind) -> (usize, u64) {
-        let s = self.stats_of(family, app, list);
-        (s.size, s.dropped)
-    }
-
-    /// Finished jobs from the finish-time index; unfinished ones are this
-    /// gateway's own (its job table).
-    fn jobs<'a>(
-        &'a self,
-        filter: JobFilter,
-        limit: usize,
-    ) -> Option<StoreFuture<'a, Result<Vec<JobStatus>, StoreError>>> {
-        (filter == JobFilter::Done).then(|| -> StoreFuture<'a, _> {
-            Box::pin(async move {
-                self.read_finished(limit)
-                    .await
-                    .map_err(WriteError::into_store)
-            })
-        })
-    }
-
-    fn cancel<'a>(
-        &'a self,
-        id: JobId,
-        local: Option<&'a JobProgress>,
-    ) -> StoreFuture<'a, Result<bool, StoreError>> {
-        Box::pin(async move {
-            let Some(progress) = local else {
-                return Ok(false);
-            };
-            if progress.pending() > 0 {
-                // On disk first: a restart must not send what the sender cancelled.
-                self.write_cancel(id)
-                    .await
-                    .map_err(WriteError::into_store)?;
-            }
-            Ok(true)
-        })
-    }
-
-    fn close(&self) -> StoreFuture<'_, ()> {
-        Box::pin(async move {
-            if let Err(e) = self.flush().await {
-                tracing::error!(error = %e, "cannot write the last outcomes to the disk store; their tokens will be sent again at the next start");
-            }
-            self.shut();
-        })
     }
 }

@@ -1,6 +1,9 @@
 //! The `memory` store: nothing outlives the process. Its lists are bounded
 //! in memory here; its counters and jobs are this gateway's own books
-//! ([`crate::report::Reports`]), so it reads none of its own.
+//! ([`crate::report::Reports`]), so it reads none of its own. Its kept
+//! idempotency answers and groups are maps here ([`kept`]).
+
+mod kept;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,9 +11,11 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 
-use super::{AdmitError, Admitted, NewJob, Store, StoreError, StoreFuture};
+use super::flights::Flights;
+use super::keys::{Claim, Found, IdemKey, KeepIf, Kept, Owner, Taken};
+use super::{AdmitError, Admitted, NewJob, Store, StoreError, StoreFuture, Submission};
 use crate::books::{CanonicalEntry, FailureEntry, ListEntry, ListKind, UnregisteredEntry};
-use crate::floor::lock;
+use crate::floor::{lock, now_ms};
 use crate::job::{Family, JobId, JobProgress, TokenList};
 use crate::outcome::{Finished, Sink};
 use crate::queue::Admission;
@@ -144,6 +149,10 @@ pub struct MemoryStore {
     max_list: usize,
     lists: Mutex<HashMap<AppKey, Arc<Lists>>>,
     list_dropped: Option<prometheus::IntCounterVec>,
+    /// `server.job_retention_s`: how long a group outlives its send time.
+    retention: std::time::Duration,
+    flights: Flights,
+    kepts: Mutex<kept::Kepts>,
 }
 
 impl MemoryStore {
@@ -160,7 +169,53 @@ impl MemoryStore {
             max_list,
             lists: Mutex::default(),
             list_dropped,
+            retention: std::time::Duration::from_secs(7 * 24 * 3600),
+            flights: Flights::default(),
+            kepts: Mutex::default(),
         }
+    }
+
+    /// The same, keeping groups `retention` (`server.job_retention_s`)
+    /// past their send time.
+    pub fn retaining(mut self, retention: std::time::Duration) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// Writes a submission's claim and group, if its key is free; under the
+    /// one lock, so two claims of one key never both succeed.
+    fn keep_submission(&self, submission: &Submission) -> Result<(), Taken> {
+        let now = now_ms();
+        let mut kepts = lock(&self.kepts);
+        if let Some(claim) = submission.claim() {
+            if let Some(kept) = kepts.answer(&claim.key, now) {
+                return Err(Taken::Kept(Box::new(kept.clone())));
+            }
+            kepts.put(&claim.key, claim.kept.clone(), now);
+            self.flights.end(&claim.key, claim.owner);
+        }
+        if let Some(group) = submission.group_id() {
+            let ids = submission.jobs().iter().map(|p| p.id).collect();
+            let keep = self.retention + submission.longest_delay();
+            let expires = now.saturating_add(u64::try_from(keep.as_millis()).unwrap_or(u64::MAX));
+            kepts.put_group(group, ids, expires, now);
+        }
+        Ok(())
+    }
+
+    /// Writes a stream's claim when its key is free.
+    fn keep_claim(&self, claim: Option<&Claim>) -> Result<(), Taken> {
+        let Some(claim) = claim else {
+            return Ok(());
+        };
+        let now = now_ms();
+        let mut kepts = lock(&self.kepts);
+        if let Some(kept) = kepts.answer(&claim.key, now) {
+            return Err(Taken::Kept(Box::new(kept.clone())));
+        }
+        kepts.put(&claim.key, claim.kept.clone(), now);
+        self.flights.end(&claim.key, claim.owner);
+        Ok(())
     }
 
     /// The lists of a family's app (empty ones if it never had an entry).
@@ -172,6 +227,25 @@ impl MemoryStore {
         let l = Arc::new(Lists::new(self.max_list));
         lists.insert((family, Arc::from(app)), l.clone());
         l
+    }
+}
+
+impl MemoryStore {
+    /// [`Store::reserve`], at once: the reservation first, then the kept
+    /// answer, so a request that reserves after another's answer was kept
+    /// (and its reservation ended) still finds that answer.
+    fn reserve_now(&self, key: &IdemKey, owner: Owner) -> Found {
+        if !self.flights.take(key, owner) {
+            return Found::InFlight;
+        }
+        match lock(&self.kepts).answer(key, now_ms()) {
+            Some(kept) => {
+                let kept = kept.clone();
+                self.flights.end(key, owner);
+                Found::Kept(kept)
+            }
+            None => Found::Reserved,
+        }
     }
 }
 
@@ -210,15 +284,30 @@ impl Store for MemoryStore {
 
     fn admit<'a>(
         &'a self,
-        id: JobId,
-        job: &'a NewJob,
-    ) -> StoreFuture<'a, Result<Admitted, AdmitError>> {
+        submission: &'a Submission,
+    ) -> StoreFuture<'a, Result<Vec<Admitted>, AdmitError>> {
         Box::pin(async move {
-            let total = job.tokens.len() as u64;
+            let total = submission.tokens();
             reserve(&self.admission, total)?;
-            let progress = JobProgress::for_app(id, job.platform, job.app.clone(), total)
-                .with_notif_id(job.notif_id.clone());
-            Ok(Admitted::Here(Arc::new(progress)))
+            if let Err(taken) = self.keep_submission(submission) {
+                self.admission.release(total);
+                return Err(AdmitError::KeyTaken(taken));
+            }
+            Ok(submission
+                .jobs()
+                .iter()
+                .map(|p| {
+                    let job = &p.job;
+                    let progress = JobProgress::for_app(
+                        p.id,
+                        job.platform,
+                        job.app.clone(),
+                        job.tokens.len() as u64,
+                    )
+                    .with_notif_id(job.notif_id.clone());
+                    Admitted::Here(Arc::new(progress))
+                })
+                .collect())
         })
     }
 
@@ -226,13 +315,56 @@ impl Store for MemoryStore {
         &'a self,
         id: JobId,
         job: &'a NewJob,
+        claim: Option<&'a Claim>,
     ) -> StoreFuture<'a, Result<Admitted, AdmitError>> {
         Box::pin(async move {
+            self.keep_claim(claim).map_err(AdmitError::KeyTaken)?;
             let progress = JobProgress::for_app(id, job.platform, job.app.clone(), 0)
                 .with_notif_id(job.notif_id.clone())
                 .streaming();
             Ok(Admitted::Here(Arc::new(progress)))
         })
+    }
+
+    fn group(&self, id: JobId) -> StoreFuture<'_, Result<Option<Vec<JobId>>, StoreError>> {
+        Box::pin(async move { Ok(lock(&self.kepts).group(id, now_ms())) })
+    }
+
+    fn reserve<'a>(
+        &'a self,
+        key: &'a IdemKey,
+        owner: Owner,
+    ) -> StoreFuture<'a, Result<Found, StoreError>> {
+        Box::pin(async move { Ok(self.reserve_now(key, owner)) })
+    }
+
+    fn keep<'a>(
+        &'a self,
+        key: &'a IdemKey,
+        kept: &'a Kept,
+        when: KeepIf,
+    ) -> StoreFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let now = now_ms();
+            let mut kepts = lock(&self.kepts);
+            let allowed = match (when, kepts.answer(key, now)) {
+                (KeepIf::Free(_), None) => true,
+                (KeepIf::Bound(job), Some(old)) => old.is_bound_to(job),
+                _ => false,
+            };
+            if allowed {
+                kepts.put(key, kept.clone(), now);
+            }
+            if let KeepIf::Free(owner) = when {
+                self.flights.end(key, owner);
+            }
+            Ok(allowed)
+        })
+    }
+
+    fn release<'a>(&'a self, key: &'a IdemKey, owner: Owner) -> StoreFuture<'a, ()> {
+        self.flights.end(key, owner);
+        Box::pin(async {})
     }
 
     fn append<'a>(

@@ -46,6 +46,7 @@ mod accept;
 pub mod consume;
 pub mod flush;
 mod jobs;
+mod keys;
 pub mod read;
 pub mod staged;
 pub mod view;
@@ -66,7 +67,10 @@ use crate::job::{Catalog, Family, JobId, JobProgress, TokenList};
 use crate::shared::link::{self, RedisQueueConfig};
 use crate::shared::primary::{Conn, Primary};
 use crate::shared::replicas::AckFailures;
-use crate::store::{AdmitError, Admitted, Hand, NewJob, Store, StoreError, StoreFuture};
+use crate::store::keys::{Claim, Found, IdemKey, KeepIf, Kept, Owner};
+use crate::store::{
+    AdmitError, Admitted, Hand, NewJob, Store, StoreError, StoreFuture, Submission,
+};
 
 use self::flush::Buffer;
 
@@ -532,16 +536,15 @@ impl Store for RedisStore {
 
     fn admit<'a>(
         &'a self,
-        id: JobId,
-        job: &'a NewJob,
-    ) -> StoreFuture<'a, Result<Admitted, AdmitError>> {
+        submission: &'a Submission,
+    ) -> StoreFuture<'a, Result<Vec<Admitted>, AdmitError>> {
         Box::pin(async move {
-            self.accept(id, job).await.inspect_err(|e| {
+            self.accept(submission).await.inspect_err(|e| {
                 if let AdmitError::Store(e) = e {
                     tracing::warn!(error = %e.detail(), "send refused by the shared queue");
                 }
             })?;
-            Ok(Admitted::Shared)
+            Ok(submission.jobs().iter().map(|_| Admitted::Shared).collect())
         })
     }
 
@@ -549,11 +552,10 @@ impl Store for RedisStore {
         &'a self,
         id: JobId,
         job: &'a NewJob,
+        claim: Option<&'a Claim>,
     ) -> StoreFuture<'a, Result<Admitted, AdmitError>> {
         Box::pin(async move {
-            self.open(id, job)
-                .await
-                .map_err(|e| AdmitError::Store(e.into_store()))?;
+            self.open(id, job, claim).await?;
             Ok(Admitted::Shared)
         })
     }
@@ -577,7 +579,46 @@ impl Store for RedisStore {
                 delay: None,
                 notif_id: job.notif_id.clone(),
             };
-            self.accept(id, &part).await
+            self.accept_part(id, &part).await
+        })
+    }
+
+    fn group(&self, id: JobId) -> StoreFuture<'_, Result<Option<Vec<JobId>>, StoreError>> {
+        Box::pin(async move { self.read_group(id).await.map_err(RedisError::into_store) })
+    }
+
+    fn reserve<'a>(
+        &'a self,
+        key: &'a IdemKey,
+        owner: Owner,
+    ) -> StoreFuture<'a, Result<Found, StoreError>> {
+        Box::pin(async move {
+            self.reserve_key(key, owner)
+                .await
+                .map_err(RedisError::into_store)
+        })
+    }
+
+    fn keep<'a>(
+        &'a self,
+        key: &'a IdemKey,
+        kept: &'a Kept,
+        when: KeepIf,
+    ) -> StoreFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            self.keep_answer(key, kept, when)
+                .await
+                .map_err(RedisError::into_store)
+        })
+    }
+
+    /// Best effort: a reservation Redis cannot drop now lapses after
+    /// [`crate::store::keys::FLIGHT_LEASE`].
+    fn release<'a>(&'a self, key: &'a IdemKey, owner: Owner) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            if let Err(e) = self.release_key(key, owner).await {
+                tracing::debug!(error = %e, "cannot release an idempotency key; it lapses on its own");
+            }
         })
     }
 

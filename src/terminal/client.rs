@@ -10,6 +10,7 @@ pub struct Client {
     http: reqwest::Client,
     base: String,
     key: Option<String>,
+    idempotency_key: Option<String>,
 }
 
 impl Client {
@@ -22,10 +23,22 @@ impl Client {
             http,
             base: base.trim_end_matches('/').to_owned(),
             key,
+            idempotency_key: None,
         })
     }
 
+    /// The same, sending `Idempotency-Key: key` with every request: a
+    /// retried send is answered with the first answer, never sent twice.
+    pub fn with_idempotency_key(mut self, key: Option<String>) -> Self {
+        self.idempotency_key = key;
+        self
+    }
+
     fn auth(&self, r: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        let r = match &self.idempotency_key {
+            Some(k) => r.header("idempotency-key", k),
+            None => r,
+        };
         match &self.key {
             Some(k) => r.bearer_auth(k),
             None => r,

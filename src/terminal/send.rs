@@ -127,6 +127,10 @@ pub struct SendArgs {
     /// The running gateway's API key.
     #[arg(long, env = "PUSHGATE_API_KEY", requires = "server")]
     pub api_key: Option<String>,
+    /// Sent as `Idempotency-Key`: running the same send again with the same
+    /// key gets the first answer (the same job) and sends nothing twice.
+    #[arg(long, value_name = "KEY")]
+    pub idempotency_key: Option<String>,
     /// Write the tokens the upstream reported unregistered here, one per line.
     #[arg(long, value_name = "FILE")]
     pub unregistered_out: Option<PathBuf>,
@@ -163,8 +167,10 @@ async fn send(args: SendArgs) -> Result<Exit, UsageError> {
         None => Some(local::start(config::in_process_config(&args)?).await?),
     };
     let client = match (&args.server, &local) {
-        (Some(url), _) => Client::new(url, args.api_key.clone())?,
-        (None, Some(l)) => Client::new(&l.url, Some(l.api_key.clone()))?,
+        (Some(url), _) => Client::new(url, args.api_key.clone())?
+            .with_idempotency_key(args.idempotency_key.clone()),
+        (None, Some(l)) => Client::new(&l.url, Some(l.api_key.clone()))?
+            .with_idempotency_key(args.idempotency_key.clone()),
         (None, None) => return Err(usage("no gateway")),
     };
     let outcome = deliver(&args, &client, path, &targets, &payload).await;

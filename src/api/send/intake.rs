@@ -12,10 +12,12 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::api::idempotency::{Guard, KeptWithJob};
+use crate::api::wait::{Ask, result_json};
 use crate::api::{ApiError, AppState};
-use crate::job::{Family, Platform, TokenList};
+use crate::job::{Family, JobId, Platform, TokenList};
 use crate::platform::{Keep, Request, TokenRefused};
-use crate::store::{AdmitError, NewJob};
+use crate::store::{AdmitError, KeepIf, NewJob, Submission};
 
 pub use crate::api::rejections::{Rejected, Rejections};
 
@@ -133,6 +135,7 @@ pub async fn submit(
     state: &AppState,
     family: Family,
     request: Request<'_>,
+    ask: &Ask,
 ) -> Result<Response, ApiError> {
     let Request {
         platform,
@@ -155,7 +158,7 @@ pub async fn submit(
         delay: when.delay,
         notif_id,
     };
-    admit(state, family, platform, intake, job).await
+    admit(state, family, platform, intake, job, ask).await
 }
 
 /// What a job carries besides its tokens.
@@ -174,13 +177,15 @@ pub struct Job {
     pub notif_id: Option<std::sync::Arc<str>>,
 }
 
-/// Admits a job whose tokens are taken in.
+/// Admits a job whose tokens are taken in, as `ask` asks: its answer kept
+/// with it under its idempotency key, and waited for.
 pub async fn admit(
     state: &AppState,
     family: Family,
     platform: Platform,
     intake: Intake<'_>,
     job: Job,
+    ask: &Ask,
 ) -> Result<Response, ApiError> {
     let Intake {
         tokens,
@@ -197,9 +202,18 @@ pub async fn admit(
     }
     let total = tokens.len() as u64;
     let delay = job.delay;
-    let id = state
-        .backend
-        .admit(NewJob {
+    ask.check(total, delay.is_some())?;
+    let id = JobId::new();
+    let mut body = accepted_fields(platform, &id.to_string(), total, duplicates, &rejected);
+    if let Some(delay) = delay {
+        body["scheduled_in_s"] = json!(delay.as_secs());
+    }
+    if ask.wait.is_some() {
+        body["state"] = json!("running");
+    }
+    let mut submission = Submission::one(
+        id,
+        NewJob {
             platform,
             app: job.app,
             fields: job.fields,
@@ -208,22 +222,53 @@ pub async fn admit(
             expires_at: job.expires_at,
             delay,
             notif_id: job.notif_id,
-        })
+        },
+    );
+    if let Some(guard) = &ask.guard {
+        submission = submission.with_claim(guard.claim(202, &body, id));
+    }
+    // Watched before it is admitted, so no outcome comes first.
+    let waiter = ask.wait.map(|within| (state.watch.watch(id), within));
+    if waiter.is_some() {
+        submission = submission.watched();
+    }
+    state
+        .backend
+        .submit(submission)
         .await
         .map_err(admit_error)?;
+    count_rejected(state, platform, &rejected);
     tracing::info!(job = %id, platform = %platform, tokens = total, rejected = rejected.count(), delay_s = delay.map(|d| d.as_secs()), backend = state.backend.name(), "job accepted");
-    let mut body = accepted_body(
-        state,
-        platform,
-        &id.to_string(),
-        total,
-        duplicates,
-        &rejected,
-    );
-    if let Some(delay) = delay {
-        body["scheduled_in_s"] = json!(delay.as_secs());
+    let mut status = StatusCode::ACCEPTED;
+    if let Some((waiter, within)) = waiter
+        && let Some(results) = waiter.wait(within).await
+    {
+        status = StatusCode::OK;
+        body["state"] = json!("done");
+        body["results"] = results.iter().map(|r| result_json(family, r)).collect();
+        if let Some(guard) = &ask.guard {
+            keep_final(state, guard, &body, id).await;
+        }
     }
-    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+    let mut response = (status, Json(body)).into_response();
+    if ask.guard.is_some() {
+        response.extensions_mut().insert(KeptWithJob);
+    }
+    Ok(response)
+}
+
+/// Replaces the answer kept with job `id` (its 202) by its final one (a
+/// waited-for 200). Not kept, a retry still gets the 202: logged, not
+/// refused.
+pub async fn keep_final(state: &AppState, guard: &Guard, body: &serde_json::Value, id: JobId) {
+    let kept = guard.kept(200, body, Some(id));
+    if let Err(e) = state
+        .backend
+        .keep(&guard.key, &kept, KeepIf::Bound(id))
+        .await
+    {
+        tracing::warn!(error = %e.detail(), job = %id, "the final answer could not be kept under its Idempotency-Key; a retry gets the 202");
+    }
 }
 
 /// The answer's body for an accepted job (`job`, `accepted`, `duplicates`
@@ -236,6 +281,13 @@ pub fn accepted_body(
     duplicates: usize,
     rejected: &Rejections<'_>,
 ) -> serde_json::Value {
+    count_rejected(state, platform, rejected);
+    accepted_fields(platform, job, accepted, duplicates, rejected)
+}
+
+/// Counts a request's refused tokens in the metrics (once its job is
+/// admitted: a request refused whole, then retried, counts them once).
+pub fn count_rejected(state: &AppState, platform: Platform, rejected: &Rejections<'_>) {
     for (reason, n) in rejected.by_reason() {
         state
             .metrics
@@ -243,6 +295,17 @@ pub fn accepted_body(
             .with_label_values(&[platform.as_str(), reason])
             .inc_by(*n);
     }
+}
+
+/// [`accepted_body`] without the counting: the answer is built before the
+/// job is admitted (it is kept with it under an idempotency key).
+pub fn accepted_fields(
+    platform: Platform,
+    job: &str,
+    accepted: u64,
+    duplicates: usize,
+    rejected: &Rejections<'_>,
+) -> serde_json::Value {
     let mut body = json!({ "job": job, "accepted": accepted, "duplicates": duplicates });
     if let (Some(map), serde_json::Value::Object(fields)) = (
         body.as_object_mut(),
@@ -261,6 +324,10 @@ pub fn admit_error(e: AdmitError) -> ApiError {
             capacity, wanted, ..
         } if wanted > capacity => ApiError::job_too_large(wanted, capacity),
         AdmitError::Full { .. } => ApiError::unavailable("queue_full", e.to_string(), 1),
+        // Answered before this by the idempotency layer; only a key taken by
+        // another request between its reservation and this admission
+        // (a shared store's lapsed reservation) gets here.
+        AdmitError::KeyTaken(_) => ApiError::key_in_progress(),
         AdmitError::Store(e) => {
             tracing::warn!(error = %e.detail(), "send refused: the store cannot keep the job");
             ApiError::unavailable(e.code(), e.client_message(), e.retry_after())

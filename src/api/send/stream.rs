@@ -23,11 +23,15 @@ use serde_json::{Value, json};
 use super::intake::{Taker, accepted_body, admit_error};
 use super::lines::{Line, Lines, MAX_LINE};
 use crate::api::extract::body_error;
+use crate::api::idempotency::{Guard, KeptWithJob};
+use crate::api::wait::Ask;
 use crate::api::{ApiError, AppState};
 use crate::backend::Stream;
-use crate::job::{Family, Platform};
+use crate::floor::now_ms;
+use crate::job::{Family, JobId, Platform};
 use crate::platform::{Front, SendBody, TokenRefused};
-use crate::store::NewJob;
+use crate::store::keys::FLIGHT_LEASE;
+use crate::store::{KeepIf, NewJob};
 
 use super::intake::Rejections;
 
@@ -45,7 +49,14 @@ pub async fn send(
     family: Family,
     front: &dyn Front,
     body: axum::body::Body,
+    ask: &Ask,
 ) -> Result<Response, ApiError> {
+    if ask.wait.is_some() {
+        return Err(ApiError::bad_request(
+            "wait_with_stream",
+            "wait does not apply to a streamed send (its tokens are not known before its end): send JSON to wait for the outcomes",
+        ));
+    }
     let mut lines = Lines::new(body);
     let header = match lines.next().await {
         Ok(Some(Line::Text(line))) if !line.iter().all(u8::is_ascii_whitespace) => line,
@@ -88,6 +99,7 @@ pub async fn send(
             notif_id: request.notif_id.clone(),
         }),
         stream: None,
+        guard: ask.guard.clone(),
         part: PART
             .min(usize::try_from(state.backend.capacity() / 2).unwrap_or(PART))
             .max(1),
@@ -143,6 +155,8 @@ struct StreamIntake<'s, 'k> {
     job: Option<NewJob>,
     /// The open job, from its first kept part on.
     stream: Option<Stream>,
+    /// The request's reserved `Idempotency-Key`: kept with the job.
+    guard: Option<Guard>,
     /// Tokens a part holds before it is kept.
     part: usize,
 }
@@ -185,7 +199,17 @@ impl StreamIntake<'_, '_> {
         }
         let part = self.taker.take_part();
         if let Some(job) = self.job.take() {
-            let opened = self.state.backend.open_stream(job);
+            let id = JobId::new();
+            // Kept with the job: until the stream's end a retry gets 409;
+            // if this gateway dies first, the answer as it opened.
+            let claim = self.guard.as_ref().map(|guard| {
+                let opening = json!({"job": id.to_string(), "accepted": 0, "duplicates": 0, "truncated": true});
+                let mut claim = guard.claim(202, &opening, id);
+                claim.kept.lease_until_ms =
+                    Some(now_ms().saturating_add(FLIGHT_LEASE.as_millis() as u64));
+                claim
+            });
+            let opened = self.state.backend.open_stream(id, job, claim.as_ref());
             let opened = opened.await.map_err(admit_error)?;
             tracing::info!(job = %opened.id(), platform = %self.platform, "streamed job opened");
             self.stream = Some(opened);
@@ -227,7 +251,26 @@ impl StreamIntake<'_, '_> {
         tracing::info!(job = %id, platform = %self.platform, tokens = total, rejected = self.rejected.count(), lines, truncated, backend = self.state.backend.name(), "streamed job accepted");
         let mut body = self.fields(self.state, total, Some(id.to_string()));
         match end {
-            End::Whole => Ok((StatusCode::ACCEPTED, Json(body)).into_response()),
+            End::Whole => {
+                let mut response = (StatusCode::ACCEPTED, Json(&body)).into_response();
+                if let Some(guard) = &self.guard {
+                    let kept = guard.kept(202, &body, Some(id));
+                    match self
+                        .state
+                        .backend
+                        .keep(&guard.key, &kept, KeepIf::Bound(id))
+                        .await
+                    {
+                        Ok(_) => {
+                            response.extensions_mut().insert(KeptWithJob);
+                        }
+                        Err(e) => {
+                            tracing::warn!(job = %id, error = %e.detail(), "a streamed job's answer could not be kept under its Idempotency-Key")
+                        }
+                    }
+                }
+                Ok(response)
+            }
             End::Cut(e) => {
                 // The client is usually gone; a silent one still reads this.
                 body["truncated"] = json!(true);

@@ -14,23 +14,25 @@
 //! file and reloads its view from what is there.
 
 use std::collections::HashMap;
-use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition};
-use tokio::sync::oneshot;
+use redb::{Database, Durability, ReadableTable, TableDefinition};
 
 use super::fault::FaultyFile;
 use super::finished::{self, FINISHED};
-use super::format::{JobRecord, JobState, decode_counters, encode_counters};
+use super::format::{JobState, decode_counters, encode_counters};
+use super::keys::Tables as KeyTables;
+use super::load::load_view;
+use super::ops::{Op, Refused};
 use super::{Buffer, ListStats, Shared, WriteError};
 use crate::books::Counters;
 use crate::floor::{lock, now_ms};
-use crate::job::{JobProgress, TokenList};
+use crate::job::JobProgress;
+use crate::store::keys::Taken;
 
 /// Jobs as admitted (message and settings; an older gateway's rows hold the
 /// tokens too), until their last token finishes.
@@ -58,92 +60,43 @@ pub const LEASE_AHEAD: u32 = 4096;
 /// possible duplicates for jobs still waiting their turn.
 pub const LEASE_START: u32 = 1024;
 
-/// A request to the writer.
-pub(super) enum Op {
-    /// Store a job and count it accepted.
-    Admit {
-        id: u128,
-        /// The message and its settings; the tokens are in `parts`.
-        record: Vec<u8>,
-        /// The tokens as `TOKENS` rows: (the job's index of the row's first
-        /// token, [`super::format::encode_tokens`] of the row).
-        parts: Vec<(u32, Vec<u8>)>,
-        /// Boxed: with its `notif_id` it is the largest variant by far.
-        state: Box<JobState>,
-        progress: Arc<JobProgress>,
-        counters_key: String,
-        reply: oneshot::Sender<Result<(), WriteError>>,
-    },
-    /// Watch a recovered job's lease, and store the one it starts this run with.
-    Attach {
-        id: u128,
-        progress: Arc<JobProgress>,
-        lease: u32,
-    },
-    /// Keep one part of an open stream's tokens and count them accepted.
-    Append {
-        id: u128,
-        /// The part as `TOKENS` rows ([`super::format::token_rows`]).
-        rows: Vec<(u32, Vec<u8>)>,
-        /// Tokens in the part.
-        n: u64,
-        counters_key: String,
-        reply: oneshot::Sender<Result<(), WriteError>>,
-    },
-    /// End a stream: no more parts (`truncated`: it was cut).
-    Close {
-        id: u128,
-        truncated: bool,
-        reply: Option<oneshot::Sender<Result<(), WriteError>>>,
-    },
-    /// Mark a job cancelled.
-    Cancel {
-        id: u128,
-        reply: oneshot::Sender<Result<(), WriteError>>,
-    },
-    /// Read a list (and with `drain`, empty it in the same commit).
-    List {
-        key: String,
-        drain: bool,
-        reply: oneshot::Sender<Result<Vec<Vec<u8>>, WriteError>>,
-    },
-    /// Commit whatever is buffered now.
-    Flush {
-        reply: oneshot::Sender<Result<(), WriteError>>,
-    },
-    /// Read the newest finished jobs (no commit needed).
-    Finished {
-        limit: usize,
-        reply: oneshot::Sender<Result<Vec<finished::FinishedJob>, WriteError>>,
-    },
-    /// Read back a job's tokens `range` (no commit needed).
-    Tokens {
-        id: u128,
-        range: Range<u32>,
-        reply: oneshot::Sender<Result<TokenList, WriteError>>,
-    },
+/// What a commit gives the requests of its batch.
+struct Committed {
+    /// The rows each `List` read, in order.
+    lists: Vec<Vec<Vec<u8>>>,
+    /// Admissions (by their place in the batch) whose key was taken.
+    refused: HashMap<usize, Taken>,
+    /// Whether each `Keep` wrote its answer, in order.
+    kept: Vec<bool>,
+}
+
+/// The earlier of an expiry so far and another.
+fn earliest(so_far: Option<u64>, at: u64) -> Option<u64> {
+    Some(so_far.map_or(at, |t| t.min(at)))
 }
 
 /// One list's bookkeeping: rows `first..next`, `dropped` since the start.
 #[derive(Debug, Clone, Copy, Default)]
-struct ListMeta {
-    first: u64,
-    next: u64,
-    dropped: u64,
+pub(super) struct ListMeta {
+    pub(super) first: u64,
+    pub(super) next: u64,
+    pub(super) dropped: u64,
 }
 
 /// The writer's view of the file. Rebuilt from the file after any failure.
 #[derive(Default)]
-struct View {
+pub(super) struct View {
     /// Unfinished jobs.
-    jobs: HashMap<u128, JobState>,
+    pub(super) jobs: HashMap<u128, JobState>,
     /// Finished jobs an older gateway left without a key in [`FINISHED`]:
     /// indexed (as finished now) by the next commit.
-    unindexed: Vec<u128>,
+    pub(super) unindexed: Vec<u128>,
     /// When the oldest indexed finished job finished, as of the last commit.
-    oldest_finished: Option<u64>,
-    lists: HashMap<String, ListMeta>,
-    next_seq: u64,
+    pub(super) oldest_finished: Option<u64>,
+    /// When the oldest kept answer or group expires, as of the last commit.
+    pub(super) oldest_expiry: Option<u64>,
+    pub(super) lists: HashMap<String, ListMeta>,
+    pub(super) next_seq: u64,
 }
 
 pub(super) struct WriterThread {
@@ -240,11 +193,14 @@ impl WriterThread {
         now_ms().saturating_sub(self.retention_ms)
     }
 
-    /// True when the next commit has finished jobs to index or to expire.
+    /// True when the next commit has finished jobs to index or to expire,
+    /// or kept answers and groups to expire.
     fn upkeep_due(&self) -> bool {
         match &self.view {
             Some(v) => {
-                !v.unindexed.is_empty() || v.oldest_finished.is_some_and(|t| t < self.cutoff())
+                !v.unindexed.is_empty()
+                    || v.oldest_finished.is_some_and(|t| t < self.cutoff())
+                    || v.oldest_expiry.is_some_and(|t| t <= now_ms())
             }
             // At start the view is loaded at once, so an idle gateway still
             // expires what it holds. After a failed commit (no database)
@@ -254,31 +210,13 @@ impl WriterThread {
     }
 
     fn turn(&mut self, batch: Vec<Op>) {
-        let (reads, batch): (Vec<Op>, Vec<Op>) = batch
-            .into_iter()
-            .partition(|op| matches!(op, Op::Finished { .. } | Op::Tokens { .. }));
+        let (reads, batch): (Vec<Op>, Vec<Op>) = batch.into_iter().partition(Op::is_read);
         self.turn_writes(batch);
         // The file as the last commit left it; after a failed commit the
         // next commit reopens it, not a read.
-        let unreadable = || WriteError::Io("the disk store cannot be read now".into());
+        let now = now_ms();
         for op in reads {
-            match op {
-                Op::Finished { limit, reply } => {
-                    let read = match &self.db {
-                        Some(db) => finished::newest(db, limit),
-                        None => Err(unreadable()),
-                    };
-                    let _ = reply.send(read);
-                }
-                Op::Tokens { id, range, reply } => {
-                    let read = match &self.db {
-                        Some(db) => read_tokens(db, id, range),
-                        None => Err(unreadable()),
-                    };
-                    let _ = reply.send(read);
-                }
-                _ => {}
-            }
+            op.answer_read(self.db.as_ref(), now);
         }
     }
 
@@ -296,25 +234,33 @@ impl WriterThread {
             return;
         }
         match self.commit(&batch, &taken, &leases) {
-            Ok(lists) => {
+            Ok(done) => {
                 self.shared.healthy.store(true, Ordering::Release);
                 for (id, lease) in leases {
                     if let Some(p) = self.progress.get(&id) {
                         p.extend_lease(lease);
                     }
                 }
+                let Committed {
+                    lists,
+                    mut refused,
+                    kept,
+                } = done;
                 let mut lists = lists.into_iter();
-                for op in batch {
+                let mut kept = kept.into_iter();
+                for (i, op) in batch.into_iter().enumerate() {
                     match op {
-                        Op::Admit {
-                            id,
-                            progress,
-                            reply,
-                            ..
-                        } => {
-                            self.progress.insert(id, progress);
-                            let _ = reply.send(Ok(()));
-                        }
+                        Op::Admit { jobs, reply, .. } => match refused.remove(&i) {
+                            Some(taken) => {
+                                let _ = reply.send(Err(Refused::Taken(taken)));
+                            }
+                            None => {
+                                for row in jobs {
+                                    self.progress.insert(row.id, row.progress);
+                                }
+                                let _ = reply.send(Ok(()));
+                            }
+                        },
                         Op::Cancel { reply, .. }
                         | Op::Flush { reply }
                         | Op::Append { reply, .. } => {
@@ -328,7 +274,14 @@ impl WriterThread {
                         Op::List { reply, .. } => {
                             let _ = reply.send(Ok(lists.next().unwrap_or_default()));
                         }
-                        Op::Attach { .. } | Op::Finished { .. } | Op::Tokens { .. } => {}
+                        Op::Keep { reply, .. } => {
+                            let _ = reply.send(Ok(kept.next().unwrap_or(false)));
+                        }
+                        Op::Attach { .. }
+                        | Op::Finished { .. }
+                        | Op::Answer { .. }
+                        | Op::Group { .. }
+                        | Op::Tokens { .. } => {}
                     }
                 }
                 self.forget_finished();
@@ -350,23 +303,7 @@ impl WriterThread {
                 self.view = None;
                 self.db = None;
                 for op in batch {
-                    match op {
-                        Op::Admit { reply, .. }
-                        | Op::Cancel { reply, .. }
-                        | Op::Flush { reply }
-                        | Op::Append { reply, .. } => {
-                            let _ = reply.send(Err(e.clone()));
-                        }
-                        Op::Close { reply, .. } => {
-                            if let Some(reply) = reply {
-                                let _ = reply.send(Err(e.clone()));
-                            }
-                        }
-                        Op::List { reply, .. } => {
-                            let _ = reply.send(Err(e.clone()));
-                        }
-                        Op::Attach { .. } | Op::Finished { .. } | Op::Tokens { .. } => {}
-                    }
+                    op.fail(&e);
                 }
             }
         }
@@ -422,7 +359,8 @@ impl WriterThread {
             .ok_or_else(|| WriteError::Io("no database".into()))
     }
 
-    /// One write transaction for the turn; returns the rows each `List` read.
+    /// One write transaction for the turn; returns what the requests of
+    /// the batch get (see [`Committed`]).
     // redb's own error type, on the rare path: not worth boxing.
     #[allow(clippy::result_large_err)]
     fn commit(
@@ -430,7 +368,7 @@ impl WriterThread {
         batch: &[Op],
         taken: &Buffer,
         leases: &[(u128, u32)],
-    ) -> Result<Vec<Vec<Vec<u8>>>, WriteError> {
+    ) -> Result<Committed, WriteError> {
         let (max_list, max_jobs) = (self.max_list as u64, self.max_jobs as u64);
         let (now, cutoff) = (now_ms(), self.cutoff());
         let mut view = match self.view.take() {
@@ -438,10 +376,12 @@ impl WriterThread {
             None => load_view(self.database()?)?,
         };
         let db = self.database()?;
-        let result = (|| -> Result<Vec<Vec<Vec<u8>>>, redb::Error> {
+        let result = (|| -> Result<Committed, redb::Error> {
             let mut txn = db.begin_write()?;
             txn.set_durability(Durability::Immediate);
             let mut reads = Vec::new();
+            let mut refused = HashMap::new();
+            let mut kept_answers = Vec::new();
             {
                 let mut jobs = txn.open_table(JOBS)?;
                 let mut parts = txn.open_table(TOKENS)?;
@@ -452,28 +392,63 @@ impl WriterThread {
                 let mut done = txn.open_table(FINISHED)?;
                 let mut touched: Vec<u128> = Vec::new();
                 let mut deltas: HashMap<String, Counters> = taken.counters.clone();
-                // Admissions first: a job and its acceptance in one commit.
-                for op in batch {
-                    if let Op::Admit {
-                        id,
-                        record,
-                        parts: rows,
-                        state,
-                        counters_key,
+                let mut keys = KeyTables::open(&txn)?;
+                let mut expiring: Option<u64> = None;
+                // Admissions first: a job, its acceptance, its group and its
+                // idempotency key in one commit; a claim whose key holds an
+                // answer (kept before, or earlier in this very batch) writes
+                // nothing of its submission.
+                for (i, op) in batch.iter().enumerate() {
+                    let Op::Admit {
+                        jobs: rows,
+                        group,
+                        claim,
                         ..
                     } = op
-                    {
-                        jobs.insert(*id, record.as_slice())?;
-                        for (base, row) in rows {
-                            parts.insert((*id, *base), row.as_slice())?;
+                    else {
+                        continue;
+                    };
+                    if let Some((key, kept)) = claim {
+                        if let Err(taken) = keys.claim(key, kept, now)? {
+                            refused.insert(i, taken);
+                            continue;
                         }
-                        let mut state = JobState::clone(state);
+                        expiring = earliest(expiring, kept.expires_at_ms);
+                    }
+                    for row in rows {
+                        jobs.insert(row.id, row.record.as_slice())?;
+                        for (base, part) in &row.parts {
+                            parts.insert((row.id, *base), part.as_slice())?;
+                        }
+                        let mut state = JobState::clone(&row.state);
                         state.seq = view.next_seq;
                         view.next_seq += 1;
-                        deltas.entry(counters_key.clone()).or_default().accepted += state.total;
-                        view.jobs.insert(*id, state);
-                        touched.push(*id);
+                        deltas.entry(row.counters_key.clone()).or_default().accepted += state.total;
+                        view.jobs.insert(row.id, state);
+                        touched.push(row.id);
                     }
+                    if let Some((id, members, expires)) = group {
+                        keys.group(*id, members, *expires)?;
+                        expiring = earliest(expiring, *expires);
+                    }
+                }
+                for op in batch {
+                    if let Op::Keep {
+                        key, kept, when, ..
+                    } = op
+                    {
+                        let wrote = keys.keep(key, kept, *when, now)?;
+                        if wrote {
+                            expiring = earliest(expiring, kept.expires_at_ms);
+                        }
+                        kept_answers.push(wrote);
+                    }
+                }
+                if view.oldest_expiry.is_some_and(|t| t <= now) {
+                    view.oldest_expiry = keys.purge(now)?;
+                }
+                if let Some(at) = expiring {
+                    view.oldest_expiry = Some(view.oldest_expiry.map_or(at, |o| o.min(at)));
                 }
                 // A stream's parts after its admission, before their outcomes.
                 for op in batch {
@@ -605,174 +580,18 @@ impl WriterThread {
                 }
             }
             txn.commit()?;
-            Ok(reads)
+            Ok(Committed {
+                lists: reads,
+                refused,
+                kept: kept_answers,
+            })
         })();
         match result {
-            Ok(reads) => {
+            Ok(done) => {
                 self.view = Some(view);
-                Ok(reads)
+                Ok(done)
             }
             Err(e) => Err(WriteError::from_redb(&e)),
         }
     }
-}
-
-/// Rebuilds the writer's view from the file.
-fn load_view(db: &Database) -> Result<View, WriteError> {
-    let err = |e: redb::Error| WriteError::from_redb(&e);
-    let txn = db.begin_read().map_err(|e| err(e.into()))?;
-    let mut view = View::default();
-    let indexed = finished::all(&txn)?;
-    view.oldest_finished = indexed.first().map(|(at, _)| *at);
-    let indexed = finished::ids(&indexed);
-    if let Ok(states) = txn.open_table(STATES) {
-        for row in states.iter().map_err(|e| err(e.into()))? {
-            let (k, v) = row.map_err(|e| err(e.into()))?;
-            let Some(state) = JobState::decode(v.value()) else {
-                continue;
-            };
-            view.next_seq = view.next_seq.max(state.seq + 1);
-            if !state.finished() {
-                view.jobs.insert(k.value(), state);
-            } else if !indexed.contains(&k.value()) {
-                view.unindexed.push(k.value());
-            }
-        }
-    }
-    if let Ok(lists) = txn.open_table(LISTS) {
-        for row in lists.iter().map_err(|e| err(e.into()))? {
-            let (k, _) = row.map_err(|e| err(e.into()))?;
-            let (key, seq) = k.value();
-            let meta = view.lists.entry(key.to_owned()).or_insert(ListMeta {
-                first: seq,
-                next: seq,
-                dropped: 0,
-            });
-            meta.first = meta.first.min(seq);
-            meta.next = meta.next.max(seq + 1);
-        }
-    }
-    if let Ok(dropped) = txn.open_table(DROPPED) {
-        for row in dropped.iter().map_err(|e| err(e.into()))? {
-            let (k, v) = row.map_err(|e| err(e.into()))?;
-            view.lists.entry(k.value().to_owned()).or_default().dropped = v.value();
-        }
-    }
-    Ok(view)
-}
-
-/// What the file holds at start, for the backend to rebuild its books.
-pub(super) fn recover(db: &Database) -> Result<super::Rows, WriteError> {
-    let err = |e: redb::Error| WriteError::from_redb(&e);
-    let view = load_view(db)?;
-    let txn = db.begin_read().map_err(|e| err(e.into()))?;
-    let mut out = super::Rows::default();
-    if let Ok(counters) = txn.open_table(COUNTERS) {
-        for row in counters.iter().map_err(|e| err(e.into()))? {
-            let (k, v) = row.map_err(|e| err(e.into()))?;
-            if let Some(c) = decode_counters(v.value()) {
-                out.counters.push((k.value().to_owned(), c));
-            }
-        }
-    }
-    // Only the jobs' records: their tokens stay on disk until the queue's
-    // window reads them back (an older gateway's records hold theirs).
-    let jobs = txn.open_table(JOBS).ok();
-    let mut skipped = 0usize;
-    // Finished jobs by finish time; ones an older gateway left unindexed
-    // count as finished now (the next commit indexes them so).
-    let finished_at: HashMap<u128, u64> = finished::all(&txn)?
-        .into_iter()
-        .map(|(at, id)| (id, at))
-        .collect();
-    if let Ok(states) = txn.open_table(STATES) {
-        out.rows = states.len().unwrap_or(0);
-        for row in states.iter().map_err(|e| err(e.into()))? {
-            let (k, v) = row.map_err(|e| err(e.into()))?;
-            let id = k.value();
-            let Some(state) = JobState::decode(v.value()) else {
-                skipped += 1;
-                continue;
-            };
-            if state.finished() {
-                let at = finished_at.get(&id).copied().unwrap_or_else(now_ms);
-                out.finished.push((id, state, at));
-                continue;
-            }
-            let record = jobs
-                .as_ref()
-                .and_then(|t| t.get(id).ok().flatten())
-                .and_then(|v| JobRecord::decode(v.value()));
-            match record {
-                Some(record) => out.jobs.push((id, state, record)),
-                None => skipped += 1,
-            }
-        }
-    }
-    if skipped > 0 {
-        tracing::error!(
-            jobs = skipped,
-            "stored jobs that cannot be read (written by another version?) were skipped"
-        );
-    }
-    out.finished.sort_by_key(|(id, _, at)| (*at, *id));
-    out.jobs.sort_by_key(|(_, s, _)| s.seq);
-    let _ = view;
-    Ok(out)
-}
-
-/// Job `id`'s tokens `range`, from its `TOKENS` rows (the row holding the
-/// first and the ones after it) or, for a job an older gateway admitted,
-/// its record.
-fn read_tokens(db: &Database, id: u128, range: Range<u32>) -> Result<TokenList, WriteError> {
-    let err = |e: redb::Error| WriteError::from_redb(&e);
-    let txn = db.begin_read().map_err(|e| err(e.into()))?;
-    let mut out = TokenList::with_capacity(range.len(), 64).with_base(range.start);
-    let mut next = range.start;
-    if let Ok(parts) = txn.open_table(TOKENS) {
-        // The row holding token `range.start` starts at or before it.
-        let first = parts
-            .range((id, 0)..=(id, range.start))
-            .map_err(|e| err(e.into()))?
-            .next_back()
-            .transpose()
-            .map_err(|e| err(e.into()))?
-            .map_or(range.start, |(k, _)| k.value().1);
-        let rows = parts
-            .range((id, first)..(id, range.end))
-            .map_err(|e| err(e.into()))?;
-        for row in rows {
-            let (k, v) = row.map_err(|e| err(e.into()))?;
-            let Some(part) = super::format::decode_tokens(v.value()) else {
-                continue;
-            };
-            let part = part.with_base(k.value().1);
-            let stop = range.end.min(part.range().end);
-            while next < stop && next >= part.base() {
-                out.push(part.get(next));
-                next += 1;
-            }
-        }
-    }
-    if next < range.end
-        && let Some(record) = txn
-            .open_table(JOBS)
-            .ok()
-            .and_then(|t| t.get(id).ok().flatten())
-            .and_then(|v| JobRecord::decode(v.value()))
-        && record.tokens.range().end >= range.end
-    {
-        while next < range.end {
-            out.push(record.tokens.get(next));
-            next += 1;
-        }
-    }
-    if next < range.end {
-        return Err(WriteError::Io(format!(
-            "job {}: tokens {next}..{} are not in the store",
-            crate::job::JobId::from_u128(id),
-            range.end
-        )));
-    }
-    Ok(out)
 }

@@ -1,18 +1,25 @@
-//! Admission into the shared stream: a job's chunks are in Redis before the
-//! 202 goes out. `queue.capacity` bounds the tokens waiting in the stream,
-//! counted in whole chunks (XLEN × chunk size), cluster-wide. With
-//! `queue.redis_min_replicas`, they are staged and published once enough
-//! replicas hold them ([`super::staged`]).
+//! Admission into the shared stream: a submission's chunks are in Redis
+//! before the 202 goes out. `queue.capacity` bounds the tokens waiting in
+//! the stream, counted in whole chunks (XLEN × chunk size), cluster-wide.
+//!
+//! A submission is one write: its jobs' chunks, counters and statuses, its
+//! group and its idempotency key go in one MULTI/EXEC, or, with a key, in
+//! one script that first checks the key ([`super::keys`]). With
+//! `queue.redis_min_replicas`, the chunks are staged and published once
+//! enough replicas hold them ([`super::staged`]); the key is then written
+//! in the staging MULTI, guarded by its reservation only.
 
 use std::sync::atomic::Ordering;
 
 use redis::AsyncCommands;
 
+use super::staged::Stage;
 use super::wire::Chunk;
 use super::{CHUNK_TOKENS, RedisError, RedisStore};
 use crate::floor::{ms_since_epoch, now_ms};
 use crate::job::JobId;
-use crate::store::{AdmitError, NewJob, StoreError};
+use crate::store::keys::Claim;
+use crate::store::{AdmitError, NewJob, Submission};
 
 impl RedisStore {
     /// Chunks waiting in the stream (sent or not), counted by XLEN: acked
@@ -23,12 +30,80 @@ impl RedisStore {
         self.fail("XLEN", r)
     }
 
-    /// Admits a job if the stream has room for it: its chunks are written
-    /// (to the stream, or to the delayed set when it has a delay) and it is
-    /// counted accepted, in one MULTI/EXEC: all of it is in Redis before the
-    /// caller answers 202, or none of it is.
-    pub(super) async fn accept(&self, id: JobId, job: &NewJob) -> Result<(), AdmitError> {
-        let total = job.tokens.len() as u64;
+    /// Admits a submission if the stream has room for it: its jobs' chunks
+    /// are written (to the stream, or to the delayed set when a job has a
+    /// delay) and counted accepted, with its group and its claim, in one
+    /// write: all of it is in Redis before the caller answers 202, or none.
+    pub(super) async fn accept(&self, submission: &Submission) -> Result<(), AdmitError> {
+        self.room_for(submission.tokens()).await?;
+        let mut pipe = redis::pipe();
+        let mut stages = Vec::new();
+        for planned in submission.jobs() {
+            stages.extend(self.add_job(
+                &mut pipe,
+                planned.id,
+                &planned.job,
+                submission.is_watched(),
+            ));
+        }
+        if let Some(group) = submission.group_id() {
+            let jobs: Vec<String> = submission.jobs().iter().map(|p| p.id.to_string()).collect();
+            let key = self.group_key(&group.to_string());
+            let keep = self.retention + submission.longest_delay();
+            pipe.hset(&key, "jobs", jobs.join(" "))
+                .ignore()
+                .expire(
+                    &key,
+                    i64::try_from(keep.as_secs().max(1)).unwrap_or(i64::MAX),
+                )
+                .ignore();
+        }
+        if !stages.is_empty() {
+            return self.write_staged(pipe, &stages, submission.claim()).await;
+        }
+        self.write(pipe, submission.claim()).await
+    }
+
+    /// Writes a staged admission (`queue.redis_min_replicas`): its chunks in
+    /// their stages' lists and its claim's answer in one MULTI, then waits
+    /// for the replicas (see [`super::staged`]). The key is guarded by its
+    /// reservation here, not by a script (the staging MULTI cannot hold
+    /// one); an admission withdrawn for too few replicas lets its key go.
+    async fn write_staged(
+        &self,
+        mut pipe: redis::Pipeline,
+        stages: &[Stage],
+        claim: Option<&Claim>,
+    ) -> Result<(), AdmitError> {
+        let kept = claim.map(|c| (self.idem_key(&c.key), super::keys::kept_record(&c.kept)));
+        if let Some((key, (value, px))) = &kept {
+            pipe.cmd("SET")
+                .arg(key)
+                .arg(value)
+                .arg("PX")
+                .arg(*px)
+                .ignore();
+        }
+        let written = self.commit_staged(pipe, stages).await;
+        if let (Err(_), Some((key, (value, _)))) = (&written, &kept) {
+            self.release_value(key, value).await;
+        }
+        written.map_err(AdmitError::Store)
+    }
+
+    /// Admits one part of a streamed job (no claim: the stream's was kept
+    /// when it opened).
+    pub(super) async fn accept_part(&self, id: JobId, part: &NewJob) -> Result<(), AdmitError> {
+        self.room_for(part.tokens.len() as u64).await?;
+        let mut pipe = redis::pipe();
+        if let Some(stage) = self.add_job(&mut pipe, id, part, false) {
+            return self.write_staged(pipe, &[stage], None).await;
+        }
+        self.write(pipe, None).await
+    }
+
+    /// Refuses `total` more tokens when the stream has no room for them.
+    async fn room_for(&self, total: u64) -> Result<(), AdmitError> {
         let queued = self
             .queued_chunks()
             .await
@@ -41,40 +116,70 @@ impl RedisStore {
                 wanted: total,
             });
         }
-        self.write_chunks(id, job).await.map_err(AdmitError::Store)
+        Ok(())
     }
 
-    /// Opens a streamed job: its status in Redis, open, with no tokens yet.
-    pub(super) async fn open(&self, id: JobId, job: &NewJob) -> Result<(), RedisError> {
+    /// Writes `pipe` in one MULTI/EXEC, or with a claim in one script that
+    /// writes nothing when the claim's key is taken.
+    async fn write(
+        &self,
+        mut pipe: redis::Pipeline,
+        claim: Option<&Claim>,
+    ) -> Result<(), AdmitError> {
+        let Some(claim) = claim else {
+            let mut conn = self.connection().map_err(RedisError::into_store)?;
+            let r = pipe.atomic().query_async::<()>(&mut conn).await;
+            self.fail("XADD", r).map_err(RedisError::into_store)?;
+            self.healthy.store(true, Ordering::Relaxed);
+            return Ok(());
+        };
+        match self
+            .guarded(&pipe, claim)
+            .await
+            .map_err(RedisError::into_store)?
+        {
+            None => {
+                self.healthy.store(true, Ordering::Relaxed);
+                Ok(())
+            }
+            Some(taken) => Err(AdmitError::KeyTaken(taken)),
+        }
+    }
+
+    /// Opens a streamed job: its status in Redis, open, with no tokens yet
+    /// (and its claim, in the same write).
+    pub(super) async fn open(
+        &self,
+        id: JobId,
+        job: &NewJob,
+        claim: Option<&Claim>,
+    ) -> Result<(), AdmitError> {
         let id = id.to_string();
         let key = self.job_key(&id);
         let now = now_ms();
         let mut pipe = redis::pipe();
-        pipe.atomic()
-            .hset_multiple(
-                &key,
-                &[
-                    ("platform", job.platform.as_str()),
-                    ("app", &job.app),
-                    ("open", "1"),
-                ],
-            )
-            .ignore()
-            .hset(&key, "accepted_at", now)
-            .ignore()
-            .hincr(&key, "total", 0)
-            .ignore()
-            .expire(&key, self.retention_s())
-            .ignore()
-            // Listed (GET /jobs) as running while it grows.
-            .zadd(self.live_key(), &id, now)
-            .ignore();
+        pipe.hset_multiple(
+            &key,
+            &[
+                ("platform", job.platform.as_str()),
+                ("app", &job.app),
+                ("open", "1"),
+            ],
+        )
+        .ignore()
+        .hset(&key, "accepted_at", now)
+        .ignore()
+        .hincr(&key, "total", 0)
+        .ignore()
+        .expire(&key, self.retention_s())
+        .ignore()
+        // Listed (GET /jobs) as running while it grows.
+        .zadd(self.live_key(), &id, now)
+        .ignore();
         if let Some(n) = job.notif_id.as_deref() {
             pipe.hset(&key, "notif_id", n).ignore();
         }
-        let mut conn = self.connection()?;
-        let r = pipe.query_async::<()>(&mut conn).await;
-        self.fail("HSET", r)
+        self.write(pipe, claim).await
     }
 
     /// Closes a streamed job (`truncated`: its stream was cut).
@@ -106,11 +211,20 @@ impl RedisStore {
         Ok(())
     }
 
-    async fn write_chunks(&self, id: JobId, job: &NewJob) -> Result<(), StoreError> {
+    /// Adds a job's writes to `pipe`: its chunks, its acceptance, its
+    /// status and its place in `GET /jobs`. `watched`: someone waits for
+    /// its per-token results (the chunk says so to whichever gateway reads
+    /// it). Returns its stage when admissions wait for replicas: its chunks
+    /// are then in the stage's list, not the stream.
+    fn add_job(
+        &self,
+        pipe: &mut redis::Pipeline,
+        id: JobId,
+        job: &NewJob,
+        watched: bool,
+    ) -> Option<Stage> {
         let (platform, app) = (job.platform, &*job.app);
         let codec = platform.codec();
-        let mut pipe = redis::pipe();
-        pipe.atomic();
         let due = job
             .delay
             .map(|d| now_ms().saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)));
@@ -177,13 +291,7 @@ impl RedisStore {
             .ignore()
             .zrembyscore(self.done_jobs_key(), "-inf", &cutoff)
             .ignore();
-        if let Some(stage) = stage {
-            return self.commit_staged(pipe, &[stage]).await;
-        }
-        let mut conn = self.connection().map_err(RedisError::into_store)?;
-        let r = pipe.query_async::<()>(&mut conn).await;
-        self.fail("XADD", r).map_err(RedisError::into_store)?;
-        self.healthy.store(true, Ordering::Relaxed);
-        Ok(())
+        let _ = watched;
+        stage
     }
 }
