@@ -19,6 +19,7 @@
 FROM rust:1.88-bookworm AS builder
 WORKDIR /src
 COPY Cargo.toml Cargo.lock build.rs ./
+COPY .cargo ./.cargo
 # The gRPC protos, compiled by build.rs in pure Rust (no protoc in the image).
 COPY proto ./proto
 COPY src ./src
