@@ -165,6 +165,18 @@ impl Parked {
         }
     }
 
+    /// The same job with no ranges.
+    fn job(&self) -> Self {
+        Self {
+            id: self.id,
+            app: self.app.clone(),
+            fields: self.fields.clone(),
+            progress: self.progress.clone(),
+            expires_at: self.expires_at,
+            send: VecDeque::new(),
+        }
+    }
+
     fn handoff(&self, tokens: TokenList, send: Vec<Range<u32>>) -> Handoff {
         Handoff {
             id: self.id,
@@ -290,17 +302,12 @@ fn next_part(shared: &Shared) -> Option<(Parked, Vec<Range<u32>>, Range<u32>)> {
     let front = parked.front_mut()?;
     let ranges = take_ranges(&mut front.send, want.min(room.max(1)));
     let cover = cover(&ranges)?;
-    let template = Parked {
-        id: front.id,
-        app: front.app.clone(),
-        fields: front.fields.clone(),
-        progress: front.progress.clone(),
-        expires_at: front.expires_at,
-        send: VecDeque::new(),
+    // The front job, taken whole when this was its last part.
+    let template = if front.send.is_empty() {
+        parked.pop_front()?
+    } else {
+        front.job()
     };
-    if front.send.is_empty() {
-        parked.pop_front();
-    }
     shared
         .held
         .fetch_add(u64::from(cover.end - cover.start), Ordering::AcqRel);
