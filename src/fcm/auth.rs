@@ -137,6 +137,18 @@ struct Held {
     expires_at_ms: u64,
 }
 
+impl Held {
+    /// The held token as the cluster's shared store keeps it.
+    fn credential(&self) -> Option<Credential> {
+        Some(Credential {
+            value: self.value.to_str().ok()?.to_owned(),
+            minted_at_ms: self.granted_at_ms,
+            renew_at_ms: self.renew_at_ms,
+            expires_at_ms: self.expires_at_ms,
+        })
+    }
+}
+
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -258,32 +270,13 @@ impl AccessToken {
         let key = self.credential_key();
         let waited = Instant::now();
         loop {
-            let ours = self.lock().current.as_ref().and_then(|h| {
-                Some(Credential {
-                    value: h.value.to_str().ok()?.to_owned(),
-                    minted_at_ms: h.granted_at_ms,
-                    renew_at_ms: h.renew_at_ms,
-                    expires_at_ms: h.expires_at_ms,
-                })
-            });
+            let ours = self.lock().current.as_ref().and_then(Held::credential);
             match shared.decide(&key, ours.as_ref()).await {
-                Ok(Decision::Use(c)) => {
-                    if let Some(value) = self.adopt(&c) {
-                        return Some(Ok(value));
-                    }
-                    return None;
-                }
+                Ok(Decision::Use(c)) => return self.adopt(&c).map(Ok),
                 Ok(Decision::Mint) => {
                     let result = self.grant().await;
                     if result.is_ok() {
-                        let held = self.lock().current.as_ref().and_then(|h| {
-                            Some(Credential {
-                                value: h.value.to_str().ok()?.to_owned(),
-                                minted_at_ms: h.granted_at_ms,
-                                renew_at_ms: h.renew_at_ms,
-                                expires_at_ms: h.expires_at_ms,
-                            })
-                        });
+                        let held = self.lock().current.as_ref().and_then(Held::credential);
                         if let Some(held) = held
                             && let Err(e) = shared.publish(&key, &held).await
                         {
