@@ -191,6 +191,7 @@ pub fn route_table(catalog: Catalog, gorush: &gorush::GorushSection) -> Vec<Rout
 
 /// The routes that are the same in every build (`route_table`'s rest).
 const FIXED_ROUTES: &[(&str, &str)] = &[
+    ("post", "/send"),
     ("post", "/apns/channels"),
     ("get", "/apns/channels"),
     ("get", "/apns/channels/{id}"),
@@ -223,6 +224,7 @@ pub fn router(state: AppState) -> Router {
                 idempotency::guard,
             )),
         )
+        .route("/send", post(send::every::send))
         .route("/jobs", get(jobs::list))
         .route("/jobs/{id}", get(jobs::status).delete(jobs::cancel))
         .route("/cluster", get(cluster::view))

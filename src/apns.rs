@@ -14,6 +14,7 @@
 pub mod auth;
 pub mod broadcast;
 pub mod channels;
+pub mod compose;
 pub mod config;
 pub mod conn;
 pub mod front;

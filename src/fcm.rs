@@ -16,6 +16,7 @@
 
 pub mod auth;
 pub mod blocks;
+pub mod compose;
 pub mod config;
 pub mod front;
 pub mod gorush;

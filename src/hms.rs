@@ -15,6 +15,7 @@
 //! and registers the platform.
 
 pub mod auth;
+pub mod compose;
 pub mod config;
 pub mod front;
 pub mod gorush;

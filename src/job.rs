@@ -7,6 +7,9 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use crate::message::MessageError;
+use crate::message::personal::{Personal, Personalise};
+
 mod kind;
 mod progress;
 mod token;
@@ -82,6 +85,9 @@ pub struct Job<M> {
     pub app: Arc<str>,
     /// The message, built once per job.
     pub message: M,
+    /// The message as its platform stored it (what a personalised token's
+    /// message is built from).
+    pub fields: Arc<[u8]>,
     /// The tokens, validated at the API.
     pub tokens: TokenList,
     /// Live counts, shared with the job table.
@@ -117,9 +123,57 @@ impl<M> Job<M> {
         self.progress.platform.codec().show(self.tokens.get(index))
     }
 
+    /// The message for token `index`: the job's own, or, for a token with
+    /// personal fields (`POST /send`'s per-target `data` and `badge`), a
+    /// copy with them applied.
+    pub fn message_for(&self, index: u32) -> Result<MessageFor<'_, M>, MessageError>
+    where
+        M: Personalise,
+    {
+        let codec = self.progress.platform.codec();
+        match codec.split(self.tokens.get(index)) {
+            (_, None) => Ok(MessageFor::Shared(&self.message)),
+            (_, Some(trailer)) => {
+                let personal = Personal::parse(trailer)?;
+                let own = self.message.personalise(&self.fields, &personal)?;
+                Ok(MessageFor::Own(Box::new(own)))
+            }
+        }
+    }
+
+    /// The personal trailer of token `index`, if it has one (tokens with the
+    /// same trailer may share a batch request).
+    pub fn personal_of(&self, index: u32) -> Option<&[u8]> {
+        self.progress
+            .platform
+            .codec()
+            .split(self.tokens.get(index))
+            .1
+    }
+
     /// The job's indices of every token this part of it holds.
     pub fn all(&self) -> Range<u32> {
         self.tokens.range()
+    }
+}
+
+/// The message one token is sent with (see [`Job::message_for`]).
+#[derive(Debug)]
+pub enum MessageFor<'a, M> {
+    /// The job's message.
+    Shared(&'a M),
+    /// A personalised copy.
+    Own(Box<M>),
+}
+
+impl<M> std::ops::Deref for MessageFor<'_, M> {
+    type Target = M;
+
+    fn deref(&self) -> &M {
+        match self {
+            MessageFor::Shared(m) => m,
+            MessageFor::Own(m) => m,
+        }
     }
 }
 

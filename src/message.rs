@@ -1,6 +1,8 @@
 //! Validation errors shared by every platform's message type: a bad field is
 //! a 400 naming the field, an oversized payload a 413 naming the limit.
 
+pub mod personal;
+
 use std::borrow::Cow;
 
 /// A field of a send request that cannot be used as given (answered 400,

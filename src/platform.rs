@@ -17,6 +17,7 @@ mod handoff;
 mod lane;
 mod registry;
 pub mod request;
+pub mod unified;
 
 use std::sync::Arc;
 
@@ -31,6 +32,7 @@ pub use handoff::{Built, Deliver, DeliverError, Handoff, Refused};
 pub use lane::{Lane, LaneSettings, Settled};
 pub use registry::{Front, Registered, Registry, Status};
 pub use request::{Keep, Request, RequestError, SendBody, TokenRefused, When};
+pub use unified::Unified;
 
 /// What every platform is started with.
 #[derive(Clone)]

@@ -244,6 +244,7 @@ mod tests {
             id,
             app: DEFAULT_APP.into(),
             message: (),
+            fields: Arc::from(&[][..]),
             tokens,
             progress: Arc::new(JobProgress::new(
                 id,

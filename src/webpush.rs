@@ -9,6 +9,7 @@
 //! them to the queue as a [`Deliver`] platform.
 
 pub mod client;
+pub mod compose;
 pub mod config;
 pub mod declarative;
 pub mod ece;

@@ -7,10 +7,12 @@
 //! - [`body`]: reading the body (JSON or form) within the body limit.
 //! - [`intake`]: token intake and [`intake::submit`], the one path from a
 //!   read request to the 202.
+//! - [`every`]: `POST /send`, one message to every platform.
 //! - [`lines`] and [`stream`]: the streamed intake (NDJSON), its tokens
 //!   kept in parts as they arrive.
 
 pub mod body;
+pub mod every;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod intake;

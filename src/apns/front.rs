@@ -119,6 +119,14 @@ impl ApnsFront {
 }
 
 impl Front for ApnsFront {
+    fn compose(
+        &self,
+        _platform: crate::job::Platform,
+        message: &crate::platform::Unified<'_>,
+    ) -> Result<Vec<u8>, crate::platform::RequestError> {
+        super::compose::compose(message)
+    }
+
     fn read<'a>(&self, body: &'a SendBody) -> Result<Request<'a>, RequestError> {
         let form;
         let json;

@@ -382,6 +382,49 @@ fn trim_json(bytes: &[u8]) -> &[u8] {
     &bytes[start..end]
 }
 
+/// A `POST /send` target's own fields on APNs: its `data` keys beside
+/// `aps` (over the shared ones), its `badge` as `aps.badge`; the payload
+/// limit of the push type still holds.
+impl crate::message::personal::Personalise for ApnsMessage {
+    fn personalise(
+        &self,
+        _stored: &[u8],
+        personal: &crate::message::personal::Personal,
+    ) -> Result<Self, MessageError> {
+        let mut payload: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(&self.payload)
+                .map_err(|e| field_error("payload", format!("not a JSON object: {e}")))?;
+        for (key, value) in &personal.data {
+            if key != "aps" {
+                payload.insert(key.clone(), value.clone());
+            }
+        }
+        if let Some(badge) = personal.badge {
+            let aps = payload
+                .entry("aps")
+                .or_insert_with(|| serde_json::Value::Object(Default::default()));
+            if let Some(aps) = aps.as_object_mut() {
+                aps.insert("badge".into(), badge.into());
+            }
+        }
+        let bytes = serde_json::to_vec(&payload).unwrap_or_default();
+        let limit = self.push_type.max_payload();
+        if bytes.len() > limit {
+            return Err(PayloadTooLarge {
+                what: "payload with this target's data",
+                size: bytes.len(),
+                limit,
+                upstream: "APNs (for this push type)",
+            }
+            .into());
+        }
+        Ok(Self {
+            payload: Bytes::from(bytes),
+            ..self.clone()
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -365,17 +365,23 @@ fn start(
     let apns_id = request::apns_id(&job.id, index);
     // Kept as sent: a device token as lower-case hex, a channel id as its text.
     let token = job.token_shown(index);
-    let built = match &job.message.broadcast {
-        None => request::build(
-            &shared.authority,
-            &job.message,
-            &token,
-            auth.as_ref(),
-            apns_id,
-        ),
+    let message = match job.message_for(index) {
+        Ok(message) => message,
+        Err(e) => {
+            // Only a target's own fields can fail here (too large with them).
+            let outcome = Outcome::Failed {
+                reason: crate::message::personal::failure_reason(&e).into(),
+                status: 0,
+            };
+            shared.lane.recorder().finish(&job, index, outcome, false);
+            return Ok(None);
+        }
+    };
+    let built = match &message.broadcast {
+        None => request::build(&shared.authority, &message, &token, auth.as_ref(), apns_id),
         Some(path) => request::build_broadcast(
             &shared.authority,
-            &job.message,
+            &message,
             path,
             &token,
             auth.as_ref(),
@@ -394,7 +400,8 @@ fn start(
         Ok(pair) => pair,
         Err(_) => return Err(Work::single(job, index, attempts)),
     };
-    let payload = job.message.payload.clone();
+    let payload = message.payload.clone();
+    drop(message);
     if body_tx.send_data(payload, true).is_err() {
         return Err(Work::single(job, index, attempts));
     }

@@ -161,6 +161,14 @@ impl GoogleFront {
 }
 
 impl Front for GoogleFront {
+    fn compose(
+        &self,
+        platform: crate::job::Platform,
+        message: &crate::platform::Unified<'_>,
+    ) -> Result<Vec<u8>, crate::platform::RequestError> {
+        super::compose::compose(platform, message)
+    }
+
     fn read<'a>(&self, body: &'a SendBody) -> Result<Request<'a>, RequestError> {
         let form;
         let json;

@@ -396,6 +396,69 @@ impl GoogleMessage {
     }
 }
 
+/// A `POST /send` target's own fields on Google: its `data` merged over
+/// the shared data (then made strings like the rest). Its `badge`, when the
+/// message shows a notification: FCM v1's
+/// `android.notification.notification_count` and `apns.payload.aps.badge`
+/// (legacy GCM has neither block and gets no badge); on a data-only
+/// message, `data.badge` (a notification field would turn it into a shown
+/// notification).
+impl crate::message::personal::Personalise for GoogleMessage {
+    fn personalise(
+        &self,
+        stored: &[u8],
+        personal: &crate::message::personal::Personal,
+    ) -> Result<Self, MessageError> {
+        let mut s: Stored<'_> = serde_json::from_slice(stored)
+            .map_err(|e| field_error("stored", format!("unreadable stored Google message: {e}")))?;
+        let mut data = match s.payload.as_deref() {
+            Some(text) => parse_object("payload", text.as_bytes())?,
+            None => Map::new(),
+        };
+        personal.merge_data(&mut data);
+        let shown = s.notification.is_some()
+            || s.android
+                .as_deref()
+                .is_some_and(|a| a.contains("\"notification\""));
+        if let Some(badge) = personal.badge {
+            if !shown {
+                data.insert("badge".into(), badge.to_string().into());
+            } else {
+                let set = |text: &mut Option<Cow<'_, str>>, path: &[&str], value: Value| {
+                    let mut block = match text.as_deref().map(serde_json::from_str::<Value>) {
+                        Some(Ok(Value::Object(map))) => map,
+                        _ => Map::new(),
+                    };
+                    let mut at = &mut block;
+                    for key in &path[..path.len() - 1] {
+                        let next = at
+                            .entry(key.to_string())
+                            .or_insert_with(|| Value::Object(Map::new()));
+                        if !next.is_object() {
+                            *next = Value::Object(Map::new());
+                        }
+                        let Some(map) = next.as_object_mut() else {
+                            return;
+                        };
+                        at = map;
+                    }
+                    at.insert(path[path.len() - 1].to_owned(), value);
+                    *text = Some(Cow::Owned(Value::Object(block).to_string()));
+                };
+                set(
+                    &mut s.android,
+                    &["notification", "notification_count"],
+                    badge.into(),
+                );
+                set(&mut s.apns, &["payload", "aps", "badge"], badge.into());
+            }
+        }
+        s.payload = (!data.is_empty()).then(|| Cow::Owned(Value::Object(data).to_string()));
+        let personalised = serde_json::to_vec(&s).unwrap_or_default();
+        Self::from_stored(&personalised)
+    }
+}
+
 fn json_len(value: &Option<Value>) -> usize {
     value.as_ref().map_or(0, |v| v.to_string().len())
 }

@@ -211,6 +211,7 @@ fn submit(
         id,
         app: "default".into(),
         message,
+        fields: std::sync::Arc::from(&[][..]),
         tokens: list,
         progress,
         expires_at,

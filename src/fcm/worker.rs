@@ -126,7 +126,7 @@ async fn run_legacy(shared: Arc<Shared>, batch_size: usize) {
             biased;
             Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
             // pop gives tokens of one job only, so a batch shares one message.
-            work = shared.lane.queue().pop(batch_size), if can_take => match work {
+            work = shared.lane.queue().pop_alike(batch_size), if can_take => match work {
                 Some(work) => {
                     if let Some(outcome) = work.job.hold() {
                         shared.lane.recorder().finish_unsent(&work.job, work.tokens.clone(), &outcome);
@@ -229,7 +229,20 @@ async fn send_v1(shared: Arc<Shared>, job: Arc<Job<GoogleMessage>>, index: u32, 
             return;
         }
     };
-    let body = job.message.v1_body(&job.token_shown(index));
+    let body = match job.message_for(index) {
+        Ok(message) => message.v1_body(&job.token_shown(index)),
+        Err(e) => {
+            let verdict = Verdict::Done(Outcome::Failed {
+                reason: crate::message::personal::failure_reason(&e).into(),
+                status: 0,
+            });
+            shared
+                .lane
+                .settle(&job, index..index + 1, attempts, verdict, None);
+            shared.in_flight.dec();
+            return;
+        }
+    };
     shared.sent.store(true, Ordering::Relaxed);
     let started = Instant::now();
     let attempt = match shared.h2.as_ref().filter(|t| !t.h1_only()) {
@@ -318,7 +331,21 @@ async fn send_batch(shared: Arc<Shared>, work: Work<GoogleMessage>) {
         .clone()
         .map(|i| job.token_shown(i).into_owned())
         .collect();
-    let body = job.message.legacy_body(tokens.iter().map(String::as_str));
+    // A batch's tokens share their personal fields, if any (`pop_alike`).
+    let body = match job.message_for(range.start) {
+        Ok(message) => message.legacy_body(tokens.iter().map(String::as_str)),
+        Err(e) => {
+            let verdict = Verdict::Done(Outcome::Failed {
+                reason: crate::message::personal::failure_reason(&e).into(),
+                status: 0,
+            });
+            shared
+                .lane
+                .settle(&job, range, work.attempts, verdict, None);
+            shared.in_flight.dec();
+            return;
+        }
+    };
     shared.sent.store(true, Ordering::Relaxed);
     let started = Instant::now();
     match post(&shared, url, key.clone(), body).await {

@@ -203,6 +203,51 @@ impl HmsMessage {
     }
 }
 
+/// A `POST /send` target's own fields on Push Kit: its `data` merged over
+/// the shared data (sent, as always, as the JSON text of the object); its
+/// `badge` as `android.notification.badge.set_num` when the message names
+/// the badge's `class` (Huawei requires it), else not sent.
+impl crate::message::personal::Personalise for HmsMessage {
+    fn personalise(
+        &self,
+        _stored: &[u8],
+        personal: &crate::message::personal::Personal,
+    ) -> Result<Self, MessageError> {
+        let mut message = self.message.clone();
+        if !personal.data.is_empty() {
+            let mut data = match self.data().map(serde_json::from_str::<Value>) {
+                Some(Ok(Value::Object(map))) => map,
+                Some(_) => {
+                    return Err(field_error(
+                        "data",
+                        "a target's data merges only over a shared data object",
+                    )
+                    .into());
+                }
+                None => Map::new(),
+            };
+            personal.merge_data(&mut data);
+            message.insert("data".into(), Value::Object(data));
+        }
+        if let Some(badge) = personal.badge
+            && let Some(Value::Object(b)) = message
+                .get_mut("android")
+                .and_then(|a| a.get_mut("notification"))
+                .and_then(|n| n.get_mut("badge"))
+            && b.contains_key("class")
+        {
+            b.remove("add_num");
+            b.insert("set_num".into(), badge.into());
+        }
+        Self::new(HmsFields {
+            data: message.remove("data"),
+            notification: message.remove("notification"),
+            android: message.remove("android"),
+            validate_only: self.validate_only,
+        })
+    }
+}
+
 fn object(field: &'static str, value: Value) -> Result<Map<String, Value>, MessageError> {
     match value {
         Value::Object(map) => Ok(map),

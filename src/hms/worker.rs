@@ -38,7 +38,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             biased;
             Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
             // pop gives tokens of one job only, so a batch shares one message.
-            work = shared.lane.queue().pop(shared.batch_size), if can_take => match work {
+            work = shared.lane.queue().pop_alike(shared.batch_size), if can_take => match work {
                 Some(work) => {
                     if let Some(outcome) = work.job.hold() {
                         // Cancelled or expired: settled without a request.
@@ -140,8 +140,21 @@ async fn settle_batch(shared: &Shared, work: Work<HmsMessage>) {
             return;
         }
     };
+    // A batch's tokens share their personal fields, if any (`pop_alike`).
+    let message = match job.message_for(range.start) {
+        Ok(message) => message,
+        Err(e) => {
+            let verdict = Verdict::Done(Outcome::Failed {
+                reason: crate::message::personal::failure_reason(&e).into(),
+                status: 0,
+            });
+            lane.settle(&job, range, work.attempts, verdict, None);
+            return;
+        }
+    };
     let tokens: Vec<Cow<'_, str>> = range.clone().map(|i| job.token_shown(i)).collect();
-    let body = job.message.body(tokens.iter().map(|t| t.as_ref()));
+    let body = message.body(tokens.iter().map(|t| t.as_ref()));
+    drop(message);
     let request = match request::build(&shared.url, &auth, body) {
         Ok(request) => request,
         Err(e) => {

@@ -30,17 +30,31 @@ pub const SUBSCRIPTION_KEYS: usize = 65 + 16;
 impl TokenCodec {
     /// A kept token as the sender knows it (lists, webhook, logs). Borrows:
     /// no allocation unless the bytes are not UTF-8, which intake never keeps.
+    /// A personalised token's own fields ([`crate::message::personal`]) are
+    /// not shown.
     pub fn show(self, kept: &[u8]) -> Cow<'_, str> {
+        let (token, _) = self.split(kept);
         match self {
-            TokenCodec::Text => String::from_utf8_lossy(kept),
+            TokenCodec::Text => String::from_utf8_lossy(token),
             TokenCodec::Subscription => {
-                String::from_utf8_lossy(kept.get(SUBSCRIPTION_KEYS..).unwrap_or_default())
+                String::from_utf8_lossy(token.get(SUBSCRIPTION_KEYS..).unwrap_or_default())
             }
         }
     }
 
+    /// A kept token without its personal trailer, and the trailer (the
+    /// JSON text of a `POST /send` target's own fields) when it has one.
+    pub fn split(self, kept: &[u8]) -> (&[u8], Option<&[u8]>) {
+        let from = match self {
+            TokenCodec::Text => 0,
+            TokenCodec::Subscription => SUBSCRIPTION_KEYS.min(kept.len()),
+        };
+        crate::message::personal::split(kept, from)
+    }
+
     /// A kept token as text that [`TokenCodec::keep_wire`] turns back into
-    /// the same bytes: how a shared store (Redis) carries it.
+    /// the same bytes: how a shared store (Redis) carries it, personal
+    /// trailer included.
     pub fn wire(self, kept: &[u8]) -> Cow<'_, str> {
         match self {
             TokenCodec::Subscription if kept.len() > SUBSCRIPTION_KEYS => {
@@ -48,7 +62,8 @@ impl TokenCodec {
                 s.push_str(&String::from_utf8_lossy(&kept[SUBSCRIPTION_KEYS..]));
                 Cow::Owned(s)
             }
-            _ => self.show(kept),
+            TokenCodec::Subscription => self.show(kept),
+            TokenCodec::Text => String::from_utf8_lossy(kept),
         }
     }
 

@@ -62,6 +62,7 @@ impl Handoff {
             id: self.id,
             app: self.app,
             message,
+            fields: self.fields,
             tokens: self.tokens,
             progress: self.progress,
             expires_at: self.expires_at,

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use super::gorush::GorushMapping;
 use super::handoff::{Deliver, DeliverError, Handoff, Refused};
 use super::request::{Request, RequestError, SendBody};
+use super::unified::Unified;
 use crate::job::{Family, Outcome, Platform};
 use crate::outcome::Recorder;
 use crate::settings::Apps;
@@ -30,6 +31,11 @@ pub trait Front: Send + Sync + 'static {
     /// its apps: the message checked the way the upstream would, the
     /// tokens raw, each checked by [`Request::keep`].
     fn read<'a>(&self, body: &'a SendBody) -> Result<Request<'a>, RequestError>;
+
+    /// Maps `POST /send`'s common message to this platform's own send body
+    /// (as JSON, without tokens: a stream's header), for `platform` (one of
+    /// this front's). Read with [`Front::read`] like any other body.
+    fn compose(&self, platform: Platform, message: &Unified<'_>) -> Result<Vec<u8>, RequestError>;
 
     /// How its upstreams are doing.
     fn status(&self) -> Status;

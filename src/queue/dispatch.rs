@@ -253,6 +253,27 @@ impl<M> DispatchQueue<M> {
         }
     }
 
+    /// [`DispatchQueue::pop`] for a worker that sends its work as one
+    /// request: the work ends before the first token whose personal fields
+    /// (`POST /send`'s per-target `data`) differ from its first token's,
+    /// and the rest goes back to the front.
+    pub async fn pop_alike(&self, max_tokens: usize) -> Option<Work<M>> {
+        let mut work = self.pop(max_tokens).await?;
+        let first = work.job.personal_of(work.tokens.start);
+        let cut =
+            (work.tokens.start + 1..work.tokens.end).find(|&i| work.job.personal_of(i) != first);
+        if let Some(cut) = cut {
+            let rest = Work {
+                job: work.job.clone(),
+                tokens: cut..work.tokens.end,
+                attempts: work.attempts,
+            };
+            work.tokens.end = cut;
+            self.push_front(rest);
+        }
+        Some(work)
+    }
+
     /// Tokens waiting: ready plus scheduled for retry.
     pub fn depth(&self) -> usize {
         let state = self.lock();
@@ -333,6 +354,7 @@ mod tests {
             id,
             app: "default".into(),
             message: (),
+            fields: Arc::from(&[][..]),
             tokens,
             progress: Arc::new(JobProgress::new(id, crate::job::test::PLATFORM, n as u64)),
             expires_at: None,

@@ -32,6 +32,14 @@ impl WebPushFront {
 }
 
 impl Front for WebPushFront {
+    fn compose(
+        &self,
+        _platform: crate::job::Platform,
+        message: &crate::platform::Unified<'_>,
+    ) -> Result<Vec<u8>, crate::platform::RequestError> {
+        super::compose::compose(message)
+    }
+
     fn read<'a>(&self, body: &'a SendBody) -> Result<Request<'a>, RequestError> {
         let Some(bytes) = body.json() else {
             return Err(RequestError::json_only());

@@ -347,6 +347,55 @@ pub fn decode_fields(bytes: &[u8]) -> Result<WebPushMessage, crate::message::Mes
     })
 }
 
+/// A `POST /send` target's own fields in a Web Push payload (an object,
+/// plain or declarative): its `data` merged over the payload's `data`
+/// member, its `badge` as `app_badge` (the declarative member; a service
+/// worker hands it to `navigator.setAppBadge`).
+impl crate::message::personal::Personalise for WebPushMessage {
+    fn personalise(
+        &self,
+        _stored: &[u8],
+        personal: &crate::message::personal::Personal,
+    ) -> Result<Self, crate::message::MessageError> {
+        use serde_json::Value;
+        let mut payload: serde_json::Map<String, Value> = serde_json::from_slice(&self.payload)
+            .map_err(|_| {
+                crate::message::field_error(
+                    "payload",
+                    "a target's data needs a JSON object payload",
+                )
+            })?;
+        if !personal.data.is_empty() {
+            let data = payload
+                .entry("data")
+                .or_insert_with(|| Value::Object(Default::default()));
+            if !data.is_object() {
+                *data = Value::Object(Default::default());
+            }
+            if let Some(map) = data.as_object_mut() {
+                personal.merge_data(map);
+            }
+        }
+        if let Some(badge) = personal.badge {
+            payload.insert("app_badge".into(), badge.into());
+        }
+        let bytes = serde_json::to_vec(&payload).unwrap_or_default();
+        if bytes.len() > ece::MAX_PLAINTEXT {
+            return Err(crate::message::PayloadTooLarge {
+                what: "payload with this target's data",
+                size: bytes.len(),
+                limit: ece::MAX_PLAINTEXT,
+                upstream: "one Web Push record",
+            }
+            .into());
+        }
+        Ok(WebPushMessage {
+            payload: Arc::from(bytes),
+            ..self.clone()
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

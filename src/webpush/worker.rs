@@ -81,7 +81,8 @@ async fn send_one(shared: Arc<Shared>, job: Arc<Job<WebPushMessage>>, index: u32
 }
 
 async fn attempt(shared: &Shared, job: &Job<WebPushMessage>, index: u32) -> Verdict {
-    let Some(sub) = message::load(job.tokens.get(index)) else {
+    let codec = job.progress.platform.codec();
+    let Some(sub) = message::load(codec.split(job.tokens.get(index)).0) else {
         return Verdict::Done(Outcome::Failed {
             reason: Arc::from("InvalidSubscription"),
             status: 0,
@@ -90,8 +91,17 @@ async fn attempt(shared: &Shared, job: &Job<WebPushMessage>, index: u32) -> Verd
     // The push service keeps the message only for what is left of its TTL
     // after its time in our queue (RFC 8030 §5.2 counts from the push).
     let ttl = message::ttl_left(job.message.ttl, job.expires_at, SystemTime::now());
+    let message = match job.message_for(index) {
+        Ok(message) => message,
+        Err(e) => {
+            return Verdict::Done(Outcome::Failed {
+                reason: Arc::from(crate::message::personal::failure_reason(&e)),
+                status: 0,
+            });
+        }
+    };
     let started = Instant::now();
-    match shared.client.send(&sub, &job.message, ttl).await {
+    match shared.client.send(&sub, &message, ttl).await {
         Ok(answer) => {
             shared.latency.observe(started.elapsed().as_secs_f64());
             let classified = response::classify(answer.status, &answer.body, answer.retry_after);

@@ -15,7 +15,7 @@ use serde_json::json;
 use crate::api::idempotency::{Guard, KeptWithJob};
 use crate::api::wait::{Ask, result_json};
 use crate::api::{ApiError, AppState};
-use crate::job::{Family, JobId, Platform, TokenList};
+use crate::job::{Family, JobId, Platform, TokenCodec, TokenList};
 use crate::platform::{Keep, Request, TokenRefused};
 use crate::store::{AdmitError, KeepIf, NewJob, Submission};
 
@@ -55,6 +55,7 @@ pub fn intake<'a>(raw: &'a [Cow<'a, str>], bytes_each: usize, keep: &Keep<'_>) -
 /// sent again after its part was handed on is still folded.
 pub struct Taker<'k> {
     keep: &'k Keep<'k>,
+    codec: TokenCodec,
     bytes_each: usize,
     /// The tokens held, not yet handed on.
     tokens: TokenList,
@@ -73,8 +74,20 @@ pub struct Taker<'k> {
 impl<'k> Taker<'k> {
     /// A taker sized for about `tokens` tokens of `bytes_each` bytes.
     pub fn new(keep: &'k Keep<'k>, tokens: usize, bytes_each: usize) -> Self {
+        Self::with_codec(keep, tokens, bytes_each, TokenCodec::Text)
+    }
+
+    /// [`Taker::new`] for a platform whose tokens `codec` reads (what
+    /// [`Taker::take_personal`] splits a kept token's trailer off with).
+    pub fn with_codec(
+        keep: &'k Keep<'k>,
+        tokens: usize,
+        bytes_each: usize,
+        codec: TokenCodec,
+    ) -> Self {
         Self {
             keep,
+            codec,
             bytes_each,
             tokens: TokenList::with_capacity(tokens, bytes_each),
             hasher: RandomState::new(),
@@ -106,6 +119,45 @@ impl<'k> Taker<'k> {
         } else {
             self.tokens.commit();
         }
+        Ok(())
+    }
+
+    /// Takes one raw token with a target's own fields (`POST /send`): kept
+    /// with them as its trailer ([`crate::message::personal`]). Duplicates
+    /// are folded by the token alone: a device named twice gets one
+    /// message, with the first target's fields.
+    pub fn take_personal(
+        &mut self,
+        raw: &str,
+        personal: &crate::message::personal::Personal,
+    ) -> Result<(), TokenRefused> {
+        let start = self.tokens.buffer().len();
+        if let Err(refused) = (self.keep)(raw, self.tokens.buffer()) {
+            self.tokens.buffer().truncate(start);
+            return Err(refused);
+        }
+        let hash = self.hasher.hash_one(self.tokens.uncommitted());
+        let index = self.tokens.range().end;
+        let codec = self.codec;
+        let duplicate = match self.held.entry(hash) {
+            Entry::Occupied(first) => {
+                codec.split(self.tokens.get(*first.get())).0 == self.tokens.uncommitted()
+            }
+            Entry::Vacant(slot) => {
+                slot.insert(index);
+                false
+            }
+        };
+        if duplicate {
+            self.tokens.buffer().truncate(start);
+            self.duplicates += 1;
+            return Ok(());
+        }
+        if personal.append_to(self.tokens.buffer()).is_err() {
+            self.tokens.buffer().truncate(start);
+            return Err(TokenRefused::from("TargetDataTooLarge"));
+        }
+        self.tokens.commit();
         Ok(())
     }
 
