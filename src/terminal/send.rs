@@ -15,6 +15,7 @@ use super::progress::Progress;
 use super::{Exit, UsageError, local, usage};
 
 mod config;
+mod every;
 
 pub use config::CredentialArgs;
 
@@ -73,9 +74,15 @@ impl SendPlatform {
 /// `pushgate send`.
 #[derive(Debug, Args)]
 pub struct SendArgs {
-    /// Where to deliver.
-    #[arg(value_enum)]
-    pub platform: SendPlatform,
+    /// Where to deliver (none with --targets-file: each target names its own).
+    #[arg(value_enum, required_unless_present = "targets_file")]
+    pub platform: Option<SendPlatform>,
+    /// A file of `POST /send` targets, one JSON object per line
+    /// (`{"apns": "<hex>"}`, `{"fcm": "<token>"}`, `{"hms": "<token>"}`,
+    /// `{"webpush": {subscription}}`, each with its own `data` and `badge`
+    /// if any): one message to every platform, as one job.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["platform", "tokens", "tokens_file", "subscriptions", "subscriptions_file", "stdin"])]
+    pub targets_file: Option<PathBuf>,
     /// `-`: read tokens (webpush: subscription JSON) from stdin, one per line.
     #[arg(value_name = "-")]
     pub stdin: Option<String>,
@@ -153,14 +160,26 @@ pub async fn run(args: SendArgs) -> Exit {
     }
 }
 
+impl SendArgs {
+    /// The platform of a one-platform send (every path but
+    /// `--targets-file`'s, which clap only lets through without one).
+    fn platform(&self) -> SendPlatform {
+        self.platform
+            .expect("clap requires a platform unless --targets-file is given")
+    }
+}
+
 async fn send(args: SendArgs) -> Result<Exit, UsageError> {
-    let targets = if args.platform == SendPlatform::Webpush {
+    if let Some(file) = &args.targets_file {
+        return every::send(&args, file).await;
+    }
+    let targets = if args.platform() == SendPlatform::Webpush {
         read_subscriptions(&args)?
     } else {
         read_targets(&args)?
     };
     let payload = read_payload(&args)?;
-    let path = args.platform.path();
+    let path = args.platform().path();
 
     let local = match &args.server {
         Some(_) => None,
@@ -199,12 +218,12 @@ impl Targets {
 }
 
 fn read_targets(args: &SendArgs) -> Result<Targets, UsageError> {
-    if args.platform == SendPlatform::Hms && args.topic.is_some() {
+    if args.platform() == SendPlatform::Hms && args.topic.is_some() {
         return Err(usage(
             "--topic is for apns, fcm and gcm: HMS jobs go to tokens",
         ));
     }
-    if args.platform.google() {
+    if args.platform().google() {
         match (&args.topic, &args.condition) {
             (Some(_), Some(_)) => return Err(usage("give --topic or --condition, not both")),
             (Some(t), None) => return Ok(Targets::Topic(t.clone())),
@@ -307,14 +326,14 @@ fn read_subscriptions(args: &SendArgs) -> Result<Targets, UsageError> {
 }
 
 /// The message: `--payload`/`--payload-file`, or built from alert/title/body.
-struct Message {
+pub(super) struct Message {
     payload: Option<Value>,
     alert: Option<String>,
     title: Option<String>,
     body: Option<String>,
 }
 
-fn read_payload(args: &SendArgs) -> Result<Message, UsageError> {
+pub(super) fn read_payload(args: &SendArgs) -> Result<Message, UsageError> {
     let text = match (&args.payload, &args.payload_file) {
         (Some(p), _) => Some(p.clone()),
         (None, Some(f)) => Some(
@@ -357,7 +376,7 @@ fn request_body(args: &SendArgs, m: &Message, targets: Value) -> Value {
         }
         n
     };
-    if args.platform == SendPlatform::Hms {
+    if args.platform() == SendPlatform::Hms {
         if let Some(p) = &m.payload {
             body["data"] = p.clone();
         }
@@ -365,7 +384,7 @@ fn request_body(args: &SendArgs, m: &Message, targets: Value) -> Value {
         if !n.is_empty() {
             body["notification"] = Value::Object(n);
         }
-    } else if args.platform == SendPlatform::Webpush {
+    } else if args.platform() == SendPlatform::Webpush {
         body["payload"] = match &m.payload {
             Some(p) => p.clone(),
             None => Value::Object(notification()),
@@ -373,7 +392,7 @@ fn request_body(args: &SendArgs, m: &Message, targets: Value) -> Value {
         if let Some(t) = &args.topic {
             body["topic"] = t.clone().into();
         }
-    } else if args.platform.google() {
+    } else if args.platform().google() {
         if let Some(p) = &m.payload {
             body["payload"] = p.clone();
         }
@@ -469,7 +488,7 @@ async fn post(
 
 /// Totals over every job of the send.
 #[derive(Debug, Default, Clone, Copy)]
-struct Totals {
+pub(super) struct Totals {
     total: u64,
     pending: u64,
     successes: u64,
@@ -538,7 +557,7 @@ async fn deliver(
                 .iter()
                 .map(|t| {
                     // APNs tokens are hex, kept lower-case; the others as written.
-                    if args.platform == SendPlatform::Apns {
+                    if args.platform() == SendPlatform::Apns {
                         t.to_ascii_lowercase()
                     } else {
                         t.clone()
@@ -553,7 +572,7 @@ async fn deliver(
         ),
         _ => None,
     };
-    let family = args.platform.family();
+    let family = args.platform().family();
     let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
     let mut credential_failures = 0u64;
     if totals.failures > 0 {
@@ -574,7 +593,7 @@ async fn deliver(
     }
     let mut unregistered_tokens = Vec::new();
     if totals.unregistered > 0 {
-        let list = client.get(args.platform.unregistered_path()).await?;
+        let list = client.get(args.platform().unregistered_path()).await?;
         let entries = list["tokens"]
             .as_array()
             .or(list["subscriptions"].as_array());
@@ -620,7 +639,7 @@ async fn deliver(
     })
 }
 
-fn print_summary(
+pub(super) fn print_summary(
     t: &Totals,
     reasons: &BTreeMap<String, u64>,
     rejected: &BTreeMap<String, u64>,

@@ -56,7 +56,7 @@ pub(super) fn in_process_config(args: &SendArgs) -> Result<FileConfig, UsageErro
     };
     let c = &args.credentials;
     let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
-    match args.platform {
+    match args.platform() {
         SendPlatform::Apns => {
             let given = c.key_file.is_some() || c.endpoint.is_some() || c.ca_file.is_some();
             if given && file.apns.is_none() {
@@ -174,7 +174,7 @@ pub(super) fn in_process_config(args: &SendArgs) -> Result<FileConfig, UsageErro
     }
     // Only the chosen platform's section: the others' credentials are not
     // needed, and need not be valid.
-    let keep = args.platform;
+    let keep = args.platform();
     if keep != SendPlatform::Apns {
         file.apns = None;
     }
