@@ -304,6 +304,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_personal_trailer_is_not_shown_but_is_carried_between_gateways() {
+        for (codec, token) in [
+            (TokenCodec::Text, b"device-token".to_vec()),
+            (TokenCodec::Subscription, {
+                // Binary keys may hold a NUL; only one after them marks a trailer.
+                let mut kept = vec![0u8; SUBSCRIPTION_KEYS];
+                kept.extend_from_slice(b"https://push.example/x");
+                kept
+            }),
+        ] {
+            let mut kept = token.clone();
+            kept.push(crate::message::personal::MARK);
+            kept.extend_from_slice(br#"{"badge":3}"#);
+            assert_eq!(
+                codec.split(&kept),
+                (&token[..], Some(&br#"{"badge":3}"#[..]))
+            );
+            assert_eq!(codec.show(&kept), codec.show(&token));
+            let mut back = Vec::new();
+            codec.keep_wire(&codec.wire(&kept), &mut back);
+            assert_eq!(back, kept, "{codec:?}");
+            assert_eq!(codec.split(&token), (&token[..], None));
+        }
+    }
+
+    #[test]
     fn a_slice_is_the_job_s_tokens_in_its_range_and_a_lease_returns_once_dropped() {
         let mut list = TokenList::default();
         for t in ["a", "bb", "ccc", "dddd", "eeeee"] {

@@ -409,4 +409,29 @@ mod tests {
         let first = q.try_pop(1).expect("work");
         assert!(Arc::ptr_eq(&first.job, &b));
     }
+
+    #[tokio::test]
+    async fn pop_alike_keeps_tokens_with_other_personal_fields_out_of_a_batch() {
+        let mut tokens = TokenList::default();
+        for t in [&b"a"[..], b"b\0{\"badge\":1}", b"c\0{\"badge\":1}", b"d"] {
+            tokens.push(t);
+        }
+        let id = JobId::new();
+        let job = Arc::new(Job {
+            id,
+            app: "default".into(),
+            message: (),
+            fields: Arc::from(&[][..]),
+            tokens,
+            progress: Arc::new(JobProgress::new(id, crate::job::test::PLATFORM, 4)),
+            expires_at: None,
+        });
+        let q = DispatchQueue::new();
+        q.push(Work::whole(job));
+        let mut batches = Vec::new();
+        while q.depth() > 0 {
+            batches.push(q.pop_alike(10).await.expect("work").tokens);
+        }
+        assert_eq!(batches, vec![0..1, 1..3, 3..4]);
+    }
 }

@@ -242,3 +242,44 @@ fn blocks_land_in_v1_and_survive_the_stored_form() {
     };
     assert!(GoogleMessage::new(only_options).is_err());
 }
+
+#[test]
+fn a_target_s_data_and_badge_land_where_google_shows_them() {
+    use crate::message::personal::{Personal, Personalise};
+    let personal = Personal {
+        data: json!({"unread": 3})
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+        badge: Some(7),
+    };
+    // A shown notification: the badge is Android's count and iOS's badge.
+    let shown = GoogleFields {
+        payload: Some(br#"{"order":"42"}"#),
+        notification: Some(br#"{"title":"T"}"#),
+        ..GoogleFields::default()
+    };
+    let message = GoogleMessage::new(shown.clone()).expect("valid");
+    let own = message
+        .personalise(&shown.to_stored(), &personal)
+        .expect("personalised");
+    let body = parse(&own.v1_body("tok"));
+    assert_eq!(
+        body["message"]["data"],
+        json!({"order": "42", "unread": "3"})
+    );
+    assert_eq!(
+        body["message"]["android"]["notification"]["notification_count"],
+        7
+    );
+    assert_eq!(body["message"]["apns"]["payload"]["aps"]["badge"], 7);
+    // A data-only message stays one: the badge is a data key.
+    let silent = data(br#"{"order":"42"}"#);
+    let message = GoogleMessage::new(silent.clone()).expect("valid");
+    let own = message
+        .personalise(&silent.to_stored(), &personal)
+        .expect("personalised");
+    let body = parse(&own.v1_body("tok"));
+    assert_eq!(body["message"]["data"]["badge"], "7");
+    assert!(body["message"].get("android").is_none());
+}
