@@ -14,7 +14,7 @@ mod kind;
 mod progress;
 mod token;
 
-pub use progress::JobProgress;
+pub use progress::{JobProgress, LEASE_LOW, LeaseBell};
 
 #[cfg(test)]
 pub use kind::test;

@@ -6,6 +6,29 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use super::{JobId, OutcomeKind, Platform};
 
+/// How near its lease a job's workers come before its store is asked to
+/// raise it ([`LeaseBell`]): far enough that the store's commit lands
+/// before they reach it.
+pub const LEASE_LOW: u32 = 2048;
+
+/// Asks a durable store to raise a job's lease now, rather than on its next
+/// timed commit: workers near the bound would otherwise wait for the timer.
+#[derive(Clone)]
+pub struct LeaseBell(Arc<dyn Fn() + Send + Sync>);
+
+impl LeaseBell {
+    /// A bell that calls `ring`.
+    pub fn new(ring: impl Fn() + Send + Sync + 'static) -> Self {
+        Self(Arc::new(ring))
+    }
+}
+
+impl std::fmt::Debug for LeaseBell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LeaseBell")
+    }
+}
+
 /// Live per-job counts. Written by the recorder, read by `GET /jobs/{id}`.
 #[derive(Debug)]
 pub struct JobProgress {
@@ -47,6 +70,10 @@ pub struct JobProgress {
     pub notif_id: Option<Arc<str>>,
     /// One past the highest token index handed to a worker so far.
     handed: AtomicU32,
+    /// Rung once the workers come within [`LEASE_LOW`] of the lease.
+    bell: Option<LeaseBell>,
+    /// The bell was rung and the lease not raised since.
+    rung: AtomicBool,
     /// The first `apns-unique-id`s APNs returned for this job's deliveries.
     unique_ids: std::sync::Mutex<Vec<Box<str>>>,
     /// A chunk of a job another gateway accepted (a shared store's unit of
@@ -79,6 +106,8 @@ impl JobProgress {
             cancelled: Default::default(),
             lease: AtomicU32::new(u32::MAX),
             handed: AtomicU32::new(0),
+            bell: None,
+            rung: AtomicBool::new(false),
             notif_id: None,
             unique_ids: Default::default(),
             chunk: false,
@@ -156,6 +185,19 @@ impl JobProgress {
         self
     }
 
+    /// The same job, ringing `bell` when its workers near the lease.
+    pub fn with_bell(mut self, bell: LeaseBell) -> Self {
+        self.bell = Some(bell);
+        self
+    }
+
+    /// True when workers have started on the job and come within
+    /// [`LEASE_LOW`] tokens of its lease: time to raise it.
+    pub fn near_lease(&self) -> bool {
+        let handed = self.handed();
+        handed > 0 && handed.saturating_add(LEASE_LOW) > self.lease()
+    }
+
     /// Sets the outcome counts a store recovered for this job.
     pub fn restore(&self, counts: [u64; 6]) {
         for (slot, n) in self.outcomes.iter().zip(counts) {
@@ -214,11 +256,19 @@ impl JobProgress {
     /// Raises the hand-out bound (never lowers it).
     pub fn extend_lease(&self, to: u32) {
         self.lease.fetch_max(to, Ordering::AcqRel);
+        self.rung.store(false, Ordering::Release);
     }
 
-    /// Notes tokens up to `end` (exclusive) as handed to a worker.
+    /// Notes tokens up to `end` (exclusive) as handed to a worker; rings
+    /// the bell (once per raise) when that brings them near the lease.
     pub fn hand_out(&self, end: u32) {
         self.handed.fetch_max(end, Ordering::AcqRel);
+        if let Some(bell) = &self.bell
+            && self.near_lease()
+            && !self.rung.swap(true, Ordering::AcqRel)
+        {
+            (bell.0)();
+        }
     }
 
     /// One past the highest token index handed out so far.
@@ -303,5 +353,29 @@ impl JobProgress {
     pub fn pending(&self) -> u64 {
         let done: u64 = OutcomeKind::ALL.iter().map(|&k| self.count(k)).sum();
         self.total().saturating_sub(done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bell_rings_once_as_workers_near_the_lease_and_again_after_each_raise() {
+        let rings = Arc::new(AtomicU32::new(0));
+        let counted = rings.clone();
+        let progress = JobProgress::new(JobId::new(), crate::job::test::PLATFORM, 100_000)
+            .with_lease(10_000)
+            .with_bell(LeaseBell::new(move || {
+                counted.fetch_add(1, Ordering::Relaxed);
+            }));
+        progress.hand_out(1_000);
+        assert_eq!(rings.load(Ordering::Relaxed), 0, "far from the lease");
+        progress.hand_out(9_000);
+        progress.hand_out(9_500);
+        assert_eq!(rings.load(Ordering::Relaxed), 1, "once until raised");
+        progress.extend_lease(20_000);
+        progress.hand_out(19_000);
+        assert_eq!(rings.load(Ordering::Relaxed), 2);
     }
 }

@@ -235,7 +235,7 @@ pub fn list_key(family: Family, app: &str, list: ListKind) -> String {
 #[derive(Debug)]
 pub struct DiskStore {
     dir: PathBuf,
-    ops: Mutex<Option<Sender<Op>>>,
+    ops: Arc<Mutex<Option<Sender<Op>>>>,
     shared: Arc<Shared>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// The bound on unfinished tokens (this gateway's alone).
@@ -341,7 +341,7 @@ impl DiskStore {
             })?;
         Ok(Arc::new(Self {
             dir: dir.to_owned(),
-            ops: Mutex::new(Some(tx)),
+            ops: Arc::new(Mutex::new(Some(tx))),
             shared,
             thread: Mutex::new(Some(thread)),
             admission,
@@ -360,6 +360,18 @@ impl DiskStore {
     /// False after a failed commit, until one succeeds.
     pub fn healthy(&self) -> bool {
         self.shared.healthy.load(Ordering::Acquire)
+    }
+
+    /// The bell a job rings when its workers near its lease: it asks the
+    /// writer for a commit now. It holds the writer's channel only while
+    /// the store is open, so it never keeps a stopped writer waiting.
+    fn bell(&self) -> crate::job::LeaseBell {
+        let ops = self.ops.clone();
+        crate::job::LeaseBell::new(move || {
+            if let Some(tx) = lock(&ops).as_ref() {
+                let _ = tx.send(Op::Raise);
+            }
+        })
     }
 
     fn send(&self, op: Op) -> bool {

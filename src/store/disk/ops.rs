@@ -80,6 +80,9 @@ pub(super) enum Op {
         drain: bool,
         reply: oneshot::Sender<Result<Vec<Vec<u8>>, WriteError>>,
     },
+    /// Workers near a job's lease (its [`crate::job::LeaseBell`]): commit
+    /// now, which raises it, instead of on the timer.
+    Raise,
     /// Commit whatever is buffered now.
     Flush {
         reply: oneshot::Sender<Result<(), WriteError>>,
@@ -173,6 +176,7 @@ impl Op {
                 let _ = reply.send(Err(e.clone()));
             }
             Op::Attach { .. }
+            | Op::Raise
             | Op::Finished { .. }
             | Op::Answer { .. }
             | Op::Group { .. }

@@ -47,7 +47,11 @@ impl DiskStore {
             let send = state.unfinished();
             // This run's lease counts from the first token left to send.
             let first = send.first().map_or(0, |r| r.start);
-            let progress = Arc::new(progress.with_lease(first.saturating_add(LEASE_START)));
+            let progress = Arc::new(
+                progress
+                    .with_lease(first.saturating_add(LEASE_START))
+                    .with_bell(self.bell()),
+            );
             self.attach(progress.id, progress.clone());
             let possible_duplicates = send
                 .iter()

@@ -97,7 +97,8 @@ impl Store for DiskStore {
                         job.tokens.len() as u64,
                     )
                     .with_notif_id(job.notif_id.clone())
-                    .with_lease(writer::LEASE_START),
+                    .with_lease(writer::LEASE_START)
+                    .with_bell(self.bell()),
                 );
                 let record = JobRecord::encode_parts(
                     job.platform.as_str(),
@@ -142,6 +143,7 @@ impl Store for DiskStore {
                 JobProgress::for_app(id, job.platform, job.app.clone(), 0)
                     .with_notif_id(job.notif_id.clone())
                     .with_lease(writer::LEASE_START)
+                    .with_bell(self.bell())
                     .streaming(),
             );
             // The record holds the message; the tokens come as parts.

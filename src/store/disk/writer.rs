@@ -278,6 +278,7 @@ impl WriterThread {
                             let _ = reply.send(Ok(kept.next().unwrap_or(false)));
                         }
                         Op::Attach { .. }
+                        | Op::Raise
                         | Op::Finished { .. }
                         | Op::Answer { .. }
                         | Op::Group { .. }
@@ -315,8 +316,8 @@ impl WriterThread {
             .iter()
             .filter_map(|(id, p)| {
                 // A job no worker has reached keeps its start lease.
-                let (handed, lease) = (p.handed(), p.lease());
-                (handed > 0 && handed.saturating_add(LEASE_AHEAD / 2) > lease)
+                let handed = p.handed();
+                p.near_lease()
                     .then(|| (*id, handed.saturating_add(LEASE_AHEAD.max(handed / 4))))
             })
             .collect()
