@@ -224,7 +224,13 @@ pub fn router(state: AppState) -> Router {
                 idempotency::guard,
             )),
         )
-        .route("/send", post(send::every::send))
+        .route(
+            "/send",
+            post(send::every::send).layer(middleware::from_fn_with_state(
+                state.clone(),
+                idempotency::guard,
+            )),
+        )
         .route("/jobs", get(jobs::list))
         .route("/jobs/{id}", get(jobs::status).delete(jobs::cancel))
         .route("/cluster", get(cluster::view))

@@ -114,12 +114,31 @@ impl MockWebPushOptions {
 pub struct Inbox {
     payloads: Mutex<HashMap<Vec<u8>, u64>>,
     headers: Mutex<HashMap<String, u64>>,
+    /// The plaintexts each subscription received (the first
+    /// [`MAX_KEPT_SUBSCRIPTIONS`] distinct ones), so a test can tell which
+    /// device got which message.
+    by_subscription: Mutex<HashMap<String, Vec<Vec<u8>>>>,
     /// Requests over HTTP/2 (the rest came over HTTP/1.1).
     pub h2_requests: AtomicU64,
 }
 
+/// Subscriptions whose plaintexts [`Inbox::received`] keeps; past this only
+/// the counts grow, so a benchmark of a million costs no memory here.
+const MAX_KEPT_SUBSCRIPTIONS: usize = 65_536;
+
 impl Inbox {
-    fn record(&self, plaintext: Vec<u8>, headers: &[String]) {
+    fn record(&self, path_id: &str, plaintext: Vec<u8>, headers: &[String]) {
+        {
+            let mut kept = self
+                .by_subscription
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if let Some(list) = kept.get_mut(path_id) {
+                list.push(plaintext.clone());
+            } else if kept.len() < MAX_KEPT_SUBSCRIPTIONS {
+                kept.insert(path_id.to_owned(), vec![plaintext.clone()]);
+            }
+        }
         *self
             .payloads
             .lock()
@@ -140,6 +159,18 @@ impl Inbox {
             .get(plaintext)
             .copied()
             .unwrap_or(0)
+    }
+
+    /// The plaintexts delivered to subscription `<kind>/<id>` (its endpoint's
+    /// path after `/push/`), oldest first; empty when none, or when it came
+    /// after the first 65,536 distinct subscriptions.
+    pub fn received(&self, path_id: &str) -> Vec<Vec<u8>> {
+        self.by_subscription
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(path_id)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Delivered messages in all.

@@ -45,6 +45,12 @@ impl Front for WebPushFront {
             return Err(RequestError::json_only());
         };
         let req: SendRequest<'_> = serde_json::from_slice(bytes).map_err(bad_json)?;
+        if req.subscriptions.is_empty() && !body.is_header() {
+            return Err(RequestError::bad(
+                "no_tokens",
+                "the request has no subscriptions: send \"subscriptions\": [{\"endpoint\": …, \"keys\": {…}}, …]",
+            ));
+        }
         let (service, app) = self
             .apps
             .pick(req.app.as_deref())

@@ -29,8 +29,9 @@ const KEYS_LEN: usize = PUBLIC_KEY_LEN + AUTH_LEN;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SendRequest<'a> {
-    /// The subscriptions, as `PushSubscription.toJSON()` gives them.
-    #[serde(borrow)]
+    /// The subscriptions, as `PushSubscription.toJSON()` gives them (none in
+    /// a stream's header or a `POST /send` body: they come one by one).
+    #[serde(borrow, default)]
     pub subscriptions: Vec<&'a RawValue>,
     /// An object (sent as its JSON text) or a string (sent as is).
     #[serde(borrow)]

@@ -107,7 +107,14 @@ impl<'k> Taker<'k> {
         let hash = self.hasher.hash_one(self.tokens.uncommitted());
         let index = self.tokens.range().end;
         let duplicate = match self.held.entry(hash) {
-            Entry::Occupied(first) => self.tokens.get(*first.get()) == self.tokens.uncommitted(),
+            // The first may carry a personal trailer (`POST /send`): the
+            // same token all the same.
+            Entry::Occupied(first) => {
+                let (held, new) = (self.tokens.get(*first.get()), self.tokens.uncommitted());
+                held.strip_prefix(new).is_some_and(|rest| {
+                    rest.is_empty() || rest[0] == crate::message::personal::MARK
+                })
+            }
             Entry::Vacant(slot) => {
                 slot.insert(index);
                 self.earlier.contains(&hash)
@@ -414,5 +421,22 @@ mod tests {
             ),
             ("zz", "BadDeviceToken")
         );
+    }
+
+    #[test]
+    fn a_token_is_folded_whether_its_first_target_had_personal_fields_or_not() {
+        let keep: Keep<'_> =
+            Box::new(|raw, out| crate::apns::token::keep(raw, out).map_err(Into::into));
+        let personal = crate::message::personal::Personal {
+            badge: Some(1),
+            ..Default::default()
+        };
+        let (a, b) = ("ab".repeat(32), "cd".repeat(32));
+        let mut taker = Taker::with_codec(&keep, 4, 64, TokenCodec::Text);
+        taker.take_personal(&a, &personal).expect("kept");
+        taker.take(&a).expect("folded");
+        taker.take(&b).expect("kept");
+        taker.take_personal(&b, &personal).expect("folded");
+        assert_eq!((taker.held(), taker.duplicates), (2, 2));
     }
 }

@@ -184,7 +184,7 @@ pub(crate) async fn push(
         Err(e) => return refuse(StatusCode::BAD_REQUEST, e.as_str()),
     };
     shared.ledger.record_delivery(&path_id);
-    shared.inbox.record(plaintext, &words);
+    shared.inbox.record(&path_id, plaintext, &words);
     let n = shared.sequence.fetch_add(1, Ordering::Relaxed);
     let mut r = StatusCode::CREATED.into_response();
     if let Ok(v) = http::HeaderValue::try_from(format!("/m/{n}")) {
