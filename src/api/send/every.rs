@@ -50,6 +50,9 @@ struct Refused {
     listed: Vec<Value>,
     count: u64,
     by_reason: BTreeMap<&'static str, u64>,
+    /// For the metrics: per platform (`unknown` when the target named
+    /// none) and reason.
+    by_platform: BTreeMap<(&'static str, &'static str), u64>,
 }
 
 impl Refused {
@@ -65,6 +68,8 @@ impl Refused {
         }
         self.count += 1;
         *self.by_reason.entry(reason).or_default() += 1;
+        let word = platform.map_or("unknown", |p| p.as_str());
+        *self.by_platform.entry((word, reason)).or_default() += 1;
     }
 
     fn fields(&self, body: &mut Value) {
@@ -228,14 +233,14 @@ async fn send_json(state: &AppState, bytes: &[u8], ask: &Ask) -> Result<Response
         .submit(submission)
         .await
         .map_err(admit_error)?;
-    for (reason, n) in &refused.by_reason {
+    for ((platform, reason), n) in &refused.by_platform {
         state
             .metrics
             .rejected
-            .with_label_values(&["send", reason])
+            .with_label_values(&[platform, reason])
             .inc_by(*n);
     }
-    tracing::info!(job = %group, platforms = parts.len(), tokens = total, rejected = refused.count, delay_s = delay.map(|d| d.as_secs()), backend = state.backend.name(), "job accepted");
+    tracing::info!(job = %group, platform = "multi", parts = parts.len(), tokens = total, rejected = refused.count, delay_s = delay.map(|d| d.as_secs()), backend = state.backend.name(), "job accepted");
     let mut status = StatusCode::ACCEPTED;
     if let Some(within) = ask.wait {
         let deadline = tokio::time::Instant::now() + within;
