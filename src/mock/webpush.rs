@@ -1,6 +1,7 @@
 //! Mock Web Push service (RFC 8030) over TLS, ALPN `h2` and `http/1.1`.
 //!
-//! Written apart from `webpush/`: it verifies the VAPID JWT with
+//! Written apart from `webpush/`: it verifies each distinct VAPID JWT (once;
+//! a reused one is only checked for expiry) with
 //! `jsonwebtoken` from the `k=` key, and decrypts every message with the
 //! subscription's own private key ([`subscriber`]), the way a browser would.
 //!
@@ -242,7 +243,15 @@ pub(crate) struct Shared {
     /// `aud` values accepted: this server's origin by address and as localhost.
     audiences: Vec<String>,
     sequence: AtomicU64,
+    /// VAPID headers whose signature was verified, with their `exp`: a
+    /// sender that reuses its JWT (as it should, for up to 24 h) is not
+    /// verified again, only checked for expiry. Bounded by
+    /// [`VERIFIED_MAX`].
+    verified: Mutex<HashMap<String, u64>>,
 }
+
+/// VAPID headers remembered as verified, at most (then forgotten at once).
+pub(crate) const VERIFIED_MAX: usize = 4096;
 
 #[derive(Default)]
 struct ConnCtl {
@@ -279,6 +288,7 @@ pub async fn start(opts: MockWebPushOptions) -> anyhow::Result<MockWebPush> {
         inbox: inbox.clone(),
         audiences,
         sequence: AtomicU64::new(0),
+        verified: Mutex::new(HashMap::new()),
     });
     let router = Router::new()
         .route("/push/{kind}/{id}", post(handlers::push))

@@ -54,6 +54,18 @@ fn check_vapid(shared: &Shared, headers: &HeaderMap) -> Result<(), Refusal> {
         .ok_or((StatusCode::UNAUTHORIZED, "MissingAuthorization"))?;
     let bad = || (StatusCode::FORBIDDEN, "BadJwtToken");
     let (jwt, k) = parse_vapid(value).ok_or_else(bad)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let known = crate::floor::lock(&shared.verified).get(value).copied();
+    if let Some(exp) = known {
+        if exp < now {
+            return Err((StatusCode::FORBIDDEN, "ExpiredJwtToken"));
+        }
+        shared.ledger.record_credential(jwt);
+        return Ok(());
+    }
     let point = URL_SAFE_NO_PAD.decode(k).map_err(|_| bad())?;
     if point.len() != 65 || point[0] != 4 {
         return Err(bad());
@@ -79,10 +91,6 @@ fn check_vapid(shared: &Shared, headers: &HeaderMap) -> Result<(), Refusal> {
             }
             _ => bad(),
         })?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
     // RFC 8292 §2: no more than 24 hours ahead.
     if data.claims.exp > now + 24 * 3600 {
         return Err(bad());
@@ -90,6 +98,13 @@ fn check_vapid(shared: &Shared, headers: &HeaderMap) -> Result<(), Refusal> {
     let sub_ok = data.claims.sub.starts_with("mailto:") || data.claims.sub.starts_with("https://");
     if !sub_ok {
         return Err(bad());
+    }
+    {
+        let mut verified = crate::floor::lock(&shared.verified);
+        if verified.len() >= crate::mock::webpush::VERIFIED_MAX {
+            verified.clear();
+        }
+        verified.insert(value.to_owned(), data.claims.exp);
     }
     shared.ledger.record_credential(jwt);
     Ok(())
