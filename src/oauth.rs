@@ -1,0 +1,303 @@
+//! An OAuth 2.0 access token traded at a token endpoint and cached for every
+//! request, written once for the platforms that use one: FCM v1 (a service
+//! account's JWT assertion, `fcm/auth.rs`) and Huawei Push Kit (the client
+//! credentials grant, `hms/auth.rs`). A platform says how its grant is asked
+//! for and how its refusal is read (a [`Grantor`]); [`TokenCache`] keeps the
+//! token until shortly before it expires.
+//!
+//! Concurrent callers that find the cache stale wait on one refresh instead
+//! of each asking the token endpoint (single flight), and a burst of
+//! rejections of the same token causes one refresh: [`TokenCache::invalidate`]
+//! only drops the token that was rejected. Neither the token nor the grant's
+//! secret is ever logged.
+//!
+//! With a shared backend (`redis`), [`TokenCache::share`] makes the cluster
+//! use one access token per credential key: a refresh first looks at the
+//! cluster's, and only the gateway holding the mint lock asks the endpoint.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use http::HeaderValue;
+use prometheus::IntCounter;
+
+use crate::shared_credential::{
+    Clock, Credential, Decision, LOCK_HOLD, SharedCredentials, SystemClock,
+};
+
+/// Renew this long before `expires_in` at most.
+const MAX_RENEW_MARGIN: Duration = Duration::from_secs(300);
+/// After a failed refresh, callers within this window get the same error
+/// rather than hammering a token endpoint that just failed.
+pub const FAILURE_HOLD: Duration = Duration::from_secs(1);
+
+/// How one platform obtains an access token: what it sends its token
+/// endpoint, how it reads the answer, and what its errors are.
+pub trait Grantor: Send + Sync {
+    /// Why no access token was obtained.
+    type Error: std::fmt::Display + Send;
+
+    /// The platform's name in log lines (`FCM`, `HMS`).
+    const PLATFORM: &'static str;
+
+    /// Asks the token endpoint once: the `authorization` header value
+    /// (`Bearer <token>`) and how long it lives.
+    fn fetch(&self) -> impl Future<Output = Result<(HeaderValue, Duration), Self::Error>> + Send;
+
+    /// The error a caller gets within [`FAILURE_HOLD`] of a failed refresh:
+    /// that failure's text, and whether it was a refusal.
+    fn held(message: String, refusal: bool) -> Self::Error;
+
+    /// True when the token endpoint itself said no: a configuration problem
+    /// an operator must hear about, not a network blip.
+    fn is_refusal(error: &Self::Error) -> bool;
+
+    /// The cluster-wide key of this grant's token (`<platform>:<who>`).
+    fn credential_key(&self) -> String;
+}
+
+#[derive(Default)]
+struct Cache {
+    current: Option<Held>,
+    /// The last refresh failure: when, its text, and whether it was a refusal.
+    failure: Option<(Instant, String, bool)>,
+}
+
+/// The bearer header, when it was granted, when to renew it and when it
+/// expires (ms, by the token's clock).
+struct Held {
+    value: HeaderValue,
+    granted_at_ms: u64,
+    renew_at_ms: u64,
+    expires_at_ms: u64,
+}
+
+impl Held {
+    /// The held token as the cluster's shared store keeps it.
+    fn credential(&self) -> Option<Credential> {
+        Some(Credential {
+            value: self.value.to_str().ok()?.to_owned(),
+            minted_at_ms: self.granted_at_ms,
+            renew_at_ms: self.renew_at_ms,
+            expires_at_ms: self.expires_at_ms,
+        })
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The cached access token of one grant (one service account, one app).
+pub struct TokenCache<G> {
+    grantor: G,
+    cache: Mutex<Cache>,
+    /// Held while one caller refreshes; the others wait, then reuse its result.
+    refresh: tokio::sync::Mutex<()>,
+    refreshes: IntCounter,
+    obtained: AtomicBool,
+    clock: Arc<dyn Clock>,
+    shared: OnceLock<SharedCredentials>,
+}
+
+impl<G: std::fmt::Debug> std::fmt::Debug for TokenCache<G> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenCache")
+            .field("grantor", &self.grantor)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<G: Grantor> TokenCache<G> {
+    /// A token source asking through `grantor`; every grant obtained counts
+    /// on `refreshes`.
+    pub fn over(grantor: G, refreshes: IntCounter) -> Self {
+        Self {
+            grantor,
+            cache: Mutex::new(Cache::default()),
+            refresh: tokio::sync::Mutex::new(()),
+            refreshes,
+            obtained: AtomicBool::new(false),
+            clock: Arc::new(SystemClock),
+            shared: OnceLock::new(),
+        }
+    }
+
+    /// How this token is asked for.
+    pub fn grantor(&self) -> &G {
+        &self.grantor
+    }
+
+    /// The same token source reading `clock` for the token's age (tests).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Uses the cluster's access token from now on (once; later calls are
+    /// ignored).
+    pub fn share(&self, shared: SharedCredentials) {
+        let _ = self.shared.set(shared);
+    }
+
+    /// The cluster-wide key of this token ([`Grantor::credential_key`]).
+    pub fn credential_key(&self) -> String {
+        self.grantor.credential_key()
+    }
+
+    /// True once any access token was granted: the credentials work.
+    pub fn obtained(&self) -> bool {
+        self.obtained.load(Ordering::Relaxed)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Cache> {
+        crate::floor::lock(&self.cache)
+    }
+
+    /// The held token while it is not due for renewal.
+    fn fresh(&self) -> Option<HeaderValue> {
+        let now = self.clock.now_ms();
+        match &self.lock().current {
+            Some(held) if now < held.renew_at_ms => Some(held.value.clone()),
+            _ => None,
+        }
+    }
+
+    /// The held token while it has not expired (due for renewal or not).
+    fn usable(&self) -> Option<HeaderValue> {
+        let now = self.clock.now_ms();
+        match &self.lock().current {
+            Some(held) if now < held.expires_at_ms => Some(held.value.clone()),
+            _ => None,
+        }
+    }
+
+    fn adopt(&self, c: &Credential) -> Option<HeaderValue> {
+        let value = HeaderValue::from_str(&c.value).ok()?;
+        let mut cache = self.lock();
+        cache.current = Some(Held {
+            value: value.clone(),
+            granted_at_ms: c.minted_at_ms,
+            renew_at_ms: c.renew_at_ms,
+            expires_at_ms: c.expires_at_ms,
+        });
+        cache.failure = None;
+        self.obtained.store(true, Ordering::Relaxed);
+        Some(value)
+    }
+
+    /// The `authorization` header value (`Bearer <token>`), refreshing first
+    /// when the cached token is due or was invalidated.
+    pub async fn header(&self) -> Result<HeaderValue, G::Error> {
+        if let Some(value) = self.fresh() {
+            return Ok(value);
+        }
+        let _refreshing = self.refresh.lock().await;
+        // Whoever held the lock before us may have refreshed already.
+        if let Some(value) = self.fresh() {
+            return Ok(value);
+        }
+        if let Some((at, message, refusal)) = &self.lock().failure
+            && at.elapsed() < FAILURE_HOLD
+        {
+            return Err(G::held(message.clone(), *refusal));
+        }
+        if let Some(result) = self.via_cluster().await {
+            return result;
+        }
+        self.grant().await
+    }
+
+    /// With a shared token: the cluster's, or the one we mint under its lock.
+    /// `None`: ask the token endpoint ourselves (no shared store, or it
+    /// cannot be used).
+    async fn via_cluster(&self) -> Option<Result<HeaderValue, G::Error>> {
+        let shared = self.shared.get()?;
+        let key = self.credential_key();
+        let waited = Instant::now();
+        loop {
+            let ours = self.lock().current.as_ref().and_then(Held::credential);
+            match shared.decide(&key, ours.as_ref()).await {
+                Ok(Decision::Use(c)) => return self.adopt(&c).map(Ok),
+                Ok(Decision::Mint) => {
+                    let result = self.grant().await;
+                    if result.is_ok() {
+                        let held = self.lock().current.as_ref().and_then(Held::credential);
+                        if let Some(held) = held
+                            && let Err(e) = shared.publish(&key, &held).await
+                        {
+                            tracing::warn!(
+                                error = %e,
+                                "cannot store the shared {} access token",
+                                G::PLATFORM
+                            );
+                        }
+                    }
+                    return Some(result);
+                }
+                Ok(Decision::Wait) => {
+                    // Another gateway is asking the token endpoint; the token
+                    // we hold still works (renewal starts well before expiry).
+                    if let Some(value) = self.usable() {
+                        return Some(Ok(value));
+                    }
+                    if waited.elapsed() > LOCK_HOLD {
+                        return None;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => {
+                    tracing::debug!(
+                        error = %e,
+                        "cannot read the shared {} access token",
+                        G::PLATFORM
+                    );
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// Asks the token endpoint and caches the answer.
+    async fn grant(&self) -> Result<HeaderValue, G::Error> {
+        let asked_at = self.clock.now_ms();
+        match self.grantor.fetch().await {
+            Ok((value, lifetime)) => {
+                // Renew 5 minutes early, or 10% of the lifetime for short-lived
+                // tokens, counted from when we asked so a slow answer errs early.
+                let margin = MAX_RENEW_MARGIN.min(lifetime / 10);
+                let mut cache = self.lock();
+                cache.current = Some(Held {
+                    value: value.clone(),
+                    granted_at_ms: asked_at,
+                    renew_at_ms: asked_at.saturating_add(ms(lifetime - margin)),
+                    expires_at_ms: asked_at.saturating_add(ms(lifetime)),
+                });
+                cache.failure = None;
+                self.obtained.store(true, Ordering::Relaxed);
+                self.refreshes.inc();
+                Ok(value)
+            }
+            Err(e) => {
+                self.lock().failure = Some((Instant::now(), e.to_string(), G::is_refusal(&e)));
+                Err(e)
+            }
+        }
+    }
+
+    /// Drops `rejected` so the next [`TokenCache::header`] refreshes. A token
+    /// already replaced is left alone, so a burst of rejections causes one
+    /// refresh.
+    pub fn invalidate(&self, rejected: &HeaderValue) {
+        let mut cache = self.lock();
+        if cache
+            .current
+            .as_ref()
+            .is_some_and(|held| held.value == *rejected)
+        {
+            cache.current = None;
+        }
+    }
+}
