@@ -301,3 +301,199 @@ impl<G: Grantor> TokenCache<G> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shared_credential::ManualClock;
+    use crate::shared_credential::memory::MemoryStore;
+    use std::collections::VecDeque;
+    use std::sync::atomic::AtomicUsize;
+
+    /// A token endpoint answering from a script: each ask takes the next
+    /// answer (a lifetime, or a failure that is a refusal or not), an hour's
+    /// token once the script is spent.
+    #[derive(Debug)]
+    struct Script {
+        /// The tokens' prefix: `Bearer <name><n>` for the n-th ask.
+        name: &'static str,
+        answers: Mutex<VecDeque<Result<Duration, bool>>>,
+        asked: AtomicUsize,
+    }
+
+    #[derive(Debug)]
+    struct Failed {
+        message: String,
+        refusal: bool,
+    }
+
+    impl std::fmt::Display for Failed {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(&self.message)
+        }
+    }
+
+    impl Grantor for Script {
+        type Error = Failed;
+
+        const PLATFORM: &'static str = "test";
+
+        async fn fetch(&self) -> Result<(HeaderValue, Duration), Failed> {
+            let n = self.asked.fetch_add(1, Ordering::Relaxed) + 1;
+            // Let concurrent callers pile up behind this refresh.
+            tokio::task::yield_now().await;
+            let answer = crate::floor::lock(&self.answers).pop_front();
+            match answer.unwrap_or(Ok(Duration::from_secs(3600))) {
+                Ok(lifetime) => Ok((
+                    HeaderValue::from_str(&format!("Bearer {}{n}", self.name)).expect("ascii"),
+                    lifetime,
+                )),
+                Err(refusal) => Err(Failed {
+                    message: format!("ask {n} failed"),
+                    refusal,
+                }),
+            }
+        }
+
+        fn held(message: String, refusal: bool) -> Failed {
+            Failed {
+                message: format!("held: {message}"),
+                refusal,
+            }
+        }
+
+        fn is_refusal(error: &Failed) -> bool {
+            error.refusal
+        }
+
+        fn credential_key(&self) -> String {
+            "test:one".to_owned()
+        }
+    }
+
+    fn cache(
+        name: &'static str,
+        answers: &[Result<Duration, bool>],
+        clock: &Arc<ManualClock>,
+    ) -> TokenCache<Script> {
+        let script = Script {
+            name,
+            answers: Mutex::new(answers.iter().cloned().collect()),
+            asked: AtomicUsize::new(0),
+        };
+        let refreshes = IntCounter::new("r", "r").expect("counter");
+        TokenCache::over(script, refreshes).with_clock(clock.clone())
+    }
+
+    fn asked(token: &TokenCache<Script>) -> usize {
+        token.grantor().asked.load(Ordering::Relaxed)
+    }
+
+    async fn header(token: &TokenCache<Script>) -> String {
+        let value = token.header().await.expect("granted");
+        value.to_str().expect("ascii").to_owned()
+    }
+
+    #[tokio::test]
+    async fn renewal_starts_5_minutes_early_or_at_nine_tenths_counted_from_the_ask() {
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let hour = Duration::from_secs(3600);
+        let minute = Duration::from_secs(60);
+        let token = cache("t", &[Ok(hour), Ok(minute), Ok(minute)], &clock);
+        assert!(!token.obtained());
+        assert_eq!(header(&token).await, "Bearer t1");
+        assert!(token.obtained());
+        clock.advance(Duration::from_secs(55 * 60) - Duration::from_millis(1));
+        assert_eq!(header(&token).await, "Bearer t1");
+        clock.advance(Duration::from_millis(1));
+        assert_eq!(header(&token).await, "Bearer t2");
+        // A minute's token is renewed a tenth (6 s) early, not 5 minutes early.
+        clock.advance(Duration::from_secs(54) - Duration::from_millis(1));
+        assert_eq!(header(&token).await, "Bearer t2");
+        clock.advance(Duration::from_millis(1));
+        assert_eq!(header(&token).await, "Bearer t3");
+        assert_eq!(asked(&token), 3);
+        assert_eq!(token.refreshes.get(), 3);
+    }
+
+    #[tokio::test]
+    async fn concurrent_callers_share_one_refresh() {
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let token = Arc::new(cache("t", &[], &clock));
+        let callers: Vec<_> = (0..16)
+            .map(|_| {
+                let token = token.clone();
+                tokio::spawn(async move { header(&token).await })
+            })
+            .collect();
+        for c in callers {
+            assert_eq!(c.await.expect("join"), "Bearer t1");
+        }
+        assert_eq!(asked(&token), 1);
+    }
+
+    #[tokio::test]
+    async fn a_failure_is_held_for_a_second_with_its_refusal() {
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let token = cache("t", &[Err(true)], &clock);
+        let e = token.header().await.expect_err("refused");
+        assert_eq!((e.message.as_str(), e.refusal), ("ask 1 failed", true));
+        let again = token.header().await.expect_err("held");
+        assert_eq!(
+            (again.message.as_str(), again.refusal),
+            ("held: ask 1 failed", true)
+        );
+        assert_eq!(asked(&token), 1);
+        assert!(!token.obtained());
+        tokio::time::sleep(FAILURE_HOLD).await;
+        assert_eq!(header(&token).await, "Bearer t2");
+        assert!(token.obtained());
+    }
+
+    #[tokio::test]
+    async fn invalidate_drops_only_the_rejected_token() {
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let token = cache("t", &[], &clock);
+        let first = token.header().await.expect("granted");
+        token.invalidate(&HeaderValue::from_static("Bearer someone-else"));
+        assert_eq!(token.header().await.expect("cached"), first);
+        token.invalidate(&first);
+        token.invalidate(&first);
+        assert_eq!(header(&token).await, "Bearer t2");
+        assert_eq!(header(&token).await, "Bearer t2");
+        assert_eq!(asked(&token), 2);
+    }
+
+    /// Two gateways over one store: one mints and publishes, the other uses
+    /// it without asking; when it is due, whoever looks first renews it for
+    /// both, and one that finds the lock taken keeps the token it holds.
+    #[tokio::test]
+    async fn a_cluster_asks_once_per_renewal() {
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let shared =
+            SharedCredentials::new(Arc::new(MemoryStore::new(clock.clone())), clock.clone());
+        let (a, b) = (cache("a", &[], &clock), cache("b", &[], &clock));
+        a.share(shared.clone());
+        b.share(shared.clone());
+        assert_eq!(a.credential_key(), "test:one");
+        assert_eq!(header(&a).await, "Bearer a1");
+        assert_eq!(header(&b).await, "Bearer a1");
+        assert!(b.obtained());
+        assert_eq!((asked(&a), asked(&b)), (1, 0));
+        assert_eq!(b.refreshes.get(), 0);
+
+        clock.advance(Duration::from_secs(55 * 60));
+        assert_eq!(header(&b).await, "Bearer b1");
+        assert_eq!(header(&a).await, "Bearer b1");
+        assert_eq!((asked(&a), asked(&b)), (1, 1));
+
+        // Due again while another gateway holds the mint lock: still valid, kept.
+        clock.advance(Duration::from_secs(55 * 60));
+        assert!(matches!(
+            shared.decide("test:one", None).await,
+            Ok(Decision::Mint)
+        ));
+        assert_eq!(header(&a).await, "Bearer b1");
+        assert_eq!((asked(&a), asked(&b)), (1, 1));
+    }
+}
