@@ -3,7 +3,9 @@
 //! account's JWT assertion, `fcm/auth.rs`) and Huawei Push Kit (the client
 //! credentials grant, `hms/auth.rs`). A platform says how its grant is asked
 //! for and how its refusal is read (a [`Grantor`]); [`TokenCache`] keeps the
-//! token until shortly before it expires.
+//! token until shortly before it expires, and [`ask`] is what every grant
+//! does at the endpoint: a form POSTed, `{"access_token","expires_in"}` read
+//! back.
 //!
 //! Concurrent callers that find the cache stale wait on one refresh instead
 //! of each asking the token endpoint (single flight), and a burst of
@@ -299,6 +301,79 @@ impl<G: Grantor> TokenCache<G> {
         {
             cache.current = None;
         }
+    }
+}
+
+/// What a token endpoint answered a grant request (RFC 6749 section 5).
+#[derive(Debug)]
+pub enum Answer {
+    /// 200 with a non-empty `access_token`: the header value `Bearer <token>`
+    /// (not marked sensitive: the platform decides) and `expires_in`, if given.
+    Granted {
+        /// `Bearer <token>`.
+        value: HeaderValue,
+        /// Seconds, as the endpoint said.
+        expires_in: Option<u64>,
+    },
+    /// 200 without a usable access token.
+    Unusable,
+    /// Any other status; the platform reads its refusal from the body.
+    Refused {
+        /// The HTTP status.
+        status: u16,
+        /// The answer's body.
+        body: bytes::Bytes,
+    },
+}
+
+#[derive(serde::Deserialize)]
+struct Grant {
+    #[serde(default)]
+    access_token: Option<String>,
+    #[serde(default)]
+    expires_in: Option<u64>,
+}
+
+/// POSTs a grant request (`form`, already form-encoded) to the token
+/// endpoint `uri` through `client`; `Err` when it could not be reached or
+/// did not answer in time.
+pub async fn ask(client: &reqwest::Client, uri: &str, form: String) -> reqwest::Result<Answer> {
+    let response = client
+        .post(uri)
+        .header(
+            http::header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded",
+        )
+        .body(form)
+        .send()
+        .await?;
+    let status = response.status().as_u16();
+    let body = response.bytes().await?;
+    if status != 200 {
+        return Ok(Answer::Refused { status, body });
+    }
+    let Ok(grant) = serde_json::from_slice::<Grant>(&body) else {
+        return Ok(Answer::Unusable);
+    };
+    let value = grant
+        .access_token
+        .filter(|t| !t.is_empty())
+        .and_then(|t| HeaderValue::from_str(&format!("Bearer {t}")).ok());
+    Ok(match value {
+        Some(value) => Answer::Granted {
+            value,
+            expires_in: grant.expires_in,
+        },
+        None => Answer::Unusable,
+    })
+}
+
+/// At most the first `max` characters of `s` (a refusal's description, which
+/// the endpoint writes).
+pub fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
     }
 }
 

@@ -14,7 +14,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::oauth::{Grantor, TokenCache};
+use crate::oauth::{self, Answer, Grantor, TokenCache, truncate};
 
 use http::HeaderValue;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -98,14 +98,6 @@ struct Claims<'a> {
 }
 
 #[derive(Deserialize)]
-struct Grant {
-    #[serde(default)]
-    access_token: Option<String>,
-    #[serde(default)]
-    expires_in: Option<u64>,
-}
-
-#[derive(Deserialize)]
 struct GrantError {
     #[serde(default)]
     error: Option<String>,
@@ -185,54 +177,23 @@ impl Grantor for ServiceAccountGrant {
             .append_pair("grant_type", GRANT_TYPE)
             .append_pair("assertion", &assertion)
             .finish();
-        let transport = |source| AuthError::Transport {
-            uri: self.token_uri.clone(),
-            source,
-        };
-        let response = self
-            .client
-            .post(&self.token_uri)
-            .header(
-                http::header::CONTENT_TYPE,
-                "application/x-www-form-urlencoded",
-            )
-            .body(form)
-            .send()
-            .await
-            .map_err(transport)?;
-        let status = response.status().as_u16();
-        let body = response.bytes().await.map_err(transport)?;
-        if status != 200 {
-            let parsed: Option<GrantError> = serde_json::from_slice(&body).ok();
-            let error = match parsed {
-                Some(GrantError {
-                    error: Some(error),
-                    error_description,
-                }) => match error_description {
-                    Some(d) => format!("{error}: {}", truncate(&d, 300)),
-                    None => error,
-                },
-                _ => "no OAuth error in the answer".to_owned(),
-            };
-            return Err(AuthError::Refused {
-                uri: self.token_uri.clone(),
+        let uri = || self.token_uri.clone();
+        match oauth::ask(&self.client, &self.token_uri, form).await {
+            // Not marked sensitive, so HPACK indexes it once per connection
+            // rather than re-encoding it into every v1 request; it is never
+            // logged.
+            Ok(Answer::Granted { value, expires_in }) => {
+                let lifetime = expires_in.unwrap_or(DEFAULT_LIFETIME_S);
+                Ok((value, Duration::from_secs(lifetime)))
+            }
+            Ok(Answer::Refused { status, body }) => Err(AuthError::Refused {
+                uri: uri(),
                 status,
-                error,
-            });
+                error: refusal_text(&body),
+            }),
+            Ok(Answer::Unusable) => Err(AuthError::BadAnswer { uri: uri() }),
+            Err(source) => Err(AuthError::Transport { uri: uri(), source }),
         }
-        let bad = || AuthError::BadAnswer {
-            uri: self.token_uri.clone(),
-        };
-        let grant: Grant = serde_json::from_slice(&body).map_err(|_| bad())?;
-        let token = grant
-            .access_token
-            .filter(|t| !t.is_empty())
-            .ok_or_else(bad)?;
-        // Not marked sensitive, so HPACK indexes it once per connection rather
-        // than re-encoding it into every v1 request; it is never logged.
-        let value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| bad())?;
-        let lifetime = Duration::from_secs(grant.expires_in.unwrap_or(DEFAULT_LIFETIME_S));
-        Ok((value, lifetime))
     }
 }
 
@@ -261,9 +222,16 @@ impl ServiceAccountGrant {
     }
 }
 
-fn truncate(s: &str, max: usize) -> &str {
-    match s.char_indices().nth(max) {
-        Some((i, _)) => &s[..i],
-        None => s,
+/// Google's refusal: `{"error":"invalid_grant","error_description":"…"}`.
+fn refusal_text(body: &[u8]) -> String {
+    match serde_json::from_slice(body) {
+        Ok(GrantError {
+            error: Some(error),
+            error_description,
+        }) => match error_description {
+            Some(d) => format!("{error}: {}", truncate(&d, 300)),
+            None => error,
+        },
+        _ => "no OAuth error in the answer".to_owned(),
     }
 }

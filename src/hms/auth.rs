@@ -18,9 +18,8 @@ use std::time::Duration;
 
 use http::HeaderValue;
 use prometheus::IntCounter;
-use serde::Deserialize;
 
-use crate::oauth::{Grantor, TokenCache};
+use crate::oauth::{self, Answer, Grantor, TokenCache, truncate};
 use crate::settings::Secret;
 
 /// The grant Push Kit's server API uses.
@@ -89,14 +88,6 @@ pub fn grant_form(app_id: &str, secret: &Secret) -> String {
         .finish()
 }
 
-#[derive(Deserialize)]
-struct Grant {
-    #[serde(default)]
-    access_token: Option<String>,
-    #[serde(default)]
-    expires_in: Option<u64>,
-}
-
 /// Huawei's refusal: `{"error":1101,"sub_error":20172,"error_description":"…"}`
 /// (numbers; a string is read too).
 fn refusal_text(body: &[u8]) -> String {
@@ -118,13 +109,6 @@ fn refusal_text(body: &[u8]) -> String {
         text.push_str(truncate(&d, 300));
     }
     text
-}
-
-fn truncate(s: &str, max: usize) -> &str {
-    match s.char_indices().nth(max) {
-        Some((i, _)) => &s[..i],
-        None => s,
-    }
 }
 
 /// How Huawei grants a token: the app's client credentials, form-encoded.
@@ -186,42 +170,25 @@ impl Grantor for ClientCredentials {
     }
 
     async fn fetch(&self) -> Result<(HeaderValue, Duration), AuthError> {
-        let transport = |source| AuthError::Transport {
-            uri: self.token_uri.clone(),
-            source,
-        };
-        let response = self
-            .client
-            .post(&self.token_uri)
-            .header(
-                http::header::CONTENT_TYPE,
-                "application/x-www-form-urlencoded",
-            )
-            .body(grant_form(&self.app_id, &self.secret))
-            .send()
-            .await
-            .map_err(transport)?;
-        let status = response.status().as_u16();
-        let body = response.bytes().await.map_err(transport)?;
-        if status != 200 {
-            return Err(AuthError::Refused {
-                uri: self.token_uri.clone(),
+        let form = grant_form(&self.app_id, &self.secret);
+        let uri = || self.token_uri.clone();
+        match oauth::ask(&self.client, &self.token_uri, form).await {
+            Ok(Answer::Granted {
+                mut value,
+                expires_in,
+            }) => {
+                value.set_sensitive(true);
+                let lifetime = expires_in.unwrap_or(DEFAULT_LIFETIME_S).max(1);
+                Ok((value, Duration::from_secs(lifetime)))
+            }
+            Ok(Answer::Refused { status, body }) => Err(AuthError::Refused {
+                uri: uri(),
                 status,
                 error: refusal_text(&body),
-            });
+            }),
+            Ok(Answer::Unusable) => Err(AuthError::BadAnswer { uri: uri() }),
+            Err(source) => Err(AuthError::Transport { uri: uri(), source }),
         }
-        let bad = || AuthError::BadAnswer {
-            uri: self.token_uri.clone(),
-        };
-        let grant: Grant = serde_json::from_slice(&body).map_err(|_| bad())?;
-        let token = grant
-            .access_token
-            .filter(|t| !t.is_empty())
-            .ok_or_else(bad)?;
-        let mut value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| bad())?;
-        value.set_sensitive(true);
-        let lifetime = Duration::from_secs(grant.expires_in.unwrap_or(DEFAULT_LIFETIME_S).max(1));
-        Ok((value, lifetime))
     }
 }
 
