@@ -35,11 +35,57 @@ const MAX_RENEW_MARGIN: Duration = Duration::from_secs(300);
 /// rather than hammering a token endpoint that just failed.
 pub const FAILURE_HOLD: Duration = Duration::from_secs(1);
 
+/// Why no access token was obtained, alike on every platform; a platform's
+/// own error adds what is its own (how its endpoint refuses, a bad key).
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    /// The token endpoint could not be reached or did not answer in time.
+    #[error("cannot reach the token endpoint {uri}: {source}")]
+    Transport {
+        /// `token_uri`.
+        uri: String,
+        /// The client error.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The token endpoint answered 200 without a usable token.
+    #[error("the token endpoint {uri} answered without a usable access token")]
+    BadAnswer {
+        /// `token_uri`.
+        uri: String,
+    },
+    /// A refresh failed moments ago; not retried yet.
+    #[error("access token unavailable (last refresh failed: {message})")]
+    Held {
+        /// The failure's text.
+        message: String,
+        /// Whether that failure was a refusal (see [`GrantError::is_refusal`]).
+        refusal: bool,
+    },
+}
+
+impl TokenError {
+    /// True when this holds back a refusal: the others are no answer from
+    /// the endpoint or a bad one, not the endpoint saying no.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, TokenError::Held { refusal: true, .. })
+    }
+}
+
+/// What the cache needs of a platform's error: it carries [`TokenError`]'s
+/// cases, and it tells a refusal from a blip.
+pub trait GrantError: From<TokenError> + std::fmt::Display + Send {
+    /// True when the token endpoint itself said no: a configuration problem
+    /// an operator must hear about, not a network blip.
+    fn is_refusal(&self) -> bool;
+}
+
 /// How one platform obtains an access token: what it sends its token
-/// endpoint, how it reads the answer, and what its errors are.
+/// endpoint and how it reads the answer.
 pub trait Grantor: Send + Sync {
-    /// Why no access token was obtained.
-    type Error: std::fmt::Display + Send;
+    /// Why no access token was obtained: the platform's own reasons and
+    /// [`TokenError`]'s.
+    type Error: GrantError;
 
     /// The platform's name in log lines (`FCM`, `HMS`).
     const PLATFORM: &'static str;
@@ -47,17 +93,6 @@ pub trait Grantor: Send + Sync {
     /// Asks the token endpoint once: the `authorization` header value
     /// (`Bearer <token>`) and how long it lives.
     fn fetch(&self) -> impl Future<Output = Result<(HeaderValue, Duration), Self::Error>> + Send;
-
-    /// The error a caller gets within [`FAILURE_HOLD`] of a failed refresh:
-    /// that failure's text, and whether it was a refusal.
-    fn held(message: String, refusal: bool) -> Self::Error;
-
-    /// True when the token endpoint itself said no: a configuration problem
-    /// an operator must hear about, not a network blip.
-    fn is_refusal(error: &Self::Error) -> bool;
-
-    /// The cluster-wide key of this grant's token (`<platform>:<who>`).
-    fn credential_key(&self) -> String;
 }
 
 #[derive(Default)]
@@ -95,6 +130,8 @@ fn ms(d: Duration) -> u64 {
 /// The cached access token of one grant (one service account, one app).
 pub struct TokenCache<G> {
     grantor: G,
+    /// The cluster-wide key of this token.
+    key: String,
     cache: Mutex<Cache>,
     /// Held while one caller refreshes; the others wait, then reuse its result.
     refresh: tokio::sync::Mutex<()>,
@@ -113,11 +150,13 @@ impl<G: std::fmt::Debug> std::fmt::Debug for TokenCache<G> {
 }
 
 impl<G: Grantor> TokenCache<G> {
-    /// A token source asking through `grantor`; every grant obtained counts
-    /// on `refreshes`.
-    pub fn over(grantor: G, refreshes: IntCounter) -> Self {
+    /// A token source asking through `grantor`, shared in a cluster under
+    /// `key` (`<platform>:<whose>`); every grant obtained counts on
+    /// `refreshes`.
+    pub fn over(grantor: G, key: String, refreshes: IntCounter) -> Self {
         Self {
             grantor,
+            key,
             cache: Mutex::new(Cache::default()),
             refresh: tokio::sync::Mutex::new(()),
             refreshes,
@@ -144,9 +183,9 @@ impl<G: Grantor> TokenCache<G> {
         let _ = self.shared.set(shared);
     }
 
-    /// The cluster-wide key of this token ([`Grantor::credential_key`]).
+    /// The cluster-wide key of this token.
     pub fn credential_key(&self) -> String {
-        self.grantor.credential_key()
+        self.key.clone()
     }
 
     /// True once any access token was granted: the credentials work.
@@ -204,7 +243,11 @@ impl<G: Grantor> TokenCache<G> {
         if let Some((at, message, refusal)) = &self.lock().failure
             && at.elapsed() < FAILURE_HOLD
         {
-            return Err(G::held(message.clone(), *refusal));
+            return Err(TokenError::Held {
+                message: message.clone(),
+                refusal: *refusal,
+            }
+            .into());
         }
         if let Some(result) = self.via_cluster().await {
             return result;
@@ -217,18 +260,18 @@ impl<G: Grantor> TokenCache<G> {
     /// cannot be used).
     async fn via_cluster(&self) -> Option<Result<HeaderValue, G::Error>> {
         let shared = self.shared.get()?;
-        let key = self.credential_key();
+        let key = &self.key;
         let waited = Instant::now();
         loop {
             let ours = self.lock().current.as_ref().and_then(Held::credential);
-            match shared.decide(&key, ours.as_ref()).await {
+            match shared.decide(key, ours.as_ref()).await {
                 Ok(Decision::Use(c)) => return self.adopt(&c).map(Ok),
                 Ok(Decision::Mint) => {
                     let result = self.grant().await;
                     if result.is_ok() {
                         let held = self.lock().current.as_ref().and_then(Held::credential);
                         if let Some(held) = held
-                            && let Err(e) = shared.publish(&key, &held).await
+                            && let Err(e) = shared.publish(key, &held).await
                         {
                             tracing::warn!(
                                 error = %e,
@@ -283,7 +326,7 @@ impl<G: Grantor> TokenCache<G> {
                 Ok(value)
             }
             Err(e) => {
-                self.lock().failure = Some((Instant::now(), e.to_string(), G::is_refusal(&e)));
+                self.lock().failure = Some((Instant::now(), e.to_string(), e.is_refusal()));
                 Err(e)
             }
         }
@@ -304,8 +347,9 @@ impl<G: Grantor> TokenCache<G> {
     }
 }
 
-/// What a token endpoint answered a grant request (RFC 6749 section 5).
-#[derive(Debug)]
+/// What a token endpoint answered a grant request (RFC 6749 section 5): a
+/// token, or a refusal for the platform to read. No answer, or a 200 without
+/// a usable token, is a [`TokenError`]. (No `Debug`: it would print the token.)
 pub enum Answer {
     /// 200 with a non-empty `access_token`: the header value `Bearer <token>`
     /// (not marked sensitive: the platform decides) and `expires_in`, if given.
@@ -315,8 +359,6 @@ pub enum Answer {
         /// Seconds, as the endpoint said.
         expires_in: Option<u64>,
     },
-    /// 200 without a usable access token.
-    Unusable,
     /// Any other status; the platform reads its refusal from the body.
     Refused {
         /// The HTTP status.
@@ -335,9 +377,15 @@ struct Grant {
 }
 
 /// POSTs a grant request (`form`, already form-encoded) to the token
-/// endpoint `uri` through `client`; `Err` when it could not be reached or
-/// did not answer in time.
-pub async fn ask(client: &reqwest::Client, uri: &str, form: String) -> reqwest::Result<Answer> {
+/// endpoint `uri` through `client`.
+pub async fn ask(client: &reqwest::Client, uri: &str, form: String) -> Result<Answer, TokenError> {
+    let transport = |source| TokenError::Transport {
+        uri: uri.to_owned(),
+        source,
+    };
+    let bad = || TokenError::BadAnswer {
+        uri: uri.to_owned(),
+    };
     let response = client
         .post(uri)
         .header(
@@ -346,25 +394,22 @@ pub async fn ask(client: &reqwest::Client, uri: &str, form: String) -> reqwest::
         )
         .body(form)
         .send()
-        .await?;
+        .await
+        .map_err(transport)?;
     let status = response.status().as_u16();
-    let body = response.bytes().await?;
+    let body = response.bytes().await.map_err(transport)?;
     if status != 200 {
         return Ok(Answer::Refused { status, body });
     }
-    let Ok(grant) = serde_json::from_slice::<Grant>(&body) else {
-        return Ok(Answer::Unusable);
-    };
-    let value = grant
+    let grant: Grant = serde_json::from_slice(&body).map_err(|_| bad())?;
+    let token = grant
         .access_token
         .filter(|t| !t.is_empty())
-        .and_then(|t| HeaderValue::from_str(&format!("Bearer {t}")).ok());
-    Ok(match value {
-        Some(value) => Answer::Granted {
-            value,
-            expires_in: grant.expires_in,
-        },
-        None => Answer::Unusable,
+        .ok_or_else(bad)?;
+    let value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| bad())?;
+    Ok(Answer::Granted {
+        value,
+        expires_in: grant.expires_in,
     })
 }
 
@@ -408,6 +453,21 @@ mod tests {
         }
     }
 
+    impl From<TokenError> for Failed {
+        fn from(e: TokenError) -> Self {
+            Failed {
+                message: e.to_string(),
+                refusal: e.is_refusal(),
+            }
+        }
+    }
+
+    impl GrantError for Failed {
+        fn is_refusal(&self) -> bool {
+            self.refusal
+        }
+    }
+
     impl Grantor for Script {
         type Error = Failed;
 
@@ -429,21 +489,6 @@ mod tests {
                 }),
             }
         }
-
-        fn held(message: String, refusal: bool) -> Failed {
-            Failed {
-                message: format!("held: {message}"),
-                refusal,
-            }
-        }
-
-        fn is_refusal(error: &Failed) -> bool {
-            error.refusal
-        }
-
-        fn credential_key(&self) -> String {
-            "test:one".to_owned()
-        }
     }
 
     fn cache(
@@ -457,7 +502,7 @@ mod tests {
             asked: AtomicUsize::new(0),
         };
         let refreshes = IntCounter::new("r", "r").expect("counter");
-        TokenCache::over(script, refreshes).with_clock(clock.clone())
+        TokenCache::over(script, "test:one".to_owned(), refreshes).with_clock(clock.clone())
     }
 
     fn asked(token: &TokenCache<Script>) -> usize {
@@ -516,7 +561,10 @@ mod tests {
         let again = token.header().await.expect_err("held");
         assert_eq!(
             (again.message.as_str(), again.refusal),
-            ("held: ask 1 failed", true)
+            (
+                "access token unavailable (last refresh failed: ask 1 failed)",
+                true
+            )
         );
         assert_eq!(asked(&token), 1);
         assert!(!token.obtained());

@@ -14,7 +14,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::oauth::{self, Answer, Grantor, TokenCache, truncate};
+use crate::oauth::{self, Answer, Grantor, TokenCache, TokenError, truncate};
 
 use http::HeaderValue;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -41,15 +41,6 @@ pub enum AuthError {
     /// Signing the assertion failed.
     #[error("signing the OAuth assertion: {0}")]
     Sign(#[source] jsonwebtoken::errors::Error),
-    /// The token endpoint could not be reached or did not answer in time.
-    #[error("cannot reach the token endpoint {uri}: {source}")]
-    Transport {
-        /// `token_uri`.
-        uri: String,
-        /// The client error.
-        #[source]
-        source: reqwest::Error,
-    },
     /// The token endpoint refused the assertion (wrong key, clock skew, revoked account).
     #[error("the token endpoint {uri} refused the assertion: HTTP {status}: {error}")]
     Refused {
@@ -60,20 +51,10 @@ pub enum AuthError {
         /// Google's `error` and `error_description` (they never echo secrets).
         error: String,
     },
-    /// The token endpoint answered 200 without a usable token.
-    #[error("the token endpoint {uri} answered without a usable access token")]
-    BadAnswer {
-        /// `token_uri`.
-        uri: String,
-    },
-    /// A refresh failed moments ago; not retried yet.
-    #[error("access token unavailable (last refresh failed: {message})")]
-    Held {
-        /// The failure's text.
-        message: String,
-        /// Whether that failure was a refusal (see [`AuthError::is_refusal`]).
-        refusal: bool,
-    },
+    /// The token endpoint could not be reached or answered without a usable
+    /// token, or a refresh failed moments ago (not retried yet).
+    #[error(transparent)]
+    Token(#[from] TokenError),
 }
 
 impl AuthError {
@@ -82,9 +63,15 @@ impl AuthError {
     pub fn is_refusal(&self) -> bool {
         match self {
             AuthError::Refused { .. } | AuthError::Key(_) | AuthError::Sign(_) => true,
-            AuthError::Held { refusal, .. } => *refusal,
-            AuthError::Transport { .. } | AuthError::BadAnswer { .. } => false,
+            AuthError::Token(e) => e.is_refusal(),
         }
+    }
+}
+
+impl oauth::GrantError for AuthError {
+    fn is_refusal(&self) -> bool {
+        // The inherent method above, which callers use without this trait.
+        AuthError::is_refusal(self)
     }
 }
 
@@ -98,7 +85,7 @@ struct Claims<'a> {
 }
 
 #[derive(Deserialize)]
-struct GrantError {
+struct GoogleRefusal {
     #[serde(default)]
     error: Option<String>,
     #[serde(default)]
@@ -144,7 +131,9 @@ impl AccessToken {
             key_id: account.private_key_id.clone(),
             key,
         };
-        Ok(TokenCache::over(grantor, refreshes))
+        // One token per service account in a cluster.
+        let shared_key = format!("fcm:{}", account.client_email);
+        Ok(TokenCache::over(grantor, shared_key, refreshes))
     }
 
     /// Signs the assertion: `iss` the account, `aud` the token endpoint, one hour.
@@ -158,41 +147,25 @@ impl Grantor for ServiceAccountGrant {
 
     const PLATFORM: &'static str = "FCM";
 
-    fn held(message: String, refusal: bool) -> AuthError {
-        AuthError::Held { message, refusal }
-    }
-
-    fn is_refusal(error: &AuthError) -> bool {
-        error.is_refusal()
-    }
-
-    /// `fcm:<client_email>`.
-    fn credential_key(&self) -> String {
-        format!("fcm:{}", self.client_email)
-    }
-
     async fn fetch(&self) -> Result<(HeaderValue, Duration), AuthError> {
         let assertion = self.assertion()?;
         let form = form_urlencoded::Serializer::new(String::new())
             .append_pair("grant_type", GRANT_TYPE)
             .append_pair("assertion", &assertion)
             .finish();
-        let uri = || self.token_uri.clone();
-        match oauth::ask(&self.client, &self.token_uri, form).await {
+        match oauth::ask(&self.client, &self.token_uri, form).await? {
             // Not marked sensitive, so HPACK indexes it once per connection
             // rather than re-encoding it into every v1 request; it is never
             // logged.
-            Ok(Answer::Granted { value, expires_in }) => {
+            Answer::Granted { value, expires_in } => {
                 let lifetime = expires_in.unwrap_or(DEFAULT_LIFETIME_S);
                 Ok((value, Duration::from_secs(lifetime)))
             }
-            Ok(Answer::Refused { status, body }) => Err(AuthError::Refused {
-                uri: uri(),
+            Answer::Refused { status, body } => Err(AuthError::Refused {
+                uri: self.token_uri.clone(),
                 status,
                 error: refusal_text(&body),
             }),
-            Ok(Answer::Unusable) => Err(AuthError::BadAnswer { uri: uri() }),
-            Err(source) => Err(AuthError::Transport { uri: uri(), source }),
         }
     }
 }
@@ -225,7 +198,7 @@ impl ServiceAccountGrant {
 /// Google's refusal: `{"error":"invalid_grant","error_description":"…"}`.
 fn refusal_text(body: &[u8]) -> String {
     match serde_json::from_slice(body) {
-        Ok(GrantError {
+        Ok(GoogleRefusal {
             error: Some(error),
             error_description,
         }) => match error_description {

@@ -19,7 +19,7 @@ use std::time::Duration;
 use http::HeaderValue;
 use prometheus::IntCounter;
 
-use crate::oauth::{self, Answer, Grantor, TokenCache, truncate};
+use crate::oauth::{self, Answer, Grantor, TokenCache, TokenError, truncate};
 use crate::settings::Secret;
 
 /// The grant Push Kit's server API uses.
@@ -30,15 +30,6 @@ const DEFAULT_LIFETIME_S: u64 = 3600;
 /// Errors obtaining an access token.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
-    /// The token endpoint could not be reached or did not answer in time.
-    #[error("cannot reach the token endpoint {uri}: {source}")]
-    Transport {
-        /// `token_uri`.
-        uri: String,
-        /// The client error.
-        #[source]
-        source: reqwest::Error,
-    },
     /// The token endpoint refused the credentials (wrong app id or secret).
     #[error("the token endpoint {uri} refused the credentials: HTTP {status}: {error}")]
     Refused {
@@ -50,20 +41,10 @@ pub enum AuthError {
         /// echo the secret).
         error: String,
     },
-    /// The token endpoint answered 200 without a usable token.
-    #[error("the token endpoint {uri} answered without a usable access token")]
-    BadAnswer {
-        /// `token_uri`.
-        uri: String,
-    },
-    /// A refresh failed moments ago; not retried yet.
-    #[error("access token unavailable (last refresh failed: {message})")]
-    Held {
-        /// The failure's text.
-        message: String,
-        /// Whether that failure was a refusal (see [`AuthError::is_refusal`]).
-        refusal: bool,
-    },
+    /// The token endpoint could not be reached or answered without a usable
+    /// token, or a refresh failed moments ago (not retried yet).
+    #[error(transparent)]
+    Token(#[from] TokenError),
 }
 
 impl AuthError {
@@ -73,9 +54,15 @@ impl AuthError {
     pub fn is_refusal(&self) -> bool {
         match self {
             AuthError::Refused { status, .. } => !(500..=599).contains(status),
-            AuthError::Held { refusal, .. } => *refusal,
-            AuthError::Transport { .. } | AuthError::BadAnswer { .. } => false,
+            AuthError::Token(e) => e.is_refusal(),
         }
+    }
+}
+
+impl oauth::GrantError for AuthError {
+    fn is_refusal(&self) -> bool {
+        // The inherent method above, which callers use without this trait.
+        AuthError::is_refusal(self)
     }
 }
 
@@ -147,7 +134,8 @@ impl AccessToken {
             app_id: app_id.to_owned(),
             secret,
         };
-        TokenCache::over(grantor, refreshes)
+        // One token per app id in a cluster.
+        TokenCache::over(grantor, format!("hms:{app_id}"), refreshes)
     }
 }
 
@@ -156,38 +144,22 @@ impl Grantor for ClientCredentials {
 
     const PLATFORM: &'static str = "HMS";
 
-    fn held(message: String, refusal: bool) -> AuthError {
-        AuthError::Held { message, refusal }
-    }
-
-    fn is_refusal(error: &AuthError) -> bool {
-        error.is_refusal()
-    }
-
-    /// `hms:<app_id>`.
-    fn credential_key(&self) -> String {
-        format!("hms:{}", self.app_id)
-    }
-
     async fn fetch(&self) -> Result<(HeaderValue, Duration), AuthError> {
         let form = grant_form(&self.app_id, &self.secret);
-        let uri = || self.token_uri.clone();
-        match oauth::ask(&self.client, &self.token_uri, form).await {
-            Ok(Answer::Granted {
+        match oauth::ask(&self.client, &self.token_uri, form).await? {
+            Answer::Granted {
                 mut value,
                 expires_in,
-            }) => {
+            } => {
                 value.set_sensitive(true);
                 let lifetime = expires_in.unwrap_or(DEFAULT_LIFETIME_S).max(1);
                 Ok((value, Duration::from_secs(lifetime)))
             }
-            Ok(Answer::Refused { status, body }) => Err(AuthError::Refused {
-                uri: uri(),
+            Answer::Refused { status, body } => Err(AuthError::Refused {
+                uri: self.token_uri.clone(),
                 status,
                 error: refusal_text(&body),
             }),
-            Ok(Answer::Unusable) => Err(AuthError::BadAnswer { uri: uri() }),
-            Err(source) => Err(AuthError::Transport { uri: uri(), source }),
         }
     }
 }
