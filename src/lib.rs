@@ -14,7 +14,8 @@
 //! job status), [`message`] (validation errors). Beside the main path:
 //! [`config`], [`schedule`] (delayed sends), [`queue`] (dispatch queues,
 //! admission, the stores), [`retry`] (backoff, platform-agnostic),
-//! [`shared_credential`] (one provider token for a cluster), [`tls`].
+//! [`shared_credential`] (one provider token for a cluster), [`oauth`] (an
+//! access token cached once for FCM and HMS), [`tls`].
 //! `tests/layering.rs` checks the import rules.
 //! [`terminal`] (`pushgate send`, `check-config --connect`) drives a gateway over HTTP;
 //! [`logging`] sets up the log lines of every command.
@@ -38,6 +39,7 @@ pub mod logging;
 pub mod message;
 pub mod metrics;
 pub mod mock;
+pub mod oauth;
 pub mod outcome;
 pub mod pace;
 pub mod platform;

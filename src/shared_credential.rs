@@ -194,18 +194,30 @@ impl SharedCredentials {
     }
 }
 
+/// An in-process store for the tests of this module and of the credentials
+/// that use it (`oauth`).
 #[cfg(test)]
-mod tests {
+pub(crate) mod memory {
     use super::*;
     use std::collections::HashMap;
     use std::sync::Mutex;
 
     /// An in-process store: the contract, without Redis.
     #[derive(Default)]
-    struct MemoryStore {
+    pub(crate) struct MemoryStore {
         clock: Arc<ManualClock>,
         values: Mutex<HashMap<String, Credential>>,
         locks: Mutex<HashMap<String, u64>>,
+    }
+
+    impl MemoryStore {
+        /// An empty store whose locks expire by `clock`.
+        pub(crate) fn new(clock: Arc<ManualClock>) -> Self {
+            Self {
+                clock,
+                ..Default::default()
+            }
+        }
     }
 
     impl CredentialStore for MemoryStore {
@@ -247,6 +259,12 @@ mod tests {
             })
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::memory::MemoryStore;
+    use super::*;
 
     fn credential(now: u64) -> Credential {
         Credential {
@@ -260,10 +278,7 @@ mod tests {
     #[tokio::test]
     async fn one_mints_the_others_wait_then_reuse_and_a_dead_holder_costs_one_lock_hold() {
         let clock = Arc::new(ManualClock::new(1_000_000));
-        let store = Arc::new(MemoryStore {
-            clock: clock.clone(),
-            ..Default::default()
-        });
+        let store = Arc::new(MemoryStore::new(clock.clone()));
         let shared = SharedCredentials::new(store, clock.clone());
         assert!(matches!(shared.decide("k", None).await, Ok(Decision::Mint)));
         // A second gateway asks while the first is minting.

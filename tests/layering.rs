@@ -7,8 +7,9 @@
 //! - the floor: `floor`, `job`, `books`, `message`, `settings` (the nouns,
 //!   imports nothing above them);
 //! - mechanism: `retry`, `pace`, `tls`, `http2`, `schedule`,
-//!   `shared_credential`, `shared` (the Redis link, credentials, quota),
-//!   `queue`, `outcome`, `listener`;
+//!   `shared_credential`, `oauth` (the cached access token of FCM and HMS),
+//!   `shared` (the Redis link, credentials, quota), `queue`, `outcome`,
+//!   `listener`;
 //! - sinks: `report`, `metrics`, `webhook`;
 //! - `store` (the stores, under one seam) and `platform` (the platform
 //!   seam: registry, lanes, request reading);
@@ -177,6 +178,7 @@ const MECHANISM: &[&str] = &[
     "http2",
     "schedule",
     "shared_credential",
+    "oauth",
     "shared",
     "queue",
     "outcome",
