@@ -34,7 +34,7 @@ use crate::api::wait::{Ask, result_json};
 use crate::api::{ApiError, AppState};
 use crate::job::{JobId, Platform};
 use crate::message::personal::Personal;
-use crate::platform::{RequestError, SendBody, Unified};
+use crate::platform::{Registered, RequestError, SendBody, Unified};
 use crate::store::{NewJob, Planned, Submission};
 
 /// One target as read from the body, before its platform takes it.
@@ -114,15 +114,15 @@ async fn send_json(state: &AppState, bytes: &[u8], ask: &Ask) -> Result<Response
     let by_platform = read_targets(state, &targets, &mut refused)?;
 
     // Each configured platform's own body, composed from the common message.
-    let mut bodies: Vec<(Platform, SendBody)> = Vec::new();
+    let mut bodies: Vec<(&Registered, SendBody)> = Vec::new();
     let mut pending: Vec<Vec<Target<'_>>> = Vec::new();
     for (platform, list) in by_platform {
-        if state.platforms.get(platform).is_none() {
+        let Some(registered) = state.platforms.get(platform) else {
             for t in &list {
                 refused.push(t.index, Some(platform), "PlatformNotConfigured");
             }
             continue;
-        }
+        };
         let unified = Unified {
             notification: &common.notification,
             data: &common.data,
@@ -130,12 +130,11 @@ async fn send_json(state: &AppState, bytes: &[u8], ask: &Ask) -> Result<Response
             app: common.app.as_deref(),
             send_at: common.send_at.as_deref(),
         };
-        let registered = state.platforms.get(platform).expect("checked above");
         let header = registered
             .front
             .compose(platform, &unified)
             .map_err(|e| named(platform, e))?;
-        bodies.push((platform, SendBody::Header(header.into())));
+        bodies.push((registered, SendBody::Header(header.into())));
         pending.push(list);
     }
 
@@ -145,18 +144,13 @@ async fn send_json(state: &AppState, bytes: &[u8], ask: &Ask) -> Result<Response
     let mut accepted_by = Map::new();
     let mut jobs = Map::new();
     let (mut total, mut duplicates, mut delay) = (0u64, 0usize, None);
-    for ((platform, body), list) in bodies.iter().zip(pending) {
-        let registered = state.platforms.get(*platform).expect("composed above");
+    for ((registered, body), list) in bodies.iter().zip(pending) {
+        let platform = &registered.platform;
         let request = registered
             .front
             .read(body)
             .map_err(|e| named(*platform, e))?;
-        let mut taker = Taker::with_codec(
-            &request.keep,
-            list.len(),
-            request.bytes_each,
-            platform.codec(),
-        );
+        let mut taker = Taker::new(&request.keep, list.len(), request.bytes_each);
         for target in &list {
             let taken = match &target.personal {
                 Some(personal) => taker.take_personal(&target.raw, personal),

@@ -15,7 +15,8 @@ use serde_json::json;
 use crate::api::idempotency::{Guard, KeptWithJob};
 use crate::api::wait::{Ask, result_json};
 use crate::api::{ApiError, AppState};
-use crate::job::{Family, JobId, Platform, TokenCodec, TokenList};
+use crate::job::{Family, JobId, Platform, TokenList};
+use crate::message::personal::{self, Personal};
 use crate::platform::{Keep, Request, TokenRefused};
 use crate::store::{AdmitError, KeepIf, NewJob, Submission};
 
@@ -55,7 +56,6 @@ pub fn intake<'a>(raw: &'a [Cow<'a, str>], bytes_each: usize, keep: &Keep<'_>) -
 /// sent again after its part was handed on is still folded.
 pub struct Taker<'k> {
     keep: &'k Keep<'k>,
-    codec: TokenCodec,
     bytes_each: usize,
     /// The tokens held, not yet handed on.
     tokens: TokenList,
@@ -74,20 +74,8 @@ pub struct Taker<'k> {
 impl<'k> Taker<'k> {
     /// A taker sized for about `tokens` tokens of `bytes_each` bytes.
     pub fn new(keep: &'k Keep<'k>, tokens: usize, bytes_each: usize) -> Self {
-        Self::with_codec(keep, tokens, bytes_each, TokenCodec::Text)
-    }
-
-    /// [`Taker::new`] for a platform whose tokens `codec` reads (what
-    /// [`Taker::take_personal`] splits a kept token's trailer off with).
-    pub fn with_codec(
-        keep: &'k Keep<'k>,
-        tokens: usize,
-        bytes_each: usize,
-        codec: TokenCodec,
-    ) -> Self {
         Self {
             keep,
-            codec,
             bytes_each,
             tokens: TokenList::with_capacity(tokens, bytes_each),
             hasher: RandomState::new(),
@@ -99,6 +87,18 @@ impl<'k> Taker<'k> {
 
     /// Takes one raw token: kept (or folded as a duplicate), or refused.
     pub fn take(&mut self, raw: &str) -> Result<(), TokenRefused> {
+        self.take_with(raw, None)
+    }
+
+    /// Takes one raw token with a target's own fields (`POST /send`): kept
+    /// with them as its trailer ([`crate::message::personal`]). Duplicates
+    /// are folded by the token alone: a device named twice gets one
+    /// message, with the first target's fields.
+    pub fn take_personal(&mut self, raw: &str, personal: &Personal) -> Result<(), TokenRefused> {
+        self.take_with(raw, Some(personal))
+    }
+
+    fn take_with(&mut self, raw: &str, personal: Option<&Personal>) -> Result<(), TokenRefused> {
         let start = self.tokens.buffer().len();
         if let Err(refused) = (self.keep)(raw, self.tokens.buffer()) {
             self.tokens.buffer().truncate(start);
@@ -111,9 +111,8 @@ impl<'k> Taker<'k> {
             // same token all the same.
             Entry::Occupied(first) => {
                 let (held, new) = (self.tokens.get(*first.get()), self.tokens.uncommitted());
-                held.strip_prefix(new).is_some_and(|rest| {
-                    rest.is_empty() || rest[0] == crate::message::personal::MARK
-                })
+                held.strip_prefix(new)
+                    .is_some_and(|rest| rest.first().is_none_or(|&b| b == personal::MARK))
             }
             Entry::Vacant(slot) => {
                 slot.insert(index);
@@ -123,44 +122,11 @@ impl<'k> Taker<'k> {
         if duplicate {
             self.tokens.buffer().truncate(start);
             self.duplicates += 1;
-        } else {
-            self.tokens.commit();
-        }
-        Ok(())
-    }
-
-    /// Takes one raw token with a target's own fields (`POST /send`): kept
-    /// with them as its trailer ([`crate::message::personal`]). Duplicates
-    /// are folded by the token alone: a device named twice gets one
-    /// message, with the first target's fields.
-    pub fn take_personal(
-        &mut self,
-        raw: &str,
-        personal: &crate::message::personal::Personal,
-    ) -> Result<(), TokenRefused> {
-        let start = self.tokens.buffer().len();
-        if let Err(refused) = (self.keep)(raw, self.tokens.buffer()) {
-            self.tokens.buffer().truncate(start);
-            return Err(refused);
-        }
-        let hash = self.hasher.hash_one(self.tokens.uncommitted());
-        let index = self.tokens.range().end;
-        let codec = self.codec;
-        let duplicate = match self.held.entry(hash) {
-            Entry::Occupied(first) => {
-                codec.split(self.tokens.get(*first.get())).0 == self.tokens.uncommitted()
-            }
-            Entry::Vacant(slot) => {
-                slot.insert(index);
-                false
-            }
-        };
-        if duplicate {
-            self.tokens.buffer().truncate(start);
-            self.duplicates += 1;
             return Ok(());
         }
-        if personal.append_to(self.tokens.buffer()).is_err() {
+        if let Some(personal) = personal
+            && personal.append_to(self.tokens.buffer()).is_err()
+        {
             self.tokens.buffer().truncate(start);
             return Err(TokenRefused::from("TargetDataTooLarge"));
         }
@@ -432,7 +398,7 @@ mod tests {
             ..Default::default()
         };
         let (a, b) = ("ab".repeat(32), "cd".repeat(32));
-        let mut taker = Taker::with_codec(&keep, 4, 64, TokenCodec::Text);
+        let mut taker = Taker::new(&keep, 4, 64);
         taker.take_personal(&a, &personal).expect("kept");
         taker.take(&a).expect("folded");
         taker.take(&b).expect("kept");
