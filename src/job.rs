@@ -130,10 +130,9 @@ impl<M> Job<M> {
     where
         M: Personalise,
     {
-        let codec = self.progress.platform.codec();
-        match codec.split(self.tokens.get(index)) {
-            (_, None) => Ok(MessageFor::Shared(&self.message)),
-            (_, Some(trailer)) => {
+        match self.personal_of(index) {
+            None => Ok(MessageFor::Shared(&self.message)),
+            Some(trailer) => {
                 let personal = Personal::parse(trailer)?;
                 let own = self.message.personalise(&self.fields, &personal)?;
                 Ok(MessageFor::Own(Box::new(own)))
