@@ -300,7 +300,7 @@ def start_mock_webpush(args, tag, subscriptions=0, sample=None):
     ca = os.path.join(OUT, f"{tag}-webpush-ca.pem")
     subs = os.path.join(OUT, "webpush-subscriptions.json")
     argv = [args.bin, "mock", "webpush", "--listen", f"127.0.0.1:{port}", "--seed", WEBPUSH_SEED,
-            "--write-ca", ca, "--vapid-key-file", vapid_key()]
+            "--write-ca", ca, "--vapid-key-file", vapid_key(), "--decrypt-every", str(args.webpush_decrypt_every)]
     waits = [ca]
     if subscriptions:
         # The same seed gives the same keys: made once, valid for every mock of the run.

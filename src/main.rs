@@ -255,6 +255,11 @@ struct MockWebPushArgs {
     /// (needs --vapid-key-file).
     #[arg(long)]
     write_sample: Option<PathBuf>,
+    /// Decrypt one message in N (1: every one); the rest get the header
+    /// checks a real push service makes (it never decrypts). For benchmarks
+    /// that share their cores with the gateway.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    decrypt_every: u64,
     #[command(flatten)]
     faults: FaultArgs,
 }
@@ -554,6 +559,7 @@ async fn mock_webpush(args: MockWebPushArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
     options.faults = args.faults.faults()?;
+    options.decrypt_every = args.decrypt_every;
     if let Some(path) = &args.write_ca {
         std::fs::write(path, &pki.ca_pem)
             .with_context(|| format!("writing --write-ca {}", path.display()))?;

@@ -2,8 +2,9 @@
 //!
 //! Written apart from `webpush/`: it verifies each distinct VAPID JWT (once;
 //! a reused one is only checked for expiry) with
-//! `jsonwebtoken` from the `k=` key, and decrypts every message with the
-//! subscription's own private key ([`subscriber`]), the way a browser would.
+//! `jsonwebtoken` from the `k=` key, and decrypts every message (or one in
+//! `decrypt_every`) with the subscription's own private key
+//! ([`subscriber`]), the way a browser would.
 //!
 //! # Checks, in order
 //!
@@ -39,7 +40,8 @@
 //! # Ledger
 //! Token = the path id `<kind>/<id>`; `record_attempt` per request that passed
 //! the checks, `record_delivery` per 201; each distinct JWT goes through
-//! `record_credential`. The [`Inbox`] counts decrypted plaintexts and headers.
+//! `record_credential`. The [`Inbox`] counts decrypted plaintexts and headers
+//! (with `decrypt_every` above 1, only of the messages it decrypted).
 
 mod handlers;
 pub mod subscriber;
@@ -84,6 +86,12 @@ pub struct MockWebPushOptions {
     pub server: crate::mock::tls::Identity,
     /// CA that signed `server`.
     pub ca_pem: String,
+    /// Decrypt one delivered message in this many (1: every one). A real
+    /// push service never decrypts (the payload is end to end); the others
+    /// get only the header checks a push service can make. A benchmark
+    /// sharing its cores with the gateway raises this so the mock's ECDH is
+    /// not charged to the sender.
+    pub decrypt_every: u64,
 }
 
 impl std::fmt::Debug for MockWebPushOptions {
@@ -92,6 +100,7 @@ impl std::fmt::Debug for MockWebPushOptions {
             .field("listen", &self.listen)
             .field("expected_key", &self.expected_key)
             .field("faults", &self.faults)
+            .field("decrypt_every", &self.decrypt_every)
             .finish_non_exhaustive()
     }
 }
@@ -106,6 +115,7 @@ impl MockWebPushOptions {
             faults: Faults::default(),
             server: pki.server.clone(),
             ca_pem: pki.ca_pem.clone(),
+            decrypt_every: 1,
         }
     }
 }
@@ -243,6 +253,8 @@ pub(crate) struct Shared {
     /// `aud` values accepted: this server's origin by address and as localhost.
     audiences: Vec<String>,
     sequence: AtomicU64,
+    /// See [`MockWebPushOptions::decrypt_every`] (at least 1).
+    decrypt_every: u64,
     /// VAPID headers whose signature was verified, with their `exp`: a
     /// sender that reuses its JWT (as it should, for up to 24 h) is not
     /// verified again, only checked for expiry. Bounded by
@@ -288,6 +300,7 @@ pub async fn start(opts: MockWebPushOptions) -> anyhow::Result<MockWebPush> {
         inbox: inbox.clone(),
         audiences,
         sequence: AtomicU64::new(0),
+        decrypt_every: opts.decrypt_every.max(1),
         verified: Mutex::new(HashMap::new()),
     });
     let router = Router::new()

@@ -105,6 +105,41 @@ fn hkdf(salt: &[u8], ikm: &[u8], info: &[u8], len: usize) -> Vec<u8> {
     okm.as_ref()[..len].to_vec()
 }
 
+/// The `aes128gcm` header (RFC 8188 §2.1) of a single-record body.
+pub struct Header<'a> {
+    salt: &'a [u8],
+    key_id: &'a [u8],
+    record: &'a [u8],
+}
+
+impl<'a> Header<'a> {
+    /// Checks what a push service can check without the subscription's
+    /// private key: a 65-byte key id (an uncompressed P-256 point, RFC 8291
+    /// §4), room for a tag and a delimiter, one record no larger than `rs`.
+    pub fn parse(body: &'a [u8]) -> Result<Self, DecryptError> {
+        if body.len() < 21 {
+            return Err(DecryptError::BadHeader);
+        }
+        let rs = u32::from_be_bytes([body[16], body[17], body[18], body[19]]) as usize;
+        let idlen = usize::from(body[20]);
+        if idlen != 65 || body.len() < 21 + idlen + 16 + 1 {
+            return Err(DecryptError::BadHeader);
+        }
+        let header = Header {
+            salt: &body[..16],
+            key_id: &body[21..21 + idlen],
+            record: &body[21 + idlen..],
+        };
+        if rs < 18 || header.record.len() > rs {
+            return Err(DecryptError::BadRecordSize);
+        }
+        if header.key_id[0] != 0x04 {
+            return Err(DecryptError::BadKeyId);
+        }
+        Ok(header)
+    }
+}
+
 /// The user agent's decryption: parse the `aes128gcm` header, ECDH with the
 /// sender's key id, derive as RFC 8291 §3.4 says, open the single record.
 pub fn decrypt(
@@ -113,20 +148,11 @@ pub fn decrypt(
     auth: &[u8],
     body: &[u8],
 ) -> Result<Vec<u8>, DecryptError> {
-    if body.len() < 21 {
-        return Err(DecryptError::BadHeader);
-    }
-    let salt = &body[..16];
-    let rs = u32::from_be_bytes([body[16], body[17], body[18], body[19]]) as usize;
-    let idlen = usize::from(body[20]);
-    if idlen != 65 || body.len() < 21 + idlen + 16 + 1 {
-        return Err(DecryptError::BadHeader);
-    }
-    let key_id = &body[21..21 + idlen];
-    let record = &body[21 + idlen..];
-    if rs < 18 || record.len() > rs {
-        return Err(DecryptError::BadRecordSize);
-    }
+    let Header {
+        salt,
+        key_id,
+        record,
+    } = Header::parse(body)?;
     let ikm = agreement::agree(
         ua_private,
         UnparsedPublicKey::new(&ECDH_P256, key_id),
@@ -198,6 +224,33 @@ mod tests {
         assert_eq!(
             decrypt(&ua, ua_public.as_ref(), b"0123456789abcdef", &body[..20]),
             Err(DecryptError::BadHeader)
+        );
+    }
+
+    /// What a push service checks without the private key: the RFC's body
+    /// passes, and each broken header field is refused with its reason.
+    #[test]
+    fn the_header_alone_is_checked_without_keys() {
+        let body = d(
+            "DGv6ra1nlYgDCS1FRnbzlwAAEABBBP4z9KsN6nGRTbVYI_c7VJSPQTBtkgcy27mlmlMoZIIgDll6e3vCYLocInmYWAmS6TlzAC8wEqKK6PBru3jl7A_yl95bQpu6cVPTpK4Mqgkf1CXztLVBSt2Ks3oZwbuwXPXLWyouBWLVWGNWQexSgSxsj_Qulcy4a-fN",
+        );
+        assert!(Header::parse(&body).is_ok());
+        let broken = |at: usize, value: u8| {
+            let mut b = body.clone();
+            b[at] = value;
+            Header::parse(&b).err()
+        };
+        assert_eq!(broken(20, 64), Some(DecryptError::BadHeader)); // idlen
+        assert_eq!(broken(21, 0x02), Some(DecryptError::BadKeyId)); // not uncompressed
+        let mut small_rs = body.clone();
+        small_rs[16..20].copy_from_slice(&17u32.to_be_bytes());
+        assert_eq!(
+            Header::parse(&small_rs).err(),
+            Some(DecryptError::BadRecordSize)
+        );
+        assert_eq!(
+            Header::parse(&body[..21 + 65 + 16]).err(),
+            Some(DecryptError::BadHeader)
         );
     }
 
