@@ -257,3 +257,23 @@ async fn a_name_resolving_to_loopback_is_refused_at_connect_unless_named() {
     assert_eq!(answer.status, 201);
     assert_eq!(e.mock.inbox.count(b"by name"), 1);
 }
+
+#[tokio::test]
+async fn a_mock_decrypting_one_in_n_still_checks_every_body_and_delivers_every_message() {
+    let e = env(|o| o.decrypt_every = 4).await;
+    for i in 0..8 {
+        let a = e
+            .client
+            .send(&e.sub("ok", &format!("s{i}")), &msg("hello"), 60)
+            .await
+            .expect("answer");
+        assert_eq!(a.status, 201, "message {i}");
+    }
+    let delivered: u32 = (0..8)
+        .map(|i| e.mock.handle.ledger.token(&format!("ok/s{i}")).deliveries)
+        .sum();
+    assert_eq!(delivered, 8);
+    // Requests 0 and 4 were decrypted, and decrypted right.
+    assert_eq!(e.mock.inbox.count(b"hello"), 2);
+    assert_eq!(e.mock.inbox.total(), 2);
+}
