@@ -22,6 +22,8 @@ COPY Cargo.toml Cargo.lock build.rs ./
 COPY .cargo ./.cargo
 # The gRPC protos, compiled by build.rs in pure Rust (no protoc in the image).
 COPY proto ./proto
+# The order build.rs links the release binary's functions in (idle RSS).
+COPY linker ./linker
 COPY src ./src
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
