@@ -18,7 +18,7 @@
 //! | `Topic` (if present) ≤ 32 base64url characters | 400 `BadWebPushTopic` |
 //! | `Content-Encoding: aes128gcm` | 400 `BadContentEncoding` |
 //! | body ≤ 4096 bytes | 413 `PayloadTooLarge` |
-//! | the body decrypts (success paths only) | 400 `DecryptionFailed` (or another [`DecryptError`] word) |
+//! | the body decrypts (success paths only; with `decrypt_every` N, one request in N, and the `aes128gcm` header alone for the rest) | 400 `DecryptionFailed` (or another [`DecryptError`] word) |
 //!
 //! # Outcomes by endpoint path `/push/<kind>/<id>`
 //!
