@@ -259,7 +259,7 @@ async fn a_name_resolving_to_loopback_is_refused_at_connect_unless_named() {
 }
 
 #[tokio::test]
-async fn a_mock_decrypting_one_in_n_still_checks_every_body_and_delivers_every_message() {
+async fn a_mock_decrypting_one_in_n_delivers_every_message_and_decrypts_those_right() {
     let e = env(|o| o.decrypt_every = 4).await;
     for i in 0..8 {
         let a = e
