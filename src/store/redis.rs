@@ -98,6 +98,9 @@ pub struct RedisError {
 /// A chunk this gateway is delivering.
 struct InFlight {
     entry: String,
+    /// Tokens in the stream entry, those done before it was reclaimed
+    /// included: its done set must hold this many before it is acked.
+    size: u64,
     remaining: AtomicU64,
     /// When its first and its last outcome arrived (the window's `S`; the
     /// last also starts its ack delay).

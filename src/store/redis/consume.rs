@@ -314,6 +314,7 @@ impl Consumer {
         let resent = done.is_some();
         let done = done.unwrap_or_default();
         let mut tokens: Vec<String> = chunk.tokens;
+        let size = tokens.len() as u64;
         tokens.retain(|t| !done.contains(t));
         if tokens.is_empty() {
             self.ack_now(entry.id, permit);
@@ -344,6 +345,7 @@ impl Consumer {
         }
         let in_flight = Arc::new(InFlight {
             entry: entry.id.clone(),
+            size,
             remaining: AtomicU64::new(tokens.len() as u64),
             first_outcome: std::sync::OnceLock::new(),
             finished_at: std::sync::OnceLock::new(),

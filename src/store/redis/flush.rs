@@ -18,22 +18,30 @@ use super::{FLUSH_EVERY, InFlight, RedisError, RedisStore, backoff};
 
 /// Records a chunk's outcomes: KEYS = done set, stream; ARGV = max_list,
 /// entry id, the group when this call also acks the chunk ('' = not yet),
-/// the chunk's report key and job key, then per token: token, outcome kind
-/// (the job's field, [`OutcomeKind::as_str`](crate::job::OutcomeKind::as_str)),
-/// the two report counters its [`Posting`] adds to, list key ('' = none),
-/// list entry. The counters are named by the caller, from the one mapping
-/// in [`crate::books`]; the script only adds them. A token already in the
-/// done set, or any token of a chunk already acked and deleted, is skipped,
-/// so outcomes are counted once whatever the retries. A chunk acked here
-/// with no done set yet (all its outcomes in this one call) is counted
-/// without one; counter increments are summed first, list entries pushed
-/// together.
+/// the chunk's report key and job key, its size (tokens in the entry), then
+/// per token: token, outcome kind (the job's field,
+/// [`OutcomeKind::as_str`](crate::job::OutcomeKind::as_str)), the two report
+/// counters its [`Posting`] adds to, list key ('' = none), list entry. The
+/// counters are named by the caller, from the one mapping in
+/// [`crate::books`]; the script only adds them. A token already in the done
+/// set, or any token of a chunk already acked and deleted, is skipped, so
+/// outcomes are counted once whatever the retries. A chunk acked with all
+/// its outcomes in this one call and no done set yet is counted without
+/// one; counter increments are summed first, list entries pushed together.
+///
+/// The ack is written only when the done set holds the whole chunk. Redis
+/// replicates asynchronously, so a failover can lose an earlier call of
+/// this chunk (its outcomes and its done-set members) while this gateway
+/// has moved on. Acking then would leave those tokens pending for ever; the
+/// chunk stays in the stream instead, idles, and is reclaimed by a gateway
+/// that sends again only the tokens not in the done set (counted as
+/// possible duplicates). Returns 1 when it withheld the ack, else 0.
 const FLUSH_SCRIPT: &str = r"
 if #redis.call('XRANGE', KEYS[2], ARGV[2], ARGV[2]) == 0 then return 0 end
 local max = tonumber(ARGV[1])
 local ack = ARGV[3] ~= ''
-local fresh = ack and redis.call('EXISTS', KEYS[1]) == 0
-local report, job = ARGV[4], ARGV[5]
+local report, job, size = ARGV[4], ARGV[5], tonumber(ARGV[6])
+local fresh = ack and (#ARGV - 6) / 6 == size and redis.call('EXISTS', KEYS[1]) == 0
 local sums, order, lists, lorder = {}, {}, {}, {}
 local function add(key, field)
   if field == '' then return end
@@ -44,7 +52,7 @@ local function add(key, field)
   end
   sums[k] = sums[k] + 1
 end
-for i = 6, #ARGV, 6 do
+for i = 7, #ARGV, 6 do
   if fresh or redis.call('SADD', KEYS[1], ARGV[i]) == 1 then
     add(job, ARGV[i+1])
     add(report, ARGV[i+2])
@@ -67,6 +75,7 @@ for _, key in ipairs(lorder) do
   redis.call('LTRIM', key, 0, max - 1)
 end
 if ack then
+  if not fresh and redis.call('SCARD', KEYS[1]) < size then return 1 end
   redis.call('XACK', KEYS[2], ARGV[3], ARGV[2])
   redis.call('XDEL', KEYS[2], ARGV[2])
   redis.call('DEL', KEYS[1])
@@ -74,12 +83,19 @@ end
 return 0
 ";
 
+/// What [`FLUSH_SCRIPT`] needs of a chunk besides its outcomes.
+pub(super) struct Head {
+    report: String,
+    job: String,
+    size: u64,
+}
+
 /// Writes not yet sent to Redis.
 #[derive(Default)]
 pub(super) struct Buffer {
     pub(super) done: HashMap<String, Vec<String>>,
-    /// Per chunk with outcomes in `done`: its report key and job key.
-    pub(super) heads: HashMap<String, (String, String)>,
+    /// Per chunk with outcomes in `done`: its report key, job key and size.
+    pub(super) heads: HashMap<String, Head>,
     pub(super) increments: HashMap<String, HashMap<&'static str, i64>>,
     pub(super) lists: HashMap<String, Vec<String>>,
     pub(super) acks: Vec<String>,
@@ -189,10 +205,11 @@ impl Sink for RedisStore {
         let now = Instant::now();
         let _ = chunk.first_outcome.set(now);
         if !buffer.heads.contains_key(&chunk.entry) {
-            let head = (
-                self.report_key(family, &progress.app),
-                self.job_key(&progress.id.to_string()),
-            );
+            let head = Head {
+                report: self.report_key(family, &progress.app),
+                job: self.job_key(&progress.id.to_string()),
+                size: chunk.size,
+            };
             buffer.heads.insert(chunk.entry.clone(), head);
         }
         // A finished token posts exactly two counters (its outcome's, and
@@ -249,15 +266,18 @@ impl RedisStore {
         // Chunks completed in this flush are acked by the script call that
         // writes their last outcomes; the others (nothing left to write) below.
         let mut acked_by_script: HashSet<&str> = HashSet::new();
+        // The chunks this flush asks the script to ack, in call order.
+        let mut acking: Vec<&str> = Vec::new();
         for (entry, outcomes) in &taken.done {
             let ack = taken.acks.iter().any(|a| a == entry);
-            let Some((report, job)) = taken.heads.get(entry) else {
+            let Some(head) = taken.heads.get(entry) else {
                 // Every push to `done` records its head first.
                 tracing::error!(%entry, "outcomes without their chunk's keys; not written");
                 continue;
             };
             if ack {
                 acked_by_script.insert(entry.as_str());
+                acking.push(entry);
             }
             pipe.cmd("EVAL")
                 .arg(FLUSH_SCRIPT)
@@ -267,10 +287,13 @@ impl RedisStore {
                 .arg(max)
                 .arg(entry)
                 .arg(if ack { self.config.group.as_str() } else { "" })
-                .arg(report)
-                .arg(job)
-                .arg(outcomes)
-                .ignore();
+                .arg(&head.report)
+                .arg(&head.job)
+                .arg(head.size)
+                .arg(outcomes);
+            if !ack {
+                pipe.ignore();
+            }
         }
         let other_acks: Vec<&String> = taken
             .acks
@@ -321,7 +344,13 @@ impl RedisStore {
         };
         match sent {
             Ok(answers) => {
-                for (id, answer) in touched.iter().zip(&answers) {
+                let (acks, done) = answers.split_at(acking.len().min(answers.len()));
+                for (entry, answer) in acking.iter().zip(acks) {
+                    if matches!(answer, redis::Value::Int(1)) {
+                        tracing::warn!(%entry, "Redis lost earlier outcomes of a chunk (a failover before its replicas had them): not acked, so a gateway reclaims it and sends the tokens without an outcome again");
+                    }
+                }
+                for (id, answer) in touched.iter().zip(done) {
                     super::jobs::log_done(id, answer);
                 }
                 self.healthy.store(true, Ordering::Relaxed);
@@ -387,5 +416,154 @@ mod tests {
         assert_eq!(newer.increments["k"]["successes"], 5);
         assert_eq!(newer.acks, vec!["1-0".to_owned(), "2-0".to_owned()]);
         assert_eq!(newer.done["1-0"], vec!["a".to_owned()]);
+    }
+}
+
+/// [`FLUSH_SCRIPT`] against a `redis-server` of the test's own
+/// (`PUSHGATE_TEST_REDIS_SERVER` names another, as in `tests/cluster.rs`).
+#[cfg(test)]
+mod script {
+    use std::process::{Child, Command, Stdio};
+    use std::time::Duration;
+
+    use redis::aio::MultiplexedConnection;
+
+    use super::FLUSH_SCRIPT;
+
+    struct Server(Child);
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    async fn redis() -> (Server, MultiplexedConnection) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let bin = std::env::var("PUSHGATE_TEST_REDIS_SERVER").unwrap_or("redis-server".into());
+        let child = Command::new(&bin)
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--port", &port.to_string()])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{bin} (scripts/test installs it): {e}"));
+        let server = Server(child);
+        let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).expect("url");
+        for _ in 0..200 {
+            if let Ok(conn) = client.get_multiplexed_async_connection().await {
+                return (server, conn);
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("{bin} never answered on port {port}");
+    }
+
+    /// Adds entry `id` to stream `s` and has consumer `c` of group `g` read it.
+    async fn read_entry(c: &mut MultiplexedConnection, id: &str) {
+        let _: () = redis::cmd("XADD")
+            .arg("s")
+            .arg(id)
+            .arg("c")
+            .arg("{}")
+            .query_async(c)
+            .await
+            .expect("XADD");
+        let _: redis::Value = redis::cmd("XREADGROUP")
+            .arg(&["GROUP", "g", "c", "COUNT", "1", "STREAMS", "s", ">"])
+            .query_async(c)
+            .await
+            .expect("XREADGROUP");
+    }
+
+    /// Runs the script for `tokens` of chunk `entry` (`size` tokens), each a
+    /// success, acking it when `ack`.
+    async fn flush(
+        c: &mut MultiplexedConnection,
+        entry: &str,
+        size: u64,
+        tokens: &[&str],
+        ack: bool,
+    ) -> i64 {
+        let mut call = redis::cmd("EVAL");
+        call.arg(FLUSH_SCRIPT)
+            .arg(2)
+            .arg(format!("done:{entry}"))
+            .arg("s")
+            .arg(100)
+            .arg(entry)
+            .arg(if ack { "g" } else { "" })
+            .arg("report")
+            .arg("job")
+            .arg(size);
+        for token in tokens {
+            call.arg(&[*token, "success", "success", "attempts", "", ""]);
+        }
+        call.query_async(c).await.expect("EVAL")
+    }
+
+    async fn counted(c: &mut MultiplexedConnection) -> (i64, i64, u64) {
+        let report: Option<i64> = redis::cmd("HGET")
+            .arg(&["report", "success"])
+            .query_async(c)
+            .await
+            .expect("HGET");
+        let job: Option<i64> = redis::cmd("HGET")
+            .arg(&["job", "success"])
+            .query_async(c)
+            .await
+            .expect("HGET");
+        let stream: u64 = redis::cmd("XLEN")
+            .arg("s")
+            .query_async(c)
+            .await
+            .expect("XLEN");
+        (report.unwrap_or(0), job.unwrap_or(0), stream)
+    }
+
+    #[tokio::test]
+    async fn a_chunk_is_acked_only_once_its_done_set_holds_every_token() {
+        let (_server, mut c) = redis().await;
+        let _: () = redis::cmd("XGROUP")
+            .arg(&["CREATE", "s", "g", "$", "MKSTREAM"])
+            .query_async(&mut c)
+            .await
+            .expect("XGROUP");
+
+        // All three outcomes in the acking call: counted, acked, deleted.
+        read_entry(&mut c, "1-0").await;
+        assert_eq!(flush(&mut c, "1-0", 3, &["a", "b", "c"], true).await, 0);
+        assert_eq!(counted(&mut c).await, (3, 3, 0));
+
+        // Across two calls, as when a chunk outlives a flush tick.
+        read_entry(&mut c, "2-0").await;
+        assert_eq!(flush(&mut c, "2-0", 3, &["a", "b"], false).await, 0);
+        assert_eq!(counted(&mut c).await, (5, 5, 1));
+        assert_eq!(flush(&mut c, "2-0", 3, &["c"], true).await, 0);
+        assert_eq!(counted(&mut c).await, (6, 6, 0));
+
+        // The first call was lost (a failover before the replica had it):
+        // the last call counts its own token and leaves the chunk pending.
+        read_entry(&mut c, "3-0").await;
+        assert_eq!(flush(&mut c, "3-0", 3, &["c"], true).await, 1);
+        assert_eq!(counted(&mut c).await, (7, 7, 1));
+        let done: Vec<String> = redis::cmd("SMEMBERS")
+            .arg("done:3-0")
+            .query_async(&mut c)
+            .await
+            .expect("SMEMBERS");
+        assert_eq!(done, ["c"]);
+        let pending: Vec<redis::Value> = redis::cmd("XPENDING")
+            .arg(&["s", "g", "-", "+", "10"])
+            .query_async(&mut c)
+            .await
+            .expect("XPENDING");
+        assert_eq!(pending.len(), 1, "the chunk stays pending, to be reclaimed");
+        // The reclaiming gateway sends `a` and `b`; `c` counts once.
+        assert_eq!(flush(&mut c, "3-0", 3, &["a", "b", "c"], true).await, 0);
+        assert_eq!(counted(&mut c).await, (9, 9, 0));
     }
 }
