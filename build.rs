@@ -46,6 +46,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// own `rust-lld` (what rustup's x86_64 Linux toolchains use by default
 /// since 1.90, chosen here so 1.88 gets it too), and only when the user has
 /// not picked a linker. `PUSHGATE_SYMBOL_ORDER=0` turns it off.
+///
+/// The names carry cargo's hash of each crate's features: the list fits
+/// `cargo build --release` and `--bin pushgate` (bench/run, the Dockerfile).
+/// A command that also builds examples or tests unifies the dev-dependencies'
+/// features, every hash moves and the list no longer applies (idle RSS about
+/// 4 MB higher); bench/run prints how many of its names a binary has.
 fn order_symbols() {
     const LIST: &str = "linker/symbol-order.txt";
     println!("cargo:rerun-if-changed={LIST}");

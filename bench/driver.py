@@ -50,7 +50,7 @@ import platforms
 import report
 import stream
 from common import (APNS_PAYLOAD, GOOGLE_PAYLOAD, HERE, OUT, ROOT, apns_tokens, google_tokens, latency,
-                    load_average, machine, median_fields, send_body)
+                    load_average, machine, median_fields, send_body, symbol_order)
 
 STEPS = ["apns", "gcm", "fcm", "webpush", "stream", "nginx", "node", "backends"]
 
@@ -290,6 +290,7 @@ def main():
             argv.append(a)
     results = {"command": " ".join(["bench/run"] + argv), "machine": machine(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                "load_average_start": load_average(), "steps": steps + (["profile"] if args.profile else []),
+               "symbol_order": symbol_order(args.bin),
                "parameters": {k: v for k, v in vars(args).items() if k not in ("bin", "out", "crypto_bin")}}
     print(f"bench: {results['machine']['cores']} cores, {results['machine']['cpu_model']}; "
           f"steps {', '.join(steps) or 'none'}; {args.rounds} rounds; logs in {OUT}", file=sys.stderr)

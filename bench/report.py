@@ -176,6 +176,10 @@ def target_rows(r):
         rows.append(("idle RSS, disk default, APNs connections open", f"{g['idle_rss_mb']:.1f} MB",
                      per_round(g["per_round"]["idle_rss_mb"], lambda v: f"{v:.1f}"),
                      "≤ 15 MB", budget(g["idle_rss_mb"] <= 15)))
+        if r.get("symbol_order"):
+            so = r["symbol_order"]
+            rows.append(("names of linker/symbol-order.txt in the binary (few: the list did not apply)",
+                         f"{so['found']:,} of {so['listed']:,}", "", "", ""))
         rows.append((f"{m['queued_tokens']:,.0f} tokens queued (upstream down), RSS above idle, disk default",
                      f"+{m['queued_above_idle_mb']:.1f} MB ({m['queued_rss_mb']:.1f} over {m['idle_rss_mb']:.1f})",
                      per_round(m["rounds_queued_above_idle_mb"], lambda v: f"+{v:.1f}"), "≤ +50 MB",
