@@ -7,10 +7,11 @@
 //! Web Push message) then runs on any of the runtime's threads, where one
 //! task polling every request kept all the encryption on one core.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use tokio::task::JoinSet;
+use tokio::task::{Id, JoinError, JoinSet};
 
 use super::Shared;
 use super::client::{SendError, WebPushMessage};
@@ -25,7 +26,7 @@ const TAKE: usize = 32;
 
 /// Runs until the queue is closed and the requests in flight ended.
 pub(crate) async fn run(shared: Arc<Shared>) {
-    let mut in_flight = JoinSet::new();
+    let mut in_flight = Tasks::default();
     let mut held: Option<Work<WebPushMessage>> = None;
     loop {
         while in_flight.len() < shared.concurrency {
@@ -45,12 +46,19 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                 continue;
             }
             shared.in_flight.inc();
-            in_flight.spawn(send_one(shared.clone(), job, index, attempts));
+            let sending = Sending {
+                job: job.clone(),
+                index,
+                attempts,
+            };
+            in_flight.spawn(sending, send_one(shared.clone(), job, index, attempts));
         }
         let can_take = held.is_none() && in_flight.len() < shared.concurrency;
         tokio::select! {
             biased;
-            Some(ended) = in_flight.join_next(), if !in_flight.is_empty() => request_ended(ended),
+            Some((sending, ended)) = in_flight.next(), if !in_flight.is_empty() => {
+                request_ended(&shared, sending, ended);
+            }
             work = shared.lane.queue().pop(TAKE), if can_take => match work {
                 Some(work) => held = Some(work),
                 None => break,
@@ -60,17 +68,83 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     if let Some(work) = held {
         shared.lane.queue().push_front(work);
     }
-    while let Some(ended) = in_flight.join_next().await {
-        request_ended(ended);
+    while let Some((sending, ended)) = in_flight.next().await {
+        request_ended(&shared, sending, ended);
     }
 }
 
-/// A request's task ended. It settles its own subscription, so only a
-/// panic is left to report.
-fn request_ended(ended: Result<(), tokio::task::JoinError>) {
-    if let Err(e) = ended {
-        tracing::error!(error = %e, "a Web Push request's task failed");
+/// Tasks that each carry what they work on, handed back when the task ends
+/// however it ends: a panicking task's work is not lost with it.
+struct Tasks<T> {
+    set: JoinSet<()>,
+    work: HashMap<Id, T>,
+}
+
+impl<T> Default for Tasks<T> {
+    fn default() -> Self {
+        Self {
+            set: JoinSet::new(),
+            work: HashMap::new(),
+        }
     }
+}
+
+impl<T> Tasks<T> {
+    fn len(&self) -> usize {
+        self.set.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.set.is_empty()
+    }
+
+    fn spawn(&mut self, work: T, task: impl Future<Output = ()> + Send + 'static) {
+        let id = self.set.spawn(task).id();
+        self.work.insert(id, work);
+    }
+
+    /// The next task to end, with its work; `None` when there is none.
+    async fn next(&mut self) -> Option<(T, Result<(), JoinError>)> {
+        loop {
+            let (id, ended) = match self.set.join_next_with_id().await? {
+                Ok((id, ())) => (id, Ok(())),
+                Err(e) => (e.id(), Err(e)),
+            };
+            if let Some(work) = self.work.remove(&id) {
+                return Some((work, ended));
+            }
+        }
+    }
+}
+
+/// The subscription a request's task is sending.
+struct Sending {
+    job: Arc<Job<WebPushMessage>>,
+    index: u32,
+    attempts: u32,
+}
+
+/// A request's task ended. It settles its own subscription, except when it
+/// panicked: the subscription is then settled here, failed as
+/// `InternalError`, so the books still count it (not resent: the panic may
+/// have come after the push service took the message, and a bug that
+/// panics once would panic again).
+fn request_ended(shared: &Shared, sending: Sending, ended: Result<(), JoinError>) {
+    let Err(e) = ended else { return };
+    let Sending {
+        job,
+        index,
+        attempts,
+    } = sending;
+    tracing::error!(error = %e, job = %job.id, "a Web Push request's task failed; its subscription is recorded as failed (InternalError)");
+    let verdict = Verdict::Done(Outcome::Failed {
+        reason: Arc::from("InternalError"),
+        status: 0,
+    });
+    shared
+        .lane
+        .settle(&job, index..index + 1, attempts, verdict, None);
+    shared.in_flight.dec();
 }
 
 /// True when the error chain holds our resolver's refusal.
@@ -145,5 +219,25 @@ async fn attempt(shared: &Shared, job: &Job<WebPushMessage>, index: u32) -> Verd
                 status: 0,
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Tasks;
+
+    #[tokio::test]
+    async fn a_task_that_panics_hands_back_its_work() {
+        let mut tasks = Tasks::default();
+        tasks.spawn("sent", async {});
+        tasks.spawn("panicked", async { panic!("a bug in a request") });
+        let mut ended = Vec::new();
+        while let Some((work, result)) = tasks.next().await {
+            ended.push((work, result.is_ok()));
+        }
+        ended.sort();
+        assert_eq!(ended, [("panicked", false), ("sent", true)]);
+        assert!(tasks.is_empty());
+        assert!(tasks.work.is_empty(), "no work left behind");
     }
 }
