@@ -218,6 +218,21 @@ async fn wait_replicas(primary: &Node, n: usize) {
 }
 
 /// The primary's port as the Sentinel names it now.
+/// Three Sentinels (quorum 2) on `primary`, once its two replicas are in
+/// sync and each Sentinel knows them and the other two.
+async fn watch_two_replicas(dir: &Path, primary: &Node) -> [Node; 3] {
+    wait_replicas(primary, 2).await;
+    let sentinels = [
+        Node::sentinel(dir, primary.port).await,
+        Node::sentinel(dir, primary.port).await,
+        Node::sentinel(dir, primary.port).await,
+    ];
+    for sentinel in &sentinels {
+        wait_sentinel_knows(sentinel, 2, 2).await;
+    }
+    sentinels
+}
+
 async fn sentinel_primary(sentinel: &Node) -> Option<u16> {
     let mut conn = sentinel.conn().await;
     let addr: Option<(String, String)> = redis::cmd("SENTINEL")
@@ -408,15 +423,7 @@ async fn kill_9_of_the_primary_loses_no_token_answered_202() {
             Node::redis(&dir, Some(primary.port)).await,
             Node::redis(&dir, Some(primary.port)).await,
         ];
-        wait_replicas(&primary, 2).await;
-        let sentinels = [
-            Node::sentinel(&dir, primary.port).await,
-            Node::sentinel(&dir, primary.port).await,
-            Node::sentinel(&dir, primary.port).await,
-        ];
-        for sentinel in &sentinels {
-            wait_sentinel_knows(sentinel, 2, 2).await;
-        }
+        let sentinels = watch_two_replicas(&dir, &primary).await;
 
         // Latency keeps work in flight when the kill lands.
         let faults = Faults {
@@ -778,15 +785,7 @@ async fn outcomes_the_promoted_replica_never_got_are_counted_after_the_failover(
             .query_async(&mut witness.conn().await)
             .await
             .unwrap();
-        wait_replicas(&primary, 2).await;
-        let sentinels = [
-            Node::sentinel(&dir, primary.port).await,
-            Node::sentinel(&dir, primary.port).await,
-            Node::sentinel(&dir, primary.port).await,
-        ];
-        for sentinel in &sentinels {
-            wait_sentinel_knows(sentinel, 2, 2).await;
-        }
+        let sentinels = watch_two_replicas(&dir, &primary).await;
 
         // One connection of 10 streams, 300 ms an answer: a 40-token chunk
         // takes four rounds, flushed in part after each.
