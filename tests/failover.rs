@@ -168,19 +168,13 @@ impl Node {
         }
     }
 
-    /// `kill -9`.
-    /// SIGSTOP (`pause`) and SIGCONT (`resume`): a replica that stops
-    /// receiving the primary's writes without its link being dropped.
-    fn signal(&self, signal: &str) {
-        let pid = self.child.as_ref().expect("running").id();
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(pid.to_string())
-            .status()
-            .unwrap();
-        assert!(status.success());
+    /// `STOP` and `CONT`: a replica that stops receiving the primary's
+    /// writes, and later resumes.
+    fn signal(&self, name: &str) {
+        signal(self.child.as_ref().expect("running").id(), name);
     }
 
+    /// `kill -9`.
     fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             child.kill().unwrap();

@@ -504,12 +504,7 @@ impl Served {
 
     /// Sends a signal by name (`TERM`, `INT`) with `kill`.
     pub fn signal(&self, name: &str) {
-        let status = std::process::Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
-        assert!(status.success());
+        signal(self.child.id(), name);
     }
 
     /// Waits (90 s at most) for the process to exit.
@@ -610,4 +605,14 @@ pub async fn hms_mock_for_process(
         ..Default::default()
     };
     (mock, section)
+}
+
+/// Sends process `pid` a signal by name (`TERM`, `STOP`, `CONT`) with `kill`.
+pub fn signal(pid: u32, name: &str) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{name} {pid}");
 }
