@@ -20,7 +20,6 @@ pub mod compose;
 pub mod config;
 pub mod front;
 pub mod gorush;
-pub mod h2client;
 pub mod legacy;
 pub mod message;
 pub mod token;
@@ -162,9 +161,16 @@ pub(crate) struct Shared {
     /// FCM v1's pace (`max_per_minute`); legacy GCM has none.
     pace: Option<Pacing>,
     /// FCM v1 over our own HTTP/2 connections (`None`: legacy, or `http://`).
-    h2: Option<h2client::Transport>,
+    h2: Option<V1Transport>,
     /// Per-request deadline (the h2 transport's; reqwest has its own).
     request_timeout: Duration,
+}
+
+/// FCM v1 over our own HTTP/2 connections: the connections, and the one
+/// URI every request goes to.
+struct V1Transport {
+    connections: crate::http2::Transport,
+    uri: http::Uri,
 }
 
 /// The allowance every v1 request asks first, and its metrics.
@@ -290,16 +296,23 @@ impl GoogleService {
         let (h2, request_timeout) = match (config, &api) {
             (GoogleConfig::Fcm(c), Api::V1 { url, .. }) if c.connections > 0 => {
                 let tls = crate::tls::client_config(&c.extra_roots, None, &[b"h2", b"http/1.1"])?;
-                let transport = h2client::Transport::new(
-                    url,
-                    tls,
-                    c.connections as usize,
-                    h2client::TransportMetrics {
-                        gauge: metrics.connections.with_label_values(&label),
-                        connects_ok: metrics.connects.with_label_values(&[label[0], "ok"]),
-                        connects_failed: metrics.connects.with_label_values(&[label[0], "error"]),
-                    },
-                );
+                let uri: Option<http::Uri> = url.parse().ok();
+                let transport = uri.and_then(|uri| {
+                    let connections = crate::http2::Transport::new(
+                        platform.as_str(),
+                        &uri,
+                        tls,
+                        c.connections as usize,
+                        crate::http2::TransportMetrics {
+                            gauge: metrics.connections.with_label_values(&label),
+                            connects_ok: metrics.connects.with_label_values(&[label[0], "ok"]),
+                            connects_failed: metrics
+                                .connects
+                                .with_label_values(&[label[0], "error"]),
+                        },
+                    )?;
+                    Some(V1Transport { connections, uri })
+                });
                 (transport, c.request_timeout)
             }
             (GoogleConfig::Fcm(c), _) => (None, c.request_timeout),
@@ -354,8 +367,8 @@ impl GoogleService {
         self.shared
             .h2
             .as_ref()
-            .filter(|t| !t.h1_only())
-            .map(h2client::Transport::connected)
+            .filter(|t| !t.connections.h1_only())
+            .map(|t| t.connections.connected())
     }
 
     /// Tokens waiting (ready or scheduled for retry).

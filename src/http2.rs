@@ -1,7 +1,14 @@
 //! Opens one HTTP/2 connection to an upstream (APNs, FCM v1): TCP, TLS with
 //! ALPN `h2`, h2 handshake. The connection is driven by its own task; callers
 //! get the cloneable sender and a handle that resolves when the connection
-//! ends. Platform-neutral: `apns/` and `fcm/` both build on it.
+//! ends. Platform-neutral: `apns/` builds on it, and so does [`transport`],
+//! the request-at-a-time client of FCM v1 and Web Push.
+
+mod transport;
+
+pub use transport::{AddressFilter, Attempt, Transport, TransportMetrics};
+
+use std::net::SocketAddr;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +28,14 @@ pub enum ConnectError {
         addr: String,
         /// The I/O error.
         source: std::io::Error,
+    },
+    /// The caller's policy refused every address the name resolved to.
+    #[error("connecting to {addr}: {reason}")]
+    Refused {
+        /// host:port.
+        addr: String,
+        /// Why.
+        reason: String,
     },
     /// The host is not a valid TLS server name.
     #[error("{host} is not a valid TLS server name")]
@@ -77,8 +92,28 @@ pub async fn connect(
     port: u16,
     tls: Arc<rustls::ClientConfig>,
 ) -> Result<Connection, ConnectError> {
+    over_tcp(host, port, (host, port), tls).await
+}
+
+/// Connects to `host:port` at one of `addrs` (already resolved, say through
+/// a filter), with `host` as the TLS server name.
+pub async fn connect_to(
+    host: &str,
+    port: u16,
+    addrs: &[SocketAddr],
+    tls: Arc<rustls::ClientConfig>,
+) -> Result<Connection, ConnectError> {
+    over_tcp(host, port, addrs, tls).await
+}
+
+async fn over_tcp(
+    host: &str,
+    port: u16,
+    target: impl tokio::net::ToSocketAddrs,
+    tls: Arc<rustls::ClientConfig>,
+) -> Result<Connection, ConnectError> {
     let addr = format!("{host}:{port}");
-    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host, port)))
+    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(target))
         .await
         .map_err(|_| ConnectError::Tcp {
             addr: addr.clone(),

@@ -127,14 +127,19 @@ impl WebPushService {
         backoff: Backoff,
     ) -> Result<Self, StartError> {
         let concurrency = config.concurrency.max(1) as usize;
+        let label = [crate::webpush::PLATFORM.as_str()];
         let client = client::Client::new(
             config.vapid.clone(),
             &config.policy,
             &config.extra_roots,
             config.request_timeout,
             concurrency,
+            crate::http2::TransportMetrics {
+                gauge: metrics.connections.with_label_values(&label),
+                connects_ok: metrics.connects.with_label_values(&[label[0], "ok"]),
+                connects_failed: metrics.connects.with_label_values(&[label[0], "error"]),
+            },
         )?;
-        let label = [crate::webpush::PLATFORM.as_str()];
         let lane = Lane::new(LaneSettings {
             platform: crate::webpush::PLATFORM,
             recorder,

@@ -14,7 +14,8 @@ use futures_util::stream::FuturesUnordered;
 use http::HeaderValue;
 
 use super::message::GoogleMessage;
-use super::{Api, Shared, h2client, legacy, v1};
+use super::{Api, Shared, legacy, v1};
+use crate::http2;
 use crate::job::{Job, Outcome};
 use crate::queue::Work;
 use crate::retry::{self, Backoff, Verdict};
@@ -245,24 +246,37 @@ async fn send_v1(shared: Arc<Shared>, job: Arc<Job<GoogleMessage>>, index: u32, 
     };
     shared.sent.store(true, Ordering::Relaxed);
     let started = Instant::now();
-    let attempt = match shared.h2.as_ref().filter(|t| !t.h1_only()) {
-        Some(transport) => match transport
-            .post(&auth, body.clone(), shared.request_timeout)
-            .await
-        {
-            h2client::Attempt::Answer {
-                status,
-                retry_after,
-                body,
-            } => Attempt::Answer {
-                status,
-                retry_after,
-                body,
-            },
-            h2client::Attempt::NotSent => Attempt::NotSent,
-            h2client::Attempt::Lost(reason) => Attempt::Lost(reason),
-            h2client::Attempt::NoH2 => post(&shared, url, auth.clone(), body).await,
-        },
+    let attempt = match shared.h2.as_ref().filter(|t| !t.connections.h1_only()) {
+        Some(h2) => {
+            let mut request = http::Request::new(());
+            *request.method_mut() = http::Method::POST;
+            *request.uri_mut() = h2.uri.clone();
+            let headers = request.headers_mut();
+            headers.insert(http::header::AUTHORIZATION, auth.clone());
+            headers.insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            match h2
+                .connections
+                .send(request, body.clone(), shared.request_timeout)
+                .await
+            {
+                http2::Attempt::Answer {
+                    status,
+                    retry_after,
+                    body,
+                } => Attempt::Answer {
+                    status,
+                    retry_after,
+                    body,
+                },
+                // No address filter here: a refusal cannot happen.
+                http2::Attempt::NotSent | http2::Attempt::Refused(_) => Attempt::NotSent,
+                http2::Attempt::Lost(reason) => Attempt::Lost(reason),
+                http2::Attempt::NoH2 => post(&shared, url, auth.clone(), body).await,
+            }
+        }
         None => post(&shared, url, auth.clone(), body).await,
     };
     let verdict = match attempt {

@@ -92,6 +92,8 @@ pub struct MockWebPushOptions {
     /// sharing its cores with the gateway raises this so the mock's ECDH is
     /// not charged to the sender.
     pub decrypt_every: u64,
+    /// Offer only `http/1.1` in ALPN, as a push service without HTTP/2 would.
+    pub http1_only: bool,
 }
 
 impl std::fmt::Debug for MockWebPushOptions {
@@ -101,6 +103,7 @@ impl std::fmt::Debug for MockWebPushOptions {
             .field("expected_key", &self.expected_key)
             .field("faults", &self.faults)
             .field("decrypt_every", &self.decrypt_every)
+            .field("http1_only", &self.http1_only)
             .finish_non_exhaustive()
     }
 }
@@ -116,6 +119,7 @@ impl MockWebPushOptions {
             server: pki.server.clone(),
             ca_pem: pki.ca_pem.clone(),
             decrypt_every: 1,
+            http1_only: false,
         }
     }
 }
@@ -274,7 +278,12 @@ struct ConnCtl {
 
 /// Starts the mock and returns once it is listening.
 pub async fn start(opts: MockWebPushOptions) -> anyhow::Result<MockWebPush> {
-    let config = crate::mock::tls::server_config(&opts.server, &[b"h2", b"http/1.1"], None)
+    let alpn: &[&[u8]] = if opts.http1_only {
+        &[b"http/1.1"]
+    } else {
+        &[b"h2", b"http/1.1"]
+    };
+    let config = crate::mock::tls::server_config(&opts.server, alpn, None)
         .context("mock Web Push: building the TLS server configuration")?;
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     let listener = TcpListener::bind(opts.listen)

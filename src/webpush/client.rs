@@ -1,18 +1,22 @@
 //! One push request: headers built by a pure function, the body encrypted per
-//! subscription, sent with a reqwest client that pools connections per origin
-//! (HTTP/2 where ALPN offers it, else HTTP/1.1), resolves names through the
-//! [`FilteringResolver`](super::origin::FilteringResolver), follows no
-//! redirects and uses no proxy.
+//! subscription, sent over our own HTTP/2 connection to the push service
+//! (one per origin), or through a reqwest client that pools HTTP/1.1
+//! connections when the service's ALPN offers no `h2`. Both connect only to
+//! addresses the origin policy's
+//! [`FilteringResolver`](super::origin::FilteringResolver) keeps, follow no
+//! redirects and use no proxy.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
 use rustls::pki_types::CertificateDer;
 
 use super::ece::{self, UaKeys};
-use super::origin::{Endpoint, OriginPolicy};
+use super::origin::{Endpoint, OriginPolicy, RefusedAddress};
 use super::vapid::Vapid;
+use crate::http2::Attempt;
 
 /// RFC 8030 §5.3 urgency.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,22 +138,52 @@ pub enum SendError {
         /// The push service.
         origin: String,
     },
-    /// Connect, TLS, DNS refusal, reset or timeout.
-    #[error("sending to {origin}: {source}")]
-    Transport {
+    /// The push service's name resolves only to addresses the origin policy
+    /// refuses (loopback, private, link-local): nothing was sent.
+    #[error("sending to {origin}: {reason}")]
+    Refused {
         /// The push service.
         origin: String,
-        /// The reqwest error (its source chain says which).
-        source: reqwest::Error,
+        /// Which name, and how to allow it.
+        reason: String,
+    },
+    /// Connect or TLS failed, or the connection refused the stream: nothing
+    /// reached the push service.
+    #[error("sending to {origin}: {detail}")]
+    NotSent {
+        /// The push service.
+        origin: String,
+        /// What failed.
+        detail: String,
+    },
+    /// Reset or timeout: the push service may have taken the message.
+    #[error("sending to {origin}: {detail}")]
+    Lost {
+        /// The push service.
+        origin: String,
+        /// What failed.
+        detail: String,
     },
 }
 
-/// The shared client for one `[webpush]` app.
-#[derive(Debug, Clone)]
+/// The shared client for one `[webpush]` app: our own HTTP/2 connections
+/// per push service ([`crate::http2::Transport`]), and a reqwest client for
+/// the services that speak HTTP/1.1 only.
+#[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
     vapid: Arc<Vapid>,
     gates: Arc<std::sync::Mutex<std::collections::HashMap<String, Gate>>>,
+    services: Arc<Services>,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Per origin: `true` once a request got an answer over a pooled connection.
@@ -158,20 +192,78 @@ pub struct Client {
 /// own connection; until the first answer, they go one at a time.
 type Gate = Arc<tokio::sync::Mutex<bool>>;
 
+/// A push service's HTTP/2 connections are closed after this long unused
+/// (reqwest's pool keeps idle connections 90 s; a subscriber base spread
+/// over many hosts should not hold a connection to each for ever).
+const IDLE: Duration = Duration::from_secs(300);
+
+/// The HTTP/2 transports, one per push service origin, made on first use.
+struct Services {
+    tls: Arc<rustls::ClientConfig>,
+    filter: crate::http2::AddressFilter,
+    metrics: crate::http2::TransportMetrics,
+    by_origin: std::sync::Mutex<std::collections::HashMap<String, Service>>,
+}
+
+struct Service {
+    transport: Arc<crate::http2::Transport>,
+    used: Instant,
+}
+
+impl Services {
+    /// The transport for `origin`; `None` when it cannot have one (not a
+    /// URI `http` parses). Unused transports are dropped when one is added.
+    fn get(&self, origin: &str) -> Option<Arc<crate::http2::Transport>> {
+        let now = Instant::now();
+        let mut by_origin = self.by_origin.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(service) = by_origin.get_mut(origin) {
+            service.used = now;
+            return Some(service.transport.clone());
+        }
+        by_origin.retain(|_, s| now.duration_since(s.used) < IDLE);
+        let uri: http::Uri = origin.parse().ok()?;
+        let transport = crate::http2::Transport::new(
+            "webpush",
+            &uri,
+            self.tls.clone(),
+            1,
+            self.metrics.clone(),
+        )?
+        .with_address_filter(self.filter.clone());
+        let transport = Arc::new(transport);
+        by_origin.insert(
+            origin.to_owned(),
+            Service {
+                transport: transport.clone(),
+                used: now,
+            },
+        );
+        Some(transport)
+    }
+
+    /// HTTP/2 connections open now, over every push service.
+    fn connected(&self) -> usize {
+        let by_origin = self.by_origin.lock().unwrap_or_else(|e| e.into_inner());
+        by_origin.values().map(|s| s.transport.connected()).sum()
+    }
+}
+
 impl Client {
-    /// Builds the HTTP client: our rustls config (Mozilla roots plus
-    /// `extra_roots`), ALPN h2 and http/1.1, the filtering resolver of
-    /// `policy`, no redirects, no proxies, `timeout` per request.
+    /// Builds the HTTP clients: our rustls config (Mozilla roots plus
+    /// `extra_roots`), ALPN h2 and http/1.1, the address filter of `policy`
+    /// (its resolver, for reqwest), no redirects, no proxies, `timeout` per
+    /// request.
     pub fn new(
         vapid: Arc<Vapid>,
         policy: &OriginPolicy,
         extra_roots: &[CertificateDer<'static>],
         timeout: Duration,
         concurrency: usize,
+        metrics: crate::http2::TransportMetrics,
     ) -> Result<Self, ClientError> {
         let tls = crate::tls::client_config(extra_roots, None, &[b"h2", b"http/1.1"])?;
         let http = reqwest::Client::builder()
-            .tls_backend_preconfigured(Arc::unwrap_or_clone(tls))
+            .tls_backend_preconfigured(rustls::ClientConfig::clone(&tls))
             .dns_resolver(Arc::new(policy.resolver()))
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
@@ -182,10 +274,20 @@ impl Client {
             .pool_max_idle_per_host(concurrency)
             .build()
             .map_err(ClientError::Build)?;
+        let resolver = policy.resolver();
+        let filter: crate::http2::AddressFilter =
+            Arc::new(move |host, addrs| resolver.filter(host, addrs).map_err(|e| e.to_string()));
         Ok(Self {
             http,
             vapid,
             gates: Default::default(),
+            services: Arc::new(Services {
+                tls,
+                filter,
+                metrics,
+                by_origin: Default::default(),
+            }),
+            timeout,
         })
     }
 
@@ -197,6 +299,11 @@ impl Client {
     /// The VAPID signer.
     pub fn vapid(&self) -> &Vapid {
         &self.vapid
+    }
+
+    /// HTTP/2 connections open now, over every push service.
+    pub fn connected(&self) -> usize {
+        self.services.connected()
     }
 
     /// Encrypts `msg` for `sub` and POSTs it.
@@ -217,9 +324,78 @@ impl Client {
             .map_err(|_| SendError::Sign {
                 origin: origin.clone(),
             })?;
-        let transport = |source| SendError::Transport {
-            origin: origin.clone(),
-            source,
+        let body = Bytes::from(body);
+        let headers = headers(msg, ttl, auth);
+        let uri = http::Uri::try_from(sub.endpoint.url.as_str()).ok();
+        if let Some((transport, uri)) = self.services.get(origin).zip(uri)
+            && !transport.h1_only()
+        {
+            let mut request = http::Request::new(());
+            *request.method_mut() = http::Method::POST;
+            *request.uri_mut() = uri;
+            *request.headers_mut() = headers.clone();
+            match transport.send(request, body.clone(), self.timeout).await {
+                Attempt::Answer {
+                    status,
+                    retry_after,
+                    body,
+                } => {
+                    return Ok(Answer {
+                        status,
+                        retry_after,
+                        body,
+                    });
+                }
+                Attempt::NotSent => {
+                    return Err(SendError::NotSent {
+                        origin: origin.clone(),
+                        detail: "no HTTP/2 connection".into(),
+                    });
+                }
+                Attempt::Refused(reason) => {
+                    return Err(SendError::Refused {
+                        origin: origin.clone(),
+                        reason,
+                    });
+                }
+                Attempt::Lost(reason) => {
+                    return Err(SendError::Lost {
+                        origin: origin.clone(),
+                        detail: reason.into(),
+                    });
+                }
+                // The service speaks HTTP/1.1 only: reqwest's pool, from now on.
+                Attempt::NoH2 => {}
+            }
+        }
+        self.send_http1(&sub.endpoint.url, origin, headers, body)
+            .await
+    }
+
+    /// Sends through reqwest's pool, one request at a time until the
+    /// origin's first answer.
+    async fn send_http1(
+        &self,
+        url: &str,
+        origin: &str,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Result<Answer, SendError> {
+        let failed = |e: reqwest::Error| {
+            let origin = origin.to_owned();
+            if let Some(reason) = refusal(&e) {
+                SendError::Refused { origin, reason }
+            } else if e.is_connect() {
+                SendError::NotSent {
+                    origin,
+                    detail: ErrorChain(&e).to_string(),
+                }
+            } else {
+                SendError::Lost {
+                    origin,
+                    detail: ErrorChain(&e).to_string(),
+                }
+            }
         };
         let gate = self.gate(origin);
         let mut cold = Some(gate.lock().await);
@@ -227,28 +403,49 @@ impl Client {
             // Warm: release at once, requests run side by side.
             cold = None;
         }
-        let sent = self
-            .http
-            .post(&sub.endpoint.url)
-            .headers(headers(msg, ttl, auth))
-            .body(body)
-            .send()
-            .await;
+        let sent = self.http.post(url).headers(headers).body(body).send().await;
         match (&sent, cold) {
             (Ok(_), Some(mut first)) => *first = true,
             // The connection is gone: the next requests warm the origin again.
             (Err(_), None) => *gate.lock().await = false,
             _ => {}
         }
-        let response = sent.map_err(transport)?;
+        let response = sent.map_err(failed)?;
         let status = response.status().as_u16();
         let retry_after = crate::retry::retry_after(response.headers());
-        let body = response.bytes().await.map_err(transport)?;
+        let body = response.bytes().await.map_err(failed)?;
         Ok(Answer {
             status,
             retry_after,
             body,
         })
+    }
+}
+
+/// Our resolver's refusal, when the error chain holds one.
+fn refusal(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(refused) = err.downcast_ref::<RefusedAddress>() {
+            return Some(refused.to_string());
+        }
+        cur = err.source();
+    }
+    None
+}
+
+/// An error with its sources, `: `-joined (reqwest's own text leaves them out).
+struct ErrorChain<'a>(&'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cur = self.0.source();
+        while let Some(err) = cur {
+            write!(f, ": {err}")?;
+            cur = err.source();
+        }
+        Ok(())
     }
 }
 

@@ -8,9 +8,10 @@ use std::time::Duration;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject as _;
 
+use crate::http2::TransportMetrics;
 use crate::mock::tls::TestPki;
 use crate::mock::webpush::{MockWebPush, MockWebPushOptions, start};
-use crate::webpush::client::{Client, Subscription, Urgency, WebPushMessage};
+use crate::webpush::client::{Client, SendError, Subscription, Urgency, WebPushMessage};
 use crate::webpush::ece::UaKeys;
 use crate::webpush::origin::OriginPolicy;
 use crate::webpush::vapid::{Vapid, VapidKey};
@@ -32,8 +33,15 @@ async fn env(tweak: impl FnOnce(&mut MockWebPushOptions)) -> Env {
         .collect::<Result<_, _>>()
         .expect("CA");
     let vapid = Vapid::new(VapidKey::generate().expect("key"), "mailto:t@example.com").expect("v");
-    let client =
-        Client::new(Arc::new(vapid), &policy, &roots, Duration::from_secs(10), 8).expect("client");
+    let client = Client::new(
+        Arc::new(vapid),
+        &policy,
+        &roots,
+        Duration::from_secs(10),
+        8,
+        metrics(),
+    )
+    .expect("client");
     Env {
         mock,
         client,
@@ -55,6 +63,16 @@ impl Env {
             )
             .expect("keys"),
         }
+    }
+}
+
+/// Connection counters of a client under test (registered nowhere).
+fn metrics() -> TransportMetrics {
+    let counter = |name: &str| prometheus::IntCounter::new(name, name).expect("counter");
+    TransportMetrics {
+        gauge: prometheus::IntGauge::new("connections", "connections").expect("gauge"),
+        connects_ok: counter("connects_ok"),
+        connects_failed: counter("connects_failed"),
     }
 }
 
@@ -232,14 +250,18 @@ async fn a_name_resolving_to_loopback_is_refused_at_connect_unless_named() {
         Arc::new(Vapid::new(VapidKey::generate().expect("key"), "mailto:t@example.com").expect("v"))
     };
     let wildcard = OriginPolicy::new(&["https://*.example.com".to_string()]).expect("policy");
-    let refusing =
-        Client::new(vapid(), &wildcard, &pki_roots, Duration::from_secs(10), 4).expect("client");
+    let refusing = Client::new(
+        vapid(),
+        &wildcard,
+        &pki_roots,
+        Duration::from_secs(10),
+        4,
+        metrics(),
+    )
+    .expect("client");
     match refusing.send(&sub, &msg("x"), 60).await {
-        Err(crate::webpush::client::SendError::Transport { source, .. }) => {
-            assert!(
-                crate::webpush::worker::refused_by_resolver(&source),
-                "{source:?}"
-            );
+        Err(SendError::Refused { reason, .. }) => {
+            assert!(reason.contains("localhost resolves only to"), "{reason}");
         }
         other => panic!("expected a refusal, got {other:?}"),
     }
@@ -248,8 +270,15 @@ async fn a_name_resolving_to_loopback_is_refused_at_connect_unless_named() {
         0
     );
     let named = OriginPolicy::new(&[format!("https://localhost:{port}")]).expect("policy");
-    let allowed =
-        Client::new(vapid(), &named, &pki_roots, Duration::from_secs(10), 4).expect("client");
+    let allowed = Client::new(
+        vapid(),
+        &named,
+        &pki_roots,
+        Duration::from_secs(10),
+        4,
+        metrics(),
+    )
+    .expect("client");
     let answer = allowed
         .send(&sub, &msg("by name"), 60)
         .await
@@ -276,4 +305,57 @@ async fn a_mock_decrypting_one_in_n_delivers_every_message_and_decrypts_those_ri
     // Requests 0 and 4 were decrypted, and decrypted right.
     assert_eq!(e.mock.inbox.count(b"hello"), 2);
     assert_eq!(e.mock.inbox.total(), 2);
+}
+
+#[tokio::test]
+async fn a_push_service_gets_one_http2_connection_of_our_own() {
+    let e = env(|_| {}).await;
+    let sends = (0..16).map(|i| {
+        let sub = e.sub("ok", &format!("h2-{i}"));
+        let client = e.client.clone();
+        async move { client.send(&sub, &msg("together"), 60).await }
+    });
+    for answer in futures_util::future::join_all(sends).await {
+        assert_eq!(answer.expect("answer").status, 201);
+    }
+    assert_eq!(e.mock.inbox.count(b"together"), 16);
+    let h2 = e
+        .mock
+        .inbox
+        .h2_requests
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(h2, 16, "every request over HTTP/2");
+    assert_eq!(
+        crate::mock::Ledger::get(&e.mock.handle.ledger.connections),
+        1,
+        "16 requests started together share one connection"
+    );
+    assert_eq!(e.client.connected(), 1);
+}
+
+#[tokio::test]
+async fn a_push_service_without_http2_is_reached_over_http1() {
+    let e = env(|o| o.http1_only = true).await;
+    for i in 0..3 {
+        let a = e
+            .client
+            .send(&e.sub("ok", &format!("h1-{i}")), &msg("old school"), 60)
+            .await
+            .expect("answer");
+        assert_eq!(a.status, 201, "message {i}");
+    }
+    let gone = e
+        .client
+        .send(&e.sub("gone", "h1"), &msg("x"), 60)
+        .await
+        .expect("answer");
+    assert_eq!(gone.status, 410);
+    assert_eq!(e.mock.inbox.count(b"old school"), 3);
+    let h2 = e
+        .mock
+        .inbox
+        .h2_requests
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(h2, 0, "no request over HTTP/2");
+    assert_eq!(e.client.connected(), 0, "no HTTP/2 connection held");
 }

@@ -15,7 +15,6 @@ use tokio::task::{Id, JoinError, JoinSet};
 
 use super::Shared;
 use super::client::{SendError, WebPushMessage};
-use super::origin::RefusedAddress;
 use super::{message, response};
 use crate::job::{Job, Outcome};
 use crate::queue::Work;
@@ -147,18 +146,6 @@ fn request_ended(shared: &Shared, sending: Sending, ended: Result<(), JoinError>
     shared.in_flight.dec();
 }
 
-/// True when the error chain holds our resolver's refusal.
-pub(crate) fn refused_by_resolver(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        if err.is::<RefusedAddress>() {
-            return true;
-        }
-        cur = err.source();
-    }
-    false
-}
-
 async fn send_one(shared: Arc<Shared>, job: Arc<Job<WebPushMessage>>, index: u32, attempts: u32) {
     let verdict = attempt(&shared, &job, index).await;
     shared
@@ -198,18 +185,20 @@ async fn attempt(shared: &Shared, job: &Job<WebPushMessage>, index: u32) -> Verd
             }
             classified.verdict
         }
-        Err(SendError::Transport { source, origin }) => {
-            if refused_by_resolver(&source) {
-                tracing::warn!(%origin, "Web Push endpoint resolves only to private addresses; refused");
-                return Verdict::Done(Outcome::Failed {
-                    reason: Arc::from("PrivateAddress"),
-                    status: 0,
-                });
-            }
-            tracing::debug!(%origin, error = %source, "Web Push request failed");
-            if !source.is_connect() {
-                shared.lane.recorder().possible_duplicates(&job.progress, 1);
-            }
+        Err(SendError::Refused { origin, reason }) => {
+            tracing::warn!(%origin, reason, "Web Push endpoint resolves only to private addresses; refused");
+            Verdict::Done(Outcome::Failed {
+                reason: Arc::from("PrivateAddress"),
+                status: 0,
+            })
+        }
+        Err(e @ SendError::NotSent { .. }) => {
+            tracing::debug!(error = %e, "Web Push request not sent");
+            response::transport_error()
+        }
+        Err(e @ SendError::Lost { .. }) => {
+            tracing::debug!(error = %e, "Web Push request failed");
+            shared.lane.recorder().possible_duplicates(&job.progress, 1);
             response::transport_error()
         }
         Err(e) => {

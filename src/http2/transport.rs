@@ -1,40 +1,53 @@
-//! FCM v1 over our own HTTP/2 connections (the [`crate::http2`] connector
-//! APNs uses) instead of reqwest: no per-request client machinery, no pool
-//! checkout, no channel hop to a hidden connection task, and connections
-//! the status page can count.
+//! Requests to one upstream origin over our own HTTP/2 connections (the
+//! [`crate::http2`] connector APNs uses) instead of reqwest: no per-request
+//! client machinery, no pool checkout, no URL re-parse, no channel hop to a
+//! hidden connection task, and connections the status page can count. FCM v1
+//! sends through one per app, Web Push through one per push service.
 //!
-//! `fcm.connections` connections (default 1) are opened on first use and
-//! reopened when they end; requests go round robin. A server that answers
-//! ALPN with `http/1.1` (or a plain `http://` endpoint) is left to the
-//! reqwest client: [`Attempt::NoH2`] tells the worker to switch for good.
+//! `connections` connections are opened on first use and reopened when they
+//! end; requests go round robin. A server that answers ALPN with `http/1.1`
+//! gets [`Attempt::NoH2`]: the caller switches to its HTTP/1.1 client for
+//! good.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
-use http::{HeaderValue, Method, Request};
+use http::header::CONTENT_LENGTH;
+use http::{HeaderValue, Request};
 use prometheus::{IntCounter, IntGauge};
 
-use crate::http2::{self, ConnectError};
+use super::{ConnectError, Connection};
 use crate::retry;
 
 /// What one request produced.
-pub(crate) enum Attempt {
-    /// FCM answered.
+pub enum Attempt {
+    /// The upstream answered.
     Answer {
+        /// HTTP status.
         status: u16,
+        /// `Retry-After`, when given.
         retry_after: Option<Duration>,
+        /// The body, at most 64 KiB of it.
         body: Bytes,
     },
     /// Nothing was sent (connect failed, or the connection refused the stream).
     NotSent,
-    /// The request may or may not have reached FCM.
+    /// The name resolves only to addresses the caller's policy refuses
+    /// ([`AddressFilter`]); the reason says which.
+    Refused(String),
+    /// The request may or may not have reached the upstream.
     Lost(&'static str),
-    /// The server speaks HTTP/1.1 only: use the pooled HTTP/1.1 client.
+    /// The server speaks HTTP/1.1 only: use an HTTP/1.1 client.
     NoH2,
 }
+
+/// Keeps the addresses a name resolved to that may be connected to; an
+/// error (every address refused) says why.
+pub type AddressFilter =
+    Arc<dyn Fn(&str, Vec<SocketAddr>) -> Result<Vec<SocketAddr>, String> + Send + Sync>;
 
 /// One connection slot.
 #[derive(Default)]
@@ -44,41 +57,41 @@ struct Slot {
     connecting: tokio::sync::Mutex<()>,
 }
 
-/// The connections of one FCM v1 app.
-pub(crate) struct Transport {
+/// The connections to one origin.
+pub struct Transport {
+    platform: &'static str,
     host: String,
     port: u16,
-    uri: http::Uri,
     tls: Arc<rustls::ClientConfig>,
+    addresses: Option<AddressFilter>,
     slots: Vec<Slot>,
     next: AtomicUsize,
     connected: Arc<AtomicUsize>,
     h1_only: AtomicBool,
-    gauge: IntGauge,
-    connects_ok: IntCounter,
-    connects_failed: IntCounter,
+    metrics: TransportMetrics,
 }
 
-/// The counters a transport updates.
-pub(crate) struct TransportMetrics {
-    /// `pushgate_upstream_connections{platform="fcm"}`.
+/// The counters a transport updates (shared by every transport of a platform).
+#[derive(Clone)]
+pub struct TransportMetrics {
+    /// `pushgate_upstream_connections{platform}`.
     pub gauge: IntGauge,
-    /// `pushgate_upstream_connects_total{platform="fcm",result="ok"}`.
+    /// `pushgate_upstream_connects_total{platform,result="ok"}`.
     pub connects_ok: IntCounter,
     /// `...{result="error"}`.
     pub connects_failed: IntCounter,
 }
 
 impl Transport {
-    /// A transport for `https://host:port` + `path`; `None` for a plain
-    /// `http://` endpoint (no h2c here) or a URL without a host.
+    /// A transport for the origin of `uri` (`https://host[:port]`); `None`
+    /// for a plain `http://` URI (no h2c here) or one without a host.
     pub fn new(
-        send_url: &str,
+        platform: &'static str,
+        uri: &http::Uri,
         tls: Arc<rustls::ClientConfig>,
         connections: usize,
         metrics: TransportMetrics,
     ) -> Option<Self> {
-        let uri: http::Uri = send_url.parse().ok()?;
         if uri.scheme_str() != Some("https") {
             return None;
         }
@@ -87,20 +100,24 @@ impl Transport {
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_owned();
-        let port = uri.port_u16().unwrap_or(443);
         Some(Self {
+            platform,
             host,
-            port,
-            uri,
+            port: uri.port_u16().unwrap_or(443),
             tls,
+            addresses: None,
             slots: (0..connections.max(1)).map(|_| Slot::default()).collect(),
             next: AtomicUsize::new(0),
             connected: Arc::new(AtomicUsize::new(0)),
             h1_only: AtomicBool::new(false),
-            gauge: metrics.gauge,
-            connects_ok: metrics.connects_ok,
-            connects_failed: metrics.connects_failed,
+            metrics,
         })
+    }
+
+    /// Connects only to the addresses `filter` keeps.
+    pub fn with_address_filter(mut self, filter: AddressFilter) -> Self {
+        self.addresses = Some(filter);
+        self
     }
 
     /// True once the server turned out to speak HTTP/1.1 only.
@@ -113,8 +130,9 @@ impl Transport {
         self.connected.load(Ordering::Relaxed)
     }
 
-    /// POSTs one `messages:send` body.
-    pub async fn post(&self, auth: &HeaderValue, body: Bytes, timeout: Duration) -> Attempt {
+    /// Sends `request` (its URI absolute, on this origin) with `body`, and
+    /// reads the answer within `timeout`.
+    pub async fn send(&self, mut request: Request<()>, body: Bytes, timeout: Duration) -> Attempt {
         let slot = &self.slots[self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len()];
         let sender = match self.sender(slot).await {
             Ok(sender) => sender,
@@ -128,13 +146,9 @@ impl Transport {
                 return Attempt::NotSent;
             }
         };
-        let mut request = Request::new(());
-        *request.method_mut() = Method::POST;
-        *request.uri_mut() = self.uri.clone();
-        let headers = request.headers_mut();
-        headers.insert(AUTHORIZATION, auth.clone());
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+        request
+            .headers_mut()
+            .insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
         let (response, mut stream) = match sender.send_request(request, false) {
             Ok(pair) => pair,
             Err(_) => {
@@ -160,37 +174,61 @@ impl Transport {
         if let Some(sender) = lock(&slot.sender).clone() {
             return Ok(sender);
         }
-        match http2::connect(&self.host, self.port, self.tls.clone()).await {
+        match self.open().await {
             Ok(connection) => {
-                self.connects_ok.inc();
+                self.metrics.connects_ok.inc();
                 self.connected.fetch_add(1, Ordering::Relaxed);
-                self.gauge.inc();
-                let http2::Connection { sender, driver, .. } = connection;
-                let (connected, gauge) = (self.connected.clone(), self.gauge.clone());
+                self.metrics.gauge.inc();
+                let Connection { sender, driver, .. } = connection;
+                let (connected, gauge) = (self.connected.clone(), self.metrics.gauge.clone());
                 tokio::spawn(async move {
                     let _ = driver.await;
                     connected.fetch_sub(1, Ordering::Relaxed);
                     gauge.dec();
                 });
-                tracing::info!(upstream = %self.uri.authority().map_or("", |a| a.as_str()), "FCM HTTP/2 connection open");
+                tracing::info!(platform = self.platform, host = %self.host, port = self.port, "HTTP/2 connection open");
                 *lock(&slot.sender) = Some(sender.clone());
                 Ok(sender)
             }
             Err(ConnectError::NoH2 { addr }) => {
                 if !self.h1_only.swap(true, Ordering::Relaxed) {
                     tracing::info!(
+                        platform = self.platform,
                         addr,
-                        "the FCM endpoint speaks HTTP/1.1 only: using the pooled HTTP/1.1 client"
+                        "the upstream speaks HTTP/1.1 only: using the pooled HTTP/1.1 client"
                     );
                 }
                 Err(Attempt::NoH2)
             }
+            Err(ConnectError::Refused { reason, .. }) => {
+                self.metrics.connects_failed.inc();
+                Err(Attempt::Refused(reason))
+            }
             Err(e) => {
-                self.connects_failed.inc();
-                tracing::debug!(error = %e, "FCM connect failed");
+                self.metrics.connects_failed.inc();
+                tracing::debug!(platform = self.platform, error = %e, "connect failed");
                 Err(Attempt::NotSent)
             }
         }
+    }
+
+    async fn open(&self) -> Result<Connection, ConnectError> {
+        let Some(filter) = &self.addresses else {
+            return super::connect(&self.host, self.port, self.tls.clone()).await;
+        };
+        let addr = format!("{}:{}", self.host, self.port);
+        let found: Vec<SocketAddr> = tokio::net::lookup_host((self.host.as_str(), self.port))
+            .await
+            .map_err(|source| ConnectError::Tcp {
+                addr: addr.clone(),
+                source,
+            })?
+            .collect();
+        let kept = filter(&self.host, found).map_err(|reason| ConnectError::Refused {
+            addr: addr.clone(),
+            reason,
+        })?;
+        super::connect_to(&self.host, self.port, &kept, self.tls.clone()).await
     }
 }
 
