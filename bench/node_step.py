@@ -21,6 +21,7 @@ without node or npm, or when the install fails, the table says so and the
 rest of the run goes on. Each round runs node first, then the gateway.
 """
 
+import argparse
 import base64
 import json
 import os
@@ -207,19 +208,37 @@ def node_webpush_round(args, subs, subs_port):
         stop(mock)
 
 
-def compare(args, label, node_round, gateway_round, n, version):
-    node_runs, gw_runs = [], []
+def compare(args, label, node_round, gateway_round, n, version, wire_round=None):
+    """Node and the gateway, round by round; with `wire_round`, h2load against the same upstream too:
+    the ratio no client can beat there (the wire limit over node)."""
+    node_runs, gw_runs, wire_runs = [], [], []
     for r in range(args.rounds):
         node_runs.append(node_round())
         gw_runs.append(gateway_round())
+        wire = ""
+        if wire_round:
+            wire_runs.append(wire_round())
+            wire = f", h2load {wire_runs[-1]['requests_per_s']:,.0f}/s"
         print(f"bench: {label} round {r + 1}/{args.rounds}: node {node_runs[-1]['tokens_per_s']:,.0f}/s, "
-              f"gateway {gw_runs[-1]['tokens_per_s']:,.0f}/s", file=sys.stderr)
+              f"gateway {gw_runs[-1]['tokens_per_s']:,.0f}/s{wire}", file=sys.stderr)
     node, gw = median_fields(node_runs, "tokens_per_s"), median_fields(gw_runs, "tokens_per_s")
     gw.pop("post_s", None)
-    return {"status": "ok", "version": version, "tokens": n, "node": node, "gateway": gw,
-            "ratio": gw["tokens_per_s"] / node["tokens_per_s"],
-            "rounds": [{"node_tokens_per_s": a["tokens_per_s"], "gateway_tokens_per_s": b["tokens_per_s"],
-                        "ratio": b["tokens_per_s"] / a["tokens_per_s"]} for a, b in zip(node_runs, gw_runs)]}
+    out = {"status": "ok", "version": version, "tokens": n, "node": node, "gateway": gw,
+           "ratio": gw["tokens_per_s"] / node["tokens_per_s"],
+           "rounds": [{"node_tokens_per_s": a["tokens_per_s"], "gateway_tokens_per_s": b["tokens_per_s"],
+                       "ratio": b["tokens_per_s"] / a["tokens_per_s"]} for a, b in zip(node_runs, gw_runs)]}
+    if wire_runs:
+        out["h2load"] = median_fields(wire_runs, "requests_per_s")
+        out["wire_ratio"] = out["h2load"]["requests_per_s"] / node["tokens_per_s"]
+        for row, w in zip(out["rounds"], wire_runs):
+            row["h2load_requests_per_s"] = w["requests_per_s"]
+    return out
+
+
+def h2load_apn_round(args, tokens):
+    """h2load with node-apn's token count, distinct paths, against the same nginx setup."""
+    return nginx_step.h2load_run(argparse.Namespace(**{**vars(args), "nginx_tokens": len(tokens)}),
+                                 "node-apn-h2load", tokens, fixed=False)
 
 
 def run(args):
@@ -240,7 +259,8 @@ def run(args):
                 f.write("\n".join(tokens) + "\n")
             body = send_body(tokens, APNS_PAYLOAD)
             out["apn"] = compare(args, "@parse/node-apn", lambda: node_apn_round(args, tokens_file, n),
-                                 lambda: gateway_apn_round(args, body), n, versions["apn"])
+                                 lambda: gateway_apn_round(args, body), n, versions["apn"],
+                                 wire_round=lambda: h2load_apn_round(args, tokens))
     else:
         out["apn"] = {"status": f"skipped: npm install @parse/node-apn failed (see {OUT}/node-npm-install.log)"}
     if versions["webpush"]:

@@ -157,7 +157,9 @@ def target_rows(r):
         apn = node.get("apn", {})
         if apn.get("status") == "ok":
             rows.append((f"pushgate (disk) vs @parse/node-apn {apn['version']}, same nginx, {apn['tokens']:,.0f} tokens",
-                         f"{apn['gateway']['tokens_per_s']:,.0f} vs {apn['node']['tokens_per_s']:,.0f} tokens/s = **{apn['ratio']:.1f}×**",
+                         f"{apn['gateway']['tokens_per_s']:,.0f} vs {apn['node']['tokens_per_s']:,.0f} tokens/s = **{apn['ratio']:.1f}×**"
+                         + (f"; the wire limit, h2load {apn['h2load']['requests_per_s']:,.0f} req/s, is "
+                            f"{apn['wire_ratio']:.1f}× node" if "wire_ratio" in apn else ""),
                          per_round([x["ratio"] for x in apn["rounds"]], lambda v: f"{v:.1f}×"), "≥ 8×",
                          budget(apn["ratio"] >= 8)))
         else:

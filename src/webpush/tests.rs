@@ -246,19 +246,21 @@ async fn a_name_resolving_to_loopback_is_refused_at_connect_unless_named() {
         CertificateDer::pem_slice_iter(e.mock.handle.ca_pem.as_bytes())
             .collect::<Result<_, _>>()
             .expect("CA");
-    let vapid = || {
-        Arc::new(Vapid::new(VapidKey::generate().expect("key"), "mailto:t@example.com").expect("v"))
+    let client = |policy: &OriginPolicy| {
+        let vapid = Vapid::new(VapidKey::generate().expect("key"), "mailto:t@example.com");
+        let vapid = Arc::new(vapid.expect("vapid"));
+        Client::new(
+            vapid,
+            policy,
+            &pki_roots,
+            Duration::from_secs(10),
+            4,
+            metrics(),
+        )
+        .expect("client")
     };
     let wildcard = OriginPolicy::new(&["https://*.example.com".to_string()]).expect("policy");
-    let refusing = Client::new(
-        vapid(),
-        &wildcard,
-        &pki_roots,
-        Duration::from_secs(10),
-        4,
-        metrics(),
-    )
-    .expect("client");
+    let refusing = client(&wildcard);
     match refusing.send(&sub, &msg("x"), 60).await {
         Err(SendError::Refused { reason, .. }) => {
             assert!(reason.contains("localhost resolves only to"), "{reason}");
@@ -270,15 +272,7 @@ async fn a_name_resolving_to_loopback_is_refused_at_connect_unless_named() {
         0
     );
     let named = OriginPolicy::new(&[format!("https://localhost:{port}")]).expect("policy");
-    let allowed = Client::new(
-        vapid(),
-        &named,
-        &pki_roots,
-        Duration::from_secs(10),
-        4,
-        metrics(),
-    )
-    .expect("client");
+    let allowed = client(&named);
     let answer = allowed
         .send(&sub, &msg("by name"), 60)
         .await
