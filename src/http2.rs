@@ -6,7 +6,7 @@
 
 mod transport;
 
-pub use transport::{AddressFilter, Attempt, Transport, TransportMetrics};
+pub use transport::{AddressFilter, Declined, Transport, TransportMetrics};
 
 use std::net::SocketAddr;
 

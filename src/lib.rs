@@ -54,5 +54,6 @@ pub mod shared_credential;
 pub mod store;
 pub mod terminal;
 pub mod tls;
+pub mod upstream;
 pub mod webhook;
 pub mod webpush;

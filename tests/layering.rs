@@ -6,7 +6,7 @@
 //!
 //! - the floor: `floor`, `job`, `books`, `message`, `settings` (the nouns,
 //!   imports nothing above them);
-//! - mechanism: `retry`, `pace`, `tls`, `http2`, `schedule`,
+//! - mechanism: `retry`, `pace`, `tls`, `http2`, `upstream`, `schedule`,
 //!   `shared_credential`, `oauth` (the cached access token of FCM and HMS),
 //!   `shared` (the Redis link, credentials, quota), `queue`, `outcome`,
 //!   `listener`;
@@ -176,6 +176,7 @@ const MECHANISM: &[&str] = &[
     "pace",
     "tls",
     "http2",
+    "upstream",
     "schedule",
     "shared_credential",
     "oauth",

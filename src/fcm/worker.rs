@@ -18,7 +18,8 @@ use super::{Api, Shared, legacy, v1};
 use crate::http2;
 use crate::job::{Job, Outcome};
 use crate::queue::Work;
-use crate::retry::{self, Backoff, Verdict};
+use crate::retry::{Backoff, Verdict};
+use crate::upstream::{self, Attempt};
 
 /// Tokens taken from the queue at once for v1: amortizes the queue lock.
 const TAKE: usize = 32;
@@ -143,54 +144,18 @@ async fn run_legacy(shared: Arc<Shared>, batch_size: usize) {
     while in_flight.next().await.is_some() {}
 }
 
-/// What one request produced.
-enum Attempt {
-    /// The upstream answered.
-    Answer {
-        status: u16,
-        retry_after: Option<Duration>,
-        body: Bytes,
-    },
-    /// The request never left (connect or TLS failure): resend, no attempt.
-    NotSent,
-    /// The request may or may not have reached the upstream.
-    Lost(&'static str),
-}
-
 async fn post(shared: &Shared, url: &str, auth: HeaderValue, body: Bytes) -> Attempt {
-    let result = shared
+    let request = shared
         .client
         .post(url)
         .header(http::header::AUTHORIZATION, auth)
         .header(http::header::CONTENT_TYPE, "application/json")
         .body(body)
-        .send()
-        .await;
-    let response = match result {
-        Ok(response) => response,
-        Err(e) => {
-            tracing::debug!(platform = %shared.platform, error = %e, "request failed");
-            // Checked first: a connect timeout is both, and nothing was sent.
-            return if e.is_connect() {
-                Attempt::NotSent
-            } else if e.is_timeout() {
-                Attempt::Lost("Timeout")
-            } else {
-                Attempt::Lost("TransportError")
-            };
-        }
-    };
-    let status = response.status().as_u16();
-    let retry_after = retry::retry_after(response.headers());
-    match response.bytes().await {
-        Ok(body) => Attempt::Answer {
-            status,
-            retry_after,
-            body,
-        },
-        // The status alone could classify, but a cut-off answer is not one to trust.
-        Err(e) if e.is_timeout() => Attempt::Lost("Timeout"),
-        Err(_) => Attempt::Lost("TransportError"),
+        .build();
+    match request {
+        Ok(request) => upstream::post(&shared.client, shared.platform.as_str(), request).await,
+        // Only a malformed URL gets here, and config refused those.
+        Err(_) => Attempt::Lost("BadRequestUrl"),
     }
 }
 
@@ -262,19 +227,10 @@ async fn send_v1(shared: Arc<Shared>, job: Arc<Job<GoogleMessage>>, index: u32, 
                 .send(request, body.clone(), shared.request_timeout)
                 .await
             {
-                http2::Attempt::Answer {
-                    status,
-                    retry_after,
-                    body,
-                } => Attempt::Answer {
-                    status,
-                    retry_after,
-                    body,
-                },
-                // No address filter here: a refusal cannot happen.
-                http2::Attempt::NotSent | http2::Attempt::Refused(_) => Attempt::NotSent,
-                http2::Attempt::Lost(reason) => Attempt::Lost(reason),
-                http2::Attempt::NoH2 => post(&shared, url, auth.clone(), body).await,
+                Ok(attempt) => attempt,
+                Err(http2::Declined::Http1Only) => post(&shared, url, auth.clone(), body).await,
+                // No address filter here: never refused.
+                Err(http2::Declined::AddressRefused(_)) => Attempt::NotSent,
             }
         }
         None => post(&shared, url, auth.clone(), body).await,

@@ -20,6 +20,7 @@ use super::{HmsMessage, Shared, request};
 use crate::job::Outcome;
 use crate::queue::Work;
 use crate::retry::{Backoff, Verdict};
+use crate::upstream::{self, Attempt};
 
 /// Delay before resending work that never reached Push Kit (connection
 /// refused, token endpoint unreachable), growing with consecutive failures.
@@ -56,51 +57,11 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     while in_flight.next().await.is_some() {}
 }
 
-/// What one request produced.
-enum Attempt {
-    /// Push Kit answered.
-    Answer {
-        status: u16,
-        retry_after: Option<Duration>,
-        body: Bytes,
-    },
-    /// The request never left (connect or TLS failure): resend, no attempt.
-    NotSent,
-    /// The request may or may not have reached Push Kit.
-    Lost(&'static str),
-}
-
 async fn post(shared: &Shared, request: http::Request<Bytes>) -> Attempt {
-    let request = match reqwest::Request::try_from(request) {
-        Ok(r) => r,
+    match reqwest::Request::try_from(request) {
+        Ok(request) => upstream::post(&shared.client, "hms", request).await,
         // Only a malformed URL gets here, and config refused those.
-        Err(_) => return Attempt::Lost("BadRequestUrl"),
-    };
-    let response = match shared.client.execute(request).await {
-        Ok(response) => response,
-        Err(e) => {
-            tracing::debug!(platform = "hms", error = %e, "request failed");
-            // Checked first: a connect timeout is both, and nothing was sent.
-            return if e.is_connect() {
-                Attempt::NotSent
-            } else if e.is_timeout() {
-                Attempt::Lost("Timeout")
-            } else {
-                Attempt::Lost("TransportError")
-            };
-        }
-    };
-    let status = response.status().as_u16();
-    let retry_after = crate::retry::retry_after(response.headers());
-    match response.bytes().await {
-        Ok(body) => Attempt::Answer {
-            status,
-            retry_after,
-            body,
-        },
-        // A cut-off answer is not one to trust (a partial one names tokens).
-        Err(e) if e.is_timeout() => Attempt::Lost("Timeout"),
-        Err(_) => Attempt::Lost("TransportError"),
+        Err(_) => Attempt::Lost("BadRequestUrl"),
     }
 }
 

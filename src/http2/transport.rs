@@ -6,8 +6,8 @@
 //!
 //! `connections` connections are opened on first use and reopened when they
 //! end; requests go round robin. A server that answers ALPN with `http/1.1`
-//! gets [`Attempt::NoH2`]: the caller switches to its HTTP/1.1 client for
-//! good.
+//! is [`Declined::Http1Only`]: the caller switches to its HTTP/1.1 client
+//! for good.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -21,27 +21,16 @@ use prometheus::{IntCounter, IntGauge};
 
 use super::{ConnectError, Connection};
 use crate::retry;
+use crate::upstream::Attempt;
 
-/// What one request produced.
-pub enum Attempt {
-    /// The upstream answered.
-    Answer {
-        /// HTTP status.
-        status: u16,
-        /// `Retry-After`, when given.
-        retry_after: Option<Duration>,
-        /// The body, at most 64 KiB of it.
-        body: Bytes,
-    },
-    /// Nothing was sent (connect failed, or the connection refused the stream).
-    NotSent,
-    /// The name resolves only to addresses the caller's policy refuses
-    /// ([`AddressFilter`]); the reason says which.
-    Refused(String),
-    /// The request may or may not have reached the upstream.
-    Lost(&'static str),
-    /// The server speaks HTTP/1.1 only: use an HTTP/1.1 client.
-    NoH2,
+/// Why a transport sent nothing, when the caller has to act on it.
+#[derive(Debug)]
+pub enum Declined {
+    /// The server speaks HTTP/1.1 only: use an HTTP/1.1 client, from now on.
+    Http1Only,
+    /// The name resolves only to addresses the caller's [`AddressFilter`]
+    /// refuses; the reason says which.
+    AddressRefused(String),
 }
 
 /// Keeps the addresses a name resolved to that may be connected to; an
@@ -132,18 +121,24 @@ impl Transport {
 
     /// Sends `request` (its URI absolute, on this origin) with `body`, and
     /// reads the answer within `timeout`.
-    pub async fn send(&self, mut request: Request<()>, body: Bytes, timeout: Duration) -> Attempt {
+    pub async fn send(
+        &self,
+        mut request: Request<()>,
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<Attempt, Declined> {
         let slot = &self.slots[self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len()];
         let sender = match self.sender(slot).await {
-            Ok(sender) => sender,
-            Err(attempt) => return attempt,
+            Ok(Some(sender)) => sender,
+            Ok(None) => return Ok(Attempt::NotSent),
+            Err(declined) => return Err(declined),
         };
         let mut sender = match sender.ready().await {
             Ok(sender) => sender,
             Err(_) => {
                 // The connection is gone: the next request opens a new one.
                 forget(slot);
-                return Attempt::NotSent;
+                return Ok(Attempt::NotSent);
             }
         };
         request
@@ -153,26 +148,29 @@ impl Transport {
             Ok(pair) => pair,
             Err(_) => {
                 forget(slot);
-                return Attempt::NotSent;
+                return Ok(Attempt::NotSent);
             }
         };
         if stream.send_data(body, true).is_err() {
-            return Attempt::Lost("StreamReset");
+            return Ok(Attempt::Lost("StreamReset"));
         }
-        match tokio::time::timeout(timeout, read(response)).await {
-            Ok(attempt) => attempt,
-            Err(_) => Attempt::Lost("Timeout"),
-        }
+        Ok(tokio::time::timeout(timeout, read(response))
+            .await
+            .unwrap_or(Attempt::Lost("Timeout")))
     }
 
-    async fn sender(&self, slot: &Slot) -> Result<h2::client::SendRequest<Bytes>, Attempt> {
+    /// The slot's connection, opened if need be; `None` when it cannot be.
+    async fn sender(
+        &self,
+        slot: &Slot,
+    ) -> Result<Option<h2::client::SendRequest<Bytes>>, Declined> {
         if let Some(sender) = lock(&slot.sender).clone() {
-            return Ok(sender);
+            return Ok(Some(sender));
         }
         let _connecting = slot.connecting.lock().await;
         // Another request may have connected while this one waited.
         if let Some(sender) = lock(&slot.sender).clone() {
-            return Ok(sender);
+            return Ok(Some(sender));
         }
         match self.open().await {
             Ok(connection) => {
@@ -188,7 +186,7 @@ impl Transport {
                 });
                 tracing::info!(platform = self.platform, host = %self.host, port = self.port, "HTTP/2 connection open");
                 *lock(&slot.sender) = Some(sender.clone());
-                Ok(sender)
+                Ok(Some(sender))
             }
             Err(ConnectError::NoH2 { addr }) => {
                 if !self.h1_only.swap(true, Ordering::Relaxed) {
@@ -198,16 +196,16 @@ impl Transport {
                         "the upstream speaks HTTP/1.1 only: using the pooled HTTP/1.1 client"
                     );
                 }
-                Err(Attempt::NoH2)
+                Err(Declined::Http1Only)
             }
             Err(ConnectError::Refused { reason, .. }) => {
                 self.metrics.connects_failed.inc();
-                Err(Attempt::Refused(reason))
+                Err(Declined::AddressRefused(reason))
             }
             Err(e) => {
                 self.metrics.connects_failed.inc();
                 tracing::debug!(platform = self.platform, error = %e, "connect failed");
-                Err(Attempt::NotSent)
+                Ok(None)
             }
         }
     }

@@ -16,7 +16,8 @@ use rustls::pki_types::CertificateDer;
 use super::ece::{self, UaKeys};
 use super::origin::{Endpoint, OriginPolicy, RefusedAddress};
 use super::vapid::Vapid;
-use crate::http2::Attempt;
+use crate::http2::Declined;
+use crate::upstream::Attempt;
 
 /// RFC 8030 §5.3 urgency.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -335,37 +336,37 @@ impl Client {
             *request.uri_mut() = uri;
             *request.headers_mut() = headers.clone();
             match transport.send(request, body.clone(), self.timeout).await {
-                Attempt::Answer {
+                Ok(Attempt::Answer {
                     status,
                     retry_after,
                     body,
-                } => {
+                }) => {
                     return Ok(Answer {
                         status,
                         retry_after,
                         body,
                     });
                 }
-                Attempt::NotSent => {
+                Ok(Attempt::NotSent) => {
                     return Err(SendError::NotSent {
                         origin: origin.clone(),
                         detail: "no HTTP/2 connection".into(),
                     });
                 }
-                Attempt::Refused(reason) => {
-                    return Err(SendError::Refused {
-                        origin: origin.clone(),
-                        reason,
-                    });
-                }
-                Attempt::Lost(reason) => {
+                Ok(Attempt::Lost(reason)) => {
                     return Err(SendError::Lost {
                         origin: origin.clone(),
                         detail: reason.into(),
                     });
                 }
+                Err(Declined::AddressRefused(reason)) => {
+                    return Err(SendError::Refused {
+                        origin: origin.clone(),
+                        reason,
+                    });
+                }
                 // The service speaks HTTP/1.1 only: reqwest's pool, from now on.
-                Attempt::NoH2 => {}
+                Err(Declined::Http1Only) => {}
             }
         }
         self.send_http1(&sub.endpoint.url, origin, headers, body)
