@@ -193,9 +193,9 @@ impl std::fmt::Debug for Client {
 /// own connection; until the first answer, they go one at a time.
 type Gate = Arc<tokio::sync::Mutex<bool>>;
 
-/// A push service's HTTP/2 connections are closed after this long unused
-/// (reqwest's pool keeps idle connections 90 s; a subscriber base spread
-/// over many hosts should not hold a connection to each for ever).
+/// A push service unused this long is dropped, with its connection, when
+/// the next new one is added: subscriptions spread over many hosts (one
+/// per WNS region, say) should not keep a connection to each for ever.
 const IDLE: Duration = Duration::from_secs(300);
 
 /// The HTTP/2 transports, one per push service origin, made on first use.
