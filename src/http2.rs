@@ -1,15 +1,15 @@
-//! Opens one HTTP/2 connection to an upstream (APNs, FCM v1): TCP, TLS with
-//! ALPN `h2`, h2 handshake. The connection is driven by its own task; callers
-//! get the cloneable sender and a handle that resolves when the connection
-//! ends. Platform-neutral: `apns/` builds on it, and so does [`transport`],
-//! the request-at-a-time client of FCM v1 and Web Push.
+//! Opens one HTTP/2 connection to an upstream (APNs, FCM v1, a Web Push
+//! service): TCP, TLS with ALPN `h2`, h2 handshake. The connection is driven
+//! by its own task; callers get the cloneable sender and a handle that
+//! resolves when the connection ends. Platform-neutral: `apns/` builds on
+//! it, and so does [`transport`], the request-at-a-time client of FCM v1 and
+//! Web Push.
 
 mod transport;
 
 pub use transport::{AddressFilter, Declined, Transport, TransportMetrics};
 
 use std::net::SocketAddr;
-
 use std::sync::Arc;
 use std::time::Duration;
 
