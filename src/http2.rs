@@ -2,7 +2,7 @@
 //! service): TCP, TLS with ALPN `h2`, h2 handshake. The connection is driven
 //! by its own task; callers get the cloneable sender and a handle that
 //! resolves when the connection ends. Platform-neutral: `apns/` builds on
-//! it, and so does [`transport`], the request-at-a-time client of FCM v1 and
+//! it, and so does [`Transport`], the request-at-a-time client of FCM v1 and
 //! Web Push.
 
 mod transport;
