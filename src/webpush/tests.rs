@@ -50,6 +50,12 @@ async fn env(tweak: impl FnOnce(&mut MockWebPushOptions)) -> Env {
 }
 
 impl Env {
+    /// Requests the mock took over HTTP/2.
+    fn h2_requests(&self) -> u64 {
+        let inbox = &self.mock.inbox;
+        inbox.h2_requests.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     fn sub(&self, kind: &str, id: &str) -> Subscription {
         let json = self.mock.subscription(kind, id);
         Subscription {
@@ -313,12 +319,7 @@ async fn a_push_service_gets_one_http2_connection_of_our_own() {
         assert_eq!(answer.expect("answer").status, 201);
     }
     assert_eq!(e.mock.inbox.count(b"together"), 16);
-    let h2 = e
-        .mock
-        .inbox
-        .h2_requests
-        .load(std::sync::atomic::Ordering::Relaxed);
-    assert_eq!(h2, 16, "every request over HTTP/2");
+    assert_eq!(e.h2_requests(), 16, "every request over HTTP/2");
     assert_eq!(
         crate::mock::Ledger::get(&e.mock.handle.ledger.connections),
         1,
@@ -345,11 +346,6 @@ async fn a_push_service_without_http2_is_reached_over_http1() {
         .expect("answer");
     assert_eq!(gone.status, 410);
     assert_eq!(e.mock.inbox.count(b"old school"), 3);
-    let h2 = e
-        .mock
-        .inbox
-        .h2_requests
-        .load(std::sync::atomic::Ordering::Relaxed);
-    assert_eq!(h2, 0, "no request over HTTP/2");
+    assert_eq!(e.h2_requests(), 0, "no request over HTTP/2");
     assert_eq!(e.client.connected(), 0, "no HTTP/2 connection held");
 }
