@@ -326,7 +326,6 @@ impl Client {
                 origin: origin.clone(),
             })?;
         let body = Bytes::from(body);
-        let headers = headers(msg, ttl, auth);
         let uri = http::Uri::try_from(sub.endpoint.url.as_str()).ok();
         if let Some((transport, uri)) = self.services.get(origin).zip(uri)
             && !transport.h1_only()
@@ -334,7 +333,7 @@ impl Client {
             let mut request = http::Request::new(());
             *request.method_mut() = http::Method::POST;
             *request.uri_mut() = uri;
-            *request.headers_mut() = headers.clone();
+            *request.headers_mut() = headers(msg, ttl, auth.clone());
             match transport.send(request, body.clone(), self.timeout).await {
                 Ok(Attempt::Answer {
                     status,
@@ -369,7 +368,7 @@ impl Client {
                 Err(Declined::Http1Only) => {}
             }
         }
-        self.send_http1(&sub.endpoint.url, origin, headers, body)
+        self.send_http1(&sub.endpoint.url, origin, headers(msg, ttl, auth), body)
             .await
     }
 
