@@ -303,13 +303,7 @@ impl GoogleService {
                         &uri,
                         tls,
                         c.connections as usize,
-                        crate::http2::TransportMetrics {
-                            gauge: metrics.connections.with_label_values(&label),
-                            connects_ok: metrics.connects.with_label_values(&[label[0], "ok"]),
-                            connects_failed: metrics
-                                .connects
-                                .with_label_values(&[label[0], "error"]),
-                        },
+                        metrics.transport(label[0]),
                     )?;
                     Some(V1Transport { connections, uri })
                 });

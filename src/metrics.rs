@@ -91,6 +91,15 @@ impl Metrics {
         Self::with_catalog(Catalog::new(&[]))
     }
 
+    /// The connection counters of `platform`'s HTTP/2 transports.
+    pub fn transport(&self, platform: &str) -> crate::http2::TransportMetrics {
+        crate::http2::TransportMetrics {
+            gauge: self.connections.with_label_values(&[platform]),
+            connects_ok: self.connects.with_label_values(&[platform, "ok"]),
+            connects_failed: self.connects.with_label_values(&[platform, "error"]),
+        }
+    }
+
     /// Registers every metric, with the per-token counters of `catalog`'s
     /// platforms resolved up front.
     pub fn with_catalog(catalog: Catalog) -> Result<Self, prometheus::Error> {

@@ -134,11 +134,7 @@ impl WebPushService {
             &config.extra_roots,
             config.request_timeout,
             concurrency,
-            crate::http2::TransportMetrics {
-                gauge: metrics.connections.with_label_values(&label),
-                connects_ok: metrics.connects.with_label_values(&[label[0], "ok"]),
-                connects_failed: metrics.connects.with_label_values(&[label[0], "error"]),
-            },
+            metrics.transport(label[0]),
         )?;
         let lane = Lane::new(LaneSettings {
             platform: crate::webpush::PLATFORM,
