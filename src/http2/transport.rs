@@ -215,8 +215,12 @@ impl Transport {
             return super::connect(&self.host, self.port, self.tls.clone()).await;
         };
         let addr = format!("{}:{}", self.host, self.port);
-        let found: Vec<SocketAddr> = tokio::net::lookup_host((self.host.as_str(), self.port))
+        // The name lookup gets the connect timeout too, as it does inside
+        // `connect`: a slot waits on it with its connect lock held.
+        let lookup = tokio::net::lookup_host((self.host.as_str(), self.port));
+        let found: Vec<SocketAddr> = tokio::time::timeout(super::CONNECT_TIMEOUT, lookup)
             .await
+            .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
             .map_err(|source| ConnectError::Tcp {
                 addr: addr.clone(),
                 source,
